@@ -1,0 +1,175 @@
+//! The flow key: every field a rule can match, in one flat 64-byte record.
+//!
+//! The XDP program mirrors this struct byte for byte. Multi-byte fields are
+//! in host order. Masks are keys too, and masking is a bitwise AND of the
+//! eight 64-bit words.
+
+use crate::rule::{Match, RuleSet};
+use crate::wire::ethertype;
+
+/// The flow key.
+#[repr(C, align(8))]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
+pub struct FlowKey {
+    /// IP source: IPv4 in the first four bytes, or IPv6.
+    pub ip_src: [u8; 16],
+    /// IP destination, laid out as `ip_src`.
+    pub ip_dst: [u8; 16],
+    /// Ethernet source.
+    pub eth_src: [u8; 6],
+    /// Index of the port the packet came in on.
+    pub in_port: u16,
+    /// Ethernet destination.
+    pub eth_dst: [u8; 6],
+    /// Outer VLAN: 0 when untagged, else [`VLAN_PRESENT`] | VID.
+    pub vlan: u16,
+    /// EtherType after the VLAN tags.
+    pub eth_type: u16,
+    /// IP protocol after IPv6 extension headers; 0 when not IP.
+    pub ip_proto: u8,
+    /// [`FLAG_IP`] and [`FLAG_L4`].
+    pub flags: u8,
+    /// TCP/UDP source port or ICMP type; 0 without an L4 header.
+    pub l4_src: u16,
+    /// TCP/UDP destination port or ICMP code; 0 without an L4 header.
+    pub l4_dst: u16,
+    /// 0 unless the frame came out of a tunnel: then [`TUNNEL_PRESENT`] | VNI.
+    pub tun_id: u32,
+    /// TCP flags; 0 when not TCP.
+    pub tcp_flags: u8,
+    /// Always zero.
+    pub pad: [u8; 3],
+}
+
+const _: () = assert!(size_of::<FlowKey>() == 64);
+const _: () = assert!(align_of::<FlowKey>() == 8);
+
+/// Marks a tagged frame in [`FlowKey::vlan`].
+pub const VLAN_PRESENT: u16 = 0x1000;
+/// Marks a decapsulated frame in [`FlowKey::tun_id`].
+pub const TUNNEL_PRESENT: u32 = 0x0100_0000;
+/// The packet has a valid IPv4 or IPv6 header.
+pub const FLAG_IP: u8 = 0x01;
+/// The packet has an L4 header (TCP, UDP, ICMP, ICMPv6) that was parsed:
+/// not a later fragment.
+pub const FLAG_L4: u8 = 0x02;
+
+impl FlowKey {
+    /// The key as eight 64-bit words.
+    #[inline]
+    pub fn words(&self) -> &[u64; 8] {
+        // SAFETY: FlowKey is repr(C), 64 bytes, 8-aligned, with no implicit
+        // padding (asserted above), and every bit pattern is a valid u64.
+        unsafe { &*(self as *const FlowKey).cast::<[u64; 8]>() }
+    }
+
+    /// Builds a key from eight words.
+    #[inline]
+    pub fn from_words(words: [u64; 8]) -> FlowKey {
+        // SAFETY: as in `words`; every bit pattern is a valid FlowKey (all fields are integers).
+        unsafe { core::mem::transmute::<[u64; 8], FlowKey>(words) }
+    }
+
+    /// `self & mask`.
+    #[inline]
+    pub fn masked(&self, mask: &FlowKey) -> FlowKey {
+        let (a, m) = (self.words(), mask.words());
+        FlowKey::from_words(core::array::from_fn(|i| a[i] & m[i]))
+    }
+
+    /// The 64-bit hash used by the flow cache, the subtables and RSS.
+    #[inline]
+    pub fn hash(&self) -> u64 {
+        hash_words(self.words())
+    }
+}
+
+/// The hash of a sequence of key words (a fast multiply-xorshift mix; the
+/// XDP side does not need it, since BPF hash maps hash for themselves).
+#[inline]
+pub fn hash_words(words: &[u64]) -> u64 {
+    let mut h: u64 = 0x243f_6a88_85a3_08d3;
+    for &w in words {
+        h = (h ^ w).wrapping_mul(0x9e37_79b9_7f4a_7c15);
+        h ^= h >> 32;
+    }
+    h ^= h >> 29;
+    h = h.wrapping_mul(0xbf58_476d_1ce4_e5b9);
+    h ^ (h >> 32)
+}
+
+/// A rule's match as a masked key: `value & !mask == 0` always holds.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct MaskedKey {
+    /// Values of the matched fields.
+    pub value: FlowKey,
+    /// Which bits matter.
+    pub mask: FlowKey,
+}
+
+impl MaskedKey {
+    /// Whether `key` matches.
+    pub fn matches(&self, key: &FlowKey) -> bool {
+        key.masked(&self.mask) == self.value
+    }
+
+    /// Builds the masked key of a validated match. Prerequisites become
+    /// fields: an IP prefix pins the EtherType and the IP flag, an L4 match
+    /// the L4 flag (so that it never matches a later fragment).
+    pub fn from_match(m: &Match, set: &RuleSet) -> MaskedKey {
+        let mut v = FlowKey::default();
+        let mut k = FlowKey::default();
+        if let Some(p) = &m.in_port {
+            v.in_port = set.port(p).expect("validated port").index;
+            k.in_port = 0xffff;
+        }
+        if let Some(mac) = m.eth_src {
+            (v.eth_src, k.eth_src) = (mac.0, [0xff; 6]);
+        }
+        if let Some(mac) = m.eth_dst {
+            (v.eth_dst, k.eth_dst) = (mac.0, [0xff; 6]);
+        }
+        if let Some(vlan) = m.vlan {
+            v.vlan = match vlan {
+                crate::rule::VlanMatch::Untagged => 0,
+                crate::rule::VlanMatch::Vid(id) => VLAN_PRESENT | id,
+            };
+            k.vlan = VLAN_PRESENT | 0x0fff;
+        }
+        if let Some(t) = m.eth_type {
+            (v.eth_type, k.eth_type) = (t.0, 0xffff);
+        }
+        for (p, vf, kf) in [(m.ip_src, &mut v.ip_src, &mut k.ip_src), (m.ip_dst, &mut v.ip_dst, &mut k.ip_dst)] {
+            if let Some(p) = p {
+                (*vf, *kf) = (p.key_bytes(), p.mask_bytes());
+                v.eth_type = if p.addr.is_ipv4() { ethertype::IPV4 } else { ethertype::IPV6 };
+                k.eth_type = 0xffff;
+                v.flags |= FLAG_IP;
+                k.flags |= FLAG_IP;
+            }
+        }
+        if let Some(p) = m.ip_proto {
+            (v.ip_proto, k.ip_proto) = (p.0, 0xff);
+            v.flags |= FLAG_IP;
+            k.flags |= FLAG_IP;
+        }
+        if let Some(l4) = m.l4_src {
+            (v.l4_src, k.l4_src) = (l4.value, l4.mask);
+        }
+        if let Some(l4) = m.l4_dst {
+            (v.l4_dst, k.l4_dst) = (l4.value, l4.mask);
+        }
+        if let Some(f) = m.tcp_flags {
+            (v.tcp_flags, k.tcp_flags) = (f.0.value, f.0.mask);
+        }
+        if m.l4_src.is_some() || m.l4_dst.is_some() || m.tcp_flags.is_some() {
+            v.flags |= FLAG_L4;
+            k.flags |= FLAG_L4;
+        }
+        if let Some(vni) = m.vni {
+            (v.tun_id, k.tun_id) = (TUNNEL_PRESENT | vni, TUNNEL_PRESENT | 0x00ff_ffff);
+        }
+        debug_assert_eq!(v.masked(&k), v);
+        MaskedKey { value: v, mask: k }
+    }
+}

@@ -1,0 +1,162 @@
+//! The one trait every datapath backend implements.
+//!
+//! A backend executes [`crate::CompiledTables`]; it never interprets a rule
+//! itself. Lifecycle: `Running --quiesce--> Quiesced --resume--> Running`.
+//! A quiesced datapath keeps forwarding with its current state and refuses
+//! rule changes; `snapshot` and `restore` need it quiesced.
+
+use crate::pipeline::{Count, Stats};
+use crate::rule::{Rule, RuleError, RuleSet};
+use crate::snapshot::{Snapshot, SnapshotError};
+use serde::{Deserialize, Serialize};
+use std::collections::BTreeMap;
+
+/// A rule change, applied atomically: packets see all of it or none.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Transaction {
+    /// Replace everything: ports, meters and rules.
+    Replace(RuleSet),
+    /// Add or replace (by id) some rules and remove others, keeping ports and meters.
+    Patch {
+        /// Rules to add, or to replace where the id exists.
+        upsert: Vec<Rule>,
+        /// Ids of rules to remove.
+        remove: Vec<u32>,
+    },
+}
+
+impl Transaction {
+    /// The rule set `current` becomes under this transaction.
+    ///
+    /// # Errors
+    /// [`RuleError`] if a removed id does not exist.
+    pub fn resolve(self, current: &RuleSet) -> Result<RuleSet, RuleError> {
+        match self {
+            Transaction::Replace(set) => Ok(set),
+            Transaction::Patch { upsert, remove } => {
+                let mut set = current.clone();
+                for id in &remove {
+                    let before = set.rules.len();
+                    set.rules.retain(|r| r.id != *id);
+                    if set.rules.len() == before {
+                        return Err(RuleError::Rule { rule: *id, field: "id".into(), reason: "no rule with this id to remove".into() });
+                    }
+                }
+                for rule in upsert {
+                    match set.rules.iter_mut().find(|r| r.id == rule.id) {
+                        Some(slot) => *slot = rule,
+                        None => set.rules.push(rule),
+                    }
+                }
+                Ok(set)
+            }
+        }
+    }
+}
+
+/// Where a datapath is in its lifecycle.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum LifecycleState {
+    /// Forwarding; accepts rule changes.
+    Running,
+    /// Forwarding with frozen rules; accepts snapshot, restore and resume.
+    Quiesced,
+}
+
+/// What a backend can do.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Capabilities {
+    /// Backend name (`emu`, `xdp`).
+    pub backend: String,
+    /// Most distinct masks.
+    pub max_masks: usize,
+    /// Most ports.
+    pub max_ports: u16,
+    /// Worker threads (or CPUs) that process packets.
+    pub workers: usize,
+    /// Whether upgrades of the program keep forwarding.
+    pub hitless_upgrade: bool,
+}
+
+/// Why a datapath operation failed.
+#[derive(Debug, thiserror::Error)]
+pub enum DatapathError {
+    /// The rules were refused; nothing was applied.
+    #[error("rules refused: {0}")]
+    Rules(#[from] RuleError),
+    /// The operation is not allowed in the current lifecycle state.
+    #[error("{operation} is not allowed while the datapath is {state:?}: {hint}")]
+    State {
+        /// What was attempted.
+        operation: &'static str,
+        /// The state it was attempted in.
+        state: LifecycleState,
+        /// What to do instead.
+        hint: &'static str,
+    },
+    /// A snapshot could not be read or does not fit.
+    #[error("snapshot: {0}")]
+    Snapshot(#[from] SnapshotError),
+    /// An OS-level operation failed.
+    #[error("{what}: {source}")]
+    Io {
+        /// What was being done.
+        what: String,
+        /// The OS error.
+        source: std::io::Error,
+    },
+}
+
+/// A datapath backend.
+pub trait Datapath: Send + Sync {
+    /// What this backend can do.
+    fn capabilities(&self) -> Capabilities;
+
+    /// Applies a transaction atomically and returns the new generation.
+    ///
+    /// # Errors
+    /// [`DatapathError::State`] while quiesced; [`DatapathError::Rules`] if
+    /// the result does not validate or compile (nothing is applied).
+    fn apply(&self, txn: Transaction) -> Result<u64, DatapathError>;
+
+    /// The generation in force.
+    fn generation(&self) -> u64;
+
+    /// The rule set in force.
+    fn rules(&self) -> RuleSet;
+
+    /// Datapath statistics.
+    fn stats(&self) -> Stats;
+
+    /// Per-rule counters, by rule id, for the rules in force.
+    fn rule_counters(&self) -> BTreeMap<u32, Count>;
+
+    /// The lifecycle state.
+    fn state(&self) -> LifecycleState;
+
+    /// Freezes the rules; forwarding goes on. Idempotent.
+    ///
+    /// # Errors
+    /// Backend-specific failures.
+    fn quiesce(&self) -> Result<(), DatapathError>;
+
+    /// Captures rules, generation, counters and meter state.
+    ///
+    /// # Errors
+    /// [`DatapathError::State`] unless quiesced.
+    fn snapshot(&self) -> Result<Snapshot, DatapathError>;
+
+    /// Rebuilds the state in `snapshot` exactly.
+    ///
+    /// # Errors
+    /// [`DatapathError::State`] unless quiesced; [`DatapathError::Rules`] if
+    /// its rules do not compile here.
+    fn restore(&self, snapshot: &Snapshot) -> Result<(), DatapathError>;
+
+    /// Unfreezes the rules. Idempotent.
+    ///
+    /// # Errors
+    /// Backend-specific failures.
+    fn resume(&self) -> Result<(), DatapathError>;
+}

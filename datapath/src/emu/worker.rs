@@ -1,0 +1,59 @@
+//! The worker loop.
+
+use super::Egress;
+use super::control::Shared;
+use crate::frame::Frame;
+use crate::pipeline::{Pipeline, Verdict};
+use crossbeam::utils::Backoff;
+use std::sync::atomic::Ordering;
+
+pub(super) fn run(shared: &Shared, index: usize, mut pipeline: Pipeline) {
+    let queue = &shared.rx[index];
+    let mut ports: Vec<u16> = Vec::with_capacity(shared.config.batch);
+    let mut frames: Vec<Frame> = Vec::with_capacity(shared.config.batch);
+    let mut verdicts = Vec::with_capacity(shared.config.batch);
+    let backoff = Backoff::new();
+    while !shared.stop.load(Ordering::Acquire) {
+        while frames.len() < shared.config.batch {
+            match queue.pop() {
+                Some((port, frame)) => {
+                    ports.push(port);
+                    frames.push(frame);
+                }
+                None => break,
+            }
+        }
+        if frames.is_empty() {
+            if backoff.is_completed() {
+                std::thread::park_timeout(std::time::Duration::from_micros(200));
+            } else {
+                backoff.snooze();
+            }
+            continue;
+        }
+        backoff.reset();
+        // One generation for the whole batch: the atomicity of transactions.
+        let installed = shared.current.load_full();
+        let now = shared.now_ns();
+        verdicts.clear();
+        let mut start = 0;
+        while start < frames.len() {
+            let port = ports[start];
+            let end = start + ports[start..].iter().take_while(|&&p| p == port).count();
+            pipeline.process_batch(&installed, &mut frames[start..end], port, now, &mut verdicts);
+            start = end;
+        }
+        drop(installed);
+        for ((frame, port), verdict) in frames.drain(..).zip(ports.drain(..)).zip(verdicts.iter()) {
+            let out = match *verdict {
+                Verdict::Output(p) => &shared.out[usize::from(p)],
+                Verdict::Tx => &shared.out[usize::from(port)],
+                Verdict::Pass => &shared.host,
+                Verdict::Drop(_) => continue,
+            };
+            if out.push(Egress { in_port: port, frame }).is_err() {
+                shared.overflow[index].add(1);
+            }
+        }
+    }
+}

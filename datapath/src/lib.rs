@@ -1,0 +1,19 @@
+//! `dse-datapath`: the packet logic of dse and its datapath backends.
+//!
+//! Rules ([`rule`]) compile ([`compile`]) into flat tables that every backend
+//! executes the same way; [`pipeline`] is the reference execution of those
+//! tables, and [`emu`] runs it on worker threads behind the [`Datapath`] trait.
+
+pub mod compile;
+pub mod datapath;
+pub mod emu;
+pub mod frame;
+pub mod pipeline;
+pub mod rule;
+pub mod snapshot;
+pub mod wire;
+
+pub use compile::{CompiledTables, compile};
+pub use datapath::{Datapath, DatapathError};
+pub use frame::Frame;
+pub use rule::{RuleError, RuleSet};

@@ -1,0 +1,298 @@
+//! The reference pipeline: parse -> flow cache -> tuple-space search ->
+//! actions -> verdict, executing [`CompiledTables`] exactly as every backend
+//! must. It does no I/O and reads no clock: `now` is passed in.
+
+mod actions;
+mod cache;
+mod counters;
+mod meter;
+mod parse;
+
+pub use actions::entropy_port;
+pub use cache::FlowCache;
+pub use counters::{Count, Counter, DropReason, RuleCounter, Stats, StatsBlock};
+pub use meter::Bucket;
+pub use parse::{Layout, parse};
+
+use crate::compile::{CompiledTables, FlowKey, NO_RULE, TUNNEL_PRESENT, compile, encap as enc, op};
+use crate::frame::Frame;
+use crate::rule::{RuleError, RuleSet};
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+
+/// What happens to a packet.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Verdict {
+    /// Send out of the port with this index.
+    Output(u16),
+    /// Hand to the host stack.
+    Pass,
+    /// Send back out of the port it came in on.
+    Tx,
+    /// Drop, for this reason.
+    Drop(DropReason),
+}
+
+/// One generation of installed state: the rule set, its tables, the
+/// per-worker rule counters (by rule index) and the meters' buckets.
+///
+/// A worker processes a whole batch under one `Installed`, so no packet is
+/// ever classified by a mix of two generations.
+pub struct Installed {
+    /// Generation number, from 1.
+    pub generation: u64,
+    /// Unique per `Installed` in this process, never 0: what flow-cache
+    /// entries are tagged with (a restore may reuse a generation number).
+    epoch: u32,
+    /// The rule set it was compiled from.
+    pub rules: RuleSet,
+    /// The compiled tables.
+    pub tables: CompiledTables,
+    /// Per worker, per rule index.
+    pub(crate) counters: Vec<Vec<RuleCounter>>,
+    /// Per meter index; a meter keeps its bucket across generations by name.
+    pub(crate) meters: Vec<Arc<Mutex<Bucket>>>,
+}
+
+impl Installed {
+    /// Compiles `rules` as generation `generation` for `workers` workers,
+    /// carrying meter buckets over from `previous` by meter name.
+    ///
+    /// # Errors
+    /// [`RuleError`] if the rules do not compile.
+    pub fn build(generation: u64, rules: RuleSet, workers: usize, previous: Option<&Installed>) -> Result<Installed, RuleError> {
+        let tables = compile(&rules)?;
+        Ok(Self::from_tables(generation, rules, tables, workers, previous))
+    }
+
+    /// As [`Installed::build`], from tables already compiled from `rules`.
+    pub fn from_tables(generation: u64, rules: RuleSet, tables: CompiledTables, workers: usize, previous: Option<&Installed>) -> Installed {
+        let old: HashMap<&str, &Arc<Mutex<Bucket>>> =
+            previous.map(|p| p.tables.meter_names.iter().map(String::as_str).zip(&p.meters).collect()).unwrap_or_default();
+        let meters = tables
+            .meter_names
+            .iter()
+            .zip(&tables.meters)
+            .map(|(name, cfg)| old.get(name.as_str()).map_or_else(|| Arc::new(Mutex::new(Bucket::full(cfg))), |b| Arc::clone(b)))
+            .collect();
+        let counters = (0..workers).map(|_| (0..tables.rules.len()).map(|_| RuleCounter::default()).collect()).collect();
+        static EPOCH: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(1);
+        let epoch = EPOCH.fetch_add(1, std::sync::atomic::Ordering::Relaxed).max(1);
+        Installed { generation, epoch, rules, tables, counters, meters }
+    }
+
+    /// Counters summed over workers, by rule id.
+    pub fn counts(&self) -> HashMap<u32, Count> {
+        let mut out = HashMap::with_capacity(self.tables.rules.len());
+        for block in &self.counters {
+            for (rec, c) in self.tables.rules.iter().zip(block) {
+                *out.entry(rec.id).or_default() += Count { packets: c.packets.get(), bytes: c.bytes.get() };
+            }
+        }
+        out
+    }
+
+    /// The bucket of each meter, by name.
+    pub fn buckets(&self) -> Vec<(String, Bucket)> {
+        self.tables.meter_names.iter().zip(&self.meters).map(|(n, b)| (n.clone(), *b.lock().expect("meter lock is never poisoned"))).collect()
+    }
+
+    /// Sets the bucket of the meter named `name`; returns whether it exists.
+    pub fn set_bucket(&self, name: &str, bucket: Bucket) -> bool {
+        match self.tables.meter_names.iter().position(|n| n == name) {
+            Some(i) => {
+                *self.meters[i].lock().expect("meter lock is never poisoned") = bucket;
+                true
+            }
+            None => false,
+        }
+    }
+
+    /// Adds `count` to rule `id`'s counter on worker 0 (used to restore counters).
+    pub fn add_count(&self, id: u32, count: Count) -> bool {
+        match self.tables.rules.iter().position(|r| r.id == id) {
+            Some(i) => {
+                self.counters[0][i].packets.add(count.packets);
+                self.counters[0][i].bytes.add(count.bytes);
+                true
+            }
+            None => false,
+        }
+    }
+}
+
+/// The per-worker state of the pipeline: its flow cache, its worker index
+/// (which counter block it writes) and its statistics.
+pub struct Pipeline {
+    worker: usize,
+    cache: FlowCache,
+    stats: Arc<StatsBlock>,
+}
+
+/// Default flow-cache entries per worker.
+pub const DEFAULT_CACHE_ENTRIES: usize = 1 << 16;
+
+enum Step {
+    Done(Verdict),
+    Recirculate(u32),
+}
+
+impl Pipeline {
+    /// A pipeline for worker `worker` with a cache of `cache_entries`.
+    pub fn new(worker: usize, cache_entries: usize) -> Pipeline {
+        Pipeline { worker, cache: FlowCache::new(cache_entries), stats: Arc::new(StatsBlock::default()) }
+    }
+
+    /// This worker's statistics.
+    pub fn stats(&self) -> &Arc<StatsBlock> {
+        &self.stats
+    }
+
+    /// The flow cache.
+    pub fn cache(&self) -> &FlowCache {
+        &self.cache
+    }
+
+    /// Classifies `key` under `inst`: the cache, else the tuple-space search.
+    #[inline]
+    pub fn classify(&mut self, inst: &Installed, key: &FlowKey, hash: u64) -> u32 {
+        let generation = inst.epoch;
+        if let Some(rule) = self.cache.lookup(key, hash, generation) {
+            self.stats.cache_hits.add(1);
+            return rule;
+        }
+        self.stats.cache_misses.add(1);
+        let rule = search(&inst.tables, key);
+        self.cache.insert(key, hash, generation, rule);
+        rule
+    }
+
+    /// Processes one frame that arrived on port `in_port` at `now_ns`,
+    /// rewriting it in place, and returns its verdict.
+    pub fn process(&mut self, inst: &Installed, frame: &mut Frame, in_port: u16, now_ns: u64) -> Verdict {
+        let parsed = parse(frame.data(), in_port, 0).map(|(k, l)| (k, l, k.hash()));
+        self.process_parsed(inst, frame, in_port, now_ns, parsed)
+    }
+
+    /// Processes a batch from one port: parses and hashes every frame and
+    /// prefetches its cache set before any lookup, so that the memory
+    /// accesses of a batch overlap. Verdicts are appended to `verdicts`.
+    pub fn process_batch(&mut self, inst: &Installed, frames: &mut [Frame], in_port: u16, now_ns: u64, verdicts: &mut Vec<Verdict>) {
+        const CHUNK: usize = 32;
+        for chunk in frames.chunks_mut(CHUNK) {
+            let mut parsed: [Option<(FlowKey, Layout, u64)>; CHUNK] = [None; CHUNK];
+            for (p, f) in parsed.iter_mut().zip(chunk.iter()) {
+                if let Ok((k, l)) = parse(f.data(), in_port, 0) {
+                    let h = k.hash();
+                    self.cache.prefetch(h);
+                    *p = Some((k, l, h));
+                }
+            }
+            for (p, f) in parsed.iter().zip(chunk.iter_mut()) {
+                let parsed = p.ok_or(crate::wire::WireError::Malformed { header: "frame", what: "unparsable" });
+                verdicts.push(self.process_parsed(inst, f, in_port, now_ns, parsed));
+            }
+        }
+    }
+
+    fn process_parsed(
+        &mut self,
+        inst: &Installed,
+        frame: &mut Frame,
+        in_port: u16,
+        now_ns: u64,
+        mut parsed: Result<(FlowKey, Layout, u64), crate::wire::WireError>,
+    ) -> Verdict {
+        self.stats.rx_packets.add(1);
+        self.stats.rx_bytes.add(frame.len() as u64);
+        let mut recirculated = false;
+        let verdict = loop {
+            let Ok((key, layout, hash)) = parsed else { break Verdict::Drop(DropReason::Malformed) };
+            let rule = self.classify(inst, &key, hash);
+            if rule == NO_RULE {
+                break if inst.tables.miss_drops(in_port) { Verdict::Drop(DropReason::Miss) } else { Verdict::Pass };
+            }
+            let c = &inst.counters[self.worker][rule as usize];
+            c.packets.add(1);
+            c.bytes.add(frame.len() as u64);
+            match run_actions(inst, rule, frame, layout, &key, now_ns) {
+                Step::Done(v) => break v,
+                Step::Recirculate(_) if recirculated => break Verdict::Drop(DropReason::Recirculation),
+                Step::Recirculate(vni) => {
+                    recirculated = true;
+                    parsed = parse(frame.data(), in_port, TUNNEL_PRESENT | vni).map(|(k, l)| (k, l, k.hash()));
+                }
+            }
+        };
+        match verdict {
+            Verdict::Output(_) => self.stats.output.add(1),
+            Verdict::Pass => self.stats.pass.add(1),
+            Verdict::Tx => self.stats.tx.add(1),
+            Verdict::Drop(r) => self.stats.drops[r as usize].add(1),
+        }
+        verdict
+    }
+}
+
+/// The tuple-space search: the best (lowest-index) rule over all subtables,
+/// stopping once no later subtable holds a better rule.
+#[inline]
+pub fn search(tables: &CompiledTables, key: &FlowKey) -> u32 {
+    let mut best = NO_RULE;
+    for st in &tables.subtables {
+        if st.best_rule() > best {
+            break;
+        }
+        if let Some(r) = st.lookup(key) {
+            best = best.min(r);
+        }
+    }
+    best
+}
+
+fn run_actions(inst: &Installed, rule: u32, frame: &mut Frame, mut layout: Layout, key: &FlowKey, now_ns: u64) -> Step {
+    let tables = &inst.tables;
+    for a in tables.actions_of(rule) {
+        match a.op {
+            op::SET_ETH_SRC => frame.data_mut()[6..12].copy_from_slice(&a.data[..6]),
+            op::SET_ETH_DST => frame.data_mut()[0..6].copy_from_slice(&a.data[..6]),
+            op::SET_IP_SRC => actions::set_ip(frame, &layout, a, true),
+            op::SET_IP_DST => actions::set_ip(frame, &layout, a, false),
+            op::SET_L4_SRC => actions::set_l4(frame, &layout, a.arg16, true),
+            op::SET_L4_DST => actions::set_l4(frame, &layout, a.arg16, false),
+            op::PUSH_VLAN | op::POP_VLAN | op::ENCAP_VXLAN | op::ENCAP_GENEVE => {
+                match a.op {
+                    op::PUSH_VLAN => actions::push_vlan(frame, a.arg16, a.arg32 as u16),
+                    op::POP_VLAN => actions::pop_vlan(frame),
+                    _ => {
+                        let off = u32::from_le_bytes(a.data[enc::OPT_OFF].try_into().expect("4 bytes")) as usize;
+                        let len = usize::from(u16::from_le_bytes(a.data[enc::OPT_LEN].try_into().expect("2 bytes")));
+                        actions::encap(frame, a, key, &tables.options[off..off + len], a.op == op::ENCAP_GENEVE);
+                    }
+                }
+                // The frame was valid and only gained or lost whole headers.
+                layout = actions::relayout(frame, key).unwrap_or_default();
+            }
+            op::DECAP => {
+                return match actions::decap(frame, &layout) {
+                    Some(vni) => Step::Recirculate(vni),
+                    None => Step::Done(Verdict::Drop(DropReason::Tunnel)),
+                };
+            }
+            op::METER => {
+                let i = a.arg32 as usize;
+                let cfg = &tables.meters[i];
+                let ok = inst.meters[i].lock().expect("meter lock is never poisoned").admit(cfg, frame.len(), now_ns);
+                if !ok {
+                    return Step::Done(Verdict::Drop(DropReason::Meter));
+                }
+            }
+            op::OUTPUT => return Step::Done(Verdict::Output(a.arg16)),
+            op::DROP => return Step::Done(Verdict::Drop(DropReason::Rule)),
+            op::PASS => return Step::Done(Verdict::Pass),
+            op::TX => return Step::Done(Verdict::Tx),
+            other => unreachable!("compiler emitted unknown opcode {other}"),
+        }
+    }
+    unreachable!("validation guarantees every action list ends with a terminal action")
+}

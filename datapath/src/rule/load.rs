@@ -1,0 +1,62 @@
+//! Reading rule sets from YAML and JSON, with errors that name the rule id.
+
+use super::{RuleError, RuleSet};
+use serde_json::Value;
+
+impl RuleSet {
+    /// Parses and validates a YAML rule set.
+    ///
+    /// # Errors
+    /// [`RuleError`] naming the rule id and field of the first problem.
+    pub fn from_yaml(text: &str) -> Result<RuleSet, RuleError> {
+        let doc: Value = serde_norway::from_str(text).map_err(|e| RuleError::Syntax(e.to_string()))?;
+        Self::from_value(doc)
+    }
+
+    /// Parses and validates a JSON rule set.
+    ///
+    /// # Errors
+    /// [`RuleError`] naming the rule id and field of the first problem.
+    pub fn from_json(text: &str) -> Result<RuleSet, RuleError> {
+        let doc: Value = serde_json::from_str(text).map_err(|e| RuleError::Syntax(e.to_string()))?;
+        Self::from_value(doc)
+    }
+
+    /// Parses YAML or JSON, picking by the first non-blank character.
+    ///
+    /// # Errors
+    /// As [`RuleSet::from_yaml`].
+    pub fn from_text(text: &str) -> Result<RuleSet, RuleError> {
+        if text.trim_start().starts_with('{') { Self::from_json(text) } else { Self::from_yaml(text) }
+    }
+
+    /// Deserializes and validates a document already parsed into a JSON value.
+    ///
+    /// # Errors
+    /// As [`RuleSet::from_yaml`].
+    pub fn from_value(doc: Value) -> Result<RuleSet, RuleError> {
+        let set: RuleSet = serde_path_to_error::deserialize(&doc).map_err(|e| locate(&doc, e))?;
+        set.validate()?;
+        Ok(set)
+    }
+
+    /// The rule set as YAML.
+    pub fn to_yaml(&self) -> String {
+        serde_norway::to_string(self).expect("a rule set always serializes")
+    }
+}
+
+/// Turns a path like `rules[3].match.ip_src` into "rule <id>, field match.ip_src".
+fn locate(doc: &Value, e: serde_path_to_error::Error<serde_json::Error>) -> RuleError {
+    let path = e.path().to_string();
+    let reason = e.into_inner().to_string();
+    let reason = reason.split(" at line ").next().unwrap_or(&reason).to_string();
+    if let Some(rest) = path.strip_prefix("rules[")
+        && let Some((index, field)) = rest.split_once(']')
+        && let Ok(index) = index.parse::<usize>()
+        && let Some(id) = doc["rules"][index]["id"].as_u64().and_then(|id| u32::try_from(id).ok())
+    {
+        return RuleError::rule(id, field.trim_start_matches('.'), reason);
+    }
+    RuleError::doc(if path == "." { "(document)".to_string() } else { path }, reason)
+}

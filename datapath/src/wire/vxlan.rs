@@ -1,0 +1,57 @@
+//! VXLAN header (RFC 7348).
+
+use super::{Result, WireError, need, read_u32, write_u32};
+
+/// Length of the VXLAN header.
+pub const HEADER_LEN: usize = 8;
+
+/// The "VNI is valid" flag of the first byte.
+const FLAG_I: u8 = 0x08;
+
+/// A zero-copy view of a VXLAN header and the frame it carries.
+#[derive(Debug, Clone)]
+pub struct Packet<T: AsRef<[u8]>> {
+    buffer: T,
+}
+
+impl<T: AsRef<[u8]>> Packet<T> {
+    /// Wraps a buffer without checking it.
+    pub const fn new_unchecked(buffer: T) -> Self {
+        Packet { buffer }
+    }
+
+    /// Wraps a buffer after [`Packet::check_len`].
+    ///
+    /// # Errors
+    /// As [`Packet::check_len`].
+    pub fn new_checked(buffer: T) -> Result<Self> {
+        let p = Self::new_unchecked(buffer);
+        p.check_len()?;
+        Ok(p)
+    }
+
+    /// Checks the length and that the I flag is set.
+    ///
+    /// # Errors
+    /// [`WireError::Truncated`], or [`WireError::Malformed`] without the I flag.
+    pub fn check_len(&self) -> Result<()> {
+        let b = self.buffer.as_ref();
+        need("vxlan", HEADER_LEN, b.len())?;
+        if b[0] & FLAG_I == 0 {
+            return Err(WireError::Malformed { header: "vxlan", what: "I flag clear" });
+        }
+        Ok(())
+    }
+
+    /// The 24-bit VXLAN network identifier.
+    pub fn vni(&self) -> u32 {
+        read_u32(self.buffer.as_ref(), 4) >> 8
+    }
+}
+
+/// Writes an 8-byte VXLAN header carrying `vni`.
+pub fn emit_header(buf: &mut [u8], vni: u32) {
+    buf[..HEADER_LEN].fill(0);
+    buf[0] = FLAG_I;
+    write_u32(buf, 4, vni << 8);
+}

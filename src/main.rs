@@ -1,0 +1,3 @@
+//! The `dse` command.
+
+fn main() {}
