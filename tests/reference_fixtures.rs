@@ -17,7 +17,8 @@ fn table_has_at_least_sixty_cases() {
 fn reference_pipeline_runs_the_table() {
     let mut failures = Vec::new();
     for fx in table() {
-        let set = RuleSet::from_yaml(&document(fx.rules)).unwrap_or_else(|e| panic!("{}: rules do not load: {e}", fx.name));
+        let set = RuleSet::from_yaml(&document(fx.rules))
+            .unwrap_or_else(|e| panic!("{}: rules do not load: {e}", fx.name));
         let inst = Installed::build(1, set, 1, None).unwrap_or_else(|e| panic!("{}: {e}", fx.name));
         let mut pipeline = Pipeline::new(0, 64);
         for round in ["miss", "cached"] {
@@ -30,7 +31,10 @@ fn reference_pipeline_runs_the_table() {
                 Verdict::Drop(r) => Expect::Drop(r),
             };
             if got != fx.expect {
-                failures.push(format!("{} ({round}):\n  want {:?}\n  got  {:?}", fx.name, fx.expect, got));
+                failures.push(format!(
+                    "{} ({round}):\n  want {:?}\n  got  {:?}",
+                    fx.name, fx.expect, got
+                ));
             }
             if let Expect::Output(_, bytes) | Expect::Pass(bytes) | Expect::Tx(bytes) = &got
                 && let Err(e) = verify_checksums(bytes)
@@ -40,5 +44,10 @@ fn reference_pipeline_runs_the_table() {
             }
         }
     }
-    assert!(failures.is_empty(), "{} fixture failures:\n{}", failures.len(), failures.join("\n"));
+    assert!(
+        failures.is_empty(),
+        "{} fixture failures:\n{}",
+        failures.len(),
+        failures.join("\n")
+    );
 }

@@ -39,7 +39,11 @@ impl Transaction {
                     let before = set.rules.len();
                     set.rules.retain(|r| r.id != *id);
                     if set.rules.len() == before {
-                        return Err(RuleError::Rule { rule: *id, field: "id".into(), reason: "no rule with this id to remove".into() });
+                        return Err(RuleError::Rule {
+                            rule: *id,
+                            field: "id".into(),
+                            reason: "no rule with this id to remove".into(),
+                        });
                     }
                 }
                 for rule in upsert {

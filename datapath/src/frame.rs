@@ -17,7 +17,10 @@ impl Frame {
         let mut buf = Vec::with_capacity(HEADROOM + bytes.len());
         buf.resize(HEADROOM, 0);
         buf.extend_from_slice(bytes);
-        Frame { buf, head: HEADROOM }
+        Frame {
+            buf,
+            head: HEADROOM,
+        }
     }
 
     /// Replaces the contents with `bytes`, reusing the allocation.

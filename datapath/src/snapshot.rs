@@ -49,7 +49,9 @@ pub enum SnapshotError {
         need: usize,
     },
     /// Written by a newer build.
-    #[error("snapshot format {found} is newer than this build reads (up to {supported}); upgrade dse to restore it")]
+    #[error(
+        "snapshot format {found} is newer than this build reads (up to {supported}); upgrade dse to restore it"
+    )]
     NewerFormat {
         /// Format in the snapshot.
         found: u32,
@@ -95,7 +97,10 @@ impl Snapshot {
             return if bytes.len() >= 8 && &bytes[..8] != MAGIC {
                 Err(SnapshotError::BadMagic)
             } else {
-                Err(SnapshotError::Truncated { have: bytes.len(), need: HEADER })
+                Err(SnapshotError::Truncated {
+                    have: bytes.len(),
+                    need: HEADER,
+                })
             };
         }
         if &bytes[..8] != MAGIC {
@@ -103,20 +108,32 @@ impl Snapshot {
         }
         let format = u32::from_le_bytes(bytes[8..12].try_into().expect("4 bytes"));
         if format > FORMAT {
-            return Err(SnapshotError::NewerFormat { found: format, supported: FORMAT });
+            return Err(SnapshotError::NewerFormat {
+                found: format,
+                supported: FORMAT,
+            });
         }
         let len = u64::from_le_bytes(bytes[12..20].try_into().expect("8 bytes")) as usize;
         let need = HEADER.saturating_add(len);
         if bytes.len() < need {
-            return Err(SnapshotError::Truncated { have: bytes.len(), need });
+            return Err(SnapshotError::Truncated {
+                have: bytes.len(),
+                need,
+            });
         }
         let body = &bytes[HEADER..need];
         let found = Sha256::digest(body);
         if found.as_slice() != &bytes[20..52] {
-            return Err(SnapshotError::Checksum { recorded: hex(&bytes[20..52]), found: hex(&found) });
+            return Err(SnapshotError::Checksum {
+                recorded: hex(&bytes[20..52]),
+                found: hex(&found),
+            });
         }
-        let snap: Snapshot = serde_json::from_slice(body).map_err(|e| SnapshotError::Body(e.to_string()))?;
-        snap.rules.validate().map_err(|e| SnapshotError::Body(format!("its rules do not validate: {e}")))?;
+        let snap: Snapshot =
+            serde_json::from_slice(body).map_err(|e| SnapshotError::Body(e.to_string()))?;
+        snap.rules
+            .validate()
+            .map_err(|e| SnapshotError::Body(format!("its rules do not validate: {e}")))?;
         Ok(snap)
     }
 }

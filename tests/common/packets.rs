@@ -3,7 +3,7 @@
 
 #![allow(dead_code)]
 
-use etherparse::{PacketBuilder, PacketHeaders, NetHeaders, TransportHeader, VlanId};
+use etherparse::{NetHeaders, PacketBuilder, PacketHeaders, TransportHeader, VlanId};
 
 pub const MAC_A: [u8; 6] = [0x02, 0, 0, 0, 0, 0x0a];
 pub const MAC_B: [u8; 6] = [0x02, 0, 0, 0, 0, 0x0b];
@@ -42,7 +42,8 @@ macro_rules! writable {
         impl Writable for etherparse::PacketBuilderStep<$t> {
             fn write_vec(self, payload: &[u8]) -> Vec<u8> {
                 let mut v = Vec::new();
-                self.write(&mut v, payload).expect("etherparse writes the packet");
+                self.write(&mut v, payload)
+                    .expect("etherparse writes the packet");
                 v
             }
         }
@@ -53,7 +54,12 @@ writable!(etherparse::TcpHeader);
 writable!(etherparse::Icmpv4Header);
 writable!(etherparse::Icmpv6Header);
 
-fn tcp_step(step: etherparse::PacketBuilderStep<etherparse::IpHeaders>, sp: u16, dp: u16, flags: u8) -> etherparse::PacketBuilderStep<etherparse::TcpHeader> {
+fn tcp_step(
+    step: etherparse::PacketBuilderStep<etherparse::IpHeaders>,
+    sp: u16,
+    dp: u16,
+    flags: u8,
+) -> etherparse::PacketBuilderStep<etherparse::TcpHeader> {
     let mut t = step.tcp(sp, dp, 1000, 4096);
     if flags & 0x02 != 0 {
         t = t.syn();
@@ -78,7 +84,15 @@ pub fn v4(vlan: Option<u16>, src: [u8; 4], dst: [u8; 4], l4: L4) -> Vec<u8> {
     v4_macs(MAC_A, MAC_B, vlan, src, dst, l4, PAYLOAD)
 }
 
-pub fn v4_macs(s: [u8; 6], d: [u8; 6], vlan: Option<u16>, src: [u8; 4], dst: [u8; 4], l4: L4, payload: &[u8]) -> Vec<u8> {
+pub fn v4_macs(
+    s: [u8; 6],
+    d: [u8; 6],
+    vlan: Option<u16>,
+    src: [u8; 4],
+    dst: [u8; 4],
+    l4: L4,
+    payload: &[u8],
+) -> Vec<u8> {
     let eth = PacketBuilder::ethernet2(s, d);
     let ip = match vlan {
         Some(v) => eth.single_vlan(vid(v)).ipv4(src, dst, 64),
@@ -103,7 +117,13 @@ pub fn v6(src: [u8; 16], dst: [u8; 16], l4: L4) -> Vec<u8> {
 
 /// Ethernet / 802.1ad outer / 802.1Q inner / IPv4 / UDP.
 pub fn qinq(outer: u16, inner: u16) -> Vec<u8> {
-    let mut p = finish(PacketBuilder::ethernet2(MAC_A, MAC_B).double_vlan(vid(outer), vid(inner)).ipv4(V4_A, V4_B, 64).udp(1000, 53), PAYLOAD);
+    let mut p = finish(
+        PacketBuilder::ethernet2(MAC_A, MAC_B)
+            .double_vlan(vid(outer), vid(inner))
+            .ipv4(V4_A, V4_B, 64)
+            .udp(1000, 53),
+        PAYLOAD,
+    );
     // etherparse writes 0x8100 for both tags; a service tag's TPID is 0x88a8.
     p[12..14].copy_from_slice(&[0x88, 0xa8]);
     p
@@ -131,9 +151,18 @@ pub fn fix_ipv4_checksum(p: &mut [u8], at: usize) {
 
 /// IPv4/UDP with options of `opt_words` 4-byte words (NOP-filled).
 pub fn v4_with_options(opt_words: usize, dp: u16) -> Vec<u8> {
-    let mut hdr = etherparse::Ipv4Header::new((8 + PAYLOAD.len()) as u16, 64, etherparse::IpNumber::UDP, V4_A, V4_B).unwrap();
+    let mut hdr = etherparse::Ipv4Header::new(
+        (8 + PAYLOAD.len()) as u16,
+        64,
+        etherparse::IpNumber::UDP,
+        V4_A,
+        V4_B,
+    )
+    .unwrap();
     hdr.options = etherparse::Ipv4Options::try_from(&vec![1u8; opt_words * 4][..]).unwrap();
-    let b = PacketBuilder::ethernet2(MAC_A, MAC_B).ip(etherparse::IpHeaders::Ipv4(hdr, Default::default())).udp(1000, dp);
+    let b = PacketBuilder::ethernet2(MAC_A, MAC_B)
+        .ip(etherparse::IpHeaders::Ipv4(hdr, Default::default()))
+        .udp(1000, dp);
     finish(b, PAYLOAD)
 }
 
@@ -185,30 +214,64 @@ pub fn ext_frag(offset: u16, more: bool) -> (u8, Vec<u8>) {
 }
 
 /// Wraps `inner` in Ethernet/IPv4/UDP/VXLAN with `vni`; UDP checksum 0.
-pub fn vxlan4(outer_src: [u8; 4], outer_dst: [u8; 4], sport: u16, vni: u32, inner: &[u8]) -> Vec<u8> {
+pub fn vxlan4(
+    outer_src: [u8; 4],
+    outer_dst: [u8; 4],
+    sport: u16,
+    vni: u32,
+    inner: &[u8],
+) -> Vec<u8> {
     let mut body = vec![0x08, 0, 0, 0];
     body.extend_from_slice(&(vni << 8).to_be_bytes());
     body.extend_from_slice(inner);
-    let mut p = finish(PacketBuilder::ethernet2(MAC_B, MAC_A).ipv4(outer_src, outer_dst, 64).udp(sport, 4789), &body);
+    let mut p = finish(
+        PacketBuilder::ethernet2(MAC_B, MAC_A)
+            .ipv4(outer_src, outer_dst, 64)
+            .udp(sport, 4789),
+        &body,
+    );
     p[14 + 20 + 6..14 + 20 + 8].copy_from_slice(&[0, 0]);
     p
 }
 
 /// Wraps `inner` in Ethernet/IPv6/UDP/VXLAN with `vni` (UDP checksum computed by etherparse).
-pub fn vxlan6(outer_src: [u8; 16], outer_dst: [u8; 16], sport: u16, vni: u32, inner: &[u8]) -> Vec<u8> {
+pub fn vxlan6(
+    outer_src: [u8; 16],
+    outer_dst: [u8; 16],
+    sport: u16,
+    vni: u32,
+    inner: &[u8],
+) -> Vec<u8> {
     let mut body = vec![0x08, 0, 0, 0];
     body.extend_from_slice(&(vni << 8).to_be_bytes());
     body.extend_from_slice(inner);
-    finish(PacketBuilder::ethernet2(MAC_B, MAC_A).ipv6(outer_src, outer_dst, 64).udp(sport, 4789), &body)
+    finish(
+        PacketBuilder::ethernet2(MAC_B, MAC_A)
+            .ipv6(outer_src, outer_dst, 64)
+            .udp(sport, 4789),
+        &body,
+    )
 }
 
 /// Wraps `inner` in Ethernet/IPv4/UDP/Geneve with `vni` and raw option TLVs; UDP checksum 0.
-pub fn geneve4(outer_src: [u8; 4], outer_dst: [u8; 4], sport: u16, vni: u32, options: &[u8], inner: &[u8]) -> Vec<u8> {
+pub fn geneve4(
+    outer_src: [u8; 4],
+    outer_dst: [u8; 4],
+    sport: u16,
+    vni: u32,
+    options: &[u8],
+    inner: &[u8],
+) -> Vec<u8> {
     let mut body = vec![(options.len() / 4) as u8, 0, 0x65, 0x58];
     body.extend_from_slice(&(vni << 8).to_be_bytes());
     body.extend_from_slice(options);
     body.extend_from_slice(inner);
-    let mut p = finish(PacketBuilder::ethernet2(MAC_B, MAC_A).ipv4(outer_src, outer_dst, 64).udp(sport, 6081), &body);
+    let mut p = finish(
+        PacketBuilder::ethernet2(MAC_B, MAC_A)
+            .ipv4(outer_src, outer_dst, 64)
+            .udp(sport, 6081),
+        &body,
+    );
     p[14 + 20 + 6..14 + 20 + 8].copy_from_slice(&[0, 0]);
     p
 }
@@ -217,60 +280,60 @@ pub fn geneve4(outer_src: [u8; 4], outer_dst: [u8; 4], sport: u16, vni: u32, opt
 /// TCP, UDP (unless 0 over IPv4) and ICMPv6. Skips fragments, whose L4
 /// checksum covers bytes not in this frame.
 pub fn verify_checksums(frame: &[u8]) -> Result<(), String> {
-    let h = PacketHeaders::from_ethernet_slice(frame).map_err(|e| format!("etherparse cannot parse the output: {e}"))?;
+    let h = PacketHeaders::from_ethernet_slice(frame)
+        .map_err(|e| format!("etherparse cannot parse the output: {e}"))?;
     let payload = h.payload.slice();
-    match &h.net {
-        Some(NetHeaders::Ipv4(ip, _)) => {
+    // (what, recorded, computed)
+    let check: Option<(&str, u16, u16)> = match (&h.net, &h.transport) {
+        (Some(NetHeaders::Ipv4(ip, _)), t) => {
             if ip.calc_header_checksum() != ip.header_checksum {
                 return Err("IPv4 header checksum wrong".into());
             }
-            if ip.is_fragmenting_payload() {
-                return Ok(());
-            }
-            match &h.transport {
-                Some(TransportHeader::Udp(u)) if u.checksum != 0 => {
-                    if u.calc_checksum_ipv4(ip, payload).unwrap() != u.checksum {
-                        return Err("UDP checksum wrong".into());
-                    }
-                }
-                Some(TransportHeader::Tcp(t)) => {
-                    if t.calc_checksum_ipv4(ip, payload).unwrap() != t.checksum {
-                        return Err("TCP checksum wrong".into());
-                    }
-                }
+            match t {
+                _ if ip.is_fragmenting_payload() => None,
+                Some(TransportHeader::Udp(u)) if u.checksum != 0 => Some((
+                    "UDP",
+                    u.checksum,
+                    u.calc_checksum_ipv4(ip, payload).unwrap(),
+                )),
+                Some(TransportHeader::Tcp(t)) => Some((
+                    "TCP",
+                    t.checksum,
+                    t.calc_checksum_ipv4(ip, payload).unwrap(),
+                )),
                 Some(TransportHeader::Icmpv4(i)) => {
-                    if i.icmp_type.calc_checksum(payload) != i.checksum {
-                        return Err("ICMP checksum wrong".into());
-                    }
+                    Some(("ICMP", i.checksum, i.icmp_type.calc_checksum(payload)))
                 }
-                _ => {}
+                _ => None,
             }
         }
-        Some(NetHeaders::Ipv6(ip, exts)) => {
-            if exts.is_fragmenting_payload() {
-                return Ok(());
-            }
-            match &h.transport {
-                Some(TransportHeader::Udp(u)) => {
-                    if u.calc_checksum_ipv6(ip, payload).unwrap() != u.checksum {
-                        return Err("UDP/IPv6 checksum wrong".into());
-                    }
-                }
-                Some(TransportHeader::Tcp(t)) => {
-                    if t.calc_checksum_ipv6(ip, payload).unwrap() != t.checksum {
-                        return Err("TCP/IPv6 checksum wrong".into());
-                    }
-                }
-                Some(TransportHeader::Icmpv6(i)) => {
-                    let want = i.icmp_type.calc_checksum(ip.source, ip.destination, payload).unwrap();
-                    if want != i.checksum {
-                        return Err("ICMPv6 checksum wrong".into());
-                    }
-                }
-                _ => {}
-            }
-        }
-        _ => {}
+        (Some(NetHeaders::Ipv6(ip, exts)), t) => match t {
+            _ if exts.is_fragmenting_payload() => None,
+            Some(TransportHeader::Udp(u)) => Some((
+                "UDP/IPv6",
+                u.checksum,
+                u.calc_checksum_ipv6(ip, payload).unwrap(),
+            )),
+            Some(TransportHeader::Tcp(t)) => Some((
+                "TCP/IPv6",
+                t.checksum,
+                t.calc_checksum_ipv6(ip, payload).unwrap(),
+            )),
+            Some(TransportHeader::Icmpv6(i)) => Some((
+                "ICMPv6",
+                i.checksum,
+                i.icmp_type
+                    .calc_checksum(ip.source, ip.destination, payload)
+                    .unwrap(),
+            )),
+            _ => None,
+        },
+        _ => None,
+    };
+    match check {
+        Some((what, recorded, computed)) if recorded != computed => Err(format!(
+            "{what} checksum wrong: {recorded:#06x}, should be {computed:#06x}"
+        )),
+        _ => Ok(()),
     }
-    Ok(())
 }

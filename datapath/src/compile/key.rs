@@ -139,10 +139,17 @@ impl MaskedKey {
         if let Some(t) = m.eth_type {
             (v.eth_type, k.eth_type) = (t.0, 0xffff);
         }
-        for (p, vf, kf) in [(m.ip_src, &mut v.ip_src, &mut k.ip_src), (m.ip_dst, &mut v.ip_dst, &mut k.ip_dst)] {
+        for (p, vf, kf) in [
+            (m.ip_src, &mut v.ip_src, &mut k.ip_src),
+            (m.ip_dst, &mut v.ip_dst, &mut k.ip_dst),
+        ] {
             if let Some(p) = p {
                 (*vf, *kf) = (p.key_bytes(), p.mask_bytes());
-                v.eth_type = if p.addr.is_ipv4() { ethertype::IPV4 } else { ethertype::IPV6 };
+                v.eth_type = if p.addr.is_ipv4() {
+                    ethertype::IPV4
+                } else {
+                    ethertype::IPV6
+                };
                 k.eth_type = 0xffff;
                 v.flags |= FLAG_IP;
                 k.flags |= FLAG_IP;

@@ -26,7 +26,10 @@ pub fn compile(set: &RuleSet) -> Result<CompiledTables, RuleError> {
     let mut order: Vec<&Rule> = set.rules.iter().collect();
     order.sort_unstable_by_key(|r| (core::cmp::Reverse(r.priority), r.id));
 
-    let keys: Vec<MaskedKey> = order.iter().map(|r| MaskedKey::from_match(&r.matches, set)).collect();
+    let keys: Vec<MaskedKey> = order
+        .iter()
+        .map(|r| MaskedKey::from_match(&r.matches, set))
+        .collect();
     let mut mask_index: HashMap<FlowKey, usize> = HashMap::new();
     let mut mask_of = Vec::with_capacity(order.len());
     let mut counts: Vec<(FlowKey, usize)> = Vec::new();
@@ -49,12 +52,20 @@ pub fn compile(set: &RuleSet) -> Result<CompiledTables, RuleError> {
         counts[m].1 += 1;
         mask_of.push(m);
     }
-    let mut subtables: Vec<Subtable> = counts.iter().map(|(mask, n)| Subtable::new(*mask, *n)).collect();
+    let mut subtables: Vec<Subtable> = counts
+        .iter()
+        .map(|(mask, n)| Subtable::new(*mask, *n))
+        .collect();
     for (i, k) in keys.iter().enumerate() {
         subtables[mask_of[i]].insert(&k.value, i as u32);
     }
 
-    let meter_ix: HashMap<&str, u32> = set.meters.iter().enumerate().map(|(i, m)| (m.name.as_str(), i as u32)).collect();
+    let meter_ix: HashMap<&str, u32> = set
+        .meters
+        .iter()
+        .enumerate()
+        .map(|(i, m)| (m.name.as_str(), i as u32))
+        .collect();
     let mut options = OptionPool::default();
     let mut actions = Vec::new();
     let mut interned: HashMap<Vec<ActionRecord>, u32> = HashMap::new();
@@ -74,18 +85,31 @@ pub fn compile(set: &RuleSet) -> Result<CompiledTables, RuleError> {
                 f
             }
         };
-        rules.push(RuleRecord { id: r.id, priority: r.priority, first_action: first, n_actions: list.len() as u16, pad: 0 });
+        rules.push(RuleRecord {
+            id: r.id,
+            priority: r.priority,
+            first_action: first,
+            n_actions: list.len() as u16,
+            pad: 0,
+        });
     }
 
     let mut ports = vec![PortRecord::default(); CompiledTables::port_slots()];
     for p in &set.ports {
-        ports[usize::from(p.index)] =
-            PortRecord { present: 1, default_drop: u8::from(p.default == crate::rule::DefaultAction::Drop) };
+        ports[usize::from(p.index)] = PortRecord {
+            present: 1,
+            default_drop: u8::from(p.default == crate::rule::DefaultAction::Drop),
+        };
     }
     let meters = set
         .meters
         .iter()
-        .map(|m| MeterRecord { rate: m.rate, burst: m.burst, bits: u8::from(m.unit == MeterUnit::Bps), pad: [0; 7] })
+        .map(|m| MeterRecord {
+            rate: m.rate,
+            burst: m.burst,
+            bits: u8::from(m.unit == MeterUnit::Bps),
+            pad: [0; 7],
+        })
         .collect();
     Ok(CompiledTables {
         rules,
@@ -98,7 +122,12 @@ pub fn compile(set: &RuleSet) -> Result<CompiledTables, RuleError> {
     })
 }
 
-fn encode_action(a: &Action, set: &RuleSet, meter_ix: &HashMap<&str, u32>, options: &mut OptionPool) -> ActionRecord {
+fn encode_action(
+    a: &Action,
+    set: &RuleSet,
+    meter_ix: &HashMap<&str, u32>,
+    options: &mut OptionPool,
+) -> ActionRecord {
     let port = |name: &str| set.port(name).expect("validated port").index;
     let ip = |rec: &mut ActionRecord, addr: std::net::IpAddr| {
         rec.data[..16].copy_from_slice(&value_ip_key_bytes(addr));
@@ -108,17 +137,29 @@ fn encode_action(a: &Action, set: &RuleSet, meter_ix: &HashMap<&str, u32>, optio
     };
     match a {
         Action::SetEthSrc(m) | Action::SetEthDst(m) => {
-            let mut rec = ActionRecord::new(if matches!(a, Action::SetEthSrc(_)) { op::SET_ETH_SRC } else { op::SET_ETH_DST });
+            let mut rec = ActionRecord::new(if matches!(a, Action::SetEthSrc(_)) {
+                op::SET_ETH_SRC
+            } else {
+                op::SET_ETH_DST
+            });
             rec.data[..6].copy_from_slice(&m.0);
             rec
         }
         Action::SetIpSrc(addr) | Action::SetIpDst(addr) => {
-            let mut rec = ActionRecord::new(if matches!(a, Action::SetIpSrc(_)) { op::SET_IP_SRC } else { op::SET_IP_DST });
+            let mut rec = ActionRecord::new(if matches!(a, Action::SetIpSrc(_)) {
+                op::SET_IP_SRC
+            } else {
+                op::SET_IP_DST
+            });
             ip(&mut rec, *addr);
             rec
         }
         Action::SetL4Src(p) | Action::SetL4Dst(p) => {
-            let mut rec = ActionRecord::new(if matches!(a, Action::SetL4Src(_)) { op::SET_L4_SRC } else { op::SET_L4_DST });
+            let mut rec = ActionRecord::new(if matches!(a, Action::SetL4Src(_)) {
+                op::SET_L4_SRC
+            } else {
+                op::SET_L4_DST
+            });
             rec.arg16 = *p;
             rec
         }
@@ -131,9 +172,17 @@ fn encode_action(a: &Action, set: &RuleSet, meter_ix: &HashMap<&str, u32>, optio
         Action::PopVlan => ActionRecord::new(op::POP_VLAN),
         Action::EncapVxlan(e) | Action::EncapGeneve(e) => {
             let geneve = matches!(a, Action::EncapGeneve(_));
-            let mut rec = ActionRecord::new(if geneve { op::ENCAP_GENEVE } else { op::ENCAP_VXLAN });
+            let mut rec = ActionRecord::new(if geneve {
+                op::ENCAP_GENEVE
+            } else {
+                op::ENCAP_VXLAN
+            });
             rec.arg32 = e.vni;
-            rec.arg16 = e.udp_dst.unwrap_or(if geneve { crate::wire::udpport::GENEVE } else { crate::wire::udpport::VXLAN });
+            rec.arg16 = e.udp_dst.unwrap_or(if geneve {
+                crate::wire::udpport::GENEVE
+            } else {
+                crate::wire::udpport::VXLAN
+            });
             rec.data[encap::ETH_DST].copy_from_slice(&e.eth_dst.0);
             rec.data[encap::ETH_SRC].copy_from_slice(&e.eth_src.0);
             rec.data[encap::IP_SRC].copy_from_slice(&value_ip_key_bytes(e.ip_src));

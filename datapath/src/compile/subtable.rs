@@ -114,7 +114,9 @@ impl Subtable {
                 if (self.rules.len() + 1) * 4 > self.slots.len() * 3 {
                     self.grow();
                 }
-                let pos = self.find(words, hash).expect_err("key absent: checked above");
+                let pos = self
+                    .find(words, hash)
+                    .expect_err("key absent: checked above");
                 self.keys.extend_from_slice(words);
                 self.rules.push(rule);
                 self.slots[pos] = (hash & !0xffff_ffff) | self.rules.len() as u64;
@@ -144,7 +146,9 @@ impl Subtable {
     pub fn lookup(&self, key: &FlowKey) -> Option<u32> {
         let c = self.compress(key);
         let words = &c[..self.n_words];
-        self.find(words, hash_words(words)).ok().map(|e| self.rules[e])
+        self.find(words, hash_words(words))
+            .ok()
+            .map(|e| self.rules[e])
     }
 
     /// Entries as (masked key, rule index), for loaders of other backends.

@@ -109,7 +109,13 @@ const _: () = assert!(size_of::<ActionRecord>() == 64);
 impl ActionRecord {
     /// An action with only an opcode.
     pub const fn new(op: u8) -> ActionRecord {
-        ActionRecord { op, flags: 0, arg16: 0, arg32: 0, data: [0; 56] }
+        ActionRecord {
+            op,
+            flags: 0,
+            arg16: 0,
+            arg32: 0,
+            data: [0; 56],
+        }
     }
 }
 
@@ -168,7 +174,9 @@ impl CompiledTables {
     /// Whether a miss on `port` drops.
     #[inline]
     pub fn miss_drops(&self, port: u16) -> bool {
-        self.ports.get(usize::from(port)).is_some_and(|p| p.default_drop != 0)
+        self.ports
+            .get(usize::from(port))
+            .is_some_and(|p| p.default_drop != 0)
     }
 
     /// Heap bytes held by the tables.
@@ -176,7 +184,11 @@ impl CompiledTables {
         self.rules.capacity() * size_of::<RuleRecord>()
             + self.actions.capacity() * size_of::<ActionRecord>()
             + self.options.capacity()
-            + self.subtables.iter().map(Subtable::heap_bytes).sum::<usize>()
+            + self
+                .subtables
+                .iter()
+                .map(Subtable::heap_bytes)
+                .sum::<usize>()
             + self.ports.capacity() * size_of::<PortRecord>()
             + self.meters.capacity() * size_of::<MeterRecord>()
     }

@@ -1,7 +1,7 @@
 //! The control side of the emulated backend: transactions, lifecycle,
 //! counters and the in-memory ports.
 
-use super::{EmuConfig, Egress, InjectError, worker};
+use super::{Egress, EmuConfig, InjectError, worker};
 use crate::compile::{MAX_MASKS, hash_words};
 use crate::datapath::{Capabilities, Datapath, DatapathError, LifecycleState, Transaction};
 use crate::frame::Frame;
@@ -55,12 +55,20 @@ impl EmuDatapath {
     /// # Errors
     /// [`DatapathError::Rules`] if the rules do not compile.
     pub fn start(rules: RuleSet, config: EmuConfig) -> Result<EmuDatapath, DatapathError> {
-        let config = EmuConfig { workers: config.workers.max(1), batch: config.batch.max(1), ..config };
+        let config = EmuConfig {
+            workers: config.workers.max(1),
+            batch: config.batch.max(1),
+            ..config
+        };
         let installed = Installed::build(1, rules, config.workers, None)?;
         let shared = Arc::new(Shared {
             current: ArcSwap::from_pointee(installed),
-            rx: (0..config.workers).map(|_| ArrayQueue::new(config.queue_depth)).collect(),
-            out: (0..MAX_PORTS).map(|_| ArrayQueue::new(config.queue_depth)).collect(),
+            rx: (0..config.workers)
+                .map(|_| ArrayQueue::new(config.queue_depth))
+                .collect(),
+            out: (0..MAX_PORTS)
+                .map(|_| ArrayQueue::new(config.queue_depth))
+                .collect(),
             host: ArrayQueue::new(config.queue_depth),
             overflow: (0..config.workers).map(|_| Counter::default()).collect(),
             stop: AtomicBool::new(false),
@@ -76,15 +84,29 @@ impl EmuDatapath {
             let t = std::thread::Builder::new()
                 .name(format!("dse-emu-{i}"))
                 .spawn(move || worker::run(&s, i, pipeline))
-                .map_err(|source| DatapathError::Io { what: format!("spawning worker {i}"), source })?;
+                .map_err(|source| DatapathError::Io {
+                    what: format!("spawning worker {i}"),
+                    source,
+                })?;
             threads.push(t);
         }
-        let control = Mutex::new(Control { state: LifecycleState::Running, retired: Vec::new(), folded: HashMap::new() });
-        Ok(EmuDatapath { shared, control, stats, threads })
+        let control = Mutex::new(Control {
+            state: LifecycleState::Running,
+            retired: Vec::new(),
+            folded: HashMap::new(),
+        });
+        Ok(EmuDatapath {
+            shared,
+            control,
+            stats,
+            threads,
+        })
     }
 
     fn control(&self) -> MutexGuard<'_, Control> {
-        self.control.lock().expect("control lock is never poisoned: no code panics while holding it")
+        self.control
+            .lock()
+            .expect("control lock is never poisoned: no code panics while holding it")
     }
 
     /// Which worker a frame goes to: a hash of its flow key, so that one
@@ -107,11 +129,15 @@ impl EmuDatapath {
     /// handed back inside nothing; retry with a copy), or
     /// [`InjectError::UnknownPort`].
     pub fn inject(&self, in_port: u16, frame: Frame) -> Result<(), InjectError> {
-        if in_port >= MAX_PORTS || self.shared.current.load().tables.ports[usize::from(in_port)].present == 0 {
+        if in_port >= MAX_PORTS
+            || self.shared.current.load().tables.ports[usize::from(in_port)].present == 0
+        {
             return Err(InjectError::UnknownPort(in_port));
         }
         let worker = self.worker_for(frame.data(), in_port);
-        self.shared.rx[worker].push((in_port, frame)).map_err(|_| InjectError::Full { worker })?;
+        self.shared.rx[worker]
+            .push((in_port, frame))
+            .map_err(|_| InjectError::Full { worker })?;
         self.threads[worker].thread().unpark();
         Ok(())
     }
@@ -124,7 +150,9 @@ impl EmuDatapath {
         let mut frame = Some(frame);
         loop {
             let f = frame.take().expect("frame is put back on every retry");
-            if in_port >= MAX_PORTS || self.shared.current.load().tables.ports[usize::from(in_port)].present == 0 {
+            if in_port >= MAX_PORTS
+                || self.shared.current.load().tables.ports[usize::from(in_port)].present == 0
+            {
                 return Err(InjectError::UnknownPort(in_port));
             }
             let worker = self.worker_for(f.data(), in_port);
@@ -180,7 +208,8 @@ impl EmuDatapath {
             }
         }
         c.retired = keep;
-        let live: std::collections::HashSet<u32> = current.tables.rules.iter().map(|r| r.id).collect();
+        let live: std::collections::HashSet<u32> =
+            current.tables.rules.iter().map(|r| r.id).collect();
         c.folded.retain(|id, _| live.contains(id));
     }
 
@@ -206,11 +235,20 @@ impl Datapath for EmuDatapath {
     fn apply(&self, txn: Transaction) -> Result<u64, DatapathError> {
         let mut c = self.control();
         if c.state != LifecycleState::Running {
-            return Err(DatapathError::State { operation: "apply", state: c.state, hint: "resume the datapath first" });
+            return Err(DatapathError::State {
+                operation: "apply",
+                state: c.state,
+                hint: "resume the datapath first",
+            });
         }
         let current = self.shared.current.load_full();
         let rules = txn.resolve(&current.rules)?;
-        let next = Installed::build(current.generation + 1, rules, self.shared.config.workers, Some(&current))?;
+        let next = Installed::build(
+            current.generation + 1,
+            rules,
+            self.shared.config.workers,
+            Some(&current),
+        )?;
         let generation = next.generation;
         drop(current);
         self.swap(&mut c, next);
@@ -264,7 +302,11 @@ impl Datapath for EmuDatapath {
 
     fn snapshot(&self) -> Result<Snapshot, DatapathError> {
         if self.state() != LifecycleState::Quiesced {
-            return Err(DatapathError::State { operation: "snapshot", state: LifecycleState::Running, hint: "quiesce the datapath first" });
+            return Err(DatapathError::State {
+                operation: "snapshot",
+                state: LifecycleState::Running,
+                hint: "quiesce the datapath first",
+            });
         }
         let counters = self.rule_counters();
         let current = self.shared.current.load_full();
@@ -281,9 +323,18 @@ impl Datapath for EmuDatapath {
     fn restore(&self, snapshot: &Snapshot) -> Result<(), DatapathError> {
         let mut c = self.control();
         if c.state != LifecycleState::Quiesced {
-            return Err(DatapathError::State { operation: "restore", state: c.state, hint: "quiesce the datapath first" });
+            return Err(DatapathError::State {
+                operation: "restore",
+                state: c.state,
+                hint: "quiesce the datapath first",
+            });
         }
-        let next = Installed::build(snapshot.generation, snapshot.rules.clone(), self.shared.config.workers, None)?;
+        let next = Installed::build(
+            snapshot.generation,
+            snapshot.rules.clone(),
+            self.shared.config.workers,
+            None,
+        )?;
         for (id, n) in &snapshot.counters {
             next.add_count(*id, *n);
         }
@@ -291,7 +342,13 @@ impl Datapath for EmuDatapath {
         for (name, b) in &snapshot.meters {
             // Rebase the bucket's refill time from the snapshot's clock to ours.
             let age = snapshot.clock_ns.saturating_sub(b.last_ns);
-            next.set_bucket(name, Bucket { nano_tokens: b.nano_tokens, last_ns: now.saturating_sub(age) });
+            next.set_bucket(
+                name,
+                Bucket {
+                    nano_tokens: b.nano_tokens,
+                    last_ns: now.saturating_sub(age),
+                },
+            );
         }
         self.swap(&mut c, next);
         // Counts of the replaced generations belong to the state being discarded.

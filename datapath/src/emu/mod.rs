@@ -29,7 +29,12 @@ pub struct EmuConfig {
 
 impl Default for EmuConfig {
     fn default() -> Self {
-        EmuConfig { workers: 2, cache_entries: crate::pipeline::DEFAULT_CACHE_ENTRIES, queue_depth: 4096, batch: 32 }
+        EmuConfig {
+            workers: 2,
+            cache_entries: crate::pipeline::DEFAULT_CACHE_ENTRIES,
+            queue_depth: 4096,
+            batch: 32,
+        }
     }
 }
 

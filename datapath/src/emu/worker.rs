@@ -40,7 +40,13 @@ pub(super) fn run(shared: &Shared, index: usize, mut pipeline: Pipeline) {
         while start < frames.len() {
             let port = ports[start];
             let end = start + ports[start..].iter().take_while(|&&p| p == port).count();
-            pipeline.process_batch(&installed, &mut frames[start..end], port, now, &mut verdicts);
+            pipeline.process_batch(
+                &installed,
+                &mut frames[start..end],
+                port,
+                now,
+                &mut verdicts,
+            );
             start = end;
         }
         drop(installed);
@@ -51,7 +57,13 @@ pub(super) fn run(shared: &Shared, index: usize, mut pipeline: Pipeline) {
                 Verdict::Pass => &shared.host,
                 Verdict::Drop(_) => continue,
             };
-            if out.push(Egress { in_port: port, frame }).is_err() {
+            if out
+                .push(Egress {
+                    in_port: port,
+                    frame,
+                })
+                .is_err()
+            {
                 shared.overflow[index].add(1);
             }
         }

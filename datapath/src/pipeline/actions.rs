@@ -4,7 +4,9 @@
 use super::parse::{Layout, parse, udp_dst};
 use crate::compile::{ActionRecord, FLAG_FIXED_SRC, FLAG_V6, FlowKey, encap};
 use crate::frame::Frame;
-use crate::wire::{checksum, ethertype, geneve, ipproto, ipv4, ipv6, read_u16, tcp, udp, udpport, vxlan, write_u16};
+use crate::wire::{
+    checksum, ethertype, geneve, ipproto, ipv4, ipv6, read_u16, tcp, udp, udpport, vxlan, write_u16,
+};
 
 /// Rewrites the IP source or destination of a frame of the address's family
 /// and fixes the IPv4 header checksum and the TCP/UDP/ICMPv6 checksum.
@@ -48,7 +50,11 @@ fn fix_l4_checksum(data: &mut [u8], l: &Layout, old: &[u8], new: &[u8]) {
         _ => return,
     };
     let c = read_u16(data, at);
-    let c = if l.l4_proto == ipproto::UDP { checksum::update_udp(c, old, new) } else { checksum::update(c, old, new) };
+    let c = if l.l4_proto == ipproto::UDP {
+        checksum::update_udp(c, old, new)
+    } else {
+        checksum::update(c, old, new)
+    };
     write_u16(data, at, c);
 }
 
@@ -90,10 +96,24 @@ pub fn entropy_port(key: &FlowKey) -> u16 {
 }
 
 /// Wraps the frame in Ethernet / IPv4 or IPv6 / UDP / VXLAN or Geneve.
-pub(crate) fn encap(frame: &mut Frame, a: &ActionRecord, key: &FlowKey, geneve_opts: &[u8], is_geneve: bool) {
+pub(crate) fn encap(
+    frame: &mut Frame,
+    a: &ActionRecord,
+    key: &FlowKey,
+    geneve_opts: &[u8],
+    is_geneve: bool,
+) {
     let v6 = a.flags & FLAG_V6 != 0;
-    let ip_len = if v6 { ipv6::HEADER_LEN } else { ipv4::MIN_HEADER_LEN };
-    let tun_len = if is_geneve { geneve::HEADER_LEN + geneve_opts.len() } else { vxlan::HEADER_LEN };
+    let ip_len = if v6 {
+        ipv6::HEADER_LEN
+    } else {
+        ipv4::MIN_HEADER_LEN
+    };
+    let tun_len = if is_geneve {
+        geneve::HEADER_LEN + geneve_opts.len()
+    } else {
+        vxlan::HEADER_LEN
+    };
     let inner = frame.len();
     let udp_len = (udp::HEADER_LEN + tun_len + inner) as u16;
     let outer = 14 + ip_len + udp::HEADER_LEN + tun_len;
@@ -112,7 +132,11 @@ pub(crate) fn encap(frame: &mut Frame, a: &ActionRecord, key: &FlowKey, geneve_o
         ipv4::emit_header(&mut d[14..], s, t, ipproto::UDP, udp_len);
     }
     let u = 14 + ip_len;
-    let sport = if a.flags & FLAG_FIXED_SRC != 0 { read_u16(&a.data, encap::UDP_SRC.start) } else { entropy_port(key) };
+    let sport = if a.flags & FLAG_FIXED_SRC != 0 {
+        read_u16(&a.data, encap::UDP_SRC.start)
+    } else {
+        entropy_port(key)
+    };
     {
         let mut h = udp::Packet::new_unchecked(&mut d[u..]);
         h.set_src_port(sport);
@@ -164,5 +188,7 @@ pub(crate) fn decap(frame: &mut Frame, l: &Layout) -> Option<u32> {
 
 /// Re-derives the layout after a structural change.
 pub(crate) fn relayout(frame: &Frame, key: &FlowKey) -> Option<Layout> {
-    parse(frame.data(), key.in_port, key.tun_id).ok().map(|(_, l)| l)
+    parse(frame.data(), key.in_port, key.tun_id)
+        .ok()
+        .map(|(_, l)| l)
 }

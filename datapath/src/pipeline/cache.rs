@@ -28,8 +28,15 @@ impl FlowCache {
     /// A cache of at least `capacity` entries (rounded up to a power of two, at least 4).
     pub fn new(capacity: usize) -> FlowCache {
         let sets = capacity.div_ceil(WAYS).next_power_of_two().max(1);
-        let empty = Entry { key: FlowKey::default(), generation: 0, rule: NO_RULE };
-        FlowCache { entries: vec![empty; sets * WAYS], set_mask: sets - 1 }
+        let empty = Entry {
+            key: FlowKey::default(),
+            generation: 0,
+            rule: NO_RULE,
+        };
+        FlowCache {
+            entries: vec![empty; sets * WAYS],
+            set_mask: sets - 1,
+        }
     }
 
     /// Number of entries.
@@ -51,7 +58,10 @@ impl FlowCache {
     #[inline]
     pub fn lookup(&self, key: &FlowKey, hash: u64, generation: u32) -> Option<u32> {
         let s = self.set(hash);
-        self.entries[s..s + WAYS].iter().find(|e| e.generation == generation && e.key == *key).map(|e| e.rule)
+        self.entries[s..s + WAYS]
+            .iter()
+            .find(|e| e.generation == generation && e.key == *key)
+            .map(|e| e.rule)
     }
 
     /// Caches `rule` for `key`, evicting a stale entry or else one picked by the hash.
@@ -59,8 +69,15 @@ impl FlowCache {
     pub fn insert(&mut self, key: &FlowKey, hash: u64, generation: u32, rule: u32) {
         let s = self.set(hash);
         let set = &mut self.entries[s..s + WAYS];
-        let way = set.iter().position(|e| e.generation != generation).unwrap_or((hash >> 62) as usize);
-        set[way] = Entry { key: *key, generation, rule };
+        let way = set
+            .iter()
+            .position(|e| e.generation != generation)
+            .unwrap_or((hash >> 62) as usize);
+        set[way] = Entry {
+            key: *key,
+            generation,
+            rule,
+        };
     }
 
     /// Hints the CPU to load the set `hash` falls in.

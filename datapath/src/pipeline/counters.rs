@@ -70,8 +70,14 @@ pub enum DropReason {
 
 impl DropReason {
     /// Every reason, in stats order.
-    pub const ALL: [DropReason; 6] =
-        [DropReason::Rule, DropReason::Miss, DropReason::Meter, DropReason::Malformed, DropReason::Tunnel, DropReason::Recirculation];
+    pub const ALL: [DropReason; 6] = [
+        DropReason::Rule,
+        DropReason::Miss,
+        DropReason::Meter,
+        DropReason::Malformed,
+        DropReason::Tunnel,
+        DropReason::Recirculation,
+    ];
 }
 
 /// Counters of one worker (or, summed, of a datapath).
@@ -124,7 +130,11 @@ impl StatsBlock {
         s.pass += self.pass.get();
         s.tx += self.tx.get();
         for (r, c) in DropReason::ALL.iter().zip(&self.drops) {
-            let name = serde_json::to_value(r).expect("reason serializes").as_str().expect("a string").to_string();
+            let name = serde_json::to_value(r)
+                .expect("reason serializes")
+                .as_str()
+                .expect("a string")
+                .to_string();
             *s.drops.entry(name).or_default() += c.get();
         }
         s.cache_hits += self.cache_hits.get();

@@ -17,7 +17,10 @@ pub struct Bucket {
 impl Bucket {
     /// A full bucket for `cfg`.
     pub fn full(cfg: &MeterRecord) -> Bucket {
-        Bucket { nano_tokens: cfg.burst.saturating_mul(NANO), last_ns: 0 }
+        Bucket {
+            nano_tokens: cfg.burst.saturating_mul(NANO),
+            last_ns: 0,
+        }
     }
 
     /// Refills for the time since the last refill, then takes the tokens a
@@ -30,7 +33,11 @@ impl Bucket {
             self.nano_tokens = self.nano_tokens.saturating_add(add).min(cap);
             self.last_ns = now_ns;
         }
-        let cost = if cfg.bits != 0 { len as u64 * 8 * NANO } else { NANO };
+        let cost = if cfg.bits != 0 {
+            len as u64 * 8 * NANO
+        } else {
+            NANO
+        };
         if self.nano_tokens >= cost {
             self.nano_tokens -= cost;
             true
@@ -46,7 +53,12 @@ mod tests {
 
     #[test]
     fn pps_bucket_holds_the_rate() {
-        let cfg = MeterRecord { rate: 1000, burst: 10, bits: 0, pad: [0; 7] };
+        let cfg = MeterRecord {
+            rate: 1000,
+            burst: 10,
+            bits: 0,
+            pad: [0; 7],
+        };
         let mut b = Bucket::full(&cfg);
         let passed = (0..20).filter(|_| b.admit(&cfg, 64, 0)).count();
         assert_eq!(passed, 10, "a full bucket passes its burst");
@@ -57,10 +69,18 @@ mod tests {
 
     #[test]
     fn bps_bucket_charges_bits() {
-        let cfg = MeterRecord { rate: 8000, burst: 8 * 100, bits: 1, pad: [0; 7] };
+        let cfg = MeterRecord {
+            rate: 8000,
+            burst: 8 * 100,
+            bits: 1,
+            pad: [0; 7],
+        };
         let mut b = Bucket::full(&cfg);
         assert!(b.admit(&cfg, 100, 0));
         assert!(!b.admit(&cfg, 1, 0));
-        assert!(b.admit(&cfg, 10, 10_000_000), "10 ms at 8000 bit/s buys 80 bits");
+        assert!(
+            b.admit(&cfg, 10, 10_000_000),
+            "10 ms at 8000 bit/s buys 80 bits"
+        );
     }
 }

@@ -60,25 +60,66 @@ impl Installed {
     ///
     /// # Errors
     /// [`RuleError`] if the rules do not compile.
-    pub fn build(generation: u64, rules: RuleSet, workers: usize, previous: Option<&Installed>) -> Result<Installed, RuleError> {
+    pub fn build(
+        generation: u64,
+        rules: RuleSet,
+        workers: usize,
+        previous: Option<&Installed>,
+    ) -> Result<Installed, RuleError> {
         let tables = compile(&rules)?;
-        Ok(Self::from_tables(generation, rules, tables, workers, previous))
+        Ok(Self::from_tables(
+            generation, rules, tables, workers, previous,
+        ))
     }
 
     /// As [`Installed::build`], from tables already compiled from `rules`.
-    pub fn from_tables(generation: u64, rules: RuleSet, tables: CompiledTables, workers: usize, previous: Option<&Installed>) -> Installed {
-        let old: HashMap<&str, &Arc<Mutex<Bucket>>> =
-            previous.map(|p| p.tables.meter_names.iter().map(String::as_str).zip(&p.meters).collect()).unwrap_or_default();
+    pub fn from_tables(
+        generation: u64,
+        rules: RuleSet,
+        tables: CompiledTables,
+        workers: usize,
+        previous: Option<&Installed>,
+    ) -> Installed {
+        let old: HashMap<&str, &Arc<Mutex<Bucket>>> = previous
+            .map(|p| {
+                p.tables
+                    .meter_names
+                    .iter()
+                    .map(String::as_str)
+                    .zip(&p.meters)
+                    .collect()
+            })
+            .unwrap_or_default();
         let meters = tables
             .meter_names
             .iter()
             .zip(&tables.meters)
-            .map(|(name, cfg)| old.get(name.as_str()).map_or_else(|| Arc::new(Mutex::new(Bucket::full(cfg))), |b| Arc::clone(b)))
+            .map(|(name, cfg)| {
+                old.get(name.as_str()).map_or_else(
+                    || Arc::new(Mutex::new(Bucket::full(cfg))),
+                    |b| Arc::clone(b),
+                )
+            })
             .collect();
-        let counters = (0..workers).map(|_| (0..tables.rules.len()).map(|_| RuleCounter::default()).collect()).collect();
+        let counters = (0..workers)
+            .map(|_| {
+                (0..tables.rules.len())
+                    .map(|_| RuleCounter::default())
+                    .collect()
+            })
+            .collect();
         static EPOCH: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(1);
-        let epoch = EPOCH.fetch_add(1, std::sync::atomic::Ordering::Relaxed).max(1);
-        Installed { generation, epoch, rules, tables, counters, meters }
+        let epoch = EPOCH
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed)
+            .max(1);
+        Installed {
+            generation,
+            epoch,
+            rules,
+            tables,
+            counters,
+            meters,
+        }
     }
 
     /// Counters summed over workers, by rule id.
@@ -86,7 +127,10 @@ impl Installed {
         let mut out = HashMap::with_capacity(self.tables.rules.len());
         for block in &self.counters {
             for (rec, c) in self.tables.rules.iter().zip(block) {
-                *out.entry(rec.id).or_default() += Count { packets: c.packets.get(), bytes: c.bytes.get() };
+                *out.entry(rec.id).or_default() += Count {
+                    packets: c.packets.get(),
+                    bytes: c.bytes.get(),
+                };
             }
         }
         out
@@ -94,7 +138,12 @@ impl Installed {
 
     /// The bucket of each meter, by name.
     pub fn buckets(&self) -> Vec<(String, Bucket)> {
-        self.tables.meter_names.iter().zip(&self.meters).map(|(n, b)| (n.clone(), *b.lock().expect("meter lock is never poisoned"))).collect()
+        self.tables
+            .meter_names
+            .iter()
+            .zip(&self.meters)
+            .map(|(n, b)| (n.clone(), *b.lock().expect("meter lock is never poisoned")))
+            .collect()
     }
 
     /// Sets the bucket of the meter named `name`; returns whether it exists.
@@ -140,7 +189,11 @@ enum Step {
 impl Pipeline {
     /// A pipeline for worker `worker` with a cache of `cache_entries`.
     pub fn new(worker: usize, cache_entries: usize) -> Pipeline {
-        Pipeline { worker, cache: FlowCache::new(cache_entries), stats: Arc::new(StatsBlock::default()) }
+        Pipeline {
+            worker,
+            cache: FlowCache::new(cache_entries),
+            stats: Arc::new(StatsBlock::default()),
+        }
     }
 
     /// This worker's statistics.
@@ -169,7 +222,13 @@ impl Pipeline {
 
     /// Processes one frame that arrived on port `in_port` at `now_ns`,
     /// rewriting it in place, and returns its verdict.
-    pub fn process(&mut self, inst: &Installed, frame: &mut Frame, in_port: u16, now_ns: u64) -> Verdict {
+    pub fn process(
+        &mut self,
+        inst: &Installed,
+        frame: &mut Frame,
+        in_port: u16,
+        now_ns: u64,
+    ) -> Verdict {
         let parsed = parse(frame.data(), in_port, 0).map(|(k, l)| (k, l, k.hash()));
         self.process_parsed(inst, frame, in_port, now_ns, parsed)
     }
@@ -177,7 +236,14 @@ impl Pipeline {
     /// Processes a batch from one port: parses and hashes every frame and
     /// prefetches its cache set before any lookup, so that the memory
     /// accesses of a batch overlap. Verdicts are appended to `verdicts`.
-    pub fn process_batch(&mut self, inst: &Installed, frames: &mut [Frame], in_port: u16, now_ns: u64, verdicts: &mut Vec<Verdict>) {
+    pub fn process_batch(
+        &mut self,
+        inst: &Installed,
+        frames: &mut [Frame],
+        in_port: u16,
+        now_ns: u64,
+        verdicts: &mut Vec<Verdict>,
+    ) {
         const CHUNK: usize = 32;
         for chunk in frames.chunks_mut(CHUNK) {
             let mut parsed: [Option<(FlowKey, Layout, u64)>; CHUNK] = [None; CHUNK];
@@ -189,7 +255,10 @@ impl Pipeline {
                 }
             }
             for (p, f) in parsed.iter().zip(chunk.iter_mut()) {
-                let parsed = p.ok_or(crate::wire::WireError::Malformed { header: "frame", what: "unparsable" });
+                let parsed = p.ok_or(crate::wire::WireError::Malformed {
+                    header: "frame",
+                    what: "unparsable",
+                });
                 verdicts.push(self.process_parsed(inst, f, in_port, now_ns, parsed));
             }
         }
@@ -207,20 +276,29 @@ impl Pipeline {
         self.stats.rx_bytes.add(frame.len() as u64);
         let mut recirculated = false;
         let verdict = loop {
-            let Ok((key, layout, hash)) = parsed else { break Verdict::Drop(DropReason::Malformed) };
+            let Ok((key, layout, hash)) = parsed else {
+                break Verdict::Drop(DropReason::Malformed);
+            };
             let rule = self.classify(inst, &key, hash);
             if rule == NO_RULE {
-                break if inst.tables.miss_drops(in_port) { Verdict::Drop(DropReason::Miss) } else { Verdict::Pass };
+                break if inst.tables.miss_drops(in_port) {
+                    Verdict::Drop(DropReason::Miss)
+                } else {
+                    Verdict::Pass
+                };
             }
             let c = &inst.counters[self.worker][rule as usize];
             c.packets.add(1);
             c.bytes.add(frame.len() as u64);
             match run_actions(inst, rule, frame, layout, &key, now_ns) {
                 Step::Done(v) => break v,
-                Step::Recirculate(_) if recirculated => break Verdict::Drop(DropReason::Recirculation),
+                Step::Recirculate(_) if recirculated => {
+                    break Verdict::Drop(DropReason::Recirculation);
+                }
                 Step::Recirculate(vni) => {
                     recirculated = true;
-                    parsed = parse(frame.data(), in_port, TUNNEL_PRESENT | vni).map(|(k, l)| (k, l, k.hash()));
+                    parsed = parse(frame.data(), in_port, TUNNEL_PRESENT | vni)
+                        .map(|(k, l)| (k, l, k.hash()));
                 }
             }
         };
@@ -250,7 +328,14 @@ pub fn search(tables: &CompiledTables, key: &FlowKey) -> u32 {
     best
 }
 
-fn run_actions(inst: &Installed, rule: u32, frame: &mut Frame, mut layout: Layout, key: &FlowKey, now_ns: u64) -> Step {
+fn run_actions(
+    inst: &Installed,
+    rule: u32,
+    frame: &mut Frame,
+    mut layout: Layout,
+    key: &FlowKey,
+    now_ns: u64,
+) -> Step {
     let tables = &inst.tables;
     for a in tables.actions_of(rule) {
         match a.op {
@@ -265,9 +350,19 @@ fn run_actions(inst: &Installed, rule: u32, frame: &mut Frame, mut layout: Layou
                     op::PUSH_VLAN => actions::push_vlan(frame, a.arg16, a.arg32 as u16),
                     op::POP_VLAN => actions::pop_vlan(frame),
                     _ => {
-                        let off = u32::from_le_bytes(a.data[enc::OPT_OFF].try_into().expect("4 bytes")) as usize;
-                        let len = usize::from(u16::from_le_bytes(a.data[enc::OPT_LEN].try_into().expect("2 bytes")));
-                        actions::encap(frame, a, key, &tables.options[off..off + len], a.op == op::ENCAP_GENEVE);
+                        let off =
+                            u32::from_le_bytes(a.data[enc::OPT_OFF].try_into().expect("4 bytes"))
+                                as usize;
+                        let len = usize::from(u16::from_le_bytes(
+                            a.data[enc::OPT_LEN].try_into().expect("2 bytes"),
+                        ));
+                        actions::encap(
+                            frame,
+                            a,
+                            key,
+                            &tables.options[off..off + len],
+                            a.op == op::ENCAP_GENEVE,
+                        );
                     }
                 }
                 // The frame was valid and only gained or lost whole headers.
@@ -282,7 +377,10 @@ fn run_actions(inst: &Installed, rule: u32, frame: &mut Frame, mut layout: Layou
             op::METER => {
                 let i = a.arg32 as usize;
                 let cfg = &tables.meters[i];
-                let ok = inst.meters[i].lock().expect("meter lock is never poisoned").admit(cfg, frame.len(), now_ns);
+                let ok = inst.meters[i]
+                    .lock()
+                    .expect("meter lock is never poisoned")
+                    .admit(cfg, frame.len(), now_ns);
                 if !ok {
                     return Step::Done(Verdict::Drop(DropReason::Meter));
                 }

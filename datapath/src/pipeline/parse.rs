@@ -7,7 +7,9 @@
 //! no L4 header and matches on L2/L3 only.
 
 use crate::compile::{FLAG_IP, FLAG_L4, FlowKey, VLAN_PRESENT};
-use crate::wire::{self, WireError, ethernet, ethertype, icmp, ipproto, ipv4, ipv6, tcp, udp, vlan};
+use crate::wire::{
+    self, WireError, ethernet, ethertype, icmp, ipproto, ipv4, ipv6, tcp, udp, vlan,
+};
 
 /// Where the headers of a parsed frame are.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -31,7 +33,13 @@ pub struct Layout {
 /// The [`WireError`] of the first malformed header.
 pub fn parse(frame: &[u8], in_port: u16, tun_id: u32) -> Result<(FlowKey, Layout), WireError> {
     let eth = ethernet::Frame::new_checked(frame)?;
-    let mut key = FlowKey { eth_src: eth.src(), eth_dst: eth.dst(), in_port, tun_id, ..FlowKey::default() };
+    let mut key = FlowKey {
+        eth_src: eth.src(),
+        eth_dst: eth.dst(),
+        in_port,
+        tun_id,
+        ..FlowKey::default()
+    };
     let mut layout = Layout::default();
     let mut et = eth.ethertype();
     let mut off = ethernet::HEADER_LEN;
@@ -107,5 +115,6 @@ pub fn parse(frame: &[u8], in_port: u16, tun_id: u32) -> Result<(FlowKey, Layout
 
 /// Reads the UDP destination port of a parsed frame's L4 header, if it is UDP.
 pub(crate) fn udp_dst(frame: &[u8], layout: &Layout) -> Option<u16> {
-    (layout.l4 != 0 && layout.l4_proto == ipproto::UDP).then(|| wire::read_u16(frame, layout.l4 + 2))
+    (layout.l4 != 0 && layout.l4_proto == ipproto::UDP)
+        .then(|| wire::read_u16(frame, layout.l4 + 2))
 }

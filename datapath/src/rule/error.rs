@@ -28,10 +28,17 @@ pub enum RuleError {
 
 impl RuleError {
     pub(crate) fn rule(rule: u32, field: impl Into<String>, reason: impl Into<String>) -> Self {
-        RuleError::Rule { rule, field: field.into(), reason: reason.into() }
+        RuleError::Rule {
+            rule,
+            field: field.into(),
+            reason: reason.into(),
+        }
     }
 
     pub(crate) fn doc(field: impl Into<String>, reason: impl Into<String>) -> Self {
-        RuleError::Document { field: field.into(), reason: reason.into() }
+        RuleError::Document {
+            field: field.into(),
+            reason: reason.into(),
+        }
     }
 }

@@ -9,7 +9,8 @@ impl RuleSet {
     /// # Errors
     /// [`RuleError`] naming the rule id and field of the first problem.
     pub fn from_yaml(text: &str) -> Result<RuleSet, RuleError> {
-        let doc: Value = serde_norway::from_str(text).map_err(|e| RuleError::Syntax(e.to_string()))?;
+        let doc: Value =
+            serde_norway::from_str(text).map_err(|e| RuleError::Syntax(e.to_string()))?;
         Self::from_value(doc)
     }
 
@@ -18,7 +19,8 @@ impl RuleSet {
     /// # Errors
     /// [`RuleError`] naming the rule id and field of the first problem.
     pub fn from_json(text: &str) -> Result<RuleSet, RuleError> {
-        let doc: Value = serde_json::from_str(text).map_err(|e| RuleError::Syntax(e.to_string()))?;
+        let doc: Value =
+            serde_json::from_str(text).map_err(|e| RuleError::Syntax(e.to_string()))?;
         Self::from_value(doc)
     }
 
@@ -27,7 +29,11 @@ impl RuleSet {
     /// # Errors
     /// As [`RuleSet::from_yaml`].
     pub fn from_text(text: &str) -> Result<RuleSet, RuleError> {
-        if text.trim_start().starts_with('{') { Self::from_json(text) } else { Self::from_yaml(text) }
+        if text.trim_start().starts_with('{') {
+            Self::from_json(text)
+        } else {
+            Self::from_yaml(text)
+        }
     }
 
     /// Deserializes and validates a document already parsed into a JSON value.
@@ -50,13 +56,26 @@ impl RuleSet {
 fn locate(doc: &Value, e: serde_path_to_error::Error<serde_json::Error>) -> RuleError {
     let path = e.path().to_string();
     let reason = e.into_inner().to_string();
-    let reason = reason.split(" at line ").next().unwrap_or(&reason).to_string();
+    let reason = reason
+        .split(" at line ")
+        .next()
+        .unwrap_or(&reason)
+        .to_string();
     if let Some(rest) = path.strip_prefix("rules[")
         && let Some((index, field)) = rest.split_once(']')
         && let Ok(index) = index.parse::<usize>()
-        && let Some(id) = doc["rules"][index]["id"].as_u64().and_then(|id| u32::try_from(id).ok())
+        && let Some(id) = doc["rules"][index]["id"]
+            .as_u64()
+            .and_then(|id| u32::try_from(id).ok())
     {
         return RuleError::rule(id, field.trim_start_matches('.'), reason);
     }
-    RuleError::doc(if path == "." { "(document)".to_string() } else { path }, reason)
+    RuleError::doc(
+        if path == "." {
+            "(document)".to_string()
+        } else {
+            path
+        },
+        reason,
+    )
 }

@@ -7,12 +7,15 @@
 
 mod error;
 mod load;
-mod value;
 mod validate;
+mod value;
 
 pub use error::RuleError;
-pub use value::{EthType, IpPrefix, IpProto, Mac, Masked, TcpFlags, VlanMatch, ip_key_bytes as value_ip_key_bytes};
 pub(crate) use validate::encode_options as encode_geneve_options;
+pub use value::{
+    EthType, IpPrefix, IpProto, Mac, Masked, TcpFlags, VlanMatch,
+    ip_key_bytes as value_ip_key_bytes,
+};
 
 use serde::{Deserialize, Serialize};
 use std::net::IpAddr;
@@ -244,7 +247,10 @@ pub struct GeneveOption {
 impl Action {
     /// Whether the action ends a rule's action list.
     pub fn is_terminal(&self) -> bool {
-        matches!(self, Action::Output(_) | Action::Drop | Action::Pass | Action::Tx | Action::Decap)
+        matches!(
+            self,
+            Action::Output(_) | Action::Drop | Action::Pass | Action::Tx | Action::Decap
+        )
     }
 }
 

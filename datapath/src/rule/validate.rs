@@ -15,41 +15,71 @@ impl RuleSet {
         let mut indices = HashSet::new();
         for (i, p) in self.ports.iter().enumerate() {
             if p.name.is_empty() {
-                return Err(RuleError::doc(format!("ports[{i}].name"), "a port needs a name"));
+                return Err(RuleError::doc(
+                    format!("ports[{i}].name"),
+                    "a port needs a name",
+                ));
             }
             if !names.insert(p.name.as_str()) {
-                return Err(RuleError::doc(format!("ports[{i}].name"), format!("duplicate port name `{}`", p.name)));
+                return Err(RuleError::doc(
+                    format!("ports[{i}].name"),
+                    format!("duplicate port name `{}`", p.name),
+                ));
             }
             if p.index >= MAX_PORTS {
                 return Err(RuleError::doc(
                     format!("ports[{i}].index"),
-                    format!("port `{}`: index {} out of range (0 to {})", p.name, p.index, MAX_PORTS - 1),
+                    format!(
+                        "port `{}`: index {} out of range (0 to {})",
+                        p.name,
+                        p.index,
+                        MAX_PORTS - 1
+                    ),
                 ));
             }
             if !indices.insert(p.index) {
-                return Err(RuleError::doc(format!("ports[{i}].index"), format!("port `{}`: index {} used twice", p.name, p.index)));
+                return Err(RuleError::doc(
+                    format!("ports[{i}].index"),
+                    format!("port `{}`: index {} used twice", p.name, p.index),
+                ));
             }
         }
         if self.meters.len() > MAX_METERS {
-            return Err(RuleError::doc("meters", format!("{} meters, at most {MAX_METERS}", self.meters.len())));
+            return Err(RuleError::doc(
+                "meters",
+                format!("{} meters, at most {MAX_METERS}", self.meters.len()),
+            ));
         }
         let mut meters = HashSet::new();
         for (i, m) in self.meters.iter().enumerate() {
             if !meters.insert(m.name.as_str()) {
-                return Err(RuleError::doc(format!("meters[{i}].name"), format!("duplicate meter name `{}`", m.name)));
+                return Err(RuleError::doc(
+                    format!("meters[{i}].name"),
+                    format!("duplicate meter name `{}`", m.name),
+                ));
             }
             if m.rate == 0 || m.burst == 0 {
-                return Err(RuleError::doc(format!("meters[{i}]"), format!("meter `{}`: rate and burst must be above 0", m.name)));
+                return Err(RuleError::doc(
+                    format!("meters[{i}]"),
+                    format!("meter `{}`: rate and burst must be above 0", m.name),
+                ));
             }
             // The token arithmetic works in nano-tokens in 64 bits.
             if m.burst > 1 << 34 || m.rate > 1 << 40 {
-                return Err(RuleError::doc(format!("meters[{i}]"), format!("meter `{}`: rate or burst too large", m.name)));
+                return Err(RuleError::doc(
+                    format!("meters[{i}]"),
+                    format!("meter `{}`: rate or burst too large", m.name),
+                ));
             }
         }
         let mut ids = HashMap::new();
         for (i, r) in self.rules.iter().enumerate() {
             if let Some(first) = ids.insert(r.id, i) {
-                return Err(RuleError::rule(r.id, "id", format!("duplicate id (rules[{first}] and rules[{i}])")));
+                return Err(RuleError::rule(
+                    r.id,
+                    "id",
+                    format!("duplicate id (rules[{first}] and rules[{i}])"),
+                ));
             }
             self.validate_match(r)?;
             self.validate_actions(r, &meters)?;
@@ -62,40 +92,78 @@ impl RuleSet {
         if let Some(p) = &m.in_port
             && self.port(p).is_none()
         {
-            return Err(RuleError::rule(r.id, "match.in_port", format!("unknown port `{p}`")));
+            return Err(RuleError::rule(
+                r.id,
+                "match.in_port",
+                format!("unknown port `{p}`"),
+            ));
         }
         let v4 = |p: &Option<IpPrefix>| p.map(|p| p.addr.is_ipv4());
         let family = match (v4(&m.ip_src), v4(&m.ip_dst)) {
             (Some(a), Some(b)) if a != b => {
-                return Err(RuleError::rule(r.id, "match.ip_dst", "ip_src and ip_dst are of different address families"));
+                return Err(RuleError::rule(
+                    r.id,
+                    "match.ip_dst",
+                    "ip_src and ip_dst are of different address families",
+                ));
             }
             (a, b) => a.or(b),
         };
         if let (Some(is_v4), Some(t)) = (family, m.eth_type) {
-            let want = if is_v4 { ethertype::IPV4 } else { ethertype::IPV6 };
+            let want = if is_v4 {
+                ethertype::IPV4
+            } else {
+                ethertype::IPV6
+            };
             if t.0 != want {
-                return Err(RuleError::rule(r.id, "match.eth_type", format!("{t} contradicts the address family of the IP match")));
+                return Err(RuleError::rule(
+                    r.id,
+                    "match.eth_type",
+                    format!("{t} contradicts the address family of the IP match"),
+                ));
             }
         }
         if let (Some(t), Some(_)) = (m.eth_type, m.ip_proto)
             && t.0 != ethertype::IPV4
             && t.0 != ethertype::IPV6
         {
-            return Err(RuleError::rule(r.id, "match.ip_proto", format!("needs an IP eth_type, not {t}")));
+            return Err(RuleError::rule(
+                r.id,
+                "match.ip_proto",
+                format!("needs an IP eth_type, not {t}"),
+            ));
         }
-        let l4 = matches!(m.ip_proto.map(|p| p.0), Some(ipproto::TCP | ipproto::UDP | ipproto::ICMP | ipproto::ICMPV6));
-        for (name, set) in [("match.l4_src", m.l4_src.is_some()), ("match.l4_dst", m.l4_dst.is_some())] {
+        let l4 = matches!(
+            m.ip_proto.map(|p| p.0),
+            Some(ipproto::TCP | ipproto::UDP | ipproto::ICMP | ipproto::ICMPV6)
+        );
+        for (name, set) in [
+            ("match.l4_src", m.l4_src.is_some()),
+            ("match.l4_dst", m.l4_dst.is_some()),
+        ] {
             if set && !l4 {
-                return Err(RuleError::rule(r.id, name, "needs ip_proto tcp, udp, icmp or icmpv6"));
+                return Err(RuleError::rule(
+                    r.id,
+                    name,
+                    "needs ip_proto tcp, udp, icmp or icmpv6",
+                ));
             }
         }
         if m.tcp_flags.is_some() && m.ip_proto.map(|p| p.0) != Some(ipproto::TCP) {
-            return Err(RuleError::rule(r.id, "match.tcp_flags", "needs ip_proto tcp"));
+            return Err(RuleError::rule(
+                r.id,
+                "match.tcp_flags",
+                "needs ip_proto tcp",
+            ));
         }
         if let Some(vni) = m.vni
             && vni >= 1 << 24
         {
-            return Err(RuleError::rule(r.id, "match.vni", format!("VNI {vni} out of range (0 to 16777215)")));
+            return Err(RuleError::rule(
+                r.id,
+                "match.vni",
+                format!("VNI {vni} out of range (0 to 16777215)"),
+            ));
         }
         Ok(())
     }
@@ -103,10 +171,18 @@ impl RuleSet {
     fn validate_actions(&self, r: &Rule, meters: &HashSet<&str>) -> Result<(), RuleError> {
         let n = r.actions.len();
         if n == 0 {
-            return Err(RuleError::rule(r.id, "actions", "empty: end with output, drop, pass, tx or decap"));
+            return Err(RuleError::rule(
+                r.id,
+                "actions",
+                "empty: end with output, drop, pass, tx or decap",
+            ));
         }
         if n > MAX_ACTIONS {
-            return Err(RuleError::rule(r.id, "actions", format!("{n} actions, at most {MAX_ACTIONS}")));
+            return Err(RuleError::rule(
+                r.id,
+                "actions",
+                format!("{n} actions, at most {MAX_ACTIONS}"),
+            ));
         }
         for (i, a) in r.actions.iter().enumerate() {
             let field = format!("actions[{i}]");
@@ -121,24 +197,48 @@ impl RuleSet {
             }
             match a {
                 Action::Output(p) if self.port(p).is_none() => {
-                    return Err(RuleError::rule(r.id, format!("{field}.output"), format!("unknown port `{p}`")));
+                    return Err(RuleError::rule(
+                        r.id,
+                        format!("{field}.output"),
+                        format!("unknown port `{p}`"),
+                    ));
                 }
                 Action::Meter(m) if !meters.contains(m.as_str()) => {
-                    return Err(RuleError::rule(r.id, format!("{field}.meter"), format!("meter `{m}` does not exist")));
+                    return Err(RuleError::rule(
+                        r.id,
+                        format!("{field}.meter"),
+                        format!("meter `{m}` does not exist"),
+                    ));
                 }
                 Action::PushVlan(v) => {
                     if !(1..=4094).contains(&v.vid) {
-                        return Err(RuleError::rule(r.id, format!("{field}.push_vlan.vid"), format!("VLAN id {} out of range (1 to 4094)", v.vid)));
+                        return Err(RuleError::rule(
+                            r.id,
+                            format!("{field}.push_vlan.vid"),
+                            format!("VLAN id {} out of range (1 to 4094)", v.vid),
+                        ));
                     }
                     if v.pcp > 7 {
-                        return Err(RuleError::rule(r.id, format!("{field}.push_vlan.pcp"), format!("PCP {} out of range (0 to 7)", v.pcp)));
+                        return Err(RuleError::rule(
+                            r.id,
+                            format!("{field}.push_vlan.pcp"),
+                            format!("PCP {} out of range (0 to 7)", v.pcp),
+                        ));
                     }
                     if v.tpid != ethertype::VLAN && v.tpid != ethertype::QINQ {
-                        return Err(RuleError::rule(r.id, format!("{field}.push_vlan.tpid"), format!("TPID {:#06x} is neither 0x8100 nor 0x88a8", v.tpid)));
+                        return Err(RuleError::rule(
+                            r.id,
+                            format!("{field}.push_vlan.tpid"),
+                            format!("TPID {:#06x} is neither 0x8100 nor 0x88a8", v.tpid),
+                        ));
                     }
                 }
-                Action::EncapVxlan(e) => validate_encap(r.id, &format!("{field}.encap_vxlan"), e, false)?,
-                Action::EncapGeneve(e) => validate_encap(r.id, &format!("{field}.encap_geneve"), e, true)?,
+                Action::EncapVxlan(e) => {
+                    validate_encap(r.id, &format!("{field}.encap_vxlan"), e, false)?
+                }
+                Action::EncapGeneve(e) => {
+                    validate_encap(r.id, &format!("{field}.encap_geneve"), e, true)?
+                }
                 _ => {}
             }
         }
@@ -148,24 +248,46 @@ impl RuleSet {
 
 fn validate_encap(rule: u32, field: &str, e: &Encap, geneve: bool) -> Result<(), RuleError> {
     if e.vni >= 1 << 24 {
-        return Err(RuleError::rule(rule, format!("{field}.vni"), format!("VNI {} out of range (0 to 16777215)", e.vni)));
+        return Err(RuleError::rule(
+            rule,
+            format!("{field}.vni"),
+            format!("VNI {} out of range (0 to 16777215)", e.vni),
+        ));
     }
     if e.ip_src.is_ipv4() != e.ip_dst.is_ipv4() {
-        return Err(RuleError::rule(rule, format!("{field}.ip_dst"), "ip_src and ip_dst are of different address families"));
+        return Err(RuleError::rule(
+            rule,
+            format!("{field}.ip_dst"),
+            "ip_src and ip_dst are of different address families",
+        ));
     }
     if !geneve && !e.options.is_empty() {
-        return Err(RuleError::rule(rule, format!("{field}.options"), "only Geneve carries options"));
+        return Err(RuleError::rule(
+            rule,
+            format!("{field}.options"),
+            "only Geneve carries options",
+        ));
     }
     let mut total = 0;
     for (i, o) in e.options.iter().enumerate() {
-        let data = decode_hex(&o.data).map_err(|reason| RuleError::rule(rule, format!("{field}.options[{i}].data"), reason))?;
+        let data = decode_hex(&o.data).map_err(|reason| {
+            RuleError::rule(rule, format!("{field}.options[{i}].data"), reason)
+        })?;
         if !data.len().is_multiple_of(4) || data.len() > 124 {
-            return Err(RuleError::rule(rule, format!("{field}.options[{i}].data"), format!("{} bytes: must be a multiple of 4, at most 124", data.len())));
+            return Err(RuleError::rule(
+                rule,
+                format!("{field}.options[{i}].data"),
+                format!("{} bytes: must be a multiple of 4, at most 124", data.len()),
+            ));
         }
         total += 4 + data.len();
     }
     if total > MAX_GENEVE_OPTIONS {
-        return Err(RuleError::rule(rule, format!("{field}.options"), format!("{total} bytes of options, at most {MAX_GENEVE_OPTIONS}")));
+        return Err(RuleError::rule(
+            rule,
+            format!("{field}.options"),
+            format!("{total} bytes of options, at most {MAX_GENEVE_OPTIONS}"),
+        ));
     }
     Ok(())
 }

@@ -15,7 +15,10 @@ enum StrOrNum {
     Str(String),
 }
 
-fn de_str_or_num<'de, D, T>(d: D, from_num: impl Fn(u64) -> Result<T, String>) -> Result<T, D::Error>
+fn de_str_or_num<'de, D, T>(
+    d: D,
+    from_num: impl Fn(u64) -> Result<T, String>,
+) -> Result<T, D::Error>
 where
     D: Deserializer<'de>,
     T: FromStr<Err = String>,
@@ -36,7 +39,11 @@ fn parse_int(s: &str) -> Result<u64, String> {
 }
 
 fn in_range(n: u64, max: u64, what: &str) -> Result<u64, String> {
-    if n > max { Err(format!("{what} {n} out of range (at most {max})")) } else { Ok(n) }
+    if n > max {
+        Err(format!("{what} {n} out of range (at most {max})"))
+    } else {
+        Ok(n)
+    }
 }
 
 macro_rules! serde_via_str {
@@ -61,7 +68,8 @@ pub struct Mac(pub [u8; 6]);
 impl FromStr for Mac {
     type Err = String;
     fn from_str(s: &str) -> Result<Self, String> {
-        let bad = || format!("invalid MAC address `{s}`: expected six hex bytes like 02:00:00:00:00:01");
+        let bad =
+            || format!("invalid MAC address `{s}`: expected six hex bytes like 02:00:00:00:00:01");
         let mut out = [0u8; 6];
         let mut parts = s.split([':', '-']);
         for b in &mut out {
@@ -81,10 +89,16 @@ impl FromStr for Mac {
 impl fmt::Display for Mac {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         let m = self.0;
-        write!(f, "{:02x}:{:02x}:{:02x}:{:02x}:{:02x}:{:02x}", m[0], m[1], m[2], m[3], m[4], m[5])
+        write!(
+            f,
+            "{:02x}:{:02x}:{:02x}:{:02x}:{:02x}:{:02x}",
+            m[0], m[1], m[2], m[3], m[4], m[5]
+        )
     }
 }
-serde_via_str!(Mac, |_| Err("a MAC address must be a string like 02:00:00:00:00:01".to_string()));
+serde_via_str!(Mac, |_| Err(
+    "a MAC address must be a string like 02:00:00:00:00:01".to_string()
+));
 
 /// An IPv4 or IPv6 prefix, written `10.0.0.0/8`; a bare address is a host prefix.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -129,7 +143,9 @@ impl FromStr for IpPrefix {
             Some((a, l)) => (a, Some(l)),
             None => (s, None),
         };
-        let addr: IpAddr = a.parse().map_err(|_| format!("invalid prefix `{s}`: `{a}` is not an IP address"))?;
+        let addr: IpAddr = a
+            .parse()
+            .map_err(|_| format!("invalid prefix `{s}`: `{a}` is not an IP address"))?;
         let max = if addr.is_ipv4() { 32 } else { 128 };
         let len = match l {
             None => max,
@@ -141,7 +157,9 @@ impl FromStr for IpPrefix {
         let bytes = p.key_bytes();
         let mask = p.mask_bytes();
         if bytes.iter().zip(mask).any(|(b, m)| b & !m != 0) {
-            return Err(format!("invalid prefix `{s}`: bits set past the prefix length {len}"));
+            return Err(format!(
+                "invalid prefix `{s}`: bits set past the prefix length {len}"
+            ));
         }
         Ok(p)
     }
@@ -152,7 +170,9 @@ impl fmt::Display for IpPrefix {
         write!(f, "{}/{}", self.addr, self.len)
     }
 }
-serde_via_str!(IpPrefix, |_| Err("an IP prefix must be a string like 10.0.0.0/8".to_string()));
+serde_via_str!(IpPrefix, |_| Err(
+    "an IP prefix must be a string like 10.0.0.0/8".to_string()
+));
 
 /// A value under a mask, written `value` (exact) or `value/mask`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -180,10 +200,19 @@ impl FromStr for Masked<u16> {
 
 impl fmt::Display for Masked<u16> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        if self.mask == 0xffff { write!(f, "{}", self.value) } else { write!(f, "{:#06x}/{:#06x}", self.value, self.mask) }
+        if self.mask == 0xffff {
+            write!(f, "{}", self.value)
+        } else {
+            write!(f, "{:#06x}/{:#06x}", self.value, self.mask)
+        }
     }
 }
-serde_via_str!(Masked<u16>, |n| in_range(n, 0xffff, "port").map(|v| Masked { value: v as u16, mask: 0xffff }));
+serde_via_str!(Masked<u16>, |n| in_range(n, 0xffff, "port").map(|v| {
+    Masked {
+        value: v as u16,
+        mask: 0xffff,
+    }
+}));
 
 /// TCP flags under a mask, written `+syn-ack` (OVS style) or `0x02/0x12`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -228,7 +257,9 @@ impl FromStr for TcpFlags {
             None => (byte(s)?, 0xff),
         };
         if value & !mask != 0 {
-            return Err(format!("invalid TCP flags `{s}`: value has bits outside the mask"));
+            return Err(format!(
+                "invalid TCP flags `{s}`: value has bits outside the mask"
+            ));
         }
         Ok(TcpFlags(Masked { value, mask }))
     }
@@ -239,7 +270,12 @@ impl fmt::Display for TcpFlags {
         write!(f, "{:#04x}/{:#04x}", self.0.value, self.0.mask)
     }
 }
-serde_via_str!(TcpFlags, |n| in_range(n, 0xff, "TCP flags").map(|v| TcpFlags(Masked { value: v as u8, mask: 0xff })));
+serde_via_str!(TcpFlags, |n| in_range(n, 0xff, "TCP flags").map(|v| {
+    TcpFlags(Masked {
+        value: v as u8,
+        mask: 0xff,
+    })
+}));
 
 /// A VLAN match: a VID (1..=4094), or `untagged`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -251,13 +287,21 @@ pub enum VlanMatch {
 }
 
 fn vid(n: u64) -> Result<VlanMatch, String> {
-    if (1..=4094).contains(&n) { Ok(VlanMatch::Vid(n as u16)) } else { Err(format!("VLAN id {n} out of range (1 to 4094)")) }
+    if (1..=4094).contains(&n) {
+        Ok(VlanMatch::Vid(n as u16))
+    } else {
+        Err(format!("VLAN id {n} out of range (1 to 4094)"))
+    }
 }
 
 impl FromStr for VlanMatch {
     type Err = String;
     fn from_str(s: &str) -> Result<Self, String> {
-        if s == "untagged" { Ok(VlanMatch::Untagged) } else { vid(parse_int(s).map_err(|e| format!("{e}: expected a VLAN id or `untagged`"))?) }
+        if s == "untagged" {
+            Ok(VlanMatch::Untagged)
+        } else {
+            vid(parse_int(s).map_err(|e| format!("{e}: expected a VLAN id or `untagged`"))?)
+        }
     }
 }
 
@@ -276,7 +320,11 @@ serde_via_str!(VlanMatch, vid);
 pub struct EthType(pub u16);
 
 fn ethtype(n: u64) -> Result<EthType, String> {
-    if (0x0600..=0xffff).contains(&n) { Ok(EthType(n as u16)) } else { Err(format!("EtherType {n:#x} out of range (0x0600 to 0xffff)")) }
+    if (0x0600..=0xffff).contains(&n) {
+        Ok(EthType(n as u16))
+    } else {
+        Err(format!("EtherType {n:#x} out of range (0x0600 to 0xffff)"))
+    }
 }
 
 impl FromStr for EthType {
@@ -286,7 +334,10 @@ impl FromStr for EthType {
             "ipv4" => Ok(EthType(ethertype::IPV4)),
             "ipv6" => Ok(EthType(ethertype::IPV6)),
             "arp" => Ok(EthType(ethertype::ARP)),
-            _ => ethtype(parse_int(s).map_err(|e| format!("{e}: expected an EtherType or ipv4, ipv6, arp"))?),
+            _ => ethtype(
+                parse_int(s)
+                    .map_err(|e| format!("{e}: expected an EtherType or ipv4, ipv6, arp"))?,
+            ),
         }
     }
 }
@@ -319,7 +370,9 @@ impl FromStr for IpProto {
             "udp" => Ok(IpProto(ipproto::UDP)),
             "icmp" => Ok(IpProto(ipproto::ICMP)),
             "icmpv6" => Ok(IpProto(ipproto::ICMPV6)),
-            _ => proto(parse_int(s).map_err(|e| format!("{e}: expected a protocol number or tcp, udp, icmp, icmpv6"))?),
+            _ => proto(parse_int(s).map_err(|e| {
+                format!("{e}: expected a protocol number or tcp, udp, icmp, icmpv6")
+            })?),
         }
     }
 }
@@ -343,7 +396,10 @@ pub(crate) fn decode_hex(s: &str) -> Result<Vec<u8>, String> {
     if !s.len().is_multiple_of(2) {
         return Err(format!("`{s}` is not hex: odd number of digits"));
     }
-    (0..s.len()).step_by(2).map(|i| u8::from_str_radix(&s[i..i + 2], 16).map_err(|_| format!("`{s}` is not hex"))).collect()
+    (0..s.len())
+        .step_by(2)
+        .map(|i| u8::from_str_radix(&s[i..i + 2], 16).map_err(|_| format!("`{s}` is not hex")))
+        .collect()
 }
 
 #[cfg(test)]
@@ -354,22 +410,50 @@ mod tests {
     fn prefixes() {
         assert_eq!("10.0.0.0/8".parse::<IpPrefix>().unwrap().len, 8);
         assert_eq!("10.0.0.1".parse::<IpPrefix>().unwrap().len, 32);
-        assert!("10.0.0.1/8".parse::<IpPrefix>().unwrap_err().contains("bits set past"));
-        assert!("10.0.0.0/33".parse::<IpPrefix>().unwrap_err().contains("length"));
-        assert_eq!("2001:db8::/32".parse::<IpPrefix>().unwrap().mask_bytes()[..5], [0xff, 0xff, 0xff, 0xff, 0]);
-        assert_eq!("10.0.0.0/12".parse::<IpPrefix>().unwrap().mask_bytes()[..3], [0xff, 0xf0, 0]);
+        assert!(
+            "10.0.0.1/8"
+                .parse::<IpPrefix>()
+                .unwrap_err()
+                .contains("bits set past")
+        );
+        assert!(
+            "10.0.0.0/33"
+                .parse::<IpPrefix>()
+                .unwrap_err()
+                .contains("length")
+        );
+        assert_eq!(
+            "2001:db8::/32".parse::<IpPrefix>().unwrap().mask_bytes()[..5],
+            [0xff, 0xff, 0xff, 0xff, 0]
+        );
+        assert_eq!(
+            "10.0.0.0/12".parse::<IpPrefix>().unwrap().mask_bytes()[..3],
+            [0xff, 0xf0, 0]
+        );
     }
 
     #[test]
     fn tcp_flags_ovs_syntax() {
         let f: TcpFlags = "+syn-ack".parse().unwrap();
-        assert_eq!(f.0, Masked { value: flags::SYN, mask: flags::SYN | flags::ACK });
+        assert_eq!(
+            f.0,
+            Masked {
+                value: flags::SYN,
+                mask: flags::SYN | flags::ACK
+            }
+        );
         assert!("+syn-bogus".parse::<TcpFlags>().is_err());
     }
 
     #[test]
     fn masked_port() {
-        assert_eq!("0x0400/0xfc00".parse::<Masked<u16>>().unwrap(), Masked { value: 0x400, mask: 0xfc00 });
+        assert_eq!(
+            "0x0400/0xfc00".parse::<Masked<u16>>().unwrap(),
+            Masked {
+                value: 0x400,
+                mask: 0xfc00
+            }
+        );
         assert!("0x0401/0xfc00".parse::<Masked<u16>>().is_err());
         assert!("70000".parse::<Masked<u16>>().is_err());
     }

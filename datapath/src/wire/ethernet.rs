@@ -44,12 +44,16 @@ impl<T: AsRef<[u8]>> Frame<T> {
 
     /// Destination MAC address.
     pub fn dst(&self) -> [u8; 6] {
-        self.buffer.as_ref()[field::DST].try_into().expect("6-byte field")
+        self.buffer.as_ref()[field::DST]
+            .try_into()
+            .expect("6-byte field")
     }
 
     /// Source MAC address.
     pub fn src(&self) -> [u8; 6] {
-        self.buffer.as_ref()[field::SRC].try_into().expect("6-byte field")
+        self.buffer.as_ref()[field::SRC]
+            .try_into()
+            .expect("6-byte field")
     }
 
     /// EtherType (or TPID of a VLAN tag).

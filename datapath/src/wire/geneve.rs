@@ -35,7 +35,10 @@ impl<T: AsRef<[u8]>> Packet<T> {
         let b = self.buffer.as_ref();
         need("geneve", HEADER_LEN, b.len())?;
         if b[0] >> 6 != 0 {
-            return Err(WireError::Malformed { header: "geneve", what: "version is not 0" });
+            return Err(WireError::Malformed {
+                header: "geneve",
+                what: "version is not 0",
+            });
         }
         need("geneve", self.header_len(), b.len())
     }

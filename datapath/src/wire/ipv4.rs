@@ -50,16 +50,25 @@ impl<T: AsRef<[u8]>> Packet<T> {
         let b = self.buffer.as_ref();
         need("ipv4", MIN_HEADER_LEN, b.len())?;
         if b[field::VER_IHL] >> 4 != 4 {
-            return Err(WireError::Malformed { header: "ipv4", what: "version is not 4" });
+            return Err(WireError::Malformed {
+                header: "ipv4",
+                what: "version is not 4",
+            });
         }
         let hl = self.header_len();
         if hl < MIN_HEADER_LEN {
-            return Err(WireError::Malformed { header: "ipv4", what: "IHL below 5" });
+            return Err(WireError::Malformed {
+                header: "ipv4",
+                what: "IHL below 5",
+            });
         }
         need("ipv4", hl, b.len())?;
         let total = usize::from(self.total_len());
         if total < hl {
-            return Err(WireError::Malformed { header: "ipv4", what: "total length below header length" });
+            return Err(WireError::Malformed {
+                header: "ipv4",
+                what: "total length below header length",
+            });
         }
         need("ipv4", total, b.len())
     }
@@ -101,12 +110,16 @@ impl<T: AsRef<[u8]>> Packet<T> {
 
     /// Source address.
     pub fn src(&self) -> [u8; 4] {
-        self.buffer.as_ref()[field::SRC].try_into().expect("4-byte field")
+        self.buffer.as_ref()[field::SRC]
+            .try_into()
+            .expect("4-byte field")
     }
 
     /// Destination address.
     pub fn dst(&self) -> [u8; 4] {
-        self.buffer.as_ref()[field::DST].try_into().expect("4-byte field")
+        self.buffer.as_ref()[field::DST]
+            .try_into()
+            .expect("4-byte field")
     }
 
     /// Whether the header checksum verifies.
@@ -141,7 +154,11 @@ impl<T: AsRef<[u8]> + AsMut<[u8]>> Packet<T> {
 pub fn emit_header(buf: &mut [u8], src: [u8; 4], dst: [u8; 4], protocol: u8, payload_len: u16) {
     buf[..MIN_HEADER_LEN].fill(0);
     buf[field::VER_IHL] = 0x45;
-    write_u16(buf, field::TOTAL_LEN.start, payload_len + MIN_HEADER_LEN as u16);
+    write_u16(
+        buf,
+        field::TOTAL_LEN.start,
+        payload_len + MIN_HEADER_LEN as u16,
+    );
     write_u16(buf, field::FRAG.start, 0x4000);
     buf[field::TTL] = 64;
     buf[field::PROTOCOL] = protocol;

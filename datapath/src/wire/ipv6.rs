@@ -50,9 +50,16 @@ impl<T: AsRef<[u8]>> Packet<T> {
         let b = self.buffer.as_ref();
         need("ipv6", HEADER_LEN, b.len())?;
         if b[field::VER] >> 4 != 6 {
-            return Err(WireError::Malformed { header: "ipv6", what: "version is not 6" });
+            return Err(WireError::Malformed {
+                header: "ipv6",
+                what: "version is not 6",
+            });
         }
-        need("ipv6", HEADER_LEN + usize::from(self.payload_len()), b.len())
+        need(
+            "ipv6",
+            HEADER_LEN + usize::from(self.payload_len()),
+            b.len(),
+        )
     }
 
     /// Payload length (extension headers included).
@@ -72,12 +79,16 @@ impl<T: AsRef<[u8]>> Packet<T> {
 
     /// Source address.
     pub fn src(&self) -> [u8; 16] {
-        self.buffer.as_ref()[field::SRC].try_into().expect("16-byte field")
+        self.buffer.as_ref()[field::SRC]
+            .try_into()
+            .expect("16-byte field")
     }
 
     /// Destination address.
     pub fn dst(&self) -> [u8; 16] {
-        self.buffer.as_ref()[field::DST].try_into().expect("16-byte field")
+        self.buffer.as_ref()[field::DST]
+            .try_into()
+            .expect("16-byte field")
     }
 }
 
@@ -117,7 +128,12 @@ pub struct Chain {
 pub fn walk_chain(packet: &[u8]) -> Result<Chain> {
     let p = Packet::new_checked(packet)?;
     let end = HEADER_LEN + usize::from(p.payload_len());
-    let mut chain = Chain { protocol: p.next_header(), upper_offset: HEADER_LEN, fragment: false, later_fragment: false };
+    let mut chain = Chain {
+        protocol: p.next_header(),
+        upper_offset: HEADER_LEN,
+        fragment: false,
+        later_fragment: false,
+    };
     for _ in 0..MAX_EXTENSION_HEADERS {
         let at = chain.upper_offset;
         match chain.protocol {
@@ -142,14 +158,23 @@ pub fn walk_chain(packet: &[u8]) -> Result<Chain> {
     }
     match chain.protocol {
         ipproto::HOPOPT | ipproto::ROUTING | ipproto::DSTOPTS | ipproto::FRAGMENT => {
-            Err(WireError::Malformed { header: "ipv6", what: "extension-header chain longer than the parser's bound" })
+            Err(WireError::Malformed {
+                header: "ipv6",
+                what: "extension-header chain longer than the parser's bound",
+            })
         }
         _ => Ok(chain),
     }
 }
 
 /// Writes a 40-byte IPv6 header: traffic class and flow label 0, hop limit 64.
-pub fn emit_header(buf: &mut [u8], src: [u8; 16], dst: [u8; 16], next_header: u8, payload_len: u16) {
+pub fn emit_header(
+    buf: &mut [u8],
+    src: [u8; 16],
+    dst: [u8; 16],
+    next_header: u8,
+    payload_len: u16,
+) {
     buf[..HEADER_LEN].fill(0);
     buf[field::VER] = 0x60;
     write_u16(buf, field::PAYLOAD_LEN.start, payload_len);

@@ -68,7 +68,10 @@ impl<T: AsRef<[u8]>> Packet<T> {
         need("tcp", MIN_HEADER_LEN, b.len())?;
         let hl = self.header_len();
         if hl < MIN_HEADER_LEN {
-            return Err(WireError::Malformed { header: "tcp", what: "data offset below 5" });
+            return Err(WireError::Malformed {
+                header: "tcp",
+                what: "data offset below 5",
+            });
         }
         need("tcp", hl, b.len())
     }

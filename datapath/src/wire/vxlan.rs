@@ -38,7 +38,10 @@ impl<T: AsRef<[u8]>> Packet<T> {
         let b = self.buffer.as_ref();
         need("vxlan", HEADER_LEN, b.len())?;
         if b[0] & FLAG_I == 0 {
-            return Err(WireError::Malformed { header: "vxlan", what: "I flag clear" });
+            return Err(WireError::Malformed {
+                header: "vxlan",
+                what: "I flag clear",
+            });
         }
         Ok(())
     }
