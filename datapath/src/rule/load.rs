@@ -48,7 +48,10 @@ impl RuleSet {
 
     /// The rule set as YAML.
     pub fn to_yaml(&self) -> String {
-        serde_norway::to_string(self).expect("a rule set always serializes")
+        // Through a JSON value, so that enums come out as maps (`{output: p1}`)
+        // rather than YAML tags, which the loader would not read back.
+        let value = serde_json::to_value(self).expect("a rule set always serializes");
+        serde_norway::to_string(&value).expect("a JSON value always serializes")
     }
 }
 
