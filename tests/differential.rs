@@ -190,8 +190,7 @@ fn a_match() -> impl Strategy<Value = Match> {
     let l4 = prop::option::of((
         0u16..4,
         prop::sample::select(vec![0xffffu16, 0xfffe, 0xfffc]),
-    ))
-    .prop_map(|o| o.map(|(v, m)| (v, m)));
+    ));
     (
         prop::option::of(0u16..2),
         prop::option::of(prop::option::of(1u16..4)),
