@@ -107,7 +107,11 @@ fn cache_hit(c: &mut Criterion) {
     for (label, n) in [("1k", 1_000u32), ("1M", 1_000_000)] {
         let set = exact_rules(n);
         let inst = Installed::build(1, set, 1, None).expect("compiles");
-        let mut pipeline = Pipeline::new(0, (n as usize * 2).max(1024));
+        // Room for every flow: a set-associative cache at half load rarely evicts.
+        let mut pipeline = Pipeline::new(
+            0,
+            (n as usize * 2).max(dse_datapath::pipeline::DEFAULT_CACHE_ENTRIES),
+        );
         let mut frames: Vec<Frame> = (0..BATCH).map(|_| Frame::new(&template())).collect();
         let mut verdicts = Vec::with_capacity(BATCH);
         // Warm the cache with every flow.

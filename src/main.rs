@@ -146,7 +146,7 @@ fn demo(rules: &PathBuf, packets: u64, workers: usize) -> Result<()> {
         }
     }
     let deadline = Instant::now() + Duration::from_secs(30);
-    while dp.stats().rx_packets < packets {
+    while dp.stats().processed() < packets {
         drain(&dp, &mut delivered);
         if Instant::now() > deadline {
             bail!(

@@ -36,7 +36,7 @@ fn emulated_backend_runs_the_table() {
         dp.inject(fx.in_port, Frame::new(&fx.input))
             .unwrap_or_else(|e| panic!("{}: {e}", fx.name));
         wait("the packet to be processed", || {
-            (dp.stats().rx_packets == 1).then_some(())
+            (dp.stats().processed() == 1).then_some(())
         });
         let got = match &fx.expect {
             Expect::Output(p, _) => {

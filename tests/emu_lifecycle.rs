@@ -136,13 +136,13 @@ fn base_rules() -> RuleSet {
 }
 
 fn pump(dp: &EmuDatapath, n: u64, dport: u16) {
-    let before = dp.stats().rx_packets;
+    let before = dp.stats().processed();
     for i in 0..n {
         dp.inject_blocking(0, Frame::new(&udp(2000 + (i % 64) as u16, dport)))
             .unwrap();
     }
     wait_until("traffic to be processed", || {
-        dp.stats().rx_packets == before + n
+        dp.stats().processed() == before + n
     });
     while dp.recv(1).is_some() {}
 }

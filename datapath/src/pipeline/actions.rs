@@ -91,15 +91,15 @@ pub(crate) fn pop_vlan(frame: &mut Frame) {
 
 /// The UDP source port of an encap without a fixed one: from the inner
 /// flow's hash, in the dynamic range 49152..=65535 (RFC 7348 section 5).
-pub fn entropy_port(key: &FlowKey) -> u16 {
-    0xc000 | (key.hash() >> 50) as u16
+pub fn entropy_port(flow_hash: u64) -> u16 {
+    0xc000 | (flow_hash >> 50) as u16
 }
 
 /// Wraps the frame in Ethernet / IPv4 or IPv6 / UDP / VXLAN or Geneve.
 pub(crate) fn encap(
     frame: &mut Frame,
     a: &ActionRecord,
-    key: &FlowKey,
+    flow_hash: u64,
     geneve_opts: &[u8],
     is_geneve: bool,
 ) {
@@ -135,7 +135,7 @@ pub(crate) fn encap(
     let sport = if a.flags & FLAG_FIXED_SRC != 0 {
         read_u16(&a.data, encap::UDP_SRC.start)
     } else {
-        entropy_port(key)
+        entropy_port(flow_hash)
     };
     {
         let mut h = udp::Packet::new_unchecked(&mut d[u..]);

@@ -1,9 +1,12 @@
 //! The exact-match flow cache in front of the tuple-space search.
 //!
-//! A 4-way set-associative table of full flow keys, owned by one worker.
-//! Each entry carries the generation it was made under; an entry of another
-//! generation is a miss, so a new generation invalidates the cache without a
-//! flush. Misses are cached too (as [`NO_RULE`]).
+//! A 4-way set-associative table of full flow keys, owned by one worker. A
+//! set's four 32-bit tags sit together (four sets to a cache line), apart
+//! from the 72-byte entries, so a lookup touches the tag line and then only
+//! the one entry whose tag matches; a batch prefetches both a stage ahead.
+//! Each entry carries the epoch of the generation it was made under; an
+//! entry of another epoch is a miss, so a new generation invalidates the
+//! cache without a flush. Misses are cached too (as [`NO_RULE`]).
 
 use crate::compile::{FlowKey, NO_RULE};
 
@@ -13,15 +16,33 @@ const WAYS: usize = 4;
 #[repr(C, align(8))]
 struct Entry {
     key: FlowKey,
-    /// Generation (low 32 bits); 0 marks an empty entry.
-    generation: u32,
+    /// Epoch of the generation; 0 marks an empty entry.
+    epoch: u32,
     rule: u32,
 }
 
 /// A per-worker exact-match cache.
 pub struct FlowCache {
+    tags: Vec<[u32; WAYS]>,
     entries: Vec<Entry>,
     set_mask: usize,
+}
+
+#[inline]
+fn tag_of(hash: u64) -> u32 {
+    // Never 0, which marks an empty way.
+    (hash >> 32) as u32 | 1
+}
+
+#[inline]
+fn prefetch<T>(p: *const T) {
+    #[cfg(target_arch = "x86_64")]
+    // SAFETY: prefetch is a hint; it never faults, whatever the address.
+    unsafe {
+        core::arch::x86_64::_mm_prefetch(p.cast::<i8>(), core::arch::x86_64::_MM_HINT_T0);
+    }
+    #[cfg(not(target_arch = "x86_64"))]
+    let _ = p;
 }
 
 impl FlowCache {
@@ -30,10 +51,11 @@ impl FlowCache {
         let sets = capacity.div_ceil(WAYS).next_power_of_two().max(1);
         let empty = Entry {
             key: FlowKey::default(),
-            generation: 0,
+            epoch: 0,
             rule: NO_RULE,
         };
         FlowCache {
+            tags: vec![[0; WAYS]; sets],
             entries: vec![empty; sets * WAYS],
             set_mask: sets - 1,
         }
@@ -47,52 +69,105 @@ impl FlowCache {
     /// Heap bytes held.
     pub fn heap_bytes(&self) -> usize {
         self.entries.capacity() * size_of::<Entry>()
+            + self.tags.capacity() * size_of::<[u32; WAYS]>()
     }
 
     #[inline]
     fn set(&self, hash: u64) -> usize {
-        (hash as usize & self.set_mask) * WAYS
+        hash as usize & self.set_mask
     }
 
-    /// The cached rule index ([`NO_RULE`] for a cached miss) for `key` under `generation`.
+    /// Stage 1 of a batched lookup: prefetch the tag line of `hash`'s set.
     #[inline]
-    pub fn lookup(&self, key: &FlowKey, hash: u64, generation: u32) -> Option<u32> {
-        let s = self.set(hash);
-        self.entries[s..s + WAYS]
-            .iter()
-            .find(|e| e.generation == generation && e.key == *key)
-            .map(|e| e.rule)
+    pub fn prefetch_tags(&self, hash: u64) {
+        prefetch(&self.tags[self.set(hash)]);
     }
 
-    /// Caches `rule` for `key`, evicting a stale entry or else one picked by the hash.
+    /// Stage 2: the entry whose tag matches, prefetched; `None` if no tag matches.
     #[inline]
-    pub fn insert(&mut self, key: &FlowKey, hash: u64, generation: u32, rule: u32) {
-        let s = self.set(hash);
-        let set = &mut self.entries[s..s + WAYS];
-        let way = set
+    pub fn probe(&self, hash: u64) -> Option<usize> {
+        let set = self.set(hash);
+        let tag = tag_of(hash);
+        let way = self.tags[set].iter().position(|&t| t == tag)?;
+        let i = set * WAYS + way;
+        let p = &self.entries[i] as *const Entry;
+        prefetch(p);
+        prefetch(p.cast::<u8>().wrapping_add(64));
+        Some(i)
+    }
+
+    /// Stage 3: the rule cached at `slot` (from [`FlowCache::probe`]) if it is `key`'s under `epoch`,
+    /// else a full lookup.
+    #[inline]
+    pub fn lookup_probed(
+        &self,
+        slot: Option<usize>,
+        key: &FlowKey,
+        hash: u64,
+        epoch: u32,
+    ) -> Option<u32> {
+        if let Some(i) = slot {
+            let e = &self.entries[i];
+            if e.epoch == epoch && e.key == *key {
+                return Some(e.rule);
+            }
+        }
+        self.lookup(key, hash, epoch)
+    }
+
+    /// The cached rule index ([`NO_RULE`] for a cached miss) for `key` under `epoch`.
+    #[inline]
+    pub fn lookup(&self, key: &FlowKey, hash: u64, epoch: u32) -> Option<u32> {
+        let set = self.set(hash);
+        let tag = tag_of(hash);
+        (0..WAYS).find_map(|w| {
+            let e = &self.entries[set * WAYS + w];
+            (self.tags[set][w] == tag && e.epoch == epoch && e.key == *key).then_some(e.rule)
+        })
+    }
+
+    /// Caches `rule` for `key`: into the way already holding `key`'s tag, else
+    /// an empty way, else one picked by the hash.
+    #[inline]
+    pub fn insert(&mut self, key: &FlowKey, hash: u64, epoch: u32, rule: u32) {
+        let set = self.set(hash);
+        let tag = tag_of(hash);
+        let tags = &mut self.tags[set];
+        let way = tags
             .iter()
-            .position(|e| e.generation != generation)
-            .unwrap_or((hash >> 62) as usize);
-        set[way] = Entry {
+            .position(|&t| t == tag)
+            .or_else(|| tags.iter().position(|&t| t == 0))
+            .unwrap_or((hash >> 30) as usize & (WAYS - 1));
+        tags[way] = tag;
+        self.entries[set * WAYS + way] = Entry {
             key: *key,
-            generation,
+            epoch,
             rule,
         };
     }
+}
 
-    /// Hints the CPU to load the set `hash` falls in.
-    #[inline]
-    pub fn prefetch(&self, hash: u64) {
-        #[cfg(target_arch = "x86_64")]
-        {
-            let p = self.entries[self.set(hash)..].as_ptr().cast::<i8>();
-            // SAFETY: prefetch is a hint; it never faults, and p points into the table.
-            unsafe {
-                core::arch::x86_64::_mm_prefetch(p, core::arch::x86_64::_MM_HINT_T0);
-                core::arch::x86_64::_mm_prefetch(p.add(64), core::arch::x86_64::_MM_HINT_T0);
-            }
-        }
-        #[cfg(not(target_arch = "x86_64"))]
-        let _ = hash;
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn hits_only_its_own_key_and_epoch() {
+        let mut c = FlowCache::new(16);
+        let k = FlowKey {
+            l4_dst: 53,
+            ..FlowKey::default()
+        };
+        let h = k.hash();
+        assert_eq!(c.lookup(&k, h, 1), None);
+        c.insert(&k, h, 1, 7);
+        assert_eq!(c.lookup(&k, h, 1), Some(7));
+        assert_eq!(c.lookup_probed(c.probe(h), &k, h, 1), Some(7));
+        assert_eq!(c.lookup(&k, h, 2), None, "another epoch misses");
+        let other = FlowKey {
+            l4_dst: 54,
+            ..FlowKey::default()
+        };
+        assert_eq!(c.lookup(&other, h, 1), None, "same hash, other key misses");
     }
 }

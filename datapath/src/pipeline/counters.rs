@@ -18,10 +18,26 @@ impl Counter {
         self.0.store(self.0.load(Relaxed).wrapping_add(n), Relaxed);
     }
 
+    /// Adds `n` with release ordering: a reader that sees it (with
+    /// [`Counter::get_acquire`]) also sees every count made before it.
+    #[inline]
+    pub fn add_release(&self, n: u64) {
+        self.0.store(
+            self.0.load(Relaxed).wrapping_add(n),
+            std::sync::atomic::Ordering::Release,
+        );
+    }
+
     /// Reads the value.
     #[inline]
     pub fn get(&self) -> u64 {
         self.0.load(Relaxed)
+    }
+
+    /// Reads the value with acquire ordering (pairs with [`Counter::add_release`]).
+    #[inline]
+    pub fn get_acquire(&self) -> u64 {
+        self.0.load(std::sync::atomic::Ordering::Acquire)
     }
 }
 
@@ -118,6 +134,12 @@ impl Stats {
     /// All drops.
     pub fn dropped(&self) -> u64 {
         self.drops.values().sum()
+    }
+
+    /// Packets whose processing has finished (every verdict). Once this
+    /// reaches a number, the rule counters of those packets are visible.
+    pub fn processed(&self) -> u64 {
+        self.output + self.pass + self.tx + self.dropped()
     }
 }
 

@@ -12,7 +12,7 @@ pub use actions::entropy_port;
 pub use cache::FlowCache;
 pub use counters::{Count, Counter, DropReason, RuleCounter, Stats, StatsBlock};
 pub use meter::Bucket;
-pub use parse::{Layout, parse};
+pub use parse::{Layout, parse, parse_into};
 
 use crate::compile::{CompiledTables, FlowKey, NO_RULE, TUNNEL_PRESENT, compile, encap as enc, op};
 use crate::frame::Frame;
@@ -209,14 +209,19 @@ impl Pipeline {
     /// Classifies `key` under `inst`: the cache, else the tuple-space search.
     #[inline]
     pub fn classify(&mut self, inst: &Installed, key: &FlowKey, hash: u64) -> u32 {
-        let generation = inst.epoch;
-        if let Some(rule) = self.cache.lookup(key, hash, generation) {
+        let cached = self.cache.lookup(key, hash, inst.epoch);
+        self.resolve(inst, key, hash, cached)
+    }
+
+    #[inline]
+    fn resolve(&mut self, inst: &Installed, key: &FlowKey, hash: u64, cached: Option<u32>) -> u32 {
+        if let Some(rule) = cached {
             self.stats.cache_hits.add(1);
             return rule;
         }
         self.stats.cache_misses.add(1);
         let rule = search(&inst.tables, key);
-        self.cache.insert(key, hash, generation, rule);
+        self.cache.insert(key, hash, inst.epoch, rule);
         rule
     }
 
@@ -229,13 +234,26 @@ impl Pipeline {
         in_port: u16,
         now_ns: u64,
     ) -> Verdict {
-        let parsed = parse(frame.data(), in_port, 0).map(|(k, l)| (k, l, k.hash()));
-        self.process_parsed(inst, frame, in_port, now_ns, parsed)
+        self.stats.rx_packets.add(1);
+        self.stats.rx_bytes.add(frame.len() as u64);
+        let verdict = match parse(frame.data(), in_port, 0) {
+            Ok((key, layout)) => {
+                let hash = key.hash();
+                let rule = self.classify(inst, &key, hash);
+                self.finish(inst, frame, in_port, now_ns, key, layout, hash, rule)
+            }
+            Err(_) => Verdict::Drop(DropReason::Malformed),
+        };
+        self.count_verdict(verdict);
+        verdict
     }
 
-    /// Processes a batch from one port: parses and hashes every frame and
-    /// prefetches its cache set before any lookup, so that the memory
-    /// accesses of a batch overlap. Verdicts are appended to `verdicts`.
+    /// Processes a batch from one port, with the same result as
+    /// [`Pipeline::process`] on each frame in turn. The cache lookups are
+    /// software-pipelined over the batch (parse and hash, prefetch the tag
+    /// line; probe the tags, prefetch the entry; compare, prefetch the
+    /// rule's counter; run the actions), so that the memory accesses of
+    /// different packets overlap. Verdicts are appended to `verdicts`.
     pub fn process_batch(
         &mut self,
         inst: &Installed,
@@ -245,43 +263,82 @@ impl Pipeline {
         verdicts: &mut Vec<Verdict>,
     ) {
         const CHUNK: usize = 32;
+        let mut keys = [FlowKey::default(); CHUNK];
+        let mut layouts = [Layout::default(); CHUNK];
+        let mut hashes = [0u64; CHUNK];
+        let mut ok = [false; CHUNK];
+        let mut slots = [None; CHUNK];
+        let mut rules = [NO_RULE; CHUNK];
         for chunk in frames.chunks_mut(CHUNK) {
-            let mut parsed: [Option<(FlowKey, Layout, u64)>; CHUNK] = [None; CHUNK];
-            for (p, f) in parsed.iter_mut().zip(chunk.iter()) {
-                if let Ok((k, l)) = parse(f.data(), in_port, 0) {
-                    let h = k.hash();
-                    self.cache.prefetch(h);
-                    *p = Some((k, l, h));
+            let n = chunk.len();
+            for i in 0..n {
+                let f = &chunk[i];
+                self.stats.rx_packets.add(1);
+                self.stats.rx_bytes.add(f.len() as u64);
+                ok[i] = parse_into(f.data(), in_port, 0, &mut keys[i], &mut layouts[i]).is_ok();
+            }
+            // Hashing in its own pass reads each key after its byte-wise
+            // stores have left the store buffer (no store-forwarding stalls).
+            for i in 0..n {
+                if ok[i] {
+                    hashes[i] = keys[i].hash();
+                    self.cache.prefetch_tags(hashes[i]);
                 }
             }
-            for (p, f) in parsed.iter().zip(chunk.iter_mut()) {
-                let parsed = p.ok_or(crate::wire::WireError::Malformed {
-                    header: "frame",
-                    what: "unparsable",
-                });
-                verdicts.push(self.process_parsed(inst, f, in_port, now_ns, parsed));
+            for i in 0..n {
+                if ok[i] {
+                    slots[i] = self.cache.probe(hashes[i]);
+                }
+            }
+            let counters = &inst.counters[self.worker];
+            for i in 0..n {
+                if ok[i] {
+                    let cached = self
+                        .cache
+                        .lookup_probed(slots[i], &keys[i], hashes[i], inst.epoch);
+                    rules[i] = self.resolve(inst, &keys[i], hashes[i], cached);
+                    if let Some(c) = counters.get(rules[i] as usize) {
+                        prefetch(c);
+                        prefetch(&inst.tables.rules[rules[i] as usize]);
+                    }
+                }
+            }
+            for (i, f) in chunk.iter_mut().enumerate() {
+                let v = if ok[i] {
+                    self.finish(
+                        inst, f, in_port, now_ns, keys[i], layouts[i], hashes[i], rules[i],
+                    )
+                } else {
+                    Verdict::Drop(DropReason::Malformed)
+                };
+                self.count_verdict(v);
+                verdicts.push(v);
             }
         }
     }
 
-    fn process_parsed(
+    /// Everything after the first classification: count, run the actions,
+    /// and on `decap` classify the inner frame once more.
+    #[expect(
+        clippy::too_many_arguments,
+        reason = "the hot path passes the parsed state by value rather than through a struct"
+    )]
+    #[inline]
+    fn finish(
         &mut self,
         inst: &Installed,
         frame: &mut Frame,
         in_port: u16,
         now_ns: u64,
-        mut parsed: Result<(FlowKey, Layout, u64), crate::wire::WireError>,
+        mut key: FlowKey,
+        mut layout: Layout,
+        mut hash: u64,
+        mut rule: u32,
     ) -> Verdict {
-        self.stats.rx_packets.add(1);
-        self.stats.rx_bytes.add(frame.len() as u64);
         let mut recirculated = false;
-        let verdict = loop {
-            let Ok((key, layout, hash)) = parsed else {
-                break Verdict::Drop(DropReason::Malformed);
-            };
-            let rule = self.classify(inst, &key, hash);
+        loop {
             if rule == NO_RULE {
-                break if inst.tables.miss_drops(in_port) {
+                return if inst.tables.miss_drops(in_port) {
                     Verdict::Drop(DropReason::Miss)
                 } else {
                     Verdict::Pass
@@ -290,26 +347,45 @@ impl Pipeline {
             let c = &inst.counters[self.worker][rule as usize];
             c.packets.add(1);
             c.bytes.add(frame.len() as u64);
-            match run_actions(inst, rule, frame, layout, &key, now_ns) {
-                Step::Done(v) => break v,
+            match run_actions(inst, rule, frame, layout, &key, hash, now_ns) {
+                Step::Done(v) => return v,
                 Step::Recirculate(_) if recirculated => {
-                    break Verdict::Drop(DropReason::Recirculation);
+                    return Verdict::Drop(DropReason::Recirculation);
                 }
                 Step::Recirculate(vni) => {
                     recirculated = true;
-                    parsed = parse(frame.data(), in_port, TUNNEL_PRESENT | vni)
-                        .map(|(k, l)| (k, l, k.hash()));
+                    match parse(frame.data(), in_port, TUNNEL_PRESENT | vni) {
+                        Ok((k, l)) => {
+                            (key, layout, hash) = (k, l, k.hash());
+                            rule = self.classify(inst, &key, hash);
+                        }
+                        Err(_) => return Verdict::Drop(DropReason::Malformed),
+                    }
                 }
             }
-        };
-        match verdict {
-            Verdict::Output(_) => self.stats.output.add(1),
-            Verdict::Pass => self.stats.pass.add(1),
-            Verdict::Tx => self.stats.tx.add(1),
-            Verdict::Drop(r) => self.stats.drops[r as usize].add(1),
         }
-        verdict
     }
+
+    #[inline]
+    fn count_verdict(&self, verdict: Verdict) {
+        match verdict {
+            Verdict::Output(_) => self.stats.output.add_release(1),
+            Verdict::Pass => self.stats.pass.add_release(1),
+            Verdict::Tx => self.stats.tx.add_release(1),
+            Verdict::Drop(r) => self.stats.drops[r as usize].add_release(1),
+        }
+    }
+}
+
+#[inline]
+fn prefetch<T>(p: *const T) {
+    #[cfg(target_arch = "x86_64")]
+    // SAFETY: prefetch is a hint; it never faults, whatever the address.
+    unsafe {
+        core::arch::x86_64::_mm_prefetch(p.cast::<i8>(), core::arch::x86_64::_MM_HINT_T0);
+    }
+    #[cfg(not(target_arch = "x86_64"))]
+    let _ = p;
 }
 
 /// The tuple-space search: the best (lowest-index) rule over all subtables,
@@ -334,6 +410,7 @@ fn run_actions(
     frame: &mut Frame,
     mut layout: Layout,
     key: &FlowKey,
+    hash: u64,
     now_ns: u64,
 ) -> Step {
     let tables = &inst.tables;
@@ -359,7 +436,7 @@ fn run_actions(
                         actions::encap(
                             frame,
                             a,
-                            key,
+                            hash,
                             &tables.options[off..off + len],
                             a.op == op::ENCAP_GENEVE,
                         );
