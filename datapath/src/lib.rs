@@ -8,6 +8,7 @@ pub mod compile;
 pub mod datapath;
 pub mod emu;
 pub mod frame;
+pub mod mem;
 pub mod pipeline;
 pub mod rule;
 pub mod snapshot;

@@ -45,7 +45,7 @@ impl Subtable {
             n_words,
             keys: Vec::with_capacity(capacity * n_words),
             rules: Vec::with_capacity(capacity),
-            slots: vec![0; slots],
+            slots: crate::mem::filled(slots, 0),
             best: u32::MAX,
         }
     }
@@ -128,7 +128,7 @@ impl Subtable {
 
     fn grow(&mut self) {
         let n = self.n_words;
-        self.slots = vec![0; self.slots.len() * 2];
+        self.slots = crate::mem::filled(self.slots.len() * 2, 0);
         for e in 0..self.rules.len() {
             let words = &self.keys[e * n..e * n + n];
             let hash = hash_words(words);

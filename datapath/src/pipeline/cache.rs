@@ -55,8 +55,8 @@ impl FlowCache {
             rule: NO_RULE,
         };
         FlowCache {
-            tags: vec![[0; WAYS]; sets],
-            entries: vec![empty; sets * WAYS],
+            tags: crate::mem::filled(sets, [0; WAYS]),
+            entries: crate::mem::filled(sets * WAYS, empty),
             set_mask: sets - 1,
         }
     }

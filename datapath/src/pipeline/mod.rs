@@ -102,11 +102,7 @@ impl Installed {
             })
             .collect();
         let counters = (0..workers)
-            .map(|_| {
-                (0..tables.rules.len())
-                    .map(|_| RuleCounter::default())
-                    .collect()
-            })
+            .map(|_| crate::mem::from_fn(tables.rules.len(), |_| RuleCounter::default()))
             .collect();
         static EPOCH: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(1);
         let epoch = EPOCH
