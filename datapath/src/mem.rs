@@ -10,7 +10,7 @@ const HUGE_THRESHOLD: usize = 4 << 20;
 /// A vector of `n` copies of `value`, on huge pages when large.
 pub fn filled<T: Clone>(n: usize, value: T) -> Vec<T> {
     let mut v: Vec<T> = Vec::with_capacity(n);
-    advise_huge(&v, n);
+    advise_huge(v.as_ptr(), n);
     v.resize(n, value);
     v
 }
@@ -18,12 +18,12 @@ pub fn filled<T: Clone>(n: usize, value: T) -> Vec<T> {
 /// A vector of `n` values from `make`, on huge pages when large.
 pub fn from_fn<T>(n: usize, make: impl FnMut(usize) -> T) -> Vec<T> {
     let mut v: Vec<T> = Vec::with_capacity(n);
-    advise_huge(&v, n);
+    advise_huge(v.as_ptr(), n);
     v.extend((0..n).map(make));
     v
 }
 
-fn advise_huge<T>(v: &Vec<T>, n: usize) {
+fn advise_huge<T>(buffer: *const T, n: usize) {
     let bytes = n * size_of::<T>();
     if bytes < HUGE_THRESHOLD {
         return;
@@ -31,7 +31,7 @@ fn advise_huge<T>(v: &Vec<T>, n: usize) {
     #[cfg(target_os = "linux")]
     {
         const HUGE: usize = 2 << 20;
-        let start = v.as_ptr() as usize;
+        let start = buffer as usize;
         let aligned = start.next_multiple_of(HUGE);
         let end = (start + bytes) & !(HUGE - 1);
         if end > aligned {
