@@ -106,7 +106,7 @@ fn cache_hit(c: &mut Criterion) {
     g.throughput(Throughput::Elements(BATCH as u64));
     for (label, n) in [("1k", 1_000u32), ("1M", 1_000_000)] {
         let set = exact_rules(n);
-        let inst = Installed::build(1, set, 1, None).expect("compiles");
+        let inst = Installed::build(1, &set).expect("compiles");
         // Room for every flow: a set-associative cache at half load rarely evicts.
         let mut pipeline = Pipeline::new(
             0,

@@ -19,8 +19,8 @@ fn reference_pipeline_runs_the_table() {
     for fx in table() {
         let set = RuleSet::from_yaml(&document(fx.rules))
             .unwrap_or_else(|e| panic!("{}: rules do not load: {e}", fx.name));
-        let inst = Installed::build(1, set, 1, None).unwrap_or_else(|e| panic!("{}: {e}", fx.name));
-        let mut pipeline = Pipeline::new(0, 64);
+        let inst = Installed::build(1, &set).unwrap_or_else(|e| panic!("{}: {e}", fx.name));
+        let mut pipeline = Pipeline::new(64);
         for round in ["miss", "cached"] {
             let mut frame = Frame::new(&fx.input);
             let verdict = pipeline.process(&inst, &mut frame, fx.in_port, 0);

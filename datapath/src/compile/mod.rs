@@ -1,20 +1,30 @@
 //! The compiler: `RuleSet -> CompiledTables`, pure and backend-agnostic.
 //!
-//! Rules are ordered by (priority descending, id ascending), a total order,
-//! and stored in that order so that the lower index wins. Each distinct mask
-//! gets a subtable; subtables are ordered by their best rule, which lets the
-//! classifier stop once no later subtable can beat what it has found.
+//! Rules are ranked by (priority descending, id ascending), a total order.
+//! Each distinct mask gets a subtable; subtables are ordered by their best
+//! rank, which lets the classifier stop once no later subtable can beat what
+//! it has found. Where two rules have the same masked key, only the better
+//! is in the subtable; the other waits in a shadow list until it is exposed.
+//!
+//! [`compile`] builds tables from scratch. A [`Compiler`] also keeps the
+//! index that lets [`Compiler::patch`] build the next generation in time
+//! proportional to the change: the tables share everything unchanged.
 
+mod chunked;
+mod encode;
 mod key;
 mod subtable;
 mod tables;
 
+pub use chunked::Chunked;
 pub use key::{FLAG_IP, FLAG_L4, FlowKey, MaskedKey, TUNNEL_PRESENT, VLAN_PRESENT, hash_words};
 pub use subtable::Subtable;
 pub use tables::*;
 
-use crate::rule::{Action, MeterUnit, Rule, RuleError, RuleSet, value_ip_key_bytes};
-use std::collections::HashMap;
+use crate::rule::{MeterDef, MeterUnit, PortDef, Rule, RuleError, RuleSet};
+use encode::{OptionPool, encode_action};
+use std::collections::{BTreeMap, HashMap, HashSet, VecDeque};
+use std::sync::Arc;
 
 /// Compiles a rule set, validating it first.
 ///
@@ -22,219 +32,491 @@ use std::collections::HashMap;
 /// [`RuleError`] for invalid input, or when the rules need more than
 /// [`MAX_MASKS`] distinct masks (naming the first rule over the limit).
 pub fn compile(set: &RuleSet) -> Result<CompiledTables, RuleError> {
-    set.validate()?;
-    let mut order: Vec<&Rule> = set.rules.iter().collect();
-    order.sort_unstable_by_key(|r| (core::cmp::Reverse(r.priority), r.id));
+    Ok(Compiler::new(set)?.tables)
+}
 
-    let keys: Vec<MaskedKey> = order
-        .iter()
-        .map(|r| MaskedKey::from_match(&r.matches, set))
-        .collect();
-    let mut mask_index: HashMap<FlowKey, usize> = HashMap::new();
-    let mut mask_of = Vec::with_capacity(order.len());
-    let mut counts: Vec<(FlowKey, usize)> = Vec::new();
-    for (r, k) in order.iter().zip(&keys) {
-        let next = counts.len();
-        let m = *mask_index.entry(k.mask).or_insert(next);
-        if m == next {
-            if next == MAX_MASKS {
-                return Err(RuleError::Rule {
-                    rule: r.id,
-                    field: "match".into(),
-                    reason: format!(
-                        "this rule needs a {}th distinct combination of matched fields and masks; at most {MAX_MASKS} are allowed",
-                        MAX_MASKS + 1
-                    ),
+struct Placed {
+    rule: Rule,
+    slot: u32,
+    mask: u32,
+    value: FlowKey,
+}
+
+#[derive(Default)]
+struct MaskState {
+    mask: FlowKey,
+    /// Ranks of the rules with this mask (shadowed ones included).
+    ranks: BTreeMap<u64, ()>,
+}
+
+/// The compiler with its index of what is installed, for incremental patches.
+pub struct Compiler {
+    ports: Vec<PortDef>,
+    meters: Vec<MeterDef>,
+    placed: HashMap<u32, Placed>,
+    masks: Vec<MaskState>,
+    mask_ids: HashMap<FlowKey, u32>,
+    /// Slots of rules hidden behind a better rule with the same mask and masked key.
+    shadow: HashMap<(u32, FlowKey), Vec<u32>>,
+    interned: HashMap<Vec<ActionRecord>, u32>,
+    options: OptionPool,
+    /// Freed slots and the generation that freed them.
+    free: VecDeque<(u64, u32)>,
+    tables: CompiledTables,
+}
+
+/// The result of a patch.
+pub struct Patched {
+    /// The next generation's tables.
+    pub tables: CompiledTables,
+    /// Slots that now hold a rule they did not hold before: their counters start at zero.
+    pub new_slots: Vec<u32>,
+}
+
+fn too_many_masks(rule: u32) -> RuleError {
+    RuleError::Rule {
+        rule,
+        field: "match".into(),
+        reason: format!(
+            "this rule's combination of matched fields and masks would be one more than the {MAX_MASKS} distinct masks allowed"
+        ),
+    }
+}
+
+impl Compiler {
+    /// Validates and compiles `set` from scratch.
+    ///
+    /// # Errors
+    /// As [`compile`].
+    pub fn new(set: &RuleSet) -> Result<Compiler, RuleError> {
+        set.validate()?;
+        if set.rules.len() > MAX_RULES {
+            return Err(RuleError::Document {
+                field: "rules".into(),
+                reason: format!("{} rules, at most {MAX_RULES}", set.rules.len()),
+            });
+        }
+        let mut order: Vec<&Rule> = set.rules.iter().collect();
+        order.sort_unstable_by_key(|r| core::cmp::Reverse(rank(r.priority, r.id)));
+        let keys: Vec<MaskedKey> = order
+            .iter()
+            .map(|r| MaskedKey::from_match(&r.matches, set))
+            .collect();
+
+        let mut c = Compiler::empty(set);
+        let mut counts: Vec<usize> = Vec::new();
+        let mut mask_of = Vec::with_capacity(order.len());
+        for (r, k) in order.iter().zip(&keys) {
+            let next = c.masks.len() as u32;
+            let m = *c.mask_ids.entry(k.mask).or_insert(next);
+            if m == next {
+                if next as usize == MAX_MASKS {
+                    return Err(too_many_masks(r.id));
+                }
+                c.masks.push(MaskState {
+                    mask: k.mask,
+                    ranks: BTreeMap::new(),
                 });
+                counts.push(0);
             }
-            counts.push((k.mask, 0));
+            counts[m as usize] += 1;
+            mask_of.push(m);
         }
-        counts[m].1 += 1;
-        mask_of.push(m);
-    }
-    let mut subtables: Vec<Subtable> = counts
-        .iter()
-        .map(|(mask, n)| Subtable::new(*mask, *n))
-        .collect();
-    for (i, k) in keys.iter().enumerate() {
-        subtables[mask_of[i]].insert(&k.value, i as u32);
+        let mut subtables: Vec<Subtable> = c
+            .masks
+            .iter()
+            .zip(&counts)
+            .enumerate()
+            .map(|(i, (m, n))| {
+                let mut st = Subtable::new(m.mask, *n);
+                st.id = i as u32;
+                st
+            })
+            .collect();
+        let mut rules = Chunked::default();
+        for (slot, (r, k)) in order.iter().zip(&keys).enumerate() {
+            let (m, slot) = (mask_of[slot], slot as u32);
+            let record = c.record(r, set);
+            rules.push(record);
+            let rk = rank(r.priority, r.id);
+            c.masks[m as usize].ranks.insert(rk, ());
+            let st = &mut subtables[m as usize];
+            st.best_rank = st.best_rank.max(rk);
+            if st.insert(&k.value, slot).is_err() {
+                // Rules come best first: the one already there wins.
+                c.shadow.entry((m, k.value)).or_default().push(slot);
+            }
+            c.placed.insert(
+                r.id,
+                Placed {
+                    rule: (*r).clone(),
+                    slot,
+                    mask: m,
+                    value: k.value,
+                },
+            );
+        }
+        c.tables.rules = rules;
+        c.tables.subtables = subtables.into_iter().map(Arc::new).collect();
+        c.tables.options = Arc::new(c.options.bytes.clone());
+        Ok(c)
     }
 
-    let meter_ix: HashMap<&str, u32> = set
-        .meters
-        .iter()
-        .enumerate()
-        .map(|(i, m)| (m.name.as_str(), i as u32))
-        .collect();
-    let mut options = OptionPool::default();
-    let mut actions = Vec::new();
-    let mut interned: HashMap<Vec<ActionRecord>, u32> = HashMap::new();
-    let mut rules = Vec::with_capacity(order.len());
-    let mut list = Vec::new();
-    for r in &order {
-        list.clear();
-        for a in &r.actions {
-            list.push(encode_action(a, set, &meter_ix, &mut options));
+    fn empty(set: &RuleSet) -> Compiler {
+        let mut ports = vec![PortRecord::default(); CompiledTables::port_slots()];
+        for p in &set.ports {
+            ports[usize::from(p.index)] = PortRecord {
+                present: 1,
+                default_drop: u8::from(p.default == crate::rule::DefaultAction::Drop),
+            };
         }
-        let first = match interned.get(&list) {
+        let meters = set
+            .meters
+            .iter()
+            .map(|m| MeterRecord {
+                rate: m.rate,
+                burst: m.burst,
+                bits: u8::from(m.unit == MeterUnit::Bps),
+                pad: [0; 7],
+            })
+            .collect();
+        Compiler {
+            ports: set.ports.clone(),
+            meters: set.meters.clone(),
+            placed: HashMap::new(),
+            masks: Vec::new(),
+            mask_ids: HashMap::new(),
+            shadow: HashMap::new(),
+            interned: HashMap::new(),
+            options: OptionPool::default(),
+            free: VecDeque::new(),
+            tables: CompiledTables {
+                rules: Chunked::default(),
+                actions: Chunked::default(),
+                options: Arc::new(Vec::new()),
+                subtables: Vec::new(),
+                ports: Arc::new(ports),
+                meters: Arc::new(meters),
+                meter_names: Arc::new(set.meters.iter().map(|m| m.name.clone()).collect()),
+            },
+        }
+    }
+
+    /// The rule's record, interning its action list.
+    fn record(&mut self, r: &Rule, set: &RuleSet) -> RuleRecord {
+        let lookup = |name: &str| {
+            set.meters
+                .iter()
+                .position(|m| m.name == name)
+                .expect("validated meter") as u32
+        };
+        let list: Vec<ActionRecord> = r
+            .actions
+            .iter()
+            .map(|a| encode_action(a, set, &lookup, &mut self.options))
+            .collect();
+        let first = match self.interned.get(&list) {
             Some(&f) => f,
             None => {
-                let f = actions.len() as u32;
-                actions.extend_from_slice(&list);
-                interned.insert(list.clone(), f);
+                let f = self.tables.actions.len() as u32;
+                for a in &list {
+                    self.tables.actions.push(*a);
+                }
+                self.interned.insert(list.clone(), f);
                 f
             }
         };
-        rules.push(RuleRecord {
+        RuleRecord {
             id: r.id,
             priority: r.priority,
             first_action: first,
             n_actions: list.len() as u16,
-            pad: 0,
-        });
+            live: 1,
+        }
     }
 
-    let mut ports = vec![PortRecord::default(); CompiledTables::port_slots()];
-    for p in &set.ports {
-        ports[usize::from(p.index)] = PortRecord {
-            present: 1,
-            default_drop: u8::from(p.default == crate::rule::DefaultAction::Drop),
+    /// The compiled tables of what is installed.
+    pub fn tables(&self) -> &CompiledTables {
+        &self.tables
+    }
+
+    /// The slot of rule `id`.
+    pub fn slot_of(&self, id: u32) -> Option<u32> {
+        self.placed.get(&id).map(|p| p.slot)
+    }
+
+    /// Number of installed rules.
+    pub fn len(&self) -> usize {
+        self.placed.len()
+    }
+
+    /// Whether no rule is installed.
+    pub fn is_empty(&self) -> bool {
+        self.placed.is_empty()
+    }
+
+    /// The installed rule set (rules in id order).
+    pub fn rule_set(&self) -> RuleSet {
+        let mut rules: Vec<Rule> = self.placed.values().map(|p| p.rule.clone()).collect();
+        rules.sort_unstable_by_key(|r| r.id);
+        RuleSet {
+            ports: self.ports.clone(),
+            meters: self.meters.clone(),
+            rules,
+        }
+    }
+
+    /// Whether `set` has the same ports and meters as what is installed, so
+    /// that it can be reached by a patch.
+    pub fn same_frame(&self, set: &RuleSet) -> bool {
+        set.ports == self.ports && set.meters == self.meters
+    }
+
+    /// The patch that turns what is installed into `set` (same ports and meters).
+    pub fn diff(&self, set: &RuleSet) -> (Vec<Rule>, Vec<u32>) {
+        let wanted: HashSet<u32> = set.rules.iter().map(|r| r.id).collect();
+        let remove = self
+            .placed
+            .keys()
+            .copied()
+            .filter(|id| !wanted.contains(id))
+            .collect();
+        let upsert = set
+            .rules
+            .iter()
+            .filter(|r| self.placed.get(&r.id).is_none_or(|p| p.rule != **r))
+            .cloned()
+            .collect();
+        (upsert, remove)
+    }
+
+    /// Removes the rules `remove` and adds or replaces (by id) the rules in
+    /// `upsert`, as generation `generation`. A slot freed by generation G is
+    /// reused only once `min_active >= G`, that is once no packet processor
+    /// still works under an older generation that counts into it.
+    ///
+    /// # Errors
+    /// [`RuleError`] naming the rule and field; on error nothing changes.
+    pub fn patch(
+        &mut self,
+        upsert: Vec<Rule>,
+        remove: &[u32],
+        generation: u64,
+        min_active: u64,
+    ) -> Result<Patched, RuleError> {
+        let frame = RuleSet {
+            ports: self.ports.clone(),
+            meters: self.meters.clone(),
+            rules: upsert,
         };
-    }
-    let meters = set
-        .meters
-        .iter()
-        .map(|m| MeterRecord {
-            rate: m.rate,
-            burst: m.burst,
-            bits: u8::from(m.unit == MeterUnit::Bps),
-            pad: [0; 7],
+        frame.validate()?;
+        for id in remove {
+            if !self.placed.contains_key(id) {
+                return Err(RuleError::Rule {
+                    rule: *id,
+                    field: "id".into(),
+                    reason: "no rule with this id to remove".into(),
+                });
+            }
+        }
+        let keys: Vec<MaskedKey> = frame
+            .rules
+            .iter()
+            .map(|r| MaskedKey::from_match(&r.matches, &frame))
+            .collect();
+        // Masks in use afterwards, and slots needed.
+        let mut delta: HashMap<FlowKey, i64> = HashMap::new();
+        let leaving: HashSet<u32> = remove
+            .iter()
+            .chain(frame.rules.iter().map(|r| &r.id))
+            .filter(|id| self.placed.contains_key(id))
+            .copied()
+            .collect();
+        for id in &leaving {
+            *delta
+                .entry(self.masks[self.placed[id].mask as usize].mask)
+                .or_default() -= 1;
+        }
+        let freed = leaving.len();
+        let live = |m: &FlowKey, delta: &HashMap<FlowKey, i64>| {
+            let now = self
+                .mask_ids
+                .get(m)
+                .map_or(0, |&i| self.masks[i as usize].ranks.len() as i64);
+            now + delta.get(m).copied().unwrap_or(0) > 0
+        };
+        let mut in_use: HashSet<FlowKey> = self
+            .mask_ids
+            .keys()
+            .filter(|m| live(m, &delta))
+            .copied()
+            .collect();
+        for (r, k) in frame.rules.iter().zip(&keys) {
+            *delta.entry(k.mask).or_default() += 1;
+            if in_use.insert(k.mask) && in_use.len() > MAX_MASKS {
+                return Err(too_many_masks(r.id));
+            }
+        }
+        if self.placed.len() - freed + frame.rules.len() > MAX_RULES {
+            return Err(RuleError::Document {
+                field: "rules".into(),
+                reason: format!("more than {MAX_RULES} rules"),
+            });
+        }
+
+        // Validated: from here on nothing fails.
+        let mut touched: HashSet<u32> = HashSet::new();
+        let mut gone: Vec<u32> = remove.to_vec();
+        gone.extend(
+            frame
+                .rules
+                .iter()
+                .map(|r| r.id)
+                .filter(|id| self.placed.contains_key(id)),
+        );
+        for id in gone {
+            if let Some(p) = self.placed.remove(&id) {
+                self.unplace(&p, generation);
+                touched.insert(p.mask);
+            }
+        }
+        let mut new_slots = Vec::with_capacity(frame.rules.len());
+        for (r, k) in frame.rules.iter().zip(&keys) {
+            let slot = self.take_slot(min_active);
+            let record = self.record(r, &frame);
+            if slot as usize == self.tables.rules.len() {
+                self.tables.rules.push(record);
+            } else {
+                self.tables.rules.set(slot as usize, record);
+            }
+            let m = self.place(r.clone(), slot, *k);
+            touched.insert(m);
+            new_slots.push(slot);
+        }
+        if self.tables.options.len() != self.options.bytes.len() {
+            self.tables.options = Arc::new(self.options.bytes.clone());
+        }
+        self.refresh_subtables(&touched);
+        Ok(Patched {
+            tables: self.tables.clone(),
+            new_slots,
         })
-        .collect();
-    Ok(CompiledTables {
-        rules,
-        actions,
-        options: options.bytes,
-        subtables,
-        ports,
-        meters,
-        meter_names: set.meters.iter().map(|m| m.name.clone()).collect(),
-    })
-}
-
-fn encode_action(
-    a: &Action,
-    set: &RuleSet,
-    meter_ix: &HashMap<&str, u32>,
-    options: &mut OptionPool,
-) -> ActionRecord {
-    let port = |name: &str| set.port(name).expect("validated port").index;
-    let ip = |rec: &mut ActionRecord, addr: std::net::IpAddr| {
-        rec.data[..16].copy_from_slice(&value_ip_key_bytes(addr));
-        if addr.is_ipv6() {
-            rec.flags |= FLAG_V6;
-        }
-    };
-    match a {
-        Action::SetEthSrc(m) | Action::SetEthDst(m) => {
-            let mut rec = ActionRecord::new(if matches!(a, Action::SetEthSrc(_)) {
-                op::SET_ETH_SRC
-            } else {
-                op::SET_ETH_DST
-            });
-            rec.data[..6].copy_from_slice(&m.0);
-            rec
-        }
-        Action::SetIpSrc(addr) | Action::SetIpDst(addr) => {
-            let mut rec = ActionRecord::new(if matches!(a, Action::SetIpSrc(_)) {
-                op::SET_IP_SRC
-            } else {
-                op::SET_IP_DST
-            });
-            ip(&mut rec, *addr);
-            rec
-        }
-        Action::SetL4Src(p) | Action::SetL4Dst(p) => {
-            let mut rec = ActionRecord::new(if matches!(a, Action::SetL4Src(_)) {
-                op::SET_L4_SRC
-            } else {
-                op::SET_L4_DST
-            });
-            rec.arg16 = *p;
-            rec
-        }
-        Action::PushVlan(v) => {
-            let mut rec = ActionRecord::new(op::PUSH_VLAN);
-            rec.arg16 = (u16::from(v.pcp) << 13) | v.vid;
-            rec.arg32 = u32::from(v.tpid);
-            rec
-        }
-        Action::PopVlan => ActionRecord::new(op::POP_VLAN),
-        Action::EncapVxlan(e) | Action::EncapGeneve(e) => {
-            let geneve = matches!(a, Action::EncapGeneve(_));
-            let mut rec = ActionRecord::new(if geneve {
-                op::ENCAP_GENEVE
-            } else {
-                op::ENCAP_VXLAN
-            });
-            rec.arg32 = e.vni;
-            rec.arg16 = e.udp_dst.unwrap_or(if geneve {
-                crate::wire::udpport::GENEVE
-            } else {
-                crate::wire::udpport::VXLAN
-            });
-            rec.data[encap::ETH_DST].copy_from_slice(&e.eth_dst.0);
-            rec.data[encap::ETH_SRC].copy_from_slice(&e.eth_src.0);
-            rec.data[encap::IP_SRC].copy_from_slice(&value_ip_key_bytes(e.ip_src));
-            rec.data[encap::IP_DST].copy_from_slice(&value_ip_key_bytes(e.ip_dst));
-            if e.ip_src.is_ipv6() {
-                rec.flags |= FLAG_V6;
-            }
-            if let Some(src) = e.udp_src {
-                rec.flags |= FLAG_FIXED_SRC;
-                rec.data[encap::UDP_SRC].copy_from_slice(&src.to_be_bytes());
-            }
-            let opts = crate::rule::encode_geneve_options(e);
-            let off = options.intern(opts.as_slice());
-            rec.data[encap::OPT_OFF].copy_from_slice(&off.to_le_bytes());
-            rec.data[encap::OPT_LEN].copy_from_slice(&(opts.len() as u16).to_le_bytes());
-            rec
-        }
-        Action::Decap => ActionRecord::new(op::DECAP),
-        Action::Meter(m) => {
-            let mut rec = ActionRecord::new(op::METER);
-            rec.arg32 = meter_ix[m.as_str()];
-            rec
-        }
-        Action::Output(p) => {
-            let mut rec = ActionRecord::new(op::OUTPUT);
-            rec.arg16 = port(p);
-            rec
-        }
-        Action::Drop => ActionRecord::new(op::DROP),
-        Action::Pass => ActionRecord::new(op::PASS),
-        Action::Tx => ActionRecord::new(op::TX),
     }
-}
 
-/// Geneve option blobs, each stored once so that identical action lists stay identical.
-#[derive(Default)]
-struct OptionPool {
-    bytes: Vec<u8>,
-    seen: HashMap<Vec<u8>, u32>,
-}
+    fn take_slot(&mut self, min_active: u64) -> u32 {
+        match self.free.front() {
+            Some(&(freed_by, slot)) if min_active >= freed_by => {
+                self.free.pop_front();
+                slot
+            }
+            _ => self.tables.rules.len() as u32,
+        }
+    }
 
-impl OptionPool {
-    fn intern(&mut self, blob: &[u8]) -> u32 {
-        if blob.is_empty() {
-            return 0;
+    fn subtable_mut(&mut self, m: u32) -> &mut Subtable {
+        let pos = match self.tables.subtables.iter().position(|s| s.id == m) {
+            Some(pos) => pos,
+            None => {
+                let mut st = Subtable::new(self.masks[m as usize].mask, 0);
+                st.id = m;
+                self.tables.subtables.push(Arc::new(st));
+                self.tables.subtables.len() - 1
+            }
+        };
+        Arc::make_mut(&mut self.tables.subtables[pos])
+    }
+
+    fn place(&mut self, rule: Rule, slot: u32, k: MaskedKey) -> u32 {
+        let next = self.masks.len() as u32;
+        let m = *self.mask_ids.entry(k.mask).or_insert(next);
+        if m == next {
+            self.masks.push(MaskState {
+                mask: k.mask,
+                ranks: BTreeMap::new(),
+            });
         }
-        if let Some(&off) = self.seen.get(blob) {
-            return off;
+        let rk = rank(rule.priority, rule.id);
+        self.masks[m as usize].ranks.insert(rk, ());
+        let st = self.subtable_mut(m);
+        if let Err(holder) = st.insert(&k.value, slot) {
+            let holder_rank = self.tables.rules.get(holder as usize).rank();
+            let hidden = if rk > holder_rank {
+                self.subtable_mut(m).replace(&k.value, slot);
+                holder
+            } else {
+                slot
+            };
+            self.shadow.entry((m, k.value)).or_default().push(hidden);
         }
-        let off = self.bytes.len() as u32;
-        self.bytes.extend_from_slice(blob);
-        self.seen.insert(blob.to_vec(), off);
-        off
+        self.placed.insert(
+            rule.id,
+            Placed {
+                rule,
+                slot,
+                mask: m,
+                value: k.value,
+            },
+        );
+        m
+    }
+
+    fn unplace(&mut self, p: &Placed, generation: u64) {
+        let rk = rank(p.rule.priority, p.rule.id);
+        self.masks[p.mask as usize].ranks.remove(&rk);
+        let key = (p.mask, p.value);
+        let in_table = self
+            .tables
+            .subtables
+            .iter()
+            .find(|s| s.id == p.mask)
+            .and_then(|s| s.lookup(&p.value))
+            == Some(p.slot);
+        if in_table {
+            // Expose the best rule it was hiding, if any.
+            let promoted = self.shadow.get_mut(&key).and_then(|hidden| {
+                let rules = &self.tables.rules;
+                let best =
+                    (0..hidden.len()).max_by_key(|&i| rules.get(hidden[i] as usize).rank())?;
+                Some(hidden.swap_remove(best))
+            });
+            let st = self.subtable_mut(p.mask);
+            match promoted {
+                Some(s) => {
+                    st.replace(&p.value, s);
+                }
+                None => {
+                    st.remove(&p.value);
+                }
+            }
+        } else if let Some(hidden) = self.shadow.get_mut(&key) {
+            hidden.retain(|&s| s != p.slot);
+        }
+        if self.shadow.get(&key).is_some_and(Vec::is_empty) {
+            self.shadow.remove(&key);
+        }
+        self.tables.rules.set(p.slot as usize, RuleRecord::EMPTY);
+        self.free.push_back((generation, p.slot));
+    }
+
+    fn refresh_subtables(&mut self, touched: &HashSet<u32>) {
+        for &m in touched {
+            let best = self.masks[m as usize]
+                .ranks
+                .last_key_value()
+                .map(|(r, _)| *r);
+            match best {
+                Some(b) => {
+                    if let Some(pos) = self.tables.subtables.iter().position(|s| s.id == m)
+                        && self.tables.subtables[pos].best_rank != b
+                    {
+                        Arc::make_mut(&mut self.tables.subtables[pos]).best_rank = b;
+                    }
+                }
+                None => self.tables.subtables.retain(|s| s.id != m),
+            }
+        }
+        self.tables
+            .subtables
+            .sort_by_key(|s| core::cmp::Reverse(s.best_rank));
     }
 }

@@ -1,27 +1,123 @@
-//! One tuple-space subtable: the rules that share a mask, in a compact
-//! open-addressing hash table keyed by the masked key's non-zero mask words.
+//! One tuple-space subtable: the rules that share a mask, in compact
+//! open-addressing hash tables keyed by the masked key's non-zero mask words.
 //!
 //! Only the words the mask touches are stored (a 5-tuple IPv4 mask keeps 3
-//! of 8), so an installed exact flow costs about 40 bytes here.
+//! of 8). The table is split into shards by the top bits of the hash; each
+//! shard is shared between generations and copied only when a transaction
+//! changes it, so a one-rule change copies one shard, not the table.
 
 use super::key::{FlowKey, hash_words};
+use std::sync::Arc;
+
+/// Entries a shard is sized for when a subtable is built.
+const SHARD_TARGET: usize = 2048;
+/// Most shard bits.
+const MAX_SHARD_BITS: u32 = 12;
+
+#[derive(Debug, Clone)]
+struct Shard {
+    /// `n_words` words per entry.
+    keys: Vec<u64>,
+    /// Rule slot per entry.
+    rules: Vec<u32>,
+    /// 0 = empty; else hash tag (high 32 bits) and entry index + 1 (low 32 bits).
+    index: Vec<u64>,
+}
 
 /// Rules sharing one mask.
 #[derive(Debug, Clone)]
 pub struct Subtable {
     mask: FlowKey,
-    /// Indices of the mask's non-zero words, then their mask values.
     word_ix: [u8; 8],
     word_mask: [u64; 8],
     n_words: usize,
-    /// `n_words` words per entry.
-    keys: Vec<u64>,
-    /// Rule index per entry.
-    rules: Vec<u32>,
-    /// 0 = empty; else hash tag (high 32 bits) and entry index + 1 (low 32 bits).
-    slots: Vec<u64>,
-    /// Lowest (best) rule index in the table.
-    best: u32,
+    shard_bits: u32,
+    shards: Vec<Arc<Shard>>,
+    len: usize,
+    /// Rank of the best rule in the table (see [`super::rank`]).
+    pub(crate) best_rank: u64,
+    /// The compiler's identity for this mask.
+    pub(crate) id: u32,
+}
+
+impl Shard {
+    fn new(n_words: usize, capacity: usize) -> Shard {
+        let slots = (capacity * 4 / 3 + 1).next_power_of_two().max(8);
+        Shard {
+            keys: Vec::with_capacity(capacity * n_words),
+            rules: Vec::with_capacity(capacity),
+            index: crate::mem::filled(slots, 0),
+        }
+    }
+
+    #[inline]
+    fn find(&self, n: usize, words: &[u64], hash: u64) -> Result<(usize, usize), usize> {
+        let tag = hash >> 32;
+        let m = self.index.len() - 1;
+        let mut pos = hash as usize & m;
+        loop {
+            let s = self.index[pos];
+            if s == 0 {
+                return Err(pos);
+            }
+            if s >> 32 == tag {
+                let e = (s as u32 - 1) as usize;
+                if self.keys[e * n..e * n + n] == *words {
+                    return Ok((pos, e));
+                }
+            }
+            pos = (pos + 1) & m;
+        }
+    }
+
+    fn grow(&mut self, n: usize) {
+        self.index = crate::mem::filled(self.index.len() * 2, 0);
+        let m = self.index.len() - 1;
+        for e in 0..self.rules.len() {
+            let hash = hash_words(&self.keys[e * n..e * n + n]);
+            let mut pos = hash as usize & m;
+            while self.index[pos] != 0 {
+                pos = (pos + 1) & m;
+            }
+            self.index[pos] = (hash & !0xffff_ffff) | (e as u64 + 1);
+        }
+    }
+
+    /// Removes the index slot at `pos` by backward-shift deletion, then the
+    /// entry `e` by moving the last entry into its place.
+    fn remove_at(&mut self, n: usize, mut pos: usize, e: usize) {
+        let m = self.index.len() - 1;
+        self.index[pos] = 0;
+        let mut next = (pos + 1) & m;
+        while self.index[next] != 0 {
+            let s = self.index[next];
+            let home = hash_words(&self.keys[((s as u32 - 1) as usize) * n..][..n]) as usize & m;
+            // Move `next` back into the hole unless its home lies cyclically in (pos, next].
+            let stays = if pos <= next {
+                pos < home && home <= next
+            } else {
+                pos < home || home <= next
+            };
+            if !stays {
+                self.index[pos] = s;
+                self.index[next] = 0;
+                pos = next;
+            }
+            next = (next + 1) & m;
+        }
+        let last = self.rules.len() - 1;
+        if e != last {
+            let last_hash = hash_words(&self.keys[last * n..last * n + n]);
+            let (lpos, _) = self
+                .find(n, &self.keys[last * n..last * n + n], last_hash)
+                .expect("the last entry is indexed");
+            self.index[lpos] = (last_hash & !0xffff_ffff) | (e as u64 + 1);
+            self.keys.copy_within(last * n..last * n + n, e * n);
+            self.rules[e] = self.rules[last];
+        }
+        self.keys.truncate(last * n);
+        self.rules.truncate(last);
+    }
 }
 
 impl Subtable {
@@ -37,16 +133,25 @@ impl Subtable {
                 n_words += 1;
             }
         }
-        let slots = (capacity * 4 / 3 + 1).next_power_of_two().max(8);
+        let shard_bits = (capacity / SHARD_TARGET)
+            .max(1)
+            .next_power_of_two()
+            .trailing_zeros()
+            .min(MAX_SHARD_BITS);
+        let per_shard = capacity.div_ceil(1 << shard_bits);
+        let shards = (0..1usize << shard_bits)
+            .map(|_| Arc::new(Shard::new(n_words, per_shard)))
+            .collect();
         Subtable {
             mask,
             word_ix,
             word_mask,
             n_words,
-            keys: Vec::with_capacity(capacity * n_words),
-            rules: Vec::with_capacity(capacity),
-            slots: crate::mem::filled(slots, 0),
-            best: u32::MAX,
+            shard_bits,
+            shards,
+            len: 0,
+            best_rank: 0,
+            id: 0,
         }
     }
 
@@ -57,114 +162,157 @@ impl Subtable {
 
     /// Number of entries.
     pub fn len(&self) -> usize {
-        self.rules.len()
+        self.len
     }
 
     /// Whether it has no entries.
     pub fn is_empty(&self) -> bool {
-        self.rules.is_empty()
+        self.len == 0
     }
 
-    /// The lowest (best) rule index it holds.
-    pub fn best_rule(&self) -> u32 {
-        self.best
+    /// Rank of the best rule it holds.
+    pub fn best_rank(&self) -> u64 {
+        self.best_rank
     }
 
     #[inline]
-    fn compress(&self, key: &FlowKey) -> [u64; 8] {
+    fn compress(&self, key: &FlowKey) -> ([u64; 8], u64) {
         let w = key.words();
         let mut out = [0u64; 8];
         for i in 0..self.n_words {
             out[i] = w[usize::from(self.word_ix[i])] & self.word_mask[i];
         }
-        out
+        let hash = hash_words(&out[..self.n_words]);
+        (out, hash)
     }
 
     #[inline]
-    fn find(&self, words: &[u64], hash: u64) -> Result<usize, usize> {
-        let n = self.n_words;
-        let tag = hash >> 32;
-        let m = self.slots.len() - 1;
-        let mut pos = hash as usize & m;
-        loop {
-            let s = self.slots[pos];
-            if s == 0 {
-                return Err(pos);
-            }
-            if s >> 32 == tag {
-                let e = (s as u32 - 1) as usize;
-                if self.keys[e * n..e * n + n] == *words {
-                    return Ok(e);
-                }
-            }
-            pos = (pos + 1) & m;
+    fn shard_of(&self, hash: u64) -> usize {
+        if self.shard_bits == 0 {
+            0
+        } else {
+            (hash >> (64 - self.shard_bits)) as usize
         }
     }
 
-    /// Adds `key` (masked by this table) for `rule` unless an entry with the
-    /// same masked key exists; returns whether it was added. Rules are
-    /// inserted best first, so the entry that stays is the one that wins.
-    pub fn insert(&mut self, key: &FlowKey, rule: u32) -> bool {
-        let c = self.compress(key);
-        let words = &c[..self.n_words];
-        let hash = hash_words(words);
-        match self.find(words, hash) {
-            Ok(_) => false,
-            Err(_) => {
-                if (self.rules.len() + 1) * 4 > self.slots.len() * 3 {
-                    self.grow();
-                }
-                let pos = self
-                    .find(words, hash)
-                    .expect_err("key absent: checked above");
-                self.keys.extend_from_slice(words);
-                self.rules.push(rule);
-                self.slots[pos] = (hash & !0xffff_ffff) | self.rules.len() as u64;
-                self.best = self.best.min(rule);
-                true
-            }
-        }
-    }
-
-    fn grow(&mut self) {
-        let n = self.n_words;
-        self.slots = crate::mem::filled(self.slots.len() * 2, 0);
-        for e in 0..self.rules.len() {
-            let words = &self.keys[e * n..e * n + n];
-            let hash = hash_words(words);
-            let m = self.slots.len() - 1;
-            let mut pos = hash as usize & m;
-            while self.slots[pos] != 0 {
-                pos = (pos + 1) & m;
-            }
-            self.slots[pos] = (hash & !0xffff_ffff) | (e as u64 + 1);
-        }
-    }
-
-    /// The rule whose masked key equals `key & mask`, if any.
+    /// The rule slot stored for `key & mask`, if any.
     #[inline]
     pub fn lookup(&self, key: &FlowKey) -> Option<u32> {
-        let c = self.compress(key);
-        let words = &c[..self.n_words];
-        self.find(words, hash_words(words))
+        let (c, hash) = self.compress(key);
+        let shard = &self.shards[self.shard_of(hash)];
+        shard
+            .find(self.n_words, &c[..self.n_words], hash)
             .ok()
-            .map(|e| self.rules[e])
+            .map(|(_, e)| shard.rules[e])
     }
 
-    /// Entries as (masked key, rule index), for loaders of other backends.
+    /// Adds `key & mask` for rule `slot`; if the key is present, returns the
+    /// slot stored for it and changes nothing.
+    pub fn insert(&mut self, key: &FlowKey, slot: u32) -> Result<(), u32> {
+        let (c, hash) = self.compress(key);
+        let n = self.n_words;
+        let s = self.shard_of(hash);
+        if let Ok((_, e)) = self.shards[s].find(n, &c[..n], hash) {
+            return Err(self.shards[s].rules[e]);
+        }
+        let shard = Arc::make_mut(&mut self.shards[s]);
+        if (shard.rules.len() + 1) * 4 > shard.index.len() * 3 {
+            shard.grow(n);
+        }
+        let pos = shard
+            .find(n, &c[..n], hash)
+            .expect_err("key absent: checked above");
+        shard.keys.extend_from_slice(&c[..n]);
+        shard.rules.push(slot);
+        shard.index[pos] = (hash & !0xffff_ffff) | shard.rules.len() as u64;
+        self.len += 1;
+        Ok(())
+    }
+
+    /// Points `key & mask`'s entry at another rule slot; returns whether it existed.
+    pub fn replace(&mut self, key: &FlowKey, slot: u32) -> bool {
+        let (c, hash) = self.compress(key);
+        let n = self.n_words;
+        let s = self.shard_of(hash);
+        match self.shards[s].find(n, &c[..n], hash) {
+            Ok((_, e)) => {
+                Arc::make_mut(&mut self.shards[s]).rules[e] = slot;
+                true
+            }
+            Err(_) => false,
+        }
+    }
+
+    /// Removes `key & mask`; returns the slot it held.
+    pub fn remove(&mut self, key: &FlowKey) -> Option<u32> {
+        let (c, hash) = self.compress(key);
+        let n = self.n_words;
+        let s = self.shard_of(hash);
+        let (pos, e) = self.shards[s].find(n, &c[..n], hash).ok()?;
+        let shard = Arc::make_mut(&mut self.shards[s]);
+        let slot = shard.rules[e];
+        shard.remove_at(n, pos, e);
+        self.len -= 1;
+        Some(slot)
+    }
+
+    /// Entries as (masked key, rule slot), for loaders of other backends.
     pub fn entries(&self) -> impl Iterator<Item = (FlowKey, u32)> + '_ {
         let n = self.n_words;
-        (0..self.rules.len()).map(move |e| {
-            let mut w = [0u64; 8];
-            for i in 0..n {
-                w[usize::from(self.word_ix[i])] = self.keys[e * n + i];
-            }
-            (FlowKey::from_words(w), self.rules[e])
+        self.shards.iter().flat_map(move |shard| {
+            (0..shard.rules.len()).map(move |e| {
+                let mut w = [0u64; 8];
+                for i in 0..n {
+                    w[usize::from(self.word_ix[i])] = shard.keys[e * n + i];
+                }
+                (FlowKey::from_words(w), shard.rules[e])
+            })
         })
     }
 
-    /// Heap bytes held.
+    /// Heap bytes held (counting shared shards in full).
     pub fn heap_bytes(&self) -> usize {
-        self.keys.capacity() * 8 + self.rules.capacity() * 4 + self.slots.capacity() * 8
+        self.shards
+            .iter()
+            .map(|s| s.keys.capacity() * 8 + s.rules.capacity() * 4 + s.index.capacity() * 8 + 48)
+            .sum::<usize>()
+            + self.shards.capacity() * 8
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn key(i: u32) -> FlowKey {
+        FlowKey {
+            l4_src: i as u16,
+            tun_id: i,
+            ..FlowKey::default()
+        }
+    }
+
+    #[test]
+    fn insert_remove_keep_every_other_entry_findable() {
+        let mask = FlowKey {
+            l4_src: 0xffff,
+            tun_id: u32::MAX,
+            ..FlowKey::default()
+        };
+        let mut t = Subtable::new(mask, 100);
+        for i in 0..5000 {
+            t.insert(&key(i), i).unwrap();
+        }
+        assert_eq!(t.insert(&key(7), 99), Err(7));
+        for i in (0..5000).step_by(3) {
+            assert_eq!(t.remove(&key(i)), Some(i));
+        }
+        for i in 0..5000 {
+            let want = (i % 3 != 0).then_some(i);
+            assert_eq!(t.lookup(&key(i)), want, "key {i}");
+        }
+        assert_eq!(t.len(), 5000 - 1667);
+        assert!(t.replace(&key(1), 42));
+        assert_eq!(t.lookup(&key(1)), Some(42));
     }
 }

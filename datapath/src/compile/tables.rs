@@ -1,16 +1,27 @@
 //! The compiled tables: flat, fixed-size records that every backend executes.
 
+use super::chunked::Chunked;
 use super::subtable::Subtable;
 use crate::rule::MAX_PORTS;
+use std::sync::Arc;
 
 /// Most distinct masks one rule set may use; the XDP program's mask loop has this bound.
 pub const MAX_MASKS: usize = 32;
 
-/// Rule index meaning "no rule matched".
+/// Rule slot meaning "no rule matched".
 pub const NO_RULE: u32 = u32::MAX;
 
-/// A rule as the datapath sees it. Rules are stored best first, so a lower
-/// index always wins over a higher one.
+/// Most rule slots: the capacity of the per-rule counter arrays.
+pub const MAX_RULES: usize = 1 << 22;
+
+/// A rule's rank: higher wins. Priority first, then the lower id.
+#[inline]
+pub const fn rank(priority: u32, id: u32) -> u64 {
+    ((priority as u64) << 32) | (u32::MAX - id) as u64
+}
+
+/// A rule as the datapath sees it, in a slot that stays the rule's for as
+/// long as it is installed (its counters are kept by slot).
 #[repr(C)]
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct RuleRecord {
@@ -22,8 +33,25 @@ pub struct RuleRecord {
     pub first_action: u32,
     /// Number of actions.
     pub n_actions: u16,
-    /// Always zero.
-    pub pad: u16,
+    /// 1 if a rule occupies this slot.
+    pub live: u16,
+}
+
+impl RuleRecord {
+    /// An empty slot.
+    pub const EMPTY: RuleRecord = RuleRecord {
+        id: 0,
+        priority: 0,
+        first_action: 0,
+        n_actions: 0,
+        live: 0,
+    };
+
+    /// This rule's rank.
+    #[inline]
+    pub fn rank(&self) -> u64 {
+        rank(self.priority, self.id)
+    }
 }
 
 const _: () = assert!(size_of::<RuleRecord>() == 16);
@@ -143,32 +171,33 @@ pub struct MeterRecord {
     pub pad: [u8; 7],
 }
 
-/// What a rule set compiles to.
+/// What a rule set compiles to. Cloning is cheap: the large parts are
+/// shared chunks, copied only where a transaction changes them.
 #[derive(Debug, Clone)]
 pub struct CompiledTables {
-    /// Rules, best first.
-    pub rules: Vec<RuleRecord>,
+    /// Rules by slot.
+    pub rules: Chunked<RuleRecord>,
     /// Action lists, shared by rules with identical lists.
-    pub actions: Vec<ActionRecord>,
+    pub actions: Chunked<ActionRecord>,
     /// Geneve option bytes referenced by encap actions.
-    pub options: Vec<u8>,
-    /// Tuple-space subtables, ordered by their best rule.
-    pub subtables: Vec<Subtable>,
+    pub options: Arc<Vec<u8>>,
+    /// Tuple-space subtables, ordered by their best rule's rank, best first.
+    pub subtables: Vec<Arc<Subtable>>,
     /// Port slots by index, [`MAX_PORTS`] of them.
-    pub ports: Vec<PortRecord>,
+    pub ports: Arc<Vec<PortRecord>>,
     /// Meters, in rule-set order.
-    pub meters: Vec<MeterRecord>,
+    pub meters: Arc<Vec<MeterRecord>>,
     /// Meter names, parallel to `meters`.
-    pub meter_names: Vec<String>,
+    pub meter_names: Arc<Vec<String>>,
 }
 
 impl CompiledTables {
-    /// The action list of rule `index`.
+    /// The action list of the rule in `slot`.
     #[inline]
-    pub fn actions_of(&self, index: u32) -> &[ActionRecord] {
-        let r = &self.rules[index as usize];
+    pub fn actions_of(&self, slot: u32) -> impl Iterator<Item = &ActionRecord> {
+        let r = self.rules.get(slot as usize);
         let first = r.first_action as usize;
-        &self.actions[first..first + usize::from(r.n_actions)]
+        (first..first + usize::from(r.n_actions)).map(|i| self.actions.get(i))
     }
 
     /// Whether a miss on `port` drops.
@@ -179,16 +208,21 @@ impl CompiledTables {
             .is_some_and(|p| p.default_drop != 0)
     }
 
+    /// The installed rules as (slot, record).
+    pub fn live_rules(&self) -> impl Iterator<Item = (u32, &RuleRecord)> {
+        self.rules
+            .iter()
+            .enumerate()
+            .filter(|(_, r)| r.live != 0)
+            .map(|(i, r)| (i as u32, r))
+    }
+
     /// Heap bytes held by the tables.
     pub fn heap_bytes(&self) -> usize {
-        self.rules.capacity() * size_of::<RuleRecord>()
-            + self.actions.capacity() * size_of::<ActionRecord>()
+        self.rules.heap_bytes()
+            + self.actions.heap_bytes()
             + self.options.capacity()
-            + self
-                .subtables
-                .iter()
-                .map(Subtable::heap_bytes)
-                .sum::<usize>()
+            + self.subtables.iter().map(|s| s.heap_bytes()).sum::<usize>()
             + self.ports.capacity() * size_of::<PortRecord>()
             + self.meters.capacity() * size_of::<MeterRecord>()
     }

@@ -2,19 +2,29 @@
 //! counters and the in-memory ports.
 
 use super::{Egress, EmuConfig, InjectError, worker};
-use crate::compile::{MAX_MASKS, hash_words};
+use crate::compile::{Compiler, MAX_MASKS, hash_words};
 use crate::datapath::{Capabilities, Datapath, DatapathError, LifecycleState, Transaction};
 use crate::frame::Frame;
-use crate::pipeline::{Bucket, Count, Counter, Installed, Pipeline, Stats, StatsBlock, parse};
+use crate::pipeline::{
+    Bucket, Count, Counter, CounterBlock, Installed, Pipeline, Stats, StatsBlock, counts_by_id,
+    parse,
+};
 use crate::rule::{MAX_PORTS, RuleSet};
 use crate::snapshot::Snapshot;
 use arc_swap::ArcSwap;
 use crossbeam::queue::ArrayQueue;
-use std::collections::{BTreeMap, HashMap};
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::collections::BTreeMap;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::thread::JoinHandle;
 use std::time::Instant;
+
+/// A worker's published state: the generation it processes, or one of these.
+pub(super) const IDLE: u64 = u64::MAX;
+/// Parked by a pause.
+pub(super) const PARKED: u64 = u64::MAX - 1;
+/// About to load a generation (treated as "any").
+pub(super) const LOADING: u64 = 0;
 
 pub(super) struct Shared {
     pub(super) config: EmuConfig,
@@ -24,6 +34,10 @@ pub(super) struct Shared {
     pub(super) host: ArrayQueue<Egress>,
     pub(super) overflow: Vec<Counter>,
     pub(super) stop: AtomicBool,
+    /// Workers park at their next batch while set.
+    pub(super) pause: AtomicBool,
+    /// Per worker: the generation it is processing, [`IDLE`], [`PARKED`] or [`LOADING`].
+    pub(super) active: Vec<AtomicU64>,
     clock: Instant,
 }
 
@@ -31,14 +45,21 @@ impl Shared {
     pub(super) fn now_ns(&self) -> u64 {
         self.clock.elapsed().as_nanos() as u64
     }
+
+    /// The oldest generation any worker may still be counting under.
+    fn min_active(&self) -> u64 {
+        self.active
+            .iter()
+            .map(|a| a.load(Ordering::SeqCst))
+            .map(|g| if g == PARKED { IDLE } else { g })
+            .min()
+            .unwrap_or(IDLE)
+    }
 }
 
 struct Control {
     state: LifecycleState,
-    /// Generations replaced but maybe still held by a worker mid-batch.
-    retired: Vec<Arc<Installed>>,
-    /// Counts of retired generations no worker holds any more, by rule id.
-    folded: HashMap<u32, Count>,
+    compiler: Compiler,
 }
 
 /// The emulated datapath. Dropping it stops and joins its workers.
@@ -46,6 +67,7 @@ pub struct EmuDatapath {
     shared: Arc<Shared>,
     control: Mutex<Control>,
     stats: Vec<Arc<StatsBlock>>,
+    counters: Vec<Arc<CounterBlock>>,
     threads: Vec<JoinHandle<()>>,
 }
 
@@ -60,7 +82,8 @@ impl EmuDatapath {
             batch: config.batch.max(1),
             ..config
         };
-        let installed = Installed::build(1, rules, config.workers, None)?;
+        let compiler = Compiler::new(&rules)?;
+        let installed = Installed::new(1, compiler.tables().clone(), None);
         let shared = Arc::new(Shared {
             current: ArcSwap::from_pointee(installed),
             rx: (0..config.workers)
@@ -72,14 +95,18 @@ impl EmuDatapath {
             host: ArrayQueue::new(config.queue_depth),
             overflow: (0..config.workers).map(|_| Counter::default()).collect(),
             stop: AtomicBool::new(false),
+            pause: AtomicBool::new(false),
+            active: (0..config.workers).map(|_| AtomicU64::new(IDLE)).collect(),
             clock: Instant::now(),
             config,
         });
         let mut stats = Vec::new();
+        let mut counters = Vec::new();
         let mut threads = Vec::new();
         for i in 0..shared.config.workers {
-            let pipeline = Pipeline::new(i, shared.config.cache_entries);
+            let pipeline = Pipeline::new(shared.config.cache_entries);
             stats.push(Arc::clone(pipeline.stats()));
+            counters.push(Arc::clone(pipeline.counters()));
             let s = Arc::clone(&shared);
             let t = std::thread::Builder::new()
                 .name(format!("dse-emu-{i}"))
@@ -92,13 +119,13 @@ impl EmuDatapath {
         }
         let control = Mutex::new(Control {
             state: LifecycleState::Running,
-            retired: Vec::new(),
-            folded: HashMap::new(),
+            compiler,
         });
         Ok(EmuDatapath {
             shared,
             control,
             stats,
+            counters,
             threads,
         })
     }
@@ -107,6 +134,58 @@ impl EmuDatapath {
         self.control
             .lock()
             .expect("control lock is never poisoned: no code panics while holding it")
+    }
+
+    /// Runs `f` with every worker parked between batches (frames wait in
+    /// their queues; none is lost), for changes that renumber rule slots.
+    fn paused<T>(&self, f: impl FnOnce() -> T) -> T {
+        self.shared.pause.store(true, Ordering::SeqCst);
+        for (i, a) in self.shared.active.iter().enumerate() {
+            while !matches!(a.load(Ordering::SeqCst), IDLE | PARKED) {
+                self.threads[i].thread().unpark();
+                std::thread::yield_now();
+            }
+        }
+        let out = f();
+        self.shared.pause.store(false, Ordering::SeqCst);
+        out
+    }
+
+    /// Replaces everything (new slots): workers are parked, counters move by rule id.
+    fn rebuild(
+        &self,
+        c: &mut Control,
+        compiler: Compiler,
+        generation: u64,
+        counts: &BTreeMap<u32, Count>,
+        buckets: Option<(&BTreeMap<String, Bucket>, u64)>,
+    ) {
+        self.paused(|| {
+            let current = self.shared.current.load_full();
+            let next = Installed::new(generation, compiler.tables().clone(), Some(&current));
+            for (slot, r) in next.tables.live_rules() {
+                let carried = counts.get(&r.id).copied().unwrap_or_default();
+                for (w, block) in self.counters.iter().enumerate() {
+                    block.set(slot, if w == 0 { carried } else { Count::default() });
+                }
+            }
+            if let Some((buckets, clock_ns)) = buckets {
+                let now = self.shared.now_ns();
+                for (name, b) in buckets {
+                    // Rebase the bucket's refill time from the snapshot's clock to ours.
+                    let age = clock_ns.saturating_sub(b.last_ns);
+                    next.set_bucket(
+                        name,
+                        Bucket {
+                            nano_tokens: b.nano_tokens,
+                            last_ns: now.saturating_sub(age),
+                        },
+                    );
+                }
+            }
+            self.shared.current.store(Arc::new(next));
+            c.compiler = compiler;
+        });
     }
 
     /// Which worker a frame goes to: a hash of its flow key, so that one
@@ -192,32 +271,41 @@ impl EmuDatapath {
 
     /// Port index of the port named `name` in the rules in force.
     pub fn port_index(&self, name: &str) -> Option<u16> {
-        self.shared.current.load().rules.port(name).map(|p| p.index)
+        self.control()
+            .compiler
+            .rule_set()
+            .port(name)
+            .map(|p| p.index)
     }
 
-    /// Folds the counters of retired generations that no worker holds any more.
-    fn reap(c: &mut Control, current: &Installed) {
-        let mut keep = Vec::new();
-        for old in c.retired.drain(..) {
-            if Arc::strong_count(&old) == 1 {
-                for (id, n) in old.counts() {
-                    *c.folded.entry(id).or_default() += n;
-                }
-            } else {
-                keep.push(old);
+    fn rule_counters_of(&self, _c: &Control) -> BTreeMap<u32, Count> {
+        let current = self.shared.current.load_full();
+        counts_by_id(&current.tables, self.counters.iter().map(|b| &**b))
+    }
+
+    fn patch(
+        &self,
+        c: &mut Control,
+        upsert: Vec<crate::rule::Rule>,
+        remove: &[u32],
+    ) -> Result<u64, DatapathError> {
+        let generation = self.shared.current.load().generation + 1;
+        let patched = c
+            .compiler
+            .patch(upsert, remove, generation, self.shared.min_active())?;
+        // New slots start at zero; no worker counts into them until the new generation is published.
+        for slot in &patched.new_slots {
+            for block in &self.counters {
+                block.set(*slot, Count::default());
             }
         }
-        c.retired = keep;
-        let live: std::collections::HashSet<u32> =
-            current.tables.rules.iter().map(|r| r.id).collect();
-        c.folded.retain(|id, _| live.contains(id));
-    }
-
-    fn swap(&self, c: &mut Control, next: Installed) {
-        let old = self.shared.current.swap(Arc::new(next));
-        c.retired.push(old);
         let current = self.shared.current.load_full();
-        Self::reap(c, &current);
+        self.shared.current.store(Arc::new(Installed::new(
+            generation,
+            patched.tables,
+            Some(&current),
+        )));
+        Ok(generation)
     }
 }
 
@@ -241,18 +329,21 @@ impl Datapath for EmuDatapath {
                 hint: "resume the datapath first",
             });
         }
-        let current = self.shared.current.load_full();
-        let rules = txn.resolve(&current.rules)?;
-        let next = Installed::build(
-            current.generation + 1,
-            rules,
-            self.shared.config.workers,
-            Some(&current),
-        )?;
-        let generation = next.generation;
-        drop(current);
-        self.swap(&mut c, next);
-        Ok(generation)
+        match txn {
+            Transaction::Patch { upsert, remove } => self.patch(&mut c, upsert, &remove),
+            Transaction::Replace(set) if c.compiler.same_frame(&set) => {
+                set.validate()?;
+                let (upsert, remove) = c.compiler.diff(&set);
+                self.patch(&mut c, upsert, &remove)
+            }
+            Transaction::Replace(set) => {
+                let compiler = Compiler::new(&set)?;
+                let generation = self.shared.current.load().generation + 1;
+                let counts = self.rule_counters_of(&c);
+                self.rebuild(&mut c, compiler, generation, &counts, None);
+                Ok(generation)
+            }
+        }
     }
 
     fn generation(&self) -> u64 {
@@ -260,7 +351,7 @@ impl Datapath for EmuDatapath {
     }
 
     fn rules(&self) -> RuleSet {
-        self.shared.current.load().rules.clone()
+        self.control().compiler.rule_set()
     }
 
     fn stats(&self) -> Stats {
@@ -272,23 +363,8 @@ impl Datapath for EmuDatapath {
     }
 
     fn rule_counters(&self) -> BTreeMap<u32, Count> {
-        let mut c = self.control();
-        let current = self.shared.current.load_full();
-        Self::reap(&mut c, &current);
-        let mut out: BTreeMap<u32, Count> = current.counts().into_iter().collect();
-        for old in &c.retired {
-            for (id, n) in old.counts() {
-                if let Some(slot) = out.get_mut(&id) {
-                    *slot += n;
-                }
-            }
-        }
-        for (id, n) in &c.folded {
-            if let Some(slot) = out.get_mut(id) {
-                *slot += *n;
-            }
-        }
-        out
+        let c = self.control();
+        self.rule_counters_of(&c)
     }
 
     fn state(&self) -> LifecycleState {
@@ -301,20 +377,20 @@ impl Datapath for EmuDatapath {
     }
 
     fn snapshot(&self) -> Result<Snapshot, DatapathError> {
-        if self.state() != LifecycleState::Quiesced {
+        let c = self.control();
+        if c.state != LifecycleState::Quiesced {
             return Err(DatapathError::State {
                 operation: "snapshot",
-                state: LifecycleState::Running,
+                state: c.state,
                 hint: "quiesce the datapath first",
             });
         }
-        let counters = self.rule_counters();
         let current = self.shared.current.load_full();
         Ok(Snapshot {
             backend: "emu".into(),
             generation: current.generation,
-            rules: current.rules.clone(),
-            counters,
+            rules: c.compiler.rule_set(),
+            counters: self.rule_counters_of(&c),
             meters: current.buckets().into_iter().collect(),
             clock_ns: self.shared.now_ns(),
         })
@@ -329,31 +405,14 @@ impl Datapath for EmuDatapath {
                 hint: "quiesce the datapath first",
             });
         }
-        let next = Installed::build(
+        let compiler = Compiler::new(&snapshot.rules)?;
+        self.rebuild(
+            &mut c,
+            compiler,
             snapshot.generation,
-            snapshot.rules.clone(),
-            self.shared.config.workers,
-            None,
-        )?;
-        for (id, n) in &snapshot.counters {
-            next.add_count(*id, *n);
-        }
-        let now = self.shared.now_ns();
-        for (name, b) in &snapshot.meters {
-            // Rebase the bucket's refill time from the snapshot's clock to ours.
-            let age = snapshot.clock_ns.saturating_sub(b.last_ns);
-            next.set_bucket(
-                name,
-                Bucket {
-                    nano_tokens: b.nano_tokens,
-                    last_ns: now.saturating_sub(age),
-                },
-            );
-        }
-        self.swap(&mut c, next);
-        // Counts of the replaced generations belong to the state being discarded.
-        c.folded.clear();
-        c.retired.clear();
+            &snapshot.counters,
+            Some((&snapshot.meters, snapshot.clock_ns)),
+        );
         Ok(())
     }
 

@@ -1,19 +1,31 @@
 //! The worker loop.
 
 use super::Egress;
-use super::control::Shared;
+use super::control::{IDLE, LOADING, PARKED, Shared};
 use crate::frame::Frame;
 use crate::pipeline::{Pipeline, Verdict};
 use crossbeam::utils::Backoff;
-use std::sync::atomic::Ordering;
+use std::sync::atomic::Ordering::{Acquire, SeqCst};
 
 pub(super) fn run(shared: &Shared, index: usize, mut pipeline: Pipeline) {
     let queue = &shared.rx[index];
+    let active = &shared.active[index];
     let mut ports: Vec<u16> = Vec::with_capacity(shared.config.batch);
     let mut frames: Vec<Frame> = Vec::with_capacity(shared.config.batch);
     let mut verdicts = Vec::with_capacity(shared.config.batch);
     let backoff = Backoff::new();
-    while !shared.stop.load(Ordering::Acquire) {
+    while !shared.stop.load(Acquire) {
+        // Announce a load before looking at the pause flag: a controller that
+        // sees this worker IDLE knows it will see the flag (both SeqCst).
+        active.store(LOADING, SeqCst);
+        if shared.pause.load(SeqCst) {
+            active.store(PARKED, SeqCst);
+            while shared.pause.load(SeqCst) && !shared.stop.load(Acquire) {
+                std::thread::yield_now();
+            }
+            active.store(IDLE, SeqCst);
+            continue;
+        }
         while frames.len() < shared.config.batch {
             match queue.pop() {
                 Some((port, frame)) => {
@@ -24,6 +36,7 @@ pub(super) fn run(shared: &Shared, index: usize, mut pipeline: Pipeline) {
             }
         }
         if frames.is_empty() {
+            active.store(IDLE, SeqCst);
             if backoff.is_completed() {
                 std::thread::park_timeout(std::time::Duration::from_micros(200));
             } else {
@@ -34,6 +47,7 @@ pub(super) fn run(shared: &Shared, index: usize, mut pipeline: Pipeline) {
         backoff.reset();
         // One generation for the whole batch: the atomicity of transactions.
         let installed = shared.current.load_full();
+        active.store(installed.generation, SeqCst);
         let now = shared.now_ns();
         verdicts.clear();
         let mut start = 0;
@@ -50,6 +64,7 @@ pub(super) fn run(shared: &Shared, index: usize, mut pipeline: Pipeline) {
             start = end;
         }
         drop(installed);
+        active.store(IDLE, SeqCst);
         for ((frame, port), verdict) in frames.drain(..).zip(ports.drain(..)).zip(verdicts.iter()) {
             let out = match *verdict {
                 Verdict::Output(p) => &shared.out[usize::from(p)],
@@ -68,4 +83,5 @@ pub(super) fn run(shared: &Shared, index: usize, mut pipeline: Pipeline) {
             }
         }
     }
+    active.store(IDLE, SeqCst);
 }

@@ -28,6 +28,11 @@ impl Counter {
         );
     }
 
+    /// Overwrites the value (control side, when no one counts into it).
+    pub fn set(&self, v: u64) {
+        self.0.store(v, Relaxed);
+    }
+
     /// Reads the value.
     #[inline]
     pub fn get(&self) -> u64 {

@@ -14,10 +14,12 @@ pub use counters::{Count, Counter, DropReason, RuleCounter, Stats, StatsBlock};
 pub use meter::Bucket;
 pub use parse::{Layout, parse, parse_into};
 
-use crate::compile::{CompiledTables, FlowKey, NO_RULE, TUNNEL_PRESENT, compile, encap as enc, op};
+use crate::compile::{
+    CompiledTables, FlowKey, MAX_RULES, NO_RULE, TUNNEL_PRESENT, compile, encap as enc, op,
+};
 use crate::frame::Frame;
 use crate::rule::{RuleError, RuleSet};
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::sync::{Arc, Mutex};
 
 /// What happens to a packet.
@@ -33,8 +35,7 @@ pub enum Verdict {
     Drop(DropReason),
 }
 
-/// One generation of installed state: the rule set, its tables, the
-/// per-worker rule counters (by rule index) and the meters' buckets.
+/// One generation of installed state: its tables and the meters' buckets.
 ///
 /// A worker processes a whole batch under one `Installed`, so no packet is
 /// ever classified by a mix of two generations.
@@ -44,42 +45,16 @@ pub struct Installed {
     /// Unique per `Installed` in this process, never 0: what flow-cache
     /// entries are tagged with (a restore may reuse a generation number).
     epoch: u32,
-    /// The rule set it was compiled from.
-    pub rules: RuleSet,
     /// The compiled tables.
     pub tables: CompiledTables,
-    /// Per worker, per rule index.
-    pub(crate) counters: Vec<Vec<RuleCounter>>,
     /// Per meter index; a meter keeps its bucket across generations by name.
     pub(crate) meters: Vec<Arc<Mutex<Bucket>>>,
 }
 
 impl Installed {
-    /// Compiles `rules` as generation `generation` for `workers` workers,
-    /// carrying meter buckets over from `previous` by meter name.
-    ///
-    /// # Errors
-    /// [`RuleError`] if the rules do not compile.
-    pub fn build(
-        generation: u64,
-        rules: RuleSet,
-        workers: usize,
-        previous: Option<&Installed>,
-    ) -> Result<Installed, RuleError> {
-        let tables = compile(&rules)?;
-        Ok(Self::from_tables(
-            generation, rules, tables, workers, previous,
-        ))
-    }
-
-    /// As [`Installed::build`], from tables already compiled from `rules`.
-    pub fn from_tables(
-        generation: u64,
-        rules: RuleSet,
-        tables: CompiledTables,
-        workers: usize,
-        previous: Option<&Installed>,
-    ) -> Installed {
+    /// Generation `generation` of `tables`, carrying meter buckets over from
+    /// `previous` by meter name.
+    pub fn new(generation: u64, tables: CompiledTables, previous: Option<&Installed>) -> Installed {
         let old: HashMap<&str, &Arc<Mutex<Bucket>>> = previous
             .map(|p| {
                 p.tables
@@ -93,16 +68,13 @@ impl Installed {
         let meters = tables
             .meter_names
             .iter()
-            .zip(&tables.meters)
+            .zip(tables.meters.iter())
             .map(|(name, cfg)| {
                 old.get(name.as_str()).map_or_else(
                     || Arc::new(Mutex::new(Bucket::full(cfg))),
                     |b| Arc::clone(b),
                 )
             })
-            .collect();
-        let counters = (0..workers)
-            .map(|_| crate::mem::from_fn(tables.rules.len(), |_| RuleCounter::default()))
             .collect();
         static EPOCH: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(1);
         let epoch = EPOCH
@@ -111,25 +83,17 @@ impl Installed {
         Installed {
             generation,
             epoch,
-            rules,
             tables,
-            counters,
             meters,
         }
     }
 
-    /// Counters summed over workers, by rule id.
-    pub fn counts(&self) -> HashMap<u32, Count> {
-        let mut out = HashMap::with_capacity(self.tables.rules.len());
-        for block in &self.counters {
-            for (rec, c) in self.tables.rules.iter().zip(block) {
-                *out.entry(rec.id).or_default() += Count {
-                    packets: c.packets.get(),
-                    bytes: c.bytes.get(),
-                };
-            }
-        }
-        out
+    /// Compiles `rules` as generation `generation` with fresh meters.
+    ///
+    /// # Errors
+    /// [`RuleError`] if the rules do not compile.
+    pub fn build(generation: u64, rules: &RuleSet) -> Result<Installed, RuleError> {
+        Ok(Installed::new(generation, compile(rules)?, None))
     }
 
     /// The bucket of each meter, by name.
@@ -152,25 +116,85 @@ impl Installed {
             None => false,
         }
     }
+}
 
-    /// Adds `count` to rule `id`'s counter on worker 0 (used to restore counters).
-    pub fn add_count(&self, id: u32, count: Count) -> bool {
-        match self.tables.rules.iter().position(|r| r.id == id) {
-            Some(i) => {
-                self.counters[0][i].packets.add(count.packets);
-                self.counters[0][i].bytes.add(count.bytes);
-                true
-            }
-            None => false,
-        }
+/// One packet processor's per-rule counters, by rule slot, for every slot
+/// there can be ([`MAX_RULES`]). The memory is zero-filled on demand by the
+/// OS, so untouched slots cost no RAM.
+pub struct CounterBlock {
+    counters: Box<[RuleCounter]>,
+}
+
+impl Default for CounterBlock {
+    fn default() -> Self {
+        Self::new()
     }
 }
 
-/// The per-worker state of the pipeline: its flow cache, its worker index
-/// (which counter block it writes) and its statistics.
+impl CounterBlock {
+    /// A block of zeroed counters.
+    pub fn new() -> CounterBlock {
+        let layout = std::alloc::Layout::array::<RuleCounter>(MAX_RULES)
+            .expect("MAX_RULES counters fit in memory");
+        // SAFETY: the layout is not zero-sized. All-zero bytes are a valid
+        // RuleCounter (two AtomicU64 holding 0). The Box frees the memory with
+        // Layout::array::<RuleCounter>(MAX_RULES), the layout allocated here.
+        let counters = unsafe {
+            let ptr = std::alloc::alloc_zeroed(layout).cast::<RuleCounter>();
+            if ptr.is_null() {
+                std::alloc::handle_alloc_error(layout);
+            }
+            Box::from_raw(std::ptr::slice_from_raw_parts_mut(ptr, MAX_RULES))
+        };
+        CounterBlock { counters }
+    }
+
+    /// The counter of `slot`.
+    #[inline]
+    pub fn slot(&self, slot: u32) -> &RuleCounter {
+        &self.counters[slot as usize]
+    }
+
+    /// Reads `slot`.
+    pub fn get(&self, slot: u32) -> Count {
+        let c = self.slot(slot);
+        Count {
+            packets: c.packets.get(),
+            bytes: c.bytes.get(),
+        }
+    }
+
+    /// Overwrites `slot`. Only for a slot no packet processor is counting
+    /// into (a new rule's slot before its generation is published, or a restore).
+    pub fn set(&self, slot: u32, count: Count) {
+        let c = self.slot(slot);
+        c.packets.set(count.packets);
+        c.bytes.set(count.bytes);
+    }
+}
+
+/// Counters of the rules in `tables`, summed over `blocks`, by rule id.
+pub fn counts_by_id<'a>(
+    tables: &CompiledTables,
+    blocks: impl IntoIterator<Item = &'a CounterBlock> + Clone,
+) -> BTreeMap<u32, Count> {
+    tables
+        .live_rules()
+        .map(|(slot, r)| {
+            let mut c = Count::default();
+            for b in blocks.clone() {
+                c += b.get(slot);
+            }
+            (r.id, c)
+        })
+        .collect()
+}
+
+/// The per-worker state of the pipeline: its flow cache, its rule counters
+/// and its statistics.
 pub struct Pipeline {
-    worker: usize,
     cache: FlowCache,
+    counters: Arc<CounterBlock>,
     stats: Arc<StatsBlock>,
 }
 
@@ -183,18 +207,28 @@ enum Step {
 }
 
 impl Pipeline {
-    /// A pipeline for worker `worker` with a cache of `cache_entries`.
-    pub fn new(worker: usize, cache_entries: usize) -> Pipeline {
+    /// A pipeline with a flow cache of `cache_entries`.
+    pub fn new(cache_entries: usize) -> Pipeline {
         Pipeline {
-            worker,
             cache: FlowCache::new(cache_entries),
+            counters: Arc::new(CounterBlock::new()),
             stats: Arc::new(StatsBlock::default()),
         }
     }
 
-    /// This worker's statistics.
+    /// This pipeline's statistics.
     pub fn stats(&self) -> &Arc<StatsBlock> {
         &self.stats
+    }
+
+    /// This pipeline's rule counters.
+    pub fn counters(&self) -> &Arc<CounterBlock> {
+        &self.counters
+    }
+
+    /// This pipeline's counters of the rules in `inst`, by rule id.
+    pub fn counts(&self, inst: &Installed) -> BTreeMap<u32, Count> {
+        counts_by_id(&inst.tables, [&*self.counters])
     }
 
     /// The flow cache.
@@ -286,16 +320,16 @@ impl Pipeline {
                     slots[i] = self.cache.probe(hashes[i]);
                 }
             }
-            let counters = &inst.counters[self.worker];
+            let counters = Arc::clone(&self.counters);
             for i in 0..n {
                 if ok[i] {
                     let cached = self
                         .cache
                         .lookup_probed(slots[i], &keys[i], hashes[i], inst.epoch);
                     rules[i] = self.resolve(inst, &keys[i], hashes[i], cached);
-                    if let Some(c) = counters.get(rules[i] as usize) {
+                    if let Some(c) = counters.counters.get(rules[i] as usize) {
                         prefetch(c);
-                        prefetch(&inst.tables.rules[rules[i] as usize]);
+                        prefetch(inst.tables.rules.get(rules[i] as usize));
                     }
                 }
             }
@@ -340,7 +374,7 @@ impl Pipeline {
                     Verdict::Pass
                 };
             }
-            let c = &inst.counters[self.worker][rule as usize];
+            let c = self.counters.slot(rule);
             c.packets.add(1);
             c.bytes.add(frame.len() as u64);
             match run_actions(inst, rule, frame, layout, &key, hash, now_ns) {
@@ -384,17 +418,21 @@ fn prefetch<T>(p: *const T) {
     let _ = p;
 }
 
-/// The tuple-space search: the best (lowest-index) rule over all subtables,
+/// The tuple-space search: the best-ranked rule's slot over all subtables,
 /// stopping once no later subtable holds a better rule.
 #[inline]
 pub fn search(tables: &CompiledTables, key: &FlowKey) -> u32 {
     let mut best = NO_RULE;
+    let mut best_rank = 0;
     for st in &tables.subtables {
-        if st.best_rule() > best {
+        if best != NO_RULE && st.best_rank() <= best_rank {
             break;
         }
-        if let Some(r) = st.lookup(key) {
-            best = best.min(r);
+        if let Some(slot) = st.lookup(key) {
+            let r = tables.rules.get(slot as usize).rank();
+            if best == NO_RULE || r > best_rank {
+                (best, best_rank) = (slot, r);
+            }
         }
     }
     best

@@ -1,0 +1,110 @@
+//! A vector split into shared, copy-on-write chunks: cloning it copies only
+//! the chunk pointers, and changing one element copies only its chunk. This
+//! is what lets a transaction build the next generation of tables in time
+//! proportional to what it changes, while workers read the current one.
+
+use std::sync::Arc;
+
+/// Elements per chunk.
+pub const CHUNK: usize = 1024;
+
+/// A copy-on-write chunked vector.
+#[derive(Debug)]
+pub struct Chunked<T> {
+    chunks: Vec<Arc<Vec<T>>>,
+    len: usize,
+}
+
+impl<T> Clone for Chunked<T> {
+    fn clone(&self) -> Self {
+        Chunked {
+            chunks: self.chunks.clone(),
+            len: self.len,
+        }
+    }
+}
+
+impl<T> Default for Chunked<T> {
+    fn default() -> Self {
+        Chunked {
+            chunks: Vec::new(),
+            len: 0,
+        }
+    }
+}
+
+impl<T: Clone> Chunked<T> {
+    /// Number of elements.
+    pub fn len(&self) -> usize {
+        self.len
+    }
+
+    /// Whether it is empty.
+    pub fn is_empty(&self) -> bool {
+        self.len == 0
+    }
+
+    /// Element `i`.
+    ///
+    /// # Panics
+    /// If `i` is out of bounds.
+    #[inline]
+    pub fn get(&self, i: usize) -> &T {
+        &self.chunks[i / CHUNK][i % CHUNK]
+    }
+
+    /// Element `i`, if in bounds.
+    #[inline]
+    pub fn try_get(&self, i: usize) -> Option<&T> {
+        self.chunks.get(i / CHUNK)?.get(i % CHUNK)
+    }
+
+    /// Replaces element `i`, copying its chunk if it is shared.
+    pub fn set(&mut self, i: usize, value: T) {
+        Arc::make_mut(&mut self.chunks[i / CHUNK])[i % CHUNK] = value;
+    }
+
+    /// Appends, returning the new element's index.
+    pub fn push(&mut self, value: T) -> usize {
+        if self.len.is_multiple_of(CHUNK) {
+            self.chunks.push(Arc::new(Vec::with_capacity(CHUNK)));
+        }
+        Arc::make_mut(self.chunks.last_mut().expect("a chunk was just ensured")).push(value);
+        self.len += 1;
+        self.len - 1
+    }
+
+    /// The elements in order.
+    pub fn iter(&self) -> impl Iterator<Item = &T> {
+        self.chunks.iter().flat_map(|c| c.iter())
+    }
+
+    /// Heap bytes held (counting shared chunks in full).
+    pub fn heap_bytes(&self) -> usize {
+        self.chunks.capacity() * size_of::<Arc<Vec<T>>>()
+            + self
+                .chunks
+                .iter()
+                .map(|c| c.capacity() * size_of::<T>() + 16)
+                .sum::<usize>()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_change_copies_only_its_chunk() {
+        let mut a = Chunked::default();
+        for i in 0..3 * CHUNK {
+            a.push(i);
+        }
+        let mut b = a.clone();
+        b.set(CHUNK + 5, 0);
+        assert_eq!(*a.get(CHUNK + 5), CHUNK + 5);
+        assert_eq!(*b.get(CHUNK + 5), 0);
+        assert!(Arc::ptr_eq(&a.chunks[0], &b.chunks[0]));
+        assert!(!Arc::ptr_eq(&a.chunks[1], &b.chunks[1]));
+    }
+}
