@@ -6,94 +6,22 @@
 //!   baseline: parse + `std::collections::HashMap` keyed by the 5-tuple.
 //! - `tuple_space/16masks_100k`: parse + tuple-space search with no cache;
 //!   baseline: a linear scan over the rules sorted by (priority, id).
-//! - `compile/1M`: compile a million exact rules.
 
 use criterion::{BenchmarkId, Criterion, Throughput, criterion_group, criterion_main};
 use dse_datapath::compile::MaskedKey;
 use dse_datapath::pipeline::{Installed, Pipeline, Verdict, parse, search};
-use dse_datapath::rule::{Action, IpPrefix, IpProto, Masked, Match, PortDef, Rule, RuleSet};
+use dse_datapath::rule::Rule;
 use dse_datapath::{Frame, compile};
 use std::collections::HashMap;
 use std::hint::black_box;
-use std::net::{IpAddr, Ipv4Addr};
+
+mod common;
+
+use common::*;
 
 const BATCH: usize = 32;
 
 type FiveTuple = ([u8; 4], [u8; 4], u8, u16, u16);
-
-fn ports() -> Vec<PortDef> {
-    (0..2)
-        .map(|i| PortDef {
-            name: format!("p{i}"),
-            index: i,
-            default: Default::default(),
-        })
-        .collect()
-}
-
-fn flow_src(i: u32) -> [u8; 4] {
-    (0x0a00_0000 | i).to_be_bytes()
-}
-
-fn flow_sport(i: u32) -> u16 {
-    1024 + (i % 50_000) as u16
-}
-
-fn exact_rules(n: u32) -> RuleSet {
-    let rules = (0..n)
-        .map(|i| Rule {
-            id: i,
-            priority: 10,
-            matches: Match {
-                ip_src: Some(IpPrefix {
-                    addr: IpAddr::V4(Ipv4Addr::from(flow_src(i))),
-                    len: 32,
-                }),
-                ip_dst: Some(IpPrefix {
-                    addr: IpAddr::V4(Ipv4Addr::new(192, 168, 0, 1)),
-                    len: 32,
-                }),
-                ip_proto: Some(IpProto(17)),
-                l4_src: Some(Masked {
-                    value: flow_sport(i),
-                    mask: 0xffff,
-                }),
-                l4_dst: Some(Masked {
-                    value: 53,
-                    mask: 0xffff,
-                }),
-                ..Match::default()
-            },
-            actions: vec![Action::Output("p1".into())],
-        })
-        .collect();
-    RuleSet {
-        ports: ports(),
-        meters: vec![],
-        rules,
-    }
-}
-
-fn template() -> Vec<u8> {
-    let mut v = Vec::new();
-    etherparse::PacketBuilder::ethernet2([2, 0, 0, 0, 0, 1], [2, 0, 0, 0, 0, 2])
-        .ipv4([10, 0, 0, 0], [192, 168, 0, 1], 64)
-        .udp(1024, 53)
-        .write(&mut v, &[0u8; 18])
-        .expect("builds");
-    v
-}
-
-/// A xorshift generator: the traffic picks flows uniformly at random.
-struct Rng(u64);
-impl Rng {
-    fn next(&mut self) -> u64 {
-        self.0 ^= self.0 << 13;
-        self.0 ^= self.0 >> 7;
-        self.0 ^= self.0 << 17;
-        self.0
-    }
-}
 
 fn aim(frame: &mut Frame, flow: u32) {
     let d = frame.data_mut();
@@ -108,9 +36,7 @@ fn cache_hit(c: &mut Criterion) {
         let set = exact_rules(n);
         let inst = Installed::build(1, &set).expect("compiles");
         // Room for every flow: a set-associative cache at half load rarely evicts.
-        let mut pipeline = Pipeline::new(
-            0,
-            (n as usize * 2).max(dse_datapath::pipeline::DEFAULT_CACHE_ENTRIES),
+        let mut pipeline = Pipeline::new((n as usize * 2).max(dse_datapath::pipeline::DEFAULT_CACHE_ENTRIES),
         );
         let mut frames: Vec<Frame> = (0..BATCH).map(|_| Frame::new(&template())).collect();
         let mut verdicts = Vec::with_capacity(BATCH);
@@ -165,38 +91,6 @@ fn cache_hit(c: &mut Criterion) {
     g.finish();
 }
 
-/// 100k rules over 16 masks: prefixes of 16 different lengths on ip_src, with a port.
-fn wildcard_rules() -> RuleSet {
-    let rules = (0..100_000u32)
-        .map(|i| {
-            let len = 16 + (i % 16) as u8;
-            let base = u32::from_be_bytes(flow_src(i * 7919)) & (!0u32 << (32 - len));
-            Rule {
-                id: i,
-                priority: u32::from(len),
-                matches: Match {
-                    ip_src: Some(IpPrefix {
-                        addr: IpAddr::V4(Ipv4Addr::from(base)),
-                        len,
-                    }),
-                    ip_proto: Some(IpProto(17)),
-                    l4_dst: Some(Masked {
-                        value: (i % 1000) as u16,
-                        mask: 0xffff,
-                    }),
-                    ..Match::default()
-                },
-                actions: vec![Action::Output("p1".into())],
-            }
-        })
-        .collect();
-    RuleSet {
-        ports: ports(),
-        meters: vec![],
-        rules,
-    }
-}
-
 fn tuple_space(c: &mut Criterion) {
     let mut g = c.benchmark_group("tuple_space");
     let set = wildcard_rules();
@@ -241,21 +135,10 @@ fn tuple_space(c: &mut Criterion) {
     g.finish();
 }
 
-fn compile_1m(c: &mut Criterion) {
-    let mut g = c.benchmark_group("compile");
-    g.sample_size(10);
-    let set = exact_rules(1_000_000);
-    g.throughput(Throughput::Elements(1_000_000));
-    g.bench_function("dse/1M_exact_rules", |b| {
-        b.iter(|| black_box(compile(&set).expect("compiles")))
-    });
-    g.finish();
-}
-
 // In a private module: criterion_group! generates an undocumented public function.
 mod group {
     use super::*;
-    criterion_group!(benches, cache_hit, tuple_space, compile_1m);
+    criterion_group!(benches, cache_hit, tuple_space);
 }
 use group::benches;
 criterion_main!(benches);

@@ -139,16 +139,35 @@ impl EmuDatapath {
     /// Runs `f` with every worker parked between batches (frames wait in
     /// their queues; none is lost), for changes that renumber rule slots.
     fn paused<T>(&self, f: impl FnOnce() -> T) -> T {
+        let held = self.shared.pause.swap(true, Ordering::SeqCst);
+        self.wait_parked();
+        let out = f();
+        self.shared.pause.store(held, Ordering::SeqCst);
+        out
+    }
+
+    /// Parks every worker between batches until [`EmuDatapath::release`];
+    /// frames queue up meanwhile. Benchmarks use it to fill the queues first.
+    pub fn hold(&self) {
         self.shared.pause.store(true, Ordering::SeqCst);
+        self.wait_parked();
+    }
+
+    /// Lets the workers go on after [`EmuDatapath::hold`].
+    pub fn release(&self) {
+        self.shared.pause.store(false, Ordering::SeqCst);
+        for t in &self.threads {
+            t.thread().unpark();
+        }
+    }
+
+    fn wait_parked(&self) {
         for (i, a) in self.shared.active.iter().enumerate() {
             while !matches!(a.load(Ordering::SeqCst), IDLE | PARKED) {
                 self.threads[i].thread().unpark();
                 std::thread::yield_now();
             }
         }
-        let out = f();
-        self.shared.pause.store(false, Ordering::SeqCst);
-        out
     }
 
     /// Replaces everything (new slots): workers are parked, counters move by rule id.
