@@ -24,12 +24,25 @@ fn main() {
             let rule = Rule {
                 id,
                 priority: 50,
-                matches: Match { ip_proto: Some(IpProto(17)), l4_dst: Some(Masked { value: (i % 60_000) as u16, mask: 0xffff }), ..Match::default() },
+                matches: Match {
+                    ip_proto: Some(IpProto(17)),
+                    l4_dst: Some(Masked {
+                        value: (i % 60_000) as u16,
+                        mask: 0xffff,
+                    }),
+                    ..Match::default()
+                },
                 actions: vec![Action::Drop],
             };
-            Transaction::Patch { upsert: vec![rule], remove: vec![] }
+            Transaction::Patch {
+                upsert: vec![rule],
+                remove: vec![],
+            }
         } else {
-            Transaction::Patch { upsert: vec![], remove: vec![id] }
+            Transaction::Patch {
+                upsert: vec![],
+                remove: vec![id],
+            }
         };
         let start = Instant::now();
         dp.apply(txn).expect("applies");

@@ -25,7 +25,9 @@ fn compile_1m(c: &mut Criterion) {
     g.sample_size(10);
     let set = exact_rules(1_000_000);
     g.throughput(Throughput::Elements(1_000_000));
-    g.bench_function("dse/1M_exact_rules", |b| b.iter(|| black_box(compile(&set).expect("compiles"))));
+    g.bench_function("dse/1M_exact_rules", |b| {
+        b.iter(|| black_box(compile(&set).expect("compiles")))
+    });
     g.bench_function("std_hashmap_baseline/1M_exact_rules", |b| {
         b.iter(|| {
             let mut m = HashMap::with_capacity(set.rules.len());
@@ -43,10 +45,18 @@ fn apply_1m(c: &mut Criterion) {
     g.sample_size(10);
     g.throughput(Throughput::Elements(1_000_000));
     let full = exact_rules(1_000_000);
-    let empty = RuleSet { rules: vec![], ..full.clone() };
+    let empty = RuleSet {
+        rules: vec![],
+        ..full.clone()
+    };
     g.bench_function("dse/1M_rules_into_running_emu", |b| {
         b.iter_batched(
-            || (EmuDatapath::start(empty.clone(), EmuConfig::default()).expect("starts"), full.clone()),
+            || {
+                (
+                    EmuDatapath::start(empty.clone(), EmuConfig::default()).expect("starts"),
+                    full.clone(),
+                )
+            },
             |(dp, set)| {
                 dp.apply(Transaction::Replace(set)).expect("applies");
                 dp
@@ -74,20 +84,29 @@ fn emu_scaling(c: &mut Criterion) {
         })
         .collect();
     for workers in [1usize, 2] {
-        let dp = EmuDatapath::start(set.clone(), EmuConfig { workers, queue_depth: N, ..EmuConfig::default() }).expect("starts");
+        let dp = EmuDatapath::start(
+            set.clone(),
+            EmuConfig {
+                workers,
+                queue_depth: N,
+                ..EmuConfig::default()
+            },
+        )
+        .expect("starts");
         g.bench_function(BenchmarkId::new("dse", format!("{workers}_workers")), |b| {
             b.iter_custom(|iters| {
                 let mut total = Duration::ZERO;
                 for _ in 0..iters {
                     dp.hold();
-                    let before = dp.stats().processed();
+                    let before = dp.processed();
                     for f in &frames {
                         dp.inject(0, Frame::new(f)).expect("queue has room");
                     }
                     let start = Instant::now();
                     dp.release();
-                    while dp.stats().processed() < before + N as u64 {
-                        std::hint::spin_loop();
+                    // Sleep rather than spin: this thread must not take a core from the workers.
+                    while dp.processed() < before + N as u64 {
+                        std::thread::sleep(Duration::from_micros(50));
                     }
                     total += start.elapsed();
                     while dp.recv(1).is_some() {}

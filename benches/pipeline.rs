@@ -36,8 +36,8 @@ fn cache_hit(c: &mut Criterion) {
         let set = exact_rules(n);
         let inst = Installed::build(1, &set).expect("compiles");
         // Room for every flow: a set-associative cache at half load rarely evicts.
-        let mut pipeline = Pipeline::new((n as usize * 2).max(dse_datapath::pipeline::DEFAULT_CACHE_ENTRIES),
-        );
+        let mut pipeline =
+            Pipeline::new((n as usize * 2).max(dse_datapath::pipeline::DEFAULT_CACHE_ENTRIES));
         let mut frames: Vec<Frame> = (0..BATCH).map(|_| Frame::new(&template())).collect();
         let mut verdicts = Vec::with_capacity(BATCH);
         // Warm the cache with every flow.

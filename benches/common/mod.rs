@@ -110,4 +110,3 @@ pub fn wildcard_rules() -> RuleSet {
         rules,
     }
 }
-

@@ -21,9 +21,10 @@ pub use key::{FLAG_IP, FLAG_L4, FlowKey, MaskedKey, TUNNEL_PRESENT, VLAN_PRESENT
 pub use subtable::Subtable;
 pub use tables::*;
 
-use crate::rule::{MeterDef, MeterUnit, PortDef, Rule, RuleError, RuleSet};
+use crate::rule::{MeterUnit, Rule, RuleError, RuleSet};
 use encode::{OptionPool, encode_action};
-use std::collections::{BTreeMap, HashMap, HashSet, VecDeque};
+use rustc_hash::{FxHashMap, FxHashSet};
+use std::collections::{BTreeMap, VecDeque};
 use std::sync::Arc;
 
 /// Compiles a rule set, validating it first.
@@ -32,14 +33,12 @@ use std::sync::Arc;
 /// [`RuleError`] for invalid input, or when the rules need more than
 /// [`MAX_MASKS`] distinct masks (naming the first rule over the limit).
 pub fn compile(set: &RuleSet) -> Result<CompiledTables, RuleError> {
-    Ok(Compiler::new(set)?.tables)
-}
-
-struct Placed {
-    rule: Rule,
-    slot: u32,
-    mask: u32,
-    value: FlowKey,
+    set.validate()?;
+    let mut order: Vec<&Rule> = set.rules.iter().collect();
+    order.sort_unstable_by_key(|r| core::cmp::Reverse(rank(r.priority, r.id)));
+    let mut c = Compiler::empty(set);
+    c.build(&order)?;
+    Ok(c.tables)
 }
 
 #[derive(Default)]
@@ -51,15 +50,19 @@ struct MaskState {
 
 /// The compiler with its index of what is installed, for incremental patches.
 pub struct Compiler {
-    ports: Vec<PortDef>,
-    meters: Vec<MeterDef>,
-    placed: HashMap<u32, Placed>,
+    /// Ports and meters (no rules): what rules are checked and encoded against.
+    frame: RuleSet,
+    /// Rule id -> slot.
+    placed: FxHashMap<u32, u32>,
+    /// The installed rules by slot.
+    sources: Vec<Option<Rule>>,
     masks: Vec<MaskState>,
-    mask_ids: HashMap<FlowKey, u32>,
+    mask_ids: FxHashMap<FlowKey, u32>,
     /// Slots of rules hidden behind a better rule with the same mask and masked key.
-    shadow: HashMap<(u32, FlowKey), Vec<u32>>,
-    interned: HashMap<Vec<ActionRecord>, u32>,
+    shadow: FxHashMap<(u32, FlowKey), Vec<u32>>,
+    interned: FxHashMap<Vec<ActionRecord>, u32>,
     options: OptionPool,
+    scratch: Vec<ActionRecord>,
     /// Freed slots and the generation that freed them.
     free: VecDeque<(u64, u32)>,
     tables: CompiledTables,
@@ -84,36 +87,53 @@ fn too_many_masks(rule: u32) -> RuleError {
 }
 
 impl Compiler {
-    /// Validates and compiles `set` from scratch.
+    /// Validates and compiles `set` from scratch, keeping its rules.
     ///
     /// # Errors
     /// As [`compile`].
-    pub fn new(set: &RuleSet) -> Result<Compiler, RuleError> {
+    pub fn new(set: RuleSet) -> Result<Compiler, RuleError> {
         set.validate()?;
-        if set.rules.len() > MAX_RULES {
+        let RuleSet {
+            ports,
+            meters,
+            mut rules,
+        } = set;
+        rules.sort_unstable_by_key(|r| core::cmp::Reverse(rank(r.priority, r.id)));
+        let mut c = Compiler::empty(&RuleSet {
+            ports,
+            meters,
+            rules: Vec::new(),
+        });
+        {
+            let order: Vec<&Rule> = rules.iter().collect();
+            c.build(&order)?;
+        }
+        c.sources = rules.into_iter().map(Some).collect();
+        Ok(c)
+    }
+
+    /// Installs `order` (validated, best first) into an empty compiler, rule i in slot i.
+    fn build(&mut self, order: &[&Rule]) -> Result<(), RuleError> {
+        if order.len() > MAX_RULES {
             return Err(RuleError::Document {
                 field: "rules".into(),
-                reason: format!("{} rules, at most {MAX_RULES}", set.rules.len()),
+                reason: format!("{} rules, at most {MAX_RULES}", order.len()),
             });
         }
-        let mut order: Vec<&Rule> = set.rules.iter().collect();
-        order.sort_unstable_by_key(|r| core::cmp::Reverse(rank(r.priority, r.id)));
         let keys: Vec<MaskedKey> = order
             .iter()
-            .map(|r| MaskedKey::from_match(&r.matches, set))
+            .map(|r| MaskedKey::from_match(&r.matches, &self.frame))
             .collect();
-
-        let mut c = Compiler::empty(set);
         let mut counts: Vec<usize> = Vec::new();
         let mut mask_of = Vec::with_capacity(order.len());
         for (r, k) in order.iter().zip(&keys) {
-            let next = c.masks.len() as u32;
-            let m = *c.mask_ids.entry(k.mask).or_insert(next);
+            let next = self.masks.len() as u32;
+            let m = *self.mask_ids.entry(k.mask).or_insert(next);
             if m == next {
                 if next as usize == MAX_MASKS {
                     return Err(too_many_masks(r.id));
                 }
-                c.masks.push(MaskState {
+                self.masks.push(MaskState {
                     mask: k.mask,
                     ranks: BTreeMap::new(),
                 });
@@ -122,7 +142,7 @@ impl Compiler {
             counts[m as usize] += 1;
             mask_of.push(m);
         }
-        let mut subtables: Vec<Subtable> = c
+        let mut subtables: Vec<Subtable> = self
             .masks
             .iter()
             .zip(&counts)
@@ -133,33 +153,30 @@ impl Compiler {
                 st
             })
             .collect();
-        let mut rules = Chunked::default();
+        let mut ranks: Vec<Vec<u64>> = counts.iter().map(|n| Vec::with_capacity(*n)).collect();
+        self.placed.reserve(order.len());
         for (slot, (r, k)) in order.iter().zip(&keys).enumerate() {
             let (m, slot) = (mask_of[slot], slot as u32);
-            let record = c.record(r, set);
-            rules.push(record);
+            let record = self.record(r, None);
+            self.tables.rules.push(record);
             let rk = rank(r.priority, r.id);
-            c.masks[m as usize].ranks.insert(rk, ());
+            ranks[m as usize].push(rk);
             let st = &mut subtables[m as usize];
             st.best_rank = st.best_rank.max(rk);
             if st.insert(&k.value, slot).is_err() {
                 // Rules come best first: the one already there wins.
-                c.shadow.entry((m, k.value)).or_default().push(slot);
+                self.shadow.entry((m, k.value)).or_default().push(slot);
             }
-            c.placed.insert(
-                r.id,
-                Placed {
-                    rule: (*r).clone(),
-                    slot,
-                    mask: m,
-                    value: k.value,
-                },
-            );
+            self.placed.insert(r.id, slot);
         }
-        c.tables.rules = rules;
-        c.tables.subtables = subtables.into_iter().map(Arc::new).collect();
-        c.tables.options = Arc::new(c.options.bytes.clone());
-        Ok(c)
+        for (state, mut list) in self.masks.iter_mut().zip(ranks) {
+            list.reverse();
+            // Sorted input: a bulk build.
+            state.ranks = list.into_iter().map(|r| (r, ())).collect();
+        }
+        self.tables.subtables = subtables.into_iter().map(Arc::new).collect();
+        self.tables.options = Arc::new(self.options.bytes.clone());
+        Ok(())
     }
 
     fn empty(set: &RuleSet) -> Compiler {
@@ -181,14 +198,19 @@ impl Compiler {
             })
             .collect();
         Compiler {
-            ports: set.ports.clone(),
-            meters: set.meters.clone(),
-            placed: HashMap::new(),
+            frame: RuleSet {
+                ports: set.ports.clone(),
+                meters: set.meters.clone(),
+                rules: Vec::new(),
+            },
+            placed: FxHashMap::default(),
+            sources: Vec::new(),
             masks: Vec::new(),
-            mask_ids: HashMap::new(),
-            shadow: HashMap::new(),
-            interned: HashMap::new(),
+            mask_ids: FxHashMap::default(),
+            shadow: FxHashMap::default(),
+            interned: FxHashMap::default(),
             options: OptionPool::default(),
+            scratch: Vec::new(),
             free: VecDeque::new(),
             tables: CompiledTables {
                 rules: Chunked::default(),
@@ -202,27 +224,29 @@ impl Compiler {
         }
     }
 
-    /// The rule's record, interning its action list.
-    fn record(&mut self, r: &Rule, set: &RuleSet) -> RuleRecord {
+    /// The rule's record, interning its action list. `set` supplies ports
+    /// and meters (the compiler's own frame when `None`).
+    fn record(&mut self, r: &Rule, set: Option<&RuleSet>) -> RuleRecord {
+        let set = set.unwrap_or(&self.frame);
         let lookup = |name: &str| {
             set.meters
                 .iter()
                 .position(|m| m.name == name)
                 .expect("validated meter") as u32
         };
-        let list: Vec<ActionRecord> = r
-            .actions
-            .iter()
-            .map(|a| encode_action(a, set, &lookup, &mut self.options))
-            .collect();
-        let first = match self.interned.get(&list) {
+        self.scratch.clear();
+        for a in &r.actions {
+            self.scratch
+                .push(encode_action(a, set, &lookup, &mut self.options));
+        }
+        let first = match self.interned.get(self.scratch.as_slice()) {
             Some(&f) => f,
             None => {
                 let f = self.tables.actions.len() as u32;
-                for a in &list {
+                for a in &self.scratch {
                     self.tables.actions.push(*a);
                 }
-                self.interned.insert(list.clone(), f);
+                self.interned.insert(self.scratch.clone(), f);
                 f
             }
         };
@@ -230,7 +254,7 @@ impl Compiler {
             id: r.id,
             priority: r.priority,
             first_action: first,
-            n_actions: list.len() as u16,
+            n_actions: self.scratch.len() as u16,
             live: 1,
         }
     }
@@ -242,7 +266,7 @@ impl Compiler {
 
     /// The slot of rule `id`.
     pub fn slot_of(&self, id: u32) -> Option<u32> {
-        self.placed.get(&id).map(|p| p.slot)
+        self.placed.get(&id).copied()
     }
 
     /// Number of installed rules.
@@ -257,11 +281,11 @@ impl Compiler {
 
     /// The installed rule set (rules in id order).
     pub fn rule_set(&self) -> RuleSet {
-        let mut rules: Vec<Rule> = self.placed.values().map(|p| p.rule.clone()).collect();
+        let mut rules: Vec<Rule> = self.sources.iter().flatten().cloned().collect();
         rules.sort_unstable_by_key(|r| r.id);
         RuleSet {
-            ports: self.ports.clone(),
-            meters: self.meters.clone(),
+            ports: self.frame.ports.clone(),
+            meters: self.frame.meters.clone(),
             rules,
         }
     }
@@ -269,12 +293,12 @@ impl Compiler {
     /// Whether `set` has the same ports and meters as what is installed, so
     /// that it can be reached by a patch.
     pub fn same_frame(&self, set: &RuleSet) -> bool {
-        set.ports == self.ports && set.meters == self.meters
+        set.ports == self.frame.ports && set.meters == self.frame.meters
     }
 
     /// The patch that turns what is installed into `set` (same ports and meters).
-    pub fn diff(&self, set: &RuleSet) -> (Vec<Rule>, Vec<u32>) {
-        let wanted: HashSet<u32> = set.rules.iter().map(|r| r.id).collect();
+    pub fn diff(&self, set: RuleSet) -> (Vec<Rule>, Vec<u32>) {
+        let wanted: FxHashSet<u32> = set.rules.iter().map(|r| r.id).collect();
         let remove = self
             .placed
             .keys()
@@ -283,11 +307,19 @@ impl Compiler {
             .collect();
         let upsert = set
             .rules
-            .iter()
-            .filter(|r| self.placed.get(&r.id).is_none_or(|p| p.rule != **r))
-            .cloned()
+            .into_iter()
+            .filter(|r| {
+                self.placed
+                    .get(&r.id)
+                    .is_none_or(|&s| self.sources[s as usize].as_ref() != Some(r))
+            })
             .collect();
         (upsert, remove)
+    }
+
+    fn key_of(&self, rule: &Rule) -> (u32, FlowKey) {
+        let mk = MaskedKey::from_match(&rule.matches, &self.frame);
+        (self.mask_ids[&mk.mask], mk.value)
     }
 
     /// Removes the rules `remove` and adds or replaces (by id) the rules in
@@ -305,8 +337,8 @@ impl Compiler {
         min_active: u64,
     ) -> Result<Patched, RuleError> {
         let frame = RuleSet {
-            ports: self.ports.clone(),
-            meters: self.meters.clone(),
+            ports: self.frame.ports.clone(),
+            meters: self.frame.meters.clone(),
             rules: upsert,
         };
         frame.validate()?;
@@ -325,27 +357,28 @@ impl Compiler {
             .map(|r| MaskedKey::from_match(&r.matches, &frame))
             .collect();
         // Masks in use afterwards, and slots needed.
-        let mut delta: HashMap<FlowKey, i64> = HashMap::new();
-        let leaving: HashSet<u32> = remove
+        let leaving: FxHashSet<u32> = remove
             .iter()
             .chain(frame.rules.iter().map(|r| &r.id))
             .filter(|id| self.placed.contains_key(id))
             .copied()
             .collect();
+        let mut delta: FxHashMap<FlowKey, i64> = FxHashMap::default();
         for id in &leaving {
-            *delta
-                .entry(self.masks[self.placed[id].mask as usize].mask)
-                .or_default() -= 1;
+            let rule = self.sources[self.placed[id] as usize]
+                .as_ref()
+                .expect("placed rules have sources");
+            let (m, _) = self.key_of(rule);
+            *delta.entry(self.masks[m as usize].mask).or_default() -= 1;
         }
-        let freed = leaving.len();
-        let live = |m: &FlowKey, delta: &HashMap<FlowKey, i64>| {
+        let live = |m: &FlowKey, delta: &FxHashMap<FlowKey, i64>| {
             let now = self
                 .mask_ids
                 .get(m)
                 .map_or(0, |&i| self.masks[i as usize].ranks.len() as i64);
             now + delta.get(m).copied().unwrap_or(0) > 0
         };
-        let mut in_use: HashSet<FlowKey> = self
+        let mut in_use: FxHashSet<FlowKey> = self
             .mask_ids
             .keys()
             .filter(|m| live(m, &delta))
@@ -357,7 +390,7 @@ impl Compiler {
                 return Err(too_many_masks(r.id));
             }
         }
-        if self.placed.len() - freed + frame.rules.len() > MAX_RULES {
+        if self.placed.len() - leaving.len() + frame.rules.len() > MAX_RULES {
             return Err(RuleError::Document {
                 field: "rules".into(),
                 reason: format!("more than {MAX_RULES} rules"),
@@ -365,32 +398,21 @@ impl Compiler {
         }
 
         // Validated: from here on nothing fails.
-        let mut touched: HashSet<u32> = HashSet::new();
-        let mut gone: Vec<u32> = remove.to_vec();
-        gone.extend(
-            frame
-                .rules
-                .iter()
-                .map(|r| r.id)
-                .filter(|id| self.placed.contains_key(id)),
-        );
-        for id in gone {
-            if let Some(p) = self.placed.remove(&id) {
-                self.unplace(&p, generation);
-                touched.insert(p.mask);
-            }
+        let mut touched: FxHashSet<u32> = FxHashSet::default();
+        for id in leaving {
+            touched.insert(self.unplace(id, generation));
         }
         let mut new_slots = Vec::with_capacity(frame.rules.len());
-        for (r, k) in frame.rules.iter().zip(&keys) {
+        for (r, k) in frame.rules.into_iter().zip(keys) {
             let slot = self.take_slot(min_active);
-            let record = self.record(r, &frame);
+            let record = self.record(&r, None);
             if slot as usize == self.tables.rules.len() {
                 self.tables.rules.push(record);
+                self.sources.push(None);
             } else {
                 self.tables.rules.set(slot as usize, record);
             }
-            let m = self.place(r.clone(), slot, *k);
-            touched.insert(m);
+            touched.insert(self.place(r, slot, k));
             new_slots.push(slot);
         }
         if self.tables.options.len() != self.options.bytes.len() {
@@ -448,29 +470,29 @@ impl Compiler {
             };
             self.shadow.entry((m, k.value)).or_default().push(hidden);
         }
-        self.placed.insert(
-            rule.id,
-            Placed {
-                rule,
-                slot,
-                mask: m,
-                value: k.value,
-            },
-        );
+        self.placed.insert(rule.id, slot);
+        self.sources[slot as usize] = Some(rule);
         m
     }
 
-    fn unplace(&mut self, p: &Placed, generation: u64) {
-        let rk = rank(p.rule.priority, p.rule.id);
-        self.masks[p.mask as usize].ranks.remove(&rk);
-        let key = (p.mask, p.value);
+    /// Takes rule `id` out; returns its mask.
+    fn unplace(&mut self, id: u32, generation: u64) -> u32 {
+        let slot = self.placed.remove(&id).expect("checked by the caller");
+        let rule = self.sources[slot as usize]
+            .take()
+            .expect("placed rules have sources");
+        let (m, value) = self.key_of(&rule);
+        self.masks[m as usize]
+            .ranks
+            .remove(&rank(rule.priority, rule.id));
+        let key = (m, value);
         let in_table = self
             .tables
             .subtables
             .iter()
-            .find(|s| s.id == p.mask)
-            .and_then(|s| s.lookup(&p.value))
-            == Some(p.slot);
+            .find(|s| s.id == m)
+            .and_then(|s| s.lookup(&value))
+            == Some(slot);
         if in_table {
             // Expose the best rule it was hiding, if any.
             let promoted = self.shadow.get_mut(&key).and_then(|hidden| {
@@ -479,26 +501,27 @@ impl Compiler {
                     (0..hidden.len()).max_by_key(|&i| rules.get(hidden[i] as usize).rank())?;
                 Some(hidden.swap_remove(best))
             });
-            let st = self.subtable_mut(p.mask);
+            let st = self.subtable_mut(m);
             match promoted {
                 Some(s) => {
-                    st.replace(&p.value, s);
+                    st.replace(&value, s);
                 }
                 None => {
-                    st.remove(&p.value);
+                    st.remove(&value);
                 }
             }
         } else if let Some(hidden) = self.shadow.get_mut(&key) {
-            hidden.retain(|&s| s != p.slot);
+            hidden.retain(|&s| s != slot);
         }
         if self.shadow.get(&key).is_some_and(Vec::is_empty) {
             self.shadow.remove(&key);
         }
-        self.tables.rules.set(p.slot as usize, RuleRecord::EMPTY);
-        self.free.push_back((generation, p.slot));
+        self.tables.rules.set(slot as usize, RuleRecord::EMPTY);
+        self.free.push_back((generation, slot));
+        m
     }
 
-    fn refresh_subtables(&mut self, touched: &HashSet<u32>) {
+    fn refresh_subtables(&mut self, touched: &FxHashSet<u32>) {
         for &m in touched {
             let best = self.masks[m as usize]
                 .ranks

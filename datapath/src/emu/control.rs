@@ -14,8 +14,8 @@ use crate::snapshot::Snapshot;
 use arc_swap::ArcSwap;
 use crossbeam::queue::ArrayQueue;
 use std::collections::BTreeMap;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard, OnceLock};
 use std::thread::JoinHandle;
 use std::time::Instant;
 
@@ -30,8 +30,14 @@ pub(super) struct Shared {
     pub(super) config: EmuConfig,
     pub(super) current: ArcSwap<Installed>,
     pub(super) rx: Vec<ArrayQueue<(u16, Frame)>>,
-    pub(super) out: Vec<ArrayQueue<Egress>>,
-    pub(super) host: ArrayQueue<Egress>,
+    /// Per worker, per port index: frames sent out of that port. Each
+    /// worker has its own queues (no producer contention); a queue is made
+    /// on first use.
+    pub(super) out: Vec<Vec<OnceLock<ArrayQueue<Egress>>>>,
+    /// Per worker: frames handed to the host stack.
+    pub(super) host: Vec<ArrayQueue<Egress>>,
+    /// Where the next `recv` starts looking, for fairness between workers.
+    next_worker: AtomicUsize,
     pub(super) overflow: Vec<Counter>,
     pub(super) stop: AtomicBool,
     /// Workers park at their next batch while set.
@@ -42,6 +48,17 @@ pub(super) struct Shared {
 }
 
 impl Shared {
+    /// Worker `worker`'s output queue for port index `port`.
+    pub(super) fn out_queue(&self, worker: usize, port: u16) -> &ArrayQueue<Egress> {
+        self.out[worker][usize::from(port)].get_or_init(|| ArrayQueue::new(self.config.queue_depth))
+    }
+
+    fn pop_any(&self, mut pop: impl FnMut(usize) -> Option<Egress>) -> Option<Egress> {
+        let n = self.rx.len();
+        let start = self.next_worker.fetch_add(1, Ordering::Relaxed);
+        (0..n).find_map(|i| pop((start + i) % n))
+    }
+
     pub(super) fn now_ns(&self) -> u64 {
         self.clock.elapsed().as_nanos() as u64
     }
@@ -82,17 +99,20 @@ impl EmuDatapath {
             batch: config.batch.max(1),
             ..config
         };
-        let compiler = Compiler::new(&rules)?;
+        let compiler = Compiler::new(rules)?;
         let installed = Installed::new(1, compiler.tables().clone(), None);
         let shared = Arc::new(Shared {
             current: ArcSwap::from_pointee(installed),
             rx: (0..config.workers)
                 .map(|_| ArrayQueue::new(config.queue_depth))
                 .collect(),
-            out: (0..MAX_PORTS)
+            out: (0..config.workers)
+                .map(|_| (0..MAX_PORTS).map(|_| OnceLock::new()).collect())
+                .collect(),
+            host: (0..config.workers)
                 .map(|_| ArrayQueue::new(config.queue_depth))
                 .collect(),
-            host: ArrayQueue::new(config.queue_depth),
+            next_worker: AtomicUsize::new(0),
             overflow: (0..config.workers).map(|_| Counter::default()).collect(),
             stop: AtomicBool::new(false),
             pause: AtomicBool::new(false),
@@ -270,12 +290,22 @@ impl EmuDatapath {
 
     /// Takes the next frame sent out of port index `port`.
     pub fn recv(&self, port: u16) -> Option<Egress> {
-        self.shared.out.get(usize::from(port))?.pop()
+        if port >= MAX_PORTS {
+            return None;
+        }
+        self.shared
+            .pop_any(|w| self.shared.out[w][usize::from(port)].get()?.pop())
     }
 
     /// Takes the next frame handed to the host stack.
     pub fn recv_host(&self) -> Option<Egress> {
-        self.shared.host.pop()
+        self.shared.pop_any(|w| self.shared.host[w].pop())
+    }
+
+    /// Packets whose processing has finished (every verdict), cheaply: the
+    /// same number as [`Stats::processed`].
+    pub fn processed(&self) -> u64 {
+        self.stats.iter().map(|s| s.processed()).sum()
     }
 
     /// Frames lost because an output queue was full.
@@ -352,11 +382,11 @@ impl Datapath for EmuDatapath {
             Transaction::Patch { upsert, remove } => self.patch(&mut c, upsert, &remove),
             Transaction::Replace(set) if c.compiler.same_frame(&set) => {
                 set.validate()?;
-                let (upsert, remove) = c.compiler.diff(&set);
+                let (upsert, remove) = c.compiler.diff(set);
                 self.patch(&mut c, upsert, &remove)
             }
             Transaction::Replace(set) => {
-                let compiler = Compiler::new(&set)?;
+                let compiler = Compiler::new(set)?;
                 let generation = self.shared.current.load().generation + 1;
                 let counts = self.rule_counters_of(&c);
                 self.rebuild(&mut c, compiler, generation, &counts, None);
@@ -424,7 +454,7 @@ impl Datapath for EmuDatapath {
                 hint: "quiesce the datapath first",
             });
         }
-        let compiler = Compiler::new(&snapshot.rules)?;
+        let compiler = Compiler::new(snapshot.rules.clone())?;
         self.rebuild(
             &mut c,
             compiler,

@@ -67,9 +67,9 @@ pub(super) fn run(shared: &Shared, index: usize, mut pipeline: Pipeline) {
         active.store(IDLE, SeqCst);
         for ((frame, port), verdict) in frames.drain(..).zip(ports.drain(..)).zip(verdicts.iter()) {
             let out = match *verdict {
-                Verdict::Output(p) => &shared.out[usize::from(p)],
-                Verdict::Tx => &shared.out[usize::from(port)],
-                Verdict::Pass => &shared.host,
+                Verdict::Output(p) => shared.out_queue(index, p),
+                Verdict::Tx => shared.out_queue(index, port),
+                Verdict::Pass => &shared.host[index],
                 Verdict::Drop(_) => continue,
             };
             if out

@@ -149,6 +149,14 @@ impl Stats {
 }
 
 impl StatsBlock {
+    /// Packets whose processing has finished (every verdict).
+    pub fn processed(&self) -> u64 {
+        self.output.get_acquire()
+            + self.pass.get_acquire()
+            + self.tx.get_acquire()
+            + self.drops.iter().map(Counter::get_acquire).sum::<u64>()
+    }
+
     /// Adds this block into `s`.
     pub fn add_to(&self, s: &mut Stats) {
         s.rx_packets += self.rx_packets.get();
