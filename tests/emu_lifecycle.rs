@@ -166,6 +166,20 @@ fn counters_survive_transactions() {
     );
     assert!(!c.contains_key(&2), "removed rule has no counter");
     assert_eq!(c[&3].packets, 0);
+    // A replace that changes the ports renumbers every slot: counts move by id.
+    let mut wider = dp.rules();
+    wider.ports.push(dse_datapath::rule::PortDef {
+        name: "p9".into(),
+        index: 9,
+        default: Default::default(),
+    });
+    assert_eq!(dp.apply(Transaction::Replace(wider)).unwrap(), 3);
+    pump(&dp, 10, 53);
+    assert_eq!(
+        dp.rule_counters()[&1].packets,
+        410,
+        "rule 1 kept its count across a rebuild"
+    );
     let err = dp
         .apply(Transaction::Patch {
             upsert: vec![],
@@ -173,7 +187,7 @@ fn counters_survive_transactions() {
         })
         .unwrap_err();
     assert!(err.to_string().contains("rule 99"), "{err}");
-    assert_eq!(dp.generation(), 2, "a refused transaction changes nothing");
+    assert_eq!(dp.generation(), 3, "a refused transaction changes nothing");
 }
 
 #[test]

@@ -196,11 +196,20 @@ impl EmuDatapath {
         c: &mut Control,
         compiler: Compiler,
         generation: u64,
-        counts: &BTreeMap<u32, Count>,
+        counts: Option<&BTreeMap<u32, Count>>,
         buckets: Option<(&BTreeMap<String, Bucket>, u64)>,
     ) {
         self.paused(|| {
             let current = self.shared.current.load_full();
+            // With the workers parked, the counts read here are final.
+            let live;
+            let counts = match counts {
+                Some(c) => c,
+                None => {
+                    live = counts_by_id(&current.tables, self.counters.iter().map(|b| &**b));
+                    &live
+                }
+            };
             let next = Installed::new(generation, compiler.tables().clone(), Some(&current));
             for (slot, r) in next.tables.live_rules() {
                 let carried = counts.get(&r.id).copied().unwrap_or_default();
@@ -332,6 +341,19 @@ impl EmuDatapath {
         counts_by_id(&current.tables, self.counters.iter().map(|b| &**b))
     }
 
+    /// Whether `set` differs from what is installed in few enough rules
+    /// that patching beats rebuilding (a rough count: rules of either side
+    /// not in the other, by id).
+    fn small_change(compiler: &Compiler, set: &RuleSet) -> bool {
+        let absent = set
+            .rules
+            .iter()
+            .filter(|r| compiler.slot_of(r.id).is_none())
+            .count();
+        let removed = compiler.len().saturating_sub(set.rules.len() - absent);
+        absent + removed <= 1024 || (absent + removed) * 4 <= compiler.len()
+    }
+
     fn patch(
         &self,
         c: &mut Control,
@@ -380,16 +402,20 @@ impl Datapath for EmuDatapath {
         }
         match txn {
             Transaction::Patch { upsert, remove } => self.patch(&mut c, upsert, &remove),
-            Transaction::Replace(set) if c.compiler.same_frame(&set) => {
+            // A small change to the same ports and meters: patch, so that
+            // unchanged rules keep their slots and workers never pause.
+            Transaction::Replace(set)
+                if c.compiler.same_frame(&set) && Self::small_change(&c.compiler, &set) =>
+            {
                 set.validate()?;
                 let (upsert, remove) = c.compiler.diff(set);
                 self.patch(&mut c, upsert, &remove)
             }
+            // Otherwise a rebuild is faster; counters move by rule id.
             Transaction::Replace(set) => {
                 let compiler = Compiler::new(set)?;
                 let generation = self.shared.current.load().generation + 1;
-                let counts = self.rule_counters_of(&c);
-                self.rebuild(&mut c, compiler, generation, &counts, None);
+                self.rebuild(&mut c, compiler, generation, None, None);
                 Ok(generation)
             }
         }
@@ -459,7 +485,7 @@ impl Datapath for EmuDatapath {
             &mut c,
             compiler,
             snapshot.generation,
-            &snapshot.counters,
+            Some(&snapshot.counters),
             Some((&snapshot.meters, snapshot.clock_ns)),
         );
         Ok(())
