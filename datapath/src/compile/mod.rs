@@ -63,6 +63,8 @@ pub struct Compiler {
     interned: FxHashMap<Vec<ActionRecord>, u32>,
     options: OptionPool,
     scratch: Vec<ActionRecord>,
+    /// The last action list interned, and where.
+    last_list: Option<(Vec<ActionRecord>, u32)>,
     /// Freed slots and the generation that freed them.
     free: VecDeque<(u64, u32)>,
     tables: CompiledTables,
@@ -126,9 +128,19 @@ impl Compiler {
             .collect();
         let mut counts: Vec<usize> = Vec::new();
         let mut mask_of = Vec::with_capacity(order.len());
+        let mut last: Option<(FlowKey, u32)> = None;
         for (r, k) in order.iter().zip(&keys) {
+            // Neighbouring rules usually share a mask: skip hashing it again.
+            if let Some((mask, m)) = last
+                && mask == k.mask
+            {
+                counts[m as usize] += 1;
+                mask_of.push(m);
+                continue;
+            }
             let next = self.masks.len() as u32;
             let m = *self.mask_ids.entry(k.mask).or_insert(next);
+            last = Some((k.mask, m));
             if m == next {
                 if next as usize == MAX_MASKS {
                     return Err(too_many_masks(r.id));
@@ -211,6 +223,7 @@ impl Compiler {
             interned: FxHashMap::default(),
             options: OptionPool::default(),
             scratch: Vec::new(),
+            last_list: None,
             free: VecDeque::new(),
             tables: CompiledTables {
                 rules: Chunked::default(),
@@ -239,22 +252,31 @@ impl Compiler {
             self.scratch
                 .push(encode_action(a, set, &lookup, &mut self.options));
         }
-        let first = match self.interned.get(self.scratch.as_slice()) {
-            Some(&f) => f,
-            None => {
-                let f = self.tables.actions.len() as u32;
-                for a in &self.scratch {
-                    self.tables.actions.push(*a);
-                }
-                self.interned.insert(self.scratch.clone(), f);
-                f
+        let n_actions = self.scratch.len() as u16;
+        // Neighbouring rules often share an action list: skip hashing it again.
+        let first = match &self.last_list {
+            Some((list, first)) if *list == self.scratch => *first,
+            _ => {
+                let first = match self.interned.get(self.scratch.as_slice()) {
+                    Some(&f) => f,
+                    None => {
+                        let f = self.tables.actions.len() as u32;
+                        for a in &self.scratch {
+                            self.tables.actions.push(*a);
+                        }
+                        self.interned.insert(self.scratch.clone(), f);
+                        f
+                    }
+                };
+                self.last_list = Some((self.scratch.clone(), first));
+                first
             }
         };
         RuleRecord {
             id: r.id,
             priority: r.priority,
             first_action: first,
-            n_actions: self.scratch.len() as u16,
+            n_actions,
             live: 1,
         }
     }

@@ -185,7 +185,8 @@ impl RuleSet {
             ));
         }
         for (i, a) in r.actions.iter().enumerate() {
-            let field = format!("actions[{i}]");
+            // Formatted only on error: validation runs over every action of a million rules.
+            let field = || format!("actions[{i}]");
             let last = i + 1 == n;
             if a.is_terminal() != last {
                 let reason = if last {
@@ -193,20 +194,20 @@ impl RuleSet {
                 } else {
                     "a terminal action (output, drop, pass, tx, decap) must come last"
                 };
-                return Err(RuleError::rule(r.id, field, reason));
+                return Err(RuleError::rule(r.id, field(), reason));
             }
             match a {
                 Action::Output(p) if self.port(p).is_none() => {
                     return Err(RuleError::rule(
                         r.id,
-                        format!("{field}.output"),
+                        format!("{}.output", field()),
                         format!("unknown port `{p}`"),
                     ));
                 }
                 Action::Meter(m) if !meters.contains(m.as_str()) => {
                     return Err(RuleError::rule(
                         r.id,
-                        format!("{field}.meter"),
+                        format!("{}.meter", field()),
                         format!("meter `{m}` does not exist"),
                     ));
                 }
@@ -214,30 +215,30 @@ impl RuleSet {
                     if !(1..=4094).contains(&v.vid) {
                         return Err(RuleError::rule(
                             r.id,
-                            format!("{field}.push_vlan.vid"),
+                            format!("{}.push_vlan.vid", field()),
                             format!("VLAN id {} out of range (1 to 4094)", v.vid),
                         ));
                     }
                     if v.pcp > 7 {
                         return Err(RuleError::rule(
                             r.id,
-                            format!("{field}.push_vlan.pcp"),
+                            format!("{}.push_vlan.pcp", field()),
                             format!("PCP {} out of range (0 to 7)", v.pcp),
                         ));
                     }
                     if v.tpid != ethertype::VLAN && v.tpid != ethertype::QINQ {
                         return Err(RuleError::rule(
                             r.id,
-                            format!("{field}.push_vlan.tpid"),
+                            format!("{}.push_vlan.tpid", field()),
                             format!("TPID {:#06x} is neither 0x8100 nor 0x88a8", v.tpid),
                         ));
                     }
                 }
                 Action::EncapVxlan(e) => {
-                    validate_encap(r.id, &format!("{field}.encap_vxlan"), e, false)?
+                    validate_encap(r.id, &format!("{}.encap_vxlan", field()), e, false)?
                 }
                 Action::EncapGeneve(e) => {
-                    validate_encap(r.id, &format!("{field}.encap_geneve"), e, true)?
+                    validate_encap(r.id, &format!("{}.encap_geneve", field()), e, true)?
                 }
                 _ => {}
             }
