@@ -214,7 +214,11 @@ impl EmuDatapath {
             for (slot, r) in next.tables.live_rules() {
                 let carried = counts.get(&r.id).copied().unwrap_or_default();
                 for (w, block) in self.counters.iter().enumerate() {
-                    block.set(slot, if w == 0 { carried } else { Count::default() });
+                    let value = if w == 0 { carried } else { Count::default() };
+                    // Reading first leaves never-used slots on the shared zero page.
+                    if block.get(slot) != value {
+                        block.set(slot, value);
+                    }
                 }
             }
             if let Some((buckets, clock_ns)) = buckets {
@@ -367,7 +371,9 @@ impl EmuDatapath {
         // New slots start at zero; no worker counts into them until the new generation is published.
         for slot in &patched.new_slots {
             for block in &self.counters {
-                block.set(*slot, Count::default());
+                if block.get(*slot) != Count::default() {
+                    block.set(*slot, Count::default());
+                }
             }
         }
         let current = self.shared.current.load_full();
