@@ -23,10 +23,14 @@ rules:
 fuzz_target!(|data: &[u8]| {
     static INSTALLED: OnceLock<Installed> = OnceLock::new();
     let inst = INSTALLED.get_or_init(|| Installed::build(1, &RuleSet::from_yaml(RULES).expect("valid rules")).expect("compiles"));
-    let mut pipeline = Pipeline::new(64);
+    thread_local! {
+        // One pipeline for the whole run: its counter block is large to set up.
+        static PIPELINE: std::cell::RefCell<Pipeline> = std::cell::RefCell::new(Pipeline::new(64));
+    }
     let mut frame = Frame::new(data);
     let in_port = u16::from(data.first().copied().unwrap_or(0) & 1);
-    match pipeline.process(inst, &mut frame, in_port, 0) {
+    let verdict = PIPELINE.with(|p| p.borrow_mut().process(inst, &mut frame, in_port, 0));
+    match verdict {
         Verdict::Output(_) | Verdict::Tx | Verdict::Pass => assert!(frame.len() >= 14 || frame.len() == data.len()),
         Verdict::Drop(_) => {}
     }
