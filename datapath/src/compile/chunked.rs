@@ -8,10 +8,12 @@ use std::sync::Arc;
 /// Elements per chunk.
 pub const CHUNK: usize = 1024;
 
-/// A copy-on-write chunked vector.
+/// A copy-on-write chunked vector. Each chunk is a full `[T; CHUNK]`
+/// slice (the tail padded with defaults), so an element is one pointer
+/// away from the chunk table.
 #[derive(Debug)]
 pub struct Chunked<T> {
-    chunks: Vec<Arc<Vec<T>>>,
+    chunks: Vec<Arc<[T]>>,
     len: usize,
 }
 
@@ -33,7 +35,7 @@ impl<T> Default for Chunked<T> {
     }
 }
 
-impl<T: Clone> Chunked<T> {
+impl<T: Clone + Default> Chunked<T> {
     /// Number of elements.
     pub fn len(&self) -> usize {
         self.len
@@ -56,7 +58,11 @@ impl<T: Clone> Chunked<T> {
     /// Element `i`, if in bounds.
     #[inline]
     pub fn try_get(&self, i: usize) -> Option<&T> {
-        self.chunks.get(i / CHUNK)?.get(i % CHUNK)
+        if i < self.len {
+            Some(self.get(i))
+        } else {
+            None
+        }
     }
 
     /// Replaces element `i`, copying its chunk if it is shared.
@@ -67,26 +73,23 @@ impl<T: Clone> Chunked<T> {
     /// Appends, returning the new element's index.
     pub fn push(&mut self, value: T) -> usize {
         if self.len.is_multiple_of(CHUNK) {
-            self.chunks.push(Arc::new(Vec::with_capacity(CHUNK)));
+            self.chunks.push(vec![T::default(); CHUNK].into());
         }
-        Arc::make_mut(self.chunks.last_mut().expect("a chunk was just ensured")).push(value);
+        let i = self.len;
         self.len += 1;
-        self.len - 1
+        self.set(i, value);
+        i
     }
 
     /// The elements in order.
     pub fn iter(&self) -> impl Iterator<Item = &T> {
-        self.chunks.iter().flat_map(|c| c.iter())
+        self.chunks.iter().flat_map(|c| c.iter()).take(self.len)
     }
 
     /// Heap bytes held (counting shared chunks in full).
     pub fn heap_bytes(&self) -> usize {
-        self.chunks.capacity() * size_of::<Arc<Vec<T>>>()
-            + self
-                .chunks
-                .iter()
-                .map(|c| c.capacity() * size_of::<T>() + 16)
-                .sum::<usize>()
+        self.chunks.capacity() * size_of::<Arc<[T]>>()
+            + self.chunks.len() * (CHUNK * size_of::<T>() + 16)
     }
 }
 

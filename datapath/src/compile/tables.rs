@@ -37,6 +37,12 @@ pub struct RuleRecord {
     pub live: u16,
 }
 
+impl Default for RuleRecord {
+    fn default() -> Self {
+        RuleRecord::EMPTY
+    }
+}
+
 impl RuleRecord {
     /// An empty slot.
     pub const EMPTY: RuleRecord = RuleRecord {
@@ -133,6 +139,12 @@ pub struct ActionRecord {
 }
 
 const _: () = assert!(size_of::<ActionRecord>() == 64);
+
+impl Default for ActionRecord {
+    fn default() -> Self {
+        ActionRecord::new(0)
+    }
+}
 
 impl ActionRecord {
     /// An action with only an opcode.

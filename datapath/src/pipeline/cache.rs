@@ -12,13 +12,47 @@ use crate::compile::{FlowKey, NO_RULE};
 
 const WAYS: usize = 4;
 
+/// What a classification found: the rule's slot and where its actions are,
+/// so that a cache hit reaches the actions without reading the rule record.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Hit {
+    /// Rule slot, or [`NO_RULE`].
+    pub slot: u32,
+    /// Index of the rule's first action.
+    pub first_action: u32,
+    /// Number of actions.
+    pub n_actions: u16,
+}
+
+impl Hit {
+    /// No rule matched.
+    pub const MISS: Hit = Hit {
+        slot: NO_RULE,
+        first_action: 0,
+        n_actions: 0,
+    };
+}
+
 #[derive(Clone, Copy)]
 #[repr(C, align(8))]
 struct Entry {
     key: FlowKey,
     /// Epoch of the generation; 0 marks an empty entry.
     epoch: u32,
-    rule: u32,
+    slot: u32,
+    first_action: u32,
+    n_actions: u16,
+    pad: u16,
+}
+
+impl Entry {
+    fn hit(&self) -> Hit {
+        Hit {
+            slot: self.slot,
+            first_action: self.first_action,
+            n_actions: self.n_actions,
+        }
+    }
 }
 
 /// A per-worker exact-match cache.
@@ -52,7 +86,10 @@ impl FlowCache {
         let empty = Entry {
             key: FlowKey::default(),
             epoch: 0,
-            rule: NO_RULE,
+            slot: NO_RULE,
+            first_action: 0,
+            n_actions: 0,
+            pad: 0,
         };
         FlowCache {
             tags: crate::mem::filled(sets, [0; WAYS]),
@@ -96,7 +133,7 @@ impl FlowCache {
         Some(i)
     }
 
-    /// Stage 3: the rule cached at `slot` (from [`FlowCache::probe`]) if it is `key`'s under `epoch`,
+    /// Stage 3: what is cached at `slot` (from [`FlowCache::probe`]) if it is `key`'s under `epoch`,
     /// else a full lookup.
     #[inline]
     pub fn lookup_probed(
@@ -105,31 +142,31 @@ impl FlowCache {
         key: &FlowKey,
         hash: u64,
         epoch: u32,
-    ) -> Option<u32> {
+    ) -> Option<Hit> {
         if let Some(i) = slot {
             let e = &self.entries[i];
             if e.epoch == epoch && e.key == *key {
-                return Some(e.rule);
+                return Some(e.hit());
             }
         }
         self.lookup(key, hash, epoch)
     }
 
-    /// The cached rule index ([`NO_RULE`] for a cached miss) for `key` under `epoch`.
+    /// The cached result ([`Hit::MISS`] for a cached miss) for `key` under `epoch`.
     #[inline]
-    pub fn lookup(&self, key: &FlowKey, hash: u64, epoch: u32) -> Option<u32> {
+    pub fn lookup(&self, key: &FlowKey, hash: u64, epoch: u32) -> Option<Hit> {
         let set = self.set(hash);
         let tag = tag_of(hash);
         (0..WAYS).find_map(|w| {
             let e = &self.entries[set * WAYS + w];
-            (self.tags[set][w] == tag && e.epoch == epoch && e.key == *key).then_some(e.rule)
+            (self.tags[set][w] == tag && e.epoch == epoch && e.key == *key).then(|| e.hit())
         })
     }
 
-    /// Caches `rule` for `key`: into the way already holding `key`'s tag, else
+    /// Caches `hit` for `key`: into the way already holding `key`'s tag, else
     /// an empty way, else one picked by the hash.
     #[inline]
-    pub fn insert(&mut self, key: &FlowKey, hash: u64, epoch: u32, rule: u32) {
+    pub fn insert(&mut self, key: &FlowKey, hash: u64, epoch: u32, hit: Hit) {
         let set = self.set(hash);
         let tag = tag_of(hash);
         let tags = &mut self.tags[set];
@@ -142,7 +179,10 @@ impl FlowCache {
         self.entries[set * WAYS + way] = Entry {
             key: *key,
             epoch,
-            rule,
+            slot: hit.slot,
+            first_action: hit.first_action,
+            n_actions: hit.n_actions,
+            pad: 0,
         };
     }
 }
@@ -160,9 +200,14 @@ mod tests {
         };
         let h = k.hash();
         assert_eq!(c.lookup(&k, h, 1), None);
-        c.insert(&k, h, 1, 7);
-        assert_eq!(c.lookup(&k, h, 1), Some(7));
-        assert_eq!(c.lookup_probed(c.probe(h), &k, h, 1), Some(7));
+        let hit = Hit {
+            slot: 7,
+            first_action: 3,
+            n_actions: 2,
+        };
+        c.insert(&k, h, 1, hit);
+        assert_eq!(c.lookup(&k, h, 1), Some(hit));
+        assert_eq!(c.lookup_probed(c.probe(h), &k, h, 1), Some(hit));
         assert_eq!(c.lookup(&k, h, 2), None, "another epoch misses");
         let other = FlowKey {
             l4_dst: 54,

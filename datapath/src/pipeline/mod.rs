@@ -9,7 +9,7 @@ mod meter;
 mod parse;
 
 pub use actions::entropy_port;
-pub use cache::FlowCache;
+pub use cache::{FlowCache, Hit};
 pub use counters::{Count, Counter, DropReason, RuleCounter, Stats, StatsBlock};
 pub use meter::Bucket;
 pub use parse::{Layout, parse, parse_into};
@@ -238,21 +238,39 @@ impl Pipeline {
 
     /// Classifies `key` under `inst`: the cache, else the tuple-space search.
     #[inline]
-    pub fn classify(&mut self, inst: &Installed, key: &FlowKey, hash: u64) -> u32 {
+    pub fn classify(&mut self, inst: &Installed, key: &FlowKey, hash: u64) -> Hit {
         let cached = self.cache.lookup(key, hash, inst.epoch);
         self.resolve(inst, key, hash, cached)
     }
 
-    #[inline]
-    fn resolve(&mut self, inst: &Installed, key: &FlowKey, hash: u64, cached: Option<u32>) -> u32 {
-        if let Some(rule) = cached {
-            self.stats.cache_hits.add(1);
-            return rule;
+    #[inline(always)]
+    fn resolve(&mut self, inst: &Installed, key: &FlowKey, hash: u64, cached: Option<Hit>) -> Hit {
+        match cached {
+            Some(hit) => {
+                self.stats.cache_hits.add(1);
+                hit
+            }
+            None => self.miss(inst, key, hash),
         }
+    }
+
+    /// The tuple-space search after a cache miss, and the cache fill. Kept
+    /// out of line so that the hit path stays small.
+    #[cold]
+    #[inline(never)]
+    fn miss(&mut self, inst: &Installed, key: &FlowKey, hash: u64) -> Hit {
         self.stats.cache_misses.add(1);
-        let rule = search(&inst.tables, key);
-        self.cache.insert(key, hash, inst.epoch, rule);
-        rule
+        let slot = search(&inst.tables, key);
+        let hit = match inst.tables.rules.try_get(slot as usize) {
+            Some(r) => Hit {
+                slot,
+                first_action: r.first_action,
+                n_actions: r.n_actions,
+            },
+            None => Hit::MISS,
+        };
+        self.cache.insert(key, hash, inst.epoch, hit);
+        hit
     }
 
     /// Processes one frame that arrived on port `in_port` at `now_ns`,
@@ -269,8 +287,8 @@ impl Pipeline {
         let verdict = match parse(frame.data(), in_port, 0) {
             Ok((key, layout)) => {
                 let hash = key.hash();
-                let rule = self.classify(inst, &key, hash);
-                self.finish(inst, frame, in_port, now_ns, key, layout, hash, rule)
+                let hit = self.classify(inst, &key, hash);
+                self.finish(inst, frame, in_port, now_ns, key, layout, hash, hit)
             }
             Err(_) => Verdict::Drop(DropReason::Malformed),
         };
@@ -298,19 +316,21 @@ impl Pipeline {
         let mut hashes = [0u64; CHUNK];
         let mut ok = [false; CHUNK];
         let mut slots = [None; CHUNK];
-        let mut rules = [NO_RULE; CHUNK];
+        let mut hits = [Hit::MISS; CHUNK];
         for chunk in frames.chunks_mut(CHUNK) {
             let n = chunk.len();
+            let mut rx_bytes = 0;
             for i in 0..n {
                 if let Some(ahead) = chunk.get(i + 4) {
                     // Frames arrive from another core: start loading their headers early.
                     prefetch(ahead.data().as_ptr());
                 }
                 let f = &chunk[i];
-                self.stats.rx_packets.add(1);
-                self.stats.rx_bytes.add(f.len() as u64);
+                rx_bytes += f.len() as u64;
                 ok[i] = parse_into(f.data(), in_port, 0, &mut keys[i], &mut layouts[i]).is_ok();
             }
+            self.stats.rx_packets.add(n as u64);
+            self.stats.rx_bytes.add(rx_bytes);
             // Hashing in its own pass reads each key after its byte-wise
             // stores have left the store buffer (no store-forwarding stalls).
             for i in 0..n {
@@ -330,17 +350,16 @@ impl Pipeline {
                     let cached = self
                         .cache
                         .lookup_probed(slots[i], &keys[i], hashes[i], inst.epoch);
-                    rules[i] = self.resolve(inst, &keys[i], hashes[i], cached);
-                    if let Some(c) = counters.counters.get(rules[i] as usize) {
+                    hits[i] = self.resolve(inst, &keys[i], hashes[i], cached);
+                    if let Some(c) = counters.counters.get(hits[i].slot as usize) {
                         prefetch(c);
-                        prefetch(inst.tables.rules.get(rules[i] as usize));
                     }
                 }
             }
             for (i, f) in chunk.iter_mut().enumerate() {
                 let v = if ok[i] {
                     self.finish(
-                        inst, f, in_port, now_ns, keys[i], layouts[i], hashes[i], rules[i],
+                        inst, f, in_port, now_ns, keys[i], layouts[i], hashes[i], hits[i],
                     )
                 } else {
                     Verdict::Drop(DropReason::Malformed)
@@ -367,21 +386,21 @@ impl Pipeline {
         mut key: FlowKey,
         mut layout: Layout,
         mut hash: u64,
-        mut rule: u32,
+        mut hit: Hit,
     ) -> Verdict {
         let mut recirculated = false;
         loop {
-            if rule == NO_RULE {
+            if hit.slot == NO_RULE {
                 return if inst.tables.miss_drops(in_port) {
                     Verdict::Drop(DropReason::Miss)
                 } else {
                     Verdict::Pass
                 };
             }
-            let c = self.counters.slot(rule);
+            let c = self.counters.slot(hit.slot);
             c.packets.add(1);
             c.bytes.add(frame.len() as u64);
-            match run_actions(inst, rule, frame, layout, &key, hash, now_ns) {
+            match run_actions(inst, &hit, frame, layout, &key, hash, now_ns) {
                 Step::Done(v) => return v,
                 Step::Recirculate(_) if recirculated => {
                     return Verdict::Drop(DropReason::Recirculation);
@@ -391,7 +410,7 @@ impl Pipeline {
                     match parse(frame.data(), in_port, TUNNEL_PRESENT | vni) {
                         Ok((k, l)) => {
                             (key, layout, hash) = (k, l, k.hash());
-                            rule = self.classify(inst, &key, hash);
+                            hit = self.classify(inst, &key, hash);
                         }
                         Err(_) => return Verdict::Drop(DropReason::Malformed),
                     }
@@ -444,7 +463,7 @@ pub fn search(tables: &CompiledTables, key: &FlowKey) -> u32 {
 
 fn run_actions(
     inst: &Installed,
-    rule: u32,
+    hit: &Hit,
     frame: &mut Frame,
     mut layout: Layout,
     key: &FlowKey,
@@ -452,7 +471,9 @@ fn run_actions(
     now_ns: u64,
 ) -> Step {
     let tables = &inst.tables;
-    for a in tables.actions_of(rule) {
+    let first = hit.first_action as usize;
+    for i in first..first + usize::from(hit.n_actions) {
+        let a = tables.actions.get(i);
         match a.op {
             op::SET_ETH_SRC => frame.data_mut()[6..12].copy_from_slice(&a.data[..6]),
             op::SET_ETH_DST => frame.data_mut()[0..6].copy_from_slice(&a.data[..6]),
