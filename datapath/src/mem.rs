@@ -47,3 +47,20 @@ fn advise_huge<T>(buffer: *const T, n: usize) {
         }
     }
 }
+
+/// Hints the CPU to load the cache line at `p`; never faults.
+#[inline]
+pub fn prefetch<T>(p: *const T) {
+    #[cfg(target_arch = "x86_64")]
+    // SAFETY: prefetch is a hint; it never faults, whatever the address.
+    unsafe {
+        core::arch::x86_64::_mm_prefetch(p.cast::<i8>(), core::arch::x86_64::_MM_HINT_T0);
+    }
+    #[cfg(not(target_arch = "x86_64"))]
+    let _ = p;
+}
+
+/// Advises huge pages for `bytes` at `buffer` (before the first touch).
+pub fn advise_huge_raw<T>(buffer: *const T, bytes: usize) {
+    advise_huge(buffer, bytes / size_of::<T>().max(1));
+}

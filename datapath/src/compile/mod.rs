@@ -18,7 +18,7 @@ mod tables;
 
 pub use chunked::Chunked;
 pub use key::{FLAG_IP, FLAG_L4, FlowKey, MaskedKey, TUNNEL_PRESENT, VLAN_PRESENT, hash_words};
-pub use subtable::Subtable;
+pub use subtable::{Prepared, Subtable};
 pub use tables::*;
 
 use crate::rule::{MeterUnit, Rule, RuleError, RuleSet};

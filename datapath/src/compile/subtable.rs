@@ -24,6 +24,13 @@ struct Shard {
     index: Vec<u64>,
 }
 
+/// A key masked and hashed for one subtable (see [`Subtable::prepare`]).
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Prepared {
+    words: [u64; 8],
+    hash: u64,
+}
+
 /// Rules sharing one mask.
 #[derive(Debug, Clone)]
 pub struct Subtable {
@@ -202,6 +209,28 @@ impl Subtable {
         let shard = &self.shards[self.shard_of(hash)];
         shard
             .find(self.n_words, &c[..self.n_words], hash)
+            .ok()
+            .map(|(_, e)| shard.rules[e])
+    }
+
+    /// The first half of a split lookup: masks and hashes `key`, and
+    /// prefetches the index line it will probe, so that a search can start
+    /// the memory accesses of every subtable before it probes any.
+    #[inline]
+    pub fn prepare(&self, key: &FlowKey) -> Prepared {
+        let (words, hash) = self.compress(key);
+        let shard = &self.shards[self.shard_of(hash)];
+        let pos = hash as usize & (shard.index.len() - 1);
+        crate::mem::prefetch(&shard.index[pos]);
+        Prepared { words, hash }
+    }
+
+    /// The second half of a split lookup.
+    #[inline]
+    pub fn lookup_prepared(&self, p: &Prepared) -> Option<u32> {
+        let shard = &self.shards[self.shard_of(p.hash)];
+        shard
+            .find(self.n_words, &p.words[..self.n_words], p.hash)
             .ok()
             .map(|(_, e)| shard.rules[e])
     }

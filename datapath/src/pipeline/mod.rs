@@ -144,6 +144,8 @@ impl CounterBlock {
             if ptr.is_null() {
                 std::alloc::handle_alloc_error(layout);
             }
+            // Random per-rule counting over 64 MiB: huge pages spare the TLB.
+            crate::mem::advise_huge_raw(ptr, layout.size());
             Box::from_raw(std::ptr::slice_from_raw_parts_mut(ptr, MAX_RULES))
         };
         CounterBlock { counters }
@@ -445,13 +447,19 @@ fn prefetch<T>(p: *const T) {
 /// stopping once no later subtable holds a better rule.
 #[inline]
 pub fn search(tables: &CompiledTables, key: &FlowKey) -> u32 {
+    // Mask, hash and prefetch for every subtable first, so that their index
+    // lines load in parallel; then probe in rank order with early exit.
+    let mut prepared = [crate::compile::Prepared::default(); crate::compile::MAX_MASKS];
+    for (p, st) in prepared.iter_mut().zip(&tables.subtables) {
+        *p = st.prepare(key);
+    }
     let mut best = NO_RULE;
     let mut best_rank = 0;
-    for st in &tables.subtables {
+    for (st, p) in tables.subtables.iter().zip(&prepared) {
         if best != NO_RULE && st.best_rank() <= best_rank {
             break;
         }
-        if let Some(slot) = st.lookup(key) {
+        if let Some(slot) = st.lookup_prepared(p) {
             let r = tables.rules.get(slot as usize).rank();
             if best == NO_RULE || r > best_rank {
                 (best, best_rank) = (slot, r);
