@@ -340,7 +340,9 @@ impl EmuDatapath {
             .map(|p| p.index)
     }
 
-    fn rule_counters_of(&self, _c: &Control) -> BTreeMap<u32, Count> {
+    /// Counters by rule id. Takes the control guard so that no rebuild
+    /// renumbers the slots while they are read.
+    fn rule_counters_of(&self, _held: &Control) -> BTreeMap<u32, Count> {
         let current = self.shared.current.load_full();
         counts_by_id(&current.tables, self.counters.iter().map(|b| &**b))
     }

@@ -9,6 +9,7 @@
 //! cache without a flush. Misses are cached too (as [`NO_RULE`]).
 
 use crate::compile::{FlowKey, NO_RULE};
+use crate::mem::prefetch;
 
 const WAYS: usize = 4;
 
@@ -66,17 +67,6 @@ pub struct FlowCache {
 fn tag_of(hash: u64) -> u32 {
     // Never 0, which marks an empty way.
     (hash >> 32) as u32 | 1
-}
-
-#[inline]
-fn prefetch<T>(p: *const T) {
-    #[cfg(target_arch = "x86_64")]
-    // SAFETY: prefetch is a hint; it never faults, whatever the address.
-    unsafe {
-        core::arch::x86_64::_mm_prefetch(p.cast::<i8>(), core::arch::x86_64::_MM_HINT_T0);
-    }
-    #[cfg(not(target_arch = "x86_64"))]
-    let _ = p;
 }
 
 impl FlowCache {
