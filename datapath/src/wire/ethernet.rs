@@ -12,28 +12,12 @@ mod field {
 /// Length of the Ethernet II header.
 pub const HEADER_LEN: usize = 14;
 
-/// A zero-copy view of an Ethernet II frame.
-#[derive(Debug, Clone)]
-pub struct Frame<T: AsRef<[u8]>> {
-    buffer: T,
-}
+view!(
+    /// A zero-copy view of an Ethernet II frame.
+    Frame
+);
 
 impl<T: AsRef<[u8]>> Frame<T> {
-    /// Wraps a buffer without checking its length.
-    pub const fn new_unchecked(buffer: T) -> Self {
-        Frame { buffer }
-    }
-
-    /// Wraps a buffer after [`Frame::check_len`].
-    ///
-    /// # Errors
-    /// [`super::WireError::Truncated`] if the buffer is shorter than the header.
-    pub fn new_checked(buffer: T) -> Result<Self> {
-        let f = Self::new_unchecked(buffer);
-        f.check_len()?;
-        Ok(f)
-    }
-
     /// Checks that the fixed header is inside the buffer.
     ///
     /// # Errors

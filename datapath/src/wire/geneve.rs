@@ -5,28 +5,12 @@ use super::{Result, WireError, need, read_u16, read_u32, write_u16, write_u32};
 /// Length of the fixed header.
 pub const HEADER_LEN: usize = 8;
 
-/// A zero-copy view of a Geneve header, its options and the payload.
-#[derive(Debug, Clone)]
-pub struct Packet<T: AsRef<[u8]>> {
-    buffer: T,
-}
+view!(
+    /// A zero-copy view of a Geneve header, its options and the payload.
+    Packet
+);
 
 impl<T: AsRef<[u8]>> Packet<T> {
-    /// Wraps a buffer without checking it.
-    pub const fn new_unchecked(buffer: T) -> Self {
-        Packet { buffer }
-    }
-
-    /// Wraps a buffer after [`Packet::check_len`].
-    ///
-    /// # Errors
-    /// As [`Packet::check_len`].
-    pub fn new_checked(buffer: T) -> Result<Self> {
-        let p = Self::new_unchecked(buffer);
-        p.check_len()?;
-        Ok(p)
-    }
-
     /// Checks the version (0), and that the header and its options are in the buffer.
     ///
     /// # Errors

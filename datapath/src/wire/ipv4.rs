@@ -17,28 +17,12 @@ mod field {
 /// Length of the header without options.
 pub const MIN_HEADER_LEN: usize = 20;
 
-/// A zero-copy view of an IPv4 packet.
-#[derive(Debug, Clone)]
-pub struct Packet<T: AsRef<[u8]>> {
-    buffer: T,
-}
+view!(
+    /// A zero-copy view of an IPv4 packet.
+    Packet
+);
 
 impl<T: AsRef<[u8]>> Packet<T> {
-    /// Wraps a buffer without checking it.
-    pub const fn new_unchecked(buffer: T) -> Self {
-        Packet { buffer }
-    }
-
-    /// Wraps a buffer after [`Packet::check_len`].
-    ///
-    /// # Errors
-    /// As [`Packet::check_len`].
-    pub fn new_checked(buffer: T) -> Result<Self> {
-        let p = Self::new_unchecked(buffer);
-        p.check_len()?;
-        Ok(p)
-    }
-
     /// Checks the version, that IHL covers at least the fixed header, that the
     /// header with its options is in the buffer, and that the total length
     /// lies between the header length and the buffer length (link-layer

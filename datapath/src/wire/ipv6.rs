@@ -19,28 +19,12 @@ pub const HEADER_LEN: usize = 40;
 /// program walks the chain with a loop of the same bound.
 pub const MAX_EXTENSION_HEADERS: usize = 8;
 
-/// A zero-copy view of an IPv6 packet.
-#[derive(Debug, Clone)]
-pub struct Packet<T: AsRef<[u8]>> {
-    buffer: T,
-}
+view!(
+    /// A zero-copy view of an IPv6 packet.
+    Packet
+);
 
 impl<T: AsRef<[u8]>> Packet<T> {
-    /// Wraps a buffer without checking it.
-    pub const fn new_unchecked(buffer: T) -> Self {
-        Packet { buffer }
-    }
-
-    /// Wraps a buffer after [`Packet::check_len`].
-    ///
-    /// # Errors
-    /// As [`Packet::check_len`].
-    pub fn new_checked(buffer: T) -> Result<Self> {
-        let p = Self::new_unchecked(buffer);
-        p.check_len()?;
-        Ok(p)
-    }
-
     /// Checks the version and that the header and the payload length are in
     /// the buffer (link-layer padding after the payload is allowed).
     ///

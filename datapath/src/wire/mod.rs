@@ -6,6 +6,40 @@
 //! `check_len` has passed, no accessor panics. Untrusted input always goes
 //! through `new_checked`.
 
+/// Declares a zero-copy view: the struct, `new_unchecked` and
+/// `new_checked` (which calls the view's own `check_len`).
+macro_rules! view {
+    ($(#[$doc:meta])* $name:ident) => {
+        $(#[$doc])*
+        #[derive(Debug, Clone)]
+        pub struct $name<T: AsRef<[u8]>> {
+            buffer: T,
+        }
+
+        impl<T: AsRef<[u8]>> $name<T> {
+            /// Wraps a buffer without checking it.
+            pub const fn new_unchecked(buffer: T) -> Self {
+                $name { buffer }
+            }
+
+            /// Wraps a buffer after `check_len`: once it passes, no accessor panics.
+            ///
+            /// # Errors
+            /// The [`WireError`](super::WireError) of `check_len`.
+            pub fn new_checked(buffer: T) -> super::Result<Self> {
+                let view = Self::new_unchecked(buffer);
+                view.check_len()?;
+                Ok(view)
+            }
+
+            /// The underlying buffer.
+            pub fn into_inner(self) -> T {
+                self.buffer
+            }
+        }
+    };
+}
+
 pub mod checksum;
 pub mod ethernet;
 pub mod geneve;

@@ -16,28 +16,12 @@ pub const HEADER_LEN: usize = 8;
 /// Offset of the checksum field, for the checksum fix-ups.
 pub const CHECKSUM_OFFSET: usize = field::CHECKSUM.start;
 
-/// A zero-copy view of a UDP datagram.
-#[derive(Debug, Clone)]
-pub struct Packet<T: AsRef<[u8]>> {
-    buffer: T,
-}
+view!(
+    /// A zero-copy view of a UDP datagram.
+    Packet
+);
 
 impl<T: AsRef<[u8]>> Packet<T> {
-    /// Wraps a buffer without checking it.
-    pub const fn new_unchecked(buffer: T) -> Self {
-        Packet { buffer }
-    }
-
-    /// Wraps a buffer after [`Packet::check_len`].
-    ///
-    /// # Errors
-    /// [`super::WireError::Truncated`] if the header is cut short.
-    pub fn new_checked(buffer: T) -> Result<Self> {
-        let p = Self::new_unchecked(buffer);
-        p.check_len()?;
-        Ok(p)
-    }
-
     /// Checks that the header is in the buffer.
     ///
     /// # Errors

@@ -11,28 +11,12 @@ mod field {
 /// Length of a tag after its TPID.
 pub const HEADER_LEN: usize = 4;
 
-/// A zero-copy view of a VLAN tag (TCI and the encapsulated EtherType).
-#[derive(Debug, Clone)]
-pub struct Tag<T: AsRef<[u8]>> {
-    buffer: T,
-}
+view!(
+    /// A zero-copy view of a VLAN tag (TCI and the encapsulated EtherType).
+    Tag
+);
 
 impl<T: AsRef<[u8]>> Tag<T> {
-    /// Wraps a buffer without checking its length.
-    pub const fn new_unchecked(buffer: T) -> Self {
-        Tag { buffer }
-    }
-
-    /// Wraps a buffer after [`Tag::check_len`].
-    ///
-    /// # Errors
-    /// [`super::WireError::Truncated`] if the tag is cut short.
-    pub fn new_checked(buffer: T) -> Result<Self> {
-        let t = Self::new_unchecked(buffer);
-        t.check_len()?;
-        Ok(t)
-    }
-
     /// Checks that the tag is inside the buffer.
     ///
     /// # Errors

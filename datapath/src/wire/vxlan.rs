@@ -8,28 +8,12 @@ pub const HEADER_LEN: usize = 8;
 /// The "VNI is valid" flag of the first byte.
 const FLAG_I: u8 = 0x08;
 
-/// A zero-copy view of a VXLAN header and the frame it carries.
-#[derive(Debug, Clone)]
-pub struct Packet<T: AsRef<[u8]>> {
-    buffer: T,
-}
+view!(
+    /// A zero-copy view of a VXLAN header and the frame it carries.
+    Packet
+);
 
 impl<T: AsRef<[u8]>> Packet<T> {
-    /// Wraps a buffer without checking it.
-    pub const fn new_unchecked(buffer: T) -> Self {
-        Packet { buffer }
-    }
-
-    /// Wraps a buffer after [`Packet::check_len`].
-    ///
-    /// # Errors
-    /// As [`Packet::check_len`].
-    pub fn new_checked(buffer: T) -> Result<Self> {
-        let p = Self::new_unchecked(buffer);
-        p.check_len()?;
-        Ok(p)
-    }
-
     /// Checks the length and that the I flag is set.
     ///
     /// # Errors
