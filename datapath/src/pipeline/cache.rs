@@ -25,6 +25,12 @@ pub struct Hit {
     pub n_actions: u16,
 }
 
+impl Default for Hit {
+    fn default() -> Self {
+        Hit::MISS
+    }
+}
+
 impl Hit {
     /// No rule matched.
     pub const MISS: Hit = Hit {

@@ -41,6 +41,23 @@ pub struct Pipeline {
     cache: FlowCache,
     counters: Arc<CounterBlock>,
     stats: Arc<StatsBlock>,
+    /// The batch stages' per-packet state, kept between batches so that a
+    /// batch does not clear kilobytes of arrays first.
+    scratch: Option<Box<[Parsed; BATCH]>>,
+}
+
+/// Frames per software-pipelined batch.
+const BATCH: usize = 32;
+
+/// A frame's parse and classification, between the batch stages.
+#[derive(Clone, Copy, Default)]
+struct Parsed {
+    key: FlowKey,
+    layout: Layout,
+    hash: u64,
+    ok: bool,
+    probe: Option<usize>,
+    hit: Hit,
 }
 
 /// Default flow-cache entries per worker.
@@ -55,6 +72,7 @@ impl Pipeline {
     /// A pipeline with a flow cache of `cache_entries`.
     pub fn new(cache_entries: usize) -> Pipeline {
         Pipeline {
+            scratch: Some(Box::new([Parsed::default(); BATCH])),
             cache: FlowCache::new(cache_entries),
             counters: Arc::new(CounterBlock::new()),
             stats: Arc::new(StatsBlock::default()),
@@ -133,7 +151,15 @@ impl Pipeline {
             Ok((key, layout)) => {
                 let hash = key.hash();
                 let hit = self.classify(inst, &key, hash);
-                self.finish(inst, frame, in_port, now_ns, key, layout, hash, hit)
+                let p = Parsed {
+                    key,
+                    layout,
+                    hash,
+                    ok: true,
+                    probe: None,
+                    hit,
+                };
+                self.finish(inst, frame, in_port, now_ns, &p)
             }
             Err(_) => Verdict::Drop(DropReason::Malformed),
         };
@@ -155,57 +181,45 @@ impl Pipeline {
         now_ns: u64,
         verdicts: &mut Vec<Verdict>,
     ) {
-        const CHUNK: usize = 32;
-        let mut keys = [FlowKey::default(); CHUNK];
-        let mut layouts = [Layout::default(); CHUNK];
-        let mut hashes = [0u64; CHUNK];
-        let mut ok = [false; CHUNK];
-        let mut slots = [None; CHUNK];
-        let mut hits = [Hit::MISS; CHUNK];
-        for chunk in frames.chunks_mut(CHUNK) {
-            let n = chunk.len();
+        // Taken out for the batch (so `finish` can borrow `self`), never reallocated.
+        let mut scratch = self
+            .scratch
+            .take()
+            .expect("the scratch is put back after every batch");
+        for chunk in frames.chunks_mut(BATCH) {
+            let batch = &mut scratch[..chunk.len()];
             let mut rx_bytes = 0;
-            for i in 0..n {
+            for (i, (p, f)) in batch.iter_mut().zip(chunk.iter()).enumerate() {
                 if let Some(ahead) = chunk.get(i + 4) {
                     // Frames arrive from another core: start loading their headers early.
                     prefetch(ahead.data().as_ptr());
                 }
-                let f = &chunk[i];
                 rx_bytes += f.len() as u64;
-                ok[i] = parse_into(f.data(), in_port, 0, &mut keys[i], &mut layouts[i]).is_ok();
+                p.ok = parse_into(f.data(), in_port, 0, &mut p.key, &mut p.layout).is_ok();
             }
-            self.stats.rx_packets.add(n as u64);
+            self.stats.rx_packets.add(chunk.len() as u64);
             self.stats.rx_bytes.add(rx_bytes);
             // Hashing in its own pass reads each key after its byte-wise
             // stores have left the store buffer (no store-forwarding stalls).
-            for i in 0..n {
-                if ok[i] {
-                    hashes[i] = keys[i].hash();
-                    self.cache.prefetch_tags(hashes[i]);
+            for p in batch.iter_mut().filter(|p| p.ok) {
+                p.hash = p.key.hash();
+                self.cache.prefetch_tags(p.hash);
+            }
+            for p in batch.iter_mut().filter(|p| p.ok) {
+                p.probe = self.cache.probe(p.hash);
+            }
+            for p in batch.iter_mut().filter(|p| p.ok) {
+                let cached = self
+                    .cache
+                    .lookup_probed(p.probe, &p.key, p.hash, inst.epoch);
+                p.hit = self.resolve(inst, &p.key, p.hash, cached);
+                if let Some(c) = self.counters.counters.get(p.hit.slot as usize) {
+                    prefetch(c);
                 }
             }
-            for i in 0..n {
-                if ok[i] {
-                    slots[i] = self.cache.probe(hashes[i]);
-                }
-            }
-            let counters = Arc::clone(&self.counters);
-            for i in 0..n {
-                if ok[i] {
-                    let cached = self
-                        .cache
-                        .lookup_probed(slots[i], &keys[i], hashes[i], inst.epoch);
-                    hits[i] = self.resolve(inst, &keys[i], hashes[i], cached);
-                    if let Some(c) = counters.counters.get(hits[i].slot as usize) {
-                        prefetch(c);
-                    }
-                }
-            }
-            for (i, f) in chunk.iter_mut().enumerate() {
-                let v = if ok[i] {
-                    self.finish(
-                        inst, f, in_port, now_ns, keys[i], layouts[i], hashes[i], hits[i],
-                    )
+            for (p, f) in batch.iter().zip(chunk.iter_mut()) {
+                let v = if p.ok {
+                    self.finish(inst, f, in_port, now_ns, p)
                 } else {
                     Verdict::Drop(DropReason::Malformed)
                 };
@@ -213,14 +227,11 @@ impl Pipeline {
                 verdicts.push(v);
             }
         }
+        self.scratch = Some(scratch);
     }
 
     /// Everything after the first classification: count, run the actions,
     /// and on `decap` classify the inner frame once more.
-    #[expect(
-        clippy::too_many_arguments,
-        reason = "the hot path passes the parsed state by value rather than through a struct"
-    )]
     #[inline]
     fn finish(
         &mut self,
@@ -228,34 +239,39 @@ impl Pipeline {
         frame: &mut Frame,
         in_port: u16,
         now_ns: u64,
-        mut key: FlowKey,
-        mut layout: Layout,
-        mut hash: u64,
-        mut hit: Hit,
+        first: &Parsed,
     ) -> Verdict {
-        let mut recirculated = false;
+        let mut inner: Option<Parsed> = None;
         loop {
-            if hit.slot == NO_RULE {
+            let p = inner.as_ref().unwrap_or(first);
+            if p.hit.slot == NO_RULE {
                 return if inst.tables.miss_drops(in_port) {
                     Verdict::Drop(DropReason::Miss)
                 } else {
                     Verdict::Pass
                 };
             }
-            let c = self.counters.slot(hit.slot);
+            let c = self.counters.slot(p.hit.slot);
             c.packets.add(1);
             c.bytes.add(frame.len() as u64);
-            match run_actions(inst, &hit, frame, layout, &key, hash, now_ns) {
+            match run_actions(inst, &p.hit, frame, p.layout, &p.key, p.hash, now_ns) {
                 Step::Done(v) => return v,
-                Step::Recirculate(_) if recirculated => {
+                Step::Recirculate(_) if inner.is_some() => {
                     return Verdict::Drop(DropReason::Recirculation);
                 }
                 Step::Recirculate(vni) => {
-                    recirculated = true;
                     match parse(frame.data(), in_port, TUNNEL_PRESENT | vni) {
-                        Ok((k, l)) => {
-                            (key, layout, hash) = (k, l, k.hash());
-                            hit = self.classify(inst, &key, hash);
+                        Ok((key, layout)) => {
+                            let hash = key.hash();
+                            let hit = self.classify(inst, &key, hash);
+                            inner = Some(Parsed {
+                                key,
+                                layout,
+                                hash,
+                                ok: true,
+                                probe: None,
+                                hit,
+                            });
                         }
                         Err(_) => return Verdict::Drop(DropReason::Malformed),
                     }
