@@ -69,7 +69,13 @@ impl Shard {
             }
             if s >> 32 == tag {
                 let e = (s as u32 - 1) as usize;
-                if self.keys[e * n..e * n + n] == *words {
+                // A word loop, not slice equality: that calls memcmp, costly for 1–8 words.
+                if self.keys[e * n..e * n + n]
+                    .iter()
+                    .zip(words)
+                    .fold(0, |acc, (a, b)| acc | (a ^ b))
+                    == 0
+                {
                     return Ok((pos, e));
                 }
             }

@@ -295,19 +295,26 @@ impl Pipeline {
 /// stopping once no later subtable holds a better rule.
 #[inline]
 pub fn search(tables: &CompiledTables, key: &FlowKey) -> u32 {
-    // Mask, hash and prefetch for every subtable first, so that their index
-    // lines load in parallel; then probe in rank order with early exit.
-    let mut prepared = [crate::compile::Prepared::default(); crate::compile::MAX_MASKS];
-    for (p, st) in prepared.iter_mut().zip(&tables.subtables) {
-        *p = st.prepare(key);
+    // Mask, hash and prefetch a few subtables ahead of the one being
+    // probed, so that their index lines load while it is probed; the early
+    // exit then wastes at most that many preparations.
+    const AHEAD: usize = 4;
+    let subtables = &tables.subtables;
+    let mut prepared = [crate::compile::Prepared::default(); AHEAD];
+    for (i, st) in subtables.iter().take(AHEAD).enumerate() {
+        prepared[i] = st.prepare(key);
     }
     let mut best = NO_RULE;
     let mut best_rank = 0;
-    for (st, p) in tables.subtables.iter().zip(&prepared) {
+    for (i, st) in subtables.iter().enumerate() {
         if best != NO_RULE && st.best_rank() <= best_rank {
             break;
         }
-        if let Some(slot) = st.lookup_prepared(p) {
+        let p = prepared[i % AHEAD];
+        if let Some(next) = subtables.get(i + AHEAD) {
+            prepared[i % AHEAD] = next.prepare(key);
+        }
+        if let Some(slot) = st.lookup_prepared(&p) {
             let r = tables.rules.get(slot as usize).rank();
             if best == NO_RULE || r > best_rank {
                 (best, best_rank) = (slot, r);
