@@ -25,39 +25,6 @@ pub enum Transaction {
     },
 }
 
-impl Transaction {
-    /// The rule set `current` becomes under this transaction.
-    ///
-    /// # Errors
-    /// [`RuleError`] if a removed id does not exist.
-    pub fn resolve(self, current: &RuleSet) -> Result<RuleSet, RuleError> {
-        match self {
-            Transaction::Replace(set) => Ok(set),
-            Transaction::Patch { upsert, remove } => {
-                let mut set = current.clone();
-                for id in &remove {
-                    let before = set.rules.len();
-                    set.rules.retain(|r| r.id != *id);
-                    if set.rules.len() == before {
-                        return Err(RuleError::Rule {
-                            rule: *id,
-                            field: "id".into(),
-                            reason: "no rule with this id to remove".into(),
-                        });
-                    }
-                }
-                for rule in upsert {
-                    match set.rules.iter_mut().find(|r| r.id == rule.id) {
-                        Some(slot) => *slot = rule,
-                        None => set.rules.push(rule),
-                    }
-                }
-                Ok(set)
-            }
-        }
-    }
-}
-
 /// Where a datapath is in its lifecycle.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]

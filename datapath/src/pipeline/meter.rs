@@ -30,9 +30,12 @@ impl Bucket {
         let cap = cfg.burst.saturating_mul(NANO);
         if now_ns > self.last_ns {
             let add = (now_ns - self.last_ns).saturating_mul(cfg.rate);
-            self.nano_tokens = self.nano_tokens.saturating_add(add).min(cap);
+            self.nano_tokens = self.nano_tokens.saturating_add(add);
             self.last_ns = now_ns;
         }
+        // Also when no time passed: a meter whose burst shrank in a
+        // transaction must not pass more than its new burst.
+        self.nano_tokens = self.nano_tokens.min(cap);
         let cost = if cfg.bits != 0 {
             len as u64 * 8 * NANO
         } else {
@@ -65,6 +68,20 @@ mod tests {
         // 1 ms later at 1000 pps: one more token.
         assert!(b.admit(&cfg, 64, 1_000_000));
         assert!(!b.admit(&cfg, 64, 1_000_000));
+    }
+
+    #[test]
+    fn a_smaller_burst_caps_saved_tokens_at_once() {
+        let big = MeterRecord {
+            rate: 1,
+            burst: 100,
+            bits: 0,
+            pad: [0; 7],
+        };
+        let small = MeterRecord { burst: 3, ..big };
+        let mut b = Bucket::full(&big);
+        let passed = (0..10).filter(|_| b.admit(&small, 64, 0)).count();
+        assert_eq!(passed, 3);
     }
 
     #[test]
