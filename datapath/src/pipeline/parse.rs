@@ -52,6 +52,89 @@ pub fn parse_into(
     key: &mut FlowKey,
     layout: &mut Layout,
 ) -> Result<(), WireError> {
+    if fast_ipv4(frame, in_port, tun_id, key, layout) {
+        return Ok(());
+    }
+    parse_general(frame, in_port, tun_id, key, layout)
+}
+
+/// The common case in one pass, by hand: untagged Ethernet, IPv4 without
+/// options or fragmentation, UDP or TCP. It decides exactly as
+/// [`parse_general`] does for such frames (a test compares the two) and
+/// declines everything else. Hand-written because the general path's
+/// layered checked views cost about twice the instructions here.
+#[inline]
+fn fast_ipv4(
+    frame: &[u8],
+    in_port: u16,
+    tun_id: u32,
+    key: &mut FlowKey,
+    layout: &mut Layout,
+) -> bool {
+    const L3: usize = ethernet::HEADER_LEN;
+    const L4: usize = L3 + ipv4::MIN_HEADER_LEN;
+    if frame.len() < L4 + 8 || wire::read_u16(frame, 12) != ethertype::IPV4 || frame[L3] != 0x45 {
+        return false;
+    }
+    // Neither more fragments nor an offset.
+    if wire::read_u16(frame, L3 + 6) & 0x3fff != 0 {
+        return false;
+    }
+    let total = usize::from(wire::read_u16(frame, L3 + 2));
+    let ip_end = L3 + total;
+    let proto = frame[L3 + 9];
+    let l4_len = total.wrapping_sub(ipv4::MIN_HEADER_LEN);
+    let ok = total >= ipv4::MIN_HEADER_LEN
+        && ip_end <= frame.len()
+        && match proto {
+            ipproto::UDP => l4_len >= udp::HEADER_LEN,
+            ipproto::TCP => {
+                l4_len >= tcp::MIN_HEADER_LEN && {
+                    let hl = usize::from(frame[L4 + 12] >> 4) * 4;
+                    hl >= tcp::MIN_HEADER_LEN && hl <= l4_len
+                }
+            }
+            _ => false,
+        };
+    if !ok {
+        return false;
+    }
+    let mut k = FlowKey {
+        in_port,
+        tun_id,
+        eth_type: ethertype::IPV4,
+        ip_proto: proto,
+        flags: FLAG_IP | FLAG_L4,
+        ..FlowKey::default()
+    };
+    k.eth_dst.copy_from_slice(&frame[0..6]);
+    k.eth_src.copy_from_slice(&frame[6..12]);
+    k.ip_src[..4].copy_from_slice(&frame[L3 + 12..L3 + 16]);
+    k.ip_dst[..4].copy_from_slice(&frame[L3 + 16..L3 + 20]);
+    k.l4_src = wire::read_u16(frame, L4);
+    k.l4_dst = wire::read_u16(frame, L4 + 2);
+    if proto == ipproto::TCP {
+        k.tcp_flags = frame[L4 + 13];
+    }
+    *key = k;
+    *layout = Layout {
+        l3: L3,
+        v6: false,
+        l4: L4,
+        ip_end,
+        l4_proto: proto,
+    };
+    true
+}
+
+/// Every frame, layer by layer through the checked wire views.
+fn parse_general(
+    frame: &[u8],
+    in_port: u16,
+    tun_id: u32,
+    key: &mut FlowKey,
+    layout: &mut Layout,
+) -> Result<(), WireError> {
     let eth = ethernet::Frame::new_checked(frame)?;
     *key = FlowKey {
         eth_src: eth.src(),
@@ -137,4 +220,56 @@ pub fn parse_into(
 pub(crate) fn udp_dst(frame: &[u8], layout: &Layout) -> Option<u16> {
     (layout.l4 != 0 && layout.l4_proto == ipproto::UDP)
         .then(|| wire::read_u16(frame, layout.l4 + 2))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    fn udp_or_tcp(tcp: bool) -> Vec<u8> {
+        let mut f = vec![0u8; 14 + 20 + 20 + 6];
+        f[12..14].copy_from_slice(&ethertype::IPV4.to_be_bytes());
+        f[14] = 0x45;
+        f[16..18].copy_from_slice(&(46u16).to_be_bytes());
+        f[23] = if tcp { ipproto::TCP } else { ipproto::UDP };
+        f[34 + 12] = 0x50;
+        f
+    }
+
+    #[test]
+    fn fast_path_takes_plain_udp_and_tcp() {
+        for tcp in [false, true] {
+            let (mut k, mut l) = (FlowKey::default(), Layout::default());
+            assert!(fast_ipv4(&udp_or_tcp(tcp), 0, 0, &mut k, &mut l));
+        }
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig { cases: 4096, ..ProptestConfig::default() })]
+
+        /// The fast path and the general parser agree on every frame the
+        /// fast path takes: key, layout, and acceptance.
+        #[test]
+        fn fast_path_agrees_with_the_general_parser(
+            tcp in any::<bool>(),
+            edits in prop::collection::vec((0usize..60, any::<u8>()), 0..6),
+            cut in prop::option::of(0usize..61),
+        ) {
+            let mut f = udp_or_tcp(tcp);
+            for (at, v) in edits {
+                f[at] = v;
+            }
+            if let Some(cut) = cut {
+                f.truncate(cut);
+            }
+            let (mut k1, mut l1) = (FlowKey::default(), Layout::default());
+            if fast_ipv4(&f, 3, 7, &mut k1, &mut l1) {
+                let (mut k2, mut l2) = (FlowKey::default(), Layout::default());
+                prop_assert!(parse_general(&f, 3, 7, &mut k2, &mut l2).is_ok(), "fast path took a frame the parser refuses: {f:02x?}");
+                prop_assert_eq!(k1, k2);
+                prop_assert_eq!(l1, l2);
+            }
+        }
+    }
 }
