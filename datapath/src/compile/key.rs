@@ -82,6 +82,11 @@ impl FlowKey {
     pub fn hash(&self) -> u64 {
         hash_words(self.words())
     }
+
+    /// The hash the XDP program can compute too (see [`portable_hash`]).
+    pub fn portable_hash(&self) -> u64 {
+        portable_hash(self.words())
+    }
 }
 
 impl PartialEq for FlowKey {
@@ -101,14 +106,39 @@ impl core::hash::Hash for FlowKey {
     }
 }
 
-/// The hash of a sequence of key words, for the flow cache, the subtables,
-/// RSS and the encap entropy port.
-///
-/// Two lanes take alternate words, so their multiplies run in parallel; a
-/// rotation per step makes the result depend on word order. Only 64-bit
-/// operations, so the XDP program can compute the same value.
+/// The hash of a sequence of key words, for the flow cache, the subtables
+/// and RSS: one 64x64->128-bit multiply per pair of words, the pairs
+/// independent of each other (so the multiplies overlap), each pair keyed
+/// by its position. Userspace only: BPF has no 128-bit product, and BPF
+/// hash maps hash for themselves.
 #[inline]
 pub fn hash_words(words: &[u64]) -> u64 {
+    const SECRET: [u64; 5] = [
+        0xa076_1d64_78bd_642f,
+        0xe703_7ed1_a0b4_28db,
+        0x8ebc_6af0_9c88_c6e3,
+        0x5899_65cc_7537_4cc3,
+        0x1d8e_4e27_c47d_124f,
+    ];
+    #[inline(always)]
+    fn mum(a: u64, b: u64) -> u64 {
+        let r = u128::from(a) * u128::from(b);
+        (r as u64) ^ ((r >> 64) as u64)
+    }
+    let mut h = SECRET[4] ^ words.len() as u64;
+    let mut pairs = words.chunks_exact(2);
+    for (i, p) in (&mut pairs).enumerate() {
+        h ^= mum(p[0] ^ SECRET[i & 3], p[1] ^ SECRET[(i + 1) & 3] ^ SECRET[4]);
+    }
+    if let [last] = pairs.remainder() {
+        h ^= mum(last ^ SECRET[3], SECRET[1] ^ 0x9e37_79b9_7f4a_7c15);
+    }
+    mum(h ^ SECRET[0], h ^ SECRET[2])
+}
+
+/// A hash of a sequence of key words in 64-bit operations only, so that the
+/// XDP program can compute the same value: the encap entropy port uses it.
+pub fn portable_hash(words: &[u64]) -> u64 {
     const M1: u64 = 0x9e37_79b9_7f4a_7c15;
     const M2: u64 = 0xc2b2_ae3d_27d4_eb4f;
     let mut a: u64 = 0x243f_6a88_85a3_08d3;

@@ -17,7 +17,9 @@ mod subtable;
 mod tables;
 
 pub use chunked::Chunked;
-pub use key::{FLAG_IP, FLAG_L4, FlowKey, MaskedKey, TUNNEL_PRESENT, VLAN_PRESENT, hash_words};
+pub use key::{
+    FLAG_IP, FLAG_L4, FlowKey, MaskedKey, TUNNEL_PRESENT, VLAN_PRESENT, hash_words, portable_hash,
+};
 pub use subtable::{Prepared, Subtable};
 pub use tables::*;
 

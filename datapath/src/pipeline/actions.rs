@@ -91,15 +91,17 @@ pub(crate) fn pop_vlan(frame: &mut Frame) {
 
 /// The UDP source port of an encap without a fixed one: from the inner
 /// flow's hash, in the dynamic range 49152..=65535 (RFC 7348 section 5).
-pub fn entropy_port(flow_hash: u64) -> u16 {
-    0xc000 | (flow_hash >> 50) as u16
+pub fn entropy_port(key: &FlowKey) -> u16 {
+    0xc000 | (key.portable_hash() >> 50) as u16
 }
 
 /// Wraps the frame in Ethernet / IPv4 or IPv6 / UDP / VXLAN or Geneve.
+// Not inlined: the entropy hash must not be hoisted into every packet's path.
+#[inline(never)]
 pub(crate) fn encap(
     frame: &mut Frame,
     a: &ActionRecord,
-    flow_hash: u64,
+    key: &FlowKey,
     geneve_opts: &[u8],
     is_geneve: bool,
 ) {
@@ -135,7 +137,7 @@ pub(crate) fn encap(
     let sport = if a.flags & FLAG_FIXED_SRC != 0 {
         read_u16(&a.data, encap::UDP_SRC.start)
     } else {
-        entropy_port(flow_hash)
+        entropy_port(key)
     };
     {
         let mut h = udp::Packet::new_unchecked(&mut d[u..]);
@@ -191,4 +193,30 @@ pub(crate) fn relayout(frame: &Frame, key: &FlowKey) -> Option<Layout> {
     parse(frame.data(), key.in_port, key.tun_id)
         .ok()
         .map(|(_, l)| l)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn entropy_ports_are_dynamic_stable_and_spread() {
+        let ports: std::collections::HashSet<u16> = (0..1000u16)
+            .map(|i| {
+                let key = FlowKey {
+                    l4_src: i,
+                    ..FlowKey::default()
+                };
+                let p = entropy_port(&key);
+                assert!(p >= 49152, "port {p} below the dynamic range");
+                assert_eq!(p, entropy_port(&key), "the same flow gets the same port");
+                p
+            })
+            .collect();
+        assert!(
+            ports.len() > 900,
+            "1000 flows share only {} ports",
+            ports.len()
+        );
+    }
 }

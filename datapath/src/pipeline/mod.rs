@@ -254,7 +254,7 @@ impl Pipeline {
             let c = self.counters.slot(p.hit.slot);
             c.packets.add(1);
             c.bytes.add(frame.len() as u64);
-            match run_actions(inst, &p.hit, frame, p.layout, &p.key, p.hash, now_ns) {
+            match run_actions(inst, &p.hit, frame, p.layout, &p.key, now_ns) {
                 Step::Done(v) => return v,
                 Step::Recirculate(_) if inner.is_some() => {
                     return Verdict::Drop(DropReason::Recirculation);
@@ -330,7 +330,6 @@ fn run_actions(
     frame: &mut Frame,
     mut layout: Layout,
     key: &FlowKey,
-    hash: u64,
     now_ns: u64,
 ) -> Step {
     let tables = &inst.tables;
@@ -358,7 +357,7 @@ fn run_actions(
                         actions::encap(
                             frame,
                             a,
-                            hash,
+                            key,
                             &tables.options[off..off + len],
                             a.op == op::ENCAP_GENEVE,
                         );
