@@ -3,7 +3,7 @@
 use super::value::decode_hex;
 use super::*;
 use crate::wire::{ethertype, ipproto};
-use std::collections::{HashMap, HashSet};
+use std::collections::HashSet;
 
 impl RuleSet {
     /// Checks everything a compiler relies on.
@@ -72,7 +72,8 @@ impl RuleSet {
                 ));
             }
         }
-        let mut ids = HashMap::new();
+        let mut ids: rustc_hash::FxHashMap<u32, usize> = rustc_hash::FxHashMap::default();
+        ids.reserve(self.rules.len());
         for (i, r) in self.rules.iter().enumerate() {
             if let Some(first) = ids.insert(r.id, i) {
                 return Err(RuleError::rule(

@@ -117,12 +117,9 @@ impl IpPrefix {
 
     /// The prefix's mask in the flow key's layout.
     pub fn mask_bytes(&self) -> [u8; 16] {
-        let mut m = [0u8; 16];
-        for (i, b) in m.iter_mut().enumerate() {
-            let bits = (usize::from(self.len)).saturating_sub(i * 8).min(8);
-            *b = if bits == 0 { 0 } else { 0xffu8 << (8 - bits) };
-        }
-        m
+        // The top `len` bits of the 16 bytes (IPv4 lives in the first four).
+        let mask = u128::MAX.checked_shl(128 - u32::from(self.len)).unwrap_or(0);
+        mask.to_be_bytes()
     }
 }
 
