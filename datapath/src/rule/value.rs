@@ -118,7 +118,9 @@ impl IpPrefix {
     /// The prefix's mask in the flow key's layout.
     pub fn mask_bytes(&self) -> [u8; 16] {
         // The top `len` bits of the 16 bytes (IPv4 lives in the first four).
-        let mask = u128::MAX.checked_shl(128 - u32::from(self.len)).unwrap_or(0);
+        let mask = u128::MAX
+            .checked_shl(128 - u32::from(self.len))
+            .unwrap_or(0);
         mask.to_be_bytes()
     }
 }
