@@ -5,6 +5,15 @@
 use dse_datapath::rule::{Action, IpPrefix, IpProto, Masked, Match, PortDef, Rule, RuleSet};
 use std::net::{IpAddr, Ipv4Addr};
 
+/// A rule set of `rules` on ports p0 and p1, without meters.
+pub fn with_ports(rules: Vec<Rule>) -> RuleSet {
+    RuleSet {
+        ports: ports(),
+        meters: vec![],
+        rules,
+    }
+}
+
 pub fn ports() -> Vec<PortDef> {
     (0..2)
         .map(|i| PortDef {
@@ -51,11 +60,7 @@ pub fn exact_rules(n: u32) -> RuleSet {
             actions: vec![Action::Output("p1".into())],
         })
         .collect();
-    RuleSet {
-        ports: ports(),
-        meters: vec![],
-        rules,
-    }
+    with_ports(rules)
 }
 
 pub fn template() -> Vec<u8> {
@@ -104,9 +109,5 @@ pub fn wildcard_rules() -> RuleSet {
             }
         })
         .collect();
-    RuleSet {
-        ports: ports(),
-        meters: vec![],
-        rules,
-    }
+    with_ports(rules)
 }

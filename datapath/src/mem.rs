@@ -10,7 +10,7 @@ const HUGE_THRESHOLD: usize = 4 << 20;
 /// A vector of `n` copies of `value`, on huge pages when large.
 pub fn filled<T: Clone>(n: usize, value: T) -> Vec<T> {
     let mut v: Vec<T> = Vec::with_capacity(n);
-    advise_huge(v.as_ptr(), n);
+    advise_huge(v.as_ptr(), n * size_of::<T>());
     v.resize(n, value);
     v
 }
@@ -18,13 +18,14 @@ pub fn filled<T: Clone>(n: usize, value: T) -> Vec<T> {
 /// A vector of `n` values from `make`, on huge pages when large.
 pub fn from_fn<T>(n: usize, make: impl FnMut(usize) -> T) -> Vec<T> {
     let mut v: Vec<T> = Vec::with_capacity(n);
-    advise_huge(v.as_ptr(), n);
+    advise_huge(v.as_ptr(), n * size_of::<T>());
     v.extend((0..n).map(make));
     v
 }
 
-fn advise_huge<T>(buffer: *const T, n: usize) {
-    let bytes = n * size_of::<T>();
+/// Advises huge pages for the `bytes` at `buffer` (before their first touch);
+/// below [`HUGE_THRESHOLD`] it does nothing.
+pub fn advise_huge<T>(buffer: *const T, bytes: usize) {
     if bytes < HUGE_THRESHOLD {
         return;
     }
@@ -58,9 +59,4 @@ pub fn prefetch<T>(p: *const T) {
     }
     #[cfg(not(target_arch = "x86_64"))]
     let _ = p;
-}
-
-/// Advises huge pages for `bytes` at `buffer` (before the first touch).
-pub fn advise_huge_raw<T>(buffer: *const T, bytes: usize) {
-    advise_huge(buffer, bytes / size_of::<T>().max(1));
 }

@@ -213,6 +213,33 @@ pub fn ext_frag(offset: u16, more: bool) -> (u8, Vec<u8>) {
     (44, vec![0, 0, b[0], b[1], 0, 0, 0, 9])
 }
 
+/// A VXLAN header for `vni` followed by `inner`.
+fn vxlan_body(vni: u32, inner: &[u8]) -> Vec<u8> {
+    let mut body = vec![0x08, 0, 0, 0];
+    body.extend_from_slice(&(vni << 8).to_be_bytes());
+    body.extend_from_slice(inner);
+    body
+}
+
+/// Ethernet/IPv4/UDP around `body`, with UDP checksum 0 as the datapath
+/// sends over IPv4 tunnels.
+fn udp4_outer(
+    outer_src: [u8; 4],
+    outer_dst: [u8; 4],
+    sport: u16,
+    dport: u16,
+    body: &[u8],
+) -> Vec<u8> {
+    let mut p = finish(
+        PacketBuilder::ethernet2(MAC_B, MAC_A)
+            .ipv4(outer_src, outer_dst, 64)
+            .udp(sport, dport),
+        body,
+    );
+    p[14 + 20 + 6..14 + 20 + 8].copy_from_slice(&[0, 0]);
+    p
+}
+
 /// Wraps `inner` in Ethernet/IPv4/UDP/VXLAN with `vni`; UDP checksum 0.
 pub fn vxlan4(
     outer_src: [u8; 4],
@@ -221,17 +248,7 @@ pub fn vxlan4(
     vni: u32,
     inner: &[u8],
 ) -> Vec<u8> {
-    let mut body = vec![0x08, 0, 0, 0];
-    body.extend_from_slice(&(vni << 8).to_be_bytes());
-    body.extend_from_slice(inner);
-    let mut p = finish(
-        PacketBuilder::ethernet2(MAC_B, MAC_A)
-            .ipv4(outer_src, outer_dst, 64)
-            .udp(sport, 4789),
-        &body,
-    );
-    p[14 + 20 + 6..14 + 20 + 8].copy_from_slice(&[0, 0]);
-    p
+    udp4_outer(outer_src, outer_dst, sport, 4789, &vxlan_body(vni, inner))
 }
 
 /// Wraps `inner` in Ethernet/IPv6/UDP/VXLAN with `vni` (UDP checksum computed by etherparse).
@@ -242,14 +259,11 @@ pub fn vxlan6(
     vni: u32,
     inner: &[u8],
 ) -> Vec<u8> {
-    let mut body = vec![0x08, 0, 0, 0];
-    body.extend_from_slice(&(vni << 8).to_be_bytes());
-    body.extend_from_slice(inner);
     finish(
         PacketBuilder::ethernet2(MAC_B, MAC_A)
             .ipv6(outer_src, outer_dst, 64)
             .udp(sport, 4789),
-        &body,
+        &vxlan_body(vni, inner),
     )
 }
 
@@ -266,14 +280,7 @@ pub fn geneve4(
     body.extend_from_slice(&(vni << 8).to_be_bytes());
     body.extend_from_slice(options);
     body.extend_from_slice(inner);
-    let mut p = finish(
-        PacketBuilder::ethernet2(MAC_B, MAC_A)
-            .ipv4(outer_src, outer_dst, 64)
-            .udp(sport, 6081),
-        &body,
-    );
-    p[14 + 20 + 6..14 + 20 + 8].copy_from_slice(&[0, 0]);
-    p
+    udp4_outer(outer_src, outer_dst, sport, 6081, &body)
 }
 
 /// Checks every checksum etherparse can see in `frame`: the IPv4 header,

@@ -1,7 +1,7 @@
 //! Encoding of actions into fixed-size records.
 
 use super::*;
-use crate::rule::{Action, RuleSet, value_ip_key_bytes};
+use crate::rule::{Action, RuleSet, ip_key_bytes};
 use std::collections::HashMap;
 
 pub(super) fn encode_action(
@@ -12,7 +12,7 @@ pub(super) fn encode_action(
 ) -> ActionRecord {
     let port = |name: &str| set.port(name).expect("validated port").index;
     let ip = |rec: &mut ActionRecord, addr: std::net::IpAddr| {
-        rec.data[..16].copy_from_slice(&value_ip_key_bytes(addr));
+        rec.data[..16].copy_from_slice(&ip_key_bytes(addr));
         if addr.is_ipv6() {
             rec.flags |= FLAG_V6;
         }
@@ -67,8 +67,8 @@ pub(super) fn encode_action(
             });
             rec.data[encap::ETH_DST].copy_from_slice(&e.eth_dst.0);
             rec.data[encap::ETH_SRC].copy_from_slice(&e.eth_src.0);
-            rec.data[encap::IP_SRC].copy_from_slice(&value_ip_key_bytes(e.ip_src));
-            rec.data[encap::IP_DST].copy_from_slice(&value_ip_key_bytes(e.ip_dst));
+            rec.data[encap::IP_SRC].copy_from_slice(&ip_key_bytes(e.ip_src));
+            rec.data[encap::IP_DST].copy_from_slice(&ip_key_bytes(e.ip_dst));
             if e.ip_src.is_ipv6() {
                 rec.flags |= FLAG_V6;
             }

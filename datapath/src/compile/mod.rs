@@ -303,6 +303,11 @@ impl Compiler {
         self.placed.is_empty()
     }
 
+    /// The index of the installed port named `name`.
+    pub fn port(&self, name: &str) -> Option<u16> {
+        self.frame.port(name).map(|p| p.index)
+    }
+
     /// The installed rule set (rules in id order).
     pub fn rule_set(&self) -> RuleSet {
         let mut rules: Vec<Rule> = self.sources.iter().flatten().cloned().collect();

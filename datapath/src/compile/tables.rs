@@ -204,14 +204,6 @@ pub struct CompiledTables {
 }
 
 impl CompiledTables {
-    /// The action list of the rule in `slot`.
-    #[inline]
-    pub fn actions_of(&self, slot: u32) -> impl Iterator<Item = &ActionRecord> {
-        let r = self.rules.get(slot as usize);
-        let first = r.first_action as usize;
-        (first..first + usize::from(r.n_actions)).map(|i| self.actions.get(i))
-    }
-
     /// Whether a miss on `port` drops.
     #[inline]
     pub fn miss_drops(&self, port: u16) -> bool {

@@ -257,48 +257,40 @@ impl EmuDatapath {
     ///
     /// # Errors
     /// [`InjectError::Full`] if that worker's queue is full (the frame is
-    /// handed back inside nothing; retry with a copy), or
+    /// dropped; [`EmuDatapath::inject_blocking`] waits instead), or
     /// [`InjectError::UnknownPort`].
     pub fn inject(&self, in_port: u16, frame: Frame) -> Result<(), InjectError> {
-        if in_port >= MAX_PORTS
-            || self.shared.current.load().tables.ports[usize::from(in_port)].present == 0
-        {
-            return Err(InjectError::UnknownPort(in_port));
-        }
-        let worker = self.worker_for(frame.data(), in_port);
-        self.shared.rx[worker]
-            .push((in_port, frame))
-            .map_err(|_| InjectError::Full { worker })?;
-        self.threads[worker].thread().unpark();
-        Ok(())
+        self.try_push(in_port, frame).map_err(|(e, _)| e)
     }
 
     /// Queues `frame`, waiting while the worker's queue is full.
     ///
     /// # Errors
     /// [`InjectError::UnknownPort`].
-    pub fn inject_blocking(&self, in_port: u16, frame: Frame) -> Result<(), InjectError> {
-        let mut frame = Some(frame);
+    pub fn inject_blocking(&self, in_port: u16, mut frame: Frame) -> Result<(), InjectError> {
         loop {
-            let f = frame.take().expect("frame is put back on every retry");
-            if in_port >= MAX_PORTS
-                || self.shared.current.load().tables.ports[usize::from(in_port)].present == 0
-            {
-                return Err(InjectError::UnknownPort(in_port));
-            }
-            let worker = self.worker_for(f.data(), in_port);
-            match self.shared.rx[worker].push((in_port, f)) {
-                Ok(()) => {
-                    self.threads[worker].thread().unpark();
-                    return Ok(());
-                }
-                Err((_, f)) => {
-                    frame = Some(f);
-                    self.threads[worker].thread().unpark();
+            match self.try_push(in_port, frame) {
+                Err((InjectError::Full { .. }, back)) => {
+                    frame = back;
                     std::thread::yield_now();
                 }
+                other => return other.map_err(|(e, _)| e),
             }
         }
+    }
+
+    /// Pushes onto the input queue of the frame's worker and wakes it; on
+    /// failure, hands the frame back.
+    fn try_push(&self, in_port: u16, frame: Frame) -> Result<(), (InjectError, Frame)> {
+        if in_port >= MAX_PORTS
+            || self.shared.current.load().tables.ports[usize::from(in_port)].present == 0
+        {
+            return Err((InjectError::UnknownPort(in_port), frame));
+        }
+        let worker = self.worker_for(frame.data(), in_port);
+        let pushed = self.shared.rx[worker].push((in_port, frame));
+        self.threads[worker].thread().unpark();
+        pushed.map_err(|(_, frame)| (InjectError::Full { worker }, frame))
     }
 
     /// Takes the next frame sent out of port index `port`.
@@ -333,11 +325,7 @@ impl EmuDatapath {
 
     /// Port index of the port named `name` in the rules in force.
     pub fn port_index(&self, name: &str) -> Option<u16> {
-        self.control()
-            .compiler
-            .rule_set()
-            .port(name)
-            .map(|p| p.index)
+        self.control().compiler.port(name)
     }
 
     /// Counters by rule id. Takes the control guard so that no rebuild

@@ -117,7 +117,7 @@ impl CounterBlock {
                 std::alloc::handle_alloc_error(layout);
             }
             // Random per-rule counting over 64 MiB: huge pages spare the TLB.
-            crate::mem::advise_huge_raw(ptr, layout.size());
+            crate::mem::advise_huge(ptr, layout.size());
             Box::from_raw(std::ptr::slice_from_raw_parts_mut(ptr, MAX_RULES))
         };
         CounterBlock { counters }

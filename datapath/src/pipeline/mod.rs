@@ -147,21 +147,9 @@ impl Pipeline {
     ) -> Verdict {
         self.stats.rx_packets.add(1);
         self.stats.rx_bytes.add(frame.len() as u64);
-        let verdict = match parse(frame.data(), in_port, 0) {
-            Ok((key, layout)) => {
-                let hash = key.hash();
-                let hit = self.classify(inst, &key, hash);
-                let p = Parsed {
-                    key,
-                    layout,
-                    hash,
-                    ok: true,
-                    probe: None,
-                    hit,
-                };
-                self.finish(inst, frame, in_port, now_ns, &p)
-            }
-            Err(_) => Verdict::Drop(DropReason::Malformed),
+        let verdict = match self.parse_and_classify(inst, frame, in_port, 0) {
+            Some(p) => self.finish(inst, frame, in_port, now_ns, &p),
+            None => Verdict::Drop(DropReason::Malformed),
         };
         self.count_verdict(verdict);
         verdict
@@ -230,6 +218,28 @@ impl Pipeline {
         self.scratch = Some(scratch);
     }
 
+    /// Parses one frame and classifies it (the cache, else the search);
+    /// `None` if it is malformed.
+    fn parse_and_classify(
+        &mut self,
+        inst: &Installed,
+        frame: &Frame,
+        in_port: u16,
+        tun_id: u32,
+    ) -> Option<Parsed> {
+        let (key, layout) = parse(frame.data(), in_port, tun_id).ok()?;
+        let hash = key.hash();
+        let hit = self.classify(inst, &key, hash);
+        Some(Parsed {
+            key,
+            layout,
+            hash,
+            ok: true,
+            probe: None,
+            hit,
+        })
+    }
+
     /// Everything after the first classification: count, run the actions,
     /// and on `decap` classify the inner frame once more.
     #[inline]
@@ -260,20 +270,9 @@ impl Pipeline {
                     return Verdict::Drop(DropReason::Recirculation);
                 }
                 Step::Recirculate(vni) => {
-                    match parse(frame.data(), in_port, TUNNEL_PRESENT | vni) {
-                        Ok((key, layout)) => {
-                            let hash = key.hash();
-                            let hit = self.classify(inst, &key, hash);
-                            inner = Some(Parsed {
-                                key,
-                                layout,
-                                hash,
-                                ok: true,
-                                probe: None,
-                                hit,
-                            });
-                        }
-                        Err(_) => return Verdict::Drop(DropReason::Malformed),
+                    match self.parse_and_classify(inst, frame, in_port, TUNNEL_PRESENT | vni) {
+                        Some(p) => inner = Some(p),
+                        None => return Verdict::Drop(DropReason::Malformed),
                     }
                 }
             }

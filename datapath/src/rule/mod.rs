@@ -12,10 +12,7 @@ mod value;
 
 pub use error::RuleError;
 pub(crate) use validate::encode_options as encode_geneve_options;
-pub use value::{
-    EthType, IpPrefix, IpProto, Mac, Masked, TcpFlags, VlanMatch,
-    ip_key_bytes as value_ip_key_bytes,
-};
+pub use value::{EthType, IpPrefix, IpProto, Mac, Masked, TcpFlags, VlanMatch, ip_key_bytes};
 
 use serde::{Deserialize, Serialize};
 use std::net::IpAddr;
