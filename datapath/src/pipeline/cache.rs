@@ -1,12 +1,14 @@
 //! The exact-match flow cache in front of the tuple-space search.
 //!
-//! A 4-way set-associative table of full flow keys, owned by one worker. A
-//! set's four 32-bit tags sit together (four sets to a cache line), apart
-//! from the 72-byte entries, so a lookup touches the tag line and then only
-//! the one entry whose tag matches; a batch prefetches both a stage ahead.
-//! Each entry carries the epoch of the generation it was made under; an
-//! entry of another epoch is a miss, so a new generation invalidates the
-//! cache without a flush. Misses are cached too (as [`NO_RULE`]).
+//! A 4-way set-associative table of full flow keys, owned by one worker.
+//! Each set has one 64-byte head line holding its four ways' tags, results
+//! and epochs, and four 64-byte key lines. A lookup touches the head line
+//! and then only the one key line whose tag matches; a batch prefetches
+//! both a stage ahead. Each way carries the (low 16 bits of the) epoch of
+//! the generation it was filled under; a way of another epoch is a miss, so
+//! a new generation invalidates the cache without a flush. The cache is
+//! flushed only when the epoch's upper bits move on, so that a 16-bit epoch
+//! can never alias an old one. Misses are cached too (as [`NO_RULE`]).
 
 use crate::compile::{FlowKey, NO_RULE};
 use crate::mem::prefetch;
@@ -40,33 +42,34 @@ impl Hit {
     };
 }
 
-#[derive(Clone, Copy)]
-#[repr(C, align(8))]
-struct Entry {
-    key: FlowKey,
-    /// Epoch of the generation; 0 marks an empty entry.
-    epoch: u32,
-    slot: u32,
-    first_action: u32,
-    n_actions: u16,
-    pad: u16,
+/// One set's tags and results: exactly one cache line.
+#[derive(Clone, Copy, Default)]
+#[repr(C, align(64))]
+struct SetHead {
+    /// 0 marks an empty way.
+    tags: [u32; WAYS],
+    slots: [u32; WAYS],
+    first_actions: [u32; WAYS],
+    /// Low 16 bits of the epoch each way was filled under.
+    epochs: [u16; WAYS],
+    n_actions: [u16; WAYS],
 }
 
-impl Entry {
-    fn hit(&self) -> Hit {
-        Hit {
-            slot: self.slot,
-            first_action: self.first_action,
-            n_actions: self.n_actions,
-        }
-    }
-}
+/// One way's key, alone on its cache line.
+#[derive(Clone, Copy, Default)]
+#[repr(C, align(64))]
+struct KeyLine(FlowKey);
+
+const _: () = assert!(size_of::<SetHead>() == 64 && size_of::<KeyLine>() == 64);
 
 /// A per-worker exact-match cache.
 pub struct FlowCache {
-    tags: Vec<[u32; WAYS]>,
-    entries: Vec<Entry>,
+    heads: Vec<SetHead>,
+    keys: Vec<KeyLine>,
     set_mask: usize,
+    /// The epoch bits above the 16 kept per way, for every way filled since
+    /// the last flush.
+    window: u32,
 }
 
 #[inline]
@@ -79,30 +82,22 @@ impl FlowCache {
     /// A cache of at least `capacity` entries (rounded up to a power of two, at least 4).
     pub fn new(capacity: usize) -> FlowCache {
         let sets = capacity.div_ceil(WAYS).next_power_of_two().max(1);
-        let empty = Entry {
-            key: FlowKey::default(),
-            epoch: 0,
-            slot: NO_RULE,
-            first_action: 0,
-            n_actions: 0,
-            pad: 0,
-        };
         FlowCache {
-            tags: crate::mem::filled(sets, [0; WAYS]),
-            entries: crate::mem::filled(sets * WAYS, empty),
+            heads: crate::mem::filled(sets, SetHead::default()),
+            keys: crate::mem::filled(sets * WAYS, KeyLine::default()),
             set_mask: sets - 1,
+            window: 0,
         }
     }
 
     /// Number of entries.
     pub fn capacity(&self) -> usize {
-        self.entries.len()
+        self.keys.len()
     }
 
     /// Heap bytes held.
     pub fn heap_bytes(&self) -> usize {
-        self.entries.capacity() * size_of::<Entry>()
-            + self.tags.capacity() * size_of::<[u32; WAYS]>()
+        self.keys.capacity() * size_of::<KeyLine>() + self.heads.capacity() * size_of::<SetHead>()
     }
 
     #[inline]
@@ -110,40 +105,49 @@ impl FlowCache {
         hash as usize & self.set_mask
     }
 
-    /// Stage 1 of a batched lookup: prefetch the tag line of `hash`'s set.
+    /// Stage 1 of a batched lookup: prefetch the head line of `hash`'s set.
     #[inline]
     pub fn prefetch_tags(&self, hash: u64) {
-        prefetch(&self.tags[self.set(hash)]);
+        prefetch(&self.heads[self.set(hash)]);
     }
 
-    /// Stage 2: the entry whose tag matches, prefetched; `None` if no tag matches.
+    /// Stage 2: the way whose tag matches, its key line prefetched; `None`
+    /// if no tag matches.
     #[inline]
     pub fn probe(&self, hash: u64) -> Option<usize> {
         let set = self.set(hash);
         let tag = tag_of(hash);
-        let way = self.tags[set].iter().position(|&t| t == tag)?;
+        let way = self.heads[set].tags.iter().position(|&t| t == tag)?;
         let i = set * WAYS + way;
-        let p = &self.entries[i] as *const Entry;
-        prefetch(p);
-        prefetch(p.cast::<u8>().wrapping_add(64));
+        prefetch(&self.keys[i]);
         Some(i)
     }
 
-    /// Stage 3: what is cached at `slot` (from [`FlowCache::probe`]) if it is `key`'s under `epoch`,
-    /// else a full lookup.
+    /// The result in way `i` if it holds `key` under `epoch`.
+    #[inline(always)]
+    fn hit_at(&self, i: usize, key: &FlowKey, epoch: u32) -> Option<Hit> {
+        let (h, w) = (&self.heads[i / WAYS], i % WAYS);
+        (h.epochs[w] == epoch as u16 && epoch >> 16 == self.window && self.keys[i].0 == *key).then(
+            || Hit {
+                slot: h.slots[w],
+                first_action: h.first_actions[w],
+                n_actions: h.n_actions[w],
+            },
+        )
+    }
+
+    /// Stage 3: what is cached at way `probed` (from [`FlowCache::probe`])
+    /// if it is `key`'s under `epoch`, else a full lookup.
     #[inline]
     pub fn lookup_probed(
         &self,
-        slot: Option<usize>,
+        probed: Option<usize>,
         key: &FlowKey,
         hash: u64,
         epoch: u32,
     ) -> Option<Hit> {
-        if let Some(i) = slot {
-            let e = &self.entries[i];
-            if e.epoch == epoch && e.key == *key {
-                return Some(e.hit());
-            }
+        if let Some(hit) = probed.and_then(|i| self.hit_at(i, key, epoch)) {
+            return Some(hit);
         }
         self.lookup(key, hash, epoch)
     }
@@ -154,32 +158,41 @@ impl FlowCache {
         let set = self.set(hash);
         let tag = tag_of(hash);
         (0..WAYS).find_map(|w| {
-            let e = &self.entries[set * WAYS + w];
-            (self.tags[set][w] == tag && e.epoch == epoch && e.key == *key).then(|| e.hit())
+            (self.heads[set].tags[w] == tag)
+                .then(|| self.hit_at(set * WAYS + w, key, epoch))
+                .flatten()
         })
     }
 
-    /// Caches `hit` for `key`: into the way already holding `key`'s tag, else
-    /// an empty way, else one picked by the hash.
+    /// Caches `hit` for `key` under `epoch`: into the way already holding
+    /// `key`'s tag, else an empty way, else one picked by the hash.
     #[inline]
     pub fn insert(&mut self, key: &FlowKey, hash: u64, epoch: u32, hit: Hit) {
+        if epoch >> 16 != self.window {
+            self.flush(epoch >> 16);
+        }
         let set = self.set(hash);
         let tag = tag_of(hash);
-        let tags = &mut self.tags[set];
-        let way = tags
+        let h = &mut self.heads[set];
+        let way = h
+            .tags
             .iter()
             .position(|&t| t == tag)
-            .or_else(|| tags.iter().position(|&t| t == 0))
+            .or_else(|| h.tags.iter().position(|&t| t == 0))
             .unwrap_or((hash >> 30) as usize & (WAYS - 1));
-        tags[way] = tag;
-        self.entries[set * WAYS + way] = Entry {
-            key: *key,
-            epoch,
-            slot: hit.slot,
-            first_action: hit.first_action,
-            n_actions: hit.n_actions,
-            pad: 0,
-        };
+        h.tags[way] = tag;
+        h.slots[way] = hit.slot;
+        h.first_actions[way] = hit.first_action;
+        h.n_actions[way] = hit.n_actions;
+        h.epochs[way] = epoch as u16;
+        self.keys[set * WAYS + way] = KeyLine(*key);
+    }
+
+    /// Empties every way and starts epoch window `window`.
+    #[cold]
+    fn flush(&mut self, window: u32) {
+        self.heads.fill(SetHead::default());
+        self.window = window;
     }
 }
 
@@ -210,5 +223,22 @@ mod tests {
             ..FlowKey::default()
         };
         assert_eq!(c.lookup(&other, h, 1), None, "same hash, other key misses");
+    }
+
+    #[test]
+    fn an_epoch_16_bits_apart_never_aliases() {
+        let mut c = FlowCache::new(16);
+        let k = FlowKey::default();
+        let h = k.hash();
+        let hit = Hit {
+            slot: 1,
+            first_action: 0,
+            n_actions: 1,
+        };
+        c.insert(&k, h, 5, hit);
+        assert_eq!(c.lookup(&k, h, 5 + (1 << 16)), None);
+        c.insert(&k, h, 6 + (1 << 16), hit);
+        assert_eq!(c.lookup(&k, h, 6), None, "the window moved on: flushed");
+        assert_eq!(c.lookup(&k, h, 6 + (1 << 16)), Some(hit));
     }
 }

@@ -242,7 +242,7 @@ impl Pipeline {
 
     /// Everything after the first classification: count, run the actions,
     /// and on `decap` classify the inner frame once more.
-    #[inline]
+    #[inline(always)]
     fn finish(
         &mut self,
         inst: &Installed,
@@ -251,31 +251,62 @@ impl Pipeline {
         now_ns: u64,
         first: &Parsed,
     ) -> Verdict {
-        let mut inner: Option<Parsed> = None;
-        loop {
-            let p = inner.as_ref().unwrap_or(first);
-            if p.hit.slot == NO_RULE {
-                return if inst.tables.miss_drops(in_port) {
-                    Verdict::Drop(DropReason::Miss)
-                } else {
-                    Verdict::Pass
-                };
+        match self.apply(inst, frame, in_port, now_ns, first) {
+            Step::Done(v) => v,
+            Step::Recirculate(vni) => self.recirculate(inst, frame, in_port, now_ns, vni),
+        }
+    }
+
+    /// Counts the packet against its rule and runs the rule's actions (or
+    /// the port's miss action when no rule matched).
+    #[inline(always)]
+    fn apply(
+        &mut self,
+        inst: &Installed,
+        frame: &mut Frame,
+        in_port: u16,
+        now_ns: u64,
+        p: &Parsed,
+    ) -> Step {
+        if p.hit.slot == NO_RULE {
+            return Step::Done(if inst.tables.miss_drops(in_port) {
+                Verdict::Drop(DropReason::Miss)
+            } else {
+                Verdict::Pass
+            });
+        }
+        let c = self.counters.slot(p.hit.slot);
+        c.packets.add(1);
+        c.bytes.add(frame.len() as u64);
+        if p.hit.n_actions == 1 {
+            // Most rules only forward or drop: no call into the action loop.
+            let a = inst.tables.actions.get(p.hit.first_action as usize);
+            if let Some(v) = terminal(a.op, a.arg16) {
+                return Step::Done(v);
             }
-            let c = self.counters.slot(p.hit.slot);
-            c.packets.add(1);
-            c.bytes.add(frame.len() as u64);
-            match run_actions(inst, &p.hit, frame, p.layout, &p.key, now_ns) {
-                Step::Done(v) => return v,
-                Step::Recirculate(_) if inner.is_some() => {
-                    return Verdict::Drop(DropReason::Recirculation);
-                }
-                Step::Recirculate(vni) => {
-                    match self.parse_and_classify(inst, frame, in_port, TUNNEL_PRESENT | vni) {
-                        Some(p) => inner = Some(p),
-                        None => return Verdict::Drop(DropReason::Malformed),
-                    }
-                }
-            }
+        }
+        run_actions(inst, &p.hit, frame, p.layout, &p.key, now_ns)
+    }
+
+    /// The decapsulated inner frame's classification and actions; a second
+    /// decap drops.
+    #[cold]
+    #[inline(never)]
+    fn recirculate(
+        &mut self,
+        inst: &Installed,
+        frame: &mut Frame,
+        in_port: u16,
+        now_ns: u64,
+        vni: u32,
+    ) -> Verdict {
+        let Some(inner) = self.parse_and_classify(inst, frame, in_port, TUNNEL_PRESENT | vni)
+        else {
+            return Verdict::Drop(DropReason::Malformed);
+        };
+        match self.apply(inst, frame, in_port, now_ns, &inner) {
+            Step::Done(v) => v,
+            Step::Recirculate(_) => Verdict::Drop(DropReason::Recirculation),
         }
     }
 
@@ -321,6 +352,18 @@ pub fn search(tables: &CompiledTables, key: &FlowKey) -> u32 {
         }
     }
     best
+}
+
+/// The verdict of a terminal action, `None` for any other.
+#[inline(always)]
+fn terminal(opcode: u8, port: u16) -> Option<Verdict> {
+    match opcode {
+        op::OUTPUT => Some(Verdict::Output(port)),
+        op::DROP => Some(Verdict::Drop(DropReason::Rule)),
+        op::PASS => Some(Verdict::Pass),
+        op::TX => Some(Verdict::Tx),
+        _ => None,
+    }
 }
 
 fn run_actions(
@@ -382,10 +425,9 @@ fn run_actions(
                     return Step::Done(Verdict::Drop(DropReason::Meter));
                 }
             }
-            op::OUTPUT => return Step::Done(Verdict::Output(a.arg16)),
-            op::DROP => return Step::Done(Verdict::Drop(DropReason::Rule)),
-            op::PASS => return Step::Done(Verdict::Pass),
-            op::TX => return Step::Done(Verdict::Tx),
+            op::OUTPUT | op::DROP | op::PASS | op::TX => {
+                return Step::Done(terminal(a.op, a.arg16).expect("a terminal opcode"));
+            }
             other => unreachable!("compiler emitted unknown opcode {other}"),
         }
     }
