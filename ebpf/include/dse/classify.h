@@ -1,0 +1,103 @@
+/* Classification: the exact-match flow cache, then the tuple-space search
+ * over the active bank's masks, best first, with early exit. The same
+ * order and tie-break as dse-datapath's pipeline::search. */
+#ifndef DSE_CLASSIFY_H
+#define DSE_CLASSIFY_H
+
+#include "maps.h"
+
+struct hit {
+	__u32 slot;
+	__u32 first_action;
+	__u16 n_actions;
+};
+
+static __always_inline __u64 rule_rank(const struct rule_record *r)
+{
+	return ((__u64)r->priority << 32) | (__u32)(0xffffffffu - r->id);
+}
+
+/* The best rule's slot for `key` in bank `bank`, or DSE_NO_RULE. A global
+ * function: the verifier checks it once, not at every call. */
+__noinline __u32 dse_search(struct flow_key *key, __u32 bank)
+{
+	struct sub_key sk;
+	__u32 best = DSE_NO_RULE;
+	__u64 best_rank = 0;
+	__u64 *kw = (__u64 *)key;
+	__u64 *sw = (__u64 *)&sk.key;
+
+	if (!key)
+		return DSE_NO_RULE;
+	bank &= 1;
+	sk.pad = 0;
+	for (__u32 i = 0; i < DSE_MAX_MASKS; i++) {
+		__u32 idx = bank * DSE_MAX_MASKS + i;
+		struct mask_record *m = bpf_map_lookup_elem(&dse_masks, &idx);
+		struct sub_value *v;
+		struct rule_record *r;
+		__u64 *mw;
+		__u32 slot;
+
+		if (!m || !m->live)
+			break;
+		if (best != DSE_NO_RULE && m->best_rank <= best_rank)
+			break;
+		mw = (__u64 *)&m->mask;
+		sk.mask_id = m->mask_id;
+#pragma unroll
+		for (int w = 0; w < 8; w++)
+			sw[w] = kw[w] & mw[w];
+		v = bpf_map_lookup_elem(&dse_subtables, &sk);
+		if (!v)
+			continue;
+		slot = v->slot[bank & 1];
+		if (slot == DSE_NO_RULE)
+			continue;
+		r = bpf_map_lookup_elem(&dse_rules, &slot);
+		if (!r)
+			continue;
+		if (best == DSE_NO_RULE || rule_rank(r) > best_rank) {
+			best = slot;
+			best_rank = rule_rank(r);
+		}
+	}
+	return best;
+}
+
+/* Classifies `key` under generation `gen`: the cache, else the search and
+ * a cache fill. Counts the hit or miss in `st`. */
+static __always_inline void classify(struct flow_key *key, __u32 gen,
+				     struct dse_stats *st, struct hit *h)
+{
+	struct cache_value *c = bpf_map_lookup_elem(&dse_cache, key);
+	struct cache_value nv = {};
+	struct rule_record *r;
+	__u32 slot;
+
+	if (c && c->generation == gen) {
+		st->cache_hits++;
+		h->slot = c->slot;
+		h->first_action = c->first_action;
+		h->n_actions = c->n_actions;
+		return;
+	}
+	st->cache_misses++;
+	slot = dse_search(key, gen & 1);
+	nv.generation = gen;
+	nv.slot = DSE_NO_RULE;
+	if (slot != DSE_NO_RULE) {
+		r = bpf_map_lookup_elem(&dse_rules, &slot);
+		if (r) {
+			nv.slot = slot;
+			nv.first_action = r->first_action;
+			nv.n_actions = r->n_actions;
+		}
+	}
+	bpf_map_update_elem(&dse_cache, key, &nv, BPF_ANY);
+	h->slot = nv.slot;
+	h->first_action = nv.first_action;
+	h->n_actions = nv.n_actions;
+}
+
+#endif

@@ -1,0 +1,137 @@
+/* Records shared with userspace, byte for byte. dse-ebpf mirrors each one
+ * with #[repr(C)] and asserts its size and field offsets. Multi-byte fields
+ * are in host order unless named _be. */
+#ifndef DSE_STRUCTS_H
+#define DSE_STRUCTS_H
+
+#include <linux/types.h>
+
+/* The flow key: dse-datapath's FlowKey. */
+struct flow_key {
+	__u8 ip_src[16];
+	__u8 ip_dst[16];
+	__u8 eth_src[6];
+	__u16 in_port;
+	__u8 eth_dst[6];
+	__u16 vlan;
+	__u16 eth_type;
+	__u8 ip_proto;
+	__u8 flags;
+	__u16 l4_src;
+	__u16 l4_dst;
+	__u32 tun_id;
+	__u8 tcp_flags;
+	__u8 pad[3];
+} __attribute__((aligned(8)));
+
+/* A rule in its slot: RuleRecord. */
+struct rule_record {
+	__u32 id;
+	__u32 priority;
+	__u32 first_action;
+	__u16 n_actions;
+	__u16 live;
+};
+
+/* One action: ActionRecord. */
+struct action_record {
+	__u8 op;
+	__u8 flags;
+	__u16 arg16;
+	__u32 arg32;
+	__u8 data[56];
+};
+
+/* A port slot: present, miss action, and the interface it sends to. */
+struct port_record {
+	__u8 present;
+	__u8 default_drop;
+	__u16 pad;
+	__u32 ifindex;
+};
+
+/* A meter's configuration: MeterRecord. */
+struct meter_record {
+	__u64 rate;
+	__u64 burst;
+	__u8 bits;
+	__u8 pad[7];
+};
+
+/* A meter's bucket, shared by all CPUs. */
+struct meter_state {
+	struct bpf_spin_lock lock;
+	__u32 pad;
+	__u64 nano_tokens;
+	__u64 last_ns;
+};
+
+/* One mask of a bank's ordered mask list. */
+struct mask_record {
+	struct flow_key mask;
+	__u64 best_rank;
+	__u32 mask_id;
+	__u32 live;
+};
+
+/* A subtable entry's key: the mask's id and the masked flow key. */
+struct sub_key {
+	__u32 mask_id;
+	__u32 pad;
+	struct flow_key key;
+};
+
+/* A subtable entry's value: the rule slot in each bank (DSE_NO_RULE if the
+ * entry is absent from that bank). */
+struct sub_value {
+	__u32 slot[2];
+};
+
+/* A flow-cache entry, valid only under the generation it was made in. */
+struct cache_value {
+	__u32 generation;
+	__u32 slot;
+	__u32 first_action;
+	__u16 n_actions;
+	__u16 pad;
+};
+
+/* Per-rule, per-CPU counters. */
+struct rule_counter {
+	__u64 packets;
+	__u64 bytes;
+};
+
+/* Per-CPU datapath statistics: StatsBlock. */
+struct dse_stats {
+	__u64 rx_packets;
+	__u64 rx_bytes;
+	__u64 output;
+	__u64 pass;
+	__u64 tx;
+	__u64 drops[DROP_REASONS];
+	__u64 cache_hits;
+	__u64 cache_misses;
+};
+
+/* The active generation: the one word a transaction flips. Its low bit is
+ * the bank that the masks and subtable entries are read from. */
+struct dse_state {
+	__u32 generation;
+	__u32 pad;
+};
+
+/* The last verdict on this CPU, for BPF_PROG_TEST_RUN callers. */
+struct dse_last {
+	__u32 kind;
+	__u32 port;
+	__u32 reason;
+	__u32 pad;
+};
+
+/* Geneve options pool. */
+struct option_pool {
+	__u8 bytes[DSE_OPTIONS_BYTES];
+};
+
+#endif

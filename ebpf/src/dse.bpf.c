@@ -1,0 +1,198 @@
+// SPDX-License-Identifier: GPL-2.0
+/* The dse XDP datapath: parse -> flow cache -> tuple-space search ->
+ * actions -> verdict, executing the tables that dse-datapath's compiler
+ * builds and the xdp backend loads into the maps. It agrees with the
+ * reference pipeline packet for packet (tests/xdp_fixtures.rs). */
+
+#include <linux/bpf.h>
+#include <bpf/bpf_helpers.h>
+
+#include "dse/consts.h"
+#include "dse/structs.h"
+#include "dse/maps.h"
+#include "dse/parse.h"
+#include "dse/csum.h"
+#include "dse/classify.h"
+#include "dse/actions.h"
+
+/* Bumped when the program's behaviour or map layout changes; userspace
+ * reads it from the object to tell versions apart. */
+const volatile __u32 dse_program_version = 1;
+
+/* Parses the frame (see parse_frame); a global function, verified once. */
+__noinline int dse_parse(struct xdp_md *ctx, __u32 in_port, __u32 tun_id,
+			 struct flow_key *key, struct layout *l)
+{
+	if (!key || !l)
+		return -1;
+	return parse_frame((void *)(long)ctx->data, (void *)(long)ctx->data_end,
+			   in_port, tun_id, key, l);
+}
+
+/* Runs action record `idx` on the frame. Returns 1 when the action list
+ * ends here (with the verdict in `out`), 0 to go on to the next action. */
+__noinline int dse_action(struct xdp_md *ctx, __u32 idx, struct layout *l,
+			  const struct flow_key *key, struct step *out)
+{
+	struct action_record *a = bpf_map_lookup_elem(&dse_actions, &idx);
+	struct flow_key scratch;
+	void *data = (void *)(long)ctx->data;
+	void *end = (void *)(long)ctx->data_end;
+
+	if (!l || !key || !out)
+		return 1;
+	out->kind = VERDICT_DROP;
+	out->reason = DROP_MALFORMED;
+	if (!a)
+		return 1;
+	switch (a->op) {
+	case OP_SET_ETH_SRC:
+	case OP_SET_ETH_DST: {
+		__u8 *d = AT(data, end, 0, 14);
+		if (d)
+			__builtin_memcpy(d + (a->op == OP_SET_ETH_SRC ? 6 : 0), a->data, 6);
+		return 0;
+	}
+	case OP_SET_IP_SRC:
+	case OP_SET_IP_DST:
+		set_ip(ctx, l, a, a->op == OP_SET_IP_SRC);
+		return 0;
+	case OP_SET_L4_SRC:
+	case OP_SET_L4_DST:
+		set_l4(ctx, l, a->arg16, a->op == OP_SET_L4_SRC);
+		return 0;
+	case OP_PUSH_VLAN:
+	case OP_POP_VLAN:
+	case OP_ENCAP_VXLAN:
+	case OP_ENCAP_GENEVE:
+		if (a->op == OP_PUSH_VLAN) {
+			if (push_vlan(ctx, a->arg16, a->arg32))
+				return 1;
+		} else if (a->op == OP_POP_VLAN) {
+			pop_vlan(ctx);
+		} else if (dse_encap(ctx, a, key, a->op == OP_ENCAP_GENEVE)) {
+			return 1;
+		}
+		/* The frame only gained or lost whole headers. */
+		if (dse_parse(ctx, key->in_port, key->tun_id, &scratch, l))
+			__builtin_memset(l, 0, sizeof(*l));
+		return 0;
+	case OP_DECAP: {
+		int vni = dse_decap(ctx, l->l4, l->ip_end, l->l4_proto);
+		if (vni < 0) {
+			out->reason = DROP_TUNNEL;
+			return 1;
+		}
+		out->kind = STEP_RECIRCULATE;
+		out->vni = vni;
+		return 1;
+	}
+	case OP_METER:
+		if (!meter_admit(a->arg32, ctx->data_end - ctx->data, bpf_ktime_get_ns())) {
+			out->reason = DROP_METER;
+			return 1;
+		}
+		return 0;
+	case OP_OUTPUT:
+		out->kind = VERDICT_OUTPUT;
+		out->port = a->arg16;
+		return 1;
+	case OP_DROP:
+		out->reason = DROP_RULE;
+		return 1;
+	case OP_PASS:
+		out->kind = VERDICT_PASS;
+		return 1;
+	case OP_TX:
+		out->kind = VERDICT_TX;
+		return 1;
+	default:
+		return 1;
+	}
+}
+
+SEC("xdp")
+int dse_xdp(struct xdp_md *ctx)
+{
+	__u32 zero = 0, ifindex = ctx->ingress_ifindex, *port_of;
+	struct dse_state *state = bpf_map_lookup_elem(&dse_state, &zero);
+	struct dse_stats *st = bpf_map_lookup_elem(&dse_stats, &zero);
+	struct dse_last *last = bpf_map_lookup_elem(&dse_last, &zero);
+	struct step step = {.kind = VERDICT_DROP, .reason = DROP_MALFORMED};
+	struct flow_key key;
+	struct layout l;
+	struct hit h;
+	__u32 gen, tun = 0;
+	__u16 in_port;
+
+	port_of = bpf_map_lookup_elem(&dse_ifports, &ifindex);
+	if (!state || !st || !last || !port_of)
+		return XDP_PASS; /* not one of this datapath's ports */
+	in_port = *port_of;
+	gen = state->generation;
+	st->rx_packets++;
+	st->rx_bytes += ctx->data_end - ctx->data;
+
+	for (int pass = 0; pass < 2; pass++) {
+		if (dse_parse(ctx, in_port, tun, &key, &l)) {
+			step.kind = VERDICT_DROP;
+			step.reason = DROP_MALFORMED;
+			break;
+		}
+		classify(&key, gen, st, &h);
+		if (h.slot == DSE_NO_RULE) {
+			__u32 p = in_port;
+			struct port_record *pr = bpf_map_lookup_elem(&dse_ports, &p);
+			if (pr && pr->default_drop) {
+				step.kind = VERDICT_DROP;
+				step.reason = DROP_MISS;
+			} else {
+				step.kind = VERDICT_PASS;
+			}
+			break;
+		}
+		{
+			struct rule_counter *c = bpf_map_lookup_elem(&dse_counters, &h.slot);
+			if (c) {
+				c->packets++;
+				c->bytes += ctx->data_end - ctx->data;
+			}
+		}
+		step.kind = VERDICT_DROP;
+		step.reason = DROP_MALFORMED;
+		for (__u32 i = 0; i < DSE_MAX_ACTIONS; i++) {
+			if (i >= h.n_actions ||
+			    dse_action(ctx, h.first_action + i, &l, &key, &step))
+				break;
+		}
+		if (step.kind != STEP_RECIRCULATE)
+			break;
+		if (pass == 1) {
+			step.kind = VERDICT_DROP;
+			step.reason = DROP_RECIRCULATION;
+			break;
+		}
+		tun = DSE_TUNNEL_PRESENT | step.vni;
+	}
+
+	last->kind = step.kind;
+	last->port = step.port;
+	last->reason = step.reason;
+	switch (step.kind) {
+	case VERDICT_OUTPUT:
+		st->output++;
+		return bpf_redirect_map(&dse_tx_ports, step.port, 0);
+	case VERDICT_PASS:
+		st->pass++;
+		return XDP_PASS;
+	case VERDICT_TX:
+		st->tx++;
+		return XDP_TX;
+	default:
+		if (step.reason < DROP_REASONS)
+			st->drops[step.reason]++;
+		return XDP_DROP;
+	}
+}
+
+char LICENSE[] SEC("license") = "GPL";
