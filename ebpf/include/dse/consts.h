@@ -24,7 +24,7 @@
 #define DSE_MAX_METERS 1024
 #endif
 #ifndef DSE_CACHE_ENTRIES
-#define DSE_CACHE_ENTRIES (1 << 20) /* per CPU */
+#define DSE_CACHE_ENTRIES (1 << 18) /* per CPU */
 #endif
 #ifndef DSE_OPTIONS_BYTES
 #define DSE_OPTIONS_BYTES 4096 /* Geneve option pool */

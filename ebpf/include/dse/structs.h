@@ -134,4 +134,26 @@ struct option_pool {
 	__u8 bytes[DSE_OPTIONS_BYTES];
 };
 
+/* The layout dse-ebpf's mirrors assert too (ebpf/src/lib.rs). */
+_Static_assert(sizeof(struct flow_key) == 64, "flow_key");
+_Static_assert(__builtin_offsetof(struct flow_key, in_port) == 38, "flow_key.in_port");
+_Static_assert(__builtin_offsetof(struct flow_key, vlan) == 46, "flow_key.vlan");
+_Static_assert(__builtin_offsetof(struct flow_key, l4_src) == 52, "flow_key.l4_src");
+_Static_assert(__builtin_offsetof(struct flow_key, tun_id) == 56, "flow_key.tun_id");
+_Static_assert(__builtin_offsetof(struct flow_key, tcp_flags) == 60, "flow_key.tcp_flags");
+_Static_assert(sizeof(struct rule_record) == 16, "rule_record");
+_Static_assert(sizeof(struct action_record) == 64, "action_record");
+_Static_assert(__builtin_offsetof(struct action_record, data) == 8, "action_record.data");
+_Static_assert(sizeof(struct port_record) == 8, "port_record");
+_Static_assert(sizeof(struct meter_record) == 24, "meter_record");
+_Static_assert(sizeof(struct meter_state) == 24, "meter_state");
+_Static_assert(sizeof(struct mask_record) == 80, "mask_record");
+_Static_assert(sizeof(struct sub_key) == 72, "sub_key");
+_Static_assert(sizeof(struct sub_value) == 8, "sub_value");
+_Static_assert(sizeof(struct cache_value) == 16, "cache_value");
+_Static_assert(sizeof(struct rule_counter) == 16, "rule_counter");
+_Static_assert(sizeof(struct dse_stats) == 13 * 8, "dse_stats");
+_Static_assert(sizeof(struct dse_state) == 8, "dse_state");
+_Static_assert(sizeof(struct dse_last) == 16, "dse_last");
+
 #endif

@@ -1,0 +1,25 @@
+//! Rebuilds `dse.bpf.o` from its C source when asked (`DSE_BUILD_EBPF=1`)
+//! and clang is present. Otherwise the committed object is used as is, so
+//! that `cargo build` works without clang; `.ci/run` checks that the
+//! committed object is what the committed source builds to.
+
+use std::path::Path;
+use std::process::Command;
+
+fn main() {
+    println!("cargo:rerun-if-env-changed=DSE_BUILD_EBPF");
+    println!("cargo:rerun-if-changed=src/dse.bpf.c");
+    println!("cargo:rerun-if-changed=include/dse");
+    println!("cargo:rerun-if-changed=dse.bpf.o");
+    if std::env::var_os("DSE_BUILD_EBPF").is_none_or(|v| v != "1") {
+        return;
+    }
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let status = Command::new("make")
+        .arg("-C")
+        .arg(dir)
+        .arg("dse.bpf.o")
+        .status()
+        .expect("DSE_BUILD_EBPF=1 needs make and clang");
+    assert!(status.success(), "building dse.bpf.o failed");
+}

@@ -1,0 +1,340 @@
+//! The dse XDP datapath as a compiled BPF object, and `#[repr(C)]` mirrors
+//! of every record it shares with userspace.
+//!
+//! The object is `dse.bpf.o`, built from `src/dse.bpf.c` and the headers in
+//! `include/dse/` by `make -C ebpf` and committed, so that building this
+//! crate needs no clang. Each mirror asserts the same sizes and offsets that
+//! `include/dse/structs.h` asserts with `_Static_assert`, so the two sides
+//! cannot drift apart silently.
+
+#![cfg_attr(not(feature = "aya"), no_std)]
+
+/// Bytes aligned for an ELF parser.
+#[repr(C, align(32))]
+pub struct Aligned<B: ?Sized>(pub B);
+
+static OBJECT_ALIGNED: &Aligned<[u8]> = &Aligned(*include_bytes!("../dse.bpf.o"));
+
+/// The compiled XDP datapath object (ELF, BTF, no DWARF).
+pub fn object() -> &'static [u8] {
+    &OBJECT_ALIGNED.0
+}
+
+/// Name of the XDP program in [`object`].
+pub const PROGRAM: &str = "dse_xdp";
+
+/// Build-time limits of the object (`include/dse/consts.h`).
+pub mod limits {
+    /// Masks per bank: the bound of the tuple-space loop.
+    pub const MAX_MASKS: u32 = 32;
+    /// Rule slots (records and counters).
+    pub const MAX_RULES: u32 = 1 << 21;
+    /// Action records.
+    pub const MAX_ACTION_RECORDS: u32 = 1 << 20;
+    /// Actions per rule.
+    pub const MAX_ACTIONS: u32 = 16;
+    /// Port slots.
+    pub const MAX_PORTS: u32 = 64;
+    /// Meters.
+    pub const MAX_METERS: u32 = 1024;
+    /// Flow-cache entries (per CPU).
+    pub const CACHE_ENTRIES: u32 = 1 << 18;
+    /// Bytes of the Geneve option pool.
+    pub const OPTIONS_BYTES: usize = 4096;
+}
+
+/// Map names, as pinned under an instance's bpffs directory.
+pub mod maps {
+    /// [`super::State`], one entry.
+    pub const STATE: &str = "dse_state";
+    /// [`super::MaskRecord`] by bank and order.
+    pub const MASKS: &str = "dse_masks";
+    /// [`super::SubKey`] -> [`super::SubValue`].
+    pub const SUBTABLES: &str = "dse_subtables";
+    /// [`super::RuleRecord`] by slot.
+    pub const RULES: &str = "dse_rules";
+    /// [`super::ActionRecord`] by index.
+    pub const ACTIONS: &str = "dse_actions";
+    /// [`super::OptionPool`], one entry.
+    pub const OPTIONS: &str = "dse_options";
+    /// [`super::PortRecord`] by port index.
+    pub const PORTS: &str = "dse_ports";
+    /// Interface index -> port index.
+    pub const IFPORTS: &str = "dse_ifports";
+    /// Devmap: port index -> egress interface.
+    pub const TX_PORTS: &str = "dse_tx_ports";
+    /// [`super::MeterRecord`] by meter index.
+    pub const METER_CFG: &str = "dse_meter_cfg";
+    /// [`super::MeterState`] by meter index.
+    pub const METERS: &str = "dse_meters";
+    /// Flow key -> [`super::CacheValue`], LRU, per CPU.
+    pub const CACHE: &str = "dse_cache";
+    /// [`super::RuleCounter`] by slot, per CPU.
+    pub const COUNTERS: &str = "dse_counters";
+    /// [`super::Stats`], per CPU.
+    pub const STATS: &str = "dse_stats";
+    /// [`super::Last`], per CPU.
+    pub const LAST: &str = "dse_last";
+    /// Every map, in load order.
+    pub const ALL: [&str; 15] = [
+        STATE, MASKS, SUBTABLES, RULES, ACTIONS, OPTIONS, PORTS, IFPORTS, TX_PORTS, METER_CFG,
+        METERS, CACHE, COUNTERS, STATS, LAST,
+    ];
+}
+
+/// Rule slot meaning "no rule".
+pub const NO_RULE: u32 = u32::MAX;
+
+/// Verdict kinds of [`Last::kind`].
+pub mod verdict {
+    /// Redirected to [`super::Last::port`].
+    pub const OUTPUT: u32 = 1;
+    /// To the host stack.
+    pub const PASS: u32 = 2;
+    /// Back out of the ingress interface.
+    pub const TX: u32 = 3;
+    /// Dropped for [`super::Last::reason`].
+    pub const DROP: u32 = 4;
+}
+
+macro_rules! layout {
+    ($t:ty, $size:expr $(, $field:ident == $off:expr)*) => {
+        const _: () = assert!(core::mem::size_of::<$t>() == $size);
+        $(const _: () = assert!(core::mem::offset_of!($t, $field) == $off);)*
+    };
+}
+
+/// `struct flow_key`: every field a rule matches, host order.
+#[repr(C, align(8))]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash)]
+#[allow(missing_docs)]
+pub struct FlowKey {
+    pub ip_src: [u8; 16],
+    pub ip_dst: [u8; 16],
+    pub eth_src: [u8; 6],
+    pub in_port: u16,
+    pub eth_dst: [u8; 6],
+    pub vlan: u16,
+    pub eth_type: u16,
+    pub ip_proto: u8,
+    pub flags: u8,
+    pub l4_src: u16,
+    pub l4_dst: u16,
+    pub tun_id: u32,
+    pub tcp_flags: u8,
+    pub pad: [u8; 3],
+}
+layout!(
+    FlowKey,
+    64,
+    in_port == 38,
+    vlan == 46,
+    l4_src == 52,
+    tun_id == 56,
+    tcp_flags == 60
+);
+
+/// `struct rule_record`.
+#[repr(C)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+#[allow(missing_docs)]
+pub struct RuleRecord {
+    pub id: u32,
+    pub priority: u32,
+    pub first_action: u32,
+    pub n_actions: u16,
+    pub live: u16,
+}
+layout!(RuleRecord, 16, first_action == 8, live == 14);
+
+/// `struct action_record`.
+#[repr(C)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[allow(missing_docs)]
+pub struct ActionRecord {
+    pub op: u8,
+    pub flags: u8,
+    pub arg16: u16,
+    pub arg32: u32,
+    pub data: [u8; 56],
+}
+layout!(ActionRecord, 64, arg16 == 2, arg32 == 4, data == 8);
+
+/// `struct port_record`: a port slot and the interface it sends to.
+#[repr(C)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+#[allow(missing_docs)]
+pub struct PortRecord {
+    pub present: u8,
+    pub default_drop: u8,
+    pub pad: u16,
+    pub ifindex: u32,
+}
+layout!(PortRecord, 8, ifindex == 4);
+
+/// `struct meter_record`.
+#[repr(C)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+#[allow(missing_docs)]
+pub struct MeterRecord {
+    pub rate: u64,
+    pub burst: u64,
+    pub bits: u8,
+    pub pad: [u8; 7],
+}
+layout!(MeterRecord, 24, burst == 8, bits == 16);
+
+/// `struct meter_state`: a bucket (the first word is the program's spin lock).
+#[repr(C)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+#[allow(missing_docs)]
+pub struct MeterState {
+    pub lock: u32,
+    pub pad: u32,
+    pub nano_tokens: u64,
+    pub last_ns: u64,
+}
+layout!(MeterState, 24, nano_tokens == 8, last_ns == 16);
+
+/// `struct mask_record`: one mask of a bank's list, best first.
+#[repr(C)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+#[allow(missing_docs)]
+pub struct MaskRecord {
+    pub mask: FlowKey,
+    pub best_rank: u64,
+    pub mask_id: u32,
+    pub live: u32,
+}
+layout!(MaskRecord, 80, best_rank == 64, mask_id == 72, live == 76);
+
+/// `struct sub_key`.
+#[repr(C)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash)]
+#[allow(missing_docs)]
+pub struct SubKey {
+    pub mask_id: u32,
+    pub pad: u32,
+    pub key: FlowKey,
+}
+layout!(SubKey, 72, key == 8);
+
+/// `struct sub_value`: the slot in each bank.
+#[repr(C)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+#[allow(missing_docs)]
+pub struct SubValue {
+    pub slot: [u32; 2],
+}
+layout!(SubValue, 8);
+
+/// `struct cache_value`.
+#[repr(C)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+#[allow(missing_docs)]
+pub struct CacheValue {
+    pub generation: u32,
+    pub slot: u32,
+    pub first_action: u32,
+    pub n_actions: u16,
+    pub pad: u16,
+}
+layout!(CacheValue, 16, first_action == 8);
+
+/// `struct rule_counter`.
+#[repr(C)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+#[allow(missing_docs)]
+pub struct RuleCounter {
+    pub packets: u64,
+    pub bytes: u64,
+}
+layout!(RuleCounter, 16);
+
+/// `struct dse_stats`; `drops` by dse-datapath's `DropReason` order.
+#[repr(C)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+#[allow(missing_docs)]
+pub struct Stats {
+    pub rx_packets: u64,
+    pub rx_bytes: u64,
+    pub output: u64,
+    pub pass: u64,
+    pub tx: u64,
+    pub drops: [u64; 6],
+    pub cache_hits: u64,
+    pub cache_misses: u64,
+}
+layout!(Stats, 104, drops == 40, cache_hits == 88);
+
+/// `struct dse_state`: the active generation; its low bit is the bank.
+#[repr(C)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+#[allow(missing_docs)]
+pub struct State {
+    pub generation: u32,
+    pub pad: u32,
+}
+layout!(State, 8);
+
+/// `struct dse_last`: the last verdict on a CPU.
+#[repr(C)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+#[allow(missing_docs)]
+pub struct Last {
+    pub kind: u32,
+    pub port: u32,
+    pub reason: u32,
+    pub pad: u32,
+}
+layout!(Last, 16);
+
+/// `struct option_pool`.
+#[repr(C)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[allow(missing_docs)]
+pub struct OptionPool {
+    pub bytes: [u8; limits::OPTIONS_BYTES],
+}
+layout!(OptionPool, limits::OPTIONS_BYTES);
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn the_object_is_an_ebpf_elf() {
+        let o = super::object();
+        assert_eq!(&o[..4], b"\x7fELF");
+        assert_eq!(
+            u16::from_le_bytes([o[18], o[19]]),
+            247,
+            "e_machine is EM_BPF"
+        );
+    }
+}
+
+#[cfg(feature = "aya")]
+mod pod {
+    // SAFETY: each type is repr(C), made only of integers and integer
+    // arrays, with no implicit padding (the layout! asserts cover every
+    // byte), so every bit pattern is valid and copying bytes is sound.
+    macro_rules! pod {
+        ($($t:ty),*) => { $(unsafe impl aya::Pod for $t {})* };
+    }
+    pod!(
+        super::FlowKey,
+        super::RuleRecord,
+        super::ActionRecord,
+        super::PortRecord,
+        super::MeterRecord,
+        super::MeterState,
+        super::MaskRecord,
+        super::SubKey,
+        super::SubValue,
+        super::CacheValue,
+        super::RuleCounter,
+        super::Stats,
+        super::State,
+        super::Last,
+        super::OptionPool
+    );
+}
