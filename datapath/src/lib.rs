@@ -13,6 +13,7 @@ pub mod pipeline;
 pub mod rule;
 pub mod snapshot;
 pub mod wire;
+pub mod xdp;
 
 pub use compile::{CompiledTables, compile};
 pub use datapath::{Datapath, DatapathError};

@@ -1,0 +1,479 @@
+//! Loading the XDP object, writing compiled tables into its maps, and
+//! running it on a frame with BPF_PROG_TEST_RUN.
+
+use super::mirror;
+use crate::compile::{CompiledTables, NO_RULE};
+use crate::pipeline::{DropReason, Verdict};
+use aya::maps::{Array, HashMap, PerCpuArray, PerCpuValues};
+use aya::programs::{TestRun, TestRunOptions, Xdp};
+use aya::{Ebpf, EbpfLoader};
+use dse_ebpf::{SubKey, SubValue, maps, verdict};
+use std::path::{Path, PathBuf};
+
+/// What went wrong in the XDP backend, with the step and the object named.
+#[derive(Debug, thiserror::Error)]
+pub enum XdpError {
+    /// The object did not load (the verifier's log is in the source).
+    #[error("loading the XDP object (maps pinned under {pin_dir}): {source}")]
+    Load {
+        /// The instance's bpffs directory.
+        pin_dir: PathBuf,
+        /// aya's error.
+        source: Box<aya::EbpfError>,
+    },
+    /// A program operation failed.
+    #[error("XDP program: {what}: {source}")]
+    Program {
+        /// The operation.
+        what: &'static str,
+        /// aya's error.
+        source: Box<aya::programs::ProgramError>,
+    },
+    /// A map operation failed.
+    #[error("map {map}: {what}: {source}")]
+    Map {
+        /// The map's name.
+        map: &'static str,
+        /// The operation.
+        what: &'static str,
+        /// aya's error.
+        source: Box<aya::maps::MapError>,
+    },
+    /// The tables do not fit the object's build-time limits.
+    #[error("the tables need {need} {what}, the XDP object holds {have}")]
+    TooLarge {
+        /// What overflowed.
+        what: &'static str,
+        /// What the tables need.
+        need: usize,
+        /// What the maps hold.
+        have: usize,
+    },
+    /// A file-system step failed.
+    #[error("{what} {path}: {source}")]
+    Io {
+        /// The operation.
+        what: &'static str,
+        /// The path.
+        path: PathBuf,
+        /// The OS error.
+        source: std::io::Error,
+    },
+}
+
+fn map_err(map: &'static str, what: &'static str) -> impl FnOnce(aya::maps::MapError) -> XdpError {
+    move |e| XdpError::Map {
+        map,
+        what,
+        source: Box::new(e),
+    }
+}
+
+/// Map sizes chosen at load time (at most the object's build-time limits).
+#[derive(Debug, Clone, Copy)]
+pub struct XdpLimits {
+    /// Rule slots.
+    pub rules: u32,
+    /// Action records.
+    pub action_records: u32,
+    /// Flow-cache entries per CPU.
+    pub cache_entries: u32,
+}
+
+impl Default for XdpLimits {
+    fn default() -> Self {
+        XdpLimits {
+            rules: dse_ebpf::limits::MAX_RULES,
+            action_records: dse_ebpf::limits::MAX_ACTION_RECORDS,
+            cache_entries: dse_ebpf::limits::CACHE_ENTRIES,
+        }
+    }
+}
+
+impl XdpLimits {
+    /// Small maps, for tests: thousands of rules.
+    pub fn small() -> XdpLimits {
+        XdpLimits {
+            rules: 1 << 14,
+            action_records: 1 << 14,
+            cache_entries: 1 << 12,
+        }
+    }
+}
+
+/// One loaded XDP datapath: its program and maps, pinned under `pin_dir`.
+pub struct XdpInstance {
+    ebpf: Ebpf,
+    pin_dir: PathBuf,
+    limits: XdpLimits,
+    generation: u32,
+    /// What each bank of masks and subtable entries holds.
+    banks: [Option<CompiledTables>; 2],
+}
+
+impl XdpInstance {
+    /// Loads the object with its maps pinned under `pin_dir` (created if
+    /// missing; maps already pinned there are reused).
+    ///
+    /// # Errors
+    /// [`XdpError`] naming the step that failed.
+    pub fn load(pin_dir: impl AsRef<Path>, limits: XdpLimits) -> Result<XdpInstance, XdpError> {
+        let pin_dir = pin_dir.as_ref().to_path_buf();
+        std::fs::create_dir_all(&pin_dir).map_err(|source| XdpError::Io {
+            what: "creating the pin directory",
+            path: pin_dir.clone(),
+            source,
+        })?;
+        let mut ebpf = EbpfLoader::new()
+            // The full verifier log takes seconds to write for this program.
+            .verifier_log_level(aya::VerifierLogLevel::STATS)
+            .default_map_pin_directory(&pin_dir)
+            .map_max_entries(maps::RULES, limits.rules)
+            .map_max_entries(maps::COUNTERS, limits.rules)
+            .map_max_entries(maps::SUBTABLES, limits.rules)
+            .map_max_entries(maps::ACTIONS, limits.action_records)
+            .map_max_entries(maps::CACHE, limits.cache_entries)
+            .load(dse_ebpf::object())
+            .map_err(|e| XdpError::Load {
+                pin_dir: pin_dir.clone(),
+                source: Box::new(e),
+            })?;
+        let prog: &mut Xdp = ebpf
+            .program_mut(dse_ebpf::PROGRAM)
+            .expect("the object has its program")
+            .try_into()
+            .expect("it is an XDP program");
+        prog.load().map_err(|e| XdpError::Program {
+            what: "load",
+            source: Box::new(e),
+        })?;
+        let generation = Array::<_, dse_ebpf::State>::try_from(
+            ebpf.map(maps::STATE).expect("the object has its maps"),
+        )
+        .and_then(|a| a.get(&0, 0))
+        .map_err(map_err(maps::STATE, "read"))?
+        .generation;
+        Ok(XdpInstance {
+            ebpf,
+            pin_dir,
+            limits,
+            generation,
+            banks: [None, None],
+        })
+    }
+
+    /// The bpffs directory of the maps.
+    pub fn pin_dir(&self) -> &Path {
+        &self.pin_dir
+    }
+
+    /// The active generation.
+    pub fn generation(&self) -> u32 {
+        self.generation
+    }
+
+    fn map(&mut self, name: &'static str) -> &mut aya::maps::Map {
+        self.ebpf.map_mut(name).expect("the object has its maps")
+    }
+
+    /// Installs `tables` as the next generation: written into the inactive
+    /// bank, then made active by one write of the generation word. Rule
+    /// slots in `new_slots` get zeroed counters. Returns the new generation.
+    ///
+    /// # Errors
+    /// [`XdpError::TooLarge`] before anything is written if the tables do
+    /// not fit; [`XdpError::Map`] if the kernel refuses an update.
+    pub fn install(&mut self, tables: &CompiledTables, new_slots: &[u32]) -> Result<u32, XdpError> {
+        self.check_fits(tables)?;
+        let next = self.generation.wrapping_add(1);
+        let bank = (next & 1) as usize;
+        {
+            let mut rules = Array::<_, dse_ebpf::RuleRecord>::try_from(self.map(maps::RULES))
+                .map_err(map_err(maps::RULES, "open"))?;
+            for (slot, r) in tables.live_rules() {
+                rules
+                    .set(slot, mirror::rule(r), 0)
+                    .map_err(map_err(maps::RULES, "update"))?;
+            }
+        }
+        {
+            let mut actions = Array::<_, dse_ebpf::ActionRecord>::try_from(self.map(maps::ACTIONS))
+                .map_err(map_err(maps::ACTIONS, "open"))?;
+            for (i, a) in tables.actions.iter().enumerate() {
+                actions
+                    .set(i as u32, mirror::action(a), 0)
+                    .map_err(map_err(maps::ACTIONS, "update"))?;
+            }
+        }
+        {
+            let mut pool = dse_ebpf::OptionPool {
+                bytes: [0; dse_ebpf::limits::OPTIONS_BYTES],
+            };
+            pool.bytes[..tables.options.len()].copy_from_slice(&tables.options);
+            Array::<_, dse_ebpf::OptionPool>::try_from(self.map(maps::OPTIONS))
+                .and_then(|mut a| a.set(0, pool, 0))
+                .map_err(map_err(maps::OPTIONS, "update"))?;
+        }
+        self.write_ports_and_meters(tables)?;
+        self.zero_counters(new_slots)?;
+        self.write_bank(tables, bank)?;
+        Array::<_, dse_ebpf::State>::try_from(self.map(maps::STATE))
+            .and_then(|mut a| {
+                a.set(
+                    0,
+                    dse_ebpf::State {
+                        generation: next,
+                        pad: 0,
+                    },
+                    0,
+                )
+            })
+            .map_err(map_err(maps::STATE, "flip"))?;
+        self.generation = next;
+        self.banks[bank] = Some(tables.clone());
+        Ok(next)
+    }
+
+    fn check_fits(&self, tables: &CompiledTables) -> Result<(), XdpError> {
+        let checks = [
+            ("rule slots", tables.rules.len(), self.limits.rules as usize),
+            (
+                "action records",
+                tables.actions.len(),
+                self.limits.action_records as usize,
+            ),
+            (
+                "Geneve option bytes",
+                tables.options.len(),
+                dse_ebpf::limits::OPTIONS_BYTES,
+            ),
+            (
+                "meters",
+                tables.meters.len(),
+                dse_ebpf::limits::MAX_METERS as usize,
+            ),
+        ];
+        for (what, need, have) in checks {
+            if need > have {
+                return Err(XdpError::TooLarge { what, need, have });
+            }
+        }
+        Ok(())
+    }
+
+    fn write_ports_and_meters(&mut self, tables: &CompiledTables) -> Result<(), XdpError> {
+        let mut ports = Array::<_, dse_ebpf::PortRecord>::try_from(self.map(maps::PORTS))
+            .map_err(map_err(maps::PORTS, "open"))?;
+        for (i, p) in tables.ports.iter().enumerate() {
+            let mut rec = ports
+                .get(&(i as u32), 0)
+                .map_err(map_err(maps::PORTS, "read"))?;
+            rec.present = p.present;
+            rec.default_drop = p.default_drop;
+            ports
+                .set(i as u32, rec, 0)
+                .map_err(map_err(maps::PORTS, "update"))?;
+        }
+        let mut cfg = Array::<_, dse_ebpf::MeterRecord>::try_from(self.map(maps::METER_CFG))
+            .map_err(map_err(maps::METER_CFG, "open"))?;
+        let mut changed = Vec::new();
+        for (i, m) in tables.meters.iter().enumerate() {
+            let want = mirror::meter(m);
+            let have = cfg
+                .get(&(i as u32), 0)
+                .map_err(map_err(maps::METER_CFG, "read"))?;
+            if have != want {
+                cfg.set(i as u32, want, 0)
+                    .map_err(map_err(maps::METER_CFG, "update"))?;
+                changed.push((i as u32, want));
+            }
+        }
+        let mut state = Array::<_, dse_ebpf::MeterState>::try_from(self.map(maps::METERS))
+            .map_err(map_err(maps::METERS, "open"))?;
+        for (i, m) in changed {
+            // A new or reconfigured meter starts full, as Bucket::full.
+            let full = dse_ebpf::MeterState {
+                nano_tokens: m.burst.saturating_mul(1_000_000_000),
+                ..Default::default()
+            };
+            state
+                .set(i, full, 0)
+                .map_err(map_err(maps::METERS, "reset"))?;
+        }
+        Ok(())
+    }
+
+    fn zero_counters(&mut self, slots: &[u32]) -> Result<(), XdpError> {
+        if slots.is_empty() {
+            return Ok(());
+        }
+        let cpus = aya::util::nr_cpus().map_err(|(path, source)| XdpError::Io {
+            what: "counting CPUs from",
+            path: path.into(),
+            source,
+        })?;
+        let zeros = || {
+            PerCpuValues::try_from(vec![dse_ebpf::RuleCounter::default(); cpus])
+                .expect("one value per possible CPU")
+        };
+        let mut counters =
+            PerCpuArray::<_, dse_ebpf::RuleCounter>::try_from(self.map(maps::COUNTERS))
+                .map_err(map_err(maps::COUNTERS, "open"))?;
+        for &s in slots {
+            counters
+                .set(s, zeros(), 0)
+                .map_err(map_err(maps::COUNTERS, "zero"))?;
+        }
+        Ok(())
+    }
+
+    /// Writes `tables`' masks and subtable entries into `bank`, keeping the
+    /// other bank's slots in each entry.
+    fn write_bank(&mut self, tables: &CompiledTables, bank: usize) -> Result<(), XdpError> {
+        let old = self.banks[bank].take();
+        let mut subs = HashMap::<_, SubKey, SubValue>::try_from(self.map(maps::SUBTABLES))
+            .map_err(map_err(maps::SUBTABLES, "open"))?;
+        let mut wanted = std::collections::HashSet::new();
+        for st in &tables.subtables {
+            for (k, slot) in st.entries() {
+                let key = SubKey {
+                    mask_id: st.id,
+                    pad: 0,
+                    key: mirror::key(&k),
+                };
+                wanted.insert(key);
+                let mut v = subs.get(&key, 0).unwrap_or(SubValue { slot: [NO_RULE; 2] });
+                if v.slot[bank] != slot {
+                    v.slot[bank] = slot;
+                    subs.insert(key, v, 0)
+                        .map_err(map_err(maps::SUBTABLES, "update"))?;
+                }
+            }
+        }
+        if let Some(old) = old {
+            for st in &old.subtables {
+                for (k, _) in st.entries() {
+                    let key = SubKey {
+                        mask_id: st.id,
+                        pad: 0,
+                        key: mirror::key(&k),
+                    };
+                    if wanted.contains(&key) {
+                        continue;
+                    }
+                    if let Ok(mut v) = subs.get(&key, 0) {
+                        v.slot[bank] = NO_RULE;
+                        if v.slot == [NO_RULE; 2] {
+                            subs.remove(&key)
+                                .map_err(map_err(maps::SUBTABLES, "remove"))?;
+                        } else {
+                            subs.insert(key, v, 0)
+                                .map_err(map_err(maps::SUBTABLES, "update"))?;
+                        }
+                    }
+                }
+            }
+        }
+        let mut masks = Array::<_, dse_ebpf::MaskRecord>::try_from(self.map(maps::MASKS))
+            .map_err(map_err(maps::MASKS, "open"))?;
+        let base = bank as u32 * dse_ebpf::limits::MAX_MASKS;
+        for i in 0..dse_ebpf::limits::MAX_MASKS {
+            let rec = match tables.subtables.get(i as usize) {
+                Some(st) => dse_ebpf::MaskRecord {
+                    mask: mirror::key(st.mask()),
+                    best_rank: st.best_rank(),
+                    mask_id: st.id,
+                    live: 1,
+                },
+                None => dse_ebpf::MaskRecord::default(),
+            };
+            masks
+                .set(base + i, rec, 0)
+                .map_err(map_err(maps::MASKS, "update"))?;
+        }
+        Ok(())
+    }
+
+    /// Runs the program once on `frame` as if it came in on port `in_port`
+    /// (BPF_PROG_TEST_RUN, on this thread's CPU pinned to CPU 0 for the
+    /// call). Returns the verdict and the frame as the program left it.
+    ///
+    /// # Errors
+    /// [`XdpError`] if the run or a map access fails.
+    pub fn run(&mut self, in_port: u16, frame: &[u8]) -> Result<(Verdict, Vec<u8>), XdpError> {
+        // Without a context, a test run comes in on the namespace's loopback
+        // device, ifindex 1. (A context naming another device is refused
+        // unless that device has registered XDP receive queues.)
+        const LO: u32 = 1;
+        HashMap::<_, u32, u32>::try_from(self.map(maps::IFPORTS))
+            .and_then(|mut m| m.insert(LO, u32::from(in_port), 0))
+            .map_err(map_err(maps::IFPORTS, "update"))?;
+        let mut out = vec![0u8; frame.len() + 512];
+        let _cpu = PinnedToCpu0::new();
+        let prog: &Xdp = self
+            .ebpf
+            .program(dse_ebpf::PROGRAM)
+            .expect("the object has its program")
+            .try_into()
+            .expect("it is an XDP program");
+        let mut opts = TestRunOptions::new();
+        opts.data_in = Some(frame);
+        opts.data_out = Some(&mut out);
+        let result = prog.test_run(opts).map_err(|e| XdpError::Program {
+            what: "test run",
+            source: Box::new(e),
+        })?;
+        out.truncate(result.data_size_out as usize);
+        let last = PerCpuArray::<_, dse_ebpf::Last>::try_from(
+            self.ebpf.map(maps::LAST).expect("the object has its maps"),
+        )
+        .and_then(|a| a.get(&0, 0))
+        .map_err(map_err(maps::LAST, "read"))?[0];
+        let v = match last.kind {
+            verdict::OUTPUT => Verdict::Output(last.port as u16),
+            verdict::PASS => Verdict::Pass,
+            verdict::TX => Verdict::Tx,
+            _ => Verdict::Drop(
+                DropReason::ALL
+                    .get(last.reason as usize)
+                    .copied()
+                    .unwrap_or(DropReason::Malformed),
+            ),
+        };
+        Ok((v, out))
+    }
+}
+
+/// Pins the calling thread to CPU 0 until dropped, restoring its affinity.
+struct PinnedToCpu0 {
+    saved: Option<libc::cpu_set_t>,
+}
+
+impl PinnedToCpu0 {
+    fn new() -> PinnedToCpu0 {
+        // SAFETY: cpu_set_t is plain data; the calls only read and write the
+        // sets passed, for the calling thread (pid 0).
+        unsafe {
+            let mut saved: libc::cpu_set_t = std::mem::zeroed();
+            let size = size_of::<libc::cpu_set_t>();
+            let ok = libc::sched_getaffinity(0, size, &mut saved) == 0;
+            let mut one: libc::cpu_set_t = std::mem::zeroed();
+            libc::CPU_SET(0, &mut one);
+            libc::sched_setaffinity(0, size, &one);
+            PinnedToCpu0 {
+                saved: ok.then_some(saved),
+            }
+        }
+    }
+}
+
+impl Drop for PinnedToCpu0 {
+    fn drop(&mut self) {
+        if let Some(saved) = &self.saved {
+            // SAFETY: as in `new`.
+            unsafe {
+                libc::sched_setaffinity(0, size_of::<libc::cpu_set_t>(), saved);
+            }
+        }
+    }
+}

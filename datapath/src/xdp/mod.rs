@@ -1,0 +1,13 @@
+//! The XDP backend: the compiled tables in BPF maps, executed by the C
+//! program of `dse-ebpf` (the offloaded datapath).
+//!
+//! A transaction writes the next generation into the inactive bank of the
+//! masks and subtable entries (rule and action records are written only into
+//! slots no installed generation refers to), then flips one word, the
+//! generation, whose low bit selects the bank. Flow-cache entries carry the
+//! generation they were made under, so the flip invalidates them all.
+
+mod load;
+mod mirror;
+
+pub use load::{XdpError, XdpInstance, XdpLimits};
