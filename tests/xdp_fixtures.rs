@@ -4,39 +4,12 @@
 
 mod common;
 
+use common::bpf::PinDir;
 use common::fixtures::{Expect, document, table};
 use dse_datapath::RuleSet;
 use dse_datapath::compile::Compiler;
 use dse_datapath::pipeline::Verdict;
 use dse_datapath::xdp::{XdpInstance, XdpLimits};
-use std::path::PathBuf;
-
-/// A bpffs directory for one test's pinned maps, removed on drop.
-struct PinDir(PathBuf);
-
-impl PinDir {
-    fn new(name: &str) -> Option<PinDir> {
-        let root = std::path::Path::new("/sys/fs/bpf");
-        let usable = root.is_dir() && unsafe { libc::geteuid() } == 0;
-        if !usable {
-            assert!(
-                std::env::var("CI").as_deref() != Ok("true"),
-                "XDP tests need root and bpffs at /sys/fs/bpf"
-            );
-            eprintln!("skipping: XDP tests need root and bpffs at /sys/fs/bpf");
-            return None;
-        }
-        let dir = root.join(format!("dse-test-{}-{name}", std::process::id()));
-        let _ = std::fs::remove_dir_all(&dir);
-        Some(PinDir(dir))
-    }
-}
-
-impl Drop for PinDir {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.0);
-    }
-}
 
 #[test]
 fn xdp_program_runs_the_table() {

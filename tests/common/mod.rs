@@ -1,4 +1,5 @@
-//! Shared test support: packet builders and the fixture table.
+//! Shared test support: packet builders, the fixture table, bpffs directories.
 
+pub mod bpf;
 pub mod fixtures;
 pub mod packets;

@@ -5,7 +5,8 @@ use super::parse::{Layout, parse, udp_dst};
 use crate::compile::{ActionRecord, FLAG_FIXED_SRC, FLAG_V6, FlowKey, encap};
 use crate::frame::Frame;
 use crate::wire::{
-    checksum, ethertype, geneve, ipproto, ipv4, ipv6, read_u16, tcp, udp, udpport, vxlan, write_u16,
+    checksum, ethernet, ethertype, geneve, ipproto, ipv4, ipv6, read_u16, tcp, udp, udpport, vxlan,
+    write_u16,
 };
 
 /// Rewrites the IP source or destination of a frame of the address's family
@@ -183,6 +184,10 @@ pub(crate) fn decap(frame: &mut Frame, l: &Layout) -> Option<u32> {
         }
         _ => return None,
     };
+    if body.len() < hdr + ethernet::HEADER_LEN {
+        // Not a tunnel carrying Ethernet: no room for the inner header.
+        return None;
+    }
     frame.truncate(udp_end);
     frame.pull_front(tun + hdr);
     Some(vni)

@@ -3,11 +3,12 @@
 
 use super::mirror;
 use crate::compile::{CompiledTables, NO_RULE};
-use crate::pipeline::{DropReason, Verdict};
+use crate::pipeline::{Count, DropReason, Stats, Verdict};
 use aya::maps::{Array, HashMap, PerCpuArray, PerCpuValues};
 use aya::programs::{TestRun, TestRunOptions, Xdp};
 use aya::{Ebpf, EbpfLoader};
 use dse_ebpf::{SubKey, SubValue, maps, verdict};
+use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
 /// What went wrong in the XDP backend, with the step and the object named.
@@ -392,6 +393,57 @@ impl XdpInstance {
                 .map_err(map_err(maps::MASKS, "update"))?;
         }
         Ok(())
+    }
+
+    /// The rule counters, summed over CPUs, by rule id, of the rules in `tables`.
+    ///
+    /// # Errors
+    /// [`XdpError::Map`] if the counters cannot be read.
+    pub fn rule_counters(&self, tables: &CompiledTables) -> Result<BTreeMap<u32, Count>, XdpError> {
+        let counters = PerCpuArray::<_, dse_ebpf::RuleCounter>::try_from(
+            self.ebpf
+                .map(maps::COUNTERS)
+                .expect("the object has its maps"),
+        )
+        .map_err(map_err(maps::COUNTERS, "open"))?;
+        let mut out = BTreeMap::new();
+        for (slot, r) in tables.live_rules() {
+            let per_cpu = counters
+                .get(&slot, 0)
+                .map_err(map_err(maps::COUNTERS, "read"))?;
+            let c: &mut Count = out.entry(r.id).or_default();
+            for v in per_cpu.iter() {
+                c.packets += v.packets;
+                c.bytes += v.bytes;
+            }
+        }
+        Ok(out)
+    }
+
+    /// The datapath statistics, summed over CPUs.
+    ///
+    /// # Errors
+    /// [`XdpError::Map`] if the statistics cannot be read.
+    pub fn stats(&self) -> Result<Stats, XdpError> {
+        let per_cpu = PerCpuArray::<_, dse_ebpf::Stats>::try_from(
+            self.ebpf.map(maps::STATS).expect("the object has its maps"),
+        )
+        .and_then(|a| a.get(&0, 0))
+        .map_err(map_err(maps::STATS, "read"))?;
+        let mut s = Stats::default();
+        for v in per_cpu.iter() {
+            s.rx_packets += v.rx_packets;
+            s.rx_bytes += v.rx_bytes;
+            s.output += v.output;
+            s.pass += v.pass;
+            s.tx += v.tx;
+            s.cache_hits += v.cache_hits;
+            s.cache_misses += v.cache_misses;
+            for (r, n) in DropReason::ALL.iter().zip(v.drops) {
+                *s.drops.entry(r.name().to_string()).or_default() += n;
+            }
+        }
+        Ok(s)
     }
 
     /// Runs the program once on `frame` as if it came in on port `in_port`

@@ -321,6 +321,9 @@ __noinline int dse_decap(struct xdp_md *ctx, __u32 l4, __u32 ip_end,
 	} else {
 		return -1;
 	}
+	/* Not a tunnel carrying Ethernet: no room for the inner header. */
+	if (udp_end - tun < hdr + 14)
+		return -1;
 	if (udp_end < len && bpf_xdp_adjust_tail(ctx, (int)udp_end - (int)len))
 		return -1;
 	if (bpf_xdp_adjust_head(ctx, (int)(tun + hdr)))
