@@ -86,6 +86,31 @@ impl<T: Clone + Default> Chunked<T> {
         self.chunks.iter().flat_map(|c| c.iter()).take(self.len)
     }
 
+    /// The elements of `self` that differ from `old` (or that `old` lacks),
+    /// with their indices. Chunks shared with `old` are skipped unread, so
+    /// this costs what changed, not what exists.
+    pub fn changed_since<'a>(
+        &'a self,
+        old: &'a Chunked<T>,
+    ) -> impl Iterator<Item = (usize, &'a T)> + 'a
+    where
+        T: PartialEq,
+    {
+        self.chunks
+            .iter()
+            .enumerate()
+            .filter(move |(c, chunk)| old.chunks.get(*c).is_none_or(|o| !Arc::ptr_eq(o, chunk)))
+            .flat_map(move |(c, chunk)| {
+                let base = c * CHUNK;
+                chunk
+                    .iter()
+                    .enumerate()
+                    .map(move |(i, v)| (base + i, v))
+                    .take_while(move |(i, _)| *i < self.len)
+                    .filter(move |(i, v)| old.try_get(*i) != Some(*v))
+            })
+    }
+
     /// Heap bytes held (counting shared chunks in full).
     pub fn heap_bytes(&self) -> usize {
         self.chunks.capacity() * size_of::<Arc<[T]>>()
@@ -109,5 +134,8 @@ mod tests {
         assert_eq!(*b.get(CHUNK + 5), 0);
         assert!(Arc::ptr_eq(&a.chunks[0], &b.chunks[0]));
         assert!(!Arc::ptr_eq(&a.chunks[1], &b.chunks[1]));
+        b.push(7);
+        let changed: Vec<(usize, usize)> = b.changed_since(&a).map(|(i, v)| (i, *v)).collect();
+        assert_eq!(changed, vec![(CHUNK + 5, 0), (3 * CHUNK, 7)]);
     }
 }

@@ -293,16 +293,57 @@ impl Subtable {
 
     /// Entries as (masked key, rule slot), for loaders of other backends.
     pub fn entries(&self) -> impl Iterator<Item = (FlowKey, u32)> + '_ {
+        self.shards
+            .iter()
+            .flat_map(move |shard| (0..shard.rules.len()).map(move |e| self.decode(shard, e)))
+    }
+
+    fn decode(&self, shard: &Shard, e: usize) -> (FlowKey, u32) {
         let n = self.n_words;
-        self.shards.iter().flat_map(move |shard| {
-            (0..shard.rules.len()).map(move |e| {
-                let mut w = [0u64; 8];
-                for i in 0..n {
-                    w[usize::from(self.word_ix[i])] = shard.keys[e * n + i];
-                }
-                (FlowKey::from_words(w), shard.rules[e])
-            })
-        })
+        let mut w = [0u64; 8];
+        for i in 0..n {
+            w[usize::from(self.word_ix[i])] = shard.keys[e * n + i];
+        }
+        (FlowKey::from_words(w), shard.rules[e])
+    }
+
+    /// The entries that differ between `old` and `self` (same mask), as
+    /// (masked key, slot in `old`, slot in `self`). Shards shared with `old`
+    /// are skipped unread.
+    pub fn diff(&self, old: &Subtable) -> Vec<(FlowKey, Option<u32>, Option<u32>)> {
+        let pairs: Vec<(Option<&Shard>, Option<&Shard>)> = if self.shard_bits == old.shard_bits {
+            self.shards
+                .iter()
+                .zip(&old.shards)
+                .filter(|(a, b)| !Arc::ptr_eq(a, b))
+                .map(|(a, b)| (Some(&**b), Some(&**a)))
+                .collect()
+        } else {
+            let mut p: Vec<_> = old.shards.iter().map(|s| (Some(&**s), None)).collect();
+            p.extend(self.shards.iter().map(|s| (None, Some(&**s))));
+            p
+        };
+        let mut was: rustc_hash::FxHashMap<FlowKey, u32> = rustc_hash::FxHashMap::default();
+        let mut now: rustc_hash::FxHashMap<FlowKey, u32> = rustc_hash::FxHashMap::default();
+        for (o, n) in pairs {
+            if let Some(o) = o {
+                was.extend((0..o.rules.len()).map(|e| old.decode(o, e)));
+            }
+            if let Some(n) = n {
+                now.extend((0..n.rules.len()).map(|e| self.decode(n, e)));
+            }
+        }
+        let mut out: Vec<_> = now
+            .iter()
+            .filter(|(k, s)| was.get(*k) != Some(*s))
+            .map(|(k, s)| (*k, was.get(k).copied(), Some(*s)))
+            .collect();
+        out.extend(
+            was.iter()
+                .filter(|(k, _)| !now.contains_key(*k))
+                .map(|(k, s)| (*k, Some(*s), None)),
+        );
+        out
     }
 
     /// Heap bytes held (counting shared shards in full).
@@ -349,5 +390,33 @@ mod tests {
         assert_eq!(t.len(), 5000 - 1667);
         assert!(t.replace(&key(1), 42));
         assert_eq!(t.lookup(&key(1)), Some(42));
+    }
+
+    #[test]
+    fn diff_names_exactly_what_changed() {
+        let mask = FlowKey {
+            l4_src: 0xffff,
+            tun_id: u32::MAX,
+            ..FlowKey::default()
+        };
+        let mut a = Subtable::new(mask, 10_000);
+        for i in 0..10_000 {
+            a.insert(&key(i), i).unwrap();
+        }
+        let mut b = a.clone();
+        b.remove(&key(5));
+        b.replace(&key(6), 66);
+        b.insert(&key(20_000), 7).unwrap();
+        let mut d = b.diff(&a);
+        d.sort_by_key(|(k, _, _)| k.tun_id);
+        assert_eq!(
+            d,
+            vec![
+                (key(5), Some(5), None),
+                (key(6), Some(6), Some(66)),
+                (key(20_000), None, Some(7)),
+            ]
+        );
+        assert!(a.diff(&a.clone()).is_empty());
     }
 }

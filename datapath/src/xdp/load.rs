@@ -1,15 +1,19 @@
 //! Loading the XDP object, writing compiled tables into its maps, and
 //! running it on a frame with BPF_PROG_TEST_RUN.
 
-use super::mirror;
+use super::{batch, mirror};
+use crate::compile::{Chunked, FlowKey, Subtable};
 use crate::compile::{CompiledTables, NO_RULE};
 use crate::pipeline::{Count, DropReason, Stats, Verdict};
-use aya::maps::{Array, HashMap, PerCpuArray, PerCpuValues};
+use aya::maps::{Array, HashMap, PerCpuArray};
 use aya::programs::{TestRun, TestRunOptions, Xdp};
 use aya::{Ebpf, EbpfLoader};
 use dse_ebpf::{SubKey, SubValue, maps, verdict};
+use rustc_hash::FxHashMap;
 use std::collections::BTreeMap;
+use std::os::fd::{AsFd, BorrowedFd};
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
 /// What went wrong in the XDP backend, with the step and the object named.
 #[derive(Debug, thiserror::Error)]
@@ -40,6 +44,16 @@ pub enum XdpError {
         /// aya's error.
         source: Box<aya::maps::MapError>,
     },
+    /// A raw map syscall (a batch update) failed.
+    #[error("map {map}: {what}: {source}")]
+    MapIo {
+        /// The map's name.
+        map: &'static str,
+        /// The operation.
+        what: &'static str,
+        /// The OS error.
+        source: std::io::Error,
+    },
     /// The tables do not fit the object's build-time limits.
     #[error("the tables need {need} {what}, the XDP object holds {have}")]
     TooLarge {
@@ -60,6 +74,10 @@ pub enum XdpError {
         /// The OS error.
         source: std::io::Error,
     },
+}
+
+fn io_err(map: &'static str, what: &'static str) -> impl FnOnce(std::io::Error) -> XdpError {
+    move |source| XdpError::MapIo { map, what, source }
 }
 
 fn map_err(map: &'static str, what: &'static str) -> impl FnOnce(aya::maps::MapError) -> XdpError {
@@ -177,36 +195,53 @@ impl XdpInstance {
         self.ebpf.map_mut(name).expect("the object has its maps")
     }
 
-    /// Installs `tables` as the next generation: written into the inactive
-    /// bank, then made active by one write of the generation word. Rule
+    fn fd(&self, name: &'static str) -> BorrowedFd<'_> {
+        use aya::maps::Map;
+        match self.ebpf.map(name).expect("the object has its maps") {
+            Map::Array(m)
+            | Map::HashMap(m)
+            | Map::PerCpuArray(m)
+            | Map::PerCpuLruHashMap(m)
+            | Map::DevMap(m) => m.fd().as_fd(),
+            _ => unreachable!("dse maps are arrays, hashes and a devmap"),
+        }
+    }
+
+    /// Installs `tables` as the next generation: what changed since the
+    /// active generation is written (rule and action records into slots no
+    /// active generation reads, masks and subtable entries into the inactive
+    /// bank), then one write of the generation word makes it active. Rule
     /// slots in `new_slots` get zeroed counters. Returns the new generation.
     ///
     /// # Errors
     /// [`XdpError::TooLarge`] before anything is written if the tables do
-    /// not fit; [`XdpError::Map`] if the kernel refuses an update.
+    /// not fit; [`XdpError::Map`] if the kernel refuses an update (the
+    /// active generation is then untouched).
     pub fn install(&mut self, tables: &CompiledTables, new_slots: &[u32]) -> Result<u32, XdpError> {
         self.check_fits(tables)?;
         let next = self.generation.wrapping_add(1);
         let bank = (next & 1) as usize;
-        {
-            let mut rules = Array::<_, dse_ebpf::RuleRecord>::try_from(self.map(maps::RULES))
-                .map_err(map_err(maps::RULES, "open"))?;
-            for (slot, r) in tables.live_rules() {
-                rules
-                    .set(slot, mirror::rule(r), 0)
-                    .map_err(map_err(maps::RULES, "update"))?;
-            }
-        }
-        {
-            let mut actions = Array::<_, dse_ebpf::ActionRecord>::try_from(self.map(maps::ACTIONS))
-                .map_err(map_err(maps::ACTIONS, "open"))?;
-            for (i, a) in tables.actions.iter().enumerate() {
-                actions
-                    .set(i as u32, mirror::action(a), 0)
-                    .map_err(map_err(maps::ACTIONS, "update"))?;
-            }
-        }
-        {
+        let active = self.banks[1 - bank].clone();
+        let (no_rules, no_actions) = (Chunked::default(), Chunked::default());
+        let before_rules = active.as_ref().map_or(&no_rules, |t| &t.rules);
+        let before_actions = active.as_ref().map_or(&no_actions, |t| &t.actions);
+
+        let (slots, records): (Vec<u32>, Vec<dse_ebpf::RuleRecord>) = tables
+            .rules
+            .changed_since(before_rules)
+            .filter(|(_, r)| r.live != 0)
+            .map(|(i, r)| (i as u32, mirror::rule(r)))
+            .unzip();
+        batch::update(self.fd(maps::RULES), &slots, &records, 1)
+            .map_err(io_err(maps::RULES, "batch update"))?;
+        let (idx, actions): (Vec<u32>, Vec<dse_ebpf::ActionRecord>) = tables
+            .actions
+            .changed_since(before_actions)
+            .map(|(i, a)| (i as u32, mirror::action(a)))
+            .unzip();
+        batch::update(self.fd(maps::ACTIONS), &idx, &actions, 1)
+            .map_err(io_err(maps::ACTIONS, "batch update"))?;
+        if active.as_ref().is_none_or(|t| t.options != tables.options) {
             let mut pool = dse_ebpf::OptionPool {
                 bytes: [0; dse_ebpf::limits::OPTIONS_BYTES],
             };
@@ -217,7 +252,7 @@ impl XdpInstance {
         }
         self.write_ports_and_meters(tables)?;
         self.zero_counters(new_slots)?;
-        self.write_bank(tables, bank)?;
+        self.write_bank(tables, bank, active.as_ref())?;
         Array::<_, dse_ebpf::State>::try_from(self.map(maps::STATE))
             .and_then(|mut a| {
                 a.set(
@@ -305,94 +340,85 @@ impl XdpInstance {
     }
 
     fn zero_counters(&mut self, slots: &[u32]) -> Result<(), XdpError> {
-        if slots.is_empty() {
-            return Ok(());
-        }
         let cpus = aya::util::nr_cpus().map_err(|(path, source)| XdpError::Io {
             what: "counting CPUs from",
             path: path.into(),
             source,
         })?;
-        let zeros = || {
-            PerCpuValues::try_from(vec![dse_ebpf::RuleCounter::default(); cpus])
-                .expect("one value per possible CPU")
-        };
-        let mut counters =
-            PerCpuArray::<_, dse_ebpf::RuleCounter>::try_from(self.map(maps::COUNTERS))
-                .map_err(map_err(maps::COUNTERS, "open"))?;
-        for &s in slots {
-            counters
-                .set(s, zeros(), 0)
-                .map_err(map_err(maps::COUNTERS, "zero"))?;
-        }
-        Ok(())
+        let zeros = vec![dse_ebpf::RuleCounter::default(); slots.len() * cpus];
+        batch::update(self.fd(maps::COUNTERS), slots, &zeros, cpus)
+            .map_err(io_err(maps::COUNTERS, "batch zero"))
     }
 
-    /// Writes `tables`' masks and subtable entries into `bank`, keeping the
-    /// other bank's slots in each entry.
-    fn write_bank(&mut self, tables: &CompiledTables, bank: usize) -> Result<(), XdpError> {
-        let old = self.banks[bank].take();
-        let mut subs = HashMap::<_, SubKey, SubValue>::try_from(self.map(maps::SUBTABLES))
-            .map_err(map_err(maps::SUBTABLES, "open"))?;
-        let mut wanted = std::collections::HashSet::new();
-        for st in &tables.subtables {
-            for (k, slot) in st.entries() {
-                let key = SubKey {
-                    mask_id: st.id,
-                    pad: 0,
-                    key: mirror::key(&k),
-                };
-                wanted.insert(key);
-                let mut v = subs.get(&key, 0).unwrap_or(SubValue { slot: [NO_RULE; 2] });
-                if v.slot[bank] != slot {
-                    v.slot[bank] = slot;
-                    subs.insert(key, v, 0)
-                        .map_err(map_err(maps::SUBTABLES, "update"))?;
-                }
+    /// Writes `tables`' masks and subtable entries into `bank`, which holds
+    /// `self.banks[bank]`; each entry keeps its slot in the other bank,
+    /// which holds `active`.
+    fn write_bank(
+        &mut self,
+        tables: &CompiledTables,
+        bank: usize,
+        active: Option<&CompiledTables>,
+    ) -> Result<(), XdpError> {
+        let by_id = |t: Option<&CompiledTables>| -> FxHashMap<u32, Arc<Subtable>> {
+            t.map(|t| t.subtables.iter().map(|s| (s.id, s.clone())).collect())
+                .unwrap_or_default()
+        };
+        let (was, now, other) = (
+            by_id(self.banks[bank].as_ref()),
+            by_id(Some(tables)),
+            by_id(active),
+        );
+        let mut changes: Vec<(u32, FlowKey, Option<u32>)> = Vec::new();
+        for (id, st) in &now {
+            match was.get(id) {
+                Some(o) if Arc::ptr_eq(o, st) => {}
+                Some(o) => changes.extend(st.diff(o).into_iter().map(|(k, _, s)| (*id, k, s))),
+                None => changes.extend(st.entries().map(|(k, s)| (*id, k, Some(s)))),
             }
         }
-        if let Some(old) = old {
-            for st in &old.subtables {
-                for (k, _) in st.entries() {
-                    let key = SubKey {
-                        mask_id: st.id,
-                        pad: 0,
-                        key: mirror::key(&k),
-                    };
-                    if wanted.contains(&key) {
-                        continue;
-                    }
-                    if let Ok(mut v) = subs.get(&key, 0) {
-                        v.slot[bank] = NO_RULE;
-                        if v.slot == [NO_RULE; 2] {
-                            subs.remove(&key)
-                                .map_err(map_err(maps::SUBTABLES, "remove"))?;
-                        } else {
-                            subs.insert(key, v, 0)
-                                .map_err(map_err(maps::SUBTABLES, "update"))?;
-                        }
-                    }
-                }
+        for (id, o) in &was {
+            if !now.contains_key(id) {
+                changes.extend(o.entries().map(|(k, _)| (*id, k, None)));
             }
         }
-        let mut masks = Array::<_, dse_ebpf::MaskRecord>::try_from(self.map(maps::MASKS))
-            .map_err(map_err(maps::MASKS, "open"))?;
-        let base = bank as u32 * dse_ebpf::limits::MAX_MASKS;
-        for i in 0..dse_ebpf::limits::MAX_MASKS {
-            let rec = match tables.subtables.get(i as usize) {
-                Some(st) => dse_ebpf::MaskRecord {
-                    mask: mirror::key(st.mask()),
-                    best_rank: st.best_rank(),
-                    mask_id: st.id,
-                    live: 1,
-                },
-                None => dse_ebpf::MaskRecord::default(),
+        let (mut keys, mut values, mut gone) = (Vec::new(), Vec::new(), Vec::new());
+        for (id, k, slot) in changes {
+            let key = SubKey {
+                mask_id: id,
+                pad: 0,
+                key: mirror::key(&k),
             };
-            masks
-                .set(base + i, rec, 0)
-                .map_err(map_err(maps::MASKS, "update"))?;
+            let mut v = SubValue { slot: [NO_RULE; 2] };
+            v.slot[bank] = slot.unwrap_or(NO_RULE);
+            v.slot[1 - bank] = other.get(&id).and_then(|s| s.lookup(&k)).unwrap_or(NO_RULE);
+            if v.slot == [NO_RULE; 2] {
+                gone.push(key);
+            } else {
+                keys.push(key);
+                values.push(v);
+            }
         }
-        Ok(())
+        batch::update(self.fd(maps::SUBTABLES), &keys, &values, 1)
+            .map_err(io_err(maps::SUBTABLES, "batch update"))?;
+        batch::delete(self.fd(maps::SUBTABLES), &gone)
+            .map_err(io_err(maps::SUBTABLES, "batch delete"))?;
+        let base = bank as u32 * dse_ebpf::limits::MAX_MASKS;
+        let (idx, masks): (Vec<u32>, Vec<dse_ebpf::MaskRecord>) = (0..dse_ebpf::limits::MAX_MASKS)
+            .map(|i| {
+                let rec = match tables.subtables.get(i as usize) {
+                    Some(st) => dse_ebpf::MaskRecord {
+                        mask: mirror::key(st.mask()),
+                        best_rank: st.best_rank(),
+                        mask_id: st.id,
+                        live: 1,
+                    },
+                    None => dse_ebpf::MaskRecord::default(),
+                };
+                (base + i, rec)
+            })
+            .unzip();
+        batch::update(self.fd(maps::MASKS), &idx, &masks, 1)
+            .map_err(io_err(maps::MASKS, "batch update"))
     }
 
     /// The rule counters, summed over CPUs, by rule id, of the rules in `tables`.

@@ -7,6 +7,7 @@
 //! generation, whose low bit selects the bank. Flow-cache entries carry the
 //! generation they were made under, so the flip invalidates them all.
 
+mod batch;
 mod load;
 mod mirror;
 
