@@ -4,7 +4,7 @@
 use super::{batch, mirror};
 use crate::compile::{Chunked, FlowKey, Subtable};
 use crate::compile::{CompiledTables, NO_RULE};
-use crate::pipeline::{Count, DropReason, Stats, Verdict};
+use crate::pipeline::{Bucket, Count, DropReason, Stats, Verdict};
 use aya::maps::{Array, HashMap, PerCpuArray};
 use aya::programs::{TestRun, TestRunOptions, Xdp};
 use aya::{Ebpf, EbpfLoader};
@@ -53,6 +53,16 @@ pub enum XdpError {
         what: &'static str,
         /// The OS error.
         source: std::io::Error,
+    },
+    /// The kernel refused an interface as an output port.
+    #[error("port {port}: interface {ifindex} refused as a redirect target: {reason}")]
+    Devmap {
+        /// The port index.
+        port: u16,
+        /// The interface.
+        ifindex: u32,
+        /// The kernel's reason.
+        reason: String,
     },
     /// The tables do not fit the object's build-time limits.
     #[error("the tables need {need} {what}, the XDP object holds {have}")]
@@ -120,6 +130,14 @@ impl XdpLimits {
     }
 }
 
+/// Tables in a bank, and the half of the rule and action slot space their
+/// records were written into.
+#[derive(Clone)]
+struct Loaded {
+    tables: CompiledTables,
+    half: u32,
+}
+
 /// One loaded XDP datapath: its program and maps, pinned under `pin_dir`.
 pub struct XdpInstance {
     ebpf: Ebpf,
@@ -127,7 +145,7 @@ pub struct XdpInstance {
     limits: XdpLimits,
     generation: u32,
     /// What each bank of masks and subtable entries holds.
-    banks: [Option<CompiledTables>; 2],
+    banks: [Option<Loaded>; 2],
 }
 
 impl XdpInstance {
@@ -218,30 +236,76 @@ impl XdpInstance {
     /// not fit; [`XdpError::Map`] if the kernel refuses an update (the
     /// active generation is then untouched).
     pub fn install(&mut self, tables: &CompiledTables, new_slots: &[u32]) -> Result<u32, XdpError> {
+        self.install_into(tables, new_slots, self.active_half())
+    }
+
+    /// Installs `tables` from a fresh compiler (one that shares no slots
+    /// with what is installed) as the next generation. Its records go into
+    /// the other half of the rule and action slot space, so the active
+    /// generation's records stay untouched until the flip. Every rule's
+    /// counter starts from zero.
+    ///
+    /// # Errors
+    /// As [`XdpInstance::install`].
+    pub fn install_rebuilt(&mut self, tables: &CompiledTables) -> Result<u32, XdpError> {
+        let slots: Vec<u32> = tables.live_rules().map(|(s, _)| s).collect();
+        self.install_into(tables, &slots, 1 - self.active_half())
+    }
+
+    /// The half of the slot space the active generation's records are in.
+    fn active_half(&self) -> u32 {
+        self.banks[(self.generation & 1) as usize]
+            .as_ref()
+            .map_or(0, |l| l.half)
+    }
+
+    fn rule_base(&self, half: u32) -> u32 {
+        half * (self.limits.rules / 2)
+    }
+
+    fn action_base(&self, half: u32) -> u32 {
+        half * (self.limits.action_records / 2)
+    }
+
+    fn install_into(
+        &mut self,
+        tables: &CompiledTables,
+        new_slots: &[u32],
+        half: u32,
+    ) -> Result<u32, XdpError> {
         self.check_fits(tables)?;
         let next = self.generation.wrapping_add(1);
         let bank = (next & 1) as usize;
         let active = self.banks[1 - bank].clone();
+        let (rbase, abase) = (self.rule_base(half), self.action_base(half));
         let (no_rules, no_actions) = (Chunked::default(), Chunked::default());
-        let before_rules = active.as_ref().map_or(&no_rules, |t| &t.rules);
-        let before_actions = active.as_ref().map_or(&no_actions, |t| &t.actions);
+        let same_half = active.as_ref().filter(|l| l.half == half);
+        let before_rules = same_half.map_or(&no_rules, |l| &l.tables.rules);
+        let before_actions = same_half.map_or(&no_actions, |l| &l.tables.actions);
 
         let (slots, records): (Vec<u32>, Vec<dse_ebpf::RuleRecord>) = tables
             .rules
             .changed_since(before_rules)
             .filter(|(_, r)| r.live != 0)
-            .map(|(i, r)| (i as u32, mirror::rule(r)))
+            .map(|(i, r)| {
+                let mut rec = mirror::rule(r);
+                rec.first_action += abase;
+                (rbase + i as u32, rec)
+            })
             .unzip();
         batch::update(self.fd(maps::RULES), &slots, &records, 1)
             .map_err(io_err(maps::RULES, "batch update"))?;
         let (idx, actions): (Vec<u32>, Vec<dse_ebpf::ActionRecord>) = tables
             .actions
             .changed_since(before_actions)
-            .map(|(i, a)| (i as u32, mirror::action(a)))
+            .map(|(i, a)| (abase + i as u32, mirror::action(a)))
             .unzip();
         batch::update(self.fd(maps::ACTIONS), &idx, &actions, 1)
             .map_err(io_err(maps::ACTIONS, "batch update"))?;
-        if active.as_ref().is_none_or(|t| t.options != tables.options) {
+        if active
+            .as_ref()
+            .is_none_or(|l| l.tables.options != tables.options)
+        {
             let mut pool = dse_ebpf::OptionPool {
                 bytes: [0; dse_ebpf::limits::OPTIONS_BYTES],
             };
@@ -251,8 +315,9 @@ impl XdpInstance {
                 .map_err(map_err(maps::OPTIONS, "update"))?;
         }
         self.write_ports_and_meters(tables)?;
-        self.zero_counters(new_slots)?;
-        self.write_bank(tables, bank, active.as_ref())?;
+        let zeroed: Vec<u32> = new_slots.iter().map(|s| rbase + s).collect();
+        self.zero_counters(&zeroed)?;
+        self.write_bank(tables, bank, half, active.as_ref())?;
         Array::<_, dse_ebpf::State>::try_from(self.map(maps::STATE))
             .and_then(|mut a| {
                 a.set(
@@ -266,17 +331,25 @@ impl XdpInstance {
             })
             .map_err(map_err(maps::STATE, "flip"))?;
         self.generation = next;
-        self.banks[bank] = Some(tables.clone());
+        self.banks[bank] = Some(Loaded {
+            tables: tables.clone(),
+            half,
+        });
         Ok(next)
     }
 
     fn check_fits(&self, tables: &CompiledTables) -> Result<(), XdpError> {
         let checks = [
-            ("rule slots", tables.rules.len(), self.limits.rules as usize),
+            // Each half of the slot space must hold a whole generation.
+            (
+                "rule slots",
+                tables.rules.len(),
+                self.limits.rules as usize / 2,
+            ),
             (
                 "action records",
                 tables.actions.len(),
-                self.limits.action_records as usize,
+                self.limits.action_records as usize / 2,
             ),
             (
                 "Geneve option bytes",
@@ -350,35 +423,54 @@ impl XdpInstance {
             .map_err(io_err(maps::COUNTERS, "batch zero"))
     }
 
-    /// Writes `tables`' masks and subtable entries into `bank`, which holds
-    /// `self.banks[bank]`; each entry keeps its slot in the other bank,
-    /// which holds `active`.
+    /// Writes `tables`' masks and subtable entries (slots of `half`) into
+    /// `bank`; each entry keeps its slot in the other bank, which holds
+    /// `active`.
     fn write_bank(
         &mut self,
         tables: &CompiledTables,
         bank: usize,
-        active: Option<&CompiledTables>,
+        half: u32,
+        active: Option<&Loaded>,
     ) -> Result<(), XdpError> {
         let by_id = |t: Option<&CompiledTables>| -> FxHashMap<u32, Arc<Subtable>> {
             t.map(|t| t.subtables.iter().map(|s| (s.id, s.clone())).collect())
                 .unwrap_or_default()
         };
-        let (was, now, other) = (
-            by_id(self.banks[bank].as_ref()),
-            by_id(Some(tables)),
-            by_id(active),
-        );
+        let held = self.banks[bank].clone();
+        let (now, other) = (by_id(Some(tables)), by_id(active.map(|l| &l.tables)));
+        let other_base = active.map_or(0, |l| self.rule_base(l.half));
+        let base = self.rule_base(half);
         let mut changes: Vec<(u32, FlowKey, Option<u32>)> = Vec::new();
-        for (id, st) in &now {
-            match was.get(id) {
-                Some(o) if Arc::ptr_eq(o, st) => {}
-                Some(o) => changes.extend(st.diff(o).into_iter().map(|(k, _, s)| (*id, k, s))),
-                None => changes.extend(st.entries().map(|(k, s)| (*id, k, Some(s)))),
+        match held {
+            // The same compiler's earlier tables: only the difference.
+            Some(h) if h.half == half => {
+                let was = by_id(Some(&h.tables));
+                for (id, st) in &now {
+                    match was.get(id) {
+                        Some(o) if Arc::ptr_eq(o, st) => {}
+                        Some(o) => {
+                            changes.extend(st.diff(o).into_iter().map(|(k, _, s)| (*id, k, s)))
+                        }
+                        None => changes.extend(st.entries().map(|(k, s)| (*id, k, Some(s)))),
+                    }
+                }
+                for (id, o) in &was {
+                    if !now.contains_key(id) {
+                        changes.extend(o.entries().map(|(k, _)| (*id, k, None)));
+                    }
+                }
             }
-        }
-        for (id, o) in &was {
-            if !now.contains_key(id) {
-                changes.extend(o.entries().map(|(k, _)| (*id, k, None)));
+            // Another compiler's (or none): every old entry out, every new one in.
+            held => {
+                let mut all: FxHashMap<(u32, FlowKey), Option<u32>> = FxHashMap::default();
+                for st in held.iter().flat_map(|h| h.tables.subtables.iter()) {
+                    all.extend(st.entries().map(|(k, _)| ((st.id, k), None)));
+                }
+                for st in &tables.subtables {
+                    all.extend(st.entries().map(|(k, s)| ((st.id, k), Some(s))));
+                }
+                changes.extend(all.into_iter().map(|((id, k), s)| (id, k, s)));
             }
         }
         let (mut keys, mut values, mut gone) = (Vec::new(), Vec::new(), Vec::new());
@@ -389,8 +481,11 @@ impl XdpInstance {
                 key: mirror::key(&k),
             };
             let mut v = SubValue { slot: [NO_RULE; 2] };
-            v.slot[bank] = slot.unwrap_or(NO_RULE);
-            v.slot[1 - bank] = other.get(&id).and_then(|s| s.lookup(&k)).unwrap_or(NO_RULE);
+            v.slot[bank] = slot.map_or(NO_RULE, |s| base + s);
+            v.slot[1 - bank] = other
+                .get(&id)
+                .and_then(|s| s.lookup(&k))
+                .map_or(NO_RULE, |s| other_base + s);
             if v.slot == [NO_RULE; 2] {
                 gone.push(key);
             } else {
@@ -421,7 +516,8 @@ impl XdpInstance {
             .map_err(io_err(maps::MASKS, "batch update"))
     }
 
-    /// The rule counters, summed over CPUs, by rule id, of the rules in `tables`.
+    /// The rule counters, summed over CPUs, by rule id, of the rules in
+    /// `tables`, the active generation's tables.
     ///
     /// # Errors
     /// [`XdpError::Map`] if the counters cannot be read.
@@ -432,10 +528,11 @@ impl XdpInstance {
                 .expect("the object has its maps"),
         )
         .map_err(map_err(maps::COUNTERS, "open"))?;
+        let base = self.rule_base(self.active_half());
         let mut out = BTreeMap::new();
         for (slot, r) in tables.live_rules() {
             let per_cpu = counters
-                .get(&slot, 0)
+                .get(&(base + slot), 0)
                 .map_err(map_err(maps::COUNTERS, "read"))?;
             let c: &mut Count = out.entry(r.id).or_default();
             for v in per_cpu.iter() {
@@ -470,6 +567,128 @@ impl XdpInstance {
             }
         }
         Ok(s)
+    }
+
+    /// Makes interface `ifindex` port `port`: frames arriving there are
+    /// classified as from `port`, and `output` to `port` sends there.
+    ///
+    /// # Errors
+    /// [`XdpError::Map`] if a map refuses the update.
+    pub fn bind_port(&mut self, port: u16, ifindex: u32) -> Result<(), XdpError> {
+        let idx = u32::from(port);
+        let mut ports = Array::<_, dse_ebpf::PortRecord>::try_from(self.map(maps::PORTS))
+            .map_err(map_err(maps::PORTS, "open"))?;
+        let mut rec = ports.get(&idx, 0).map_err(map_err(maps::PORTS, "read"))?;
+        rec.ifindex = ifindex;
+        ports
+            .set(idx, rec, 0)
+            .map_err(map_err(maps::PORTS, "update"))?;
+        HashMap::<_, u32, u32>::try_from(self.map(maps::IFPORTS))
+            .and_then(|mut m| m.insert(ifindex, idx, 0))
+            .map_err(map_err(maps::IFPORTS, "update"))?;
+        let mut devmap = aya::maps::DevMap::try_from(self.map(maps::TX_PORTS))
+            .map_err(map_err(maps::TX_PORTS, "open"))?;
+        devmap
+            .set(idx, ifindex, None, 0)
+            .map_err(|e| XdpError::Devmap {
+                port,
+                ifindex,
+                reason: e.to_string(),
+            })
+    }
+
+    /// Attaches the program to interface `ifname` through a bpf_link, in
+    /// native (driver) mode, or in generic (skb) mode when `skb` is set.
+    /// The link is detached when this instance is dropped.
+    ///
+    /// # Errors
+    /// [`XdpError::Program`] if the kernel refuses the attachment.
+    pub fn attach(&mut self, ifname: &str, skb: bool) -> Result<(), XdpError> {
+        let mode = if skb {
+            aya::programs::XdpMode::Skb
+        } else {
+            aya::programs::XdpMode::Driver
+        };
+        let prog: &mut Xdp = self
+            .ebpf
+            .program_mut(dse_ebpf::PROGRAM)
+            .expect("the object has its program")
+            .try_into()
+            .expect("it is an XDP program");
+        prog.attach(ifname, mode)
+            .map(|_| ())
+            .map_err(|e| XdpError::Program {
+                what: "attach",
+                source: Box::new(e),
+            })
+    }
+
+    /// Sets the counters of the active generation's rule `slots` (CPU 0
+    /// gets the count, the others zero).
+    ///
+    /// # Errors
+    /// [`XdpError::MapIo`] if the update fails.
+    pub fn set_counters(&mut self, counts: &[(u32, Count)]) -> Result<(), XdpError> {
+        let cpus = aya::util::nr_cpus().map_err(|(path, source)| XdpError::Io {
+            what: "counting CPUs from",
+            path: path.into(),
+            source,
+        })?;
+        let mut values = vec![dse_ebpf::RuleCounter::default(); counts.len() * cpus];
+        for (i, (_, c)) in counts.iter().enumerate() {
+            values[i * cpus] = dse_ebpf::RuleCounter {
+                packets: c.packets,
+                bytes: c.bytes,
+            };
+        }
+        let base = self.rule_base(self.active_half());
+        let slots: Vec<u32> = counts.iter().map(|(s, _)| base + s).collect();
+        batch::update(self.fd(maps::COUNTERS), &slots, &values, cpus)
+            .map_err(io_err(maps::COUNTERS, "batch set"))
+    }
+
+    /// The meter buckets, by meter index (`last_ns` on CLOCK_MONOTONIC).
+    ///
+    /// # Errors
+    /// [`XdpError::Map`] if the buckets cannot be read.
+    pub fn meter_buckets(&self, n: usize) -> Result<Vec<Bucket>, XdpError> {
+        let state = Array::<_, dse_ebpf::MeterState>::try_from(
+            self.ebpf
+                .map(maps::METERS)
+                .expect("the object has its maps"),
+        )
+        .map_err(map_err(maps::METERS, "open"))?;
+        (0..n as u32)
+            .map(|i| {
+                state
+                    .get(&i, 0)
+                    .map(|m| Bucket {
+                        nano_tokens: m.nano_tokens,
+                        last_ns: m.last_ns,
+                    })
+                    .map_err(map_err(maps::METERS, "read"))
+            })
+            .collect()
+    }
+
+    /// Sets meter `i`'s bucket (`last_ns` on CLOCK_MONOTONIC).
+    ///
+    /// # Errors
+    /// [`XdpError::Map`] if the update fails.
+    pub fn set_meter_bucket(&mut self, i: u32, b: Bucket) -> Result<(), XdpError> {
+        Array::<_, dse_ebpf::MeterState>::try_from(self.map(maps::METERS))
+            .and_then(|mut a| {
+                a.set(
+                    i,
+                    dse_ebpf::MeterState {
+                        nano_tokens: b.nano_tokens,
+                        last_ns: b.last_ns,
+                        ..Default::default()
+                    },
+                    0,
+                )
+            })
+            .map_err(map_err(maps::METERS, "update"))
     }
 
     /// Runs the program once on `frame` as if it came in on port `in_port`
