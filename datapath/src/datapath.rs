@@ -69,6 +69,9 @@ pub enum DatapathError {
     /// A snapshot could not be read or does not fit.
     #[error("snapshot: {0}")]
     Snapshot(#[from] SnapshotError),
+    /// The XDP backend failed (loading, a map, attaching).
+    #[error("xdp: {0}")]
+    Xdp(#[from] crate::xdp::XdpError),
     /// An OS-level operation failed.
     #[error("{what}: {source}")]
     Io {

@@ -2,4 +2,5 @@
 
 pub mod bpf;
 pub mod fixtures;
+pub mod netns;
 pub mod packets;

@@ -7,8 +7,10 @@
 //! generation, whose low bit selects the bank. Flow-cache entries carry the
 //! generation they were made under, so the flip invalidates them all.
 
+mod backend;
 mod batch;
 mod load;
 mod mirror;
 
+pub use backend::{XdpConfig, XdpDatapath};
 pub use load::{XdpError, XdpInstance, XdpLimits};

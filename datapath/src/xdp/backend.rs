@@ -1,0 +1,330 @@
+//! The XDP backend behind the [`Datapath`] trait: rule transactions through
+//! the compiler into the maps, ports bound to interfaces by name, and the
+//! lifecycle hooks with the same snapshot format as the emulated backend.
+
+use super::{XdpError, XdpInstance, XdpLimits};
+use crate::compile::{Compiler, MAX_MASKS};
+use crate::datapath::{Capabilities, Datapath, DatapathError, LifecycleState, Transaction};
+use crate::pipeline::{Bucket, Count, Stats};
+use crate::rule::{MAX_PORTS, RuleSet};
+use crate::snapshot::Snapshot;
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+use std::sync::{Mutex, MutexGuard};
+
+/// How to bring up an XDP datapath.
+#[derive(Debug, Clone)]
+pub struct XdpConfig {
+    /// The bpffs directory the maps are pinned in (one per datapath).
+    pub pin_dir: PathBuf,
+    /// Interface of each port, by port name. Ports without one still
+    /// classify and count, but `output` to them drops.
+    pub interfaces: BTreeMap<String, String>,
+    /// Attach in generic (skb) mode instead of native: slower, for
+    /// interfaces whose driver has no XDP support.
+    pub skb_mode: bool,
+    /// Map sizes.
+    pub limits: XdpLimits,
+}
+
+struct Control {
+    xdp: XdpInstance,
+    compiler: Compiler,
+    generation: u64,
+    state: LifecycleState,
+    /// Interface index of each bound port, by port name.
+    bound: BTreeMap<String, u32>,
+}
+
+/// The XDP datapath.
+pub struct XdpDatapath {
+    control: Mutex<Control>,
+    config: XdpConfig,
+}
+
+fn io(what: impl Into<String>) -> impl FnOnce(std::io::Error) -> DatapathError {
+    let what = what.into();
+    move |source| DatapathError::Io { what, source }
+}
+
+/// CLOCK_MONOTONIC in nanoseconds: the clock of `bpf_ktime_get_ns`.
+fn monotonic_ns() -> u64 {
+    let mut ts = libc::timespec {
+        tv_sec: 0,
+        tv_nsec: 0,
+    };
+    // SAFETY: `ts` is a valid timespec for the call to write.
+    unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC, &mut ts) };
+    ts.tv_sec as u64 * 1_000_000_000 + ts.tv_nsec as u64
+}
+
+impl XdpDatapath {
+    /// Loads the program, installs `rules` as generation 1, binds the ports
+    /// named in `config.interfaces` and attaches to their interfaces.
+    ///
+    /// # Errors
+    /// [`DatapathError::Rules`] for invalid rules; [`DatapathError::Xdp`]
+    /// if loading, installing or attaching fails; [`DatapathError::Io`]
+    /// for an interface that does not exist.
+    pub fn start(rules: RuleSet, config: XdpConfig) -> Result<XdpDatapath, DatapathError> {
+        let compiler = Compiler::new(rules)?;
+        let mut xdp = XdpInstance::load(&config.pin_dir, config.limits)?;
+        xdp.install_rebuilt(compiler.tables())?;
+        if config.skb_mode {
+            tracing::warn!(
+                "attaching in generic (skb) mode: every packet pays for an skb; native mode is much faster"
+            );
+        }
+        let dp = XdpDatapath {
+            control: Mutex::new(Control {
+                xdp,
+                compiler,
+                generation: 1,
+                state: LifecycleState::Running,
+                bound: BTreeMap::new(),
+            }),
+            config,
+        };
+        {
+            let mut c = dp.control();
+            dp.bind_ports(&mut c)?;
+            for ifname in dp.config.interfaces.values() {
+                c.xdp.attach(ifname, dp.config.skb_mode)?;
+            }
+        }
+        Ok(dp)
+    }
+
+    fn control(&self) -> MutexGuard<'_, Control> {
+        self.control.lock().expect("control lock is never poisoned")
+    }
+
+    /// Binds every port of the installed rule set that has an interface.
+    fn bind_ports(&self, c: &mut Control) -> Result<(), DatapathError> {
+        for p in c.compiler.rule_set().ports {
+            let Some(ifname) = self.config.interfaces.get(&p.name) else {
+                continue;
+            };
+            let ifindex = ifindex(ifname)?;
+            if c.bound.get(&p.name) != Some(&ifindex) {
+                c.xdp.bind_port(p.index, ifindex)?;
+                c.bound.insert(p.name.clone(), ifindex);
+            }
+        }
+        Ok(())
+    }
+
+    fn require(
+        c: &Control,
+        state: LifecycleState,
+        operation: &'static str,
+        hint: &'static str,
+    ) -> Result<(), DatapathError> {
+        if c.state == state {
+            Ok(())
+        } else {
+            Err(DatapathError::State {
+                operation,
+                state: c.state,
+                hint,
+            })
+        }
+    }
+
+    fn patch(
+        &self,
+        c: &mut Control,
+        upsert: Vec<crate::rule::Rule>,
+        remove: &[u32],
+    ) -> Result<u64, DatapathError> {
+        let next = c.generation + 1;
+        // Slots freed by the active generation are reused only after the
+        // next flip: no packet still classifies under an older one.
+        let patched = c.compiler.patch(upsert, remove, next, c.generation)?;
+        c.xdp.install(&patched.tables, &patched.new_slots)?;
+        c.generation = next;
+        Ok(next)
+    }
+
+    /// Installs `compiler`'s tables as `generation` from scratch, carrying
+    /// counters by rule id and meter buckets by name.
+    fn rebuild(
+        &self,
+        c: &mut Control,
+        compiler: Compiler,
+        generation: u64,
+        counts: BTreeMap<u32, Count>,
+        buckets: BTreeMap<String, Bucket>,
+    ) -> Result<(), DatapathError> {
+        c.xdp.install_rebuilt(compiler.tables())?;
+        let carried: Vec<(u32, Count)> = compiler
+            .tables()
+            .live_rules()
+            .filter_map(|(slot, r)| counts.get(&r.id).map(|n| (slot, *n)))
+            .collect();
+        c.xdp.set_counters(&carried)?;
+        for (i, name) in compiler.tables().meter_names.iter().enumerate() {
+            if let Some(b) = buckets.get(name) {
+                c.xdp.set_meter_bucket(i as u32, *b)?;
+            }
+        }
+        c.compiler = compiler;
+        c.generation = generation;
+        self.bind_ports(c)
+    }
+
+    fn counts(c: &Control) -> Result<BTreeMap<u32, Count>, XdpError> {
+        c.xdp.rule_counters(c.compiler.tables())
+    }
+
+    fn buckets(c: &Control) -> Result<BTreeMap<String, Bucket>, XdpError> {
+        let names = &c.compiler.tables().meter_names;
+        Ok(names
+            .iter()
+            .cloned()
+            .zip(c.xdp.meter_buckets(names.len())?)
+            .collect())
+    }
+}
+
+/// The index of interface `name`.
+fn ifindex(name: &str) -> Result<u32, DatapathError> {
+    let c = std::ffi::CString::new(name).map_err(|_| DatapathError::Io {
+        what: format!("interface name {name:?}"),
+        source: std::io::Error::from(std::io::ErrorKind::InvalidInput),
+    })?;
+    // SAFETY: `c` is a valid NUL-terminated string for the call.
+    match unsafe { libc::if_nametoindex(c.as_ptr()) } {
+        0 => Err(io(format!("interface {name}"))(
+            std::io::Error::last_os_error(),
+        )),
+        i => Ok(i),
+    }
+}
+
+impl Datapath for XdpDatapath {
+    fn capabilities(&self) -> Capabilities {
+        Capabilities {
+            backend: "xdp".into(),
+            max_masks: MAX_MASKS,
+            max_ports: MAX_PORTS,
+            workers: std::thread::available_parallelism().map_or(1, |n| n.get()),
+            hitless_upgrade: true,
+        }
+    }
+
+    fn apply(&self, txn: Transaction) -> Result<u64, DatapathError> {
+        let mut c = self.control();
+        Self::require(
+            &c,
+            LifecycleState::Running,
+            "apply",
+            "resume the datapath first",
+        )?;
+        match txn {
+            Transaction::Patch { upsert, remove } => self.patch(&mut c, upsert, &remove),
+            Transaction::Replace(set) if c.compiler.same_frame(&set) => {
+                set.validate()?;
+                let (upsert, remove) = c.compiler.diff(set);
+                self.patch(&mut c, upsert, &remove)
+            }
+            // New ports or meters: a fresh compile into the other slot half.
+            Transaction::Replace(set) => {
+                let compiler = Compiler::new(set)?;
+                let counts = Self::counts(&c)?;
+                let buckets = Self::buckets(&c)?;
+                let next = c.generation + 1;
+                self.rebuild(&mut c, compiler, next, counts, buckets)?;
+                Ok(next)
+            }
+        }
+    }
+
+    fn generation(&self) -> u64 {
+        self.control().generation
+    }
+
+    fn rules(&self) -> RuleSet {
+        self.control().compiler.rule_set()
+    }
+
+    fn stats(&self) -> Stats {
+        self.control().xdp.stats().unwrap_or_else(|e| {
+            tracing::error!("reading the XDP statistics: {e}");
+            Stats::default()
+        })
+    }
+
+    fn rule_counters(&self) -> BTreeMap<u32, Count> {
+        Self::counts(&self.control()).unwrap_or_else(|e| {
+            tracing::error!("reading the XDP rule counters: {e}");
+            BTreeMap::new()
+        })
+    }
+
+    fn state(&self) -> LifecycleState {
+        self.control().state
+    }
+
+    fn quiesce(&self) -> Result<(), DatapathError> {
+        self.control().state = LifecycleState::Quiesced;
+        Ok(())
+    }
+
+    fn snapshot(&self) -> Result<Snapshot, DatapathError> {
+        let c = self.control();
+        Self::require(
+            &c,
+            LifecycleState::Quiesced,
+            "snapshot",
+            "quiesce the datapath first",
+        )?;
+        Ok(Snapshot {
+            backend: "xdp".into(),
+            generation: c.generation,
+            rules: c.compiler.rule_set(),
+            counters: Self::counts(&c)?,
+            meters: Self::buckets(&c)?,
+            clock_ns: monotonic_ns(),
+        })
+    }
+
+    fn restore(&self, snapshot: &Snapshot) -> Result<(), DatapathError> {
+        let mut c = self.control();
+        Self::require(
+            &c,
+            LifecycleState::Quiesced,
+            "restore",
+            "quiesce the datapath first",
+        )?;
+        let compiler = Compiler::new(snapshot.rules.clone())?;
+        let now = monotonic_ns();
+        // Rebase each bucket's refill time from the snapshot's clock to the kernel's.
+        let buckets = snapshot
+            .meters
+            .iter()
+            .map(|(name, b)| {
+                let age = snapshot.clock_ns.saturating_sub(b.last_ns);
+                (
+                    name.clone(),
+                    Bucket {
+                        nano_tokens: b.nano_tokens,
+                        last_ns: now.saturating_sub(age),
+                    },
+                )
+            })
+            .collect();
+        self.rebuild(
+            &mut c,
+            compiler,
+            snapshot.generation,
+            snapshot.counters.clone(),
+            buckets,
+        )
+    }
+
+    fn resume(&self) -> Result<(), DatapathError> {
+        self.control().state = LifecycleState::Running;
+        Ok(())
+    }
+}
