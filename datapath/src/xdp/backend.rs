@@ -95,6 +95,21 @@ impl XdpDatapath {
         Ok(dp)
     }
 
+    /// Runs the program once on `frame` as if it came in on port `in_port`
+    /// (BPF_PROG_TEST_RUN), counting like real traffic. Returns the verdict
+    /// and the frame as the program left it.
+    ///
+    /// # Errors
+    /// [`DatapathError::Xdp`] if the kernel refuses the run (a frame
+    /// shorter than an Ethernet header, for one).
+    pub fn run_frame(
+        &self,
+        in_port: u16,
+        frame: &[u8],
+    ) -> Result<(crate::pipeline::Verdict, Vec<u8>), DatapathError> {
+        Ok(self.control().xdp.run(in_port, frame)?)
+    }
+
     fn control(&self) -> MutexGuard<'_, Control> {
         self.control.lock().expect("control lock is never poisoned")
     }
