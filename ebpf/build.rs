@@ -11,6 +11,7 @@ fn main() {
     println!("cargo:rerun-if-changed=src/dse.bpf.c");
     println!("cargo:rerun-if-changed=include/dse");
     println!("cargo:rerun-if-changed=dse.bpf.o");
+    println!("cargo:rerun-if-changed=dse_v2.bpf.o");
     if std::env::var_os("DSE_BUILD_EBPF").is_none_or(|v| v != "1") {
         return;
     }
@@ -18,7 +19,7 @@ fn main() {
     let status = Command::new("make")
         .arg("-C")
         .arg(dir)
-        .arg("dse.bpf.o")
+        .arg("all")
         .status()
         .expect("DSE_BUILD_EBPF=1 needs make and clang");
     assert!(status.success(), "building dse.bpf.o failed");

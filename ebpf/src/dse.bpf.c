@@ -17,7 +17,7 @@
 
 /* Bumped when the program's behaviour or map layout changes; userspace
  * reads it from the object to tell versions apart. */
-const volatile __u32 dse_program_version = 1;
+const volatile __u32 dse_program_version = DSE_PROGRAM_VERSION;
 
 /* Parses the frame (see parse_frame); a global function, verified once. */
 __noinline int dse_parse(struct xdp_md *ctx, __u32 in_port, __u32 tun_id,
@@ -156,6 +156,9 @@ int dse_xdp(struct xdp_md *ctx)
 			if (c) {
 				c->packets++;
 				c->bytes += ctx->data_end - ctx->data;
+#if DSE_PROGRAM_VERSION >= 2
+				c->last_seen_ns = bpf_ktime_get_ns();
+#endif
 			}
 		}
 		step.kind = VERDICT_DROP;

@@ -15,9 +15,18 @@ pub struct Aligned<B: ?Sized>(pub B);
 
 static OBJECT_ALIGNED: &Aligned<[u8]> = &Aligned(*include_bytes!("../dse.bpf.o"));
 
-/// The compiled XDP datapath object (ELF, BTF, no DWARF).
+static OBJECT_V2_ALIGNED: &Aligned<[u8]> = &Aligned(*include_bytes!("../dse_v2.bpf.o"));
+
+/// The compiled XDP datapath object, version 1 (ELF, BTF, no DWARF).
 pub fn object() -> &'static [u8] {
     &OBJECT_ALIGNED.0
+}
+
+/// Version 2 of the object: the same program with a last-seen time in
+/// each rule counter ([`RuleCounterV2`]), a changed map value layout that
+/// an upgrade from version 1 migrates.
+pub fn object_v2() -> &'static [u8] {
+    &OBJECT_V2_ALIGNED.0
 }
 
 /// Name of the XDP program in [`object`].
@@ -251,6 +260,17 @@ pub struct RuleCounter {
 }
 layout!(RuleCounter, 16);
 
+/// `struct rule_counter` of version 2.
+#[repr(C)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+#[allow(missing_docs)]
+pub struct RuleCounterV2 {
+    pub packets: u64,
+    pub bytes: u64,
+    pub last_seen_ns: u64,
+}
+layout!(RuleCounterV2, 24, last_seen_ns == 16);
+
 /// `struct dse_stats`; `drops` by dse-datapath's `DropReason` order.
 #[repr(C)]
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
@@ -267,13 +287,14 @@ pub struct Stats {
 }
 layout!(Stats, 104, drops == 40, cache_hits == 88);
 
-/// `struct dse_state`: the active generation; its low bit is the bank.
+/// `struct dse_state`: the active generation (its low bit is the bank)
+/// and the half of the rule slots its records are in.
 #[repr(C)]
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 #[allow(missing_docs)]
 pub struct State {
     pub generation: u32,
-    pub pad: u32,
+    pub half: u32,
 }
 layout!(State, 8);
 
@@ -332,6 +353,7 @@ mod pod {
         super::SubValue,
         super::CacheValue,
         super::RuleCounter,
+        super::RuleCounterV2,
         super::Stats,
         super::State,
         super::Last,

@@ -1,7 +1,7 @@
 //! Loading the XDP object, writing compiled tables into its maps, and
 //! running it on a frame with BPF_PROG_TEST_RUN.
 
-use super::{batch, mirror};
+use super::{batch, counters, mirror};
 use crate::compile::{Chunked, FlowKey, Subtable};
 use crate::compile::{CompiledTables, NO_RULE};
 use crate::pipeline::{Bucket, Count, DropReason, Stats, Verdict};
@@ -98,6 +98,42 @@ fn map_err(map: &'static str, what: &'static str) -> impl FnOnce(aya::maps::MapE
     }
 }
 
+/// A version of the XDP program.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Program {
+    /// The current program (`dse_ebpf::object`).
+    V1,
+    /// The same program with a last-seen time in each rule counter
+    /// (`dse_ebpf::object_v2`): the counters map's layout differs.
+    V2,
+}
+
+impl Program {
+    /// The compiled object.
+    pub fn object(self) -> &'static [u8] {
+        match self {
+            Program::V1 => dse_ebpf::object(),
+            Program::V2 => dse_ebpf::object_v2(),
+        }
+    }
+
+    /// The version number the object reports.
+    pub fn version(self) -> u32 {
+        match self {
+            Program::V1 => 1,
+            Program::V2 => 2,
+        }
+    }
+
+    /// The value size of the counters map (the one map whose layout differs).
+    pub fn counter_size(self) -> u32 {
+        match self {
+            Program::V1 => size_of::<dse_ebpf::RuleCounter>() as u32,
+            Program::V2 => size_of::<dse_ebpf::RuleCounterV2>() as u32,
+        }
+    }
+}
+
 /// Map sizes chosen at load time (at most the object's build-time limits).
 #[derive(Debug, Clone, Copy)]
 pub struct XdpLimits {
@@ -143,7 +179,13 @@ pub struct XdpInstance {
     ebpf: Ebpf,
     pin_dir: PathBuf,
     limits: XdpLimits,
+    program: Program,
     generation: u32,
+    /// The slot half of records found in the maps at load (before this
+    /// instance installed anything).
+    adopted_half: u32,
+    /// Rule slots written in each half: beyond them every record is empty.
+    high_water: [u32; 2],
     /// What each bank of masks and subtable entries holds.
     banks: [Option<Loaded>; 2],
 }
@@ -155,26 +197,44 @@ impl XdpInstance {
     /// # Errors
     /// [`XdpError`] naming the step that failed.
     pub fn load(pin_dir: impl AsRef<Path>, limits: XdpLimits) -> Result<XdpInstance, XdpError> {
-        let pin_dir = pin_dir.as_ref().to_path_buf();
+        Self::load_object(pin_dir.as_ref(), limits, Program::V1, &[])
+    }
+
+    /// Loads `program` with its maps pinned under `pin_dir`, except the maps
+    /// in `staged`, created fresh and pinned at the paths given (for an
+    /// upgrade that migrates them).
+    ///
+    /// # Errors
+    /// [`XdpError`] naming the step that failed.
+    pub fn load_object(
+        pin_dir: &Path,
+        limits: XdpLimits,
+        program: Program,
+        staged: &[(&'static str, PathBuf)],
+    ) -> Result<XdpInstance, XdpError> {
+        let pin_dir = pin_dir.to_path_buf();
         std::fs::create_dir_all(&pin_dir).map_err(|source| XdpError::Io {
             what: "creating the pin directory",
             path: pin_dir.clone(),
             source,
         })?;
-        let mut ebpf = EbpfLoader::new()
-            // The full verifier log takes seconds to write for this program.
+        let mut loader = EbpfLoader::new();
+        // The full verifier log takes seconds to write for this program.
+        loader
             .verifier_log_level(aya::VerifierLogLevel::STATS)
             .default_map_pin_directory(&pin_dir)
             .map_max_entries(maps::RULES, limits.rules)
             .map_max_entries(maps::COUNTERS, limits.rules)
             .map_max_entries(maps::SUBTABLES, limits.rules)
             .map_max_entries(maps::ACTIONS, limits.action_records)
-            .map_max_entries(maps::CACHE, limits.cache_entries)
-            .load(dse_ebpf::object())
-            .map_err(|e| XdpError::Load {
-                pin_dir: pin_dir.clone(),
-                source: Box::new(e),
-            })?;
+            .map_max_entries(maps::CACHE, limits.cache_entries);
+        for (name, path) in staged {
+            loader.map_pin_path(name, path.as_path());
+        }
+        let mut ebpf = loader.load(program.object()).map_err(|e| XdpError::Load {
+            pin_dir: pin_dir.clone(),
+            source: Box::new(e),
+        })?;
         let prog: &mut Xdp = ebpf
             .program_mut(dse_ebpf::PROGRAM)
             .expect("the object has its program")
@@ -184,17 +244,24 @@ impl XdpInstance {
             what: "load",
             source: Box::new(e),
         })?;
-        let generation = Array::<_, dse_ebpf::State>::try_from(
+        let state = Array::<_, dse_ebpf::State>::try_from(
             ebpf.map(maps::STATE).expect("the object has its maps"),
         )
         .and_then(|a| a.get(&0, 0))
-        .map_err(map_err(maps::STATE, "read"))?
-        .generation;
+        .map_err(map_err(maps::STATE, "read"))?;
         Ok(XdpInstance {
             ebpf,
             pin_dir,
             limits,
-            generation,
+            program,
+            generation: state.generation,
+            adopted_half: state.half,
+            // Maps found in use may hold records anywhere.
+            high_water: if state.generation == 0 {
+                [0, 0]
+            } else {
+                [limits.rules / 2; 2]
+            },
             banks: [None, None],
         })
     }
@@ -256,7 +323,7 @@ impl XdpInstance {
     fn active_half(&self) -> u32 {
         self.banks[(self.generation & 1) as usize]
             .as_ref()
-            .map_or(0, |l| l.half)
+            .map_or(self.adopted_half, |l| l.half)
     }
 
     fn rule_base(&self, half: u32) -> u32 {
@@ -283,16 +350,34 @@ impl XdpInstance {
         let before_rules = same_half.map_or(&no_rules, |l| &l.tables.rules);
         let before_actions = same_half.map_or(&no_actions, |l| &l.tables.actions);
 
-        let (slots, records): (Vec<u32>, Vec<dse_ebpf::RuleRecord>) = tables
+        let mut freed = Vec::new();
+        let (mut slots, mut records): (Vec<u32>, Vec<dse_ebpf::RuleRecord>) = tables
             .rules
             .changed_since(before_rules)
-            .filter(|(_, r)| r.live != 0)
+            .filter(|(i, r)| {
+                // Emptied after the flip: the active generation may read them.
+                if r.live == 0 {
+                    freed.push(rbase + *i as u32);
+                }
+                r.live != 0
+            })
             .map(|(i, r)| {
                 let mut rec = mirror::rule(r);
                 rec.first_action += abase;
                 (rbase + i as u32, rec)
             })
             .unzip();
+        let len = tables.rules.len() as u32;
+        if same_half.is_none() {
+            // A fresh compile into this half: empty whatever an older
+            // generation left beyond the new tables (no active one reads it).
+            let stale = len..self.high_water[half as usize].max(len);
+            slots.extend(stale.clone().map(|s| rbase + s));
+            records.extend(stale.map(|_| dse_ebpf::RuleRecord::default()));
+            self.high_water[half as usize] = len;
+        } else {
+            self.high_water[half as usize] = self.high_water[half as usize].max(len);
+        }
         batch::update(self.fd(maps::RULES), &slots, &records, 1)
             .map_err(io_err(maps::RULES, "batch update"))?;
         let (idx, actions): (Vec<u32>, Vec<dse_ebpf::ActionRecord>) = tables
@@ -324,13 +409,16 @@ impl XdpInstance {
                     0,
                     dse_ebpf::State {
                         generation: next,
-                        pad: 0,
+                        half,
                     },
                     0,
                 )
             })
             .map_err(map_err(maps::STATE, "flip"))?;
         self.generation = next;
+        let empty = vec![dse_ebpf::RuleRecord::default(); freed.len()];
+        batch::update(self.fd(maps::RULES), &freed, &empty, 1)
+            .map_err(io_err(maps::RULES, "batch empty"))?;
         self.banks[bank] = Some(Loaded {
             tables: tables.clone(),
             half,
@@ -413,14 +501,16 @@ impl XdpInstance {
     }
 
     fn zero_counters(&mut self, slots: &[u32]) -> Result<(), XdpError> {
-        let cpus = aya::util::nr_cpus().map_err(|(path, source)| XdpError::Io {
-            what: "counting CPUs from",
-            path: path.into(),
-            source,
-        })?;
-        let zeros = vec![dse_ebpf::RuleCounter::default(); slots.len() * cpus];
-        batch::update(self.fd(maps::COUNTERS), slots, &zeros, cpus)
-            .map_err(io_err(maps::COUNTERS, "batch zero"))
+        let cpus = counters::cpus().map_err(io_err(maps::COUNTERS, "counting CPUs"))?;
+        let zeros = vec![vec![Count::default(); cpus]; slots.len()];
+        counters::write(
+            self.fd(maps::COUNTERS),
+            self.program.version(),
+            slots,
+            &zeros,
+            cpus,
+        )
+        .map_err(io_err(maps::COUNTERS, "batch zero"))
     }
 
     /// Writes `tables`' masks and subtable entries (slots of `half`) into
@@ -522,25 +612,67 @@ impl XdpInstance {
     /// # Errors
     /// [`XdpError::Map`] if the counters cannot be read.
     pub fn rule_counters(&self, tables: &CompiledTables) -> Result<BTreeMap<u32, Count>, XdpError> {
-        let counters = PerCpuArray::<_, dse_ebpf::RuleCounter>::try_from(
-            self.ebpf
-                .map(maps::COUNTERS)
-                .expect("the object has its maps"),
-        )
-        .map_err(map_err(maps::COUNTERS, "open"))?;
         let base = self.rule_base(self.active_half());
-        let mut out = BTreeMap::new();
-        for (slot, r) in tables.live_rules() {
-            let per_cpu = counters
-                .get(&(base + slot), 0)
-                .map_err(map_err(maps::COUNTERS, "read"))?;
-            let c: &mut Count = out.entry(r.id).or_default();
-            for v in per_cpu.iter() {
-                c.packets += v.packets;
-                c.bytes += v.bytes;
+        let (ids, slots): (Vec<u32>, Vec<u32>) =
+            tables.live_rules().map(|(s, r)| (r.id, base + s)).unzip();
+        let per_cpu = counters::read(self.counters_map(), self.program.version(), &slots)
+            .map_err(map_err(maps::COUNTERS, "read"))?;
+        let mut out: BTreeMap<u32, Count> = BTreeMap::new();
+        for (id, counts) in ids.into_iter().zip(per_cpu) {
+            let c = out.entry(id).or_default();
+            for n in counts {
+                c.packets += n.packets;
+                c.bytes += n.bytes;
             }
         }
         Ok(out)
+    }
+
+    /// The counters of the rules recorded in the maps for the active
+    /// generation, by rule id (for a process adopting maps another left).
+    ///
+    /// # Errors
+    /// [`XdpError::Map`] if the maps cannot be read.
+    pub fn recorded_counts(&self) -> Result<BTreeMap<u32, Count>, XdpError> {
+        let half = self.active_half();
+        let base = self.rule_base(half);
+        let rules = Array::<_, dse_ebpf::RuleRecord>::try_from(
+            self.ebpf.map(maps::RULES).expect("the object has its maps"),
+        )
+        .map_err(map_err(maps::RULES, "open"))?;
+        let mut ids = Vec::new();
+        let mut slots = Vec::new();
+        for s in base..base
+            + self.high_water[half as usize]
+                .max(1)
+                .min(self.limits.rules / 2)
+        {
+            let r = rules.get(&s, 0).map_err(map_err(maps::RULES, "read"))?;
+            if r.live != 0 {
+                ids.push(r.id);
+                slots.push(s);
+            }
+        }
+        let per_cpu = counters::read(self.counters_map(), self.program.version(), &slots)
+            .map_err(map_err(maps::COUNTERS, "read"))?;
+        Ok(ids
+            .into_iter()
+            .zip(per_cpu)
+            .map(|(id, counts)| {
+                let mut c = Count::default();
+                for n in counts {
+                    c.packets += n.packets;
+                    c.bytes += n.bytes;
+                }
+                (id, c)
+            })
+            .collect())
+    }
+
+    fn counters_map(&self) -> &aya::maps::Map {
+        self.ebpf
+            .map(maps::COUNTERS)
+            .expect("the object has its maps")
     }
 
     /// The datapath statistics, summed over CPUs.
@@ -629,22 +761,25 @@ impl XdpInstance {
     /// # Errors
     /// [`XdpError::MapIo`] if the update fails.
     pub fn set_counters(&mut self, counts: &[(u32, Count)]) -> Result<(), XdpError> {
-        let cpus = aya::util::nr_cpus().map_err(|(path, source)| XdpError::Io {
-            what: "counting CPUs from",
-            path: path.into(),
-            source,
-        })?;
-        let mut values = vec![dse_ebpf::RuleCounter::default(); counts.len() * cpus];
-        for (i, (_, c)) in counts.iter().enumerate() {
-            values[i * cpus] = dse_ebpf::RuleCounter {
-                packets: c.packets,
-                bytes: c.bytes,
-            };
-        }
+        let cpus = counters::cpus().map_err(io_err(maps::COUNTERS, "counting CPUs"))?;
         let base = self.rule_base(self.active_half());
         let slots: Vec<u32> = counts.iter().map(|(s, _)| base + s).collect();
-        batch::update(self.fd(maps::COUNTERS), &slots, &values, cpus)
-            .map_err(io_err(maps::COUNTERS, "batch set"))
+        let per_cpu: Vec<Vec<Count>> = counts
+            .iter()
+            .map(|(_, c)| {
+                let mut v = vec![Count::default(); cpus];
+                v[0] = *c;
+                v
+            })
+            .collect();
+        counters::write(
+            self.fd(maps::COUNTERS),
+            self.program.version(),
+            &slots,
+            &per_cpu,
+            cpus,
+        )
+        .map_err(io_err(maps::COUNTERS, "batch set"))
     }
 
     /// The meter buckets, by meter index (`last_ns` on CLOCK_MONOTONIC).

@@ -9,8 +9,9 @@
 
 mod backend;
 mod batch;
+mod counters;
 mod load;
 mod mirror;
 
 pub use backend::{XdpConfig, XdpDatapath};
-pub use load::{XdpError, XdpInstance, XdpLimits};
+pub use load::{Program, XdpError, XdpInstance, XdpLimits};

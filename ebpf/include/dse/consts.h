@@ -4,6 +4,12 @@
 #ifndef DSE_CONSTS_H
 #define DSE_CONSTS_H
 
+/* The program version: 2 adds a last-seen time to each rule counter, a
+ * change of a shared map's value layout that an upgrade must migrate. */
+#ifndef DSE_PROGRAM_VERSION
+#define DSE_PROGRAM_VERSION 1
+#endif
+
 /* Limits: override with -D at build time. */
 #ifndef DSE_MAX_MASKS
 #define DSE_MAX_MASKS 32 /* the compiler refuses a rule set with more */

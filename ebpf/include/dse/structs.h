@@ -100,6 +100,9 @@ struct cache_value {
 struct rule_counter {
 	__u64 packets;
 	__u64 bytes;
+#if DSE_PROGRAM_VERSION >= 2
+	__u64 last_seen_ns; /* CLOCK_MONOTONIC of the last packet */
+#endif
 };
 
 /* Per-CPU datapath statistics: StatsBlock. */
@@ -115,10 +118,11 @@ struct dse_stats {
 };
 
 /* The active generation: the one word a transaction flips. Its low bit is
- * the bank that the masks and subtable entries are read from. */
+ * the bank that the masks and subtable entries are read from. `half` says
+ * which half of the rule slots holds its records (for userspace only). */
 struct dse_state {
 	__u32 generation;
-	__u32 pad;
+	__u32 half;
 };
 
 /* The last verdict on this CPU, for BPF_PROG_TEST_RUN callers. */
@@ -151,7 +155,7 @@ _Static_assert(sizeof(struct mask_record) == 80, "mask_record");
 _Static_assert(sizeof(struct sub_key) == 72, "sub_key");
 _Static_assert(sizeof(struct sub_value) == 8, "sub_value");
 _Static_assert(sizeof(struct cache_value) == 16, "cache_value");
-_Static_assert(sizeof(struct rule_counter) == 16, "rule_counter");
+_Static_assert(sizeof(struct rule_counter) == (DSE_PROGRAM_VERSION >= 2 ? 24 : 16), "rule_counter");
 _Static_assert(sizeof(struct dse_stats) == 13 * 8, "dse_stats");
 _Static_assert(sizeof(struct dse_state) == 8, "dse_state");
 _Static_assert(sizeof(struct dse_last) == 16, "dse_last");

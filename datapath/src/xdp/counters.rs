@@ -1,0 +1,96 @@
+//! Rule counters in either program version's layout.
+
+use super::batch;
+use crate::pipeline::Count;
+use aya::maps::{Map, PerCpuArray};
+use std::os::fd::BorrowedFd;
+
+/// A per-CPU rule-counter value of one program version.
+pub(crate) trait Layout: aya::Pod + Default {
+    fn count(&self) -> Count;
+    fn from_count(c: Count) -> Self;
+}
+
+impl Layout for dse_ebpf::RuleCounter {
+    fn count(&self) -> Count {
+        Count {
+            packets: self.packets,
+            bytes: self.bytes,
+        }
+    }
+    fn from_count(c: Count) -> Self {
+        dse_ebpf::RuleCounter {
+            packets: c.packets,
+            bytes: c.bytes,
+        }
+    }
+}
+
+impl Layout for dse_ebpf::RuleCounterV2 {
+    fn count(&self) -> Count {
+        Count {
+            packets: self.packets,
+            bytes: self.bytes,
+        }
+    }
+    fn from_count(c: Count) -> Self {
+        dse_ebpf::RuleCounterV2 {
+            packets: c.packets,
+            bytes: c.bytes,
+            last_seen_ns: 0,
+        }
+    }
+}
+
+/// The counts of `slots`, per CPU, from a counters map of `version`.
+pub(crate) fn read(
+    map: &Map,
+    version: u32,
+    slots: &[u32],
+) -> Result<Vec<Vec<Count>>, aya::maps::MapError> {
+    fn go<L: Layout>(map: &Map, slots: &[u32]) -> Result<Vec<Vec<Count>>, aya::maps::MapError> {
+        let a = PerCpuArray::<_, L>::try_from(map)?;
+        slots
+            .iter()
+            .map(|s| Ok(a.get(s, 0)?.iter().map(L::count).collect()))
+            .collect()
+    }
+    match version {
+        1 => go::<dse_ebpf::RuleCounter>(map, slots),
+        _ => go::<dse_ebpf::RuleCounterV2>(map, slots),
+    }
+}
+
+/// Writes per-CPU counts (`per_cpu[i]` for `slots[i]`, `cpus` each) into a
+/// counters map of `version`.
+pub(crate) fn write(
+    fd: BorrowedFd<'_>,
+    version: u32,
+    slots: &[u32],
+    per_cpu: &[Vec<Count>],
+    cpus: usize,
+) -> std::io::Result<()> {
+    fn go<L: Layout>(
+        fd: BorrowedFd<'_>,
+        slots: &[u32],
+        per_cpu: &[Vec<Count>],
+        cpus: usize,
+    ) -> std::io::Result<()> {
+        let mut values = vec![L::default(); slots.len() * cpus];
+        for (i, counts) in per_cpu.iter().enumerate() {
+            for (c, n) in counts.iter().take(cpus).enumerate() {
+                values[i * cpus + c] = L::from_count(*n);
+            }
+        }
+        batch::update(fd, slots, &values, cpus)
+    }
+    match version {
+        1 => go::<dse_ebpf::RuleCounter>(fd, slots, per_cpu, cpus),
+        _ => go::<dse_ebpf::RuleCounterV2>(fd, slots, per_cpu, cpus),
+    }
+}
+
+/// The number of possible CPUs (the length of per-CPU values).
+pub(crate) fn cpus() -> std::io::Result<usize> {
+    aya::util::nr_cpus().map_err(|(_, e)| e)
+}
