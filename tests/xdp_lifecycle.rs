@@ -8,7 +8,7 @@ use common::bpf::PinDir;
 use dse_datapath::datapath::{Datapath, DatapathError, LifecycleState, Transaction};
 use dse_datapath::emu::{EmuConfig, EmuDatapath};
 use dse_datapath::pipeline::Verdict;
-use dse_datapath::xdp::{XdpConfig, XdpDatapath, XdpLimits};
+use dse_datapath::xdp::{Program, XdpConfig, XdpDatapath, XdpLimits};
 use dse_datapath::{Frame, RuleSet};
 use etherparse::PacketBuilder;
 use std::time::{Duration, Instant};
@@ -42,6 +42,7 @@ fn xdp(pins: &PinDir, set: RuleSet) -> XdpDatapath {
             interfaces: Default::default(),
             skb_mode: false,
             limits: XdpLimits::small(),
+            program: Program::V1,
         },
     )
     .expect("starts")

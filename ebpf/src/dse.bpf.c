@@ -198,4 +198,42 @@ int dse_xdp(struct xdp_md *ctx)
 	}
 }
 
+/* One rule counter's carried-over counts, for dse_merge. */
+struct merge_entry {
+	__u32 slot;
+	__u32 pad;
+	__u64 packets;
+	__u64 bytes;
+};
+
+#define MERGE_BATCH 128
+
+/* Adds the counts in the frame (an array of merge_entry) to this CPU's
+ * rule counters with atomic adds. Userspace runs it with
+ * BPF_PROG_TEST_RUN on each CPU in turn after an upgrade that migrated
+ * the counters map: the datapath on the same CPU runs in softirq and
+ * cannot interleave with one atomic add, so no increment is lost. */
+SEC("xdp")
+int dse_merge(struct xdp_md *ctx)
+{
+	void *data = (void *)(long)ctx->data;
+	void *end = (void *)(long)ctx->data_end;
+
+	for (int i = 0; i < MERGE_BATCH; i++) {
+		struct merge_entry *m = data + i * sizeof(struct merge_entry);
+		struct rule_counter *c;
+		__u32 slot;
+
+		if ((void *)(m + 1) > end)
+			break;
+		slot = m->slot;
+		c = bpf_map_lookup_elem(&dse_counters, &slot);
+		if (!c)
+			return XDP_ABORTED;
+		__sync_fetch_and_add(&c->packets, m->packets);
+		__sync_fetch_and_add(&c->bytes, m->bytes);
+	}
+	return XDP_DROP;
+}
+
 char LICENSE[] SEC("license") = "GPL";

@@ -29,8 +29,26 @@ pub fn object_v2() -> &'static [u8] {
     &OBJECT_V2_ALIGNED.0
 }
 
-/// Name of the XDP program in [`object`].
+/// Name of the XDP datapath program in [`object`].
 pub const PROGRAM: &str = "dse_xdp";
+
+/// Name of the counter-merge program (see `dse_merge` in the C source).
+pub const MERGE_PROGRAM: &str = "dse_merge";
+
+/// Entries per `dse_merge` run.
+pub const MERGE_BATCH: usize = 128;
+
+/// One entry of a `dse_merge` frame.
+#[repr(C)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+#[allow(missing_docs)]
+pub struct MergeEntry {
+    pub slot: u32,
+    pub pad: u32,
+    pub packets: u64,
+    pub bytes: u64,
+}
+const _: () = assert!(core::mem::size_of::<MergeEntry>() == 24);
 
 /// Build-time limits of the object (`include/dse/consts.h`).
 pub mod limits {

@@ -28,6 +28,13 @@ impl PinDir {
     }
 }
 
+impl PinDir {
+    /// The directory another process of this test made (removed on drop).
+    pub fn adopt(dir: PathBuf) -> PinDir {
+        PinDir(dir)
+    }
+}
+
 impl Drop for PinDir {
     fn drop(&mut self) {
         let _ = std::fs::remove_dir_all(&self.0);

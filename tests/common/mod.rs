@@ -4,3 +4,4 @@ pub mod bpf;
 pub mod fixtures;
 pub mod netns;
 pub mod packets;
+pub mod topology;

@@ -2,7 +2,7 @@
 //! the compiler into the maps, ports bound to interfaces by name, and the
 //! lifecycle hooks with the same snapshot format as the emulated backend.
 
-use super::{XdpError, XdpInstance, XdpLimits};
+use super::{Program, XdpError, XdpInstance, XdpLimits};
 use crate::compile::{Compiler, MAX_MASKS};
 use crate::datapath::{Capabilities, Datapath, DatapathError, LifecycleState, Transaction};
 use crate::pipeline::{Bucket, Count, Stats};
@@ -25,6 +25,8 @@ pub struct XdpConfig {
     pub skb_mode: bool,
     /// Map sizes.
     pub limits: XdpLimits,
+    /// The program version to load.
+    pub program: Program,
 }
 
 struct Control {
@@ -68,7 +70,8 @@ impl XdpDatapath {
     /// for an interface that does not exist.
     pub fn start(rules: RuleSet, config: XdpConfig) -> Result<XdpDatapath, DatapathError> {
         let compiler = Compiler::new(rules)?;
-        let mut xdp = XdpInstance::load(&config.pin_dir, config.limits)?;
+        let mut xdp =
+            XdpInstance::load_object(&config.pin_dir, config.limits, config.program, &[])?;
         xdp.install_rebuilt(compiler.tables())?;
         if config.skb_mode {
             tracing::warn!(
@@ -108,6 +111,128 @@ impl XdpDatapath {
         frame: &[u8],
     ) -> Result<(crate::pipeline::Verdict, Vec<u8>), DatapathError> {
         Ok(self.control().xdp.run(in_port, frame)?)
+    }
+
+    /// Takes over a datapath that another process started (and may have
+    /// left, even killed) under `config.pin_dir`: loads `config.program`
+    /// over the pinned maps, installs `rules` (which must be the rules
+    /// recorded there) from a fresh compile into the other slot half, with
+    /// the recorded counters and meter buckets carried over, and moves the
+    /// pinned links to the new program. Traffic keeps flowing throughout.
+    ///
+    /// # Errors
+    /// [`DatapathError::Xdp`] if the maps or links cannot be taken over,
+    /// or if `rules` are not the rules recorded in the maps;
+    /// [`DatapathError::Rules`] for invalid rules.
+    pub fn adopt(rules: RuleSet, config: XdpConfig) -> Result<XdpDatapath, DatapathError> {
+        let counter_pin = config.pin_dir.join(dse_ebpf::maps::COUNTERS);
+        let pinned_size = aya::maps::MapInfo::from_pin(&counter_pin)
+            .map_err(|e| XdpError::Link {
+                what: "finding the pinned counters map",
+                path: counter_pin.clone(),
+                reason: e.to_string(),
+            })?
+            .value_size();
+        if pinned_size != config.program.counter_size() {
+            return Err(XdpError::Link {
+                what: "adopting maps of another program version",
+                path: counter_pin,
+                reason: format!(
+                    "the pinned counters hold {pinned_size}-byte values, {:?} expects {}: adopt with the program that made them, then upgrade",
+                    config.program,
+                    config.program.counter_size()
+                ),
+            }
+            .into());
+        }
+        let compiler = Compiler::new(rules)?;
+        let mut xdp =
+            XdpInstance::load_object(&config.pin_dir, config.limits, config.program, &[])?;
+        let recorded = xdp.recorded_rules()?;
+        let wanted: std::collections::BTreeSet<u32> =
+            compiler.tables().live_rules().map(|(_, r)| r.id).collect();
+        let found: std::collections::BTreeSet<u32> = recorded.iter().map(|(id, _)| *id).collect();
+        if wanted != found {
+            return Err(XdpError::Link {
+                what: "adopting the pinned datapath",
+                path: config.pin_dir.clone(),
+                reason: format!(
+                    "the maps hold rules {:?}, the rule set given has {:?}",
+                    found.iter().take(8).collect::<Vec<_>>(),
+                    wanted.iter().take(8).collect::<Vec<_>>()
+                ),
+            }
+            .into());
+        }
+        let buckets = xdp.meter_buckets(compiler.tables().meters.len())?;
+        let generation = u64::from(xdp.generation()) + 1;
+        xdp.install_rebuilt(compiler.tables())?;
+        carry_counts(&mut xdp, Carry::Old(recorded))?;
+        for (i, b) in buckets.into_iter().enumerate() {
+            xdp.set_meter_bucket(i as u32, b)?;
+        }
+        xdp.switch_links()?;
+        let dp = XdpDatapath {
+            control: Mutex::new(Control {
+                xdp,
+                compiler,
+                generation,
+                state: LifecycleState::Running,
+                bound: BTreeMap::new(),
+            }),
+            config,
+        };
+        {
+            let mut c = dp.control();
+            dp.bind_ports(&mut c)?;
+        }
+        Ok(dp)
+    }
+
+    /// Replaces the running program with `program`, hitlessly: the new
+    /// program is loaded over the pinned maps, a map whose layout changed
+    /// (the rule counters) is created anew, the links move to the new
+    /// program with one atomic update each, and the old counters are then
+    /// merged into the new map with atomic adds. No packet goes unprocessed
+    /// and no count is lost.
+    ///
+    /// # Errors
+    /// [`DatapathError::Xdp`] naming the step that failed; before the link
+    /// switch, the old program keeps running untouched.
+    pub fn upgrade(&self, program: Program) -> Result<(), DatapathError> {
+        let mut c = self.control();
+        let pin_dir = &self.config.pin_dir;
+        let migrate = c.xdp.program().counter_size() != program.counter_size();
+        let staged_pin = pin_dir.join(format!("next_{}", dse_ebpf::maps::COUNTERS));
+        let _ = std::fs::remove_file(&staged_pin);
+        let staged: Vec<(&'static str, PathBuf)> = if migrate {
+            vec![(dse_ebpf::maps::COUNTERS, staged_pin.clone())]
+        } else {
+            Vec::new()
+        };
+        let mut next = XdpInstance::load_object(pin_dir, self.config.limits, program, &staged)?;
+        next.take_over(&c.xdp);
+        next.switch_links()?;
+        if migrate {
+            // In-flight runs of the old program end within microseconds.
+            std::thread::sleep(std::time::Duration::from_millis(20));
+            let slots = c.xdp.installed_slots();
+            let old = c.xdp.slot_counts(&slots)?;
+            next.merge_counts(&slots, &old)?;
+            let live = pin_dir.join(dse_ebpf::maps::COUNTERS);
+            std::fs::rename(&staged_pin, &live).map_err(io(format!(
+                "moving the migrated counters pin {} to {}",
+                staged_pin.display(),
+                live.display()
+            )))?;
+        }
+        c.xdp = next;
+        Ok(())
+    }
+
+    /// The program version running.
+    pub fn program(&self) -> Program {
+        self.control().xdp.program()
     }
 
     fn control(&self) -> MutexGuard<'_, Control> {
@@ -168,16 +293,11 @@ impl XdpDatapath {
         c: &mut Control,
         compiler: Compiler,
         generation: u64,
-        counts: BTreeMap<u32, Count>,
+        carry: Carry,
         buckets: BTreeMap<String, Bucket>,
     ) -> Result<(), DatapathError> {
         c.xdp.install_rebuilt(compiler.tables())?;
-        let carried: Vec<(u32, Count)> = compiler
-            .tables()
-            .live_rules()
-            .filter_map(|(slot, r)| counts.get(&r.id).map(|n| (slot, *n)))
-            .collect();
-        c.xdp.set_counters(&carried)?;
+        carry_counts(&mut c.xdp, carry)?;
         for (i, name) in compiler.tables().meter_names.iter().enumerate() {
             if let Some(b) = buckets.get(name) {
                 c.xdp.set_meter_bucket(i as u32, *b)?;
@@ -200,6 +320,41 @@ impl XdpDatapath {
             .zip(c.xdp.meter_buckets(names.len())?)
             .collect())
     }
+}
+
+/// Where the counts of a rebuilt generation's rules come from.
+enum Carry {
+    /// The counters of the replaced generation, at these (rule id, slot).
+    Old(Vec<(u32, u32)>),
+    /// These counts, by rule id (a snapshot's).
+    Given(BTreeMap<u32, Count>),
+}
+
+/// How long a program run that started before a flip can still be counting.
+const GRACE: std::time::Duration = std::time::Duration::from_millis(20);
+
+/// Adds the carried counts into the counters of the rules just installed
+/// (zeroed by the install and already counting): merged with atomic adds,
+/// and for `Carry::Old` read only after the grace, once the old slots are
+/// final, so that no packet's count is lost.
+fn carry_counts(xdp: &mut XdpInstance, carry: Carry) -> Result<(), XdpError> {
+    let now: BTreeMap<u32, u32> = xdp.installed_rules().into_iter().collect();
+    let (slots, counts): (Vec<u32>, Vec<Vec<Count>>) = match carry {
+        Carry::Old(old) => {
+            std::thread::sleep(GRACE);
+            let slots: Vec<u32> = old.iter().map(|(_, s)| *s).collect();
+            let per_cpu = xdp.slot_counts(&slots)?;
+            old.iter()
+                .zip(per_cpu)
+                .filter_map(|((id, _), c)| now.get(id).map(|s| (*s, c)))
+                .unzip()
+        }
+        Carry::Given(counts) => counts
+            .iter()
+            .filter_map(|(id, c)| now.get(id).map(|s| (*s, vec![*c])))
+            .unzip(),
+    };
+    xdp.merge_counts(&slots, &counts)
 }
 
 /// The index of interface `name`.
@@ -246,10 +401,10 @@ impl Datapath for XdpDatapath {
             // New ports or meters: a fresh compile into the other slot half.
             Transaction::Replace(set) => {
                 let compiler = Compiler::new(set)?;
-                let counts = Self::counts(&c)?;
+                let old = c.xdp.installed_rules();
                 let buckets = Self::buckets(&c)?;
                 let next = c.generation + 1;
-                self.rebuild(&mut c, compiler, next, counts, buckets)?;
+                self.rebuild(&mut c, compiler, next, Carry::Old(old), buckets)?;
                 Ok(next)
             }
         }
@@ -333,7 +488,7 @@ impl Datapath for XdpDatapath {
             &mut c,
             compiler,
             snapshot.generation,
-            snapshot.counters.clone(),
+            Carry::Given(snapshot.counters.clone()),
             buckets,
         )
     }

@@ -6,6 +6,7 @@ use crate::compile::{Chunked, FlowKey, Subtable};
 use crate::compile::{CompiledTables, NO_RULE};
 use crate::pipeline::{Bucket, Count, DropReason, Stats, Verdict};
 use aya::maps::{Array, HashMap, PerCpuArray};
+use aya::programs::links::{FdLink, PinnedLink};
 use aya::programs::{TestRun, TestRunOptions, Xdp};
 use aya::{Ebpf, EbpfLoader};
 use dse_ebpf::{SubKey, SubValue, maps, verdict};
@@ -62,6 +63,16 @@ pub enum XdpError {
         /// The interface.
         ifindex: u32,
         /// The kernel's reason.
+        reason: String,
+    },
+    /// A link could not be pinned, opened or moved.
+    #[error("{what} ({path}): {reason}")]
+    Link {
+        /// The step.
+        what: &'static str,
+        /// The pin.
+        path: PathBuf,
+        /// The kernel's or aya's reason.
         reason: String,
     },
     /// The tables do not fit the object's build-time limits.
@@ -244,6 +255,15 @@ impl XdpInstance {
             what: "load",
             source: Box::new(e),
         })?;
+        let merge: &mut Xdp = ebpf
+            .program_mut(dse_ebpf::MERGE_PROGRAM)
+            .expect("the object has its merge program")
+            .try_into()
+            .expect("it is an XDP program");
+        merge.load().map_err(|e| XdpError::Program {
+            what: "load the counter merge",
+            source: Box::new(e),
+        })?;
         let state = Array::<_, dse_ebpf::State>::try_from(
             ebpf.map(maps::STATE).expect("the object has its maps"),
         )
@@ -264,6 +284,11 @@ impl XdpInstance {
             },
             banks: [None, None],
         })
+    }
+
+    /// The program version loaded.
+    pub fn program(&self) -> Program {
+        self.program
     }
 
     /// The bpffs directory of the maps.
@@ -628,45 +653,40 @@ impl XdpInstance {
         Ok(out)
     }
 
-    /// The counters of the rules recorded in the maps for the active
-    /// generation, by rule id (for a process adopting maps another left).
+    /// The (rule id, counters slot) of the rules recorded in the maps for
+    /// the active generation (for a process adopting maps another left).
     ///
     /// # Errors
     /// [`XdpError::Map`] if the maps cannot be read.
-    pub fn recorded_counts(&self) -> Result<BTreeMap<u32, Count>, XdpError> {
+    pub fn recorded_rules(&self) -> Result<Vec<(u32, u32)>, XdpError> {
         let half = self.active_half();
         let base = self.rule_base(half);
         let rules = Array::<_, dse_ebpf::RuleRecord>::try_from(
             self.ebpf.map(maps::RULES).expect("the object has its maps"),
         )
         .map_err(map_err(maps::RULES, "open"))?;
-        let mut ids = Vec::new();
-        let mut slots = Vec::new();
-        for s in base..base
-            + self.high_water[half as usize]
-                .max(1)
-                .min(self.limits.rules / 2)
-        {
+        let mut out = Vec::new();
+        for s in base..base + self.high_water[half as usize].min(self.limits.rules / 2) {
             let r = rules.get(&s, 0).map_err(map_err(maps::RULES, "read"))?;
             if r.live != 0 {
-                ids.push(r.id);
-                slots.push(s);
+                out.push((r.id, s));
             }
         }
-        let per_cpu = counters::read(self.counters_map(), self.program.version(), &slots)
-            .map_err(map_err(maps::COUNTERS, "read"))?;
-        Ok(ids
-            .into_iter()
-            .zip(per_cpu)
-            .map(|(id, counts)| {
-                let mut c = Count::default();
-                for n in counts {
-                    c.packets += n.packets;
-                    c.bytes += n.bytes;
-                }
-                (id, c)
+        Ok(out)
+    }
+
+    /// The (rule id, counters slot) of the active generation's rules.
+    pub fn installed_rules(&self) -> Vec<(u32, u32)> {
+        let base = self.rule_base(self.active_half());
+        self.banks[(self.generation & 1) as usize]
+            .as_ref()
+            .map(|l| {
+                l.tables
+                    .live_rules()
+                    .map(|(s, r)| (r.id, base + s))
+                    .collect()
             })
-            .collect())
+            .unwrap_or_default()
     }
 
     fn counters_map(&self) -> &aya::maps::Map {
@@ -729,30 +749,198 @@ impl XdpInstance {
             })
     }
 
+    /// The pin of the link that attaches the program to `ifname`.
+    fn link_pin(&self, ifname: &str) -> PathBuf {
+        self.pin_dir.join(format!("link_{ifname}"))
+    }
+
+    fn program_mut(&mut self) -> &mut Xdp {
+        self.ebpf
+            .program_mut(dse_ebpf::PROGRAM)
+            .expect("the object has its program")
+            .try_into()
+            .expect("it is an XDP program")
+    }
+
     /// Attaches the program to interface `ifname` through a bpf_link, in
-    /// native (driver) mode, or in generic (skb) mode when `skb` is set.
-    /// The link is detached when this instance is dropped.
+    /// native (driver) mode, or in generic (skb) mode when `skb` is set. The
+    /// link is pinned beside the maps, so it outlives this process: a later
+    /// [`XdpInstance::switch_links`] (here or in another process) moves it
+    /// to another program atomically. If a pinned link is already there, the
+    /// program takes it over instead.
     ///
     /// # Errors
-    /// [`XdpError::Program`] if the kernel refuses the attachment.
+    /// [`XdpError::Program`] if the kernel refuses the attachment or the pin.
     pub fn attach(&mut self, ifname: &str, skb: bool) -> Result<(), XdpError> {
+        let pin = self.link_pin(ifname);
+        if pin.exists() {
+            return self.switch_link(&pin);
+        }
         let mode = if skb {
             aya::programs::XdpMode::Skb
         } else {
             aya::programs::XdpMode::Driver
         };
-        let prog: &mut Xdp = self
-            .ebpf
-            .program_mut(dse_ebpf::PROGRAM)
-            .expect("the object has its program")
-            .try_into()
-            .expect("it is an XDP program");
-        prog.attach(ifname, mode)
-            .map(|_| ())
-            .map_err(|e| XdpError::Program {
-                what: "attach",
+        let prog = self.program_mut();
+        let prog_err = |what| {
+            move |e| XdpError::Program {
+                what,
                 source: Box::new(e),
+            }
+        };
+        let id = prog.attach(ifname, mode).map_err(prog_err("attach"))?;
+        let link = prog.take_link(id).map_err(prog_err("take the link"))?;
+        let fd_link = FdLink::try_from(link).map_err(|e| XdpError::Link {
+            what: "an XDP link as a bpf_link (the kernel attached through netlink)",
+            path: pin.clone(),
+            reason: e.to_string(),
+        })?;
+        fd_link.pin(&pin).map_err(|e| XdpError::Link {
+            what: "pinning the link",
+            path: pin.clone(),
+            reason: e.to_string(),
+        })?;
+        Ok(())
+    }
+
+    /// Moves every link pinned beside the maps to this instance's program,
+    /// each with one atomic `BPF_LINK_UPDATE`: traffic never sees a gap.
+    ///
+    /// # Errors
+    /// [`XdpError::Link`] if a pin cannot be opened or updated.
+    pub fn switch_links(&mut self) -> Result<usize, XdpError> {
+        let entries = std::fs::read_dir(&self.pin_dir).map_err(|source| XdpError::Io {
+            what: "listing the pins in",
+            path: self.pin_dir.clone(),
+            source,
+        })?;
+        let mut pins: Vec<PathBuf> = entries
+            .filter_map(|e| e.ok())
+            .map(|e| e.path())
+            .filter(|p| {
+                p.file_name()
+                    .and_then(|n| n.to_str())
+                    .is_some_and(|n| n.starts_with("link_"))
             })
+            .collect();
+        pins.sort();
+        for pin in &pins {
+            self.switch_link(pin)?;
+        }
+        Ok(pins.len())
+    }
+
+    fn switch_link(&mut self, pin: &Path) -> Result<(), XdpError> {
+        let link_err = |what| {
+            let path = pin.to_path_buf();
+            move |e: String| XdpError::Link {
+                what,
+                path,
+                reason: e,
+            }
+        };
+        let pinned = PinnedLink::from_pin(pin)
+            .map_err(|e| link_err("opening the pinned link")(e.to_string()))?;
+        let link = aya::programs::xdp::XdpLink::try_from(FdLink::from(pinned))
+            .map_err(|e| link_err("the pinned link as an XDP link")(e.to_string()))?;
+        let prog = self.program_mut();
+        let id = prog
+            .attach_to_link(link)
+            .map_err(|e| link_err("updating the link to the new program")(e.to_string()))?;
+        // Keep the link pinned, not owned: dropping the instance must not detach it.
+        drop(
+            prog.take_link(id)
+                .map_err(|e| link_err("releasing the link")(e.to_string()))?,
+        );
+        Ok(())
+    }
+
+    /// Takes over another instance's view of what is installed (after
+    /// loading a new program over the same maps).
+    pub fn take_over(&mut self, old: &XdpInstance) {
+        self.generation = old.generation;
+        self.adopted_half = old.active_half();
+        self.high_water = old.high_water;
+        self.banks = old.banks.clone();
+    }
+
+    /// The counters map slots of the active generation's rules.
+    pub fn installed_slots(&self) -> Vec<u32> {
+        self.installed_rules().into_iter().map(|(_, s)| s).collect()
+    }
+
+    /// This instance's per-CPU counts of counters map `slots`.
+    ///
+    /// # Errors
+    /// [`XdpError::Map`] if the counters cannot be read.
+    pub fn slot_counts(&self, slots: &[u32]) -> Result<Vec<Vec<Count>>, XdpError> {
+        counters::read(self.counters_map(), self.program.version(), slots)
+            .map_err(map_err(maps::COUNTERS, "read"))
+    }
+
+    /// Adds per-CPU counts to the counters of `slots` (`counts[i]` for
+    /// `slots[i]`, one value per CPU), each CPU's with atomic adds by the
+    /// merge program run on that CPU, so that increments the datapath makes
+    /// meanwhile are never lost.
+    ///
+    /// # Errors
+    /// [`XdpError`] if a run fails.
+    pub fn merge_counts(&mut self, slots: &[u32], counts: &[Vec<Count>]) -> Result<(), XdpError> {
+        let cpus = counters::cpus().map_err(io_err(maps::COUNTERS, "counting CPUs"))?;
+        for cpu in 0..cpus {
+            let entries: Vec<dse_ebpf::MergeEntry> = slots
+                .iter()
+                .zip(counts)
+                .filter_map(|(s, per_cpu)| {
+                    let c = per_cpu.get(cpu).copied().unwrap_or_default();
+                    (c != Count::default()).then_some(dse_ebpf::MergeEntry {
+                        slot: *s,
+                        pad: 0,
+                        packets: c.packets,
+                        bytes: c.bytes,
+                    })
+                })
+                .collect();
+            if entries.is_empty() {
+                continue;
+            }
+            let _pinned = PinnedToCpu::new(cpu);
+            let merge: &Xdp = self
+                .ebpf
+                .program(dse_ebpf::MERGE_PROGRAM)
+                .expect("the object has its merge program")
+                .try_into()
+                .expect("it is an XDP program");
+            for chunk in entries.chunks(dse_ebpf::MERGE_BATCH) {
+                // SAFETY: MergeEntry is repr(C) plain integers without padding.
+                let bytes = unsafe {
+                    std::slice::from_raw_parts(
+                        chunk.as_ptr().cast::<u8>(),
+                        std::mem::size_of_val(chunk),
+                    )
+                };
+                // The kernel wants at least an Ethernet header's worth.
+                let mut frame = bytes.to_vec();
+                frame.resize(frame.len().max(24), 0);
+                let mut opts = TestRunOptions::new();
+                opts.data_in = Some(&frame);
+                let r = merge.test_run(opts).map_err(|e| XdpError::Program {
+                    what: "counter merge run",
+                    source: Box::new(e),
+                })?;
+                if r.return_value != 1 {
+                    return Err(XdpError::Link {
+                        what: "merging counters",
+                        path: self.pin_dir.clone(),
+                        reason: format!(
+                            "the merge program returned {} (a slot out of range)",
+                            r.return_value
+                        ),
+                    });
+                }
+            }
+        }
+        Ok(())
     }
 
     /// Sets the counters of the active generation's rule `slots` (CPU 0
@@ -841,7 +1029,7 @@ impl XdpInstance {
             .and_then(|mut m| m.insert(LO, u32::from(in_port), 0))
             .map_err(map_err(maps::IFPORTS, "update"))?;
         let mut out = vec![0u8; frame.len() + 512];
-        let _cpu = PinnedToCpu0::new();
+        let _cpu = PinnedToCpu::new(0);
         let prog: &Xdp = self
             .ebpf
             .program(dse_ebpf::PROGRAM)
@@ -876,13 +1064,13 @@ impl XdpInstance {
     }
 }
 
-/// Pins the calling thread to CPU 0 until dropped, restoring its affinity.
-struct PinnedToCpu0 {
+/// Pins the calling thread to one CPU until dropped, restoring its affinity.
+struct PinnedToCpu {
     saved: Option<libc::cpu_set_t>,
 }
 
-impl PinnedToCpu0 {
-    fn new() -> PinnedToCpu0 {
+impl PinnedToCpu {
+    fn new(cpu: usize) -> PinnedToCpu {
         // SAFETY: cpu_set_t is plain data; the calls only read and write the
         // sets passed, for the calling thread (pid 0).
         unsafe {
@@ -890,16 +1078,16 @@ impl PinnedToCpu0 {
             let size = size_of::<libc::cpu_set_t>();
             let ok = libc::sched_getaffinity(0, size, &mut saved) == 0;
             let mut one: libc::cpu_set_t = std::mem::zeroed();
-            libc::CPU_SET(0, &mut one);
+            libc::CPU_SET(cpu, &mut one);
             libc::sched_setaffinity(0, size, &one);
-            PinnedToCpu0 {
+            PinnedToCpu {
                 saved: ok.then_some(saved),
             }
         }
     }
 }
 
-impl Drop for PinnedToCpu0 {
+impl Drop for PinnedToCpu {
     fn drop(&mut self) {
         if let Some(saved) = &self.saved {
             // SAFETY: as in `new`.
