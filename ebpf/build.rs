@@ -12,6 +12,8 @@ fn main() {
     println!("cargo:rerun-if-changed=include/dse");
     println!("cargo:rerun-if-changed=dse.bpf.o");
     println!("cargo:rerun-if-changed=dse_v2.bpf.o");
+    println!("cargo:rerun-if-changed=baseline.bpf.o");
+    println!("cargo:rerun-if-changed=src/baseline.bpf.c");
     if std::env::var_os("DSE_BUILD_EBPF").is_none_or(|v| v != "1") {
         return;
     }

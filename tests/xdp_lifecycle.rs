@@ -172,3 +172,34 @@ fn snapshots_move_between_the_emulated_and_xdp_backends() {
         from_xdp.meters["m"].nano_tokens
     );
 }
+
+/// A thousand rules: the counters are read with batch lookups over their
+/// slot range; each must still land on its own rule.
+#[test]
+fn many_counters_read_in_batches_land_on_their_rules() {
+    let Some(pins) = PinDir::new("many") else {
+        return;
+    };
+    let rules: String = (0..1000u32)
+        .map(|i| format!("- {{id: {}, priority: 1, match: {{ip_proto: udp, l4_dst: {}}}, actions: [drop]}}\n", i + 1, 2000 + i))
+        .collect();
+    let set =
+        RuleSet::from_yaml(&format!("ports: [{{name: p0, index: 0}}]\nrules:\n{rules}")).unwrap();
+    let dp = xdp(&pins, set);
+    for i in [0u32, 7, 500, 999] {
+        for _ in 0..=i % 3 {
+            dp.run_frame(0, &udp(2000 + i as u16)).unwrap();
+        }
+    }
+    let counts = dp.rule_counters();
+    assert_eq!(counts.len(), 1000);
+    for (id, c) in counts {
+        let i = id - 1;
+        let want = if [0, 7, 500, 999].contains(&i) {
+            u64::from(i % 3 + 1)
+        } else {
+            0
+        };
+        assert_eq!(c.packets, want, "rule {id}");
+    }
+}

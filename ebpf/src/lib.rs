@@ -22,6 +22,28 @@ pub fn object() -> &'static [u8] {
     &OBJECT_ALIGNED.0
 }
 
+static BASELINE_ALIGNED: &Aligned<[u8]> = &Aligned(*include_bytes!("../baseline.bpf.o"));
+
+/// The benchmarks' floor (`src/baseline.bpf.c`): program `baseline_xdp`
+/// parses Ethernet/IPv4/UDP and looks the 5-tuple up in one hash map
+/// (`baseline_flows`, key [`BaselineKey`], value an XDP action).
+pub fn baseline_object() -> &'static [u8] {
+    &BASELINE_ALIGNED.0
+}
+
+/// The key of `baseline_flows`: addresses and ports as on the wire.
+#[repr(C)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+#[allow(missing_docs)]
+pub struct BaselineKey {
+    pub src: [u8; 4],
+    pub dst: [u8; 4],
+    pub sport: [u8; 2],
+    pub dport: [u8; 2],
+    pub proto: u32,
+}
+const _: () = assert!(core::mem::size_of::<BaselineKey>() == 16);
+
 /// Version 2 of the object: the same program with a last-seen time in
 /// each rule counter ([`RuleCounterV2`]), a changed map value layout that
 /// an upgrade from version 1 migrates.
@@ -375,6 +397,7 @@ mod pod {
         super::Stats,
         super::State,
         super::Last,
-        super::OptionPool
+        super::OptionPool,
+        super::BaselineKey
     );
 }

@@ -11,6 +11,22 @@ use crate::snapshot::Snapshot;
 use std::collections::BTreeMap;
 use std::path::PathBuf;
 use std::sync::{Mutex, MutexGuard};
+use std::time::{Duration, Instant};
+
+/// What an upgrade did and how long each step took.
+#[derive(Debug, Clone, Copy)]
+pub struct UpgradeReport {
+    /// Loading and verifying the new program over the pinned maps.
+    pub load: Duration,
+    /// Moving the links: the only step traffic could notice, and it does not.
+    pub switch: Duration,
+    /// Links moved.
+    pub links: usize,
+    /// The grace period and merging the counters into a migrated map.
+    pub migrate: Duration,
+    /// Counters migrated (0 when no map changed layout).
+    pub migrated: usize,
+}
 
 /// How to bring up an XDP datapath.
 #[derive(Debug, Clone)]
@@ -199,7 +215,8 @@ impl XdpDatapath {
     /// # Errors
     /// [`DatapathError::Xdp`] naming the step that failed; before the link
     /// switch, the old program keeps running untouched.
-    pub fn upgrade(&self, program: Program) -> Result<(), DatapathError> {
+    pub fn upgrade(&self, program: Program) -> Result<UpgradeReport, DatapathError> {
+        let started = Instant::now();
         let mut c = self.control();
         let pin_dir = &self.config.pin_dir;
         let migrate = c.xdp.program().counter_size() != program.counter_size();
@@ -212,13 +229,17 @@ impl XdpDatapath {
         };
         let mut next = XdpInstance::load_object(pin_dir, self.config.limits, program, &staged)?;
         next.take_over(&c.xdp);
-        next.switch_links()?;
+        let loaded = Instant::now();
+        let links = next.switch_links()?;
+        let switched = Instant::now();
+        let mut migrated = 0;
         if migrate {
             // In-flight runs of the old program end within microseconds.
             std::thread::sleep(std::time::Duration::from_millis(20));
             let slots = c.xdp.installed_slots();
             let old = c.xdp.slot_counts(&slots)?;
             next.merge_counts(&slots, &old)?;
+            migrated = slots.len();
             let live = pin_dir.join(dse_ebpf::maps::COUNTERS);
             std::fs::rename(&staged_pin, &live).map_err(io(format!(
                 "moving the migrated counters pin {} to {}",
@@ -227,7 +248,13 @@ impl XdpDatapath {
             )))?;
         }
         c.xdp = next;
-        Ok(())
+        Ok(UpgradeReport {
+            load: loaded - started,
+            switch: switched - loaded,
+            links,
+            migrate: switched.elapsed(),
+            migrated,
+        })
     }
 
     /// The program version running.

@@ -4,6 +4,7 @@
 
 use std::os::fd::{AsRawFd, BorrowedFd};
 
+const BPF_MAP_LOOKUP_BATCH: libc::c_long = 24;
 const BPF_MAP_UPDATE_BATCH: libc::c_long = 26;
 const BPF_MAP_DELETE_BATCH: libc::c_long = 27;
 
@@ -91,4 +92,61 @@ pub(crate) fn delete<K: aya::Pod>(fd: BorrowedFd<'_>, keys: &[K]) -> std::io::Re
         )?;
     }
     Ok(())
+}
+
+/// Reads the values of array indices `start..start + count` from the array
+/// map behind `fd` (`per_key` values each: the number of CPUs for a per-CPU
+/// array, else 1).
+pub(crate) fn lookup_range<V: aya::Pod + Default>(
+    fd: BorrowedFd<'_>,
+    start: u32,
+    count: usize,
+    per_key: usize,
+) -> std::io::Result<Vec<V>> {
+    let mut values = vec![V::default(); count * per_key];
+    let mut keys = vec![0u32; CHUNK];
+    let mut done = 0usize;
+    while done < count {
+        let n = (count - done).min(CHUNK);
+        // The kernel starts after `in_batch`; nothing given means index 0.
+        let prev: u32 = (start as usize + done).wrapping_sub(1) as u32;
+        let mut out_batch: u32 = 0;
+        let mut attr = BatchAttr {
+            in_batch: if start as usize + done == 0 {
+                0
+            } else {
+                &prev as *const u32 as u64
+            },
+            out_batch: &mut out_batch as *mut u32 as u64,
+            keys: keys.as_mut_ptr() as u64,
+            values: values[done * per_key..].as_mut_ptr() as u64,
+            count: n as u32,
+            map_fd: fd.as_raw_fd() as u32,
+            ..BatchAttr::default()
+        };
+        // SAFETY: `attr` is a valid bpf_attr prefix; `keys` has room for `n`
+        // keys and `values` for `n * per_key` values of the map's value size
+        // (checked by the callers' types), alive for the call.
+        let r = unsafe {
+            libc::syscall(
+                libc::SYS_bpf,
+                BPF_MAP_LOOKUP_BATCH,
+                &mut attr as *mut BatchAttr,
+                size_of::<BatchAttr>() as u32,
+            )
+        };
+        let got = attr.count as usize;
+        if r < 0 {
+            let e = std::io::Error::last_os_error();
+            // ENOENT: the end of the array came first.
+            if e.raw_os_error() != Some(libc::ENOENT) || got == 0 {
+                return Err(e);
+            }
+        }
+        if got == 0 {
+            break;
+        }
+        done += got;
+    }
+    Ok(values)
 }

@@ -3,7 +3,7 @@
 use super::batch;
 use crate::pipeline::Count;
 use aya::maps::{Map, PerCpuArray};
-use std::os::fd::BorrowedFd;
+use std::os::fd::{AsFd, BorrowedFd};
 
 /// A per-CPU rule-counter value of one program version.
 pub(crate) trait Layout: aya::Pod + Default {
@@ -43,12 +43,42 @@ impl Layout for dse_ebpf::RuleCounterV2 {
 }
 
 /// The counts of `slots`, per CPU, from a counters map of `version`.
+/// Many slots are read with batch lookups over the range they span.
 pub(crate) fn read(
     map: &Map,
     version: u32,
     slots: &[u32],
 ) -> Result<Vec<Vec<Count>>, aya::maps::MapError> {
     fn go<L: Layout>(map: &Map, slots: &[u32]) -> Result<Vec<Vec<Count>>, aya::maps::MapError> {
+        let (Some(lo), Some(hi)) = (slots.iter().min(), slots.iter().max()) else {
+            return Ok(Vec::new());
+        };
+        let span = (hi - lo) as usize + 1;
+        if slots.len() >= 64 && span <= 4 * slots.len() {
+            let fd = match map {
+                Map::PerCpuArray(m) => m.fd().as_fd(),
+                _ => unreachable!("the counters map is a per-CPU array"),
+            };
+            let cpus = cpus().map_err(|e| {
+                aya::maps::MapError::SyscallError(aya::sys::SyscallError {
+                    call: "nr_cpus",
+                    io_error: e,
+                })
+            })?;
+            let values: Vec<L> = batch::lookup_range(fd, *lo, span, cpus).map_err(|e| {
+                aya::maps::MapError::SyscallError(aya::sys::SyscallError {
+                    call: "bpf_map_lookup_batch",
+                    io_error: e,
+                })
+            })?;
+            return Ok(slots
+                .iter()
+                .map(|s| {
+                    let at = (s - lo) as usize * cpus;
+                    values[at..at + cpus].iter().map(L::count).collect()
+                })
+                .collect());
+        }
         let a = PerCpuArray::<_, L>::try_from(map)?;
         slots
             .iter()

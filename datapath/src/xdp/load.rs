@@ -154,6 +154,9 @@ pub struct XdpLimits {
     pub action_records: u32,
     /// Flow-cache entries per CPU.
     pub cache_entries: u32,
+    /// Whether the flow cache is used (off: every packet is searched, as
+    /// the benchmarks of the search path need).
+    pub flow_cache: bool,
 }
 
 impl Default for XdpLimits {
@@ -162,6 +165,7 @@ impl Default for XdpLimits {
             rules: dse_ebpf::limits::MAX_RULES,
             action_records: dse_ebpf::limits::MAX_ACTION_RECORDS,
             cache_entries: dse_ebpf::limits::CACHE_ENTRIES,
+            flow_cache: true,
         }
     }
 }
@@ -173,6 +177,7 @@ impl XdpLimits {
             rules: 1 << 14,
             action_records: 1 << 14,
             cache_entries: 1 << 12,
+            flow_cache: true,
         }
     }
 }
@@ -229,6 +234,7 @@ impl XdpInstance {
             path: pin_dir.clone(),
             source,
         })?;
+        let use_cache = u32::from(limits.flow_cache);
         let mut loader = EbpfLoader::new();
         // The full verifier log takes seconds to write for this program.
         loader
@@ -238,7 +244,8 @@ impl XdpInstance {
             .map_max_entries(maps::COUNTERS, limits.rules)
             .map_max_entries(maps::SUBTABLES, limits.rules)
             .map_max_entries(maps::ACTIONS, limits.action_records)
-            .map_max_entries(maps::CACHE, limits.cache_entries);
+            .map_max_entries(maps::CACHE, limits.cache_entries)
+            .override_global("dse_use_cache", &use_cache, true);
         for (name, path) in staged {
             loader.map_pin_path(name, path.as_path());
         }
@@ -576,16 +583,26 @@ impl XdpInstance {
                     }
                 }
             }
-            // Another compiler's (or none): every old entry out, every new one in.
+            // Another compiler's (or none): every new entry in, and every
+            // old one that the new tables lack out.
             held => {
-                let mut all: FxHashMap<(u32, FlowKey), Option<u32>> = FxHashMap::default();
-                for st in held.iter().flat_map(|h| h.tables.subtables.iter()) {
-                    all.extend(st.entries().map(|(k, _)| ((st.id, k), None)));
-                }
                 for st in &tables.subtables {
-                    all.extend(st.entries().map(|(k, s)| ((st.id, k), Some(s))));
+                    changes.extend(st.entries().map(|(k, s)| (st.id, k, Some(s))));
                 }
-                changes.extend(all.into_iter().map(|((id, k), s)| (id, k, s)));
+                for st in held.iter().flat_map(|h| h.tables.subtables.iter()) {
+                    let kept = now.get(&st.id);
+                    changes.extend(
+                        st.entries()
+                            // Out unless the new tables hold exactly this
+                            // key under this id (their mask may differ).
+                            .filter(|(k, _)| {
+                                kept.is_none_or(|n| {
+                                    k.masked(n.mask()) != *k || n.lookup(k).is_none()
+                                })
+                            })
+                            .map(|(k, _)| (st.id, k, None)),
+                    );
+                }
             }
         }
         let (mut keys, mut values, mut gone) = (Vec::new(), Vec::new(), Vec::new());
@@ -1012,6 +1029,40 @@ impl XdpInstance {
                 )
             })
             .map_err(map_err(maps::METERS, "update"))
+    }
+
+    /// Runs the program `repeat` times on `frame` from port `in_port` with
+    /// BPF_PROG_TEST_RUN and returns the kernel's average time per run.
+    /// The frame is not reset between runs: actions that change its size
+    /// must be paired so that each run leaves it as it found it.
+    ///
+    /// # Errors
+    /// [`XdpError`] if the run fails.
+    pub fn time_runs(
+        &mut self,
+        in_port: u16,
+        frame: &[u8],
+        repeat: u32,
+    ) -> Result<std::time::Duration, XdpError> {
+        const LO: u32 = 1;
+        HashMap::<_, u32, u32>::try_from(self.map(maps::IFPORTS))
+            .and_then(|mut m| m.insert(LO, u32::from(in_port), 0))
+            .map_err(map_err(maps::IFPORTS, "update"))?;
+        let prog: &Xdp = self
+            .ebpf
+            .program(dse_ebpf::PROGRAM)
+            .expect("the object has its program")
+            .try_into()
+            .expect("it is an XDP program");
+        let mut opts = TestRunOptions::new();
+        opts.data_in = Some(frame);
+        opts.repeat = repeat;
+        prog.test_run(opts)
+            .map(|r| r.duration)
+            .map_err(|e| XdpError::Program {
+                what: "timed test run",
+                source: Box::new(e),
+            })
     }
 
     /// Runs the program once on `frame` as if it came in on port `in_port`

@@ -13,5 +13,5 @@ mod counters;
 mod load;
 mod mirror;
 
-pub use backend::{XdpConfig, XdpDatapath};
+pub use backend::{UpgradeReport, XdpConfig, XdpDatapath};
 pub use load::{Program, XdpError, XdpInstance, XdpLimits};
