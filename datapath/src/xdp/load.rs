@@ -253,24 +253,17 @@ impl XdpInstance {
             pin_dir: pin_dir.clone(),
             source: Box::new(e),
         })?;
-        let prog: &mut Xdp = ebpf
-            .program_mut(dse_ebpf::PROGRAM)
-            .expect("the object has its program")
-            .try_into()
-            .expect("it is an XDP program");
-        prog.load().map_err(|e| XdpError::Program {
-            what: "load",
-            source: Box::new(e),
-        })?;
-        let merge: &mut Xdp = ebpf
-            .program_mut(dse_ebpf::MERGE_PROGRAM)
-            .expect("the object has its merge program")
-            .try_into()
-            .expect("it is an XDP program");
-        merge.load().map_err(|e| XdpError::Program {
-            what: "load the counter merge",
-            source: Box::new(e),
-        })?;
+        for (name, what) in [
+            (dse_ebpf::PROGRAM, "load the datapath program"),
+            (dse_ebpf::MERGE_PROGRAM, "load the counter merge program"),
+        ] {
+            xdp_program_mut(&mut ebpf, name)
+                .load()
+                .map_err(|e| XdpError::Program {
+                    what,
+                    source: Box::new(e),
+                })?;
+        }
         let state = Array::<_, dse_ebpf::State>::try_from(
             ebpf.map(maps::STATE).expect("the object has its maps"),
         )
@@ -772,11 +765,7 @@ impl XdpInstance {
     }
 
     fn program_mut(&mut self) -> &mut Xdp {
-        self.ebpf
-            .program_mut(dse_ebpf::PROGRAM)
-            .expect("the object has its program")
-            .try_into()
-            .expect("it is an XDP program")
+        xdp_program_mut(&mut self.ebpf, dse_ebpf::PROGRAM)
     }
 
     /// Attaches the program to interface `ifname` through a bpf_link, in
@@ -922,12 +911,7 @@ impl XdpInstance {
                 continue;
             }
             let _pinned = PinnedToCpu::new(cpu);
-            let merge: &Xdp = self
-                .ebpf
-                .program(dse_ebpf::MERGE_PROGRAM)
-                .expect("the object has its merge program")
-                .try_into()
-                .expect("it is an XDP program");
+            let merge = xdp_program(&self.ebpf, dse_ebpf::MERGE_PROGRAM);
             for chunk in entries.chunks(dse_ebpf::MERGE_BATCH) {
                 // SAFETY: MergeEntry is repr(C) plain integers without padding.
                 let bytes = unsafe {
@@ -1048,12 +1032,7 @@ impl XdpInstance {
         HashMap::<_, u32, u32>::try_from(self.map(maps::IFPORTS))
             .and_then(|mut m| m.insert(LO, u32::from(in_port), 0))
             .map_err(map_err(maps::IFPORTS, "update"))?;
-        let prog: &Xdp = self
-            .ebpf
-            .program(dse_ebpf::PROGRAM)
-            .expect("the object has its program")
-            .try_into()
-            .expect("it is an XDP program");
+        let prog = xdp_program(&self.ebpf, dse_ebpf::PROGRAM);
         let mut opts = TestRunOptions::new();
         opts.data_in = Some(frame);
         opts.repeat = repeat;
@@ -1081,12 +1060,7 @@ impl XdpInstance {
             .map_err(map_err(maps::IFPORTS, "update"))?;
         let mut out = vec![0u8; frame.len() + 512];
         let _cpu = PinnedToCpu::new(0);
-        let prog: &Xdp = self
-            .ebpf
-            .program(dse_ebpf::PROGRAM)
-            .expect("the object has its program")
-            .try_into()
-            .expect("it is an XDP program");
+        let prog = xdp_program(&self.ebpf, dse_ebpf::PROGRAM);
         let mut opts = TestRunOptions::new();
         opts.data_in = Some(frame);
         opts.data_out = Some(&mut out);
@@ -1113,6 +1087,21 @@ impl XdpInstance {
         };
         Ok((v, out))
     }
+}
+
+/// The XDP program `name` of a dse object.
+fn xdp_program<'a>(ebpf: &'a Ebpf, name: &str) -> &'a Xdp {
+    ebpf.program(name)
+        .expect("the object has its programs")
+        .try_into()
+        .expect("they are XDP programs")
+}
+
+fn xdp_program_mut<'a>(ebpf: &'a mut Ebpf, name: &str) -> &'a mut Xdp {
+    ebpf.program_mut(name)
+        .expect("the object has its programs")
+        .try_into()
+        .expect("they are XDP programs")
 }
 
 /// Pins the calling thread to one CPU until dropped, restoring its affinity.
