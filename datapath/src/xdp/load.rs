@@ -370,6 +370,8 @@ impl XdpInstance {
         let bank = (next & 1) as usize;
         let active = self.banks[1 - bank].clone();
         let (rbase, abase) = (self.rule_base(half), self.action_base(half));
+        // Counters beyond what this half ever held are still zero.
+        let written_before = self.high_water[half as usize];
         let (no_rules, no_actions) = (Chunked::default(), Chunked::default());
         let same_half = active.as_ref().filter(|l| l.half == half);
         let before_rules = same_half.map_or(&no_rules, |l| &l.tables.rules);
@@ -425,7 +427,11 @@ impl XdpInstance {
                 .map_err(map_err(maps::OPTIONS, "update"))?;
         }
         self.write_ports_and_meters(tables)?;
-        let zeroed: Vec<u32> = new_slots.iter().map(|s| rbase + s).collect();
+        let zeroed: Vec<u32> = new_slots
+            .iter()
+            .filter(|s| **s < written_before)
+            .map(|s| rbase + s)
+            .collect();
         self.zero_counters(&zeroed)?;
         self.write_bank(tables, bank, half, active.as_ref())?;
         Array::<_, dse_ebpf::State>::try_from(self.map(maps::STATE))
