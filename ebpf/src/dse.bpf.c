@@ -126,15 +126,16 @@ int dse_xdp(struct xdp_md *ctx)
 	__u16 in_port;
 
 	port_of = bpf_map_lookup_elem(&dse_ifports, &ifindex);
-	if (!state || !st || !last || !port_of)
+	if (!state || !st || !last || !port_of || !*port_of)
 		return XDP_PASS; /* not one of this datapath's ports */
-	in_port = *port_of;
+	in_port = *port_of - 1;
 	gen = state->generation;
 	st->rx_packets++;
 	st->rx_bytes += ctx->data_end - ctx->data;
 
 	for (int pass = 0; pass < 2; pass++) {
-		if (dse_parse(ctx, in_port, tun, &key, &l)) {
+		if (parse_frame((void *)(long)ctx->data, (void *)(long)ctx->data_end,
+				in_port, tun, &key, &l)) {
 			step.kind = VERDICT_DROP;
 			step.reason = DROP_MALFORMED;
 			break;
@@ -163,6 +164,20 @@ int dse_xdp(struct xdp_md *ctx)
 		}
 		step.kind = VERDICT_DROP;
 		step.reason = DROP_MALFORMED;
+		if (h.n_actions == 1) {
+			/* Most rules only forward or drop: no call into dse_action. */
+			__u32 idx = h.first_action;
+			struct action_record *a = bpf_map_lookup_elem(&dse_actions, &idx);
+			if (a && a->op >= OP_OUTPUT && a->op <= OP_TX) {
+				step.kind = a->op == OP_OUTPUT ? VERDICT_OUTPUT
+					  : a->op == OP_PASS ? VERDICT_PASS
+					  : a->op == OP_TX   ? VERDICT_TX
+							     : VERDICT_DROP;
+				step.reason = DROP_RULE;
+				step.port = a->arg16;
+				break;
+			}
+		}
 		for (__u32 i = 0; i < DSE_MAX_ACTIONS; i++) {
 			if (i >= h.n_actions ||
 			    dse_action(ctx, h.first_action + i, &l, &key, &step))

@@ -86,6 +86,8 @@ pub mod limits {
     pub const MAX_PORTS: u32 = 64;
     /// Meters.
     pub const MAX_METERS: u32 = 1024;
+    /// Interface indices below this can be ports.
+    pub const MAX_IFINDEX: u32 = 1 << 16;
     /// Flow-cache entries (per CPU).
     pub const CACHE_ENTRIES: u32 = 1 << 18;
     /// Bytes of the Geneve option pool.
@@ -108,7 +110,7 @@ pub mod maps {
     pub const OPTIONS: &str = "dse_options";
     /// [`super::PortRecord`] by port index.
     pub const PORTS: &str = "dse_ports";
-    /// Interface index -> port index.
+    /// Interface index -> port index + 1 (0: not a port), an array.
     pub const IFPORTS: &str = "dse_ifports";
     /// Devmap: port index -> egress interface.
     pub const TX_PORTS: &str = "dse_tx_ports";

@@ -5,7 +5,7 @@ use super::{batch, counters, mirror};
 use crate::compile::{Chunked, FlowKey, Subtable};
 use crate::compile::{CompiledTables, NO_RULE};
 use crate::pipeline::{Bucket, Count, DropReason, Stats, Verdict};
-use aya::maps::{Array, HashMap, PerCpuArray};
+use aya::maps::{Array, PerCpuArray};
 use aya::programs::links::{FdLink, PinnedLink};
 use aya::programs::{TestRun, TestRunOptions, Xdp};
 use aya::{Ebpf, EbpfLoader};
@@ -117,6 +117,9 @@ pub enum Program {
     /// The same program with a last-seen time in each rule counter
     /// (`dse_ebpf::object_v2`): the counters map's layout differs.
     V2,
+    /// An object built elsewhere from `ebpf/src` (for A/B measurements of
+    /// a change to the program), with the counter layout of version 1.
+    Custom(&'static [u8]),
 }
 
 impl Program {
@@ -125,13 +128,14 @@ impl Program {
         match self {
             Program::V1 => dse_ebpf::object(),
             Program::V2 => dse_ebpf::object_v2(),
+            Program::Custom(bytes) => bytes,
         }
     }
 
     /// The version number the object reports.
     pub fn version(self) -> u32 {
         match self {
-            Program::V1 => 1,
+            Program::V1 | Program::Custom(_) => 1,
             Program::V2 => 2,
         }
     }
@@ -139,7 +143,7 @@ impl Program {
     /// The value size of the counters map (the one map whose layout differs).
     pub fn counter_size(self) -> u32 {
         match self {
-            Program::V1 => size_of::<dse_ebpf::RuleCounter>() as u32,
+            Program::V1 | Program::Custom(_) => size_of::<dse_ebpf::RuleCounter>() as u32,
             Program::V2 => size_of::<dse_ebpf::RuleCounterV2>() as u32,
         }
     }
@@ -751,8 +755,15 @@ impl XdpInstance {
         ports
             .set(idx, rec, 0)
             .map_err(map_err(maps::PORTS, "update"))?;
-        HashMap::<_, u32, u32>::try_from(self.map(maps::IFPORTS))
-            .and_then(|mut m| m.insert(ifindex, idx, 0))
+        if ifindex >= dse_ebpf::limits::MAX_IFINDEX {
+            return Err(XdpError::TooLarge {
+                what: "interface index",
+                need: ifindex as usize,
+                have: dse_ebpf::limits::MAX_IFINDEX as usize - 1,
+            });
+        }
+        Array::<_, u32>::try_from(self.map(maps::IFPORTS))
+            .and_then(|mut m| m.set(ifindex, idx + 1, 0))
             .map_err(map_err(maps::IFPORTS, "update"))?;
         let mut devmap = aya::maps::DevMap::try_from(self.map(maps::TX_PORTS))
             .map_err(map_err(maps::TX_PORTS, "open"))?;
@@ -1035,8 +1046,8 @@ impl XdpInstance {
         repeat: u32,
     ) -> Result<std::time::Duration, XdpError> {
         const LO: u32 = 1;
-        HashMap::<_, u32, u32>::try_from(self.map(maps::IFPORTS))
-            .and_then(|mut m| m.insert(LO, u32::from(in_port), 0))
+        Array::<_, u32>::try_from(self.map(maps::IFPORTS))
+            .and_then(|mut m| m.set(LO, u32::from(in_port) + 1, 0))
             .map_err(map_err(maps::IFPORTS, "update"))?;
         let prog = xdp_program(&self.ebpf, dse_ebpf::PROGRAM);
         let mut opts = TestRunOptions::new();
@@ -1061,8 +1072,8 @@ impl XdpInstance {
         // device, ifindex 1. (A context naming another device is refused
         // unless that device has registered XDP receive queues.)
         const LO: u32 = 1;
-        HashMap::<_, u32, u32>::try_from(self.map(maps::IFPORTS))
-            .and_then(|mut m| m.insert(LO, u32::from(in_port), 0))
+        Array::<_, u32>::try_from(self.map(maps::IFPORTS))
+            .and_then(|mut m| m.set(LO, u32::from(in_port) + 1, 0))
             .map_err(map_err(maps::IFPORTS, "update"))?;
         let mut out = vec![0u8; frame.len() + 512];
         let _cpu = PinnedToCpu::new(0);

@@ -26,6 +26,9 @@
 #ifndef DSE_MAX_PORTS
 #define DSE_MAX_PORTS 64
 #endif
+#ifndef DSE_MAX_IFINDEX
+#define DSE_MAX_IFINDEX (1 << 16) /* interfaces with a higher index cannot be ports */
+#endif
 #ifndef DSE_MAX_METERS
 #define DSE_MAX_METERS 1024
 #endif

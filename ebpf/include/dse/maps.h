@@ -75,10 +75,11 @@ struct {
 	__uint(pinning, LIBBPF_PIN_BY_NAME);
 } dse_ports SEC(".maps");
 
-/* Ingress interface index -> port index. */
+/* Ingress interface index -> port index + 1 (0: not one of our ports). An
+ * array, not a hash: one bounds check instead of a hash per packet. */
 struct {
-	__uint(type, BPF_MAP_TYPE_HASH);
-	__uint(max_entries, DSE_MAX_PORTS);
+	__uint(type, BPF_MAP_TYPE_ARRAY);
+	__uint(max_entries, DSE_MAX_IFINDEX);
 	__type(key, __u32);
 	__type(value, __u32);
 	__uint(pinning, LIBBPF_PIN_BY_NAME);
