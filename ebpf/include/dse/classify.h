@@ -69,40 +69,68 @@ __noinline __u32 dse_search(struct flow_key *key, __u32 bank)
  * the tuple-space search), as the benchmarks of the search path do. */
 const volatile __u32 dse_use_cache = 1;
 
+/* The cache's key for `key`: one multiply per word. Collisions only share
+ * an entry; the entry's full key decides a hit. */
+static __always_inline __u64 cache_hash(const struct flow_key *key)
+{
+	const __u64 *w = (const __u64 *)key;
+	__u64 h = 0x243f6a8885a308d3ULL;
+#pragma unroll
+	for (int i = 0; i < 8; i++)
+		h = (h ^ w[i]) * 0x9e3779b97f4a7c15ULL;
+	return h ^ (h >> 29);
+}
+
+static __always_inline int same_key(const struct flow_key *a, const struct flow_key *b)
+{
+	const __u64 *x = (const __u64 *)a, *y = (const __u64 *)b;
+	__u64 d = 0;
+#pragma unroll
+	for (int i = 0; i < 8; i++)
+		d |= x[i] ^ y[i];
+	return d == 0;
+}
+
 /* Classifies `key` under generation `gen`: the cache, else the search and
  * a cache fill. Counts the hit or miss in `st`. */
 static __always_inline void classify(struct flow_key *key, __u32 gen,
 				     struct dse_stats *st, struct hit *h)
 {
-	struct cache_value *c = dse_use_cache ? bpf_map_lookup_elem(&dse_cache, key) : 0;
-	struct cache_value nv = {};
+	__u64 hk = cache_hash(key);
+	struct cache_entry *c = dse_use_cache ? bpf_map_lookup_elem(&dse_cache, &hk) : 0;
+	__u32 zero = 0, slot;
+	struct cache_entry *ne = bpf_map_lookup_elem(&dse_cache_scratch, &zero);
 	struct rule_record *r;
-	__u32 slot;
 
-	if (c && c->generation == gen) {
+	if (c && c->value.generation == gen && same_key(&c->key, key)) {
 		st->cache_hits++;
-		h->slot = c->slot;
-		h->first_action = c->first_action;
-		h->n_actions = c->n_actions;
+		h->slot = c->value.slot;
+		h->first_action = c->value.first_action;
+		h->n_actions = c->value.n_actions;
 		return;
 	}
 	st->cache_misses++;
 	slot = dse_search(key, gen & 1);
-	nv.generation = gen;
-	nv.slot = DSE_NO_RULE;
+	h->slot = DSE_NO_RULE;
+	h->first_action = 0;
+	h->n_actions = 0;
 	if (slot != DSE_NO_RULE) {
 		r = bpf_map_lookup_elem(&dse_rules, &slot);
 		if (r) {
-			nv.slot = slot;
-			nv.first_action = r->first_action;
-			nv.n_actions = r->n_actions;
+			h->slot = slot;
+			h->first_action = r->first_action;
+			h->n_actions = r->n_actions;
 		}
 	}
-	if (dse_use_cache)
-		bpf_map_update_elem(&dse_cache, key, &nv, BPF_ANY);
-	h->slot = nv.slot;
-	h->first_action = nv.first_action;
-	h->n_actions = nv.n_actions;
+	if (dse_use_cache && ne) {
+		ne->key = *key;
+		ne->value.generation = gen;
+		ne->value.slot = h->slot;
+		ne->value.first_action = h->first_action;
+		ne->value.n_actions = h->n_actions;
+		ne->value.pad = 0;
+		bpf_map_update_elem(&dse_cache, &hk, ne, BPF_ANY);
+	}
 }
 
 #endif

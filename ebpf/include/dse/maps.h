@@ -115,10 +115,18 @@ struct {
 struct {
 	__uint(type, BPF_MAP_TYPE_LRU_PERCPU_HASH);
 	__uint(max_entries, DSE_CACHE_ENTRIES);
-	__type(key, struct flow_key);
-	__type(value, struct cache_value);
+	__type(key, __u64);
+	__type(value, struct cache_entry);
 	__uint(pinning, LIBBPF_PIN_BY_NAME);
 } dse_cache SEC(".maps");
+
+/* Room to build a cache entry in (the stack is too small for it). */
+struct {
+	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
+	__uint(max_entries, 1);
+	__type(key, __u32);
+	__type(value, struct cache_entry);
+} dse_cache_scratch SEC(".maps");
 
 /* Per-rule counters by slot, per CPU. */
 struct {

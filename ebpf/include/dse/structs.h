@@ -96,6 +96,13 @@ struct cache_value {
 	__u16 pad;
 };
 
+/* A flow-cache entry: keyed by a 64-bit hash of the flow key (a 64-byte
+ * key costs the map's hash far more), holding the whole key to compare. */
+struct cache_entry {
+	struct flow_key key;
+	struct cache_value value;
+};
+
 /* Per-rule, per-CPU counters. */
 struct rule_counter {
 	__u64 packets;
