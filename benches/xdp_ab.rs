@@ -18,6 +18,15 @@ mod common;
 
 use common::*;
 
+/// A bpffs directory removed on drop, panics included.
+struct Pins(std::path::PathBuf);
+
+impl Drop for Pins {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
 fn main() {
     if std::env::args().any(|a| a == "--list") {
         return;
@@ -72,7 +81,5 @@ fn main() {
         "median: A (committed) {ma:?}, B ({path}) {mb:?}, B/A {:.3}",
         mb.as_secs_f64() / ma.as_secs_f64()
     );
-    drop((a, bb));
-    let _ = std::fs::remove_dir_all(da);
-    let _ = std::fs::remove_dir_all(db);
+    drop((a, bb, da, db));
 }

@@ -22,6 +22,15 @@ impl Drop for Veth {
     }
 }
 
+/// A bpffs directory removed on drop, panics included.
+struct Pins(std::path::PathBuf);
+
+impl Drop for Pins {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
 fn median(mut v: Vec<Duration>) -> Duration {
     v.sort();
     v[v.len() / 2]
@@ -102,5 +111,4 @@ fn main() {
         median(load)
     );
     drop(dp);
-    let _ = std::fs::remove_dir_all(&pins);
 }
