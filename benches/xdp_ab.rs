@@ -49,11 +49,12 @@ fn main() {
     frame[26..30].copy_from_slice(&flow_src(7));
     frame[34..36].copy_from_slice(&flow_sport(7).to_be_bytes());
     let load = |name: &str, program| {
-        let dir =
-            std::path::PathBuf::from(format!("/sys/fs/bpf/dse-ab-{}-{name}", std::process::id()));
-        let _ = std::fs::remove_dir_all(&dir);
+        let dir = Pins(std::path::PathBuf::from(format!(
+            "/sys/fs/bpf/dse-ab-{}-{name}",
+            std::process::id()
+        )));
         let mut x =
-            XdpInstance::load_object(&dir, XdpLimits::small(), program, &[]).expect("loads");
+            XdpInstance::load_object(&dir.0, XdpLimits::small(), program, &[]).expect("loads");
         x.install_rebuilt(compiler.tables()).expect("installs");
         x.time_runs(0, &frame, 1).unwrap();
         (dir, x)

@@ -68,6 +68,7 @@ fn main() {
         "/sys/fs/bpf/dse-bench-upgrade-{}",
         std::process::id()
     ));
+    let _cleanup = Pins(pins.clone());
     let set = common::exact_rules(1_000_000);
     let t = Instant::now();
     let dp = XdpDatapath::start(
