@@ -35,6 +35,30 @@ pub enum LifecycleState {
     Quiesced,
 }
 
+impl LifecycleState {
+    /// `Ok` if the datapath is in `want`, else the error a backend returns
+    /// for `operation`, with `hint` saying what to do instead.
+    ///
+    /// # Errors
+    /// [`DatapathError::State`] when `self != want`.
+    pub fn require(
+        self,
+        want: LifecycleState,
+        operation: &'static str,
+        hint: &'static str,
+    ) -> Result<(), DatapathError> {
+        if self == want {
+            Ok(())
+        } else {
+            Err(DatapathError::State {
+                operation,
+                state: self,
+                hint,
+            })
+        }
+    }
+}
+
 /// What a backend can do.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Capabilities {

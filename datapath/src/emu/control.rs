@@ -389,13 +389,11 @@ impl Datapath for EmuDatapath {
 
     fn apply(&self, txn: Transaction) -> Result<u64, DatapathError> {
         let mut c = self.control();
-        if c.state != LifecycleState::Running {
-            return Err(DatapathError::State {
-                operation: "apply",
-                state: c.state,
-                hint: "resume the datapath first",
-            });
-        }
+        c.state.require(
+            LifecycleState::Running,
+            "apply",
+            "resume the datapath first",
+        )?;
         match txn {
             Transaction::Patch { upsert, remove } => self.patch(&mut c, upsert, &remove),
             // A small change to the same ports and meters: patch, so that
@@ -449,13 +447,11 @@ impl Datapath for EmuDatapath {
 
     fn snapshot(&self) -> Result<Snapshot, DatapathError> {
         let c = self.control();
-        if c.state != LifecycleState::Quiesced {
-            return Err(DatapathError::State {
-                operation: "snapshot",
-                state: c.state,
-                hint: "quiesce the datapath first",
-            });
-        }
+        c.state.require(
+            LifecycleState::Quiesced,
+            "snapshot",
+            "quiesce the datapath first",
+        )?;
         let current = self.shared.current.load_full();
         Ok(Snapshot {
             backend: "emu".into(),
@@ -469,13 +465,11 @@ impl Datapath for EmuDatapath {
 
     fn restore(&self, snapshot: &Snapshot) -> Result<(), DatapathError> {
         let mut c = self.control();
-        if c.state != LifecycleState::Quiesced {
-            return Err(DatapathError::State {
-                operation: "restore",
-                state: c.state,
-                hint: "quiesce the datapath first",
-            });
-        }
+        c.state.require(
+            LifecycleState::Quiesced,
+            "restore",
+            "quiesce the datapath first",
+        )?;
         let compiler = Compiler::new(snapshot.rules.clone())?;
         self.rebuild(
             &mut c,

@@ -281,23 +281,6 @@ impl XdpDatapath {
         Ok(())
     }
 
-    fn require(
-        c: &Control,
-        state: LifecycleState,
-        operation: &'static str,
-        hint: &'static str,
-    ) -> Result<(), DatapathError> {
-        if c.state == state {
-            Ok(())
-        } else {
-            Err(DatapathError::State {
-                operation,
-                state: c.state,
-                hint,
-            })
-        }
-    }
-
     fn patch(
         &self,
         c: &mut Control,
@@ -412,8 +395,7 @@ impl Datapath for XdpDatapath {
 
     fn apply(&self, txn: Transaction) -> Result<u64, DatapathError> {
         let mut c = self.control();
-        Self::require(
-            &c,
+        c.state.require(
             LifecycleState::Running,
             "apply",
             "resume the datapath first",
@@ -470,8 +452,7 @@ impl Datapath for XdpDatapath {
 
     fn snapshot(&self) -> Result<Snapshot, DatapathError> {
         let c = self.control();
-        Self::require(
-            &c,
+        c.state.require(
             LifecycleState::Quiesced,
             "snapshot",
             "quiesce the datapath first",
@@ -488,8 +469,7 @@ impl Datapath for XdpDatapath {
 
     fn restore(&self, snapshot: &Snapshot) -> Result<(), DatapathError> {
         let mut c = self.control();
-        Self::require(
-            &c,
+        c.state.require(
             LifecycleState::Quiesced,
             "restore",
             "quiesce the datapath first",

@@ -25,28 +25,18 @@ struct BatchAttr {
 /// Elements per syscall: bounds the kernel's temporary copy.
 const CHUNK: usize = 64 * 1024;
 
-fn batch(
-    cmd: libc::c_long,
-    fd: BorrowedFd<'_>,
-    keys: *const u8,
-    values: *const u8,
-    count: usize,
-) -> std::io::Result<()> {
-    let mut attr = BatchAttr {
-        keys: keys as u64,
-        values: values as u64,
-        count: count as u32,
-        map_fd: fd.as_raw_fd() as u32,
-        ..BatchAttr::default()
-    };
-    // SAFETY: `attr` is a valid bpf_attr prefix of the size passed; `keys`
-    // and `values` point to `count` elements of the map's key and value
-    // sizes (checked by the callers' types), alive for the call.
+/// Issues one batch command; the kernel sets `attr.count` to the elements
+/// it processed.
+fn sys_bpf(cmd: libc::c_long, attr: &mut BatchAttr) -> std::io::Result<()> {
+    // SAFETY: `attr` is a valid bpf_attr prefix of the size passed; the
+    // callers point its keys and values at buffers of `count` elements of
+    // the map's key and value sizes (checked by their types), alive for the
+    // call.
     let r = unsafe {
         libc::syscall(
             libc::SYS_bpf,
             cmd,
-            &mut attr as *mut BatchAttr,
+            attr as *mut BatchAttr,
             size_of::<BatchAttr>() as u32,
         )
     };
@@ -54,6 +44,25 @@ fn batch(
         return Err(std::io::Error::last_os_error());
     }
     Ok(())
+}
+
+fn batch(
+    cmd: libc::c_long,
+    fd: BorrowedFd<'_>,
+    keys: *const u8,
+    values: *const u8,
+    count: usize,
+) -> std::io::Result<()> {
+    sys_bpf(
+        cmd,
+        &mut BatchAttr {
+            keys: keys as u64,
+            values: values as u64,
+            count: count as u32,
+            map_fd: fd.as_raw_fd() as u32,
+            ..BatchAttr::default()
+        },
+    )
 }
 
 /// Writes `keys[i] -> values[i * per_key..][..per_key]` into the map behind
@@ -124,20 +133,9 @@ pub(crate) fn lookup_range<V: aya::Pod + Default>(
             map_fd: fd.as_raw_fd() as u32,
             ..BatchAttr::default()
         };
-        // SAFETY: `attr` is a valid bpf_attr prefix; `keys` has room for `n`
-        // keys and `values` for `n * per_key` values of the map's value size
-        // (checked by the callers' types), alive for the call.
-        let r = unsafe {
-            libc::syscall(
-                libc::SYS_bpf,
-                BPF_MAP_LOOKUP_BATCH,
-                &mut attr as *mut BatchAttr,
-                size_of::<BatchAttr>() as u32,
-            )
-        };
+        let r = sys_bpf(BPF_MAP_LOOKUP_BATCH, &mut attr);
         let got = attr.count as usize;
-        if r < 0 {
-            let e = std::io::Error::last_os_error();
+        if let Err(e) = r {
             // ENOENT: the end of the array came first.
             if e.raw_os_error() != Some(libc::ENOENT) || got == 0 {
                 return Err(e);

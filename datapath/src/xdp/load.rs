@@ -961,33 +961,6 @@ impl XdpInstance {
         Ok(())
     }
 
-    /// Sets the counters of the active generation's rule `slots` (CPU 0
-    /// gets the count, the others zero).
-    ///
-    /// # Errors
-    /// [`XdpError::MapIo`] if the update fails.
-    pub fn set_counters(&mut self, counts: &[(u32, Count)]) -> Result<(), XdpError> {
-        let cpus = counters::cpus().map_err(io_err(maps::COUNTERS, "counting CPUs"))?;
-        let base = self.rule_base(self.active_half());
-        let slots: Vec<u32> = counts.iter().map(|(s, _)| base + s).collect();
-        let per_cpu: Vec<Vec<Count>> = counts
-            .iter()
-            .map(|(_, c)| {
-                let mut v = vec![Count::default(); cpus];
-                v[0] = *c;
-                v
-            })
-            .collect();
-        counters::write(
-            self.fd(maps::COUNTERS),
-            self.program.version(),
-            &slots,
-            &per_cpu,
-            cpus,
-        )
-        .map_err(io_err(maps::COUNTERS, "batch set"))
-    }
-
     /// The meter buckets, by meter index (`last_ns` on CLOCK_MONOTONIC).
     ///
     /// # Errors
@@ -1032,6 +1005,17 @@ impl XdpInstance {
             .map_err(map_err(maps::METERS, "update"))
     }
 
+    /// Makes test runs arrive on port `in_port`. Without a context, a test
+    /// run comes in on the namespace's loopback device, ifindex 1 (a context
+    /// naming another device is refused unless that device has registered
+    /// XDP receive queues).
+    fn arrive_on_loopback(&mut self, in_port: u16) -> Result<(), XdpError> {
+        const LO: u32 = 1;
+        Array::<_, u32>::try_from(self.map(maps::IFPORTS))
+            .and_then(|mut m| m.set(LO, u32::from(in_port) + 1, 0))
+            .map_err(map_err(maps::IFPORTS, "update"))
+    }
+
     /// Runs the program `repeat` times on `frame` from port `in_port` with
     /// BPF_PROG_TEST_RUN and returns the kernel's average time per run.
     /// The frame is not reset between runs: actions that change its size
@@ -1045,10 +1029,7 @@ impl XdpInstance {
         frame: &[u8],
         repeat: u32,
     ) -> Result<std::time::Duration, XdpError> {
-        const LO: u32 = 1;
-        Array::<_, u32>::try_from(self.map(maps::IFPORTS))
-            .and_then(|mut m| m.set(LO, u32::from(in_port) + 1, 0))
-            .map_err(map_err(maps::IFPORTS, "update"))?;
+        self.arrive_on_loopback(in_port)?;
         let prog = xdp_program(&self.ebpf, dse_ebpf::PROGRAM);
         let mut opts = TestRunOptions::new();
         opts.data_in = Some(frame);
@@ -1068,13 +1049,7 @@ impl XdpInstance {
     /// # Errors
     /// [`XdpError`] if the run or a map access fails.
     pub fn run(&mut self, in_port: u16, frame: &[u8]) -> Result<(Verdict, Vec<u8>), XdpError> {
-        // Without a context, a test run comes in on the namespace's loopback
-        // device, ifindex 1. (A context naming another device is refused
-        // unless that device has registered XDP receive queues.)
-        const LO: u32 = 1;
-        Array::<_, u32>::try_from(self.map(maps::IFPORTS))
-            .and_then(|mut m| m.set(LO, u32::from(in_port) + 1, 0))
-            .map_err(map_err(maps::IFPORTS, "update"))?;
+        self.arrive_on_loopback(in_port)?;
         let mut out = vec![0u8; frame.len() + 512];
         let _cpu = PinnedToCpu::new(0);
         let prog = xdp_program(&self.ebpf, dse_ebpf::PROGRAM);
