@@ -96,6 +96,12 @@ pub mod op {
     pub const PASS: u8 = 15;
     /// Terminal.
     pub const TX: u8 = 16;
+
+    /// Whether `op` ends the action list (`output`, `drop`, `pass`, `tx`).
+    #[inline]
+    pub const fn is_terminal(op: u8) -> bool {
+        matches!(op, OUTPUT | DROP | PASS | TX)
+    }
 }
 
 /// Layout of an encap action's `data`; `arg32` = VNI, `arg16` = UDP destination port.

@@ -14,7 +14,7 @@ pub use cache::{FlowCache, Hit};
 pub use counters::{Count, Counter, DropReason, RuleCounter, Stats, StatsBlock};
 pub use installed::{CounterBlock, Installed, counts_by_id};
 pub use meter::Bucket;
-pub use parse::{Layout, parse, parse_into};
+pub use parse::{Layout, parse, parse_hashed, parse_into};
 
 use crate::compile::{CompiledTables, FlowKey, NO_RULE, TUNNEL_PRESENT, encap as enc, op};
 use crate::frame::Frame;
@@ -56,7 +56,7 @@ struct Parsed {
     layout: Layout,
     hash: u64,
     ok: bool,
-    probe: Option<usize>,
+    probe: Option<(usize, u32)>,
     hit: Hit,
 }
 
@@ -125,11 +125,10 @@ impl Pipeline {
         self.stats.cache_misses.add(1);
         let slot = search(&inst.tables, key);
         let hit = match inst.tables.rules.try_get(slot as usize) {
-            Some(r) => Hit {
-                slot,
-                first_action: r.first_action,
-                n_actions: r.n_actions,
-            },
+            Some(r) => {
+                let first = inst.tables.actions.get(r.first_action as usize);
+                Hit::new(slot, r.n_actions, first.op, first.arg16)
+            }
             None => Hit::MISS,
         };
         self.cache.insert(key, hash, inst.epoch, hit);
@@ -183,37 +182,48 @@ impl Pipeline {
                     prefetch(ahead.data().as_ptr());
                 }
                 rx_bytes += f.len() as u64;
-                p.ok = parse_into(f.data(), in_port, 0, &mut p.key, &mut p.layout).is_ok();
+                match parse_hashed(f.data(), in_port, 0, &mut p.key, &mut p.layout) {
+                    Ok(hash) => {
+                        p.ok = true;
+                        p.hash = hash;
+                        self.cache.prefetch_tags(hash);
+                    }
+                    Err(_) => p.ok = false,
+                }
             }
             self.stats.rx_packets.add(chunk.len() as u64);
             self.stats.rx_bytes.add(rx_bytes);
-            // Hashing in its own pass reads each key after its byte-wise
-            // stores have left the store buffer (no store-forwarding stalls).
-            for p in batch.iter_mut().filter(|p| p.ok) {
-                p.hash = p.key.hash();
-                self.cache.prefetch_tags(p.hash);
-            }
             for p in batch.iter_mut().filter(|p| p.ok) {
                 p.probe = self.cache.probe(p.hash);
-            }
-            for p in batch.iter_mut().filter(|p| p.ok) {
-                let cached = self
-                    .cache
-                    .lookup_probed(p.probe, &p.key, p.hash, inst.epoch);
-                p.hit = self.resolve(inst, &p.key, p.hash, cached);
-                if let Some(c) = self.counters.counters.get(p.hit.slot as usize) {
+                if let Some(c) = p
+                    .probe
+                    .and_then(|(_, slot)| self.counters.counters.get(slot as usize))
+                {
+                    // The rule the cache will most likely name.
                     prefetch(c);
                 }
             }
-            for (p, f) in batch.iter().zip(chunk.iter_mut()) {
+            let mut tally = Tally::default();
+            for (p, f) in batch.iter_mut().zip(chunk.iter_mut()) {
                 let v = if p.ok {
+                    p.hit = match self
+                        .cache
+                        .lookup_probed(p.probe, &p.key, p.hash, inst.epoch)
+                    {
+                        Some(hit) => {
+                            tally.cache_hits += 1;
+                            hit
+                        }
+                        None => self.miss(inst, &p.key, p.hash),
+                    };
                     self.finish(inst, f, in_port, now_ns, p)
                 } else {
                     Verdict::Drop(DropReason::Malformed)
                 };
-                self.count_verdict(v);
+                tally.count(v);
                 verdicts.push(v);
             }
+            tally.add_to(&self.stats);
         }
         self.scratch = Some(scratch);
     }
@@ -278,14 +288,11 @@ impl Pipeline {
         let c = self.counters.slot(p.hit.slot);
         c.packets.add(1);
         c.bytes.add(frame.len() as u64);
-        if p.hit.n_actions == 1 {
-            // Most rules only forward or drop: no call into the action loop.
-            let a = inst.tables.actions.get(p.hit.first_action as usize);
-            if let Some(v) = terminal(a.op, a.arg16) {
-                return Step::Done(v);
-            }
+        if let Some((op, port)) = p.hit.inline() {
+            // Most rules only forward or drop: no action record, no action loop.
+            return Step::Done(terminal(op, port).expect("only terminal actions are inline"));
         }
-        run_actions(inst, &p.hit, frame, p.layout, &p.key, now_ns)
+        run_actions(inst, p.hit.slot, frame, p.layout, &p.key, now_ns)
     }
 
     /// The decapsulated inner frame's classification and actions; a second
@@ -310,7 +317,6 @@ impl Pipeline {
         }
     }
 
-    #[inline]
     fn count_verdict(&self, verdict: Verdict) {
         match verdict {
             Verdict::Output(_) => self.stats.output.add_release(1),
@@ -318,6 +324,42 @@ impl Pipeline {
             Verdict::Tx => self.stats.tx.add_release(1),
             Verdict::Drop(r) => self.stats.drops[r as usize].add_release(1),
         }
+    }
+}
+
+/// A batch's statistics, kept in registers and added once per batch.
+#[derive(Default)]
+struct Tally {
+    cache_hits: u64,
+    output: u64,
+    pass: u64,
+    tx: u64,
+    drops: [u64; DropReason::ALL.len()],
+}
+
+impl Tally {
+    #[inline(always)]
+    fn count(&mut self, verdict: Verdict) {
+        match verdict {
+            Verdict::Output(_) => self.output += 1,
+            Verdict::Pass => self.pass += 1,
+            Verdict::Tx => self.tx += 1,
+            Verdict::Drop(r) => self.drops[r as usize] += 1,
+        }
+    }
+
+    /// Adds the tally to `stats`, the verdicts last and with release
+    /// ordering (see [`StatsBlock::processed`]).
+    fn add_to(&self, stats: &StatsBlock) {
+        stats.cache_hits.add(self.cache_hits);
+        for (c, &n) in stats.drops.iter().zip(&self.drops) {
+            if n != 0 {
+                c.add_release(n);
+            }
+        }
+        stats.output.add_release(self.output);
+        stats.pass.add_release(self.pass);
+        stats.tx.add_release(self.tx);
     }
 }
 
@@ -368,15 +410,16 @@ fn terminal(opcode: u8, port: u16) -> Option<Verdict> {
 
 fn run_actions(
     inst: &Installed,
-    hit: &Hit,
+    slot: u32,
     frame: &mut Frame,
     mut layout: Layout,
     key: &FlowKey,
     now_ns: u64,
 ) -> Step {
     let tables = &inst.tables;
-    let first = hit.first_action as usize;
-    for i in first..first + usize::from(hit.n_actions) {
+    let rule = tables.rules.get(slot as usize);
+    let first = rule.first_action as usize;
+    for i in first..first + usize::from(rule.n_actions) {
         let a = tables.actions.get(i);
         match a.op {
             op::SET_ETH_SRC => frame.data_mut()[6..12].copy_from_slice(&a.data[..6]),

@@ -6,7 +6,7 @@
 //! short in a first fragment) is malformed and dropped. A later fragment has
 //! no L4 header and matches on L2/L3 only.
 
-use crate::compile::{FLAG_IP, FLAG_L4, FlowKey, VLAN_PRESENT};
+use crate::compile::{FLAG_IP, FLAG_L4, FlowKey, VLAN_PRESENT, hash_words};
 use crate::wire::{
     self, WireError, ethernet, ethertype, icmp, ipproto, ipv4, ipv6, tcp, udp, vlan,
 };
@@ -52,77 +52,98 @@ pub fn parse_into(
     key: &mut FlowKey,
     layout: &mut Layout,
 ) -> Result<(), WireError> {
-    if fast_ipv4(frame, in_port, tun_id, key, layout) {
-        return Ok(());
+    parse_hashed(frame, in_port, tun_id, key, layout).map(|_| ())
+}
+
+/// [`parse_into`] that also returns the key's [`FlowKey::hash`], computed
+/// from registers on the common path.
+///
+/// # Errors
+/// As [`parse`].
+#[inline(always)]
+pub fn parse_hashed(
+    frame: &[u8],
+    in_port: u16,
+    tun_id: u32,
+    key: &mut FlowKey,
+    layout: &mut Layout,
+) -> Result<u64, WireError> {
+    if let Some((words, l)) = fast_ipv4(frame, in_port, tun_id) {
+        // Written in place: a temporary key would cost a 64-byte copy.
+        *key = FlowKey::from_words(words);
+        *layout = l;
+        return Ok(hash_words(&words));
     }
-    parse_general(frame, in_port, tun_id, key, layout)
+    parse_general(frame, in_port, tun_id, key, layout)?;
+    Ok(key.hash())
 }
 
 /// The common case in one pass, by hand: untagged Ethernet, IPv4 without
 /// options or fragmentation, UDP or TCP. It decides exactly as
 /// [`parse_general`] does for such frames (a test compares the two) and
 /// declines everything else. Hand-written because the general path's
-/// layered checked views cost about twice the instructions here.
-#[inline]
-fn fast_ipv4(
-    frame: &[u8],
-    in_port: u16,
-    tun_id: u32,
-    key: &mut FlowKey,
-    layout: &mut Layout,
-) -> bool {
+/// layered checked views cost about twice the instructions here. The key
+/// is built as its eight words in registers, so that the caller can hash it
+/// without reading it back from memory (byte-wise stores followed by a
+/// word load stall on store forwarding).
+#[inline(always)]
+fn fast_ipv4(frame: &[u8], in_port: u16, tun_id: u32) -> Option<([u64; 8], Layout)> {
     const L3: usize = ethernet::HEADER_LEN;
     const L4: usize = L3 + ipv4::MIN_HEADER_LEN;
-    if frame.len() < L4 + 8 || wire::read_u16(frame, 12) != ethertype::IPV4 || frame[L3] != 0x45 {
-        return false;
+    // The words below are laid out for a little-endian target.
+    if cfg!(target_endian = "big") {
+        return None;
     }
+    let head: &[u8; L4 + 8] = frame.get(..L4 + 8)?.try_into().ok()?;
+    let be16 = |at: usize| u16::from_be_bytes([head[at], head[at + 1]]);
+    let le64 = |at: usize| u64::from_le_bytes(head[at..at + 8].try_into().expect("8 bytes"));
+    let le32 = |at: usize| u32::from_le_bytes(head[at..at + 4].try_into().expect("4 bytes"));
     // Neither more fragments nor an offset.
-    if wire::read_u16(frame, L3 + 6) & 0x3fff != 0 {
-        return false;
+    if be16(12) != ethertype::IPV4 || head[L3] != 0x45 || be16(L3 + 6) & 0x3fff != 0 {
+        return None;
     }
-    let total = usize::from(wire::read_u16(frame, L3 + 2));
+    let total = usize::from(be16(L3 + 2));
     let ip_end = L3 + total;
-    let proto = frame[L3 + 9];
+    let proto = head[L3 + 9];
     let l4_len = total.wrapping_sub(ipv4::MIN_HEADER_LEN);
-    let ok = total >= ipv4::MIN_HEADER_LEN
-        && ip_end <= frame.len()
-        && match proto {
-            ipproto::UDP => l4_len >= udp::HEADER_LEN,
-            ipproto::TCP => {
-                l4_len >= tcp::MIN_HEADER_LEN && {
-                    let hl = usize::from(frame[L4 + 12] >> 4) * 4;
-                    hl >= tcp::MIN_HEADER_LEN && hl <= l4_len
-                }
+    if total < ipv4::MIN_HEADER_LEN || ip_end > frame.len() {
+        return None;
+    }
+    let tcp_flags = match proto {
+        ipproto::UDP if l4_len >= udp::HEADER_LEN => 0,
+        ipproto::TCP if l4_len >= tcp::MIN_HEADER_LEN => {
+            // In bounds: the datagram holds 20 L4 bytes and lies in the frame.
+            let hl = usize::from(frame[L4 + 12] >> 4) * 4;
+            if hl < tcp::MIN_HEADER_LEN || hl > l4_len {
+                return None;
             }
-            _ => false,
-        };
-    if !ok {
-        return false;
-    }
-    // Written in place: a temporary key would cost a 64-byte copy.
-    *key = FlowKey::default();
-    key.in_port = in_port;
-    key.tun_id = tun_id;
-    key.eth_type = ethertype::IPV4;
-    key.ip_proto = proto;
-    key.flags = FLAG_IP | FLAG_L4;
-    key.eth_dst.copy_from_slice(&frame[0..6]);
-    key.eth_src.copy_from_slice(&frame[6..12]);
-    key.ip_src[..4].copy_from_slice(&frame[L3 + 12..L3 + 16]);
-    key.ip_dst[..4].copy_from_slice(&frame[L3 + 16..L3 + 20]);
-    key.l4_src = wire::read_u16(frame, L4);
-    key.l4_dst = wire::read_u16(frame, L4 + 2);
-    if proto == ipproto::TCP {
-        key.tcp_flags = frame[L4 + 13];
-    }
-    *layout = Layout {
+            frame[L4 + 13]
+        }
+        _ => return None,
+    };
+    const MAC: u64 = (1 << 48) - 1;
+    let words = [
+        u64::from(le32(L3 + 12)),
+        0,
+        u64::from(le32(L3 + 16)),
+        0,
+        le64(6) & MAC | u64::from(in_port) << 48,
+        le64(0) & MAC,
+        u64::from(ethertype::IPV4)
+            | u64::from(proto) << 16
+            | u64::from(FLAG_IP | FLAG_L4) << 24
+            | u64::from(be16(L4)) << 32
+            | u64::from(be16(L4 + 2)) << 48,
+        u64::from(tun_id) | u64::from(tcp_flags) << 32,
+    ];
+    let layout = Layout {
         l3: L3,
         v6: false,
         l4: L4,
         ip_end,
         l4_proto: proto,
     };
-    true
+    Some((words, layout))
 }
 
 /// Every frame, layer by layer through the checked wire views.
@@ -238,8 +259,7 @@ mod tests {
     #[test]
     fn fast_path_takes_plain_udp_and_tcp() {
         for tcp in [false, true] {
-            let (mut k, mut l) = (FlowKey::default(), Layout::default());
-            assert!(fast_ipv4(&udp_or_tcp(tcp), 0, 0, &mut k, &mut l));
+            assert!(fast_ipv4(&udp_or_tcp(tcp), 0, 0).is_some());
         }
     }
 
@@ -261,8 +281,8 @@ mod tests {
             if let Some(cut) = cut {
                 f.truncate(cut);
             }
-            let (mut k1, mut l1) = (FlowKey::default(), Layout::default());
-            if fast_ipv4(&f, 3, 7, &mut k1, &mut l1) {
+            if let Some((words, l1)) = fast_ipv4(&f, 3, 7) {
+                let k1 = FlowKey::from_words(words);
                 let (mut k2, mut l2) = (FlowKey::default(), Layout::default());
                 prop_assert!(parse_general(&f, 3, 7, &mut k2, &mut l2).is_ok(), "fast path took a frame the parser refuses: {f:02x?}");
                 prop_assert_eq!(k1, k2);
