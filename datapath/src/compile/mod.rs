@@ -177,7 +177,7 @@ impl Compiler {
             ranks[m as usize].push(rk);
             let st = &mut subtables[m as usize];
             st.best_rank = st.best_rank.max(rk);
-            if st.insert(&k.value, slot).is_err() {
+            if st.insert(&k.value, slot, rk).is_err() {
                 // Rules come best first: the one already there wins.
                 self.shadow.entry((m, k.value)).or_default().push(slot);
             }
@@ -489,10 +489,10 @@ impl Compiler {
         let rk = rank(rule.priority, rule.id);
         self.masks[m as usize].ranks.insert(rk, ());
         let st = self.subtable_mut(m);
-        if let Err(holder) = st.insert(&k.value, slot) {
+        if let Err(holder) = st.insert(&k.value, slot, rk) {
             let holder_rank = self.tables.rules.get(holder as usize).rank();
             let hidden = if rk > holder_rank {
-                self.subtable_mut(m).replace(&k.value, slot);
+                self.subtable_mut(m).replace(&k.value, slot, rk);
                 holder
             } else {
                 slot
@@ -530,10 +530,11 @@ impl Compiler {
                     (0..hidden.len()).max_by_key(|&i| rules.get(hidden[i] as usize).rank())?;
                 Some(hidden.swap_remove(best))
             });
+            let promoted = promoted.map(|s| (s, self.tables.rules.get(s as usize).rank()));
             let st = self.subtable_mut(m);
             match promoted {
-                Some(s) => {
-                    st.replace(&value, s);
+                Some((s, rk)) => {
+                    st.replace(&value, s, rk);
                 }
                 None => {
                     st.remove(&value);

@@ -14,12 +14,31 @@ const SHARD_TARGET: usize = 2048;
 /// Most shard bits.
 const MAX_SHARD_BITS: u32 = 12;
 
+/// The hash of a compressed key: its `n` words, zero-padded to eight. The
+/// pairs hashed are `n` rounded up to even, a fixed count per arm, so that
+/// each arm is unrolled (a loop over a run-time count cost more than the
+/// hash itself). Stored and probed keys must agree on `n`.
+#[inline(always)]
+fn hash_compressed(words: &[u64; 8], n: usize) -> u64 {
+    match n {
+        0..=2 => hash_words(&words[..2]),
+        3 | 4 => hash_words(&words[..4]),
+        5 | 6 => hash_words(&words[..6]),
+        _ => hash_words(words),
+    }
+}
+
+/// Words of an entry beyond its key: the rule's rank and its slot, beside
+/// the key so that a match reads one line, not three (key, slot, record).
+const EXTRA: usize = 2;
+
 #[derive(Debug, Clone)]
 struct Shard {
-    /// `n_words` words per entry.
-    keys: Vec<u64>,
-    /// Rule slot per entry.
-    rules: Vec<u32>,
+    /// Entries of `n_words + EXTRA` words: the compressed key, the rule's
+    /// rank, its slot.
+    entries: Vec<u64>,
+    /// Number of entries.
+    len: usize,
     /// 0 = empty; else hash tag (high 32 bits) and entry index + 1 (low 32 bits).
     index: Vec<u64>,
 }
@@ -48,11 +67,40 @@ pub struct Subtable {
 }
 
 impl Shard {
+    /// The hash of stored entry `e`.
+    fn entry_hash(&self, n: usize, e: usize) -> u64 {
+        let mut w = [0u64; 8];
+        w[..n].copy_from_slice(self.key(n, e));
+        hash_compressed(&w, n)
+    }
+
+    #[inline(always)]
+    fn entry(&self, n: usize, e: usize) -> &[u64] {
+        &self.entries[e * (n + EXTRA)..(e + 1) * (n + EXTRA)]
+    }
+
+    #[inline(always)]
+    fn key(&self, n: usize, e: usize) -> &[u64] {
+        &self.entry(n, e)[..n]
+    }
+
+    /// Entry `e`'s (slot, rank).
+    #[inline(always)]
+    fn rule(&self, n: usize, e: usize) -> (u32, u64) {
+        let x = &self.entry(n, e)[n..];
+        (x[1] as u32, x[0])
+    }
+
+    fn set_rule(&mut self, n: usize, e: usize, slot: u32, rank: u64) {
+        let x = &mut self.entries[e * (n + EXTRA) + n..][..EXTRA];
+        (x[0], x[1]) = (rank, u64::from(slot));
+    }
+
     fn new(n_words: usize, capacity: usize) -> Shard {
         let slots = (capacity * 4 / 3 + 1).next_power_of_two().max(8);
         Shard {
-            keys: Vec::with_capacity(capacity * n_words),
-            rules: Vec::with_capacity(capacity),
+            entries: Vec::with_capacity(capacity * (n_words + EXTRA)),
+            len: 0,
             index: crate::mem::filled(slots, 0),
         }
     }
@@ -70,7 +118,8 @@ impl Shard {
             if s >> 32 == tag {
                 let e = (s as u32 - 1) as usize;
                 // A word loop, not slice equality: that calls memcmp, costly for 1–8 words.
-                if self.keys[e * n..e * n + n]
+                if self
+                    .key(n, e)
                     .iter()
                     .zip(words)
                     .fold(0, |acc, (a, b)| acc | (a ^ b))
@@ -86,8 +135,8 @@ impl Shard {
     fn grow(&mut self, n: usize) {
         self.index = crate::mem::filled(self.index.len() * 2, 0);
         let m = self.index.len() - 1;
-        for e in 0..self.rules.len() {
-            let hash = hash_words(&self.keys[e * n..e * n + n]);
+        for e in 0..self.len {
+            let hash = self.entry_hash(n, e);
             let mut pos = hash as usize & m;
             while self.index[pos] != 0 {
                 pos = (pos + 1) & m;
@@ -104,7 +153,7 @@ impl Shard {
         let mut next = (pos + 1) & m;
         while self.index[next] != 0 {
             let s = self.index[next];
-            let home = hash_words(&self.keys[((s as u32 - 1) as usize) * n..][..n]) as usize & m;
+            let home = self.entry_hash(n, (s as u32 - 1) as usize) as usize & m;
             // Move `next` back into the hole unless its home lies cyclically in (pos, next].
             let stays = if pos <= next {
                 pos < home && home <= next
@@ -118,18 +167,19 @@ impl Shard {
             }
             next = (next + 1) & m;
         }
-        let last = self.rules.len() - 1;
+        let last = self.len - 1;
+        let stride = n + EXTRA;
         if e != last {
-            let last_hash = hash_words(&self.keys[last * n..last * n + n]);
+            let last_hash = self.entry_hash(n, last);
             let (lpos, _) = self
-                .find(n, &self.keys[last * n..last * n + n], last_hash)
+                .find(n, self.key(n, last), last_hash)
                 .expect("the last entry is indexed");
             self.index[lpos] = (last_hash & !0xffff_ffff) | (e as u64 + 1);
-            self.keys.copy_within(last * n..last * n + n, e * n);
-            self.rules[e] = self.rules[last];
+            self.entries
+                .copy_within(last * stride..(last + 1) * stride, e * stride);
         }
-        self.keys.truncate(last * n);
-        self.rules.truncate(last);
+        self.entries.truncate(last * stride);
+        self.len = last;
     }
 }
 
@@ -188,15 +238,15 @@ impl Subtable {
         self.best_rank
     }
 
+    /// The words of `key` the mask touches, masked, packed to the front
+    /// and zero-padded, and their hash. Eight fixed steps rather than a
+    /// loop over `n_words`: unused steps read word 0 under a zero mask.
     #[inline]
     fn compress(&self, key: &FlowKey) -> ([u64; 8], u64) {
         let w = key.words();
-        let mut out = [0u64; 8];
-        for i in 0..self.n_words {
-            out[i] = w[usize::from(self.word_ix[i])] & self.word_mask[i];
-        }
-        let hash = hash_words(&out[..self.n_words]);
-        (out, hash)
+        let out: [u64; 8] =
+            core::array::from_fn(|i| w[usize::from(self.word_ix[i] & 7)] & self.word_mask[i]);
+        (out, hash_compressed(&out, self.n_words))
     }
 
     #[inline]
@@ -216,13 +266,13 @@ impl Subtable {
         shard
             .find(self.n_words, &c[..self.n_words], hash)
             .ok()
-            .map(|(_, e)| shard.rules[e])
+            .map(|(_, e)| shard.rule(self.n_words, e).0)
     }
 
     /// The first half of a split lookup: masks and hashes `key`, and
     /// prefetches the index line it will probe, so that a search can start
     /// the memory accesses of every subtable before it probes any.
-    #[inline]
+    #[inline(always)]
     pub fn prepare(&self, key: &FlowKey) -> Prepared {
         let (words, hash) = self.compress(key);
         let shard = &self.shards[self.shard_of(hash)];
@@ -231,47 +281,50 @@ impl Subtable {
         Prepared { words, hash }
     }
 
-    /// The second half of a split lookup.
+    /// The second half of a split lookup: the slot and rank of the rule
+    /// stored for the key.
     #[inline]
-    pub fn lookup_prepared(&self, p: &Prepared) -> Option<u32> {
+    pub fn lookup_prepared(&self, p: &Prepared) -> Option<(u32, u64)> {
         let shard = &self.shards[self.shard_of(p.hash)];
         shard
             .find(self.n_words, &p.words[..self.n_words], p.hash)
             .ok()
-            .map(|(_, e)| shard.rules[e])
+            .map(|(_, e)| shard.rule(self.n_words, e))
     }
 
-    /// Adds `key & mask` for rule `slot`; if the key is present, returns the
-    /// slot stored for it and changes nothing.
-    pub fn insert(&mut self, key: &FlowKey, slot: u32) -> Result<(), u32> {
+    /// Adds `key & mask` for rule `slot` of rank `rank`; if the key is
+    /// present, returns the slot stored for it and changes nothing.
+    pub fn insert(&mut self, key: &FlowKey, slot: u32, rank: u64) -> Result<(), u32> {
         let (c, hash) = self.compress(key);
         let n = self.n_words;
         let s = self.shard_of(hash);
         if let Ok((_, e)) = self.shards[s].find(n, &c[..n], hash) {
-            return Err(self.shards[s].rules[e]);
+            return Err(self.shards[s].rule(n, e).0);
         }
         let shard = Arc::make_mut(&mut self.shards[s]);
-        if (shard.rules.len() + 1) * 4 > shard.index.len() * 3 {
+        if (shard.len + 1) * 4 > shard.index.len() * 3 {
             shard.grow(n);
         }
         let pos = shard
             .find(n, &c[..n], hash)
             .expect_err("key absent: checked above");
-        shard.keys.extend_from_slice(&c[..n]);
-        shard.rules.push(slot);
-        shard.index[pos] = (hash & !0xffff_ffff) | shard.rules.len() as u64;
+        shard.entries.extend_from_slice(&c[..n]);
+        shard.entries.extend_from_slice(&[rank, u64::from(slot)]);
+        shard.len += 1;
+        shard.index[pos] = (hash & !0xffff_ffff) | shard.len as u64;
         self.len += 1;
         Ok(())
     }
 
-    /// Points `key & mask`'s entry at another rule slot; returns whether it existed.
-    pub fn replace(&mut self, key: &FlowKey, slot: u32) -> bool {
+    /// Points `key & mask`'s entry at another rule, `slot` of rank `rank`;
+    /// returns whether it existed.
+    pub fn replace(&mut self, key: &FlowKey, slot: u32, rank: u64) -> bool {
         let (c, hash) = self.compress(key);
         let n = self.n_words;
         let s = self.shard_of(hash);
         match self.shards[s].find(n, &c[..n], hash) {
             Ok((_, e)) => {
-                Arc::make_mut(&mut self.shards[s]).rules[e] = slot;
+                Arc::make_mut(&mut self.shards[s]).set_rule(n, e, slot, rank);
                 true
             }
             Err(_) => false,
@@ -285,7 +338,7 @@ impl Subtable {
         let s = self.shard_of(hash);
         let (pos, e) = self.shards[s].find(n, &c[..n], hash).ok()?;
         let shard = Arc::make_mut(&mut self.shards[s]);
-        let slot = shard.rules[e];
+        let slot = shard.rule(n, e).0;
         shard.remove_at(n, pos, e);
         self.len -= 1;
         Some(slot)
@@ -295,16 +348,16 @@ impl Subtable {
     pub fn entries(&self) -> impl Iterator<Item = (FlowKey, u32)> + '_ {
         self.shards
             .iter()
-            .flat_map(move |shard| (0..shard.rules.len()).map(move |e| self.decode(shard, e)))
+            .flat_map(move |shard| (0..shard.len).map(move |e| self.decode(shard, e)))
     }
 
     fn decode(&self, shard: &Shard, e: usize) -> (FlowKey, u32) {
         let n = self.n_words;
         let mut w = [0u64; 8];
         for i in 0..n {
-            w[usize::from(self.word_ix[i])] = shard.keys[e * n + i];
+            w[usize::from(self.word_ix[i])] = shard.key(n, e)[i];
         }
-        (FlowKey::from_words(w), shard.rules[e])
+        (FlowKey::from_words(w), shard.rule(n, e).0)
     }
 
     /// The entries that differ between `old` and `self` (same mask), as
@@ -327,10 +380,10 @@ impl Subtable {
         let mut now: rustc_hash::FxHashMap<FlowKey, u32> = rustc_hash::FxHashMap::default();
         for (o, n) in pairs {
             if let Some(o) = o {
-                was.extend((0..o.rules.len()).map(|e| old.decode(o, e)));
+                was.extend((0..o.len).map(|e| old.decode(o, e)));
             }
             if let Some(n) = n {
-                now.extend((0..n.rules.len()).map(|e| self.decode(n, e)));
+                now.extend((0..n.len).map(|e| self.decode(n, e)));
             }
         }
         let mut out: Vec<_> = now
@@ -350,7 +403,7 @@ impl Subtable {
     pub fn heap_bytes(&self) -> usize {
         self.shards
             .iter()
-            .map(|s| s.keys.capacity() * 8 + s.rules.capacity() * 4 + s.index.capacity() * 8 + 48)
+            .map(|s| s.entries.capacity() * 8 + s.index.capacity() * 8 + 48)
             .sum::<usize>()
             + self.shards.capacity() * 8
     }
@@ -377,9 +430,9 @@ mod tests {
         };
         let mut t = Subtable::new(mask, 100);
         for i in 0..5000 {
-            t.insert(&key(i), i).unwrap();
+            t.insert(&key(i), i, u64::from(i)).unwrap();
         }
-        assert_eq!(t.insert(&key(7), 99), Err(7));
+        assert_eq!(t.insert(&key(7), 99, 99), Err(7));
         for i in (0..5000).step_by(3) {
             assert_eq!(t.remove(&key(i)), Some(i));
         }
@@ -388,7 +441,7 @@ mod tests {
             assert_eq!(t.lookup(&key(i)), want, "key {i}");
         }
         assert_eq!(t.len(), 5000 - 1667);
-        assert!(t.replace(&key(1), 42));
+        assert!(t.replace(&key(1), 42, 42));
         assert_eq!(t.lookup(&key(1)), Some(42));
     }
 
@@ -401,12 +454,12 @@ mod tests {
         };
         let mut a = Subtable::new(mask, 10_000);
         for i in 0..10_000 {
-            a.insert(&key(i), i).unwrap();
+            a.insert(&key(i), i, u64::from(i)).unwrap();
         }
         let mut b = a.clone();
         b.remove(&key(5));
-        b.replace(&key(6), 66);
-        b.insert(&key(20_000), 7).unwrap();
+        b.replace(&key(6), 66, 66);
+        b.insert(&key(20_000), 7, 7).unwrap();
         let mut d = b.diff(&a);
         d.sort_by_key(|(k, _, _)| k.tun_id);
         assert_eq!(

@@ -43,11 +43,16 @@ pub struct Pipeline {
     stats: Arc<StatsBlock>,
     /// The batch stages' per-packet state, kept between batches so that a
     /// batch does not clear kilobytes of arrays first.
-    scratch: Option<Box<[Parsed; BATCH]>>,
+    scratch: Option<Box<[Parsed; RING]>>,
 }
 
-/// Frames per software-pipelined batch.
-const BATCH: usize = 32;
+/// Frames between two stages of the software-pipelined batch.
+const STAGE_DISTANCE: usize = 6;
+
+/// Per-frame state slots of the batch pipeline: more than the frames in
+/// flight between its first and last stage.
+const RING: usize = 32;
+const _: () = assert!(RING > 2 * STAGE_DISTANCE);
 
 /// A frame's parse and classification, between the batch stages.
 #[derive(Clone, Copy, Default)]
@@ -72,7 +77,7 @@ impl Pipeline {
     /// A pipeline with a flow cache of `cache_entries`.
     pub fn new(cache_entries: usize) -> Pipeline {
         Pipeline {
-            scratch: Some(Box::new([Parsed::default(); BATCH])),
+            scratch: Some(Box::new([Parsed::default(); RING])),
             cache: FlowCache::new(cache_entries),
             counters: Arc::new(CounterBlock::new()),
             stats: Arc::new(StatsBlock::default()),
@@ -155,11 +160,16 @@ impl Pipeline {
     }
 
     /// Processes a batch from one port, with the same result as
-    /// [`Pipeline::process`] on each frame in turn. The cache lookups are
-    /// software-pipelined over the batch (parse and hash, prefetch the tag
-    /// line; probe the tags, prefetch the entry; compare, prefetch the
-    /// rule's counter; run the actions), so that the memory accesses of
-    /// different packets overlap. Verdicts are appended to `verdicts`.
+    /// [`Pipeline::process`] on each frame in turn. Verdicts are appended
+    /// to `verdicts`.
+    ///
+    /// The cache lookups are software-pipelined: each step parses and
+    /// hashes one frame and prefetches its cache set's head line, probes
+    /// the head of the frame [`STAGE_DISTANCE`] behind it and prefetches
+    /// the matching key line and the rule's counter, and finishes the frame
+    /// twice that distance behind (compare the key, count, act). A steady
+    /// number of cache misses is thus in flight while other frames compute,
+    /// rather than a burst per stage that overflows the CPU's miss buffers.
     pub fn process_batch(
         &mut self,
         inst: &Installed,
@@ -168,20 +178,24 @@ impl Pipeline {
         now_ns: u64,
         verdicts: &mut Vec<Verdict>,
     ) {
+        const D: usize = STAGE_DISTANCE;
         // Taken out for the batch (so `finish` can borrow `self`), never reallocated.
-        let mut scratch = self
+        let mut ring = self
             .scratch
             .take()
             .expect("the scratch is put back after every batch");
-        for chunk in frames.chunks_mut(BATCH) {
-            let batch = &mut scratch[..chunk.len()];
-            let mut rx_bytes = 0;
-            for (i, (p, f)) in batch.iter_mut().zip(chunk.iter()).enumerate() {
-                if let Some(ahead) = chunk.get(i + 4) {
+        let n = frames.len();
+        let mut rx_bytes = 0;
+        let mut tally = Tally::default();
+        verdicts.reserve(n);
+        for step in 0..n + 2 * D {
+            if let Some(f) = frames.get(step) {
+                if let Some(ahead) = frames.get(step + D) {
                     // Frames arrive from another core: start loading their headers early.
                     prefetch(ahead.data().as_ptr());
                 }
                 rx_bytes += f.len() as u64;
+                let p = &mut ring[step % RING];
                 match parse_hashed(f.data(), in_port, 0, &mut p.key, &mut p.layout) {
                     Ok(hash) => {
                         p.ok = true;
@@ -191,20 +205,21 @@ impl Pipeline {
                     Err(_) => p.ok = false,
                 }
             }
-            self.stats.rx_packets.add(chunk.len() as u64);
-            self.stats.rx_bytes.add(rx_bytes);
-            for p in batch.iter_mut().filter(|p| p.ok) {
-                p.probe = self.cache.probe(p.hash);
-                if let Some(c) = p
-                    .probe
-                    .and_then(|(_, slot)| self.counters.counters.get(slot as usize))
-                {
-                    // The rule the cache will most likely name.
-                    prefetch(c);
+            if let Some(i) = step.checked_sub(D).filter(|&i| i < n) {
+                let p = &mut ring[i % RING];
+                if p.ok {
+                    p.probe = self.cache.probe(p.hash);
+                    if let Some(c) = p
+                        .probe
+                        .and_then(|(_, slot)| self.counters.counters.get(slot as usize))
+                    {
+                        // The rule the cache will most likely name.
+                        prefetch(c);
+                    }
                 }
             }
-            let mut tally = Tally::default();
-            for (p, f) in batch.iter_mut().zip(chunk.iter_mut()) {
+            if let Some(i) = step.checked_sub(2 * D).filter(|&i| i < n) {
+                let p = &mut ring[i % RING];
                 let v = if p.ok {
                     p.hit = match self
                         .cache
@@ -216,16 +231,18 @@ impl Pipeline {
                         }
                         None => self.miss(inst, &p.key, p.hash),
                     };
-                    self.finish(inst, f, in_port, now_ns, p)
+                    self.finish(inst, &mut frames[i], in_port, now_ns, p)
                 } else {
                     Verdict::Drop(DropReason::Malformed)
                 };
                 tally.count(v);
                 verdicts.push(v);
             }
-            tally.add_to(&self.stats);
         }
-        self.scratch = Some(scratch);
+        self.stats.rx_packets.add(n as u64);
+        self.stats.rx_bytes.add(rx_bytes);
+        tally.add_to(&self.stats);
+        self.scratch = Some(ring);
     }
 
     /// Parses one frame and classifies it (the cache, else the search);
@@ -369,10 +386,13 @@ impl Tally {
 pub fn search(tables: &CompiledTables, key: &FlowKey) -> u32 {
     // Mask, hash and prefetch a few subtables ahead of the one being
     // probed, so that their index lines load while it is probed; the early
-    // exit then wastes at most that many preparations.
-    const AHEAD: usize = 4;
+    // exit then wastes at most that many preparations. The preparations
+    // sit in a ring and are probed in place (they are 72 bytes).
+    const AHEAD: usize = 3;
+    const RING: usize = 4;
+    const _: () = assert!(RING > AHEAD && RING.is_power_of_two());
     let subtables = &tables.subtables;
-    let mut prepared = [crate::compile::Prepared::default(); AHEAD];
+    let mut prepared = [crate::compile::Prepared::default(); RING];
     for (i, st) in subtables.iter().take(AHEAD).enumerate() {
         prepared[i] = st.prepare(key);
     }
@@ -382,15 +402,13 @@ pub fn search(tables: &CompiledTables, key: &FlowKey) -> u32 {
         if best != NO_RULE && st.best_rank() <= best_rank {
             break;
         }
-        let p = prepared[i % AHEAD];
         if let Some(next) = subtables.get(i + AHEAD) {
-            prepared[i % AHEAD] = next.prepare(key);
+            prepared[(i + AHEAD) % RING] = next.prepare(key);
         }
-        if let Some(slot) = st.lookup_prepared(&p) {
-            let r = tables.rules.get(slot as usize).rank();
-            if best == NO_RULE || r > best_rank {
-                (best, best_rank) = (slot, r);
-            }
+        if let Some((slot, r)) = st.lookup_prepared(&prepared[i % RING])
+            && (best == NO_RULE || r > best_rank)
+        {
+            (best, best_rank) = (slot, r);
         }
     }
     best
