@@ -8,8 +8,8 @@
 //!   baseline: a linear scan over the rules sorted by (priority, id).
 
 use criterion::{BenchmarkId, Criterion, Throughput, criterion_group, criterion_main};
-use dse_datapath::compile::MaskedKey;
-use dse_datapath::pipeline::{Installed, Pipeline, Verdict, parse, search};
+use dse_datapath::compile::{FlowKey, MaskedKey};
+use dse_datapath::pipeline::{Installed, Pipeline, Verdict, parse, search, search_batch};
 use dse_datapath::rule::Rule;
 use dse_datapath::{Frame, compile};
 use std::collections::HashMap;
@@ -120,6 +120,19 @@ fn tuple_space(c: &mut Criterion) {
                 let (k, _) = parse(f.data(), 0, 0).expect("valid");
                 black_box(search(&tables, &k));
             }
+        })
+    });
+    g.bench_function("dse_batched/16masks_100k", |b| {
+        let mut keys = [FlowKey::default(); BATCH];
+        let mut found = [0u32; BATCH];
+        b.iter(|| {
+            aim_random(&mut frames);
+            for (k, f) in keys.iter_mut().zip(&frames) {
+                *k = parse(f.data(), 0, 0).expect("valid").0;
+            }
+            let refs: [&FlowKey; BATCH] = core::array::from_fn(|i| &keys[i]);
+            search_batch(&tables, &refs, &mut found);
+            black_box(&found);
         })
     });
     let mut sorted: Vec<(&Rule, MaskedKey)> = set

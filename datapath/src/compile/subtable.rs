@@ -239,14 +239,27 @@ impl Subtable {
     }
 
     /// The words of `key` the mask touches, masked, packed to the front
-    /// and zero-padded, and their hash. Eight fixed steps rather than a
-    /// loop over `n_words`: unused steps read word 0 under a zero mask.
-    #[inline]
+    /// and zero-padded, and their hash. Fixed-width arms rather than a
+    /// loop over `n_words`: the steps past `n_words` read word 0 under a
+    /// zero mask.
+    #[inline(always)]
     fn compress(&self, key: &FlowKey) -> ([u64; 8], u64) {
+        match self.n_words {
+            0..=2 => self.compress_to::<2>(key),
+            3 | 4 => self.compress_to::<4>(key),
+            5 | 6 => self.compress_to::<6>(key),
+            _ => self.compress_to::<8>(key),
+        }
+    }
+
+    #[inline(always)]
+    fn compress_to<const W: usize>(&self, key: &FlowKey) -> ([u64; 8], u64) {
         let w = key.words();
-        let out: [u64; 8] =
-            core::array::from_fn(|i| w[usize::from(self.word_ix[i] & 7)] & self.word_mask[i]);
-        (out, hash_compressed(&out, self.n_words))
+        let mut out = [0u64; 8];
+        for i in 0..W {
+            out[i] = w[usize::from(self.word_ix[i] & 7)] & self.word_mask[i];
+        }
+        (out, hash_words(&out[..W]))
     }
 
     #[inline]

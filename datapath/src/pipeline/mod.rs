@@ -8,6 +8,7 @@ mod counters;
 mod installed;
 mod meter;
 mod parse;
+mod search;
 
 pub use actions::entropy_port;
 pub use cache::{FlowCache, Hit};
@@ -15,6 +16,7 @@ pub use counters::{Count, Counter, DropReason, RuleCounter, Stats, StatsBlock};
 pub use installed::{CounterBlock, Installed, counts_by_id};
 pub use meter::Bucket;
 pub use parse::{Layout, parse, parse_hashed, parse_into};
+pub use search::{MAX_SEARCH_BATCH, search, search_batch};
 
 use crate::compile::{CompiledTables, FlowKey, NO_RULE, TUNNEL_PRESENT, encap as enc, op};
 use crate::frame::Frame;
@@ -62,6 +64,9 @@ struct Parsed {
     hash: u64,
     ok: bool,
     probe: Option<(usize, u32)>,
+    /// The search's result, when a batched search of a window of likely
+    /// misses already ran for this frame.
+    searched: Option<u32>,
     hit: Hit,
 }
 
@@ -127,8 +132,13 @@ impl Pipeline {
     #[cold]
     #[inline(never)]
     fn miss(&mut self, inst: &Installed, key: &FlowKey, hash: u64) -> Hit {
-        self.stats.cache_misses.add(1);
         let slot = search(&inst.tables, key);
+        self.fill(inst, key, hash, slot)
+    }
+
+    /// Counts a cache miss whose search found `slot`, and caches the result.
+    fn fill(&mut self, inst: &Installed, key: &FlowKey, hash: u64, slot: u32) -> Hit {
+        self.stats.cache_misses.add(1);
         let hit = match inst.tables.rules.try_get(slot as usize) {
             Some(r) => {
                 let first = inst.tables.actions.get(r.first_action as usize);
@@ -200,6 +210,7 @@ impl Pipeline {
                     Ok(hash) => {
                         p.ok = true;
                         p.hash = hash;
+                        p.searched = None;
                         self.cache.prefetch_tags(hash);
                     }
                     Err(_) => p.ok = false,
@@ -219,9 +230,9 @@ impl Pipeline {
                 }
             }
             if let Some(i) = step.checked_sub(2 * D).filter(|&i| i < n) {
-                let p = &mut ring[i % RING];
-                let v = if p.ok {
-                    p.hit = match self
+                let v = if ring[i % RING].ok {
+                    let p = &ring[i % RING];
+                    let hit = match self
                         .cache
                         .lookup_probed(p.probe, &p.key, p.hash, inst.epoch)
                     {
@@ -229,8 +240,19 @@ impl Pipeline {
                             tally.cache_hits += 1;
                             hit
                         }
-                        None => self.miss(inst, &p.key, p.hash),
+                        None => {
+                            let slot = match p.searched {
+                                Some(slot) => slot,
+                                None => {
+                                    search_window(&inst.tables, &mut ring, i, (step - D).min(n - 1))
+                                }
+                            };
+                            let p = &ring[i % RING];
+                            self.fill(inst, &p.key, p.hash, slot)
+                        }
                     };
+                    let p = &mut ring[i % RING];
+                    p.hit = hit;
                     self.finish(inst, &mut frames[i], in_port, now_ns, p)
                 } else {
                     Verdict::Drop(DropReason::Malformed)
@@ -263,6 +285,7 @@ impl Pipeline {
             hash,
             ok: true,
             probe: None,
+            searched: None,
             hit,
         })
     }
@@ -344,6 +367,34 @@ impl Pipeline {
     }
 }
 
+/// Searches, in one batch, frame `i` (a cache miss) and every frame up to
+/// `last` that was probed and found no tag in the cache (a likely miss),
+/// recording each result in its `searched`; returns frame `i`'s. The
+/// search is pure, so a frame that turns out to hit the cache (an earlier
+/// frame of its flow filled it) just leaves its result unused.
+#[cold]
+#[inline(never)]
+fn search_window(tables: &CompiledTables, ring: &mut [Parsed; RING], i: usize, last: usize) -> u32 {
+    let mut which = [0usize; RING];
+    let mut found = [NO_RULE; RING];
+    let mut n = 0;
+    {
+        let mut keys: [&FlowKey; RING] = [&ring[0].key; RING];
+        for j in i..=last {
+            let p = &ring[j % RING];
+            if j == i || (p.ok && p.probe.is_none() && p.searched.is_none()) {
+                (which[n], keys[n]) = (j, &p.key);
+                n += 1;
+            }
+        }
+        search_batch(tables, &keys[..n], &mut found[..n]);
+    }
+    for (&j, &slot) in which[..n].iter().zip(&found[..n]) {
+        ring[j % RING].searched = Some(slot);
+    }
+    found[0]
+}
+
 /// A batch's statistics, kept in registers and added once per batch.
 #[derive(Default)]
 struct Tally {
@@ -378,40 +429,6 @@ impl Tally {
         stats.pass.add_release(self.pass);
         stats.tx.add_release(self.tx);
     }
-}
-
-/// The tuple-space search: the best-ranked rule's slot over all subtables,
-/// stopping once no later subtable holds a better rule.
-#[inline]
-pub fn search(tables: &CompiledTables, key: &FlowKey) -> u32 {
-    // Mask, hash and prefetch a few subtables ahead of the one being
-    // probed, so that their index lines load while it is probed; the early
-    // exit then wastes at most that many preparations. The preparations
-    // sit in a ring and are probed in place (they are 72 bytes).
-    const AHEAD: usize = 3;
-    const RING: usize = 4;
-    const _: () = assert!(RING > AHEAD && RING.is_power_of_two());
-    let subtables = &tables.subtables;
-    let mut prepared = [crate::compile::Prepared::default(); RING];
-    for (i, st) in subtables.iter().take(AHEAD).enumerate() {
-        prepared[i] = st.prepare(key);
-    }
-    let mut best = NO_RULE;
-    let mut best_rank = 0;
-    for (i, st) in subtables.iter().enumerate() {
-        if best != NO_RULE && st.best_rank() <= best_rank {
-            break;
-        }
-        if let Some(next) = subtables.get(i + AHEAD) {
-            prepared[(i + AHEAD) % RING] = next.prepare(key);
-        }
-        if let Some((slot, r)) = st.lookup_prepared(&prepared[i % RING])
-            && (best == NO_RULE || r > best_rank)
-        {
-            (best, best_rank) = (slot, r);
-        }
-    }
-    best
 }
 
 /// The verdict of a terminal action, `None` for any other.
