@@ -62,23 +62,25 @@ pub fn search_batch(tables: &CompiledTables, keys: &[&FlowKey], out: &mut [u32])
     );
     out.fill(NO_RULE);
     let mut best_rank = [0u64; MAX_SEARCH_BATCH];
-    let mut prepared = [Prepared::default(); MAX_SEARCH_BATCH];
+    let mut hashes = [0u64; MAX_SEARCH_BATCH];
     let mut open: u64 = if n == 64 { !0 } else { (1 << n) - 1 };
     for st in tables.subtables.iter() {
         let limit = st.best_rank();
+        let mut still = 0;
         for j in bits(open) {
-            if out[j] != NO_RULE && limit <= best_rank[j] {
-                open &= !(1 << j);
+            // Subtables come best first: a key that no later subtable can
+            // improve on leaves for good.
+            if out[j] == NO_RULE || limit > best_rank[j] {
+                still |= 1 << j;
+                hashes[j] = st.prefetch_for(keys[j]);
             }
         }
+        open = still;
         if open == 0 {
             break;
         }
         for j in bits(open) {
-            prepared[j] = st.prepare(keys[j]);
-        }
-        for j in bits(open) {
-            if let Some((slot, r)) = st.lookup_prepared(&prepared[j])
+            if let Some((slot, r)) = st.lookup_hashed(keys[j], hashes[j])
                 && (out[j] == NO_RULE || r > best_rank[j])
             {
                 (out[j], best_rank[j]) = (slot, r);
