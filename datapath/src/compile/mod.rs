@@ -12,6 +12,7 @@
 
 mod chunked;
 mod encode;
+mod filter;
 mod key;
 mod subtable;
 mod tables;

@@ -6,6 +6,7 @@
 //! shard is shared between generations and copied only when a transaction
 //! changes it, so a one-rule change copies one shard, not the table.
 
+use super::filter::{Filter, filter_hash};
 use super::key::{FlowKey, hash_words};
 use std::sync::Arc;
 
@@ -48,6 +49,8 @@ struct Shard {
 pub struct Prepared {
     words: [u64; 8],
     hash: u64,
+    /// False when the filter ruled the key out: nothing to probe.
+    present: bool,
 }
 
 /// Rules sharing one mask.
@@ -59,6 +62,8 @@ pub struct Subtable {
     n_words: usize,
     shard_bits: u32,
     shards: Vec<Arc<Shard>>,
+    /// Rules out most keys that are absent before the table is hashed.
+    filter: Filter,
     len: usize,
     /// Rank of the best rule in the table (see [`super::rank`]).
     pub(crate) best_rank: u64,
@@ -212,6 +217,7 @@ impl Subtable {
             n_words,
             shard_bits,
             shards,
+            filter: Filter::with_capacity(capacity),
             len: 0,
             best_rank: 0,
             id: 0,
@@ -254,12 +260,63 @@ impl Subtable {
 
     #[inline(always)]
     fn compress_to<const W: usize>(&self, key: &FlowKey) -> ([u64; 8], u64) {
+        let out = self.pack::<W>(key);
+        (out, hash_words(&out[..W]))
+    }
+
+    #[inline(always)]
+    fn pack<const W: usize>(&self, key: &FlowKey) -> [u64; 8] {
         let w = key.words();
         let mut out = [0u64; 8];
         for i in 0..W {
             out[i] = w[usize::from(self.word_ix[i] & 7)] & self.word_mask[i];
         }
-        (out, hash_words(&out[..W]))
+        out
+    }
+
+    /// [`Subtable::compress`] for a probe: `None` when the filter rules the
+    /// key out, before the table hash is computed.
+    #[inline(always)]
+    fn compress_probe(&self, key: &FlowKey) -> Option<([u64; 8], u64)> {
+        match self.n_words {
+            0..=2 => self.compress_probe_to::<2>(key),
+            3 | 4 => self.compress_probe_to::<4>(key),
+            5 | 6 => self.compress_probe_to::<6>(key),
+            _ => self.compress_probe_to::<8>(key),
+        }
+    }
+
+    #[inline(always)]
+    fn compress_probe_to<const W: usize>(&self, key: &FlowKey) -> Option<([u64; 8], u64)> {
+        let out = self.pack::<W>(key);
+        self.filter
+            .may_hold(filter_hash::<W>(&out))
+            .then(|| (out, hash_words(&out[..W])))
+    }
+
+    /// The filter hash of packed words `out`.
+    fn filter_hash_of(&self, out: &[u64; 8]) -> u64 {
+        match self.n_words {
+            0..=2 => filter_hash::<2>(out),
+            3 | 4 => filter_hash::<4>(out),
+            5 | 6 => filter_hash::<6>(out),
+            _ => filter_hash::<8>(out),
+        }
+    }
+
+    /// Rebuilds the filter from the entries, sized for them.
+    #[cold]
+    fn rebuild_filter(&mut self) {
+        let n = self.n_words;
+        let mut f = Filter::with_capacity(self.len);
+        for shard in &self.shards {
+            for e in 0..shard.len {
+                let mut w = [0u64; 8];
+                w[..n].copy_from_slice(shard.key(n, e));
+                f.add(self.filter_hash_of(&w));
+            }
+        }
+        self.filter = f;
     }
 
     #[inline]
@@ -274,7 +331,7 @@ impl Subtable {
     /// The rule slot stored for `key & mask`, if any.
     #[inline]
     pub fn lookup(&self, key: &FlowKey) -> Option<u32> {
-        let (c, hash) = self.compress(key);
+        let (c, hash) = self.compress_probe(key)?;
         let shard = &self.shards[self.shard_of(hash)];
         shard
             .find(self.n_words, &c[..self.n_words], hash)
@@ -287,22 +344,28 @@ impl Subtable {
     /// the memory accesses of every subtable before it probes any.
     #[inline(always)]
     pub fn prepare(&self, key: &FlowKey) -> Prepared {
-        let (words, hash) = self.compress(key);
+        let Some((words, hash)) = self.compress_probe(key) else {
+            return Prepared::default();
+        };
         let shard = &self.shards[self.shard_of(hash)];
         let pos = hash as usize & (shard.index.len() - 1);
         crate::mem::prefetch(&shard.index[pos]);
-        Prepared { words, hash }
+        Prepared {
+            words,
+            hash,
+            present: true,
+        }
     }
 
     /// The first half of a lookup that keeps only the hash between its
     /// halves (a batch of preparations would be 72 bytes a key): hashes
     /// `key` and prefetches the index line it will probe.
     #[inline(always)]
-    pub fn prefetch_for(&self, key: &FlowKey) -> u64 {
-        let (_, hash) = self.compress(key);
+    pub fn prefetch_for(&self, key: &FlowKey) -> Option<u64> {
+        let (_, hash) = self.compress_probe(key)?;
         let shard = &self.shards[self.shard_of(hash)];
         crate::mem::prefetch(&shard.index[hash as usize & (shard.index.len() - 1)]);
-        hash
+        Some(hash)
     }
 
     /// The second half of [`Subtable::prefetch_for`]: the slot and rank of
@@ -322,6 +385,9 @@ impl Subtable {
     /// stored for the key.
     #[inline]
     pub fn lookup_prepared(&self, p: &Prepared) -> Option<(u32, u64)> {
+        if !p.present {
+            return None;
+        }
         let shard = &self.shards[self.shard_of(p.hash)];
         shard
             .find(self.n_words, &p.words[..self.n_words], p.hash)
@@ -350,6 +416,9 @@ impl Subtable {
         shard.len += 1;
         shard.index[pos] = (hash & !0xffff_ffff) | shard.len as u64;
         self.len += 1;
+        if !self.filter.add(self.filter_hash_of(&c)) {
+            self.rebuild_filter();
+        }
         Ok(())
     }
 
@@ -378,6 +447,9 @@ impl Subtable {
         let slot = shard.rule(n, e).0;
         shard.remove_at(n, pos, e);
         self.len -= 1;
+        if !self.filter.remove() {
+            self.rebuild_filter();
+        }
         Some(slot)
     }
 

@@ -66,20 +66,23 @@ pub fn search_batch(tables: &CompiledTables, keys: &[&FlowKey], out: &mut [u32])
     let mut open: u64 = if n == 64 { !0 } else { (1 << n) - 1 };
     for st in tables.subtables.iter() {
         let limit = st.best_rank();
-        let mut still = 0;
+        let (mut still, mut probe) = (0u64, 0u64);
         for j in bits(open) {
             // Subtables come best first: a key that no later subtable can
             // improve on leaves for good.
             if out[j] == NO_RULE || limit > best_rank[j] {
                 still |= 1 << j;
-                hashes[j] = st.prefetch_for(keys[j]);
+                if let Some(h) = st.prefetch_for(keys[j]) {
+                    hashes[j] = h;
+                    probe |= 1 << j;
+                }
             }
         }
         open = still;
         if open == 0 {
             break;
         }
-        for j in bits(open) {
+        for j in bits(probe) {
             if let Some((slot, r)) = st.lookup_hashed(keys[j], hashes[j])
                 && (out[j] == NO_RULE || r > best_rank[j])
             {
