@@ -401,16 +401,17 @@ impl Subtable {
         let (c, hash) = self.compress(key);
         let n = self.n_words;
         let s = self.shard_of(hash);
-        if let Ok((_, e)) = self.shards[s].find(n, &c[..n], hash) {
-            return Err(self.shards[s].rule(n, e).0);
-        }
+        let mut pos = match self.shards[s].find(n, &c[..n], hash) {
+            Ok((_, e)) => return Err(self.shards[s].rule(n, e).0),
+            Err(pos) => pos,
+        };
         let shard = Arc::make_mut(&mut self.shards[s]);
         if (shard.len + 1) * 4 > shard.index.len() * 3 {
             shard.grow(n);
+            pos = shard
+                .find(n, &c[..n], hash)
+                .expect_err("key absent: checked above");
         }
-        let pos = shard
-            .find(n, &c[..n], hash)
-            .expect_err("key absent: checked above");
         shard.entries.extend_from_slice(&c[..n]);
         shard.entries.extend_from_slice(&[rank, u64::from(slot)]);
         shard.len += 1;
