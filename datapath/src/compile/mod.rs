@@ -169,20 +169,26 @@ impl Compiler {
             })
             .collect();
         let mut ranks: Vec<Vec<u64>> = counts.iter().map(|n| Vec::with_capacity(*n)).collect();
+        let mut members: Vec<Vec<(u32, u64)>> =
+            counts.iter().map(|n| Vec::with_capacity(*n)).collect();
         self.placed.reserve(order.len());
-        for (slot, (r, k)) in order.iter().zip(&keys).enumerate() {
+        for (slot, r) in order.iter().enumerate() {
             let (m, slot) = (mask_of[slot], slot as u32);
             let record = self.record(r, None);
             self.tables.rules.push(record);
             let rk = rank(r.priority, r.id);
             ranks[m as usize].push(rk);
+            members[m as usize].push((slot, rk));
             let st = &mut subtables[m as usize];
             st.best_rank = st.best_rank.max(rk);
-            if st.insert(&k.value, slot, rk).is_err() {
-                // Rules come best first: the one already there wins.
-                self.shadow.entry((m, k.value)).or_default().push(slot);
-            }
             self.placed.insert(r.id, slot);
+        }
+        for (m, (st, members)) in subtables.iter_mut().zip(&members).enumerate() {
+            // Rules come best first: the one already there wins.
+            for hidden in st.insert_bulk(members, |s| &keys[s as usize].value) {
+                let key = (m as u32, keys[hidden as usize].value);
+                self.shadow.entry(key).or_default().push(hidden);
+            }
         }
         for (state, mut list) in self.masks.iter_mut().zip(ranks) {
             list.reverse();

@@ -72,20 +72,34 @@ impl RuleSet {
                 ));
             }
         }
-        let mut ids: rustc_hash::FxHashMap<u32, usize> = rustc_hash::FxHashMap::default();
-        ids.reserve(self.rules.len());
-        for (i, r) in self.rules.iter().enumerate() {
-            if let Some(first) = ids.insert(r.id, i) {
-                return Err(RuleError::rule(
-                    r.id,
-                    "id",
-                    format!("duplicate id (rules[{first}] and rules[{i}])"),
-                ));
-            }
+        for r in &self.rules {
             self.validate_match(r)?;
             self.validate_actions(r, &meters)?;
         }
-        Ok(())
+        self.validate_ids()
+    }
+
+    /// Refuses a duplicate rule id, naming both rules. Sorting the ids
+    /// (nearly always in order already: linear) costs far less than a
+    /// million hash-set inserts.
+    fn validate_ids(&self) -> Result<(), RuleError> {
+        let mut ids: Vec<u32> = self.rules.iter().map(|r| r.id).collect();
+        ids.sort_unstable();
+        let Some(dup) = ids.windows(2).find(|w| w[0] == w[1]).map(|w| w[0]) else {
+            return Ok(());
+        };
+        let mut at = self
+            .rules
+            .iter()
+            .enumerate()
+            .filter(|(_, r)| r.id == dup)
+            .map(|(i, _)| i);
+        let (first, second) = (at.next().unwrap_or(0), at.next().unwrap_or(0));
+        Err(RuleError::rule(
+            dup,
+            "id",
+            format!("duplicate id (rules[{first}] and rules[{second}])"),
+        ))
     }
 
     fn validate_match(&self, r: &Rule) -> Result<(), RuleError> {
