@@ -15,18 +15,38 @@ const SHARD_TARGET: usize = 2048;
 /// Most shard bits.
 const MAX_SHARD_BITS: u32 = 12;
 
-/// The hash of a compressed key: its `n` words, zero-padded to eight. The
-/// pairs hashed are `n` rounded up to even, a fixed count per arm, so that
-/// each arm is unrolled (a loop over a run-time count cost more than the
-/// hash itself). Stored and probed keys must agree on `n`.
+/// Runs `$body` with the constant `$w` bound to the fixed width (2, 4, 6
+/// or 8 words) that covers `$n` words. Each arm is then unrolled: a loop
+/// over a run-time word count costs more than the hash itself. Everything
+/// that hashes or filters a compressed key goes through it, so stored and
+/// probed keys agree.
+macro_rules! by_width {
+    ($n:expr, $w:ident => $body:expr) => {
+        match $n {
+            0..=2 => {
+                const $w: usize = 2;
+                $body
+            }
+            3 | 4 => {
+                const $w: usize = 4;
+                $body
+            }
+            5 | 6 => {
+                const $w: usize = 6;
+                $body
+            }
+            _ => {
+                const $w: usize = 8;
+                $body
+            }
+        }
+    };
+}
+
+/// The hash of a compressed key: its `n` words, zero-padded to eight.
 #[inline(always)]
 fn hash_compressed(words: &[u64; 8], n: usize) -> u64 {
-    match n {
-        0..=2 => hash_words(&words[..2]),
-        3 | 4 => hash_words(&words[..4]),
-        5 | 6 => hash_words(&words[..6]),
-        _ => hash_words(words),
-    }
+    by_width!(n, W => hash_words(&words[..W]))
 }
 
 /// Words of an entry beyond its key: the rule's rank and its slot, beside
@@ -245,17 +265,11 @@ impl Subtable {
     }
 
     /// The words of `key` the mask touches, masked, packed to the front
-    /// and zero-padded, and their hash. Fixed-width arms rather than a
-    /// loop over `n_words`: the steps past `n_words` read word 0 under a
-    /// zero mask.
+    /// and zero-padded, and their hash. The steps past `n_words` read word
+    /// 0 under a zero mask.
     #[inline(always)]
     fn compress(&self, key: &FlowKey) -> ([u64; 8], u64) {
-        match self.n_words {
-            0..=2 => self.compress_to::<2>(key),
-            3 | 4 => self.compress_to::<4>(key),
-            5 | 6 => self.compress_to::<6>(key),
-            _ => self.compress_to::<8>(key),
-        }
+        by_width!(self.n_words, W => self.compress_to::<W>(key))
     }
 
     #[inline(always)]
@@ -278,12 +292,7 @@ impl Subtable {
     /// key out, before the table hash is computed.
     #[inline(always)]
     fn compress_probe(&self, key: &FlowKey) -> Option<([u64; 8], u64)> {
-        match self.n_words {
-            0..=2 => self.compress_probe_to::<2>(key),
-            3 | 4 => self.compress_probe_to::<4>(key),
-            5 | 6 => self.compress_probe_to::<6>(key),
-            _ => self.compress_probe_to::<8>(key),
-        }
+        by_width!(self.n_words, W => self.compress_probe_to::<W>(key))
     }
 
     #[inline(always)]
@@ -296,12 +305,7 @@ impl Subtable {
 
     /// The filter hash of packed words `out`.
     fn filter_hash_of(&self, out: &[u64; 8]) -> u64 {
-        match self.n_words {
-            0..=2 => filter_hash::<2>(out),
-            3 | 4 => filter_hash::<4>(out),
-            5 | 6 => filter_hash::<6>(out),
-            _ => filter_hash::<8>(out),
-        }
+        by_width!(self.n_words, W => filter_hash::<W>(out))
     }
 
     /// Rebuilds the filter from the entries, sized for them.
