@@ -596,6 +596,51 @@ mod tests {
         assert_eq!(t.len(), 5000 - 1667);
         assert!(t.replace(&key(1), 42, 42));
         assert_eq!(t.lookup(&key(1)), Some(42));
+        // Enough removals that the prefilter is rebuilt from what is left:
+        // it must still admit every remaining key.
+        for i in (0..5000).filter(|i| i % 3 != 0 && i % 7 != 0) {
+            assert!(t.remove(&key(i)).is_some());
+        }
+        for i in 0..5000 {
+            let want = (i % 3 != 0 && i % 7 == 0).then_some(if i == 1 { 42 } else { i });
+            assert_eq!(t.lookup(&key(i)), want, "key {i} after the rebuild");
+        }
+    }
+
+    #[test]
+    fn bulk_insert_matches_inserts_in_order_first_key_winning() {
+        let mask = FlowKey {
+            l4_src: 0xffff,
+            tun_id: u32::MAX,
+            ..FlowKey::default()
+        };
+        // 20,000 rules over 12,000 distinct keys, across many shards: slot
+        // s has key s % 12,000, so slots 12,000.. repeat earlier keys.
+        let keys: Vec<FlowKey> = (0..20_000u32).map(|s| key(s % 12_000)).collect();
+        let rules: Vec<(u32, u64)> = (0..20_000u32)
+            .map(|s| (s, u64::from(100_000 - s)))
+            .collect();
+        let mut bulk = Subtable::new(mask, 20_000);
+        let refused = bulk.insert_bulk(&rules, |s| &keys[s as usize]);
+        let mut one_by_one = Subtable::new(mask, 20_000);
+        let mut want_refused = Vec::new();
+        for &(s, rank) in &rules {
+            if one_by_one.insert(&keys[s as usize], s, rank).is_err() {
+                want_refused.push(s);
+            }
+        }
+        let mut refused_sorted = refused.clone();
+        refused_sorted.sort_unstable();
+        assert_eq!(refused_sorted, want_refused);
+        assert_eq!(bulk.len(), 12_000);
+        for i in 0..12_000u32 {
+            assert_eq!(
+                bulk.lookup(&key(i)),
+                Some(i),
+                "key {i}: the first slot wins"
+            );
+        }
+        assert!(bulk.diff(&one_by_one).is_empty());
     }
 
     #[test]
