@@ -21,7 +21,7 @@ pub use chunked::Chunked;
 pub use key::{
     FLAG_IP, FLAG_L4, FlowKey, MaskedKey, TUNNEL_PRESENT, VLAN_PRESENT, hash_words, portable_hash,
 };
-pub use subtable::{Prepared, Subtable};
+pub use subtable::Subtable;
 pub use tables::*;
 
 use crate::rule::{MeterUnit, Rule, RuleError, RuleSet};

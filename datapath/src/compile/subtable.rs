@@ -64,15 +64,6 @@ struct Shard {
     index: Vec<u64>,
 }
 
-/// A key masked and hashed for one subtable (see [`Subtable::prepare`]).
-#[derive(Debug, Clone, Copy, Default)]
-pub struct Prepared {
-    words: [u64; 8],
-    hash: u64,
-    /// False when the filter ruled the key out: nothing to probe.
-    present: bool,
-}
-
 /// Rules sharing one mask.
 #[derive(Debug, Clone)]
 pub struct Subtable {
@@ -343,27 +334,10 @@ impl Subtable {
             .map(|(_, e)| shard.rule(self.n_words, e).0)
     }
 
-    /// The first half of a split lookup: masks and hashes `key`, and
-    /// prefetches the index line it will probe, so that a search can start
-    /// the memory accesses of every subtable before it probes any.
-    #[inline(always)]
-    pub fn prepare(&self, key: &FlowKey) -> Prepared {
-        let Some((words, hash)) = self.compress_probe(key) else {
-            return Prepared::default();
-        };
-        let shard = &self.shards[self.shard_of(hash)];
-        let pos = hash as usize & (shard.index.len() - 1);
-        crate::mem::prefetch(&shard.index[pos]);
-        Prepared {
-            words,
-            hash,
-            present: true,
-        }
-    }
-
-    /// The first half of a lookup that keeps only the hash between its
-    /// halves (a batch of preparations would be 72 bytes a key): hashes
-    /// `key` and prefetches the index line it will probe.
+    /// The first half of a split lookup, so that a search can start the
+    /// memory accesses of several subtables (or keys) before it probes
+    /// any: hashes `key` and prefetches the index line it will probe.
+    /// `None` when the prefilter rules the key out: nothing to probe.
     #[inline(always)]
     pub fn prefetch_for(&self, key: &FlowKey) -> Option<u64> {
         let (_, hash) = self.compress_probe(key)?;
@@ -381,20 +355,6 @@ impl Subtable {
         let shard = &self.shards[self.shard_of(hash)];
         shard
             .find(self.n_words, &words[..self.n_words], hash)
-            .ok()
-            .map(|(_, e)| shard.rule(self.n_words, e))
-    }
-
-    /// The second half of a split lookup: the slot and rank of the rule
-    /// stored for the key.
-    #[inline]
-    pub fn lookup_prepared(&self, p: &Prepared) -> Option<(u32, u64)> {
-        if !p.present {
-            return None;
-        }
-        let shard = &self.shards[self.shard_of(p.hash)];
-        shard
-            .find(self.n_words, &p.words[..self.n_words], p.hash)
             .ok()
             .map(|(_, e)| shard.rule(self.n_words, e))
     }
@@ -566,6 +526,15 @@ impl Subtable {
 mod tests {
     use super::*;
 
+    /// The mask of the keys `key` makes.
+    fn mask() -> FlowKey {
+        FlowKey {
+            l4_src: 0xffff,
+            tun_id: u32::MAX,
+            ..FlowKey::default()
+        }
+    }
+
     fn key(i: u32) -> FlowKey {
         FlowKey {
             l4_src: i as u16,
@@ -576,11 +545,7 @@ mod tests {
 
     #[test]
     fn insert_remove_keep_every_other_entry_findable() {
-        let mask = FlowKey {
-            l4_src: 0xffff,
-            tun_id: u32::MAX,
-            ..FlowKey::default()
-        };
+        let mask = mask();
         let mut t = Subtable::new(mask, 100);
         for i in 0..5000 {
             t.insert(&key(i), i, u64::from(i)).unwrap();
@@ -609,11 +574,7 @@ mod tests {
 
     #[test]
     fn bulk_insert_matches_inserts_in_order_first_key_winning() {
-        let mask = FlowKey {
-            l4_src: 0xffff,
-            tun_id: u32::MAX,
-            ..FlowKey::default()
-        };
+        let mask = mask();
         // 20,000 rules over 12,000 distinct keys, across many shards: slot
         // s has key s % 12,000, so slots 12,000.. repeat earlier keys.
         let keys: Vec<FlowKey> = (0..20_000u32).map(|s| key(s % 12_000)).collect();
@@ -645,11 +606,7 @@ mod tests {
 
     #[test]
     fn diff_names_exactly_what_changed() {
-        let mask = FlowKey {
-            l4_src: 0xffff,
-            tun_id: u32::MAX,
-            ..FlowKey::default()
-        };
+        let mask = mask();
         let mut a = Subtable::new(mask, 10_000);
         for i in 0..10_000 {
             a.insert(&key(i), i, u64::from(i)).unwrap();

@@ -165,7 +165,9 @@ impl Pipeline {
             Some(p) => self.finish(inst, frame, in_port, now_ns, &p),
             None => Verdict::Drop(DropReason::Malformed),
         };
-        self.count_verdict(verdict);
+        let mut tally = Tally::default();
+        tally.count(verdict);
+        tally.add_to(&self.stats);
         verdict
     }
 
@@ -276,18 +278,11 @@ impl Pipeline {
         in_port: u16,
         tun_id: u32,
     ) -> Option<Parsed> {
-        let (key, layout) = parse(frame.data(), in_port, tun_id).ok()?;
-        let hash = key.hash();
-        let hit = self.classify(inst, &key, hash);
-        Some(Parsed {
-            key,
-            layout,
-            hash,
-            ok: true,
-            probe: None,
-            searched: None,
-            hit,
-        })
+        let mut p = Parsed::default();
+        p.hash = parse_hashed(frame.data(), in_port, tun_id, &mut p.key, &mut p.layout).ok()?;
+        p.ok = true;
+        p.hit = self.classify(inst, &p.key, p.hash);
+        Some(p)
     }
 
     /// Everything after the first classification: count, run the actions,
@@ -356,15 +351,6 @@ impl Pipeline {
             Step::Recirculate(_) => Verdict::Drop(DropReason::Recirculation),
         }
     }
-
-    fn count_verdict(&self, verdict: Verdict) {
-        match verdict {
-            Verdict::Output(_) => self.stats.output.add_release(1),
-            Verdict::Pass => self.stats.pass.add_release(1),
-            Verdict::Tx => self.stats.tx.add_release(1),
-            Verdict::Drop(r) => self.stats.drops[r as usize].add_release(1),
-        }
-    }
 }
 
 /// Searches, in one batch, frame `i` (a cache miss) and every frame up to
@@ -395,7 +381,8 @@ fn search_window(tables: &CompiledTables, ring: &mut [Parsed; RING], i: usize, l
     found[0]
 }
 
-/// A batch's statistics, kept in registers and added once per batch.
+/// The verdict statistics of a batch (or of one frame), kept in registers
+/// and added to the shared block at once.
 #[derive(Default)]
 struct Tally {
     cache_hits: u64,

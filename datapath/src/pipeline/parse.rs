@@ -52,7 +52,7 @@ pub fn parse_into(
     key: &mut FlowKey,
     layout: &mut Layout,
 ) -> Result<(), WireError> {
-    parse_hashed(frame, in_port, tun_id, key, layout).map(|_| ())
+    parse_words(frame, in_port, tun_id, key, layout).map(|_| ())
 }
 
 /// [`parse_into`] that also returns the key's [`FlowKey::hash`], computed
@@ -68,14 +68,30 @@ pub fn parse_hashed(
     key: &mut FlowKey,
     layout: &mut Layout,
 ) -> Result<u64, WireError> {
+    Ok(match parse_words(frame, in_port, tun_id, key, layout)? {
+        Some(words) => hash_words(&words),
+        None => key.hash(),
+    })
+}
+
+/// Both parsers: the fast path when it takes the frame (its key words
+/// returned too, still in registers), else the general one.
+#[inline(always)]
+fn parse_words(
+    frame: &[u8],
+    in_port: u16,
+    tun_id: u32,
+    key: &mut FlowKey,
+    layout: &mut Layout,
+) -> Result<Option<[u64; 8]>, WireError> {
     if let Some((words, l)) = fast_ipv4(frame, in_port, tun_id) {
         // Written in place: a temporary key would cost a 64-byte copy.
         *key = FlowKey::from_words(words);
         *layout = l;
-        return Ok(hash_words(&words));
+        return Ok(Some(words));
     }
     parse_general(frame, in_port, tun_id, key, layout)?;
-    Ok(key.hash())
+    Ok(None)
 }
 
 /// The common case in one pass, by hand: untagged Ethernet, IPv4 without

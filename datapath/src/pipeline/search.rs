@@ -2,23 +2,23 @@
 //! subtables taken best first with an early exit, for one key or for a
 //! batch of keys at once.
 
-use crate::compile::{CompiledTables, FlowKey, NO_RULE, Prepared};
+use crate::compile::{CompiledTables, FlowKey, NO_RULE};
 
 /// The tuple-space search: the best-ranked rule's slot over all subtables,
 /// stopping once no later subtable holds a better rule.
 #[inline]
 pub fn search(tables: &CompiledTables, key: &FlowKey) -> u32 {
-    // Mask, hash and prefetch a few subtables ahead of the one being
-    // probed, so that their index lines load while it is probed; the early
-    // exit then wastes at most that many preparations. The preparations
-    // sit in a ring and are probed in place (they are 72 bytes).
+    // Hash and prefetch the index line of a few subtables ahead of the one
+    // being probed, so that they load while it is probed; the early exit
+    // then wastes at most that many hashes. `None`: the subtable's
+    // prefilter ruled the key out.
     const AHEAD: usize = 3;
     const RING: usize = 4;
     const _: () = assert!(RING > AHEAD && RING.is_power_of_two());
     let subtables = &tables.subtables;
-    let mut prepared = [Prepared::default(); RING];
+    let mut hashes = [None; RING];
     for (i, st) in subtables.iter().take(AHEAD).enumerate() {
-        prepared[i] = st.prepare(key);
+        hashes[i] = st.prefetch_for(key);
     }
     let mut best = NO_RULE;
     let mut best_rank = 0;
@@ -27,9 +27,9 @@ pub fn search(tables: &CompiledTables, key: &FlowKey) -> u32 {
             break;
         }
         if let Some(next) = subtables.get(i + AHEAD) {
-            prepared[(i + AHEAD) % RING] = next.prepare(key);
+            hashes[(i + AHEAD) % RING] = next.prefetch_for(key);
         }
-        if let Some((slot, r)) = st.lookup_prepared(&prepared[i % RING])
+        if let Some((slot, r)) = hashes[i % RING].and_then(|h| st.lookup_hashed(key, h))
             && (best == NO_RULE || r > best_rank)
         {
             (best, best_rank) = (slot, r);
