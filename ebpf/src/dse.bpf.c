@@ -35,7 +35,10 @@ __noinline int dse_action(struct xdp_md *ctx, __u32 idx, struct layout *l,
 			  const struct flow_key *key, struct step *out)
 {
 	struct action_record *a = bpf_map_lookup_elem(&dse_actions, &idx);
-	struct flow_key scratch;
+	__u32 zero = 0;
+	/* Room for a re-parse's key, off the stack (the main program's frame,
+	 * this one's and dse_parse's must fit in 512 bytes together). */
+	struct cache_entry *scratch = bpf_map_lookup_elem(&dse_cache_scratch, &zero);
 	void *data = (void *)(long)ctx->data;
 	void *end = (void *)(long)ctx->data_end;
 
@@ -74,7 +77,7 @@ __noinline int dse_action(struct xdp_md *ctx, __u32 idx, struct layout *l,
 			return 1;
 		}
 		/* The frame only gained or lost whole headers. */
-		if (dse_parse(ctx, key->in_port, key->tun_id, &scratch, l))
+		if (!scratch || dse_parse(ctx, key->in_port, key->tun_id, &scratch->key, l))
 			__builtin_memset(l, 0, sizeof(*l));
 		return 0;
 	case OP_DECAP: {
@@ -134,8 +137,11 @@ int dse_xdp(struct xdp_md *ctx)
 	st->rx_bytes += ctx->data_end - ctx->data;
 
 	for (int pass = 0; pass < 2; pass++) {
-		if (parse_frame((void *)(long)ctx->data, (void *)(long)ctx->data_end,
-				in_port, tun, &key, &l)) {
+		void *data = (void *)(long)ctx->data;
+		void *data_end = (void *)(long)ctx->data_end;
+
+		if (!parse_ipv4_fast(data, data_end, in_port, tun, &key, &l) &&
+		    parse_frame(data, data_end, in_port, tun, &key, &l)) {
 			step.kind = VERDICT_DROP;
 			step.reason = DROP_MALFORMED;
 			break;
@@ -164,19 +170,17 @@ int dse_xdp(struct xdp_md *ctx)
 		}
 		step.kind = VERDICT_DROP;
 		step.reason = DROP_MALFORMED;
-		if (h.n_actions == 1) {
-			/* Most rules only forward or drop: no call into dse_action. */
-			__u32 idx = h.first_action;
-			struct action_record *a = bpf_map_lookup_elem(&dse_actions, &idx);
-			if (a && a->op >= OP_OUTPUT && a->op <= OP_TX) {
-				step.kind = a->op == OP_OUTPUT ? VERDICT_OUTPUT
-					  : a->op == OP_PASS ? VERDICT_PASS
-					  : a->op == OP_TX   ? VERDICT_TX
-							     : VERDICT_DROP;
-				step.reason = DROP_RULE;
-				step.port = a->arg16;
-				break;
-			}
+		if (h.terminal_op) {
+			/* Most rules only forward or drop: no action record, no
+			 * call into dse_action. */
+			__u8 op = h.terminal_op;
+			step.kind = op == OP_OUTPUT ? VERDICT_OUTPUT
+				  : op == OP_PASS   ? VERDICT_PASS
+				  : op == OP_TX     ? VERDICT_TX
+						    : VERDICT_DROP;
+			step.reason = DROP_RULE;
+			step.port = h.terminal_port;
+			break;
 		}
 		for (__u32 i = 0; i < DSE_MAX_ACTIONS; i++) {
 			if (i >= h.n_actions ||

@@ -287,10 +287,11 @@ pub struct CacheValue {
     pub generation: u32,
     pub slot: u32,
     pub first_action: u32,
-    pub n_actions: u16,
-    pub pad: u16,
+    pub n_actions: u8,
+    pub terminal_op: u8,
+    pub terminal_port: u16,
 }
-layout!(CacheValue, 16, first_action == 8);
+layout!(CacheValue, 16, first_action == 8, terminal_op == 13, terminal_port == 14);
 
 /// `struct rule_counter`.
 #[repr(C)]

@@ -10,6 +10,8 @@ struct hit {
 	__u32 slot;
 	__u32 first_action;
 	__u16 n_actions;
+	__u8 terminal_op; /* as in cache_value */
+	__u16 terminal_port;
 };
 
 static __always_inline __u64 rule_rank(const struct rule_record *r)
@@ -99,7 +101,7 @@ static __always_inline void classify(struct flow_key *key, __u32 gen,
 	__u64 hk = cache_hash(key);
 	struct cache_entry *c = dse_use_cache ? bpf_map_lookup_elem(&dse_cache, &hk) : 0;
 	__u32 zero = 0, slot;
-	struct cache_entry *ne = bpf_map_lookup_elem(&dse_cache_scratch, &zero);
+	struct cache_entry *ne;
 	struct rule_record *r;
 
 	if (c && c->value.generation == gen && same_key(&c->key, key)) {
@@ -107,6 +109,8 @@ static __always_inline void classify(struct flow_key *key, __u32 gen,
 		h->slot = c->value.slot;
 		h->first_action = c->value.first_action;
 		h->n_actions = c->value.n_actions;
+		h->terminal_op = c->value.terminal_op;
+		h->terminal_port = c->value.terminal_port;
 		return;
 	}
 	st->cache_misses++;
@@ -114,21 +118,32 @@ static __always_inline void classify(struct flow_key *key, __u32 gen,
 	h->slot = DSE_NO_RULE;
 	h->first_action = 0;
 	h->n_actions = 0;
+	h->terminal_op = 0;
+	h->terminal_port = 0;
 	if (slot != DSE_NO_RULE) {
 		r = bpf_map_lookup_elem(&dse_rules, &slot);
 		if (r) {
+			__u32 idx = r->first_action;
+			struct action_record *a = bpf_map_lookup_elem(&dse_actions, &idx);
+
 			h->slot = slot;
 			h->first_action = r->first_action;
 			h->n_actions = r->n_actions;
+			if (a && r->n_actions == 1 && a->op >= OP_OUTPUT && a->op <= OP_TX) {
+				h->terminal_op = a->op;
+				h->terminal_port = a->arg16;
+			}
 		}
 	}
+	ne = bpf_map_lookup_elem(&dse_cache_scratch, &zero);
 	if (dse_use_cache && ne) {
 		ne->key = *key;
 		ne->value.generation = gen;
 		ne->value.slot = h->slot;
 		ne->value.first_action = h->first_action;
 		ne->value.n_actions = h->n_actions;
-		ne->value.pad = 0;
+		ne->value.terminal_op = h->terminal_op;
+		ne->value.terminal_port = h->terminal_port;
 		bpf_map_update_elem(&dse_cache, &hk, ne, BPF_ANY);
 	}
 }

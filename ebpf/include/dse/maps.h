@@ -120,7 +120,8 @@ struct {
 	__uint(pinning, LIBBPF_PIN_BY_NAME);
 } dse_cache SEC(".maps");
 
-/* Room to build a cache entry in (the stack is too small for it). */
+/* Room to build a cache entry in, and for the key of a re-parse after an
+ * action changed the headers (the stack is too small for either). */
 struct {
 	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
 	__uint(max_entries, 1);

@@ -92,8 +92,11 @@ struct cache_value {
 	__u32 generation;
 	__u32 slot;
 	__u32 first_action;
-	__u16 n_actions;
-	__u16 pad;
+	__u8 n_actions;
+	/* The rule's only action when it is terminal (OP_OUTPUT..OP_TX),
+	 * held here so that a hit reads no action record; 0 otherwise. */
+	__u8 terminal_op;
+	__u16 terminal_port;
 };
 
 /* A flow-cache entry: keyed by a 64-bit hash of the flow key (a 64-byte
@@ -162,6 +165,7 @@ _Static_assert(sizeof(struct mask_record) == 80, "mask_record");
 _Static_assert(sizeof(struct sub_key) == 72, "sub_key");
 _Static_assert(sizeof(struct sub_value) == 8, "sub_value");
 _Static_assert(sizeof(struct cache_value) == 16, "cache_value");
+_Static_assert(__builtin_offsetof(struct cache_value, terminal_port) == 14, "cache_value.terminal_port");
 _Static_assert(sizeof(struct rule_counter) == (DSE_PROGRAM_VERSION >= 2 ? 24 : 16), "rule_counter");
 _Static_assert(sizeof(struct dse_stats) == 13 * 8, "dse_stats");
 _Static_assert(sizeof(struct dse_state) == 8, "dse_state");
