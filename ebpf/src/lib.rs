@@ -291,7 +291,13 @@ pub struct CacheValue {
     pub terminal_op: u8,
     pub terminal_port: u16,
 }
-layout!(CacheValue, 16, first_action == 8, terminal_op == 13, terminal_port == 14);
+layout!(
+    CacheValue,
+    16,
+    first_action == 8,
+    terminal_op == 13,
+    terminal_port == 14
+);
 
 /// `struct rule_counter`.
 #[repr(C)]
