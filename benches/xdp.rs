@@ -131,40 +131,9 @@ fn paths(c: &mut Criterion) {
     });
 
     // (a) the minimal parse + one lookup program, dropping the same flow.
-    let mut base = aya::EbpfLoader::new()
-        .load(dse_ebpf::baseline_object())
-        .expect("loads");
-    {
-        let mut flows: aya::maps::HashMap<_, dse_ebpf::BaselineKey, u32> =
-            aya::maps::HashMap::try_from(base.map_mut("baseline_flows").unwrap()).unwrap();
-        let key = dse_ebpf::BaselineKey {
-            src: flow_src(7),
-            dst: [192, 168, 0, 1],
-            sport: flow_sport(7).to_be_bytes(),
-            dport: 53u16.to_be_bytes(),
-            proto: 17,
-        };
-        flows.insert(key, 1 /* XDP_DROP */, 0).unwrap();
-    }
-    let prog: &mut aya::programs::Xdp = base
-        .program_mut("baseline_xdp")
-        .unwrap()
-        .try_into()
-        .unwrap();
-    prog.load().unwrap();
-    let prog: &aya::programs::Xdp = base.program("baseline_xdp").unwrap().try_into().unwrap();
+    let base = baseline::Baseline::load(baseline_key(7));
     g.bench_function("baseline_parse_one_lookup", |b| {
-        b.iter_custom(|iters| {
-            timed(iters, |n| {
-                use aya::programs::TestRun;
-                let mut o = aya::programs::TestRunOptions::new();
-                o.data_in = Some(&frame);
-                o.repeat = n;
-                let r = prog.test_run(o).unwrap();
-                assert_eq!(r.return_value, 1, "the baseline drops the flow");
-                r.duration
-            })
-        })
+        b.iter_custom(|iters| timed(iters, |n| base.time_runs(&frame, n)))
     });
 
     // (b) xdp-filter's program, dropping UDP port 53.

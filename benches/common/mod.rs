@@ -2,6 +2,8 @@
 
 #![allow(dead_code, reason = "each bench uses a different part")]
 
+pub mod baseline;
+
 use dse_datapath::rule::{Action, IpPrefix, IpProto, Masked, Match, PortDef, Rule, RuleSet};
 use std::net::{IpAddr, Ipv4Addr};
 
@@ -110,4 +112,15 @@ pub fn wildcard_rules() -> RuleSet {
         })
         .collect();
     with_ports(rules)
+}
+
+/// The minimal program's key for flow `i` of [`exact_rules`].
+pub fn baseline_key(i: u32) -> dse_ebpf::BaselineKey {
+    dse_ebpf::BaselineKey {
+        src: flow_src(i),
+        dst: [192, 168, 0, 1],
+        sport: flow_sport(i).to_be_bytes(),
+        dport: 53u16.to_be_bytes(),
+        proto: 17,
+    }
 }

@@ -111,9 +111,10 @@ struct {
 	__uint(pinning, LIBBPF_PIN_BY_NAME);
 } dse_meters SEC(".maps");
 
-/* The exact-match flow cache, per CPU. */
+/* The exact-match flow cache: an LRU hash with an LRU list per CPU. */
 struct {
-	__uint(type, BPF_MAP_TYPE_LRU_PERCPU_HASH);
+	__uint(type, BPF_MAP_TYPE_LRU_HASH);
+	__uint(map_flags, BPF_F_NO_COMMON_LRU);
 	__uint(max_entries, DSE_CACHE_ENTRIES);
 	__type(key, __u64);
 	__type(value, struct cache_entry);
