@@ -70,23 +70,40 @@ fn batch(
 /// number of CPUs for a per-CPU map, else 1; `V` must then be a multiple of
 /// 8 bytes). Not atomic as a whole: callers write only what no active
 /// generation reads.
-pub(crate) fn update<K: aya::Pod, V: aya::Pod>(
+pub(crate) fn update<K: aya::Pod + Sync, V: aya::Pod + Sync>(
     fd: BorrowedFd<'_>,
     keys: &[K],
     values: &[V],
     per_key: usize,
 ) -> std::io::Result<()> {
     assert_eq!(keys.len() * per_key, values.len(), "per_key values per key");
-    for (k, v) in keys.chunks(CHUNK).zip(values.chunks(CHUNK * per_key)) {
-        batch(
-            BPF_MAP_UPDATE_BATCH,
-            fd,
-            k.as_ptr().cast(),
-            v.as_ptr().cast(),
-            k.len(),
-        )?;
+    let one = |keys: &[K], values: &[V]| -> std::io::Result<()> {
+        for (k, v) in keys.chunks(CHUNK).zip(values.chunks(CHUNK * per_key)) {
+            batch(
+                BPF_MAP_UPDATE_BATCH,
+                fd,
+                k.as_ptr().cast(),
+                v.as_ptr().cast(),
+                k.len(),
+            )?;
+        }
+        Ok(())
+    };
+    let workers = std::thread::available_parallelism().map_or(1, |n| n.get());
+    if workers < 2 || keys.len() < 2 * CHUNK {
+        return one(keys, values);
     }
-    Ok(())
+    let per = keys.len().div_ceil(workers);
+    std::thread::scope(|s| {
+        let handles: Vec<_> = keys
+            .chunks(per)
+            .zip(values.chunks(per * per_key))
+            .map(|(k, v)| s.spawn(move || one(k, v)))
+            .collect();
+        handles
+            .into_iter()
+            .try_for_each(|h| h.join().expect("a batch worker never panics"))
+    })
 }
 
 /// Deletes `keys` from the hash map behind `fd`; every key must be present.

@@ -6,7 +6,7 @@ use aya::maps::{Map, PerCpuArray};
 use std::os::fd::{AsFd, BorrowedFd};
 
 /// A per-CPU rule-counter value of one program version.
-pub(crate) trait Layout: aya::Pod + Default {
+pub(crate) trait Layout: Sync + aya::Pod + Default {
     fn count(&self) -> Count;
     fn from_count(c: Count) -> Self;
 }

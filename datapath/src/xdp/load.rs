@@ -1,6 +1,7 @@
 //! Loading the XDP object, writing compiled tables into its maps, and
 //! running it on a frame with BPF_PROG_TEST_RUN.
 
+use super::records::Records;
 use super::{batch, counters, mirror};
 use crate::compile::{Chunked, FlowKey, Subtable};
 use crate::compile::{CompiledTables, NO_RULE};
@@ -208,6 +209,10 @@ pub struct XdpInstance {
     high_water: [u32; 2],
     /// What each bank of masks and subtable entries holds.
     banks: [Option<Loaded>; 2],
+    /// Rule records by slot.
+    rules: Records<dse_ebpf::RuleRecord>,
+    /// Action records by index.
+    actions: Records<dse_ebpf::ActionRecord>,
 }
 
 impl XdpInstance {
@@ -273,6 +278,14 @@ impl XdpInstance {
         )
         .and_then(|a| a.get(&0, 0))
         .map_err(map_err(maps::STATE, "read"))?;
+        let rules = Records::open(map_fd(&ebpf, maps::RULES), limits.rules);
+        let actions = Records::open(map_fd(&ebpf, maps::ACTIONS), limits.action_records);
+        if !rules.is_mapped() || !actions.is_mapped() {
+            tracing::warn!(
+                pin_dir = %pin_dir.display(),
+                "rule or action records not mmapable (maps pinned by an older object): writing them with syscalls"
+            );
+        }
         Ok(XdpInstance {
             ebpf,
             pin_dir,
@@ -287,6 +300,8 @@ impl XdpInstance {
                 [limits.rules / 2; 2]
             },
             banks: [None, None],
+            rules,
+            actions,
         })
     }
 
@@ -310,15 +325,7 @@ impl XdpInstance {
     }
 
     fn fd(&self, name: &'static str) -> BorrowedFd<'_> {
-        use aya::maps::Map;
-        match self.ebpf.map(name).expect("the object has its maps") {
-            Map::Array(m)
-            | Map::HashMap(m)
-            | Map::PerCpuArray(m)
-            | Map::PerCpuLruHashMap(m)
-            | Map::DevMap(m) => m.fd().as_fd(),
-            _ => unreachable!("dse maps are arrays, hashes and a devmap"),
-        }
+        map_fd(&self.ebpf, name)
     }
 
     /// Installs `tables` as the next generation: what changed since the
@@ -409,15 +416,17 @@ impl XdpInstance {
         } else {
             self.high_water[half as usize] = self.high_water[half as usize].max(len);
         }
-        batch::update(self.fd(maps::RULES), &slots, &records, 1)
-            .map_err(io_err(maps::RULES, "batch update"))?;
+        self.rules
+            .write(map_fd(&self.ebpf, maps::RULES), &slots, &records)
+            .map_err(io_err(maps::RULES, "write"))?;
         let (idx, actions): (Vec<u32>, Vec<dse_ebpf::ActionRecord>) = tables
             .actions
             .changed_since(before_actions)
             .map(|(i, a)| (abase + i as u32, mirror::action(a)))
             .unzip();
-        batch::update(self.fd(maps::ACTIONS), &idx, &actions, 1)
-            .map_err(io_err(maps::ACTIONS, "batch update"))?;
+        self.actions
+            .write(map_fd(&self.ebpf, maps::ACTIONS), &idx, &actions)
+            .map_err(io_err(maps::ACTIONS, "write"))?;
         if active
             .as_ref()
             .is_none_or(|l| l.tables.options != tables.options)
@@ -452,8 +461,9 @@ impl XdpInstance {
             .map_err(map_err(maps::STATE, "flip"))?;
         self.generation = next;
         let empty = vec![dse_ebpf::RuleRecord::default(); freed.len()];
-        batch::update(self.fd(maps::RULES), &freed, &empty, 1)
-            .map_err(io_err(maps::RULES, "batch empty"))?;
+        self.rules
+            .write(map_fd(&self.ebpf, maps::RULES), &freed, &empty)
+            .map_err(io_err(maps::RULES, "empty"))?;
         self.banks[bank] = Some(Loaded {
             tables: tables.clone(),
             half,
@@ -681,18 +691,16 @@ impl XdpInstance {
     pub fn recorded_rules(&self) -> Result<Vec<(u32, u32)>, XdpError> {
         let half = self.active_half();
         let base = self.rule_base(half);
-        let rules = Array::<_, dse_ebpf::RuleRecord>::try_from(
-            self.ebpf.map(maps::RULES).expect("the object has its maps"),
-        )
-        .map_err(map_err(maps::RULES, "open"))?;
-        let mut out = Vec::new();
-        for s in base..base + self.high_water[half as usize].min(self.limits.rules / 2) {
-            let r = rules.get(&s, 0).map_err(map_err(maps::RULES, "read"))?;
-            if r.live != 0 {
-                out.push((r.id, s));
-            }
-        }
-        Ok(out)
+        let count = self.high_water[half as usize].min(self.limits.rules / 2) as usize;
+        let records = self
+            .rules
+            .read(self.fd(maps::RULES), base, count)
+            .map_err(io_err(maps::RULES, "read"))?;
+        Ok((base..)
+            .zip(records)
+            .filter(|(_, r)| r.live != 0)
+            .map(|(s, r)| (r.id, s))
+            .collect())
     }
 
     /// The (rule id, counters slot) of the active generation's rules.
@@ -1082,6 +1090,18 @@ impl XdpInstance {
 }
 
 /// The XDP program `name` of a dse object.
+fn map_fd<'a>(ebpf: &'a Ebpf, name: &'static str) -> BorrowedFd<'a> {
+    use aya::maps::Map;
+    match ebpf.map(name).expect("the object has its maps") {
+        Map::Array(m)
+        | Map::HashMap(m)
+        | Map::LruHashMap(m)
+        | Map::PerCpuArray(m)
+        | Map::DevMap(m) => m.fd().as_fd(),
+        _ => unreachable!("dse maps are arrays, hashes and a devmap"),
+    }
+}
+
 fn xdp_program<'a>(ebpf: &'a Ebpf, name: &str) -> &'a Xdp {
     ebpf.program(name)
         .expect("the object has its programs")

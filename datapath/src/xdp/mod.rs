@@ -12,6 +12,7 @@ mod batch;
 mod counters;
 mod load;
 mod mirror;
+mod records;
 
 pub use backend::{UpgradeReport, XdpConfig, XdpDatapath};
 pub use load::{Program, XdpError, XdpInstance, XdpLimits};

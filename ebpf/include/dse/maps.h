@@ -43,6 +43,7 @@ struct {
 struct {
 	__uint(type, BPF_MAP_TYPE_ARRAY);
 	__uint(max_entries, DSE_MAX_RULES);
+	__uint(map_flags, BPF_F_MMAPABLE); /* userspace writes through a mapping */
 	__type(key, __u32);
 	__type(value, struct rule_record);
 	__uint(pinning, LIBBPF_PIN_BY_NAME);
@@ -52,6 +53,7 @@ struct {
 struct {
 	__uint(type, BPF_MAP_TYPE_ARRAY);
 	__uint(max_entries, DSE_MAX_ACTION_RECORDS);
+	__uint(map_flags, BPF_F_MMAPABLE); /* userspace writes through a mapping */
 	__type(key, __u32);
 	__type(value, struct action_record);
 	__uint(pinning, LIBBPF_PIN_BY_NAME);
