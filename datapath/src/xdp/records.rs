@@ -43,7 +43,12 @@ impl<V: aya::Pod + Sync> Records<V> {
     pub(crate) fn open(fd: BorrowedFd<'_>, len: u32) -> Records<V> {
         // The kernel lays an mmapable array's values out at a stride of
         // the value size rounded up to 8 bytes.
-        const { assert!(size_of::<V>() % 8 == 0, "record stride is its size") };
+        const {
+            assert!(
+                size_of::<V>().is_multiple_of(8),
+                "record stride is its size"
+            )
+        };
         let page = 4096usize;
         let bytes = (len as usize * size_of::<V>()).next_multiple_of(page);
         // SAFETY: a fresh shared mapping of the map fd; the kernel refuses
