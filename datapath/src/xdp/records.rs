@@ -91,15 +91,15 @@ impl<V: aya::Pod + Sync> Records<V> {
         values: &[V],
     ) -> std::io::Result<()> {
         assert_eq!(idx.len(), values.len(), "one value per index");
-        let Some(m) = &self.mapped else {
-            return batch::update(fd, idx, values, 1);
-        };
         if let Some(bad) = idx.iter().find(|&&i| i >= self.len) {
             return Err(std::io::Error::new(
                 std::io::ErrorKind::InvalidInput,
                 format!("record index {bad} beyond the map's {} entries", self.len),
             ));
         }
+        let Some(m) = &self.mapped else {
+            return batch::update(fd, idx, values, 1);
+        };
         for (&i, v) in idx.iter().zip(values) {
             // SAFETY: i < len (checked above), and the mapping holds len
             // values of V; volatile, as the memory is shared with the kernel.
@@ -139,5 +139,123 @@ impl<V: aya::Pod + Default + Sync> Records<V> {
             // SAFETY: in range (checked above); volatile, as in `write`.
             .map(|i| unsafe { m.values.as_ptr().add(i).read_volatile() })
             .collect())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::os::fd::{AsFd, FromRawFd, OwnedFd};
+
+    const BPF_MAP_CREATE: libc::c_long = 0;
+    const BPF_MAP_TYPE_ARRAY: u32 = 2;
+    const BPF_F_MMAPABLE: u32 = 1 << 10;
+
+    /// A 16-byte Pod record.
+    #[repr(C)]
+    #[derive(Clone, Copy, Default, Debug, PartialEq)]
+    struct Rec {
+        a: u64,
+        b: u64,
+    }
+    // SAFETY: two u64, no padding.
+    unsafe impl aya::Pod for Rec {}
+
+    /// An array map of `len` Recs, or `None` without root (under CI a failure).
+    fn array(len: u32, flags: u32) -> Option<OwnedFd> {
+        #[repr(C)]
+        struct Create {
+            map_type: u32,
+            key_size: u32,
+            value_size: u32,
+            max_entries: u32,
+            map_flags: u32,
+        }
+        let mut attr = Create {
+            map_type: BPF_MAP_TYPE_ARRAY,
+            key_size: 4,
+            value_size: size_of::<Rec>() as u32,
+            max_entries: len,
+            map_flags: flags,
+        };
+        // SAFETY: a valid bpf_attr prefix of the size passed.
+        let fd = unsafe {
+            libc::syscall(
+                libc::SYS_bpf,
+                BPF_MAP_CREATE,
+                &mut attr as *mut Create,
+                size_of::<Create>() as u32,
+            )
+        };
+        if fd < 0 {
+            let e = std::io::Error::last_os_error();
+            assert!(
+                std::env::var("CI").as_deref() != Ok("true"),
+                "creating a BPF array map needs root: {e}"
+            );
+            eprintln!("skipping: creating a BPF array map: {e}");
+            return None;
+        }
+        // SAFETY: a fresh fd this process owns.
+        Some(unsafe { OwnedFd::from_raw_fd(fd as i32) })
+    }
+
+    fn round_trip(flags: u32, mapped: bool) {
+        let Some(fd) = array(3000, flags) else { return };
+        let mut r = Records::<Rec>::open(fd.as_fd(), 3000);
+        assert_eq!(r.is_mapped(), mapped);
+        let idx = [0u32, 7, 2999];
+        let vals = [Rec { a: 1, b: 2 }, Rec { a: 3, b: 4 }, Rec { a: 5, b: 6 }];
+        r.write(fd.as_fd(), &idx, &vals).expect("writes");
+        let got = r.read(fd.as_fd(), 0, 3000).expect("reads");
+        assert_eq!((got[0], got[7], got[2999]), (vals[0], vals[1], vals[2]));
+        assert_eq!(got[1], Rec::default());
+        // What the kernel reads (by syscall) is what was written through the mapping.
+        let by_syscall: Vec<Rec> = batch::lookup_range(fd.as_fd(), 7, 1, 1).expect("looks up");
+        assert_eq!(by_syscall[0], vals[1]);
+        let err = r
+            .write(fd.as_fd(), &[3000], &[Rec::default()])
+            .expect_err("index past the end");
+        assert!(err.to_string().contains("3000"), "{err}");
+        assert!(r.read(fd.as_fd(), 2990, 11).is_err());
+    }
+
+    #[test]
+    fn mmapable_arrays_are_written_through_a_mapping() {
+        round_trip(BPF_F_MMAPABLE, true);
+    }
+
+    #[test]
+    fn other_arrays_are_written_with_syscalls() {
+        round_trip(0, false);
+    }
+
+    #[test]
+    fn a_large_batched_write_split_over_threads_lands_whole() {
+        // More than two syscall chunks: batch::update spreads them over the CPUs.
+        let n = 300_000u32;
+        let Some(fd) = array(n, 0) else { return };
+        let mut r = Records::<Rec>::open(fd.as_fd(), n);
+        assert!(!r.is_mapped());
+        let idx: Vec<u32> = (0..n).rev().collect();
+        let vals: Vec<Rec> = idx
+            .iter()
+            .map(|&i| Rec {
+                a: u64::from(i),
+                b: !u64::from(i),
+            })
+            .collect();
+        r.write(fd.as_fd(), &idx, &vals).expect("writes");
+        let got = r.read(fd.as_fd(), 0, n as usize).expect("reads");
+        for (i, v) in got.iter().enumerate() {
+            assert_eq!(
+                *v,
+                Rec {
+                    a: i as u64,
+                    b: !(i as u64)
+                },
+                "record {i}"
+            );
+        }
     }
 }
