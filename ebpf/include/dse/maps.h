@@ -28,11 +28,12 @@ struct {
 	__uint(pinning, LIBBPF_PIN_BY_NAME);
 } dse_masks SEC(".maps");
 
-/* Subtable entries of both banks. */
+/* Subtable entries of both banks. Preallocated (BPF's default): a million
+ * inserts take 0.6 s instead of 0.9 s, at the cost of ~144 bytes of kernel
+ * memory per possible entry from map creation on (302 MB at 2M). */
 struct {
 	__uint(type, BPF_MAP_TYPE_HASH);
 	__uint(max_entries, DSE_MAX_RULES);
-	__uint(map_flags, BPF_F_NO_PREALLOC);
 	__type(key, struct sub_key);
 	__type(value, struct sub_value);
 	__uint(pinning, LIBBPF_PIN_BY_NAME);
