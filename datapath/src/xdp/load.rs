@@ -576,7 +576,17 @@ impl XdpInstance {
         let (now, other) = (by_id(Some(tables)), by_id(active.map(|l| &l.tables)));
         let other_base = active.map_or(0, |l| self.rule_base(l.half));
         let base = self.rule_base(half);
-        let mut changes: Vec<(u32, FlowKey, Option<u32>)> = Vec::new();
+        // Each change becomes its map key and value at once (a million of
+        // them on a first load: no intermediate list).
+        let mut w = BankWrites {
+            bank,
+            base,
+            other: &other,
+            other_base,
+            keys: Vec::new(),
+            values: Vec::new(),
+            gone: Vec::new(),
+        };
         match held {
             // The same compiler's earlier tables: only the difference.
             Some(h) if h.half == half => {
@@ -584,60 +594,40 @@ impl XdpInstance {
                 for (id, st) in &now {
                     match was.get(id) {
                         Some(o) if Arc::ptr_eq(o, st) => {}
-                        Some(o) => {
-                            changes.extend(st.diff(o).into_iter().map(|(k, _, s)| (*id, k, s)))
-                        }
-                        None => changes.extend(st.entries().map(|(k, s)| (*id, k, Some(s)))),
+                        Some(o) => st.diff(o).iter().for_each(|(k, _, s)| w.push(*id, k, *s)),
+                        None => st.entries().for_each(|(k, s)| w.push(*id, &k, Some(s))),
                     }
                 }
                 for (id, o) in &was {
                     if !now.contains_key(id) {
-                        changes.extend(o.entries().map(|(k, _)| (*id, k, None)));
+                        o.entries().for_each(|(k, _)| w.push(*id, &k, None));
                     }
                 }
             }
             // Another compiler's (or none): every new entry in, and every
             // old one that the new tables lack out.
             held => {
+                let n: usize = tables.subtables.iter().map(|st| st.len()).sum();
+                w.keys.reserve(n);
+                w.values.reserve(n);
                 for st in &tables.subtables {
-                    changes.extend(st.entries().map(|(k, s)| (st.id, k, Some(s))));
+                    st.entries().for_each(|(k, s)| w.push(st.id, &k, Some(s)));
                 }
                 for st in held.iter().flat_map(|h| h.tables.subtables.iter()) {
                     let kept = now.get(&st.id);
-                    changes.extend(
-                        st.entries()
-                            // Out unless the new tables hold exactly this
-                            // key under this id (their mask may differ).
-                            .filter(|(k, _)| {
-                                kept.is_none_or(|n| {
-                                    k.masked(n.mask()) != *k || n.lookup(k).is_none()
-                                })
-                            })
-                            .map(|(k, _)| (st.id, k, None)),
-                    );
+                    st.entries()
+                        // Out unless the new tables hold exactly this
+                        // key under this id (their mask may differ).
+                        .filter(|(k, _)| {
+                            kept.is_none_or(|n| k.masked(n.mask()) != *k || n.lookup(k).is_none())
+                        })
+                        .for_each(|(k, _)| w.push(st.id, &k, None));
                 }
             }
         }
-        let (mut keys, mut values, mut gone) = (Vec::new(), Vec::new(), Vec::new());
-        for (id, k, slot) in changes {
-            let key = SubKey {
-                mask_id: id,
-                pad: 0,
-                key: mirror::key(&k),
-            };
-            let mut v = SubValue { slot: [NO_RULE; 2] };
-            v.slot[bank] = slot.map_or(NO_RULE, |s| base + s);
-            v.slot[1 - bank] = other
-                .get(&id)
-                .and_then(|s| s.lookup(&k))
-                .map_or(NO_RULE, |s| other_base + s);
-            if v.slot == [NO_RULE; 2] {
-                gone.push(key);
-            } else {
-                keys.push(key);
-                values.push(v);
-            }
-        }
+        let BankWrites {
+            keys, values, gone, ..
+        } = w;
         batch::update(self.fd(maps::SUBTABLES), &keys, &values, 1)
             .map_err(io_err(maps::SUBTABLES, "batch update"))?;
         batch::delete(self.fd(maps::SUBTABLES), &gone)
@@ -1090,6 +1080,44 @@ impl XdpInstance {
 }
 
 /// The XDP program `name` of a dse object.
+/// The subtable map writes of one bank: each entry keeps its slot in the
+/// other bank (the active generation's, from `other`); an entry in neither
+/// bank is deleted.
+struct BankWrites<'a> {
+    bank: usize,
+    base: u32,
+    other: &'a FxHashMap<u32, Arc<Subtable>>,
+    other_base: u32,
+    keys: Vec<SubKey>,
+    values: Vec<SubValue>,
+    gone: Vec<SubKey>,
+}
+
+impl BankWrites<'_> {
+    /// Key `k` of subtable `id` holds rule slot `slot` (of this bank's
+    /// half) in this bank, or nothing.
+    fn push(&mut self, id: u32, k: &FlowKey, slot: Option<u32>) {
+        let key = SubKey {
+            mask_id: id,
+            pad: 0,
+            key: mirror::key(k),
+        };
+        let mut v = SubValue { slot: [NO_RULE; 2] };
+        v.slot[self.bank] = slot.map_or(NO_RULE, |s| self.base + s);
+        v.slot[1 - self.bank] = self
+            .other
+            .get(&id)
+            .and_then(|s| s.lookup(k))
+            .map_or(NO_RULE, |s| self.other_base + s);
+        if v.slot == [NO_RULE; 2] {
+            self.gone.push(key);
+        } else {
+            self.keys.push(key);
+            self.values.push(v);
+        }
+    }
+}
+
 fn map_fd<'a>(ebpf: &'a Ebpf, name: &'static str) -> BorrowedFd<'a> {
     use aya::maps::Map;
     match ebpf.map(name).expect("the object has its maps") {
