@@ -1,0 +1,403 @@
+//! The desired state in an embedded redb database: rule sets by
+//! generation, datapath instances, and an audit log of every change.
+//!
+//! Every change is one write transaction that also appends its audit entry,
+//! so the log and the state never disagree. A generation is whole once its
+//! transaction commits; redb's commit is atomic, so a crash leaves either
+//! the old or the new generation. The database file is locked while open:
+//! a second process (a second `dse serve`) gets [`StoreError::InUse`].
+
+use dse_datapath::rule::RuleSet;
+use redb::{Database, ReadableDatabase, ReadableTable, TableDefinition};
+use serde::{Deserialize, Serialize};
+use std::path::{Path, PathBuf};
+use std::time::{SystemTime, UNIX_EPOCH};
+
+/// Generation -> [`Generation`] as JSON.
+const RULESETS: TableDefinition<u64, &[u8]> = TableDefinition::new("rulesets");
+/// Name -> [`DatapathInstance`] as JSON.
+const DATAPATHS: TableDefinition<&str, &[u8]> = TableDefinition::new("datapaths");
+/// Sequence number -> [`AuditEntry`] as JSON.
+const AUDIT: TableDefinition<u64, &[u8]> = TableDefinition::new("audit");
+/// Scalars: the current generation.
+const META: TableDefinition<&str, u64> = TableDefinition::new("meta");
+
+const CURRENT: &str = "current_generation";
+
+/// Past generations kept besides the current one (for diffs and rollback).
+pub const KEPT_GENERATIONS: u64 = 8;
+
+/// Errors of the store.
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    /// Another process holds the database open.
+    #[error(
+        "the store {path} is in use by another process (is another `dse serve` running?): stop it, or give this one another database"
+    )]
+    InUse {
+        /// The database file.
+        path: PathBuf,
+    },
+    /// The database could not be opened or created.
+    #[error("opening the store {path}: {source}")]
+    Open {
+        /// The database file.
+        path: PathBuf,
+        /// What redb said.
+        #[source]
+        source: Box<redb::Error>,
+    },
+    /// A read or write failed.
+    #[error("store {what}: {source}")]
+    Storage {
+        /// What was being done.
+        what: &'static str,
+        /// What redb said.
+        #[source]
+        source: Box<redb::Error>,
+    },
+    /// The caller expected another generation to be current (optimistic
+    /// concurrency): someone else changed the rules since it read them.
+    #[error(
+        "generation conflict: the change expected generation {expected}, but the store is at {current}; read the rules again and retry"
+    )]
+    Conflict {
+        /// The generation the caller based its change on.
+        expected: u64,
+        /// The generation the store is at.
+        current: u64,
+    },
+    /// A stored record does not decode (the file was damaged or written by
+    /// an incompatible version).
+    #[error("the store's {table} record {key} does not decode: {source}")]
+    Corrupt {
+        /// The table.
+        table: &'static str,
+        /// The record's key.
+        key: String,
+        /// The decoding error.
+        #[source]
+        source: serde_json::Error,
+    },
+}
+
+fn storage(what: &'static str) -> impl FnOnce(redb::Error) -> StoreError {
+    move |e| StoreError::Storage {
+        what,
+        source: Box::new(e),
+    }
+}
+
+/// Wraps any of redb's error types for [`storage`].
+fn re<E: Into<redb::Error>>(what: &'static str) -> impl FnOnce(E) -> StoreError {
+    move |e| storage(what)(e.into())
+}
+
+/// One committed rule set.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Generation {
+    /// Its number: 1 for the first rule set, then one more per change.
+    pub generation: u64,
+    /// The rules.
+    pub rules: RuleSet,
+    /// Who committed it.
+    pub by: String,
+    /// When, in milliseconds since the Unix epoch.
+    pub at_unix_ms: u64,
+}
+
+/// Which datapath runs a datapath instance's rules.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Backend {
+    /// The offloaded datapath: the XDP program on the interfaces.
+    Xdp,
+    /// The host's software path: the emulated datapath on the host CPU.
+    Emu,
+}
+
+/// A datapath instance: a backend bound to interfaces, one per port.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DatapathInstance {
+    /// Its name, unique in the store.
+    pub name: String,
+    /// The backend.
+    pub backend: Backend,
+    /// Port name -> interface name.
+    pub interfaces: Vec<(String, String)>,
+}
+
+/// One change, as the audit log records it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AuditEntry {
+    /// Its position in the log, from 1.
+    pub seq: u64,
+    /// When, in milliseconds since the Unix epoch.
+    pub at_unix_ms: u64,
+    /// Who asked.
+    pub who: String,
+    /// What was asked.
+    pub what: String,
+    /// What came of it: `ok`, or the error.
+    pub result: String,
+}
+
+/// The desired state on disk.
+pub struct Store {
+    db: Database,
+}
+
+fn now_ms() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as u64)
+}
+
+fn decode<T: for<'de> Deserialize<'de>>(
+    table: &'static str,
+    key: impl ToString,
+    bytes: &[u8],
+) -> Result<T, StoreError> {
+    serde_json::from_slice(bytes).map_err(|source| StoreError::Corrupt {
+        table,
+        key: key.to_string(),
+        source,
+    })
+}
+
+fn encode<T: Serialize>(value: &T) -> Vec<u8> {
+    serde_json::to_vec(value).expect("store records are plain data that always serialize")
+}
+
+impl Store {
+    /// Opens the database at `path`, creating it (and its tables) if missing.
+    ///
+    /// # Errors
+    /// [`StoreError::InUse`] if another process has it open;
+    /// [`StoreError::Open`] if it cannot be created or is not a database.
+    pub fn open(path: impl AsRef<Path>) -> Result<Store, StoreError> {
+        let path = path.as_ref();
+        let db = Database::create(path).map_err(|e| match e {
+            redb::DatabaseError::DatabaseAlreadyOpen => StoreError::InUse {
+                path: path.to_path_buf(),
+            },
+            e => StoreError::Open {
+                path: path.to_path_buf(),
+                source: Box::new(e.into()),
+            },
+        })?;
+        let tx = db.begin_write().map_err(re("creating tables"))?;
+        tx.open_table(RULESETS).map_err(re("creating tables"))?;
+        tx.open_table(DATAPATHS).map_err(re("creating tables"))?;
+        tx.open_table(AUDIT).map_err(re("creating tables"))?;
+        tx.open_table(META).map_err(re("creating tables"))?;
+        tx.commit().map_err(re("creating tables"))?;
+        Ok(Store { db })
+    }
+
+    /// The current generation's number, 0 before the first rule set.
+    ///
+    /// # Errors
+    /// [`StoreError::Storage`] if the database cannot be read.
+    pub fn current_generation(&self) -> Result<u64, StoreError> {
+        let tx = self.db.begin_read().map_err(re("reading"))?;
+        let meta = tx.open_table(META).map_err(re("reading"))?;
+        Ok(meta
+            .get(CURRENT)
+            .map_err(re("reading"))?
+            .map_or(0, |v| v.value()))
+    }
+
+    /// The current rule set, if one was ever committed.
+    ///
+    /// # Errors
+    /// [`StoreError::Storage`] or [`StoreError::Corrupt`].
+    pub fn current(&self) -> Result<Option<Generation>, StoreError> {
+        match self.current_generation()? {
+            0 => Ok(None),
+            g => self.generation(g),
+        }
+    }
+
+    /// Generation `generation`, if the store still keeps it.
+    ///
+    /// # Errors
+    /// [`StoreError::Storage`] or [`StoreError::Corrupt`].
+    pub fn generation(&self, generation: u64) -> Result<Option<Generation>, StoreError> {
+        let tx = self.db.begin_read().map_err(re("reading"))?;
+        let t = tx.open_table(RULESETS).map_err(re("reading"))?;
+        t.get(generation)
+            .map_err(re("reading"))?
+            .map(|v| decode("rulesets", generation, v.value()))
+            .transpose()
+    }
+
+    /// Commits `rules` as the next generation, by `who`, and returns its
+    /// number. With `expected`, the commit happens only if the current
+    /// generation is still `expected`. Generations older than
+    /// [`KEPT_GENERATIONS`] before the new one are dropped in the same
+    /// transaction. The caller validates the rules first (compiling them);
+    /// the store keeps what it is given.
+    ///
+    /// # Errors
+    /// [`StoreError::Conflict`] (recorded in the audit log, nothing else
+    /// changes); [`StoreError::Storage`].
+    pub fn commit_rules(
+        &self,
+        rules: &RuleSet,
+        expected: Option<u64>,
+        who: &str,
+    ) -> Result<u64, StoreError> {
+        let what = format!("apply {} rules", rules.rules.len());
+        let tx = self.db.begin_write().map_err(re("writing"))?;
+        let current = {
+            let meta = tx.open_table(META).map_err(re("writing"))?;
+            meta.get(CURRENT)
+                .map_err(re("writing"))?
+                .map_or(0, |v| v.value())
+        };
+        if let Some(expected) = expected.filter(|&e| e != current) {
+            drop(tx);
+            let err = StoreError::Conflict { expected, current };
+            self.audit_only(who, &what, &err.to_string())?;
+            return Err(err);
+        }
+        let next = current + 1;
+        let at_unix_ms = now_ms();
+        {
+            let record = Generation {
+                generation: next,
+                rules: rules.clone(),
+                by: who.to_string(),
+                at_unix_ms,
+            };
+            let mut t = tx.open_table(RULESETS).map_err(re("writing"))?;
+            t.insert(next, encode(&record).as_slice())
+                .map_err(re("writing"))?;
+            if next > KEPT_GENERATIONS + 1 {
+                t.retain_in(..next - KEPT_GENERATIONS, |_, _| false)
+                    .map_err(re("pruning old generations"))?;
+            }
+            let mut meta = tx.open_table(META).map_err(re("writing"))?;
+            meta.insert(CURRENT, next).map_err(re("writing"))?;
+        }
+        append_audit(
+            &tx,
+            at_unix_ms,
+            who,
+            &format!("{what} as generation {next}"),
+            "ok",
+        )?;
+        tx.commit().map_err(re("committing"))?;
+        Ok(next)
+    }
+
+    /// Records or replaces datapath instance `inst`, by `who`.
+    ///
+    /// # Errors
+    /// [`StoreError::Storage`].
+    pub fn put_datapath(&self, inst: &DatapathInstance, who: &str) -> Result<(), StoreError> {
+        let tx = self.db.begin_write().map_err(re("writing"))?;
+        tx.open_table(DATAPATHS)
+            .map_err(re("writing"))?
+            .insert(inst.name.as_str(), encode(inst).as_slice())
+            .map_err(re("writing"))?;
+        let what = format!("attach datapath {} ({:?})", inst.name, inst.backend);
+        append_audit(&tx, now_ms(), who, &what, "ok")?;
+        tx.commit().map_err(re("committing"))
+    }
+
+    /// Removes datapath instance `name`; returns whether it existed.
+    ///
+    /// # Errors
+    /// [`StoreError::Storage`].
+    pub fn remove_datapath(&self, name: &str, who: &str) -> Result<bool, StoreError> {
+        let tx = self.db.begin_write().map_err(re("writing"))?;
+        let existed = tx
+            .open_table(DATAPATHS)
+            .map_err(re("writing"))?
+            .remove(name)
+            .map_err(re("writing"))?
+            .is_some();
+        let result = if existed { "ok" } else { "no such datapath" };
+        append_audit(
+            &tx,
+            now_ms(),
+            who,
+            &format!("detach datapath {name}"),
+            result,
+        )?;
+        tx.commit().map_err(re("committing"))?;
+        Ok(existed)
+    }
+
+    /// Every datapath instance, by name.
+    ///
+    /// # Errors
+    /// [`StoreError::Storage`] or [`StoreError::Corrupt`].
+    pub fn datapaths(&self) -> Result<Vec<DatapathInstance>, StoreError> {
+        let tx = self.db.begin_read().map_err(re("reading"))?;
+        let t = tx.open_table(DATAPATHS).map_err(re("reading"))?;
+        t.iter()
+            .map_err(re("reading"))?
+            .map(|e| {
+                let (k, v) = e.map_err(re("reading"))?;
+                decode("datapaths", k.value(), v.value())
+            })
+            .collect()
+    }
+
+    /// Records a refused change (bad input, a failed apply) in the audit log.
+    ///
+    /// # Errors
+    /// [`StoreError::Storage`].
+    pub fn audit_only(&self, who: &str, what: &str, result: &str) -> Result<(), StoreError> {
+        let tx = self.db.begin_write().map_err(re("writing"))?;
+        append_audit(&tx, now_ms(), who, what, result)?;
+        tx.commit().map_err(re("committing"))
+    }
+
+    /// The audit entries after `after` (a sequence number; 0 for all), at
+    /// most `limit`, oldest first.
+    ///
+    /// # Errors
+    /// [`StoreError::Storage`] or [`StoreError::Corrupt`].
+    pub fn audit(&self, after: u64, limit: usize) -> Result<Vec<AuditEntry>, StoreError> {
+        let tx = self.db.begin_read().map_err(re("reading"))?;
+        let t = tx.open_table(AUDIT).map_err(re("reading"))?;
+        t.range(after + 1..)
+            .map_err(re("reading"))?
+            .take(limit)
+            .map(|e| {
+                let (k, v) = e.map_err(re("reading"))?;
+                decode("audit", k.value(), v.value())
+            })
+            .collect()
+    }
+}
+
+fn append_audit(
+    tx: &redb::WriteTransaction,
+    at_unix_ms: u64,
+    who: &str,
+    what: &str,
+    result: &str,
+) -> Result<(), StoreError> {
+    let mut t = tx.open_table(AUDIT).map_err(re("writing the audit log"))?;
+    let seq = t
+        .last()
+        .map_err(re("writing the audit log"))?
+        .map_or(0, |(k, _)| k.value())
+        + 1;
+    let entry = AuditEntry {
+        seq,
+        at_unix_ms,
+        who: who.to_string(),
+        what: what.to_string(),
+        result: result.to_string(),
+    };
+    t.insert(seq, encode(&entry).as_slice())
+        .map_err(re("writing the audit log"))?;
+    Ok(())
+}
