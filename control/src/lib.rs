@@ -6,6 +6,8 @@
 //! once its transaction commits, and a crash leaves either the old or the
 //! new generation, never a mix.
 
+pub mod reconcile;
 pub mod store;
 
+pub use reconcile::{Diff, Reconciled, reconcile};
 pub use store::{AuditEntry, Backend, DatapathInstance, Generation, Store, StoreError};

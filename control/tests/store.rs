@@ -34,13 +34,13 @@ fn rules_of(g: u64) -> RuleSet {
     let rules: String = (0..n)
         .map(|i| {
             format!(
-                "  - {{id: {i}, priority: {g}, match: {{in_port: p0, l4_dst: {}}}, actions: [drop]}}\n",
+                "  - {{id: {i}, priority: {g}, match: {{in_port: p0, ip_proto: udp, l4_dst: {}}}, actions: [drop]}}\n",
                 i % 60_000
             )
         })
         .collect();
     let yaml = format!("ports:\n  - {{name: p0, index: 0}}\nrules:\n{rules}");
-    serde_norway::from_str(&yaml).expect("a valid rule set")
+    RuleSet::from_yaml(&yaml).expect("a valid rule set")
 }
 
 #[test]
