@@ -145,6 +145,41 @@ fn a_second_opener_is_refused_and_a_non_database_is_named() {
     assert!(err.to_string().contains("junk"), "{err}");
 }
 
+#[test]
+fn a_damaged_record_is_named() {
+    let dir = TempDir::new("corrupt");
+    Store::open(dir.db())
+        .unwrap()
+        .commit_rules(&rules_of(3), None, "t")
+        .unwrap();
+    {
+        // Damage generation 1's record behind the store's back.
+        let db = redb::Database::create(dir.db()).unwrap();
+        let tx = db.begin_write().unwrap();
+        let table: redb::TableDefinition<u64, &[u8]> = redb::TableDefinition::new("rulesets");
+        tx.open_table(table)
+            .unwrap()
+            .insert(1, [0xc1u8].as_slice())
+            .unwrap();
+        tx.commit().unwrap();
+    }
+    let err = Store::open(dir.db())
+        .unwrap()
+        .current()
+        .expect_err("does not decode");
+    assert!(
+        matches!(
+            err,
+            StoreError::Corrupt {
+                table: "rulesets",
+                ..
+            }
+        ),
+        "{err}"
+    );
+    assert!(err.to_string().contains("rulesets record 1"), "{err}");
+}
+
 /// Run by `a_crash_mid_commit_leaves_one_whole_generation` in a child
 /// process: commits generations until killed.
 #[test]
