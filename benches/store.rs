@@ -10,11 +10,6 @@ mod common;
 
 use common::*;
 
-fn median(mut v: Vec<Duration>) -> Duration {
-    v.sort();
-    v[v.len() / 2]
-}
-
 fn main() {
     if std::env::args().any(|a| a == "--list") {
         return;
@@ -37,7 +32,7 @@ fn main() {
         read.push(t.elapsed());
         assert_eq!(back.rules.rules.len(), set.rules.len());
     }
-    let per_s = |d: Duration| 1e6 / d.as_secs_f64() / 1e6;
+    let per_s = |d: Duration| set.rules.len() as f64 / d.as_secs_f64() / 1e6;
     let (e, c, r) = (median(enc), median(commit), median(read));
     println!(
         "store/1M_rules: for scale, encoding them as JSON: {} MB in {e:?}",

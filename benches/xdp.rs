@@ -32,25 +32,6 @@ use common::*;
 
 const REPEAT_CAP: u64 = 1 << 20;
 
-struct Pins(PathBuf);
-
-impl Pins {
-    fn new(name: &str) -> Pins {
-        let p = PathBuf::from(format!(
-            "/sys/fs/bpf/dse-bench-{}-{name}",
-            std::process::id()
-        ));
-        let _ = std::fs::remove_dir_all(&p);
-        Pins(p)
-    }
-}
-
-impl Drop for Pins {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.0);
-    }
-}
-
 fn loaded(name: &str, set: &RuleSet, limits: XdpLimits) -> (Pins, XdpInstance) {
     let pins = Pins::new(name);
     let mut xdp = XdpInstance::load(&pins.0, limits).expect("loads (root and bpffs needed)");

@@ -25,15 +25,6 @@ use common::*;
 const ROUNDS: usize = 20;
 const RUNS: u32 = 1_000_000;
 
-/// A bpffs directory removed on drop, panics included.
-struct Pins(std::path::PathBuf);
-
-impl Drop for Pins {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.0);
-    }
-}
-
 /// The medians of `a` and `b` (each the per-run time of [`RUNS`] runs)
 /// over [`ROUNDS`] rounds that alternate which goes first.
 fn interleave(
@@ -53,9 +44,7 @@ fn interleave(
         ta.push(x);
         tb.push(y);
     }
-    ta.sort();
-    tb.sort();
-    (ta[ROUNDS / 2], tb[ROUNDS / 2])
+    (median(ta), median(tb))
 }
 
 fn main() {
@@ -71,10 +60,7 @@ fn main() {
     frame[26..30].copy_from_slice(&flow_src(7));
     frame[34..36].copy_from_slice(&flow_sport(7).to_be_bytes());
     let load = |name: &str, program| {
-        let dir = Pins(std::path::PathBuf::from(format!(
-            "/sys/fs/bpf/dse-ab-{}-{name}",
-            std::process::id()
-        )));
+        let dir = Pins::new(&format!("ab-{name}"));
         let mut x =
             XdpInstance::load_object(&dir.0, XdpLimits::small(), program, &[]).expect("loads");
         x.install_rebuilt(compiler.tables()).expect("installs");

@@ -10,9 +10,11 @@
 use dse_datapath::datapath::Datapath;
 use dse_datapath::xdp::{Program, XdpConfig, XdpDatapath, XdpLimits};
 use std::process::Command;
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 mod common;
+
+use common::{Pins, median};
 
 struct Veth(String);
 
@@ -20,20 +22,6 @@ impl Drop for Veth {
     fn drop(&mut self) {
         let _ = Command::new("ip").args(["link", "del", &self.0]).output();
     }
-}
-
-/// A bpffs directory removed on drop, panics included.
-struct Pins(std::path::PathBuf);
-
-impl Drop for Pins {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.0);
-    }
-}
-
-fn median(mut v: Vec<Duration>) -> Duration {
-    v.sort();
-    v[v.len() / 2]
 }
 
 fn main() {

@@ -4,6 +4,37 @@
 
 pub mod baseline;
 
+use std::path::PathBuf;
+use std::time::Duration;
+
+/// A bpffs directory for a bench's pinned maps, removed on drop (panics
+/// included).
+pub struct Pins(pub PathBuf);
+
+impl Pins {
+    /// `/sys/fs/bpf/dse-bench-<pid>-<name>`, emptied first.
+    pub fn new(name: &str) -> Pins {
+        let p = PathBuf::from(format!(
+            "/sys/fs/bpf/dse-bench-{}-{name}",
+            std::process::id()
+        ));
+        let _ = std::fs::remove_dir_all(&p);
+        Pins(p)
+    }
+}
+
+impl Drop for Pins {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+/// The median of `v`.
+pub fn median(mut v: Vec<Duration>) -> Duration {
+    v.sort();
+    v[v.len() / 2]
+}
+
 use dse_datapath::rule::{Action, IpPrefix, IpProto, Masked, Match, PortDef, Rule, RuleSet};
 use std::net::{IpAddr, Ipv4Addr};
 

@@ -82,16 +82,12 @@ pub enum StoreError {
     },
 }
 
-fn storage(what: &'static str) -> impl FnOnce(redb::Error) -> StoreError {
+/// [`StoreError::Storage`] from any of redb's error types.
+fn re<E: Into<redb::Error>>(what: &'static str) -> impl FnOnce(E) -> StoreError {
     move |e| StoreError::Storage {
         what,
-        source: Box::new(e),
+        source: Box::new(e.into()),
     }
-}
-
-/// Wraps any of redb's error types for [`storage`].
-fn re<E: Into<redb::Error>>(what: &'static str) -> impl FnOnce(E) -> StoreError {
-    move |e| storage(what)(e.into())
 }
 
 /// One committed rule set.

@@ -278,8 +278,10 @@ impl XdpInstance {
         )
         .and_then(|a| a.get(&0, 0))
         .map_err(map_err(maps::STATE, "read"))?;
-        let rules = Records::open(map_fd(&ebpf, maps::RULES), limits.rules);
-        let actions = Records::open(map_fd(&ebpf, maps::ACTIONS), limits.action_records);
+        let rules = Records::open(map_fd(&ebpf, maps::RULES), limits.rules)
+            .map_err(io_err(maps::RULES, "duplicating the descriptor"))?;
+        let actions = Records::open(map_fd(&ebpf, maps::ACTIONS), limits.action_records)
+            .map_err(io_err(maps::ACTIONS, "duplicating the descriptor"))?;
         if !rules.is_mapped() || !actions.is_mapped() {
             tracing::warn!(
                 pin_dir = %pin_dir.display(),
@@ -417,7 +419,7 @@ impl XdpInstance {
             self.high_water[half as usize] = self.high_water[half as usize].max(len);
         }
         self.rules
-            .write(map_fd(&self.ebpf, maps::RULES), &slots, &records)
+            .write(&slots, &records)
             .map_err(io_err(maps::RULES, "write"))?;
         let (idx, actions): (Vec<u32>, Vec<dse_ebpf::ActionRecord>) = tables
             .actions
@@ -425,7 +427,7 @@ impl XdpInstance {
             .map(|(i, a)| (abase + i as u32, mirror::action(a)))
             .unzip();
         self.actions
-            .write(map_fd(&self.ebpf, maps::ACTIONS), &idx, &actions)
+            .write(&idx, &actions)
             .map_err(io_err(maps::ACTIONS, "write"))?;
         if active
             .as_ref()
@@ -462,7 +464,7 @@ impl XdpInstance {
         self.generation = next;
         let empty = vec![dse_ebpf::RuleRecord::default(); freed.len()];
         self.rules
-            .write(map_fd(&self.ebpf, maps::RULES), &freed, &empty)
+            .write(&freed, &empty)
             .map_err(io_err(maps::RULES, "empty"))?;
         self.banks[bank] = Some(Loaded {
             tables: tables.clone(),
@@ -684,7 +686,7 @@ impl XdpInstance {
         let count = self.high_water[half as usize].min(self.limits.rules / 2) as usize;
         let records = self
             .rules
-            .read(self.fd(maps::RULES), base, count)
+            .read(base, count)
             .map_err(io_err(maps::RULES, "read"))?;
         Ok((base..)
             .zip(records)

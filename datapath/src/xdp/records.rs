@@ -9,11 +9,13 @@
 //! before, with the same result.
 
 use super::batch;
-use std::os::fd::{AsRawFd, BorrowedFd};
+use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd};
 use std::ptr::NonNull;
 
 /// An array map's records, mapped when the map allows it.
 pub(crate) struct Records<V> {
+    /// The map (a duplicate of the loader's descriptor), for the syscalls.
+    fd: OwnedFd,
     mapped: Option<Mapping<V>>,
     len: u32,
 }
@@ -40,7 +42,10 @@ impl<V> Drop for Mapping<V> {
 impl<V: aya::Pod + Sync> Records<V> {
     /// The records of the array map behind `fd`, of `len` entries of `V`:
     /// mapped if the map was created mmapable, else reached by syscalls.
-    pub(crate) fn open(fd: BorrowedFd<'_>, len: u32) -> Records<V> {
+    ///
+    /// # Errors
+    /// The OS error if `fd` cannot be duplicated.
+    pub(crate) fn open(fd: BorrowedFd<'_>, len: u32) -> std::io::Result<Records<V>> {
         // The kernel lays an mmapable array's values out at a stride of
         // the value size rounded up to 8 bytes.
         const {
@@ -49,7 +54,8 @@ impl<V: aya::Pod + Sync> Records<V> {
                 "record stride is its size"
             )
         };
-        let page = 4096usize;
+        // SAFETY: sysconf has no preconditions.
+        let page = usize::try_from(unsafe { libc::sysconf(libc::_SC_PAGESIZE) }).unwrap_or(4096);
         let bytes = (len as usize * size_of::<V>()).next_multiple_of(page);
         // SAFETY: a fresh shared mapping of the map fd; the kernel refuses
         // it (MAP_FAILED) unless the map is an mmapable array at least
@@ -68,7 +74,11 @@ impl<V: aya::Pod + Sync> Records<V> {
             .then(|| NonNull::new(p.cast::<V>()))
             .flatten()
             .map(|values| Mapping { values, bytes });
-        Records { mapped, len }
+        Ok(Records {
+            fd: fd.try_clone_to_owned()?,
+            mapped,
+            len,
+        })
     }
 
     /// Whether writes go through a mapping (rather than syscalls).
@@ -84,12 +94,7 @@ impl<V: aya::Pod + Sync> Records<V> {
     /// # Errors
     /// `InvalidInput` if an index is out of range (nothing is written);
     /// the kernel's error for a batched update.
-    pub(crate) fn write(
-        &mut self,
-        fd: BorrowedFd<'_>,
-        idx: &[u32],
-        values: &[V],
-    ) -> std::io::Result<()> {
+    pub(crate) fn write(&mut self, idx: &[u32], values: &[V]) -> std::io::Result<()> {
         assert_eq!(idx.len(), values.len(), "one value per index");
         if let Some(bad) = idx.iter().find(|&&i| i >= self.len) {
             return Err(std::io::Error::new(
@@ -98,7 +103,7 @@ impl<V: aya::Pod + Sync> Records<V> {
             ));
         }
         let Some(m) = &self.mapped else {
-            return batch::update(fd, idx, values, 1);
+            return batch::update(self.fd.as_fd(), idx, values, 1);
         };
         for (&i, v) in idx.iter().zip(values) {
             // SAFETY: i < len (checked above), and the mapping holds len
@@ -116,12 +121,7 @@ impl<V: aya::Pod + Default + Sync> Records<V> {
     /// # Errors
     /// `InvalidInput` if the range is out of bounds; the kernel's error for
     /// a batched lookup.
-    pub(crate) fn read(
-        &self,
-        fd: BorrowedFd<'_>,
-        start: u32,
-        count: usize,
-    ) -> std::io::Result<Vec<V>> {
+    pub(crate) fn read(&self, start: u32, count: usize) -> std::io::Result<Vec<V>> {
         if start as usize + count > self.len as usize {
             return Err(std::io::Error::new(
                 std::io::ErrorKind::InvalidInput,
@@ -133,7 +133,7 @@ impl<V: aya::Pod + Default + Sync> Records<V> {
             ));
         }
         let Some(m) = &self.mapped else {
-            return batch::lookup_range(fd, start, count, 1);
+            return batch::lookup_range(self.fd.as_fd(), start, count, 1);
         };
         Ok((start as usize..start as usize + count)
             // SAFETY: in range (checked above); volatile, as in `write`.
@@ -145,7 +145,7 @@ impl<V: aya::Pod + Default + Sync> Records<V> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use std::os::fd::{AsFd, FromRawFd, OwnedFd};
+    use std::os::fd::FromRawFd;
 
     const BPF_MAP_CREATE: libc::c_long = 0;
     const BPF_MAP_TYPE_ARRAY: u32 = 2;
@@ -202,22 +202,22 @@ mod tests {
 
     fn round_trip(flags: u32, mapped: bool) {
         let Some(fd) = array(3000, flags) else { return };
-        let mut r = Records::<Rec>::open(fd.as_fd(), 3000);
+        let mut r = Records::<Rec>::open(fd.as_fd(), 3000).expect("opens");
         assert_eq!(r.is_mapped(), mapped);
         let idx = [0u32, 7, 2999];
         let vals = [Rec { a: 1, b: 2 }, Rec { a: 3, b: 4 }, Rec { a: 5, b: 6 }];
-        r.write(fd.as_fd(), &idx, &vals).expect("writes");
-        let got = r.read(fd.as_fd(), 0, 3000).expect("reads");
+        r.write(&idx, &vals).expect("writes");
+        let got = r.read(0, 3000).expect("reads");
         assert_eq!((got[0], got[7], got[2999]), (vals[0], vals[1], vals[2]));
         assert_eq!(got[1], Rec::default());
         // What the kernel reads (by syscall) is what was written through the mapping.
         let by_syscall: Vec<Rec> = batch::lookup_range(fd.as_fd(), 7, 1, 1).expect("looks up");
         assert_eq!(by_syscall[0], vals[1]);
         let err = r
-            .write(fd.as_fd(), &[3000], &[Rec::default()])
+            .write(&[3000], &[Rec::default()])
             .expect_err("index past the end");
         assert!(err.to_string().contains("3000"), "{err}");
-        assert!(r.read(fd.as_fd(), 2990, 11).is_err());
+        assert!(r.read(2990, 11).is_err());
     }
 
     #[test]
@@ -235,7 +235,7 @@ mod tests {
         // More than two syscall chunks: batch::update spreads them over the CPUs.
         let n = 300_000u32;
         let Some(fd) = array(n, 0) else { return };
-        let mut r = Records::<Rec>::open(fd.as_fd(), n);
+        let mut r = Records::<Rec>::open(fd.as_fd(), n).expect("opens");
         assert!(!r.is_mapped());
         let idx: Vec<u32> = (0..n).rev().collect();
         let vals: Vec<Rec> = idx
@@ -245,8 +245,8 @@ mod tests {
                 b: !u64::from(i),
             })
             .collect();
-        r.write(fd.as_fd(), &idx, &vals).expect("writes");
-        let got = r.read(fd.as_fd(), 0, n as usize).expect("reads");
+        r.write(&idx, &vals).expect("writes");
+        let got = r.read(0, n as usize).expect("reads");
         for (i, v) in got.iter().enumerate() {
             assert_eq!(
                 *v,
