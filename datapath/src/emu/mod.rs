@@ -8,9 +8,13 @@
 //! one atomic pointer store; each batch runs under the generation it loaded.
 
 mod control;
+mod host_path;
+mod packet_socket;
 mod worker;
 
 pub use control::EmuDatapath;
+pub use host_path::{HostPath, IoCounters, interface_index};
+pub use packet_socket::{MAX_FRAME, PacketSocket};
 
 use crate::frame::Frame;
 

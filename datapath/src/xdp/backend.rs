@@ -131,14 +131,19 @@ impl XdpDatapath {
 
     /// Takes over a datapath that another process started (and may have
     /// left, even killed) under `config.pin_dir`: loads `config.program`
-    /// over the pinned maps, installs `rules` (which must be the rules
-    /// recorded there) from a fresh compile into the other slot half, with
-    /// the recorded counters and meter buckets carried over, and moves the
-    /// pinned links to the new program. Traffic keeps flowing throughout.
+    /// over the pinned maps, installs `rules` from a fresh compile into the
+    /// other slot half, carries the recorded counters over by rule id, and
+    /// moves the pinned links to the new program. Traffic keeps flowing
+    /// throughout.
+    ///
+    /// `rules` need not be the rules recorded in the maps: a control plane
+    /// that died mid-change adopts with the rules it wants, and the drift
+    /// converges in the same step. Rules in both keep their counts; meter
+    /// buckets carry over (by position) only when the rule ids agree, else
+    /// every bucket starts full.
     ///
     /// # Errors
-    /// [`DatapathError::Xdp`] if the maps or links cannot be taken over,
-    /// or if `rules` are not the rules recorded in the maps;
+    /// [`DatapathError::Xdp`] if the maps or links cannot be taken over;
     /// [`DatapathError::Rules`] for invalid rules.
     pub fn adopt(rules: RuleSet, config: XdpConfig) -> Result<XdpDatapath, DatapathError> {
         let counter_pin = config.pin_dir.join(dse_ebpf::maps::COUNTERS);
@@ -168,19 +173,20 @@ impl XdpDatapath {
         let wanted: std::collections::BTreeSet<u32> =
             compiler.tables().live_rules().map(|(_, r)| r.id).collect();
         let found: std::collections::BTreeSet<u32> = recorded.iter().map(|(id, _)| *id).collect();
-        if wanted != found {
-            return Err(XdpError::Link {
-                what: "adopting the pinned datapath",
-                path: config.pin_dir.clone(),
-                reason: format!(
-                    "the maps hold rules {:?}, the rule set given has {:?}",
-                    found.iter().take(8).collect::<Vec<_>>(),
-                    wanted.iter().take(8).collect::<Vec<_>>()
-                ),
-            }
-            .into());
+        let same_rules = wanted == found;
+        if !same_rules {
+            tracing::info!(
+                pinned = found.len(),
+                wanted = wanted.len(),
+                "adopting {} with other rules than it runs: converging",
+                config.pin_dir.display()
+            );
         }
-        let buckets = xdp.meter_buckets(compiler.tables().meters.len())?;
+        let buckets = if same_rules {
+            xdp.meter_buckets(compiler.tables().meters.len())?
+        } else {
+            Vec::new()
+        };
         let generation = u64::from(xdp.generation()) + 1;
         xdp.install_rebuilt(compiler.tables())?;
         carry_counts(&mut xdp, Carry::Old(recorded))?;
@@ -203,6 +209,12 @@ impl XdpDatapath {
             dp.bind_ports(&mut c)?;
         }
         Ok(dp)
+    }
+
+    /// Whether a datapath is pinned under `pin_dir` (one that
+    /// [`XdpDatapath::adopt`] can take over).
+    pub fn is_pinned(pin_dir: &std::path::Path) -> bool {
+        pin_dir.join(dse_ebpf::maps::COUNTERS).exists()
     }
 
     /// Replaces the running program with `program`, hitlessly: the new

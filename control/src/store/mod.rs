@@ -1,5 +1,6 @@
 //! The desired state in an embedded redb database: rule sets by
-//! generation, datapath instances, and an audit log of every change.
+//! generation (see [`rules`] for how they are kept), datapath instances,
+//! and an audit log of every change.
 //!
 //! Every change is one write transaction that also appends its audit entry,
 //! so the log and the state never disagree. A generation is whole once its
@@ -7,18 +8,22 @@
 //! the old or the new generation. The database file is locked while open:
 //! a second process (a second `dse serve`) gets [`StoreError::InUse`].
 
+mod rules;
+
+pub use rules::{CHUNK_IDS, Change};
+
 use dse_datapath::rule::RuleSet;
 use redb::{Database, ReadableDatabase, ReadableTable, TableDefinition};
 use serde::{Deserialize, Serialize};
 use std::path::{Path, PathBuf};
 use std::time::{SystemTime, UNIX_EPOCH};
 
-/// Generation -> [`Generation`], MessagePack with field names (2x faster
-/// than JSON for a million rules, and tolerant of skipped fields).
-const RULESETS: TableDefinition<u64, &[u8]> = TableDefinition::new("rulesets");
-/// Name -> [`DatapathInstance`], encoded as the rule sets.
+/// Records are MessagePack with field names: 2x faster than JSON for a
+/// million rules, and tolerant of the rule model's skipped fields.
+///
+/// Name -> [`DatapathInstance`].
 const DATAPATHS: TableDefinition<&str, &[u8]> = TableDefinition::new("datapaths");
-/// Sequence number -> [`AuditEntry`], encoded as the rule sets.
+/// Sequence number -> [`AuditEntry`].
 const AUDIT: TableDefinition<u64, &[u8]> = TableDefinition::new("audit");
 /// Scalars: the current generation.
 const META: TableDefinition<&str, u64> = TableDefinition::new("meta");
@@ -185,7 +190,10 @@ impl Store {
             },
         })?;
         let tx = db.begin_write().map_err(re("creating tables"))?;
-        tx.open_table(RULESETS).map_err(re("creating tables"))?;
+        tx.open_table(rules::RULE_CHUNKS)
+            .map_err(re("creating tables"))?;
+        tx.open_table(rules::GENERATIONS)
+            .map_err(re("creating tables"))?;
         tx.open_table(DATAPATHS).map_err(re("creating tables"))?;
         tx.open_table(AUDIT).map_err(re("creating tables"))?;
         tx.open_table(META).map_err(re("creating tables"))?;
@@ -223,30 +231,47 @@ impl Store {
     /// [`StoreError::Storage`] or [`StoreError::Corrupt`].
     pub fn generation(&self, generation: u64) -> Result<Option<Generation>, StoreError> {
         let tx = self.db.begin_read().map_err(re("reading"))?;
-        let t = tx.open_table(RULESETS).map_err(re("reading"))?;
-        t.get(generation)
-            .map_err(re("reading"))?
-            .map(|v| decode("rulesets", generation, v.value()))
-            .transpose()
+        Ok(
+            rules::read(&tx, generation)?.map(|(rules, record)| Generation {
+                generation,
+                rules,
+                by: record.by,
+                at_unix_ms: record.at_unix_ms,
+            }),
+        )
     }
 
-    /// Commits `rules` as the next generation, by `who`, and returns its
-    /// number. With `expected`, the commit happens only if the current
-    /// generation is still `expected`. Generations older than
-    /// [`KEPT_GENERATIONS`] before the new one are dropped in the same
-    /// transaction. The caller validates the rules first (compiling them);
-    /// the store keeps what it is given.
+    /// Commits `rules` as the next generation; see [`Store::commit`].
     ///
     /// # Errors
-    /// [`StoreError::Conflict`] (recorded in the audit log, nothing else
-    /// changes); [`StoreError::Storage`].
+    /// As [`Store::commit`].
     pub fn commit_rules(
         &self,
         rules: &RuleSet,
         expected: Option<u64>,
         who: &str,
     ) -> Result<u64, StoreError> {
-        let what = format!("apply {} rules", rules.rules.len());
+        self.commit(Change::Replace(rules), expected, who)
+    }
+
+    /// Commits `change` to the current rule set as the next generation, by
+    /// `who`, and returns its number. With `expected`, the commit happens
+    /// only if the current generation is still `expected`. Generations
+    /// older than [`KEPT_GENERATIONS`] before the new one are dropped in
+    /// the same transaction. The caller validates the rules first
+    /// (compiling them); the store keeps what it is given.
+    ///
+    /// # Errors
+    /// [`StoreError::Conflict`] (recorded in the audit log, nothing else
+    /// changes); [`StoreError::Storage`]; [`StoreError::Corrupt`] if the
+    /// chunks a patch changes do not decode.
+    pub fn commit(
+        &self,
+        change: Change<'_>,
+        expected: Option<u64>,
+        who: &str,
+    ) -> Result<u64, StoreError> {
+        let what = change.describe();
         let tx = self.db.begin_write().map_err(re("writing"))?;
         let current = {
             let meta = tx.open_table(META).map_err(re("writing"))?;
@@ -262,23 +287,12 @@ impl Store {
         }
         let next = current + 1;
         let at_unix_ms = now_ms();
-        {
-            let record = Generation {
-                generation: next,
-                rules: rules.clone(),
-                by: who.to_string(),
-                at_unix_ms,
-            };
-            let mut t = tx.open_table(RULESETS).map_err(re("writing"))?;
-            t.insert(next, encode(&record).as_slice())
-                .map_err(re("writing"))?;
-            if next > KEPT_GENERATIONS + 1 {
-                t.retain_in(..next - KEPT_GENERATIONS, |_, _| false)
-                    .map_err(re("pruning old generations"))?;
-            }
-            let mut meta = tx.open_table(META).map_err(re("writing"))?;
-            meta.insert(CURRENT, next).map_err(re("writing"))?;
-        }
+        let oldest_kept = next.saturating_sub(KEPT_GENERATIONS);
+        rules::write(&tx, current, next, change, who, at_unix_ms, oldest_kept)?;
+        tx.open_table(META)
+            .map_err(re("writing"))?
+            .insert(CURRENT, next)
+            .map_err(re("writing"))?;
         append_audit(
             &tx,
             at_unix_ms,

@@ -1,0 +1,320 @@
+//! Rule sets by generation, stored as versioned chunks of rules.
+//!
+//! Rules are grouped by id into chunks of [`CHUNK_IDS`] ids. A commit
+//! writes a new version, keyed `(chunk, generation)`, of only the chunks
+//! whose contents change (an empty version marks a chunk emptied), plus a
+//! small record of the generation itself (ports, meters, who, when, which
+//! chunks it wrote). Generation `g` is, per chunk, its newest version at or
+//! before `g`. So adding one rule to a million writes one chunk, and
+//! re-applying the same million rules writes none.
+//!
+//! Once a generation falls out of the kept window, the chunk versions it
+//! superseded are deleted in the same transaction that commits the new one.
+
+use super::{StoreError, decode, encode, re};
+use dse_datapath::rule::{MeterDef, PortDef, Rule, RuleSet};
+use redb::{ReadableTable, TableDefinition, WriteTransaction};
+use serde::{Deserialize, Serialize};
+use std::collections::{BTreeMap, BTreeSet};
+
+/// `(chunk, generation)` -> the chunk's rules as of that generation
+/// (MessagePack with field names; empty when the chunk was emptied).
+pub(super) const RULE_CHUNKS: TableDefinition<(u32, u64), &[u8]> =
+    TableDefinition::new("rule_chunks");
+/// Generation -> [`GenerationRecord`].
+pub(super) const GENERATIONS: TableDefinition<u64, &[u8]> = TableDefinition::new("generations");
+
+/// Rule ids per chunk: small enough that a one-rule change rewrites
+/// little, large enough that a million rules are a few thousand records.
+pub const CHUNK_IDS: u32 = 256;
+
+fn chunk_of(id: u32) -> u32 {
+    id / CHUNK_IDS
+}
+
+/// What a generation stores besides its rules.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub(super) struct GenerationRecord {
+    pub ports: Vec<PortDef>,
+    pub meters: Vec<MeterDef>,
+    pub by: String,
+    pub at_unix_ms: u64,
+    /// Chunks this generation wrote a version of.
+    pub touched: Vec<u32>,
+}
+
+/// A change to the rules.
+#[derive(Debug, Clone, Copy)]
+pub enum Change<'a> {
+    /// The whole rule set becomes this.
+    Replace(&'a RuleSet),
+    /// Add or replace these rules (by id) and remove those ids, keeping
+    /// ports and meters.
+    Patch {
+        /// Rules to add or replace.
+        upsert: &'a [Rule],
+        /// Ids to remove.
+        remove: &'a [u32],
+    },
+}
+
+impl Change<'_> {
+    /// A short description for the audit log.
+    pub fn describe(&self) -> String {
+        match self {
+            Change::Replace(set) => format!("apply {} rules", set.rules.len()),
+            Change::Patch { upsert, remove } => {
+                format!("add {} rules, delete {}", upsert.len(), remove.len())
+            }
+        }
+    }
+}
+
+/// The newest version at or before `generation` of every chunk, as raw
+/// bytes (empty versions left out).
+fn chunk_versions<T: ReadableTable<(u32, u64), &'static [u8]>>(
+    t: &T,
+    generation: u64,
+    only: Option<&BTreeSet<u32>>,
+) -> Result<BTreeMap<u32, Vec<u8>>, StoreError> {
+    let mut out: BTreeMap<u32, Vec<u8>> = BTreeMap::new();
+    let mut visit = |range: redb::Range<'_, (u32, u64), &'static [u8]>| {
+        for e in range {
+            let (k, v) = e.map_err(re("reading rules"))?;
+            let (chunk, g) = k.value();
+            if g <= generation {
+                let bytes = v.value();
+                if bytes.is_empty() {
+                    out.remove(&chunk);
+                } else {
+                    out.insert(chunk, bytes.to_vec());
+                }
+            }
+        }
+        Ok::<(), StoreError>(())
+    };
+    match only {
+        None => visit(t.range::<(u32, u64)>(..).map_err(re("reading rules"))?)?,
+        Some(chunks) => {
+            for &c in chunks {
+                visit(
+                    t.range((c, 0)..=(c, generation))
+                        .map_err(re("reading rules"))?,
+                )?;
+            }
+        }
+    }
+    Ok(out)
+}
+
+fn decode_chunk(chunk: u32, bytes: &[u8]) -> Result<Vec<Rule>, StoreError> {
+    decode("rule_chunks", format!("chunk {chunk}"), bytes)
+}
+
+/// Decodes chunks on every CPU, in chunk (so id) order.
+pub(super) fn decode_chunks(chunks: &BTreeMap<u32, Vec<u8>>) -> Result<Vec<Rule>, StoreError> {
+    let items: Vec<(&u32, &Vec<u8>)> = chunks.iter().collect();
+    let threads = std::thread::available_parallelism().map_or(1, |n| n.get());
+    let per = items.len().div_ceil(threads).max(1);
+    let parts: Vec<Result<Vec<Rule>, StoreError>> = std::thread::scope(|s| {
+        let handles: Vec<_> = items
+            .chunks(per)
+            .map(|part| {
+                s.spawn(move || {
+                    let mut rules = Vec::new();
+                    for (c, bytes) in part {
+                        rules.extend(decode_chunk(**c, bytes)?);
+                    }
+                    Ok(rules)
+                })
+            })
+            .collect();
+        handles
+            .into_iter()
+            .map(|h| h.join().expect("decoding never panics"))
+            .collect()
+    });
+    let mut rules = Vec::new();
+    for p in parts {
+        rules.extend(p?);
+    }
+    Ok(rules)
+}
+
+/// Encodes each chunk's rules on every CPU.
+fn encode_chunks(chunks: BTreeMap<u32, Vec<&Rule>>) -> Vec<(u32, Vec<u8>)> {
+    let items: Vec<(u32, Vec<&Rule>)> = chunks.into_iter().collect();
+    let threads = std::thread::available_parallelism().map_or(1, |n| n.get());
+    let per = items.len().div_ceil(threads).max(1);
+    std::thread::scope(|s| {
+        let handles: Vec<_> = items
+            .chunks(per)
+            .map(|part| {
+                s.spawn(move || {
+                    part.iter()
+                        .map(|(c, rules)| (*c, encode(rules)))
+                        .collect::<Vec<_>>()
+                })
+            })
+            .collect();
+        handles
+            .into_iter()
+            .flat_map(|h| h.join().expect("encoding never panics"))
+            .collect()
+    })
+}
+
+/// Reads generation `generation`'s rule set and record, if kept.
+pub(super) fn read(
+    tx: &redb::ReadTransaction,
+    generation: u64,
+) -> Result<Option<(RuleSet, GenerationRecord)>, StoreError> {
+    let gens = tx.open_table(GENERATIONS).map_err(re("reading"))?;
+    let Some(record) = gens.get(generation).map_err(re("reading"))? else {
+        return Ok(None);
+    };
+    let record: GenerationRecord = decode("generations", generation, record.value())?;
+    let t = tx.open_table(RULE_CHUNKS).map_err(re("reading rules"))?;
+    let rules = decode_chunks(&chunk_versions(&t, generation, None)?)?;
+    let set = RuleSet {
+        ports: record.ports.clone(),
+        meters: record.meters.clone(),
+        rules,
+    };
+    Ok(Some((set, record)))
+}
+
+/// Writes generation `next` as `change` applied to generation `current`,
+/// and prunes what the window no longer needs (`oldest_kept` and later
+/// stay readable).
+pub(super) fn write(
+    tx: &WriteTransaction,
+    current: u64,
+    next: u64,
+    change: Change<'_>,
+    by: &str,
+    at_unix_ms: u64,
+    oldest_kept: u64,
+) -> Result<(), StoreError> {
+    let mut gens = tx.open_table(GENERATIONS).map_err(re("writing"))?;
+    let mut chunks = tx.open_table(RULE_CHUNKS).map_err(re("writing rules"))?;
+    let previous: Option<GenerationRecord> = match gens.get(current).map_err(re("reading"))? {
+        Some(v) => Some(decode("generations", current, v.value())?),
+        None => None,
+    };
+    let (ports, meters, writes) = match change {
+        Change::Replace(set) => {
+            let mut by_chunk: BTreeMap<u32, Vec<&Rule>> = BTreeMap::new();
+            for r in &set.rules {
+                by_chunk.entry(chunk_of(r.id)).or_default().push(r);
+            }
+            for rules in by_chunk.values_mut() {
+                rules.sort_unstable_by_key(|r| r.id);
+            }
+            let old = chunk_versions(&chunks, current, None)?;
+            let mut writes: Vec<(u32, Vec<u8>)> = encode_chunks(by_chunk)
+                .into_iter()
+                .filter(|(c, bytes)| old.get(c) != Some(bytes))
+                .collect();
+            let new: BTreeSet<u32> = set.rules.iter().map(|r| chunk_of(r.id)).collect();
+            writes.extend(
+                old.keys()
+                    .filter(|c| !new.contains(c))
+                    .map(|&c| (c, Vec::new())),
+            );
+            (set.ports.clone(), set.meters.clone(), writes)
+        }
+        Change::Patch { upsert, remove } => {
+            let affected: BTreeSet<u32> = upsert
+                .iter()
+                .map(|r| chunk_of(r.id))
+                .chain(remove.iter().map(|&id| chunk_of(id)))
+                .collect();
+            let old = chunk_versions(&chunks, current, Some(&affected))?;
+            let mut by_chunk: BTreeMap<u32, BTreeMap<u32, Rule>> = BTreeMap::new();
+            for &c in &affected {
+                let rules = match old.get(&c) {
+                    Some(bytes) => decode_chunk(c, bytes)?,
+                    None => Vec::new(),
+                };
+                by_chunk.insert(c, rules.into_iter().map(|r| (r.id, r)).collect());
+            }
+            for r in upsert {
+                by_chunk
+                    .get_mut(&chunk_of(r.id))
+                    .expect("every upserted rule's chunk is affected")
+                    .insert(r.id, r.clone());
+            }
+            for id in remove {
+                by_chunk
+                    .get_mut(&chunk_of(*id))
+                    .expect("every removed id's chunk is affected")
+                    .remove(id);
+            }
+            let writes = by_chunk
+                .into_iter()
+                .map(|(c, rules)| {
+                    let bytes = if rules.is_empty() {
+                        Vec::new()
+                    } else {
+                        encode(&rules.values().collect::<Vec<_>>())
+                    };
+                    (c, bytes)
+                })
+                .filter(|(c, bytes)| old.get(c).map_or(!bytes.is_empty(), |o| o != bytes))
+                .collect();
+            let (ports, meters) = previous.map(|p| (p.ports, p.meters)).unwrap_or_default();
+            (ports, meters, writes)
+        }
+    };
+    let touched = writes.iter().map(|(c, _)| *c).collect();
+    for (c, bytes) in &writes {
+        chunks
+            .insert((*c, next), bytes.as_slice())
+            .map_err(re("writing rules"))?;
+    }
+    let record = GenerationRecord {
+        ports,
+        meters,
+        by: by.to_string(),
+        at_unix_ms,
+        touched,
+    };
+    gens.insert(next, encode(&record).as_slice())
+        .map_err(re("writing"))?;
+    prune(&mut gens, &mut chunks, oldest_kept)
+}
+
+/// Deletes the generations before `oldest_kept`, and the chunk versions
+/// that only they could read: the versions older than one written at
+/// `oldest_kept`. (Every older generation once was `oldest_kept`; pruning
+/// at each commit keeps each chunk's history to the window.)
+fn prune(
+    gens: &mut redb::Table<'_, u64, &'static [u8]>,
+    chunks: &mut redb::Table<'_, (u32, u64), &'static [u8]>,
+    oldest_kept: u64,
+) -> Result<(), StoreError> {
+    if oldest_kept <= 1 {
+        return Ok(());
+    }
+    let oldest: GenerationRecord = match gens.get(oldest_kept).map_err(re("pruning"))? {
+        Some(v) => decode("generations", oldest_kept, v.value())?,
+        None => return Ok(()),
+    };
+    for c in oldest.touched {
+        chunks
+            .retain_in((c, 0)..(c, oldest_kept), |_, _| false)
+            .map_err(re("pruning old rules"))?;
+        let emptied = chunks
+            .get((c, oldest_kept))
+            .map_err(re("pruning old rules"))?
+            .is_some_and(|v| v.value().is_empty());
+        if emptied {
+            chunks
+                .remove((c, oldest_kept))
+                .map_err(re("pruning old rules"))?;
+        }
+    }
+    gens.retain_in(..oldest_kept, |_, _| false)
+        .map_err(re("pruning old generations"))
+}
