@@ -1,223 +1,73 @@
-//! The `dse` command: the datapath demo and rule tools.
+//! The `dse` command: the daemon (`dse serve`), the CLI that drives it, the
+//! demo, and rule tools.
 
+mod cli;
+mod demo;
+mod remote;
 mod traffic;
 
-use anyhow::{Context, Result, bail};
-use clap::{Parser, Subcommand};
-use dse_datapath::datapath::Datapath;
-use dse_datapath::emu::{EmuConfig, EmuDatapath};
-use dse_datapath::{Frame, RuleSet, compile};
-use std::path::PathBuf;
-use std::time::{Duration, Instant};
+use anyhow::{Context, Result};
+use clap::Parser;
+use cli::{Cli, Command, RulesCommand};
+use dse_datapath::{RuleSet, compile};
+use std::path::Path;
+use std::process::ExitCode;
 
-#[derive(Parser)]
-#[command(
-    name = "dse",
-    version,
-    about = "Offload a host's network flows to a DPU datapath"
-)]
-struct Cli {
-    #[command(subcommand)]
-    command: Command,
-}
-
-#[derive(Subcommand)]
-enum Command {
-    /// Drive generated traffic through the emulated datapath and print per-rule counters and the packet rate.
-    Demo {
-        /// Rule file (YAML or JSON).
-        #[arg(long, default_value = "examples/demo.yaml")]
-        rules: PathBuf,
-        /// Packets to send.
-        #[arg(long, default_value_t = 2_000_000)]
-        packets: u64,
-        /// Worker threads.
-        #[arg(long, default_value_t = 2)]
-        workers: usize,
-    },
-    /// Rule-file tools.
-    Rules {
-        #[command(subcommand)]
-        command: RulesCommand,
-    },
-}
-
-#[derive(Subcommand)]
-enum RulesCommand {
-    /// Validate and compile a rule file; print what it compiles to.
-    Check {
-        /// Rule file (YAML or JSON).
-        file: PathBuf,
-    },
-}
-
-fn load(path: &PathBuf) -> Result<RuleSet> {
+/// Reads and validates a rule file (YAML or JSON).
+fn load(path: &Path) -> Result<RuleSet> {
     let text =
         std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
     RuleSet::from_text(&text).with_context(|| format!("{} refused", path.display()))
 }
 
-fn main() -> Result<()> {
-    tracing_subscriber::fmt()
-        .with_env_filter(tracing_subscriber::EnvFilter::from_default_env())
-        .init();
-    match Cli::parse().command {
-        Command::Demo {
-            rules,
-            packets,
-            workers,
-        } => demo(&rules, packets, workers),
-        Command::Rules {
-            command: RulesCommand::Check { file },
-        } => {
-            let set = load(&file)?;
-            let t = compile(&set)?;
-            println!(
-                "{}: {} ports, {} meters, {} rules -> {} subtables (masks), {} action records, {} KiB of tables",
-                file.display(),
-                set.ports.len(),
-                set.meters.len(),
-                set.rules.len(),
-                t.subtables.len(),
-                t.actions.len(),
-                t.heap_bytes() / 1024
-            );
-            Ok(())
+fn check(file: &Path) -> Result<()> {
+    let set = load(file)?;
+    let t = compile(&set)?;
+    println!(
+        "{}: {} ports, {} meters, {} rules -> {} subtables (masks), {} action records, {} KiB of tables",
+        file.display(),
+        set.ports.len(),
+        set.meters.len(),
+        set.rules.len(),
+        t.subtables.len(),
+        t.actions.len(),
+        t.heap_bytes() / 1024
+    );
+    Ok(())
+}
+
+fn local(result: Result<()>) -> ExitCode {
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            ExitCode::from(remote::exit::FAILED)
         }
     }
 }
 
-/// Frames queued per demo round (the input queues hold this many).
-const ROUND: u64 = 1 << 16;
-
-fn demo(rules: &PathBuf, packets: u64, workers: usize) -> Result<()> {
-    if packets == 0 {
-        bail!("--packets must be at least 1");
-    }
-    let set = load(rules)?;
-    let names: Vec<(u16, String)> = set
-        .ports
-        .iter()
-        .map(|p| (p.index, p.name.clone()))
-        .collect();
-    let dp = EmuDatapath::start(
-        set,
-        EmuConfig {
+fn main() -> ExitCode {
+    // Output piped into `head` ends quietly, as for any Unix tool.
+    // SAFETY: restoring the default disposition of SIGPIPE before any thread starts.
+    unsafe { libc::signal(libc::SIGPIPE, libc::SIG_DFL) };
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
+        )
+        .with_writer(std::io::stderr)
+        .init();
+    let cli = Cli::parse();
+    match cli.command {
+        Command::Demo {
+            rules,
+            packets,
             workers,
-            queue_depth: ROUND as usize,
-            ..EmuConfig::default()
-        },
-    )?;
-    let mix = traffic::demo_mix(256);
-    let frames: Vec<(u16, &[u8])> = mix
-        .iter()
-        .flat_map(|k| k.frames.iter().map(move |f| (k.in_port, f.as_slice())))
-        .collect();
-    println!(
-        "dse demo: {} rules on the emulated datapath ({workers} workers), {packets} packets over {} flows",
-        dp.rules().rules.len(),
-        frames.len()
-    );
-    for k in &mix {
-        println!(
-            "  traffic: {:<28} on port {}",
-            k.name,
-            names
-                .iter()
-                .find(|(i, _)| *i == k.in_port)
-                .map_or("?", |(_, n)| n)
-        );
+        } => local(demo::run(&rules, packets, workers)),
+        Command::Rules {
+            command: RulesCommand::Check { file },
+        } => local(check(&file)),
+        Command::Serve(args) => local(remote::serve(args, &cli.connection)),
+        command => remote::run(&cli.connection, cli.output, command),
     }
-
-    let mut delivered = [0u64; 4];
-    let drain = |dp: &EmuDatapath, delivered: &mut [u64; 4]| {
-        for (slot, (i, _)) in names.iter().enumerate().take(3) {
-            while dp.recv(*i).is_some() {
-                delivered[slot] += 1;
-            }
-        }
-        while dp.recv_host().is_some() {
-            delivered[3] += 1;
-        }
-    };
-    // The generator shares this machine's two cores with the workers, so it
-    // does not pace them: each round is queued while the workers are held,
-    // then timed from their release to the last verdict. Flows interleave,
-    // so every worker sees every kind of traffic.
-    let mut busy = Duration::ZERO;
-    let mut sent = 0u64;
-    let mut n = 0usize;
-    while sent < packets {
-        let round = (packets - sent).min(ROUND);
-        dp.hold();
-        for _ in 0..round {
-            let (port, bytes) = frames[(n * 7919) % frames.len()];
-            n += 1;
-            dp.inject(port, Frame::new(bytes))?;
-        }
-        let start = Instant::now();
-        dp.release();
-        let deadline = start + Duration::from_secs(30);
-        while dp.processed() < sent + round {
-            if Instant::now() > deadline {
-                bail!(
-                    "the datapath processed only {} of {} packets in 30 s",
-                    dp.processed(),
-                    sent + round
-                );
-            }
-            std::thread::sleep(Duration::from_micros(50));
-        }
-        busy += start.elapsed();
-        sent += round;
-        drain(&dp, &mut delivered);
-    }
-    let elapsed = busy;
-    println!("\nper-rule counters:");
-    println!("  {:>6} {:>12} {:>14}  actions", "rule", "packets", "bytes");
-    let current = dp.rules();
-    for (id, c) in dp.rule_counters() {
-        let rule = current
-            .rules
-            .iter()
-            .find(|r| r.id == id)
-            .expect("counter ids are rules in force");
-        let actions: Vec<String> = rule
-            .actions
-            .iter()
-            .map(|a| serde_json::to_string(a).unwrap_or_default())
-            .collect();
-        println!(
-            "  {:>6} {:>12} {:>14}  {}",
-            id,
-            c.packets,
-            c.bytes,
-            actions.join(" ")
-        );
-    }
-    let s = dp.stats();
-    println!(
-        "\ndatapath: rx {} | output {} | pass {} | tx {} | dropped {} {:?}",
-        s.rx_packets,
-        s.output,
-        s.pass,
-        s.tx,
-        s.dropped(),
-        s.drops
-    );
-    println!(
-        "flow cache: {} hits, {} misses",
-        s.cache_hits, s.cache_misses
-    );
-    for (slot, (_, name)) in names.iter().enumerate().take(3) {
-        println!("delivered to {name}: {}", delivered[slot]);
-    }
-    println!("delivered to host: {}", delivered[3]);
-    println!("lost to full output queues: {}", dp.output_overflows());
-    let mpps = packets as f64 / elapsed.as_secs_f64() / 1e6;
-    println!(
-        "\nrate: {packets} packets processed in {:.3} s = {mpps:.2} Mpps on {workers} workers (queued in rounds of {ROUND}, timed from release to the last verdict)",
-        elapsed.as_secs_f64()
-    );
-    Ok(())
 }

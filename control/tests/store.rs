@@ -207,12 +207,12 @@ fn datapath_instances_are_kept_by_name() {
     let a = DatapathInstance {
         name: "dpu0".into(),
         backend: Backend::Xdp,
-        interfaces: vec![("uplink".into(), "veth0".into())],
+        interfaces: [("uplink".into(), "veth0".into())].into(),
     };
     let b = DatapathInstance {
         name: "host".into(),
         backend: Backend::Emu,
-        interfaces: vec![],
+        interfaces: Default::default(),
     };
     store.put_datapath(&a, "t").unwrap();
     store.put_datapath(&b, "t").unwrap();

@@ -1,7 +1,9 @@
 //! Shared test support: packet builders, the fixture table, bpffs directories.
 
 pub mod bpf;
+pub mod daemon;
 pub mod fixtures;
 pub mod netns;
 pub mod packets;
+pub mod stream;
 pub mod topology;

@@ -75,15 +75,14 @@ pub enum StoreError {
     },
     /// A stored record does not decode (the file was damaged or written by
     /// an incompatible version).
-    #[error("the store's {table} record {key} does not decode: {source}")]
+    #[error("the store's {table} record {key} does not decode: {reason}")]
     Corrupt {
         /// The table.
         table: &'static str,
         /// The record's key.
         key: String,
-        /// The decoding error.
-        #[source]
-        source: rmp_serde::decode::Error,
+        /// What does not decode.
+        reason: String,
     },
 }
 
@@ -127,7 +126,7 @@ pub struct DatapathInstance {
     /// The backend.
     pub backend: Backend,
     /// Port name -> interface name.
-    pub interfaces: Vec<(String, String)>,
+    pub interfaces: std::collections::BTreeMap<String, String>,
 }
 
 /// One change, as the audit log records it.
@@ -161,10 +160,10 @@ fn decode<T: for<'de> Deserialize<'de>>(
     key: impl ToString,
     bytes: &[u8],
 ) -> Result<T, StoreError> {
-    rmp_serde::from_slice(bytes).map_err(|source| StoreError::Corrupt {
+    rmp_serde::from_slice(bytes).map_err(|e| StoreError::Corrupt {
         table,
         key: key.to_string(),
-        source,
+        reason: e.to_string(),
     })
 }
 

@@ -1,6 +1,9 @@
 //! Rule sets by generation, stored as versioned chunks of rules.
 //!
-//! Rules are grouped by id into chunks of [`CHUNK_IDS`] ids. A commit
+//! Rules are grouped by id into chunks of [`CHUNK_IDS`] ids. A chunk holds,
+//! for each of its rules in id order, the id (u32, little-endian), the
+//! length of the rule's record (u32) and the record (MessagePack with field
+//! names): a patch replaces records without decoding the others. A commit
 //! writes a new version, keyed `(chunk, generation)`, of only the chunks
 //! whose contents change (an empty version marks a chunk emptied), plus a
 //! small record of the generation itself (ports, meters, who, when, which
@@ -107,8 +110,48 @@ fn chunk_versions<T: ReadableTable<(u32, u64), &'static [u8]>>(
     Ok(out)
 }
 
+fn corrupt(chunk: u32, reason: impl Into<String>) -> StoreError {
+    StoreError::Corrupt {
+        table: "rule_chunks",
+        key: format!("chunk {chunk}"),
+        reason: reason.into(),
+    }
+}
+
+/// The (id, record) entries of a chunk's bytes.
+fn entries(chunk: u32, mut bytes: &[u8]) -> Result<Vec<(u32, &[u8])>, StoreError> {
+    let mut out = Vec::new();
+    while !bytes.is_empty() {
+        let Some((head, rest)) = bytes.split_at_checked(8) else {
+            return Err(corrupt(chunk, "a rule's header is cut short"));
+        };
+        let id = u32::from_le_bytes(head[..4].try_into().expect("4 bytes"));
+        let len = u32::from_le_bytes(head[4..].try_into().expect("4 bytes")) as usize;
+        let Some((record, rest)) = rest.split_at_checked(len) else {
+            return Err(corrupt(chunk, format!("rule {id}'s record is cut short")));
+        };
+        out.push((id, record));
+        bytes = rest;
+    }
+    Ok(out)
+}
+
+/// A chunk's bytes from its (id, record) entries, in id order.
+fn frame<'a>(entries: impl IntoIterator<Item = (u32, &'a [u8])>) -> Vec<u8> {
+    let mut out = Vec::new();
+    for (id, record) in entries {
+        out.extend_from_slice(&id.to_le_bytes());
+        out.extend_from_slice(&(record.len() as u32).to_le_bytes());
+        out.extend_from_slice(record);
+    }
+    out
+}
+
 fn decode_chunk(chunk: u32, bytes: &[u8]) -> Result<Vec<Rule>, StoreError> {
-    decode("rule_chunks", format!("chunk {chunk}"), bytes)
+    entries(chunk, bytes)?
+        .into_iter()
+        .map(|(id, record)| decode("rule_chunks", format!("chunk {chunk} rule {id}"), record))
+        .collect()
 }
 
 /// Decodes chunks on every CPU, in chunk (so id) order.
@@ -152,7 +195,11 @@ fn encode_chunks(chunks: BTreeMap<u32, Vec<&Rule>>) -> Vec<(u32, Vec<u8>)> {
             .map(|part| {
                 s.spawn(move || {
                     part.iter()
-                        .map(|(c, rules)| (*c, encode(rules)))
+                        .map(|(c, rules)| {
+                            let records: Vec<(u32, Vec<u8>)> =
+                                rules.iter().map(|r| (r.id, encode(r))).collect();
+                            (*c, frame(records.iter().map(|(id, b)| (*id, b.as_slice()))))
+                        })
                         .collect::<Vec<_>>()
                 })
             })
@@ -231,38 +278,26 @@ pub(super) fn write(
                 .chain(remove.iter().map(|&id| chunk_of(id)))
                 .collect();
             let old = chunk_versions(&chunks, current, Some(&affected))?;
-            let mut by_chunk: BTreeMap<u32, BTreeMap<u32, Rule>> = BTreeMap::new();
+            let upserted: BTreeMap<u32, Vec<u8>> =
+                upsert.iter().map(|r| (r.id, encode(r))).collect();
+            let mut writes = Vec::new();
             for &c in &affected {
-                let rules = match old.get(&c) {
-                    Some(bytes) => decode_chunk(c, bytes)?,
-                    None => Vec::new(),
+                let mut records: BTreeMap<u32, &[u8]> = match old.get(&c) {
+                    Some(bytes) => entries(c, bytes)?.into_iter().collect(),
+                    None => BTreeMap::new(),
                 };
-                by_chunk.insert(c, rules.into_iter().map(|r| (r.id, r)).collect());
+                for (id, record) in upserted.range(c * CHUNK_IDS..=c * CHUNK_IDS + (CHUNK_IDS - 1))
+                {
+                    records.insert(*id, record);
+                }
+                for id in remove.iter().filter(|&&id| chunk_of(id) == c) {
+                    records.remove(id);
+                }
+                let bytes = frame(records);
+                if old.get(&c).map_or(!bytes.is_empty(), |o| *o != bytes) {
+                    writes.push((c, bytes));
+                }
             }
-            for r in upsert {
-                by_chunk
-                    .get_mut(&chunk_of(r.id))
-                    .expect("every upserted rule's chunk is affected")
-                    .insert(r.id, r.clone());
-            }
-            for id in remove {
-                by_chunk
-                    .get_mut(&chunk_of(*id))
-                    .expect("every removed id's chunk is affected")
-                    .remove(id);
-            }
-            let writes = by_chunk
-                .into_iter()
-                .map(|(c, rules)| {
-                    let bytes = if rules.is_empty() {
-                        Vec::new()
-                    } else {
-                        encode(&rules.values().collect::<Vec<_>>())
-                    };
-                    (c, bytes)
-                })
-                .filter(|(c, bytes)| old.get(c).map_or(!bytes.is_empty(), |o| o != bytes))
-                .collect();
             let (ports, meters) = previous.map(|p| (p.ports, p.meters)).unwrap_or_default();
             (ports, meters, writes)
         }

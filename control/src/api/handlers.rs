@@ -1,0 +1,249 @@
+//! The endpoints. Each runs the daemon's blocking work off the async
+//! threads and answers JSON; every failure is an [`ApiError`].
+
+use super::{ApiError, ApiState, Peer};
+use crate::store::DatapathInstance;
+use axum::Json;
+use axum::body::Bytes;
+use axum::extract::rejection::BytesRejection;
+use axum::extract::{ConnectInfo, Path, Query, State};
+use axum::http::{HeaderMap, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use dse_datapath::rule::{Rule, RuleError, RuleSet};
+use serde::Deserialize;
+use serde_json::{Value, json};
+use std::sync::Arc;
+
+type Answer = Result<Response, ApiError>;
+
+/// Runs `f` (blocking daemon work) on the blocking pool.
+async fn blocking<T: Send + 'static>(f: impl FnOnce() -> T + Send + 'static) -> T {
+    tokio::task::spawn_blocking(f)
+        .await
+        .expect("daemon work does not panic")
+}
+
+/// The body, or 413 over the limit / 400 if it could not be read.
+fn body(state: &ApiState, body: Result<Bytes, BytesRejection>) -> Result<Bytes, ApiError> {
+    body.map_err(|r| {
+        if r.status() == StatusCode::PAYLOAD_TOO_LARGE {
+            ApiError::too_large(state.max_body)
+        } else {
+            ApiError::bad_request(format!("reading the request body: {r}"))
+        }
+    })
+}
+
+fn is_yaml(headers: &HeaderMap) -> bool {
+    headers
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.contains("yaml"))
+}
+
+/// A rule set from a JSON or (by content type) YAML body: 400 if it is
+/// not shaped like one, 422 if it is but does not validate.
+fn parse_rule_set(headers: &HeaderMap, bytes: &[u8]) -> Result<RuleSet, ApiError> {
+    let parsed = if is_yaml(headers) {
+        std::str::from_utf8(bytes)
+            .map_err(|e| RuleError::Syntax(format!("the document is not UTF-8: {e}")))
+            .and_then(RuleSet::parse_yaml)
+    } else {
+        RuleSet::parse_json_bytes(bytes)
+    };
+    let set = parsed.map_err(|e| ApiError::bad_request(format!("request body: {e}")))?;
+    set.validate()
+        .map_err(|e| ApiError::from(crate::daemon::ControlError::Rules(e)))?;
+    Ok(set)
+}
+
+/// `GET /v1/health`
+pub async fn health(State(s): State<Arc<ApiState>>) -> Json<Value> {
+    let daemon = Arc::clone(&s.daemon);
+    let (generation, datapaths) = blocking(move || (daemon.generation(), daemon.datapaths())).await;
+    let failed = datapaths.iter().filter(|d| d.state != "running").count();
+    Json(json!({
+        "status": if failed == 0 { "ok" } else { "degraded" },
+        "generation": generation,
+        "datapaths": datapaths.len(),
+        "failed_datapaths": failed,
+    }))
+}
+
+/// `GET /v1/rules`
+pub async fn get_rules(State(s): State<Arc<ApiState>>) -> Answer {
+    let daemon = Arc::clone(&s.daemon);
+    let body = blocking(move || {
+        let (generation, rules) = daemon.rules();
+        serde_json::to_vec(&json!({"generation": generation, "rules": rules}))
+    })
+    .await
+    .map_err(|e| ApiError::bad_request(e.to_string()))?;
+    Ok(([(header::CONTENT_TYPE, "application/json")], body).into_response())
+}
+
+/// Query of a whole-set apply.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ApplyQuery {
+    expected_generation: Option<u64>,
+    #[serde(default)]
+    dry_run: bool,
+}
+
+/// `PUT /v1/rules`
+pub async fn put_rules(
+    State(s): State<Arc<ApiState>>,
+    ConnectInfo(peer): ConnectInfo<Peer>,
+    Query(q): Query<ApplyQuery>,
+    headers: HeaderMap,
+    raw: Result<Bytes, BytesRejection>,
+) -> Answer {
+    let bytes = body(&s, raw)?;
+    let daemon = Arc::clone(&s.daemon);
+    let applied = blocking(move || {
+        let set = parse_rule_set(&headers, &bytes)?;
+        drop(bytes);
+        daemon
+            .apply(set, q.expected_generation, q.dry_run, &peer.0)
+            .map_err(ApiError::from)
+    })
+    .await?;
+    Ok(Json(applied).into_response())
+}
+
+/// Body of a batch change.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct Batch {
+    #[serde(default)]
+    add: Vec<Value>,
+    #[serde(default)]
+    delete: Vec<u32>,
+    expected_generation: Option<u64>,
+}
+
+/// Reads one rule of a batch, naming its id and the field that is wrong.
+fn batch_rule(i: usize, v: Value) -> Result<Rule, ApiError> {
+    let id = v.get("id").and_then(Value::as_u64);
+    serde_path_to_error::deserialize::<_, Rule>(&v).map_err(|e| {
+        let field = e.path().to_string();
+        let reason = e.into_inner().to_string();
+        ApiError::bad_request(match id {
+            Some(id) => format!("request body: rule {id}, field `{field}`: {reason}"),
+            None => format!("request body: add[{i}].{field}: {reason}"),
+        })
+    })
+}
+
+/// `POST /v1/rules/batch`
+pub async fn batch(
+    State(s): State<Arc<ApiState>>,
+    ConnectInfo(peer): ConnectInfo<Peer>,
+    raw: Result<Bytes, BytesRejection>,
+) -> Answer {
+    let bytes = body(&s, raw)?;
+    let daemon = Arc::clone(&s.daemon);
+    let applied = blocking(move || {
+        let batch: Batch = serde_json::from_slice(&bytes)
+            .map_err(|e| ApiError::bad_request(format!("request body: {e}")))?;
+        let add = batch
+            .add
+            .into_iter()
+            .enumerate()
+            .map(|(i, v)| batch_rule(i, v))
+            .collect::<Result<Vec<Rule>, ApiError>>()?;
+        if add.is_empty() && batch.delete.is_empty() {
+            return Err(ApiError::bad_request(
+                "request body: the batch adds and deletes nothing; give `add`, `delete` or both",
+            ));
+        }
+        daemon
+            .patch(add, batch.delete, batch.expected_generation, &peer.0)
+            .map_err(ApiError::from)
+    })
+    .await?;
+    Ok(Json(applied).into_response())
+}
+
+/// Query of the counters.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CountersQuery {
+    datapath: Option<String>,
+}
+
+/// `GET /v1/counters`
+pub async fn counters(State(s): State<Arc<ApiState>>, Query(q): Query<CountersQuery>) -> Answer {
+    let daemon = Arc::clone(&s.daemon);
+    let counters = blocking(move || daemon.counters(q.datapath.as_deref())).await?;
+    Ok(Json(counters).into_response())
+}
+
+/// `GET /v1/stats`
+pub async fn stats(State(s): State<Arc<ApiState>>) -> Answer {
+    let daemon = Arc::clone(&s.daemon);
+    Ok(Json(blocking(move || daemon.stats()).await).into_response())
+}
+
+/// `GET /v1/datapaths`
+pub async fn datapaths(State(s): State<Arc<ApiState>>) -> Answer {
+    let daemon = Arc::clone(&s.daemon);
+    Ok(Json(blocking(move || daemon.datapaths()).await).into_response())
+}
+
+/// `POST /v1/datapaths`
+pub async fn attach(
+    State(s): State<Arc<ApiState>>,
+    ConnectInfo(peer): ConnectInfo<Peer>,
+    raw: Result<Bytes, BytesRejection>,
+) -> Answer {
+    let bytes = body(&s, raw)?;
+    let record: DatapathInstance = serde_json::from_slice(&bytes)
+        .map_err(|e| ApiError::bad_request(format!("request body: {e}")))?;
+    let daemon = Arc::clone(&s.daemon);
+    let status = blocking(move || daemon.attach(record, &peer.0)).await?;
+    Ok((StatusCode::CREATED, Json(status)).into_response())
+}
+
+/// `DELETE /v1/datapaths/{name}`
+pub async fn detach(
+    State(s): State<Arc<ApiState>>,
+    ConnectInfo(peer): ConnectInfo<Peer>,
+    Path(name): Path<String>,
+) -> Answer {
+    let daemon = Arc::clone(&s.daemon);
+    blocking(move || daemon.detach(&name, &peer.0)).await?;
+    Ok(StatusCode::NO_CONTENT.into_response())
+}
+
+/// Query of the audit log.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AuditQuery {
+    #[serde(default)]
+    after: u64,
+    limit: Option<usize>,
+}
+
+/// `GET /v1/audit`
+pub async fn audit(State(s): State<Arc<ApiState>>, Query(q): Query<AuditQuery>) -> Answer {
+    let daemon = Arc::clone(&s.daemon);
+    let limit = q.limit.unwrap_or(100).min(10_000);
+    let entries = blocking(move || daemon.audit(q.after, limit)).await?;
+    Ok(Json(entries).into_response())
+}
+
+/// `GET /metrics`
+pub async fn metrics(State(s): State<Arc<ApiState>>) -> Answer {
+    let state = Arc::clone(&s);
+    let text = blocking(move || state.metrics.render(&state.daemon))
+        .await
+        .map_err(|e| ApiError::bad_request(format!("rendering the metrics: {e}")))?;
+    Ok(([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], text).into_response())
+}
+
+/// `GET /openapi.json`
+pub async fn openapi() -> Response {
+    ([(header::CONTENT_TYPE, "application/json")], super::OPENAPI).into_response()
+}

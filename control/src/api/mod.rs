@@ -1,0 +1,147 @@
+//! The REST API of `dse serve`.
+//!
+//! Every endpoint is in [`routes`], which both builds the router and is
+//! checked against the OpenAPI document (`control/openapi.json`, served at
+//! `/openapi.json`) by a test, so neither can drift from the other.
+
+mod error;
+mod handlers;
+mod metrics;
+
+pub use error::ApiError;
+pub use metrics::Metrics;
+
+use crate::daemon::Daemon;
+use axum::Router;
+use axum::extract::connect_info::Connected;
+use axum::extract::{DefaultBodyLimit, Request, State};
+use axum::http::{Method, StatusCode, header};
+use axum::middleware::Next;
+use axum::response::{IntoResponse, Response};
+use axum::routing::{MethodRouter, delete, get, post, put};
+use axum::serve::IncomingStream;
+use sha2::{Digest, Sha256};
+use std::sync::Arc;
+use subtle::ConstantTimeEq;
+
+/// The OpenAPI document of this API.
+pub const OPENAPI: &str = include_str!("../../openapi.json");
+
+/// What the handlers share.
+pub struct ApiState {
+    /// The daemon.
+    pub daemon: Arc<Daemon>,
+    /// The largest request body accepted, in bytes.
+    pub max_body: usize,
+    /// Request counters and timings.
+    pub metrics: Metrics,
+}
+
+/// Who is asking, for the audit log: the Unix user, or the TCP peer.
+#[derive(Debug, Clone)]
+pub struct Peer(pub String);
+
+impl Connected<IncomingStream<'_, tokio::net::UnixListener>> for Peer {
+    fn connect_info(stream: IncomingStream<'_, tokio::net::UnixListener>) -> Peer {
+        Peer(match stream.io().peer_cred() {
+            Ok(c) => match c.pid() {
+                Some(pid) => format!("uid {} (pid {pid})", c.uid()),
+                None => format!("uid {}", c.uid()),
+            },
+            Err(_) => "unix socket".into(),
+        })
+    }
+}
+
+impl Connected<IncomingStream<'_, tokio::net::TcpListener>> for Peer {
+    fn connect_info(stream: IncomingStream<'_, tokio::net::TcpListener>) -> Peer {
+        Peer(format!("token holder at {}", stream.remote_addr()))
+    }
+}
+
+/// Every endpoint: method, path (axum syntax) and handler.
+pub fn routes() -> Vec<(Method, &'static str, MethodRouter<Arc<ApiState>>)> {
+    use handlers::*;
+    vec![
+        (Method::GET, "/v1/health", get(health)),
+        (Method::GET, "/v1/rules", get(get_rules)),
+        (Method::PUT, "/v1/rules", put(put_rules)),
+        (Method::POST, "/v1/rules/batch", post(batch)),
+        (Method::GET, "/v1/counters", get(counters)),
+        (Method::GET, "/v1/stats", get(stats)),
+        (Method::GET, "/v1/datapaths", get(datapaths)),
+        (Method::POST, "/v1/datapaths", post(attach)),
+        (Method::DELETE, "/v1/datapaths/{name}", delete(detach)),
+        (Method::GET, "/v1/audit", get(audit)),
+        (Method::GET, "/metrics", get(metrics)),
+        (Method::GET, "/openapi.json", get(openapi)),
+    ]
+}
+
+async fn no_such_endpoint(req: Request) -> ApiError {
+    ApiError {
+        status: StatusCode::NOT_FOUND,
+        code: "no_such_endpoint",
+        message: format!(
+            "no endpoint {} {}; GET /openapi.json lists them",
+            req.method(),
+            req.uri().path()
+        ),
+    }
+}
+
+/// The router over `state`, with the body limit and request metrics.
+pub fn router(state: Arc<ApiState>) -> Router {
+    let limit = state.max_body;
+    let mut r = Router::new();
+    for (_, path, handler) in routes() {
+        r = r.route(path, handler);
+    }
+    r.fallback(no_such_endpoint)
+        .layer(axum::middleware::from_fn_with_state(
+            Arc::clone(&state),
+            metrics::record,
+        ))
+        .layer(DefaultBodyLimit::max(limit))
+        .with_state(state)
+}
+
+/// The SHA-256 of a token: compared instead of the token itself, so that
+/// the comparison is constant-time whatever the lengths.
+#[derive(Clone)]
+pub struct TokenDigest([u8; 32]);
+
+impl TokenDigest {
+    /// The digest of `token` (surrounding whitespace ignored).
+    pub fn of(token: &str) -> TokenDigest {
+        TokenDigest(Sha256::digest(token.trim().as_bytes()).into())
+    }
+}
+
+/// Refuses a request without `Authorization: Bearer <the token>` (401).
+pub async fn require_token(State(want): State<TokenDigest>, req: Request, next: Next) -> Response {
+    let given = req
+        .headers()
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer "));
+    let ok = given.is_some_and(|t| bool::from(TokenDigest::of(t).0.ct_eq(&want.0)));
+    if ok {
+        return next.run(req).await;
+    }
+    let mut resp = ApiError {
+        status: StatusCode::UNAUTHORIZED,
+        code: "unauthorized",
+        message: if given.is_some() {
+            "the bearer token is wrong".into()
+        } else {
+            "this endpoint needs `Authorization: Bearer <token>` (the token in dse serve's --token-file)".into()
+        },
+    }
+    .into_response();
+    resp.headers_mut().insert(
+        header::WWW_AUTHENTICATE,
+        "Bearer".parse().expect("a valid header"),
+    );
+    resp
+}

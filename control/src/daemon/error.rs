@@ -1,0 +1,60 @@
+//! Why a control-plane request failed.
+
+use crate::store::StoreError;
+use dse_datapath::datapath::DatapathError;
+use dse_datapath::rule::RuleError;
+
+/// Why a request to the daemon failed. Each says what was wrong and, where
+/// it helps, what to do.
+#[derive(Debug, thiserror::Error)]
+pub enum ControlError {
+    /// The rules were refused; nothing was applied.
+    #[error("rules refused: {0}")]
+    Rules(#[from] RuleError),
+    /// The change was based on another generation than the desired one.
+    #[error(
+        "generation conflict: the change expected generation {expected}, but the desired rules are at generation {current}; read the rules again (dse rules get) and retry"
+    )]
+    Conflict {
+        /// The generation the change was based on.
+        expected: u64,
+        /// The desired generation.
+        current: u64,
+    },
+    /// The request itself is wrong (a bad name, an unknown port or
+    /// interface).
+    #[error("{0}")]
+    BadRequest(String),
+    /// Something by that name or on that interface exists already.
+    #[error("{0}")]
+    Exists(String),
+    /// There is nothing by that name.
+    #[error("no {what}")]
+    NotFound {
+        /// What was looked for.
+        what: String,
+    },
+    /// A datapath failed; the others were put back and nothing was committed.
+    #[error("datapath {name}: {source}")]
+    Datapath {
+        /// The instance.
+        name: String,
+        /// What went wrong.
+        #[source]
+        source: DatapathError,
+    },
+    /// The store failed.
+    #[error(transparent)]
+    Store(StoreError),
+}
+
+impl From<StoreError> for ControlError {
+    fn from(e: StoreError) -> ControlError {
+        match e {
+            StoreError::Conflict { expected, current } => {
+                ControlError::Conflict { expected, current }
+            }
+            e => ControlError::Store(e),
+        }
+    }
+}

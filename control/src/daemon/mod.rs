@@ -1,0 +1,475 @@
+//! The daemon's state and every change it makes: the desired rules, the
+//! running datapath instances, and the store that makes both durable.
+//!
+//! Changes are serialised. A rule change is applied to the running
+//! datapaths first (each backend compiles it, atomically: a refusal
+//! changes nothing), then committed to the store, then made the desired
+//! state in memory. A crash between the datapath and the store leaves the
+//! datapath one generation ahead; the next start adopts it and converges
+//! it back to the store's generation, so the two again hold one whole
+//! generation.
+
+mod error;
+mod instances;
+
+pub use error::ControlError;
+pub use instances::{InstanceStatus, Running};
+
+use crate::desired::Desired;
+use crate::reconcile::Diff;
+use crate::store::{Change, DatapathInstance, Store};
+use dse_datapath::datapath::{Datapath, DatapathError, Transaction};
+use dse_datapath::pipeline::{Count, Stats};
+use dse_datapath::rule::{Rule, RuleSet};
+use dse_datapath::xdp::XdpLimits;
+use serde::Serialize;
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+use std::sync::{Mutex, RwLock};
+
+/// How the daemon runs.
+#[derive(Debug, Clone)]
+pub struct DaemonConfig {
+    /// The store's database file.
+    pub db: PathBuf,
+    /// The bpffs directory under which each XDP instance pins its maps and
+    /// links (in a directory named after the instance).
+    pub bpffs: PathBuf,
+    /// Worker threads of each host-path (emu) instance.
+    pub emu_workers: usize,
+    /// Map sizes of each XDP instance.
+    pub xdp_limits: XdpLimits,
+    /// Attach XDP in generic (skb) mode.
+    pub xdp_skb_mode: bool,
+}
+
+/// What a rule change did.
+#[derive(Debug, Clone, Serialize)]
+pub struct Applied {
+    /// The generation now desired (unchanged by a dry run).
+    pub generation: u64,
+    /// Whether this was only a dry run.
+    pub dry_run: bool,
+    /// Rules added.
+    pub added: usize,
+    /// Rules whose contents changed.
+    pub changed: usize,
+    /// Rules removed.
+    pub removed: usize,
+    /// Whether ports or meters changed.
+    pub ports_or_meters: bool,
+    /// The full difference (dry runs only).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub diff: Option<Diff>,
+    /// Each running datapath's own generation afterwards.
+    pub datapaths: BTreeMap<String, u64>,
+}
+
+impl Applied {
+    fn of(generation: u64, diff: &Diff, dry_run: bool) -> Applied {
+        Applied {
+            generation,
+            dry_run,
+            added: diff.added.len(),
+            changed: diff.changed.len(),
+            removed: diff.removed.len(),
+            ports_or_meters: diff.ports_or_meters,
+            diff: dry_run.then(|| diff.clone()),
+            datapaths: BTreeMap::new(),
+        }
+    }
+}
+
+/// Puts the first `n` of `running` back with `undo()`.
+fn put_back(running: &[(&String, &dyn Datapath)], n: usize, undo: &dyn Fn() -> Transaction) {
+    for (name, dp) in &running[..n] {
+        if let Err(e) = dp.apply(undo()) {
+            tracing::error!("datapath {name}: putting the rules back: {e}");
+        }
+    }
+}
+
+/// The control plane's state.
+pub struct Daemon {
+    store: Store,
+    config: DaemonConfig,
+    /// Held through every change, so that changes never interleave.
+    changes: Mutex<()>,
+    desired: RwLock<Desired>,
+    instances: RwLock<BTreeMap<String, Running>>,
+}
+
+impl Daemon {
+    /// Opens the store, takes the desired state from it, and brings up
+    /// every datapath instance it records: an XDP datapath still pinned
+    /// from an earlier run is adopted (its traffic never stops) and
+    /// converged to the desired rules; others are started. An instance
+    /// that cannot come up is kept with its error (see
+    /// [`Daemon::datapaths`]); the daemon still serves.
+    ///
+    /// # Errors
+    /// [`ControlError::Store`] if the store cannot be opened or read.
+    pub fn open(config: DaemonConfig) -> Result<Daemon, ControlError> {
+        let store = Store::open(&config.db)?;
+        let desired = match store.current()? {
+            Some(g) => Desired::new(g.generation, g.rules),
+            None => Desired::default(),
+        };
+        let set = desired.rule_set();
+        let mut instances = BTreeMap::new();
+        for record in store.datapaths()? {
+            let running = Running::bring_up(&config, record, &set);
+            if let Some(e) = &running.error {
+                tracing::error!("datapath {}: {e}", running.record.name);
+            }
+            instances.insert(running.record.name.clone(), running);
+        }
+        Ok(Daemon {
+            store,
+            config,
+            changes: Mutex::new(()),
+            desired: RwLock::new(desired),
+            instances: RwLock::new(instances),
+        })
+    }
+
+    fn lock_changes(&self) -> std::sync::MutexGuard<'_, ()> {
+        self.changes.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    fn read_desired(&self) -> std::sync::RwLockReadGuard<'_, Desired> {
+        self.desired.read().unwrap_or_else(|p| p.into_inner())
+    }
+
+    fn read_instances(&self) -> std::sync::RwLockReadGuard<'_, BTreeMap<String, Running>> {
+        self.instances.read().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// The desired generation.
+    pub fn generation(&self) -> u64 {
+        self.read_desired().generation
+    }
+
+    /// The desired rule set and its generation.
+    pub fn rules(&self) -> (u64, RuleSet) {
+        let d = self.read_desired();
+        (d.generation, d.rule_set())
+    }
+
+    /// Refuses a change based on another generation than the desired one,
+    /// recording the refusal.
+    fn check_expected(
+        &self,
+        expected: Option<u64>,
+        who: &str,
+        what: &str,
+    ) -> Result<(), ControlError> {
+        let current = self.generation();
+        match expected {
+            Some(expected) if expected != current => {
+                let err = ControlError::Conflict { expected, current };
+                self.store.audit_only(who, what, &err.to_string())?;
+                Err(err)
+            }
+            _ => Ok(()),
+        }
+    }
+
+    /// Makes `set` the desired rule set, based on generation `expected`
+    /// if given, and applies it to every running datapath. With `dry_run`,
+    /// validates it and returns the difference without changing anything.
+    ///
+    /// # Errors
+    /// [`ControlError::Conflict`] for a stale `expected`;
+    /// [`ControlError::Rules`] naming the rule and field of invalid rules;
+    /// [`ControlError::Datapath`] if a datapath fails (the others are put
+    /// back; nothing is committed).
+    pub fn apply(
+        &self,
+        set: RuleSet,
+        expected: Option<u64>,
+        dry_run: bool,
+        who: &str,
+    ) -> Result<Applied, ControlError> {
+        let _changing = self.lock_changes();
+        let what = Change::Replace(&set).describe();
+        self.check_expected(expected, who, &what)?;
+        let diff = self.read_desired().diff_to(&set);
+        let instances = self.read_instances();
+        let running: Vec<(&String, &dyn Datapath)> = instances
+            .iter()
+            .filter_map(|(n, r)| Some((n, r.datapath()?)))
+            .collect();
+        if (dry_run || running.is_empty())
+            && let Err(e) = dse_datapath::compile(&set)
+        {
+            self.store.audit_only(who, &what, &e.to_string())?;
+            return Err(e.into());
+        }
+        if dry_run {
+            return Ok(Applied::of(self.generation(), &diff, true));
+        }
+        let txn = match diff.transaction(&set) {
+            Some(t) => t,
+            None => Transaction::Patch {
+                upsert: Vec::new(),
+                remove: Vec::new(),
+            },
+        };
+        let undo = || Transaction::Replace(self.read_desired().rule_set());
+        let datapaths = self.apply_all(&running, txn, &undo, who, &what)?;
+        let generation = match self.store.commit(Change::Replace(&set), None, who) {
+            Ok(g) => g,
+            Err(e) => {
+                put_back(&running, running.len(), &undo);
+                return Err(e.into());
+            }
+        };
+        *self.desired.write().unwrap_or_else(|p| p.into_inner()) = Desired::new(generation, set);
+        let mut applied = Applied::of(generation, &diff, false);
+        applied.datapaths = datapaths;
+        Ok(applied)
+    }
+
+    /// Adds (or replaces, by id) `upsert` and deletes `remove`, based on
+    /// generation `expected` if given, keeping ports and meters.
+    ///
+    /// # Errors
+    /// As [`Daemon::apply`]; [`ControlError::Rules`] also for deleting a
+    /// rule that does not exist or naming a rule twice.
+    pub fn patch(
+        &self,
+        upsert: Vec<Rule>,
+        remove: Vec<u32>,
+        expected: Option<u64>,
+        who: &str,
+    ) -> Result<Applied, ControlError> {
+        let _changing = self.lock_changes();
+        let what = Change::Patch {
+            upsert: &upsert,
+            remove: &remove,
+        }
+        .describe();
+        self.check_expected(expected, who, &what)?;
+        let diff = {
+            let d = self.read_desired();
+            let checked = d.check_patch(&upsert, &remove).and_then(|()| {
+                RuleSet {
+                    ports: d.ports.clone(),
+                    meters: d.meters.clone(),
+                    rules: upsert.clone(),
+                }
+                .validate()
+            });
+            if let Err(e) = checked {
+                self.store.audit_only(who, &what, &e.to_string())?;
+                return Err(e.into());
+            }
+            let (added, changed) = upsert
+                .iter()
+                .cloned()
+                .partition(|r| !d.rules.contains_key(&r.id));
+            Diff {
+                added,
+                changed,
+                removed: remove.clone(),
+                ports_or_meters: false,
+            }
+        };
+        let instances = self.read_instances();
+        let running: Vec<(&String, &dyn Datapath)> = instances
+            .iter()
+            .filter_map(|(n, r)| Some((n, r.datapath()?)))
+            .collect();
+        let txn = Transaction::Patch {
+            upsert: upsert.clone(),
+            remove: remove.clone(),
+        };
+        // What puts a datapath back: the rules this patch replaces or
+        // deletes, and the removal of those it adds.
+        let undo = || {
+            let d = self.read_desired();
+            Transaction::Patch {
+                upsert: upsert
+                    .iter()
+                    .filter_map(|r| d.rules.get(&r.id))
+                    .chain(remove.iter().filter_map(|id| d.rules.get(id)))
+                    .cloned()
+                    .collect(),
+                remove: diff.added.iter().map(|r| r.id).collect(),
+            }
+        };
+        let datapaths = self.apply_all(&running, txn, &undo, who, &what)?;
+        let patch = Change::Patch {
+            upsert: &upsert,
+            remove: &remove,
+        };
+        let generation = match self.store.commit(patch, None, who) {
+            Ok(g) => g,
+            Err(e) => {
+                put_back(&running, running.len(), &undo);
+                return Err(e.into());
+            }
+        };
+        self.desired
+            .write()
+            .unwrap_or_else(|p| p.into_inner())
+            .patch(upsert, &remove, generation);
+        let mut applied = Applied::of(generation, &diff, false);
+        applied.datapaths = datapaths;
+        Ok(applied)
+    }
+
+    /// Applies `txn` to each running datapath in turn. If one fails, those
+    /// before it get `undo()` (the change that puts them back).
+    fn apply_all(
+        &self,
+        running: &[(&String, &dyn Datapath)],
+        txn: Transaction,
+        undo: &dyn Fn() -> Transaction,
+        who: &str,
+        what: &str,
+    ) -> Result<BTreeMap<String, u64>, ControlError> {
+        let mut done = BTreeMap::new();
+        for (i, (name, dp)) in running.iter().enumerate() {
+            match dp.apply(txn.clone()) {
+                Ok(g) => {
+                    done.insert((*name).clone(), g);
+                }
+                Err(e) => {
+                    put_back(running, i, undo);
+                    self.store.audit_only(who, what, &e.to_string())?;
+                    return Err(match e {
+                        DatapathError::Rules(r) if i == 0 => ControlError::Rules(r),
+                        source => ControlError::Datapath {
+                            name: (*name).clone(),
+                            source,
+                        },
+                    });
+                }
+            }
+        }
+        Ok(done)
+    }
+
+    /// Every datapath instance and how it is doing.
+    pub fn datapaths(&self) -> Vec<InstanceStatus> {
+        self.read_instances()
+            .values()
+            .map(Running::status)
+            .collect()
+    }
+
+    /// Statistics of each running datapath, by instance name.
+    pub fn stats(&self) -> BTreeMap<String, Stats> {
+        self.read_instances()
+            .iter()
+            .filter_map(|(n, r)| Some((n.clone(), r.datapath()?.stats())))
+            .collect()
+    }
+
+    /// Per-rule counters of each running datapath (or only `name`'s), by
+    /// instance name and rule id.
+    ///
+    /// # Errors
+    /// [`ControlError::NotFound`] if `name` is given and not an instance.
+    pub fn counters(
+        &self,
+        name: Option<&str>,
+    ) -> Result<BTreeMap<String, BTreeMap<u32, Count>>, ControlError> {
+        let instances = self.read_instances();
+        if let Some(n) = name.filter(|n| !instances.contains_key(*n)) {
+            return Err(ControlError::NotFound {
+                what: format!("datapath {n:?}"),
+            });
+        }
+        Ok(instances
+            .iter()
+            .filter(|(n, _)| name.is_none_or(|want| want == n.as_str()))
+            .filter_map(|(n, r)| Some((n.clone(), r.datapath()?.rule_counters())))
+            .collect())
+    }
+
+    /// Brings up datapath instance `record` on the desired rules and
+    /// records it.
+    ///
+    /// # Errors
+    /// [`ControlError::BadRequest`] for a bad name, a port the rules do not
+    /// define, or an interface that does not exist; [`ControlError::Exists`]
+    /// for a name or interface already in use; [`ControlError::Datapath`] if
+    /// the backend cannot start. Nothing is recorded or left running then.
+    pub fn attach(
+        &self,
+        record: DatapathInstance,
+        who: &str,
+    ) -> Result<InstanceStatus, ControlError> {
+        let _changing = self.lock_changes();
+        let what = format!("attach datapath {}", record.name);
+        let checked = instances::check(&record, &self.read_desired(), &self.read_instances());
+        if let Err(e) = checked {
+            self.store.audit_only(who, &what, &e.to_string())?;
+            return Err(e);
+        }
+        let (name, xdp) = (
+            record.name.clone(),
+            record.backend == crate::store::Backend::Xdp,
+        );
+        let running = match Running::start(&self.config, record, &self.read_desired().rule_set()) {
+            Ok(r) => r,
+            Err(source) => {
+                self.store.audit_only(who, &what, &source.to_string())?;
+                // A failed XDP start may have pinned maps already.
+                if xdp {
+                    let _ = std::fs::remove_dir_all(self.config.bpffs.join(&name));
+                }
+                return Err(ControlError::Datapath { name, source });
+            }
+        };
+        if let Err(e) = self.store.put_datapath(&running.record, who) {
+            running.tear_down(&self.config);
+            return Err(e.into());
+        }
+        let status = running.status();
+        self.instances
+            .write()
+            .unwrap_or_else(|p| p.into_inner())
+            .insert(running.record.name.clone(), running);
+        Ok(status)
+    }
+
+    /// Stops datapath instance `name` (an XDP one detaches from its
+    /// interfaces and unpins its maps) and forgets it.
+    ///
+    /// # Errors
+    /// [`ControlError::NotFound`] if there is no such instance.
+    pub fn detach(&self, name: &str, who: &str) -> Result<(), ControlError> {
+        let _changing = self.lock_changes();
+        let removed = self
+            .instances
+            .write()
+            .unwrap_or_else(|p| p.into_inner())
+            .remove(name);
+        let Some(running) = removed else {
+            self.store
+                .audit_only(who, &format!("detach datapath {name}"), "no such datapath")?;
+            return Err(ControlError::NotFound {
+                what: format!("datapath {name:?}"),
+            });
+        };
+        self.store.remove_datapath(name, who)?;
+        running.tear_down(&self.config);
+        Ok(())
+    }
+
+    /// The audit log after sequence number `after`, at most `limit` entries.
+    ///
+    /// # Errors
+    /// [`ControlError::Store`].
+    pub fn audit(
+        &self,
+        after: u64,
+        limit: usize,
+    ) -> Result<Vec<crate::store::AuditEntry>, ControlError> {
+        Ok(self.store.audit(after, limit)?)
+    }
+}

@@ -1,0 +1,109 @@
+//! The desired rule set in memory, as the daemon holds it between changes:
+//! rules by id, so that a one-rule patch costs one rule's work.
+
+use crate::reconcile::Diff;
+use dse_datapath::rule::{MeterDef, PortDef, Rule, RuleError, RuleSet};
+use std::collections::BTreeMap;
+
+/// The rule set a generation of the store holds.
+#[derive(Debug, Clone, Default)]
+pub struct Desired {
+    /// The store's generation (0 before the first rule set).
+    pub generation: u64,
+    /// Ports.
+    pub ports: Vec<PortDef>,
+    /// Meters.
+    pub meters: Vec<MeterDef>,
+    /// Rules by id.
+    pub rules: BTreeMap<u32, Rule>,
+}
+
+impl Desired {
+    /// Generation `generation` holding `set`.
+    pub fn new(generation: u64, set: RuleSet) -> Desired {
+        Desired {
+            generation,
+            ports: set.ports,
+            meters: set.meters,
+            rules: set.rules.into_iter().map(|r| (r.id, r)).collect(),
+        }
+    }
+
+    /// The whole rule set, rules in id order.
+    pub fn rule_set(&self) -> RuleSet {
+        RuleSet {
+            ports: self.ports.clone(),
+            meters: self.meters.clone(),
+            rules: self.rules.values().cloned().collect(),
+        }
+    }
+
+    /// What applying `set` would change.
+    pub fn diff_to(&self, set: &RuleSet) -> Diff {
+        let mut diff = Diff {
+            ports_or_meters: self.ports != set.ports || self.meters != set.meters,
+            ..Diff::default()
+        };
+        let mut seen = 0;
+        for rule in &set.rules {
+            match self.rules.get(&rule.id) {
+                None => diff.added.push(rule.clone()),
+                Some(old) => {
+                    seen += 1;
+                    if old != rule {
+                        diff.changed.push(rule.clone());
+                    }
+                }
+            }
+        }
+        if seen < self.rules.len() {
+            let wanted: std::collections::HashSet<u32> = set.rules.iter().map(|r| r.id).collect();
+            diff.removed = self
+                .rules
+                .keys()
+                .filter(|id| !wanted.contains(id))
+                .copied()
+                .collect();
+        }
+        diff
+    }
+
+    /// Checks that a patch names only rules that can be removed and no
+    /// rule twice.
+    ///
+    /// # Errors
+    /// [`RuleError::Rule`] naming the rule id and the field.
+    pub fn check_patch(&self, upsert: &[Rule], remove: &[u32]) -> Result<(), RuleError> {
+        for id in remove {
+            if !self.rules.contains_key(id) {
+                return Err(RuleError::Rule {
+                    rule: *id,
+                    field: "delete".into(),
+                    reason: "no rule with this id to delete".into(),
+                });
+            }
+        }
+        let mut ids = std::collections::HashSet::new();
+        for r in upsert {
+            if !ids.insert(r.id) || remove.contains(&r.id) {
+                return Err(RuleError::Rule {
+                    rule: r.id,
+                    field: "id".into(),
+                    reason: "named twice in one batch".into(),
+                });
+            }
+        }
+        Ok(())
+    }
+
+    /// Applies a checked patch as generation `generation`.
+    pub fn patch(&mut self, upsert: Vec<Rule>, remove: &[u32], generation: u64) {
+        for id in remove {
+            self.rules.remove(id);
+        }
+        for r in upsert {
+            self.rules.insert(r.id, r);
+        }
+        self.generation = generation;
+    }
+}

@@ -1,0 +1,176 @@
+//! `dse serve`: the daemon behind its listeners.
+//!
+//! The API listens on a Unix socket (mode 0600: only its owner may drive
+//! the datapaths) and, if asked, on TCP, where every request must carry
+//! the bearer token read from a file. A second daemon on the same socket
+//! or the same database is refused by name.
+
+use crate::api::{self, ApiState, Metrics, Peer, TokenDigest};
+use crate::daemon::{ControlError, Daemon, DaemonConfig};
+use std::net::SocketAddr;
+use std::os::unix::fs::PermissionsExt;
+use std::path::PathBuf;
+use std::sync::Arc;
+
+/// Where and how `dse serve` listens.
+#[derive(Debug, Clone)]
+pub struct ServeConfig {
+    /// The daemon's own settings.
+    pub daemon: DaemonConfig,
+    /// The Unix socket to listen on.
+    pub socket: PathBuf,
+    /// Also listen on TCP here (needs `token_file`).
+    pub tcp: Option<SocketAddr>,
+    /// The file holding the bearer token TCP clients must send.
+    pub token_file: Option<PathBuf>,
+    /// The largest request body accepted, in bytes.
+    pub max_body: usize,
+}
+
+/// Why `dse serve` could not start or stopped.
+#[derive(Debug, thiserror::Error)]
+pub enum ServeError {
+    /// Another daemon answers on the socket.
+    #[error("another dse serve is listening on {0}: stop it, or give this one another --socket")]
+    SocketInUse(PathBuf),
+    /// TCP was asked for without a token.
+    #[error("--listen needs --token-file: TCP clients must present a bearer token")]
+    NoToken,
+    /// The token file is missing, unreadable or empty.
+    #[error("token file {path}: {reason}")]
+    Token {
+        /// The file.
+        path: PathBuf,
+        /// What is wrong.
+        reason: String,
+    },
+    /// A listener could not be opened.
+    #[error("listening on {what}: {source}")]
+    Listen {
+        /// The address or path.
+        what: String,
+        /// The OS error.
+        source: std::io::Error,
+    },
+    /// The daemon could not start.
+    #[error(transparent)]
+    Daemon(#[from] ControlError),
+}
+
+fn listen_err(what: impl std::fmt::Display) -> impl FnOnce(std::io::Error) -> ServeError {
+    let what = what.to_string();
+    move |source| ServeError::Listen { what, source }
+}
+
+/// Binds `path` with mode 0600, replacing a stale socket file that no
+/// daemon answers on.
+fn bind_unix(path: &PathBuf) -> Result<tokio::net::UnixListener, ServeError> {
+    if path.exists() {
+        if std::os::unix::net::UnixStream::connect(path).is_ok() {
+            return Err(ServeError::SocketInUse(path.clone()));
+        }
+        std::fs::remove_file(path).map_err(listen_err(path.display()))?;
+    }
+    if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+        std::fs::create_dir_all(dir).map_err(listen_err(dir.display()))?;
+    }
+    // Created 0600 from the start: no window in which others may connect.
+    // SAFETY: umask only swaps the process's file-creation mask.
+    let old = unsafe { libc::umask(0o177) };
+    let bound = std::os::unix::net::UnixListener::bind(path);
+    // SAFETY: as above, restoring it.
+    unsafe { libc::umask(old) };
+    let listener = bound.map_err(listen_err(path.display()))?;
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600))
+        .map_err(listen_err(path.display()))?;
+    listener
+        .set_nonblocking(true)
+        .map_err(listen_err(path.display()))?;
+    tokio::net::UnixListener::from_std(listener).map_err(listen_err(path.display()))
+}
+
+fn read_token(path: &PathBuf) -> Result<TokenDigest, ServeError> {
+    let text = std::fs::read_to_string(path).map_err(|e| ServeError::Token {
+        path: path.clone(),
+        reason: e.to_string(),
+    })?;
+    if text.trim().is_empty() {
+        return Err(ServeError::Token {
+            path: path.clone(),
+            reason: "it is empty".into(),
+        });
+    }
+    Ok(TokenDigest::of(&text))
+}
+
+/// Runs the daemon until `shutdown` completes. XDP datapaths stay pinned
+/// and forwarding after it returns; the next `dse serve` adopts them.
+///
+/// # Errors
+/// [`ServeError`] naming what could not be opened.
+pub async fn serve(
+    config: ServeConfig,
+    shutdown: impl std::future::Future<Output = ()> + Send + 'static,
+) -> Result<(), ServeError> {
+    let token = match (&config.tcp, &config.token_file) {
+        (Some(_), None) => return Err(ServeError::NoToken),
+        (_, Some(path)) => Some(read_token(path)?),
+        (None, None) => None,
+    };
+    let unix = bind_unix(&config.socket)?;
+    let daemon_config = config.daemon.clone();
+    let daemon = tokio::task::spawn_blocking(move || Daemon::open(daemon_config))
+        .await
+        .expect("opening the daemon does not panic");
+    let daemon = match daemon {
+        Ok(d) => Arc::new(d),
+        Err(e) => {
+            let _ = std::fs::remove_file(&config.socket);
+            return Err(e.into());
+        }
+    };
+    let state = Arc::new(ApiState {
+        daemon,
+        max_body: config.max_body,
+        metrics: Metrics::default(),
+    });
+    let app = api::router(Arc::clone(&state));
+    let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+    tokio::spawn(async move {
+        shutdown.await;
+        let _ = stop_tx.send(true);
+    });
+    let stopped = |mut rx: tokio::sync::watch::Receiver<bool>| async move {
+        let _ = rx.wait_for(|s| *s).await;
+    };
+    let mut servers = tokio::task::JoinSet::new();
+    if let (Some(addr), Some(token)) = (config.tcp, token) {
+        let tcp = tokio::net::TcpListener::bind(addr)
+            .await
+            .map_err(listen_err(addr))?;
+        let app = app.clone().layer(axum::middleware::from_fn_with_state(
+            token,
+            api::require_token,
+        ));
+        let rx = stop_rx.clone();
+        servers.spawn(async move {
+            axum::serve(tcp, app.into_make_service_with_connect_info::<Peer>())
+                .with_graceful_shutdown(stopped(rx))
+                .await
+        });
+        tracing::info!("API on tcp {addr} (bearer token required)");
+    }
+    tracing::info!("API on unix socket {}", config.socket.display());
+    servers.spawn(async move {
+        axum::serve(unix, app.into_make_service_with_connect_info::<Peer>())
+            .with_graceful_shutdown(stopped(stop_rx))
+            .await
+    });
+    while let Some(done) = servers.join_next().await {
+        if let Ok(Err(e)) = done {
+            tracing::error!("API server: {e}");
+        }
+    }
+    let _ = std::fs::remove_file(&config.socket);
+    Ok(())
+}

@@ -1,0 +1,192 @@
+//! The command line: what each `dse` command takes.
+
+use clap::{Args, Parser, Subcommand, ValueEnum};
+use std::net::SocketAddr;
+use std::path::PathBuf;
+
+/// Where the daemon's socket is unless told otherwise.
+pub const DEFAULT_SOCKET: &str = "/run/dse/dse.sock";
+
+#[derive(Parser)]
+#[command(
+    name = "dse",
+    version,
+    about = "Offload a host's network flows to a DPU datapath",
+    after_help = "Exit codes: 0 done; 1 failed; 2 bad command line; 3 generation conflict; \
+                  4 invalid input (rules, body, names); 5 dse serve unreachable; \
+                  6 not authorized; 7 not found."
+)]
+pub struct Cli {
+    #[command(flatten)]
+    pub connection: Connection,
+    /// How to print results.
+    #[arg(long, short, global = true, value_enum, default_value_t = Output::Table)]
+    pub output: Output,
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+/// Where the CLI finds `dse serve`.
+#[derive(Args, Clone)]
+pub struct Connection {
+    /// The daemon's Unix socket.
+    #[arg(long, global = true, env = "DSE_SOCKET", default_value = DEFAULT_SOCKET)]
+    pub socket: PathBuf,
+    /// Talk to the daemon over TCP at HOST:PORT instead (needs --token-file).
+    #[arg(long, global = true, env = "DSE_SERVER")]
+    pub server: Option<String>,
+    /// The file holding the bearer token for --server.
+    #[arg(long, global = true, env = "DSE_TOKEN_FILE")]
+    pub token_file: Option<PathBuf>,
+}
+
+/// Output format.
+#[derive(Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum Output {
+    /// Aligned tables for people.
+    Table,
+    /// JSON for scripts: the API's answer as is.
+    Json,
+}
+
+#[derive(Subcommand)]
+pub enum Command {
+    /// Drive generated traffic through the emulated datapath and print per-rule counters and the packet rate.
+    Demo {
+        /// Rule file (YAML or JSON).
+        #[arg(long, default_value = "examples/demo.yaml")]
+        rules: PathBuf,
+        /// Packets to send.
+        #[arg(long, default_value_t = 2_000_000)]
+        packets: u64,
+        /// Worker threads.
+        #[arg(long, default_value_t = 2)]
+        workers: usize,
+    },
+    /// Run the daemon: hold the desired rules and keep every datapath equal to them.
+    Serve(ServeArgs),
+    /// Rules: apply, get, add, delete, counters; check a file offline.
+    Rules {
+        #[command(subcommand)]
+        command: RulesCommand,
+    },
+    /// Datapath instances: attach a backend to interfaces, detach, list.
+    Datapath {
+        #[command(subcommand)]
+        command: DatapathCommand,
+    },
+    /// Statistics of each datapath.
+    Stats,
+    /// The daemon's health, the desired generation and each datapath's state.
+    Status,
+}
+
+#[derive(Args)]
+pub struct ServeArgs {
+    /// The store (created if missing).
+    #[arg(long, default_value = "/var/lib/dse/dse.redb")]
+    pub db: PathBuf,
+    /// The bpffs directory the XDP datapaths pin under (one directory each).
+    #[arg(long, default_value = "/sys/fs/bpf/dse")]
+    pub bpffs: PathBuf,
+    /// Also serve the API on TCP at this address (needs --token-file).
+    #[arg(long)]
+    pub listen: Option<SocketAddr>,
+    /// Largest request body, in bytes.
+    #[arg(long, default_value_t = 512 << 20)]
+    pub max_body: usize,
+    /// Worker threads of each host-path (emu) datapath.
+    #[arg(long, default_value_t = 2)]
+    pub emu_workers: usize,
+    /// Rule slots of each XDP datapath (kernel memory grows with it).
+    #[arg(long, default_value_t = dse_ebpf::limits::MAX_RULES)]
+    pub xdp_max_rules: u32,
+    /// Attach XDP in generic (skb) mode, for drivers without native XDP.
+    #[arg(long)]
+    pub xdp_skb: bool,
+}
+
+#[derive(Subcommand)]
+pub enum RulesCommand {
+    /// Make a rule file the desired rule set and apply it to every datapath.
+    Apply {
+        /// Rule file (YAML or JSON).
+        #[arg(long, short)]
+        file: PathBuf,
+        /// Show what would change, change nothing.
+        #[arg(long)]
+        dry_run: bool,
+        /// Refuse unless the desired rules are still at this generation.
+        #[arg(long)]
+        expect_generation: Option<u64>,
+    },
+    /// Print the desired rules.
+    Get,
+    /// Add (or replace, by id) the rules in a file, keeping the others.
+    Add {
+        /// File of rules: a rule set's `rules:` or a list of rules (YAML or JSON).
+        #[arg(long, short)]
+        file: PathBuf,
+        /// Refuse unless the desired rules are still at this generation.
+        #[arg(long)]
+        expect_generation: Option<u64>,
+    },
+    /// Delete rules by id.
+    Delete {
+        /// Rule ids.
+        #[arg(required = true)]
+        ids: Vec<u32>,
+        /// Refuse unless the desired rules are still at this generation.
+        #[arg(long)]
+        expect_generation: Option<u64>,
+    },
+    /// Per-rule packet and byte counters of each datapath.
+    Counters {
+        /// Only this datapath.
+        #[arg(long)]
+        datapath: Option<String>,
+    },
+    /// Validate and compile a rule file offline; print what it compiles to.
+    Check {
+        /// Rule file (YAML or JSON).
+        file: PathBuf,
+    },
+}
+
+/// A backend, as the CLI names it.
+#[derive(Clone, Copy, ValueEnum)]
+pub enum BackendArg {
+    /// The offloaded datapath: the XDP program on the interfaces.
+    Xdp,
+    /// The host's software path: the emulated datapath over AF_PACKET.
+    Emu,
+}
+
+#[derive(Subcommand)]
+pub enum DatapathCommand {
+    /// Run the desired rules on interfaces, offloaded (xdp) or on the host CPU (emu).
+    Attach {
+        /// A name for the instance.
+        name: String,
+        /// Which datapath runs the rules.
+        #[arg(long, value_enum)]
+        backend: BackendArg,
+        /// PORT=INTERFACE: the interface of a port the rules define (repeat).
+        #[arg(long = "port", required = true, value_parser = port_binding)]
+        ports: Vec<(String, String)>,
+    },
+    /// Stop an instance (an XDP one leaves its interfaces).
+    Detach {
+        /// The instance.
+        name: String,
+    },
+    /// The instances and their state.
+    List,
+}
+
+fn port_binding(s: &str) -> Result<(String, String), String> {
+    match s.split_once('=') {
+        Some((p, i)) if !p.is_empty() && !i.is_empty() => Ok((p.to_string(), i.to_string())),
+        _ => Err(format!("{s:?} is not PORT=INTERFACE, e.g. uplink=eth1")),
+    }
+}

@@ -1,0 +1,296 @@
+//! The CLI commands that drive `dse serve` through its API, and `dse serve`
+//! itself.
+
+pub mod exit;
+mod show;
+
+use crate::cli::{
+    BackendArg, Command, Connection, DatapathCommand, Output, RulesCommand, ServeArgs,
+};
+use anyhow::Context;
+use bytes::Bytes;
+use dse_control::client::{Call, Endpoint, Method, StatusCode};
+use dse_control::daemon::DaemonConfig;
+use dse_control::serve::ServeConfig;
+use dse_datapath::xdp::XdpLimits;
+use exit::Failure;
+use serde_json::{Value, json};
+use std::process::ExitCode;
+
+/// Runs `dse serve` until SIGINT or SIGTERM.
+///
+/// # Errors
+/// What kept the daemon from starting.
+pub fn serve(args: ServeArgs, connection: &Connection) -> anyhow::Result<()> {
+    let daemon = DaemonConfig {
+        db: args.db,
+        bpffs: args.bpffs,
+        emu_workers: args.emu_workers,
+        xdp_limits: XdpLimits {
+            rules: args.xdp_max_rules,
+            action_records: args.xdp_max_rules,
+            ..XdpLimits::default()
+        },
+        xdp_skb_mode: args.xdp_skb,
+    };
+    let config = ServeConfig {
+        daemon,
+        socket: connection.socket.clone(),
+        tcp: args.listen,
+        token_file: connection.token_file.clone(),
+        max_body: args.max_body,
+    };
+    let rt = tokio::runtime::Runtime::new().context("starting the async runtime")?;
+    rt.block_on(async {
+        let shutdown = async {
+            let mut term =
+                tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+                    .expect("SIGTERM can be watched");
+            tokio::select! {
+                _ = tokio::signal::ctrl_c() => {}
+                _ = term.recv() => {}
+            }
+            tracing::info!("stopping; XDP datapaths stay pinned and forwarding");
+        };
+        dse_control::serve::serve(config, shutdown).await
+    })?;
+    Ok(())
+}
+
+fn endpoint(c: &Connection) -> Result<Endpoint, Failure> {
+    match &c.server {
+        None => Ok(Endpoint::Unix(c.socket.clone())),
+        Some(addr) => {
+            let Some(path) = &c.token_file else {
+                return Err(Failure::usage(
+                    "--server needs --token-file (or DSE_TOKEN_FILE): the daemon's TCP API wants a bearer token",
+                ));
+            };
+            let token = std::fs::read_to_string(path).map_err(|e| {
+                Failure::usage(format!("reading the token file {}: {e}", path.display()))
+            })?;
+            Ok(Endpoint::Tcp {
+                addr: addr.clone(),
+                token: token.trim().to_string(),
+            })
+        }
+    }
+}
+
+/// Sends `call` and returns the answer's JSON, or the failure the daemon
+/// (or the lack of one) reported.
+fn send(rt: &tokio::runtime::Runtime, ep: &Endpoint, call: Call) -> Result<Value, Failure> {
+    let (status, body) = rt
+        .block_on(ep.send(call))
+        .map_err(|e| Failure::unreachable(e.to_string()))?;
+    if status.is_success() {
+        if body.is_empty() {
+            return Ok(Value::Null);
+        }
+        return serde_json::from_slice(&body)
+            .map_err(|e| Failure::failed(format!("the daemon's answer is not JSON: {e}")));
+    }
+    let answer = serde_json::from_slice::<Value>(&body).unwrap_or(Value::Null);
+    let message = answer["error"].as_str().map_or_else(
+        || String::from_utf8_lossy(&body).into_owned(),
+        str::to_string,
+    );
+    Err(Failure::from_status(
+        status,
+        answer["code"].as_str(),
+        message,
+    ))
+}
+
+/// Runs a command that talks to the daemon; prints the result, or the
+/// error and what to do, and returns the exit code.
+pub fn run(connection: &Connection, output: Output, command: Command) -> ExitCode {
+    let result = endpoint(connection).and_then(|ep| {
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .map_err(|e| Failure::failed(format!("starting the async runtime: {e}")))?;
+        dispatch(&rt, &ep, output, command)
+    });
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(f) => {
+            eprintln!("error: {}", f.message);
+            ExitCode::from(f.code)
+        }
+    }
+}
+
+fn dispatch(
+    rt: &tokio::runtime::Runtime,
+    ep: &Endpoint,
+    output: Output,
+    command: Command,
+) -> Result<(), Failure> {
+    let json = output == Output::Json;
+    let print = |v: &Value, table: fn(&Value)| {
+        if json {
+            println!("{}", serde_json::to_string_pretty(v).unwrap_or_default());
+        } else {
+            table(v);
+        }
+    };
+    match command {
+        Command::Rules { command } => match command {
+            RulesCommand::Apply {
+                file,
+                dry_run,
+                expect_generation,
+            } => {
+                let (content_type, data) = read_rules_file(&file)?;
+                let mut query = format!("/v1/rules?dry_run={dry_run}");
+                if let Some(g) = expect_generation {
+                    query.push_str(&format!("&expected_generation={g}"));
+                }
+                let (progress, bar) = show::upload_bar(data.len() as u64, !json);
+                let call = Call {
+                    method: Method::PUT,
+                    path: query,
+                    body: Some((content_type, data)),
+                    progress: Some(progress),
+                };
+                let answer = send(rt, ep, call);
+                bar.finish_and_clear();
+                print(&answer?, show::applied);
+            }
+            RulesCommand::Get => print(
+                &send(rt, ep, Call::new(Method::GET, "/v1/rules"))?,
+                show::rules,
+            ),
+            RulesCommand::Add {
+                file,
+                expect_generation,
+            } => {
+                let rules = read_rule_list(&file)?;
+                let body = json!({"add": rules, "expected_generation": expect_generation});
+                let call = Call::new(Method::POST, "/v1/rules/batch").json(body.to_string());
+                print(&send(rt, ep, call)?, show::applied);
+            }
+            RulesCommand::Delete {
+                ids,
+                expect_generation,
+            } => {
+                let body = json!({"delete": ids, "expected_generation": expect_generation});
+                let call = Call::new(Method::POST, "/v1/rules/batch").json(body.to_string());
+                print(&send(rt, ep, call)?, show::applied);
+            }
+            RulesCommand::Counters { datapath } => {
+                let path = match datapath {
+                    Some(d) => format!("/v1/counters?datapath={d}"),
+                    None => "/v1/counters".into(),
+                };
+                print(&send(rt, ep, Call::new(Method::GET, path))?, show::counters);
+            }
+            RulesCommand::Check { .. } => unreachable!("handled offline"),
+        },
+        Command::Datapath { command } => match command {
+            DatapathCommand::Attach {
+                name,
+                backend,
+                ports,
+            } => {
+                let backend = match backend {
+                    BackendArg::Xdp => "xdp",
+                    BackendArg::Emu => "emu",
+                };
+                let interfaces: serde_json::Map<String, Value> = ports
+                    .into_iter()
+                    .map(|(p, i)| (p, Value::String(i)))
+                    .collect();
+                let body = json!({"name": name, "backend": backend, "interfaces": interfaces});
+                let call = Call::new(Method::POST, "/v1/datapaths").json(body.to_string());
+                let answer = send(rt, ep, call)?;
+                print(&json!([answer]), show::datapaths);
+            }
+            DatapathCommand::Detach { name } => {
+                send(
+                    rt,
+                    ep,
+                    Call::new(Method::DELETE, format!("/v1/datapaths/{name}")),
+                )?;
+                if !json {
+                    println!("detached {name}");
+                }
+            }
+            DatapathCommand::List => print(
+                &send(rt, ep, Call::new(Method::GET, "/v1/datapaths"))?,
+                show::datapaths,
+            ),
+        },
+        Command::Stats => print(
+            &send(rt, ep, Call::new(Method::GET, "/v1/stats"))?,
+            show::stats,
+        ),
+        Command::Status => {
+            let health = send(rt, ep, Call::new(Method::GET, "/v1/health"))?;
+            let datapaths = send(rt, ep, Call::new(Method::GET, "/v1/datapaths"))?;
+            print(
+                &json!({"health": health, "datapaths": datapaths}),
+                show::status,
+            );
+        }
+        Command::Demo { .. } | Command::Serve(_) => unreachable!("run locally"),
+    }
+    Ok(())
+}
+
+/// A rule file's bytes and content type, checked locally only for being
+/// readable: the daemon validates (and names the rule and field).
+fn read_rules_file(path: &std::path::Path) -> Result<(&'static str, Bytes), Failure> {
+    let data = std::fs::read(path)
+        .map_err(|e| Failure::invalid(format!("reading {}: {e}", path.display())))?;
+    let json = data
+        .iter()
+        .find(|b| !b.is_ascii_whitespace())
+        .is_some_and(|&b| b == b'{');
+    let content_type = if json {
+        "application/json"
+    } else {
+        "application/yaml"
+    };
+    Ok((content_type, Bytes::from(data)))
+}
+
+/// The rules of a file that holds a rule set (`rules:` is used) or a list
+/// of rules, as JSON values for a batch.
+fn read_rule_list(path: &std::path::Path) -> Result<Vec<Value>, Failure> {
+    let text = std::fs::read_to_string(path)
+        .map_err(|e| Failure::invalid(format!("reading {}: {e}", path.display())))?;
+    let doc: Value = serde_norway::from_str(&text)
+        .map_err(|e| Failure::invalid(format!("{}: not YAML or JSON: {e}", path.display())))?;
+    match doc {
+        Value::Array(rules) => Ok(rules),
+        Value::Object(mut m) => match m.remove("rules") {
+            Some(Value::Array(rules)) => Ok(rules),
+            _ => Err(Failure::invalid(format!(
+                "{}: expected a list of rules, or a document with `rules:`",
+                path.display()
+            ))),
+        },
+        _ => Err(Failure::invalid(format!(
+            "{}: expected a list of rules, or a document with `rules:`",
+            path.display()
+        ))),
+    }
+}
+
+impl Failure {
+    fn from_status(status: StatusCode, code: Option<&str>, message: String) -> Failure {
+        let code = match status {
+            StatusCode::CONFLICT if code == Some("generation_conflict") => exit::CONFLICT,
+            StatusCode::BAD_REQUEST
+            | StatusCode::PAYLOAD_TOO_LARGE
+            | StatusCode::UNPROCESSABLE_ENTITY
+            | StatusCode::CONFLICT => exit::INVALID,
+            StatusCode::UNAUTHORIZED => exit::UNAUTHORIZED,
+            StatusCode::NOT_FOUND => exit::NOT_FOUND,
+            _ => exit::FAILED,
+        };
+        Failure { code, message }
+    }
+}

@@ -1,0 +1,232 @@
+//! Human-readable tables of the API's answers, and the upload progress bar.
+
+use indicatif::{ProgressBar, ProgressStyle};
+use serde_json::Value;
+
+/// Prints rows as columns aligned to their widest cell.
+fn table(header: &[&str], rows: &[Vec<String>]) {
+    let mut widths: Vec<usize> = header.iter().map(|h| h.len()).collect();
+    for row in rows {
+        for (w, cell) in widths.iter_mut().zip(row) {
+            *w = (*w).max(cell.len());
+        }
+    }
+    let line = |cells: Vec<&str>| {
+        let padded: Vec<String> = cells
+            .iter()
+            .zip(&widths)
+            .map(|(c, w)| format!("{c:<w$}"))
+            .collect();
+        println!("{}", padded.join("  ").trim_end());
+    };
+    line(header.to_vec());
+    for row in rows {
+        line(row.iter().map(String::as_str).collect());
+    }
+}
+
+fn text(v: &Value) -> String {
+    match v {
+        Value::String(s) => s.clone(),
+        Value::Null => "-".into(),
+        v => v.to_string(),
+    }
+}
+
+/// A progress bar over `total` bytes of upload (hidden when stderr is not
+/// a terminal, or `visible` is false) and the callback that advances it.
+pub fn upload_bar(total: u64, visible: bool) -> (Box<dyn FnMut(usize) + Send>, ProgressBar) {
+    let bar = if visible && total > (4 << 20) {
+        ProgressBar::new(total)
+    } else {
+        ProgressBar::hidden()
+    };
+    bar.set_style(
+        ProgressStyle::with_template("{msg} {wide_bar} {bytes}/{total_bytes} {elapsed}")
+            .expect("a valid template"),
+    );
+    bar.set_message("sending rules");
+    let b = bar.clone();
+    let progress = Box::new(move |sent: usize| {
+        b.set_position(sent as u64);
+        if sent as u64 >= total {
+            b.set_message("applying");
+            b.enable_steady_tick(std::time::Duration::from_millis(200));
+        }
+    });
+    (progress, bar)
+}
+
+/// The answer to a rule change.
+pub fn applied(v: &Value) {
+    if v["dry_run"] == Value::Bool(true) {
+        println!(
+            "dry run against generation {}: nothing changed",
+            text(&v["generation"])
+        );
+        let diff = &v["diff"];
+        if diff["ports_or_meters"] == Value::Bool(true) {
+            println!("~ ports or meters change (the datapaths will be rebuilt)");
+        }
+        for (sign, key) in [("+", "added"), ("~", "changed")] {
+            for r in diff[key].as_array().into_iter().flatten() {
+                println!(
+                    "{sign} rule {} priority {}: match {} actions {}",
+                    text(&r["id"]),
+                    text(&r["priority"]),
+                    r["match"],
+                    r["actions"]
+                );
+            }
+        }
+        for id in diff["removed"].as_array().into_iter().flatten() {
+            println!("- rule {id}");
+        }
+    } else {
+        println!("generation {}", text(&v["generation"]));
+        for (name, g) in v["datapaths"].as_object().into_iter().flatten() {
+            println!("  datapath {name}: applied as its generation {g}");
+        }
+    }
+    println!(
+        "{} added, {} changed, {} removed{}",
+        text(&v["added"]),
+        text(&v["changed"]),
+        text(&v["removed"]),
+        if v["ports_or_meters"] == Value::Bool(true) {
+            ", ports or meters changed"
+        } else {
+            ""
+        }
+    );
+}
+
+/// The desired rules.
+pub fn rules(v: &Value) {
+    let set = &v["rules"];
+    println!("generation {}", text(&v["generation"]));
+    let ports: Vec<String> = set["ports"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .map(|p| format!("{}={}", text(&p["name"]), text(&p["index"])))
+        .collect();
+    println!("ports: {}", ports.join(" "));
+    let rows: Vec<Vec<String>> = set["rules"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .map(|r| {
+            vec![
+                text(&r["id"]),
+                text(&r["priority"]),
+                r["match"].to_string(),
+                r["actions"].to_string(),
+            ]
+        })
+        .collect();
+    table(&["ID", "PRIORITY", "MATCH", "ACTIONS"], &rows);
+}
+
+/// Per-rule counters by datapath.
+pub fn counters(v: &Value) {
+    let mut rows = Vec::new();
+    for (dp, by_rule) in v.as_object().into_iter().flatten() {
+        for (id, c) in by_rule.as_object().into_iter().flatten() {
+            rows.push(vec![
+                dp.clone(),
+                id.clone(),
+                text(&c["packets"]),
+                text(&c["bytes"]),
+            ]);
+        }
+    }
+    table(&["DATAPATH", "RULE", "PACKETS", "BYTES"], &rows);
+}
+
+/// Datapath statistics.
+pub fn stats(v: &Value) {
+    let rows: Vec<Vec<String>> = v
+        .as_object()
+        .into_iter()
+        .flatten()
+        .map(|(dp, s)| {
+            let dropped: u64 = s["drops"]
+                .as_object()
+                .into_iter()
+                .flatten()
+                .filter_map(|(_, n)| n.as_u64())
+                .sum();
+            vec![
+                dp.clone(),
+                text(&s["rx_packets"]),
+                text(&s["output"]),
+                text(&s["pass"]),
+                text(&s["tx"]),
+                dropped.to_string(),
+                text(&s["cache_hits"]),
+                text(&s["cache_misses"]),
+            ]
+        })
+        .collect();
+    table(
+        &[
+            "DATAPATH",
+            "RX",
+            "OUTPUT",
+            "PASS",
+            "TX",
+            "DROPPED",
+            "CACHE HITS",
+            "MISSES",
+        ],
+        &rows,
+    );
+}
+
+/// Datapath instances.
+pub fn datapaths(v: &Value) {
+    let rows: Vec<Vec<String>> = v
+        .as_array()
+        .into_iter()
+        .flatten()
+        .map(|d| {
+            let ports: Vec<String> = d["interfaces"]
+                .as_object()
+                .into_iter()
+                .flatten()
+                .map(|(p, i)| format!("{p}={}", text(i)))
+                .collect();
+            let mut state = text(&d["state"]);
+            if d["adopted"] == Value::Bool(true) {
+                state.push_str(" (adopted)");
+            }
+            if let Some(e) = d["error"].as_str() {
+                state = format!("{state}: {e}");
+            }
+            vec![
+                text(&d["name"]),
+                text(&d["backend"]),
+                ports.join(" "),
+                text(&d["generation"]),
+                state,
+            ]
+        })
+        .collect();
+    table(&["NAME", "BACKEND", "PORTS", "GENERATION", "STATE"], &rows);
+}
+
+/// Health and instances.
+pub fn status(v: &Value) {
+    let h = &v["health"];
+    println!(
+        "dse serve: {}, desired generation {}, {} datapaths ({} failed)",
+        text(&h["status"]),
+        text(&h["generation"]),
+        text(&h["datapaths"]),
+        text(&h["failed_datapaths"])
+    );
+    if v["datapaths"].as_array().is_some_and(|a| !a.is_empty()) {
+        datapaths(&v["datapaths"]);
+    }
+}

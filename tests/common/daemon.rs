@@ -1,0 +1,118 @@
+//! The real `dse` binary: `dse serve` as a child process on a temporary
+//! store, socket and bpffs directory, and the CLI run against it.
+
+#![allow(dead_code)]
+
+use std::path::PathBuf;
+use std::process::{Child, Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+/// A `dse serve` child process; killed on drop. Its files live in `dir`.
+pub struct DaemonProcess {
+    pub child: Child,
+    pub dir: PathBuf,
+    pub bpffs: PathBuf,
+}
+
+impl DaemonProcess {
+    /// The paths of a daemon named `tag`, fresh.
+    pub fn paths(tag: &str) -> (PathBuf, PathBuf) {
+        let dir = std::env::temp_dir().join(format!("dse-e2e-{}-{tag}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).expect("creates a temp dir");
+        let bpffs = PathBuf::from(format!("/sys/fs/bpf/dse-e2e-{}-{tag}", std::process::id()));
+        (dir, bpffs)
+    }
+
+    /// Starts `dse serve` on `dir` and `bpffs` and waits until it answers.
+    pub fn start(dir: PathBuf, bpffs: PathBuf) -> DaemonProcess {
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(dir.join("serve.log"))
+            .expect("opens the log");
+        let child = Command::new(env!("CARGO_BIN_EXE_dse"))
+            .args(["serve", "--xdp-max-rules", "262144", "--emu-workers", "1"])
+            .arg("--db")
+            .arg(dir.join("dse.redb"))
+            .arg("--bpffs")
+            .arg(&bpffs)
+            .arg("--socket")
+            .arg(dir.join("dse.sock"))
+            .stdout(Stdio::null())
+            .stderr(log)
+            .spawn()
+            .expect("starts dse serve");
+        let mut d = DaemonProcess { child, dir, bpffs };
+        let deadline = Instant::now() + Duration::from_secs(60);
+        loop {
+            if d.cli(&["status"]).status.success() {
+                return d;
+            }
+            if let Some(status) = d.child.try_wait().unwrap() {
+                panic!("dse serve exited with {status}: {}", d.log());
+            }
+            assert!(Instant::now() < deadline, "dse serve answers: {}", d.log());
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    pub fn socket(&self) -> PathBuf {
+        self.dir.join("dse.sock")
+    }
+
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(self.dir.join("serve.log")).unwrap_or_default()
+    }
+
+    /// A `dse` command against this daemon, not yet run.
+    pub fn command(&self, args: &[&str]) -> Command {
+        let mut c = Command::new(env!("CARGO_BIN_EXE_dse"));
+        c.args(args).env("DSE_SOCKET", self.socket());
+        c
+    }
+
+    /// Runs `dse ARGS` against this daemon.
+    pub fn cli(&self, args: &[&str]) -> Output {
+        self.command(args).output().expect("runs dse")
+    }
+
+    /// Runs `dse -o json ARGS`, requires success, and parses the output.
+    pub fn json(&self, args: &[&str]) -> serde_json::Value {
+        let mut all = vec!["-o", "json"];
+        all.extend_from_slice(args);
+        let out = self.cli(&all);
+        assert!(
+            out.status.success(),
+            "dse {args:?} failed: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        serde_json::from_slice(&out.stdout).expect("JSON output")
+    }
+
+    /// SIGKILLs the daemon; its files and pins stay.
+    pub fn kill(mut self) -> (PathBuf, PathBuf) {
+        self.child.kill().expect("kills");
+        self.child.wait().expect("reaps");
+        let paths = (self.dir.clone(), self.bpffs.clone());
+        std::mem::forget(self);
+        paths
+    }
+}
+
+impl Drop for DaemonProcess {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        let _ = std::fs::remove_dir_all(&self.bpffs);
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+/// The exit code and stderr of a finished command.
+pub fn failure(out: &Output) -> (i32, String) {
+    (
+        out.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}

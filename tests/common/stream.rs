@@ -1,0 +1,107 @@
+//! A steady, paced UDP stream from namespace A to namespace B, counted at
+//! both ends: what "no packet lost" is measured with.
+
+#![allow(dead_code)]
+
+use super::topology::Topology;
+use std::net::UdpSocket;
+use std::os::fd::AsRawFd;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+/// Counts the datagrams a socket in B receives, until stopped.
+fn receiver(sock: UdpSocket, stop: Arc<AtomicBool>) -> std::thread::JoinHandle<u64> {
+    let bytes: libc::c_int = 8 << 20;
+    // SAFETY: a valid socket fd and option value for setsockopt.
+    unsafe {
+        libc::setsockopt(
+            sock.as_raw_fd(),
+            libc::SOL_SOCKET,
+            libc::SO_RCVBUF,
+            (&bytes as *const libc::c_int).cast(),
+            size_of::<libc::c_int>() as u32,
+        );
+    }
+    sock.set_read_timeout(Some(Duration::from_millis(50)))
+        .unwrap();
+    std::thread::spawn(move || {
+        let mut n = 0;
+        let mut buf = [0u8; 64];
+        loop {
+            match sock.recv(&mut buf) {
+                Ok(_) => n += 1,
+                Err(_) if stop.load(Ordering::Acquire) => return n,
+                Err(_) => {}
+            }
+        }
+    })
+}
+
+/// Sends numbered datagrams at about `pps` until stopped; returns how many.
+fn sender(
+    sock: UdpSocket,
+    to: std::net::SocketAddr,
+    pps: u64,
+    stop: Arc<AtomicBool>,
+    sent: Arc<AtomicU64>,
+) -> std::thread::JoinHandle<()> {
+    std::thread::spawn(move || {
+        let start = Instant::now();
+        let mut i: u64 = 0;
+        while !stop.load(Ordering::Acquire) {
+            let due = start + Duration::from_nanos(i * 1_000_000_000 / pps);
+            if let Some(wait) = due.checked_duration_since(Instant::now()) {
+                std::thread::sleep(wait);
+            }
+            sock.send_to(&i.to_be_bytes(), to).expect("sends");
+            i += 1;
+            sent.store(i, Ordering::Release);
+        }
+    })
+}
+
+/// A running stream to UDP port 7000 in B.
+pub struct Stream {
+    stop_send: Arc<AtomicBool>,
+    stop_recv: Arc<AtomicBool>,
+    sent: Arc<AtomicU64>,
+    tx: Option<std::thread::JoinHandle<()>>,
+    rx: Option<std::thread::JoinHandle<u64>>,
+}
+
+impl Stream {
+    /// Starts 5,000 datagrams a second from A to B's port 7000.
+    pub fn start(t: &Topology) -> Stream {
+        let (stop_send, stop_recv) = (
+            Arc::new(AtomicBool::new(false)),
+            Arc::new(AtomicBool::new(false)),
+        );
+        let sent = Arc::new(AtomicU64::new(0));
+        let rx = receiver(t.udp_in_b(7000), stop_recv.clone());
+        let tx = sender(
+            t.udp_in_a(),
+            t.b_addr(7000),
+            5_000,
+            stop_send.clone(),
+            sent.clone(),
+        );
+        Stream {
+            stop_send,
+            stop_recv,
+            sent,
+            tx: Some(tx),
+            rx: Some(rx),
+        }
+    }
+
+    /// Stops sending, lets the last datagrams land; returns (sent, received).
+    pub fn finish(mut self) -> (u64, u64) {
+        self.stop_send.store(true, Ordering::Release);
+        self.tx.take().unwrap().join().unwrap();
+        std::thread::sleep(Duration::from_millis(300));
+        self.stop_recv.store(true, Ordering::Release);
+        let received = self.rx.take().unwrap().join().unwrap();
+        (self.sent.load(Ordering::Acquire), received)
+    }
+}
