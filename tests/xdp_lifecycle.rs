@@ -203,3 +203,52 @@ fn many_counters_read_in_batches_land_on_their_rules() {
         assert_eq!(c.packets, want, "rule {id}");
     }
 }
+
+/// `n` exact UDP rules from id 100, all with `priority`.
+fn many(n: u32, priority: u32) -> RuleSet {
+    let mut set = rules();
+    for i in 0..n {
+        let yaml = format!(
+            "{{id: {}, priority: {priority}, match: {{ip_proto: udp, l4_src: {}, l4_dst: 9}}, actions: [drop]}}",
+            100 + i,
+            1 + i
+        );
+        set.rules
+            .push(serde_norway::from_str(&yaml).expect("a rule"));
+    }
+    set
+}
+
+#[test]
+fn changes_too_large_to_patch_in_place_are_compiled_afresh() {
+    let Some(pins) = PinDir::new("large") else {
+        return;
+    };
+    // Small maps: 8192 rule slots a half. 6000 rules leave no room to
+    // patch 6000 changed ones beside them.
+    let dp = xdp(&pins, many(6000, 1));
+    dp.apply(Transaction::Replace(many(6000, 2)))
+        .expect("a whole replace of every rule fits by a fresh compile");
+    assert!(
+        dp.rules()
+            .rules
+            .iter()
+            .filter(|r| r.id >= 100)
+            .all(|r| r.priority == 2)
+    );
+    let upsert: Vec<_> = many(3000, 3)
+        .rules
+        .into_iter()
+        .filter(|r| r.id >= 100)
+        .collect();
+    dp.apply(Transaction::Patch {
+        upsert,
+        remove: vec![],
+    })
+    .expect("a patch too large for the active half fits by a fresh compile");
+    let rules = dp.rules().rules;
+    assert_eq!(rules.iter().filter(|r| r.priority == 3).count(), 3000);
+    assert_eq!(rules.iter().filter(|r| r.priority == 2).count(), 3000);
+    let (verdict, _) = dp.run_frame(0, &udp(9)).expect("runs");
+    assert!(matches!(verdict, Verdict::Drop(_)), "{verdict:?}");
+}

@@ -58,11 +58,15 @@ impl Diff {
     }
 
     /// The transaction that applies this diff, whose desired set is
-    /// `desired`; `None` when nothing differs.
+    /// `desired`; `None` when nothing differs. A change of ports or meters,
+    /// or of more than 1024 rules and a quarter of the set, is a whole
+    /// `Replace` (the backend compiles it afresh); anything else a `Patch`.
     pub fn transaction(&self, desired: &RuleSet) -> Option<Transaction> {
+        let changes = self.added.len() + self.changed.len() + self.removed.len();
+        let large = changes > 1024 && changes * 4 > desired.rules.len();
         if self.is_empty() {
             None
-        } else if self.ports_or_meters {
+        } else if self.ports_or_meters || large {
             Some(Transaction::Replace(desired.clone()))
         } else {
             Some(Transaction::Patch {

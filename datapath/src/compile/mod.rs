@@ -332,6 +332,31 @@ impl Compiler {
         set.ports == self.frame.ports && set.meters == self.frame.meters
     }
 
+    /// How many rules a patch to `set` would add, replace or remove.
+    pub fn change_size(&self, set: &RuleSet) -> usize {
+        let mut kept = 0;
+        let mut upserts = 0;
+        for r in &set.rules {
+            match self.placed.get(&r.id) {
+                Some(&s) => {
+                    kept += 1;
+                    if self.sources[s as usize].as_ref() != Some(r) {
+                        upserts += 1;
+                    }
+                }
+                None => upserts += 1,
+            }
+        }
+        upserts + (self.placed.len() - kept)
+    }
+
+    /// Whether reaching `set` (same ports and meters) by a patch beats a
+    /// fresh compile: it changes at most 1024 rules or a quarter of them.
+    pub fn patch_is_small(&self, set: &RuleSet) -> bool {
+        let n = self.change_size(set);
+        n <= 1024 || n * 4 <= self.len()
+    }
+
     /// The patch that turns what is installed into `set` (same ports and meters).
     pub fn diff(&self, set: RuleSet) -> (Vec<Rule>, Vec<u32>) {
         let wanted: FxHashSet<u32> = set.rules.iter().map(|r| r.id).collect();

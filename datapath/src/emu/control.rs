@@ -335,19 +335,6 @@ impl EmuDatapath {
         counts_by_id(&current.tables, self.counters.iter().map(|b| &**b))
     }
 
-    /// Whether `set` differs from what is installed in few enough rules
-    /// that patching beats rebuilding (a rough count: rules of either side
-    /// not in the other, by id).
-    fn small_change(compiler: &Compiler, set: &RuleSet) -> bool {
-        let absent = set
-            .rules
-            .iter()
-            .filter(|r| compiler.slot_of(r.id).is_none())
-            .count();
-        let removed = compiler.len().saturating_sub(set.rules.len() - absent);
-        absent + removed <= 1024 || (absent + removed) * 4 <= compiler.len()
-    }
-
     fn patch(
         &self,
         c: &mut Control,
@@ -399,7 +386,7 @@ impl Datapath for EmuDatapath {
             // A small change to the same ports and meters: patch, so that
             // unchanged rules keep their slots and workers never pause.
             Transaction::Replace(set)
-                if c.compiler.same_frame(&set) && Self::small_change(&c.compiler, &set) =>
+                if c.compiler.same_frame(&set) && c.compiler.patch_is_small(&set) =>
             {
                 set.validate()?;
                 let (upsert, remove) = c.compiler.diff(set);

@@ -293,6 +293,16 @@ impl XdpDatapath {
         Ok(())
     }
 
+    /// Installs `set` from a fresh compile into the other slot half.
+    fn replace(&self, c: &mut Control, set: RuleSet) -> Result<u64, DatapathError> {
+        let compiler = Compiler::new(set)?;
+        let old = c.xdp.installed_rules();
+        let buckets = Self::buckets(c)?;
+        let next = c.generation + 1;
+        self.rebuild(c, compiler, next, Carry::Old(old), buckets)?;
+        Ok(next)
+    }
+
     fn patch(
         &self,
         c: &mut Control,
@@ -342,6 +352,35 @@ impl XdpDatapath {
             .zip(c.xdp.meter_buckets(names.len())?)
             .collect())
     }
+}
+
+/// What `compiler` holds with `upsert` added or replacing by id and `remove`
+/// gone.
+///
+/// # Errors
+/// [`crate::rule::RuleError`] for removing a rule that is not installed.
+fn patched_set(
+    compiler: &Compiler,
+    upsert: Vec<crate::rule::Rule>,
+    remove: &[u32],
+) -> Result<RuleSet, DatapathError> {
+    if let Some(&id) = remove.iter().find(|&&id| compiler.slot_of(id).is_none()) {
+        return Err(crate::rule::RuleError::Rule {
+            rule: id,
+            field: "id".into(),
+            reason: "no rule with this id to remove".into(),
+        }
+        .into());
+    }
+    let mut set = compiler.rule_set();
+    let gone: std::collections::HashSet<u32> = remove
+        .iter()
+        .copied()
+        .chain(upsert.iter().map(|r| r.id))
+        .collect();
+    set.rules.retain(|r| !gone.contains(&r.id));
+    set.rules.extend(upsert);
+    Ok(set)
 }
 
 /// Where the counts of a rebuilt generation's rules come from.
@@ -412,22 +451,35 @@ impl Datapath for XdpDatapath {
             "apply",
             "resume the datapath first",
         )?;
+        let fits = |c: &Control, upsert: &[crate::rule::Rule]| {
+            let actions = upsert.iter().map(|r| r.actions.len()).sum();
+            c.xdp.patch_fits(c.compiler.tables(), upsert.len(), actions)
+        };
         match txn {
-            Transaction::Patch { upsert, remove } => self.patch(&mut c, upsert, &remove),
-            Transaction::Replace(set) if c.compiler.same_frame(&set) => {
-                set.validate()?;
-                let (upsert, remove) = c.compiler.diff(set);
+            Transaction::Patch { upsert, remove } if fits(&c, &upsert) => {
                 self.patch(&mut c, upsert, &remove)
             }
-            // New ports or meters: a fresh compile into the other slot half.
-            Transaction::Replace(set) => {
-                let compiler = Compiler::new(set)?;
-                let old = c.xdp.installed_rules();
-                let buckets = Self::buckets(&c)?;
-                let next = c.generation + 1;
-                self.rebuild(&mut c, compiler, next, Carry::Old(old), buckets)?;
-                Ok(next)
+            // Too many new rules for the active half beside the old ones:
+            // the whole result, compiled afresh into the other half.
+            Transaction::Patch { upsert, remove } => {
+                let set = patched_set(&c.compiler, upsert, &remove)?;
+                self.replace(&mut c, set)
             }
+            Transaction::Replace(set)
+                if c.compiler.same_frame(&set) && c.compiler.patch_is_small(&set) =>
+            {
+                set.validate()?;
+                let (upsert, remove) = c.compiler.diff(set);
+                if fits(&c, &upsert) {
+                    self.patch(&mut c, upsert, &remove)
+                } else {
+                    let set = patched_set(&c.compiler, upsert, &remove)?;
+                    self.replace(&mut c, set)
+                }
+            }
+            // New ports or meters, or a large change: a fresh compile into
+            // the other slot half.
+            Transaction::Replace(set) => self.replace(&mut c, set),
         }
     }
 

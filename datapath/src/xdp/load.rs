@@ -473,6 +473,14 @@ impl XdpInstance {
         Ok(next)
     }
 
+    /// Whether `tables` grown by `rules` more rules with `actions` more
+    /// action records would still fit one half of the slot space (what a
+    /// patch needs: the slots it frees are reused only after the flip).
+    pub fn patch_fits(&self, tables: &CompiledTables, rules: usize, actions: usize) -> bool {
+        tables.rules.len() + rules <= self.limits.rules as usize / 2
+            && tables.actions.len() + actions <= self.limits.action_records as usize / 2
+    }
+
     fn check_fits(&self, tables: &CompiledTables) -> Result<(), XdpError> {
         let checks = [
             // Each half of the slot space must hold a whole generation.
