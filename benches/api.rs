@@ -111,6 +111,12 @@ fn main() {
         eprintln!("api bench: needs root and bpffs; skipped");
         return;
     }
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn")),
+        )
+        .init();
     let veth = VethPair::new(&format!("dxapi{}", std::process::id() % 10_000));
     let pins = Pins::new("api");
     let dir = std::env::temp_dir().join(format!("dse-bench-api-{}", std::process::id()));

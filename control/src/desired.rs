@@ -5,6 +5,28 @@ use crate::reconcile::Diff;
 use dse_datapath::rule::{MeterDef, PortDef, Rule, RuleError, RuleSet};
 use std::collections::BTreeMap;
 
+/// How many rules a change adds, changes and removes.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Summary {
+    /// Rules added.
+    pub added: usize,
+    /// Rules changed.
+    pub changed: usize,
+    /// Rules removed.
+    pub removed: usize,
+    /// Whether ports or meters change.
+    pub ports_or_meters: bool,
+}
+
+impl Summary {
+    /// Whether the change is large enough to send whole (a `Replace`):
+    /// more than 1024 rules and more than a quarter of the `desired` ones.
+    pub fn is_large(&self, desired: usize) -> bool {
+        let n = self.added + self.changed + self.removed;
+        n > 1024 && n * 4 > desired
+    }
+}
+
 /// The rule set a generation of the store holds.
 #[derive(Debug, Clone, Default)]
 pub struct Desired {
@@ -66,6 +88,29 @@ impl Desired {
                 .collect();
         }
         diff
+    }
+
+    /// What applying `set` would change, as counts only (the rule lists of
+    /// the result are empty, `removed` included): no rule is cloned.
+    pub fn diff_summary(&self, set: &RuleSet) -> Summary {
+        let mut s = Summary {
+            ports_or_meters: self.ports != set.ports || self.meters != set.meters,
+            ..Summary::default()
+        };
+        let mut seen = 0;
+        for rule in &set.rules {
+            match self.rules.get(&rule.id) {
+                None => s.added += 1,
+                Some(old) => {
+                    seen += 1;
+                    if old != rule {
+                        s.changed += 1;
+                    }
+                }
+            }
+        }
+        s.removed = self.rules.len() - seen;
+        s
     }
 
     /// Checks that a patch names only rules that can be removed and no

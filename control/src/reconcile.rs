@@ -49,6 +49,16 @@ impl Diff {
         diff
     }
 
+    /// The counts of this diff.
+    pub fn summary(&self) -> crate::desired::Summary {
+        crate::desired::Summary {
+            added: self.added.len(),
+            changed: self.changed.len(),
+            removed: self.removed.len(),
+            ports_or_meters: self.ports_or_meters,
+        }
+    }
+
     /// Whether nothing differs.
     pub fn is_empty(&self) -> bool {
         !self.ports_or_meters
@@ -62,11 +72,9 @@ impl Diff {
     /// or of more than 1024 rules and a quarter of the set, is a whole
     /// `Replace` (the backend compiles it afresh); anything else a `Patch`.
     pub fn transaction(&self, desired: &RuleSet) -> Option<Transaction> {
-        let changes = self.added.len() + self.changed.len() + self.removed.len();
-        let large = changes > 1024 && changes * 4 > desired.rules.len();
         if self.is_empty() {
             None
-        } else if self.ports_or_meters || large {
+        } else if self.ports_or_meters || self.summary().is_large(desired.rules.len()) {
             Some(Transaction::Replace(desired.clone()))
         } else {
             Some(Transaction::Patch {

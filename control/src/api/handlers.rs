@@ -102,7 +102,9 @@ pub async fn put_rules(
     let bytes = body(&s, raw)?;
     let daemon = Arc::clone(&s.daemon);
     let applied = blocking(move || {
+        let t = std::time::Instant::now();
         let set = parse_rule_set(&headers, &bytes)?;
+        tracing::debug!(bytes = bytes.len(), took = ?t.elapsed(), "parsed a rule set");
         drop(bytes);
         daemon
             .apply(set, q.expected_generation, q.dry_run, &peer.0)

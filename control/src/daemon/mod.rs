@@ -15,9 +15,9 @@ mod instances;
 pub use error::ControlError;
 pub use instances::{InstanceStatus, Running};
 
-use crate::desired::Desired;
+use crate::desired::{Desired, Summary};
 use crate::reconcile::Diff;
-use crate::store::{Change, DatapathInstance, Store};
+use crate::store::{Change, DatapathInstance, Store, StoreError};
 use dse_datapath::datapath::{Datapath, DatapathError, Transaction};
 use dse_datapath::pipeline::{Count, Stats};
 use dse_datapath::rule::{Rule, RuleSet};
@@ -66,15 +66,15 @@ pub struct Applied {
 }
 
 impl Applied {
-    fn of(generation: u64, diff: &Diff, dry_run: bool) -> Applied {
+    fn of(generation: u64, summary: Summary, diff: Option<Diff>) -> Applied {
         Applied {
             generation,
-            dry_run,
-            added: diff.added.len(),
-            changed: diff.changed.len(),
-            removed: diff.removed.len(),
-            ports_or_meters: diff.ports_or_meters,
-            diff: dry_run.then(|| diff.clone()),
+            dry_run: diff.is_some(),
+            added: summary.added,
+            changed: summary.changed,
+            removed: summary.removed,
+            ports_or_meters: summary.ports_or_meters,
+            diff,
             datapaths: BTreeMap::new(),
         }
     }
@@ -194,7 +194,13 @@ impl Daemon {
         let _changing = self.lock_changes();
         let what = Change::Replace(&set).describe();
         self.check_expected(expected, who, &what)?;
-        let diff = self.read_desired().diff_to(&set);
+        let started = std::time::Instant::now();
+        let summary = self.read_desired().diff_summary(&set);
+        let large = summary.is_large(set.rules.len());
+        // A large change goes whole to each backend; only a small one (or a
+        // dry run, which shows it) needs the rules that differ.
+        let diff = (dry_run || !(large || summary.ports_or_meters))
+            .then(|| self.read_desired().diff_to(&set));
         let instances = self.read_instances();
         let running: Vec<(&String, &dyn Datapath)> = instances
             .iter()
@@ -207,26 +213,47 @@ impl Daemon {
             return Err(e.into());
         }
         if dry_run {
-            return Ok(Applied::of(self.generation(), &diff, true));
+            return Ok(Applied::of(self.generation(), summary, diff));
         }
-        let txn = match diff.transaction(&set) {
+        let txn = match diff.and_then(|d| d.transaction(&set)) {
             Some(t) => t,
-            None => Transaction::Patch {
-                upsert: Vec::new(),
-                remove: Vec::new(),
-            },
+            None if summary.added + summary.changed + summary.removed == 0
+                && !summary.ports_or_meters =>
+            {
+                Transaction::Patch {
+                    upsert: Vec::new(),
+                    remove: Vec::new(),
+                }
+            }
+            None => Transaction::Replace(set.clone()),
         };
         let undo = || Transaction::Replace(self.read_desired().rule_set());
-        let datapaths = self.apply_all(&running, txn, &undo, who, &what)?;
-        let generation = match self.store.commit(Change::Replace(&set), None, who) {
-            Ok(g) => g,
-            Err(e) => {
-                put_back(&running, running.len(), &undo);
-                return Err(e.into());
-            }
-        };
-        *self.desired.write().unwrap_or_else(|p| p.into_inner()) = Desired::new(generation, set);
-        let mut applied = Applied::of(generation, &diff, false);
+        let rules = set.rules.len();
+        let (new, datapaths) = self.apply_and_commit(
+            &running,
+            txn,
+            &undo,
+            move || {
+                let g = self.store.commit(Change::Replace(&set), None, who)?;
+                Ok(Desired::new(g, set))
+            },
+            || {
+                let old = self.read_desired().rule_set();
+                self.store
+                    .commit(Change::Replace(&old), None, "dse serve (roll back)")
+            },
+            who,
+            &what,
+        )?;
+        let generation = new.generation;
+        let old = std::mem::replace(
+            &mut *self.desired.write().unwrap_or_else(|p| p.into_inner()),
+            new,
+        );
+        // A million rules take a while to free; not on the caller's time.
+        std::thread::spawn(move || drop(old));
+        tracing::info!(generation, rules, took = ?started.elapsed(), "applied");
+        let mut applied = Applied::of(generation, summary, None);
         applied.datapaths = datapaths;
         Ok(applied)
     }
@@ -299,25 +326,75 @@ impl Daemon {
                 remove: diff.added.iter().map(|r| r.id).collect(),
             }
         };
-        let datapaths = self.apply_all(&running, txn, &undo, who, &what)?;
-        let patch = Change::Patch {
-            upsert: &upsert,
-            remove: &remove,
-        };
-        let generation = match self.store.commit(patch, None, who) {
-            Ok(g) => g,
-            Err(e) => {
-                put_back(&running, running.len(), &undo);
-                return Err(e.into());
-            }
-        };
+        let (generation, datapaths) = self.apply_and_commit(
+            &running,
+            txn,
+            &undo,
+            || {
+                let patch = Change::Patch {
+                    upsert: &upsert,
+                    remove: &remove,
+                };
+                self.store.commit(patch, None, who)
+            },
+            || {
+                let Transaction::Patch { upsert, remove } = undo() else {
+                    unreachable!("the undo of a patch is a patch")
+                };
+                let back = Change::Patch {
+                    upsert: &upsert,
+                    remove: &remove,
+                };
+                self.store.commit(back, None, "dse serve (roll back)")
+            },
+            who,
+            &what,
+        )?;
         self.desired
             .write()
             .unwrap_or_else(|p| p.into_inner())
             .patch(upsert, &remove, generation);
-        let mut applied = Applied::of(generation, &diff, false);
+        let mut applied = Applied::of(generation, diff.summary(), None);
         applied.datapaths = datapaths;
         Ok(applied)
+    }
+
+    /// Applies `txn` to the running datapaths while `commit` commits the
+    /// change to the store on another thread: the two take about as long
+    /// for large changes, so they overlap. If a datapath fails, the others
+    /// are put back and a committed change is rolled back with
+    /// `roll_back` (a generation of its own, in the audit log); if the
+    /// store fails, the datapaths are put back.
+    #[allow(clippy::too_many_arguments)]
+    fn apply_and_commit<T: Send>(
+        &self,
+        running: &[(&String, &dyn Datapath)],
+        txn: Transaction,
+        undo: &dyn Fn() -> Transaction,
+        commit: impl FnOnce() -> Result<T, StoreError> + Send,
+        roll_back: impl FnOnce() -> Result<u64, StoreError>,
+        who: &str,
+        what: &str,
+    ) -> Result<(T, BTreeMap<String, u64>), ControlError> {
+        let (in_datapaths, in_store) = std::thread::scope(|s| {
+            let store = s.spawn(commit);
+            let applied = self.apply_all(running, txn, undo, who, what);
+            (applied, store.join().expect("committing does not panic"))
+        });
+        match (in_datapaths, in_store) {
+            (Ok(d), Ok(t)) => Ok((t, d)),
+            (Err(e), Ok(_)) => {
+                if let Err(r) = roll_back() {
+                    tracing::error!("rolling the store back after {e}: {r}");
+                }
+                Err(e)
+            }
+            (Ok(_), Err(e)) => {
+                put_back(running, running.len(), undo);
+                Err(e.into())
+            }
+            (Err(e), Err(_)) => Err(e),
+        }
     }
 
     /// Applies `txn` to each running datapath in turn. If one fails, those

@@ -8,11 +8,41 @@ use std::str::FromStr;
 
 use crate::wire::{ethertype, ipproto, tcp::flags};
 
-#[derive(Deserialize)]
-#[serde(untagged)]
-enum StrOrNum {
-    Num(u64),
-    Str(String),
+/// Reads a value written as a number or a string: numbers go through
+/// `from_num`, strings through `T::from_str`. A visitor of its own rather
+/// than an untagged enum: serde buffers an untagged value and formats an
+/// error for every variant it tries, which made a million rules parse
+/// several times slower.
+struct StrOrNum<F, T> {
+    from_num: F,
+    _value: std::marker::PhantomData<T>,
+}
+
+impl<'de, F, T> de::Visitor<'de> for StrOrNum<F, T>
+where
+    F: Fn(u64) -> Result<T, String>,
+    T: FromStr<Err = String>,
+{
+    type Value = T;
+
+    fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("a number or a string")
+    }
+
+    fn visit_u64<E: de::Error>(self, v: u64) -> Result<T, E> {
+        (self.from_num)(v).map_err(E::custom)
+    }
+
+    fn visit_i64<E: de::Error>(self, v: i64) -> Result<T, E> {
+        match u64::try_from(v) {
+            Ok(n) => self.visit_u64(n),
+            Err(_) => Err(E::custom(format!("{v} is negative"))),
+        }
+    }
+
+    fn visit_str<E: de::Error>(self, v: &str) -> Result<T, E> {
+        v.parse().map_err(E::custom)
+    }
 }
 
 fn de_str_or_num<'de, D, T>(
@@ -23,10 +53,10 @@ where
     D: Deserializer<'de>,
     T: FromStr<Err = String>,
 {
-    match StrOrNum::deserialize(d)? {
-        StrOrNum::Num(n) => from_num(n).map_err(de::Error::custom),
-        StrOrNum::Str(s) => s.parse().map_err(de::Error::custom),
-    }
+    d.deserialize_any(StrOrNum {
+        from_num,
+        _value: std::marker::PhantomData,
+    })
 }
 
 fn parse_int(s: &str) -> Result<u64, String> {
