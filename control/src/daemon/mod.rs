@@ -376,10 +376,17 @@ impl Daemon {
         who: &str,
         what: &str,
     ) -> Result<(T, BTreeMap<String, u64>), ControlError> {
+        let started = std::time::Instant::now();
         let (in_datapaths, in_store) = std::thread::scope(|s| {
-            let store = s.spawn(commit);
+            let store = s.spawn(|| {
+                let r = commit();
+                (r, started.elapsed())
+            });
             let applied = self.apply_all(running, txn, undo, who, what);
-            (applied, store.join().expect("committing does not panic"))
+            let applied_in = started.elapsed();
+            let (committed, committed_in) = store.join().expect("committing does not panic");
+            tracing::debug!(?applied_in, ?committed_in, "{what}");
+            (applied, committed)
         });
         match (in_datapaths, in_store) {
             (Ok(d), Ok(t)) => Ok((t, d)),

@@ -184,6 +184,22 @@ pub(super) fn decode_chunks(chunks: &BTreeMap<u32, Vec<u8>>) -> Result<Vec<Rule>
     Ok(rules)
 }
 
+/// Encodes one chunk: each rule's header and record written straight into
+/// one buffer (no buffer per rule).
+fn encode_chunk(rules: &[&Rule]) -> Vec<u8> {
+    let mut out = Vec::with_capacity(rules.len() * 160);
+    for r in rules {
+        out.extend_from_slice(&r.id.to_le_bytes());
+        let at = out.len();
+        out.extend_from_slice(&[0; 4]);
+        rmp_serde::encode::write_named(&mut out, r)
+            .expect("store records are plain data that always serialize");
+        let len = (out.len() - at - 4) as u32;
+        out[at..at + 4].copy_from_slice(&len.to_le_bytes());
+    }
+    out
+}
+
 /// Encodes each chunk's rules on every CPU.
 fn encode_chunks(chunks: BTreeMap<u32, Vec<&Rule>>) -> Vec<(u32, Vec<u8>)> {
     let items: Vec<(u32, Vec<&Rule>)> = chunks.into_iter().collect();
@@ -195,11 +211,7 @@ fn encode_chunks(chunks: BTreeMap<u32, Vec<&Rule>>) -> Vec<(u32, Vec<u8>)> {
             .map(|part| {
                 s.spawn(move || {
                     part.iter()
-                        .map(|(c, rules)| {
-                            let records: Vec<(u32, Vec<u8>)> =
-                                rules.iter().map(|r| (r.id, encode(r))).collect();
-                            (*c, frame(records.iter().map(|(id, b)| (*id, b.as_slice()))))
-                        })
+                        .map(|(c, rules)| (*c, encode_chunk(rules)))
                         .collect::<Vec<_>>()
                 })
             })

@@ -57,16 +57,14 @@ impl RuleSet {
     /// # Errors
     /// [`RuleError`] naming the rule id and field of the first problem.
     pub fn parse_json_bytes(bytes: &[u8]) -> Result<RuleSet, RuleError> {
-        match serde_json::from_slice::<RuleSet>(bytes) {
-            Ok(set) => Ok(set),
-            Err(direct) => {
+        match parse_parallel(bytes) {
+            Some(set) => Ok(set),
+            None => {
                 let text = std::str::from_utf8(bytes)
                     .map_err(|e| RuleError::Syntax(format!("the document is not UTF-8: {e}")))?;
                 let doc: Value =
                     serde_json::from_str(text).map_err(|e| RuleError::Syntax(e.to_string()))?;
-                Self::parse_value(doc)?;
-                // The value path accepted what the direct one refused.
-                Err(RuleError::Syntax(direct.to_string()))
+                Self::parse_value(doc)
             }
         }
     }
@@ -92,6 +90,53 @@ impl RuleSet {
         let value = serde_json::to_value(self).expect("a rule set always serializes");
         serde_norway::to_string(&value).expect("a JSON value always serializes")
     }
+}
+
+/// The document with its rules only skimmed: each rule's JSON text.
+#[derive(serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+struct Skimmed<'a> {
+    #[serde(default)]
+    ports: Vec<super::PortDef>,
+    #[serde(default)]
+    meters: Vec<super::MeterDef>,
+    #[serde(default, borrow)]
+    rules: Vec<&'a serde_json::value::RawValue>,
+}
+
+/// Parses a well-formed document fast: the rules are skimmed first, then
+/// parsed on every CPU. `None` if anything is wrong (the caller parses
+/// again, slowly, to name what).
+fn parse_parallel(bytes: &[u8]) -> Option<RuleSet> {
+    let skimmed: Skimmed<'_> = serde_json::from_slice(bytes).ok()?;
+    let threads = std::thread::available_parallelism().map_or(1, |n| n.get());
+    let per = skimmed.rules.len().div_ceil(threads).max(1);
+    let parts: Vec<Option<Vec<super::Rule>>> = std::thread::scope(|s| {
+        let handles: Vec<_> = skimmed
+            .rules
+            .chunks(per)
+            .map(|part| {
+                s.spawn(move || {
+                    part.iter()
+                        .map(|raw| serde_json::from_str(raw.get()).ok())
+                        .collect::<Option<Vec<super::Rule>>>()
+                })
+            })
+            .collect();
+        handles
+            .into_iter()
+            .map(|h| h.join().expect("parsing does not panic"))
+            .collect()
+    });
+    let mut rules = Vec::with_capacity(skimmed.rules.len());
+    for p in parts {
+        rules.extend(p?);
+    }
+    Some(RuleSet {
+        ports: skimmed.ports,
+        meters: skimmed.meters,
+        rules,
+    })
 }
 
 /// Turns a path like `rules[3].match.ip_src` into "rule <id>, field match.ip_src".
