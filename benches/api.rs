@@ -163,7 +163,8 @@ fn main() {
     let n = set.rules.len() as f64;
     let (mut fresh, mut replace, mut parse) = (Vec::new(), Vec::new(), Vec::new());
     let mut bytes = 0;
-    for round in 0..3u32 {
+    let rounds = std::env::var("DSE_BENCH_ROUNDS").map_or(3, |v| v.parse().expect("a number"));
+    for round in 0..rounds {
         c.send(Method::PUT, "/v1/rules", empty.clone());
         let a = with_priority(&set, 10 + 2 * round);
         let b = with_priority(&set, 11 + 2 * round);

@@ -195,12 +195,6 @@ impl Daemon {
         let what = Change::Replace(&set).describe();
         self.check_expected(expected, who, &what)?;
         let started = std::time::Instant::now();
-        let summary = self.read_desired().diff_summary(&set);
-        let large = summary.is_large(set.rules.len());
-        // A large change goes whole to each backend; only a small one (or a
-        // dry run, which shows it) needs the rules that differ.
-        let diff = (dry_run || !(large || summary.ports_or_meters))
-            .then(|| self.read_desired().diff_to(&set));
         let instances = self.read_instances();
         let running: Vec<(&String, &dyn Datapath)> = instances
             .iter()
@@ -213,29 +207,26 @@ impl Daemon {
             return Err(e.into());
         }
         if dry_run {
-            return Ok(Applied::of(self.generation(), summary, diff));
+            let d = self.read_desired();
+            return Ok(Applied::of(
+                d.generation,
+                d.diff_summary(&set),
+                Some(d.diff_to(&set)),
+            ));
         }
-        let txn = match diff.and_then(|d| d.transaction(&set)) {
-            Some(t) => t,
-            None if summary.added + summary.changed + summary.removed == 0
-                && !summary.ports_or_meters =>
-            {
-                Transaction::Patch {
-                    upsert: Vec::new(),
-                    remove: Vec::new(),
-                }
-            }
-            None => Transaction::Replace(set.clone()),
-        };
+        // Each backend gets the whole set and patches what differs itself
+        // (or compiles afresh, for a large change), while the store
+        // commits: the daemon computes no diff on the way.
         let undo = || Transaction::Replace(self.read_desired().rule_set());
         let rules = set.rules.len();
-        let (new, datapaths) = self.apply_and_commit(
+        let ((summary, generation), datapaths) = self.apply_and_commit(
             &running,
-            txn,
+            || Transaction::Replace(set.clone()),
             &undo,
-            move || {
+            || {
+                let summary = self.read_desired().diff_summary(&set);
                 let g = self.store.commit(Change::Replace(&set), None, who)?;
-                Ok(Desired::new(g, set))
+                Ok((summary, g))
             },
             || {
                 let old = self.read_desired().rule_set();
@@ -245,10 +236,9 @@ impl Daemon {
             who,
             &what,
         )?;
-        let generation = new.generation;
         let old = std::mem::replace(
             &mut *self.desired.write().unwrap_or_else(|p| p.into_inner()),
-            new,
+            Desired::new(generation, set),
         );
         // A million rules take a while to free; not on the caller's time.
         std::thread::spawn(move || drop(old));
@@ -328,7 +318,7 @@ impl Daemon {
         };
         let (generation, datapaths) = self.apply_and_commit(
             &running,
-            txn,
+            || txn,
             &undo,
             || {
                 let patch = Change::Patch {
@@ -369,7 +359,7 @@ impl Daemon {
     fn apply_and_commit<T: Send>(
         &self,
         running: &[(&String, &dyn Datapath)],
-        txn: Transaction,
+        txn: impl FnOnce() -> Transaction,
         undo: &dyn Fn() -> Transaction,
         commit: impl FnOnce() -> Result<T, StoreError> + Send,
         roll_back: impl FnOnce() -> Result<u64, StoreError>,
@@ -382,7 +372,11 @@ impl Daemon {
                 let r = commit();
                 (r, started.elapsed())
             });
-            let applied = self.apply_all(running, txn, undo, who, what);
+            let applied = if running.is_empty() {
+                Ok(BTreeMap::new())
+            } else {
+                self.apply_all(running, txn(), undo, who, what)
+            };
             let applied_in = started.elapsed();
             let (committed, committed_in) = store.join().expect("committing does not panic");
             tracing::debug!(?applied_in, ?committed_in, "{what}");

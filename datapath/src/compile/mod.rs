@@ -315,6 +315,11 @@ impl Compiler {
         self.frame.port(name).map(|p| p.index)
     }
 
+    /// The installed ports.
+    pub fn ports(&self) -> &[crate::rule::PortDef] {
+        &self.frame.ports
+    }
+
     /// The installed rule set (rules in id order).
     pub fn rule_set(&self) -> RuleSet {
         let mut rules: Vec<Rule> = self.sources.iter().flatten().cloned().collect();

@@ -280,7 +280,7 @@ impl XdpDatapath {
 
     /// Binds every port of the installed rule set that has an interface.
     fn bind_ports(&self, c: &mut Control) -> Result<(), DatapathError> {
-        for p in c.compiler.rule_set().ports {
+        for p in c.compiler.ports().to_vec() {
             let Some(ifname) = self.config.interfaces.get(&p.name) else {
                 continue;
             };
