@@ -327,3 +327,66 @@ fn a_crash_mid_commit_leaves_one_whole_generation() {
         );
     }
 }
+
+#[test]
+fn pruning_a_large_generation_is_spread_over_commits_and_completes() {
+    let dir = TempDir::new("prune-spread");
+    let store = Store::open(dir.db()).expect("opens");
+    // Two generations of 300 rules, one per chunk: 300 chunks touched each.
+    let spread = |priority: u64| {
+        let rules: String = (0..300u32)
+            .map(|i| {
+                format!(
+                    "  - {{id: {}, priority: {priority}, match: {{ip_proto: udp, l4_dst: {}}}, actions: [drop]}}\n",
+                    i * CHUNK_IDS,
+                    i + 1
+                )
+            })
+            .collect();
+        RuleSet::from_yaml(&format!(
+            "ports:\n  - {{name: p0, index: 0}}\nrules:\n{rules}"
+        ))
+        .unwrap()
+    };
+    store.commit_rules(&spread(1), None, "t").unwrap();
+    store.commit_rules(&spread(2), None, "t").unwrap();
+    let last = spread(2);
+    // One-rule patches push both out of the window; each prunes a little
+    // of their 600 chunk histories.
+    for g in 3..=KEPT_GENERATIONS + 50 {
+        let mut r = last.rules[0].clone();
+        r.priority = 100 + g as u32;
+        store
+            .commit(
+                Change::Patch {
+                    upsert: &[r],
+                    remove: &[],
+                },
+                None,
+                "t",
+            )
+            .unwrap();
+    }
+    let current = store.current().unwrap().unwrap();
+    assert_eq!(current.rules.rules.len(), 300);
+    assert_eq!(current.rules.rules[1], last.rules[1]);
+    drop(store);
+    let db = redb::Database::create(dir.db()).unwrap();
+    let tx = redb::ReadableDatabase::begin_read(&db).unwrap();
+    let table: redb::TableDefinition<(u32, u64), &[u8]> = redb::TableDefinition::new("rule_chunks");
+    let t = tx.open_table(table).unwrap();
+    let mut versions = std::collections::BTreeMap::<u32, u64>::new();
+    for e in redb::ReadableTable::iter(&t).unwrap() {
+        *versions.entry(e.unwrap().0.value().0).or_default() += 1;
+    }
+    // Chunk 0 is patched every time (its versions are in the window); every
+    // other chunk keeps only generation 2's version.
+    assert!(
+        versions
+            .iter()
+            .filter(|(c, _)| **c != 0)
+            .all(|(_, n)| *n == 1),
+        "{versions:?}"
+    );
+    assert!(versions[&0] <= KEPT_GENERATIONS + 1, "{versions:?}");
+}

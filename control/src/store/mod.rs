@@ -229,6 +229,10 @@ impl Store {
     /// # Errors
     /// [`StoreError::Storage`] or [`StoreError::Corrupt`].
     pub fn generation(&self, generation: u64) -> Result<Option<Generation>, StoreError> {
+        // Records just out of the window may still wait to be pruned.
+        if generation + KEPT_GENERATIONS < self.current_generation()? {
+            return Ok(None);
+        }
         let tx = self.db.begin_read().map_err(re("reading"))?;
         Ok(
             rules::read(&tx, generation)?.map(|(rules, record)| Generation {

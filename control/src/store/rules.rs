@@ -29,7 +29,7 @@ pub(super) const GENERATIONS: TableDefinition<u64, &[u8]> = TableDefinition::new
 
 /// Rule ids per chunk: small enough that a one-rule change rewrites
 /// little, large enough that a million rules are a few thousand records.
-pub const CHUNK_IDS: u32 = 256;
+pub const CHUNK_IDS: u32 = 128;
 
 fn chunk_of(id: u32) -> u32 {
     id / CHUNK_IDS
@@ -314,7 +314,8 @@ pub(super) fn write(
             (ports, meters, writes)
         }
     };
-    let touched = writes.iter().map(|(c, _)| *c).collect();
+    let touched: Vec<u32> = writes.iter().map(|(c, _)| *c).collect();
+    let budget = PRUNE_BUDGET + touched.len();
     for (c, bytes) in &writes {
         chunks
             .insert((*c, next), bytes.as_slice())
@@ -329,39 +330,63 @@ pub(super) fn write(
     };
     gens.insert(next, encode(&record).as_slice())
         .map_err(re("writing"))?;
-    prune(&mut gens, &mut chunks, oldest_kept)
+    prune(tx, &mut gens, &mut chunks, oldest_kept, budget)
 }
 
-/// Deletes the generations before `oldest_kept`, and the chunk versions
-/// that only they could read: the versions older than one written at
-/// `oldest_kept`. (Every older generation once was `oldest_kept`; pruning
-/// at each commit keeps each chunk's history to the window.)
+/// Chunks pruned per commit at most, beyond as many as the commit writes:
+/// a small commit after a large generation left the window stays quick,
+/// and a large one clears the backlog at a cost in proportion.
+const PRUNE_BUDGET: usize = 16;
+/// The generation whose superseded chunk versions are being pruned, and
+/// the position in its list of touched chunks.
+const PRUNE_GENERATION: &str = "prune_generation";
+const PRUNE_POSITION: &str = "prune_position";
+
+/// Deletes chunk versions that only generations before `oldest_kept` could
+/// read: for each generation `g` up to `oldest_kept`, the versions older
+/// than `g`'s of the chunks `g` wrote. At most `budget` chunks per call,
+/// resuming where the last call stopped; the records of generations before
+/// both the window and that point go too.
 fn prune(
+    tx: &WriteTransaction,
     gens: &mut redb::Table<'_, u64, &'static [u8]>,
     chunks: &mut redb::Table<'_, (u32, u64), &'static [u8]>,
     oldest_kept: u64,
+    mut budget: usize,
 ) -> Result<(), StoreError> {
-    if oldest_kept <= 1 {
-        return Ok(());
-    }
-    let oldest: GenerationRecord = match gens.get(oldest_kept).map_err(re("pruning"))? {
-        Some(v) => decode("generations", oldest_kept, v.value())?,
-        None => return Ok(()),
+    let mut meta = tx.open_table(super::META).map_err(re("pruning"))?;
+    let get = |k| -> Result<u64, StoreError> {
+        Ok(meta.get(k).map_err(re("pruning"))?.map_or(0, |v| v.value()))
     };
-    for c in oldest.touched {
-        chunks
-            .retain_in((c, 0)..(c, oldest_kept), |_, _| false)
-            .map_err(re("pruning old rules"))?;
-        let emptied = chunks
-            .get((c, oldest_kept))
-            .map_err(re("pruning old rules"))?
-            .is_some_and(|v| v.value().is_empty());
-        if emptied {
+    let (mut g, mut pos) = (get(PRUNE_GENERATION)?.max(1), get(PRUNE_POSITION)? as usize);
+    while g <= oldest_kept && budget > 0 {
+        let touched = match gens.get(g).map_err(re("pruning"))? {
+            Some(v) => decode::<GenerationRecord>("generations", g, v.value())?.touched,
+            None => Vec::new(),
+        };
+        while pos < touched.len() && budget > 0 {
+            let c = touched[pos];
             chunks
-                .remove((c, oldest_kept))
+                .retain_in((c, 0)..(c, g), |_, _| false)
                 .map_err(re("pruning old rules"))?;
+            let emptied = chunks
+                .get((c, g))
+                .map_err(re("pruning old rules"))?
+                .is_some_and(|v| v.value().is_empty());
+            if emptied {
+                chunks.remove((c, g)).map_err(re("pruning old rules"))?;
+            }
+            pos += 1;
+            budget -= 1;
+        }
+        if pos >= touched.len() {
+            g += 1;
+            pos = 0;
         }
     }
-    gens.retain_in(..oldest_kept, |_, _| false)
+    meta.insert(PRUNE_GENERATION, g).map_err(re("pruning"))?;
+    meta.insert(PRUNE_POSITION, pos as u64)
+        .map_err(re("pruning"))?;
+    gens.retain_in(..g.min(oldest_kept), |_, _| false)
         .map_err(re("pruning old generations"))
 }
