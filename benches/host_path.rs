@@ -64,6 +64,23 @@ fn napi_on(iface: &str, cpu: usize) {
     }
 }
 
+/// (busy, total) jiffies of CPU `cpu` from /proc/stat.
+fn cpu_jiffies(cpu: usize) -> (u64, u64) {
+    let stat = std::fs::read_to_string("/proc/stat").unwrap_or_default();
+    let line = stat
+        .lines()
+        .find(|l| l.starts_with(&format!("cpu{cpu} ")))
+        .unwrap_or("");
+    let v: Vec<u64> = line
+        .split_whitespace()
+        .skip(1)
+        .filter_map(|x| x.parse().ok())
+        .collect();
+    let total: u64 = v.iter().sum();
+    let idle = v.get(3).copied().unwrap_or(0) + v.get(4).copied().unwrap_or(0);
+    (total - idle, total)
+}
+
 /// 64-byte UDP frames of 256 flows from A to B's port 7000.
 fn frames(src_mac: [u8; 6], dst_mac: [u8; 6], src: [u8; 4], dst: [u8; 4]) -> Vec<Vec<u8>> {
     (0..256u16)
@@ -134,8 +151,9 @@ impl Bench {
         .into()
     }
 
-    /// Offered and forwarded packets per second through `dp`.
-    fn measure(&self, dp: &dyn Datapath) -> (f64, f64) {
+    /// Offered and forwarded packets per second through `dp`, and how busy
+    /// CPU 1 (the datapath's) was meanwhile, from 0 to 1.
+    fn measure(&self, dp: &dyn Datapath) -> (f64, f64, f64) {
         let _sink = self
             .b
             .run(|| std::net::UdpSocket::bind("10.78.0.2:7000").expect("binds in B"));
@@ -150,13 +168,24 @@ impl Bench {
         let g = generator(socket, self.frames.clone(), stop.clone(), sent.clone());
         std::thread::sleep(Duration::from_millis(500));
         let count = || dp.rule_counters().get(&1).map_or(0, |c| c.packets);
-        let (c0, s0, t0) = (count(), sent.load(Ordering::Relaxed), Instant::now());
+        let (c0, s0, t0, j0) = (
+            count(),
+            sent.load(Ordering::Relaxed),
+            Instant::now(),
+            cpu_jiffies(1),
+        );
         std::thread::sleep(Duration::from_secs(1));
-        let (c1, s1, t1) = (count(), sent.load(Ordering::Relaxed), Instant::now());
+        let (c1, s1, t1, j1) = (
+            count(),
+            sent.load(Ordering::Relaxed),
+            Instant::now(),
+            cpu_jiffies(1),
+        );
         stop.store(true, Ordering::Relaxed);
         g.join().unwrap();
         let secs = (t1 - t0).as_secs_f64();
-        ((s1 - s0) as f64 / secs, (c1 - c0) as f64 / secs)
+        let busy = (j1.0 - j0.0) as f64 / (j1.1 - j0.1).max(1) as f64;
+        ((s1 - s0) as f64 / secs, (c1 - c0) as f64 / secs, busy)
     }
 }
 
@@ -179,6 +208,7 @@ fn main() {
         .output();
     napi_on(&bench.va.outer, 1);
     let (mut xdp, mut host, mut ratios, mut offered) = (vec![], vec![], vec![], vec![]);
+    let mut per_core = (vec![], vec![]);
     for _ in 0..3 {
         let _ = std::fs::remove_dir_all(&pins);
         let dp = XdpDatapath::start(
@@ -193,7 +223,7 @@ fn main() {
         )
         .expect("the XDP datapath starts");
         napi_on(&bench.va.outer, 1);
-        let (o, x) = bench.measure(&dp);
+        let (o, x, x_busy) = bench.measure(&dp);
         drop(dp);
         let _ = std::fs::remove_dir_all(&pins);
         // The host path's threads inherit CPU 1 from this thread.
@@ -210,17 +240,23 @@ fn main() {
                 )
                 .expect("the host path starts");
                 napi_on(&bench.va.outer, 1);
-                bench.measure(&dp).1
+                bench.measure(&dp)
             })
             .join()
             .unwrap()
         });
+        let (ho, h, h_busy) = h;
         println!(
-            "host_path/round: offered {:.0} kpps; xdp {:.0} kpps, host path {:.0} kpps",
-            o / 1e3,
+            "host_path/round: xdp {:.0} kpps of {:.0} offered, CPU 1 {:.0}% busy; host path {:.0} kpps of {:.0} offered, CPU 1 {:.0}% busy",
             x / 1e3,
-            h / 1e3
+            o / 1e3,
+            x_busy * 100.0,
+            h / 1e3,
+            ho / 1e3,
+            h_busy * 100.0
         );
+        per_core.0.push(x / x_busy.max(0.01));
+        per_core.1.push(h / h_busy.max(0.01));
         offered.push(o);
         xdp.push(x);
         host.push(h);
@@ -230,6 +266,11 @@ fn main() {
         v.sort_by(f64::total_cmp);
         v[v.len() / 2]
     };
+    println!(
+        "host_path/per_busy_core: xdp {:.0} kpps, host path {:.0} kpps (forwarded / CPU 1's busy share; medians)",
+        med(per_core.0) / 1e3,
+        med(per_core.1) / 1e3
+    );
     println!(
         "host_path/forward_64B_udp_one_core: host path (emu over AF_PACKET) {:.0} kpps, offloaded (xdp) {:.0} kpps, offered {:.0} kpps; xdp/host {:.1}x (median of per-round ratios)",
         med(host) / 1e3,
