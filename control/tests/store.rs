@@ -351,9 +351,10 @@ fn pruning_a_large_generation_is_spread_over_commits_and_completes() {
     store.commit_rules(&spread(1), None, "t").unwrap();
     store.commit_rules(&spread(2), None, "t").unwrap();
     let last = spread(2);
-    // One-rule patches push both out of the window; each prunes a little
-    // of their 600 chunk histories.
-    for g in 3..=KEPT_GENERATIONS + 50 {
+    // One-rule patches push both out of the window; each prunes three
+    // chunks' histories, so the 600 of the two large generations and their
+    // own are all pruned a few hundred commits later.
+    for g in 3..=KEPT_GENERATIONS + 400 {
         let mut r = last.rules[0].clone();
         r.priority = 100 + g as u32;
         store

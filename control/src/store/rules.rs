@@ -333,10 +333,12 @@ pub(super) fn write(
     prune(tx, &mut gens, &mut chunks, oldest_kept, budget)
 }
 
-/// Chunks pruned per commit at most, beyond as many as the commit writes:
-/// a small commit after a large generation left the window stays quick,
-/// and a large one clears the backlog at a cost in proportion.
-const PRUNE_BUDGET: usize = 16;
+/// Chunks pruned per commit at most, beyond as many as the commit writes.
+/// A one-rule commit after a large generation left the window stays quick
+/// (it prunes three chunks), a large one clears the backlog at a cost in
+/// proportion, and as every commit prunes more than it writes, the history
+/// left to prune stays within about one window's writes.
+const PRUNE_BUDGET: usize = 2;
 /// The generation whose superseded chunk versions are being pruned, and
 /// the position in its list of touched chunks.
 const PRUNE_GENERATION: &str = "prune_generation";
