@@ -60,25 +60,39 @@ impl Desired {
         }
     }
 
+    /// Calls `each(rule, is_new)` for every rule of `set` that this set
+    /// lacks or holds otherwise; returns how many of this set's rules `set`
+    /// also has.
+    fn walk<'a>(&self, set: &'a RuleSet, mut each: impl FnMut(&'a Rule, bool)) -> usize {
+        let mut kept = 0;
+        for rule in &set.rules {
+            match self.rules.get(&rule.id) {
+                None => each(rule, true),
+                Some(old) => {
+                    kept += 1;
+                    if old != rule {
+                        each(rule, false);
+                    }
+                }
+            }
+        }
+        kept
+    }
+
     /// What applying `set` would change.
     pub fn diff_to(&self, set: &RuleSet) -> Diff {
         let mut diff = Diff {
             ports_or_meters: self.ports != set.ports || self.meters != set.meters,
             ..Diff::default()
         };
-        let mut seen = 0;
-        for rule in &set.rules {
-            match self.rules.get(&rule.id) {
-                None => diff.added.push(rule.clone()),
-                Some(old) => {
-                    seen += 1;
-                    if old != rule {
-                        diff.changed.push(rule.clone());
-                    }
-                }
+        let kept = self.walk(set, |rule, new| {
+            if new {
+                diff.added.push(rule.clone());
+            } else {
+                diff.changed.push(rule.clone());
             }
-        }
-        if seen < self.rules.len() {
+        });
+        if kept < self.rules.len() {
             let wanted: std::collections::HashSet<u32> = set.rules.iter().map(|r| r.id).collect();
             diff.removed = self
                 .rules
@@ -90,26 +104,20 @@ impl Desired {
         diff
     }
 
-    /// What applying `set` would change, as counts only (the rule lists of
-    /// the result are empty, `removed` included): no rule is cloned.
+    /// What applying `set` would change, as counts only: no rule is cloned.
     pub fn diff_summary(&self, set: &RuleSet) -> Summary {
         let mut s = Summary {
             ports_or_meters: self.ports != set.ports || self.meters != set.meters,
             ..Summary::default()
         };
-        let mut seen = 0;
-        for rule in &set.rules {
-            match self.rules.get(&rule.id) {
-                None => s.added += 1,
-                Some(old) => {
-                    seen += 1;
-                    if old != rule {
-                        s.changed += 1;
-                    }
-                }
+        let kept = self.walk(set, |_, new| {
+            if new {
+                s.added += 1;
+            } else {
+                s.changed += 1;
             }
-        }
-        s.removed = self.rules.len() - seen;
+        });
+        s.removed = self.rules.len() - kept;
         s
     }
 

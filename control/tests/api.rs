@@ -34,6 +34,10 @@ fn refused(s: &Served, (status, v): (StatusCode, Value), want: StatusCode, says:
     let _ = s;
 }
 
+/// A bad request: what it is, the answer, the status wanted, and what the
+/// error must say.
+type Case<'a> = (&'a str, (StatusCode, Value), StatusCode, Vec<&'a str>);
+
 #[test]
 fn bad_input_gets_a_clear_error_and_changes_nothing() {
     let s = Served::start("bad");
@@ -43,7 +47,7 @@ fn bad_input_gets_a_clear_error_and_changes_nothing() {
     let before = state(&s);
     assert_eq!(before, (1, 3));
 
-    let cases: Vec<(&str, (StatusCode, Value), StatusCode, Vec<&str>)> = vec![
+    let cases: Vec<Case> = vec![
         (
             "malformed JSON",
             s.json(Method::PUT, "/v1/rules", r#"{"rules": [ {"id": 1,"#),

@@ -102,6 +102,19 @@ fn patched(set: &RuleSet, upsert: &[Rule], remove: &[u32]) -> RuleSet {
     }
 }
 
+/// How many versions of each rule chunk the (closed) store at `dir` holds.
+fn chunk_versions(dir: &TempDir) -> std::collections::BTreeMap<u32, u64> {
+    let db = redb::Database::create(dir.db()).unwrap();
+    let tx = redb::ReadableDatabase::begin_read(&db).unwrap();
+    let table: redb::TableDefinition<(u32, u64), &[u8]> = redb::TableDefinition::new("rule_chunks");
+    let t = tx.open_table(table).unwrap();
+    let mut versions = std::collections::BTreeMap::new();
+    for e in redb::ReadableTable::iter(&t).unwrap() {
+        *versions.entry(e.unwrap().0.value().0).or_default() += 1;
+    }
+    versions
+}
+
 #[test]
 fn patches_and_replaces_keep_every_kept_generation_readable() {
     let dir = TempDir::new("patches");
@@ -163,14 +176,7 @@ fn patches_and_replaces_keep_every_kept_generation_readable() {
     assert_eq!(store.current().unwrap().unwrap().rules, same);
     drop(store);
     // Pruning leaves no chunk more versions than the kept window can read.
-    let db = redb::Database::create(dir.db()).unwrap();
-    let tx = redb::ReadableDatabase::begin_read(&db).unwrap();
-    let table: redb::TableDefinition<(u32, u64), &[u8]> = redb::TableDefinition::new("rule_chunks");
-    let t = tx.open_table(table).unwrap();
-    let mut versions = std::collections::BTreeMap::<u32, u64>::new();
-    for e in redb::ReadableTable::iter(&t).unwrap() {
-        *versions.entry(e.unwrap().0.value().0).or_default() += 1;
-    }
+    let versions = chunk_versions(&dir);
     let most = versions.values().max().copied().unwrap_or(0);
     assert!(
         most <= KEPT_GENERATIONS + 1,
@@ -372,14 +378,7 @@ fn pruning_a_large_generation_is_spread_over_commits_and_completes() {
     assert_eq!(current.rules.rules.len(), 300);
     assert_eq!(current.rules.rules[1], last.rules[1]);
     drop(store);
-    let db = redb::Database::create(dir.db()).unwrap();
-    let tx = redb::ReadableDatabase::begin_read(&db).unwrap();
-    let table: redb::TableDefinition<(u32, u64), &[u8]> = redb::TableDefinition::new("rule_chunks");
-    let t = tx.open_table(table).unwrap();
-    let mut versions = std::collections::BTreeMap::<u32, u64>::new();
-    for e in redb::ReadableTable::iter(&t).unwrap() {
-        *versions.entry(e.unwrap().0.value().0).or_default() += 1;
-    }
+    let versions = chunk_versions(&dir);
     // Chunk 0 is patched every time (its versions are in the window); every
     // other chunk keeps only generation 2's version.
     assert!(
