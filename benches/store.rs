@@ -1,11 +1,14 @@
 //! The control plane's store with 1M rules: committing one generation in
 //! which every rule changed, committing the same rules again, reading one
 //! back (each the median of 5 rounds), and committing a one-rule patch
-//! (median and p99 of 200); for scale, the same rules as JSON. Run with
-//! `cargo bench --bench store`.
+//! (median and p99 of 200); for scale, the same rules as JSON, and, as the
+//! floor of a patch, bare redb commits of one chunk-sized value into a
+//! table of as many such values. Run with `cargo bench --bench store`
+//! (`DSE_STORE_RULES=N` for another number of rules).
 
 use dse_control::Store;
 use dse_control::store::Change;
+use redb::{Database, TableDefinition};
 use std::time::{Duration, Instant};
 
 mod common;
@@ -16,7 +19,8 @@ fn main() {
     if std::env::args().any(|a| a == "--list") {
         return;
     }
-    let set = exact_rules(std::env::var("DSE_N").map_or(1_000_000, |v| v.parse().unwrap()));
+    let n = std::env::var("DSE_STORE_RULES").map_or(1_000_000, |v| v.parse().expect("a number"));
+    let set = exact_rules(n);
     let dir = std::env::temp_dir().join(format!("dse-bench-store-{}", std::process::id()));
     std::fs::create_dir_all(&dir).expect("creates a temp dir");
     let store = Store::open(dir.join("dse.redb")).expect("opens");
@@ -79,5 +83,51 @@ fn main() {
     );
     println!("store/1M_rules: commit a one-rule patch: median {patch:?}, p99 {p99:?}");
     drop(store);
+    let (floor, floor_p99) = bare_redb_commits(&dir, n);
+    println!(
+        "store/1M_rules: for scale, a bare redb commit of one {CHUNK_BYTES}-byte value (and a 100-byte one) among {} such: median {floor:?}, p99 {floor_p99:?}",
+        n / dse_control::store::CHUNK_IDS
+    );
     let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// About what one chunk of the store's rules takes (128 rules of ~160 B).
+const CHUNK_BYTES: usize = 20_000;
+
+/// Median and p99 of 200 durable redb commits, each of one chunk-sized
+/// value and one small one, into a table holding a chunk for every
+/// `CHUNK_IDS` of `n` rules: the least a store patch can cost.
+fn bare_redb_commits(dir: &std::path::Path, n: u32) -> (Duration, Duration) {
+    const CHUNKS: TableDefinition<(u32, u64), &[u8]> = TableDefinition::new("chunks");
+    const LOG: TableDefinition<u64, &[u8]> = TableDefinition::new("log");
+    let path = dir.join("bare.redb");
+    let db = Database::create(&path).expect("creates");
+    let chunks = n / dse_control::store::CHUNK_IDS;
+    let value = vec![7u8; CHUNK_BYTES];
+    let tx = db.begin_write().expect("writes");
+    {
+        let mut t = tx.open_table(CHUNKS).expect("opens");
+        for c in 0..chunks {
+            t.insert((c, 1), value.as_slice()).expect("inserts");
+        }
+    }
+    tx.commit().expect("commits");
+    let mut took = Vec::new();
+    for i in 0..200u64 {
+        let t = Instant::now();
+        let tx = db.begin_write().expect("writes");
+        {
+            let mut t = tx.open_table(CHUNKS).expect("opens");
+            let c = ((i * 4999) % u64::from(chunks.max(1))) as u32;
+            t.insert((c, 2 + i), value.as_slice()).expect("inserts");
+            let mut log = tx.open_table(LOG).expect("opens");
+            log.insert(i, [1u8; 100].as_slice()).expect("inserts");
+        }
+        tx.commit().expect("commits");
+        took.push(t.elapsed());
+    }
+    drop(db);
+    let _ = std::fs::remove_file(&path);
+    took.sort();
+    (took[took.len() / 2], took[took.len() * 99 / 100])
 }

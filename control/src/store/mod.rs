@@ -172,13 +172,20 @@ fn encode<T: Serialize>(value: &T) -> Vec<u8> {
 }
 
 impl Store {
-    /// Opens the database at `path`, creating it (and its tables) if missing.
+    /// Opens the database at `path`, creating it (its directory and its
+    /// tables) if missing.
     ///
     /// # Errors
     /// [`StoreError::InUse`] if another process has it open;
     /// [`StoreError::Open`] if it cannot be created or is not a database.
     pub fn open(path: impl AsRef<Path>) -> Result<Store, StoreError> {
         let path = path.as_ref();
+        if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+            std::fs::create_dir_all(dir).map_err(|e| StoreError::Open {
+                path: path.to_path_buf(),
+                source: Box::new(redb::Error::Io(e)),
+            })?;
+        }
         let db = Database::create(path).map_err(|e| match e {
             redb::DatabaseError::DatabaseAlreadyOpen => StoreError::InUse {
                 path: path.to_path_buf(),
