@@ -62,15 +62,20 @@ fn listen_err(what: impl std::fmt::Display) -> impl FnOnce(std::io::Error) -> Se
     move |source| ServeError::Listen { what, source }
 }
 
-/// Binds `path` with mode 0600, replacing a stale socket file that no
-/// daemon answers on.
-fn bind_unix(path: &PathBuf) -> Result<tokio::net::UnixListener, ServeError> {
+/// Refuses `path` if a daemon answers on it; removes a stale socket file
+/// that nothing answers on.
+fn claim_socket(path: &PathBuf) -> Result<(), ServeError> {
     if path.exists() {
         if std::os::unix::net::UnixStream::connect(path).is_ok() {
             return Err(ServeError::SocketInUse(path.clone()));
         }
         std::fs::remove_file(path).map_err(listen_err(path.display()))?;
     }
+    Ok(())
+}
+
+/// Binds `path` with mode 0600 (its directory created if missing).
+fn bind_unix(path: &PathBuf) -> Result<tokio::net::UnixListener, ServeError> {
     if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
         std::fs::create_dir_all(dir).map_err(listen_err(dir.display()))?;
     }
@@ -117,18 +122,16 @@ pub async fn serve(
         (_, Some(path)) => Some(read_token(path)?),
         (None, None) => None,
     };
-    let unix = bind_unix(&config.socket)?;
+    // The socket is claimed first, so that a second daemon on it brings up
+    // nothing; it is bound only once the daemon holds the store, so that a
+    // client that connects is answered by a daemon that can serve it.
+    claim_socket(&config.socket)?;
     let daemon_config = config.daemon.clone();
     let daemon = tokio::task::spawn_blocking(move || Daemon::open(daemon_config))
         .await
         .expect("opening the daemon does not panic");
-    let daemon = match daemon {
-        Ok(d) => Arc::new(d),
-        Err(e) => {
-            let _ = std::fs::remove_file(&config.socket);
-            return Err(e.into());
-        }
-    };
+    let daemon = Arc::new(daemon?);
+    let unix = bind_unix(&config.socket)?;
     let state = Arc::new(ApiState {
         daemon,
         max_body: config.max_body,
