@@ -431,3 +431,24 @@ fn the_openapi_document_and_the_code_do_not_drift() {
     );
     assert_eq!(status, StatusCode::OK, "{v}");
 }
+
+#[test]
+fn metrics_show_the_generation_and_the_requests() {
+    let s = Served::start("metrics");
+    let (status, _) = s.json(Method::PUT, "/v1/rules", &rule_set_json(2));
+    assert_eq!(status, StatusCode::OK);
+    s.json(Method::PUT, "/v1/rules", "{");
+    let (status, text) = s.call(Method::GET, "/metrics", None);
+    assert_eq!(status, StatusCode::OK);
+    let text = text.as_str().expect("the text format");
+    assert!(text.contains("dse_desired_generation 1"), "{text}");
+    assert!(
+        text.contains(r#"dse_api_requests_total{method="PUT",route="/v1/rules",status="200"} 1"#),
+        "{text}"
+    );
+    assert!(
+        text.contains(r#"dse_api_requests_total{method="PUT",route="/v1/rules",status="400"} 1"#),
+        "{text}"
+    );
+    assert!(text.contains("dse_api_request_seconds_bucket"), "{text}");
+}
