@@ -17,7 +17,8 @@
 mod netns;
 
 use dse_datapath::datapath::Datapath;
-use dse_datapath::emu::{EmuConfig, HostPath, PacketSocket, interface_index};
+use dse_datapath::emu::{EmuConfig, HostPath, PacketSocket};
+use dse_datapath::netdev::interface_index;
 use dse_datapath::rule::RuleSet;
 use dse_datapath::xdp::{Program, XdpConfig, XdpDatapath, XdpLimits};
 use netns::{Netns, Veth, in_ns, mac_text};

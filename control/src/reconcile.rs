@@ -10,7 +10,6 @@
 use dse_datapath::datapath::{Datapath, DatapathError, Transaction};
 use dse_datapath::rule::{Rule, RuleError, RuleSet};
 use serde::Serialize;
-use std::collections::BTreeMap;
 
 /// What differs between an installed and a desired rule set.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
@@ -28,25 +27,7 @@ pub struct Diff {
 impl Diff {
     /// The difference that takes `installed` to `desired`.
     pub fn between(installed: &RuleSet, desired: &RuleSet) -> Diff {
-        let before: BTreeMap<u32, &Rule> = installed.rules.iter().map(|r| (r.id, r)).collect();
-        let after: BTreeMap<u32, &Rule> = desired.rules.iter().map(|r| (r.id, r)).collect();
-        let mut diff = Diff {
-            ports_or_meters: installed.ports != desired.ports || installed.meters != desired.meters,
-            ..Diff::default()
-        };
-        for (id, rule) in &after {
-            match before.get(id) {
-                None => diff.added.push((*rule).clone()),
-                Some(old) if old != rule => diff.changed.push((*rule).clone()),
-                Some(_) => {}
-            }
-        }
-        diff.removed = before
-            .keys()
-            .filter(|id| !after.contains_key(id))
-            .copied()
-            .collect();
-        diff
+        crate::desired::Desired::new(0, installed.clone()).diff_to(desired)
     }
 
     /// The counts of this diff.

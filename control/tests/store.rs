@@ -1,32 +1,13 @@
 //! The store: generations, optimistic concurrency, pruning, datapath
 //! instances, the audit log, a second opener, and a crash mid-commit.
 
+mod common;
+
+use common::TempDir;
 use dse_control::store::{CHUNK_IDS, Change, KEPT_GENERATIONS};
 use dse_control::{Backend, DatapathInstance, Store, StoreError};
 use dse_datapath::rule::{Rule, RuleSet};
-use std::path::PathBuf;
 use std::time::Duration;
-
-/// A temporary directory removed on drop.
-struct TempDir(PathBuf);
-
-impl TempDir {
-    fn new(name: &str) -> TempDir {
-        let p = std::env::temp_dir().join(format!("dse-store-{}-{name}", std::process::id()));
-        let _ = std::fs::remove_dir_all(&p);
-        std::fs::create_dir_all(&p).expect("creates a temp dir");
-        TempDir(p)
-    }
-    fn db(&self) -> PathBuf {
-        self.0.join("dse.redb")
-    }
-}
-
-impl Drop for TempDir {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.0);
-    }
-}
 
 /// The rule set of generation `g` of the tests: `g` rules (capped), so each
 /// generation is recognisable.

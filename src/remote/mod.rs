@@ -263,19 +263,19 @@ fn read_rule_list(path: &std::path::Path) -> Result<Vec<Value>, Failure> {
         .map_err(|e| Failure::invalid(format!("reading {}: {e}", path.display())))?;
     let doc: Value = serde_norway::from_str(&text)
         .map_err(|e| Failure::invalid(format!("{}: not YAML or JSON: {e}", path.display())))?;
+    let not_rules = || {
+        Failure::invalid(format!(
+            "{}: expected a list of rules, or a document with `rules:`",
+            path.display()
+        ))
+    };
     match doc {
         Value::Array(rules) => Ok(rules),
         Value::Object(mut m) => match m.remove("rules") {
             Some(Value::Array(rules)) => Ok(rules),
-            _ => Err(Failure::invalid(format!(
-                "{}: expected a list of rules, or a document with `rules:`",
-                path.display()
-            ))),
+            _ => Err(not_rules()),
         },
-        _ => Err(Failure::invalid(format!(
-            "{}: expected a list of rules, or a document with `rules:`",
-            path.display()
-        ))),
+        _ => Err(not_rules()),
     }
 }
 

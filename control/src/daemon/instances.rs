@@ -6,7 +6,8 @@ use super::{ControlError, DaemonConfig};
 use crate::desired::Desired;
 use crate::store::{Backend, DatapathInstance};
 use dse_datapath::datapath::{Datapath, DatapathError};
-use dse_datapath::emu::{EmuConfig, HostPath, interface_index};
+use dse_datapath::emu::{EmuConfig, HostPath};
+use dse_datapath::netdev::interface_index;
 use dse_datapath::rule::RuleSet;
 use dse_datapath::xdp::{Program, XdpConfig, XdpDatapath};
 use serde::Serialize;
@@ -138,16 +139,23 @@ impl Running {
     /// Stops it; an XDP instance's pins go too, which detaches its program
     /// from the interfaces.
     pub fn tear_down(self, config: &DaemonConfig) {
-        let xdp = self.record.backend == Backend::Xdp;
         drop(self.handle);
-        if xdp {
-            let dir = config.bpffs.join(&self.record.name);
-            if let Err(e) = std::fs::remove_dir_all(&dir)
-                && e.kind() != std::io::ErrorKind::NotFound
-            {
-                tracing::error!("removing the pins under {}: {e}", dir.display());
-            }
-        }
+        remove_pins(config, &self.record);
+    }
+}
+
+/// Removes what an XDP instance `record` pinned (nothing for another
+/// backend): with the last descriptor gone, its program leaves the
+/// interfaces.
+pub fn remove_pins(config: &DaemonConfig, record: &DatapathInstance) {
+    if record.backend != Backend::Xdp {
+        return;
+    }
+    let dir = config.bpffs.join(&record.name);
+    if let Err(e) = std::fs::remove_dir_all(&dir)
+        && e.kind() != std::io::ErrorKind::NotFound
+    {
+        tracing::error!("removing the pins under {}: {e}", dir.display());
     }
 }
 

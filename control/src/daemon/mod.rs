@@ -488,19 +488,17 @@ impl Daemon {
             self.store.audit_only(who, &what, &e.to_string())?;
             return Err(e);
         }
-        let (name, xdp) = (
-            record.name.clone(),
-            record.backend == crate::store::Backend::Xdp,
-        );
+        let asked = record.clone();
         let running = match Running::start(&self.config, record, &self.read_desired().rule_set()) {
             Ok(r) => r,
             Err(source) => {
                 self.store.audit_only(who, &what, &source.to_string())?;
                 // A failed XDP start may have pinned maps already.
-                if xdp {
-                    let _ = std::fs::remove_dir_all(self.config.bpffs.join(&name));
-                }
-                return Err(ControlError::Datapath { name, source });
+                instances::remove_pins(&self.config, &asked);
+                return Err(ControlError::Datapath {
+                    name: asked.name,
+                    source,
+                });
             }
         };
         if let Err(e) = self.store.put_datapath(&running.record, who) {

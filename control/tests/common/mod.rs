@@ -16,10 +16,15 @@ pub struct TempDir(pub PathBuf);
 
 impl TempDir {
     pub fn new(name: &str) -> TempDir {
-        let p = std::env::temp_dir().join(format!("dse-api-{}-{name}", std::process::id()));
+        let p = std::env::temp_dir().join(format!("dse-control-{}-{name}", std::process::id()));
         let _ = std::fs::remove_dir_all(&p);
         std::fs::create_dir_all(&p).expect("creates a temp dir");
         TempDir(p)
+    }
+
+    /// The store's database file in it.
+    pub fn db(&self) -> PathBuf {
+        self.0.join("dse.redb")
     }
 }
 
@@ -32,7 +37,7 @@ impl Drop for TempDir {
 pub fn config(dir: &TempDir) -> ServeConfig {
     ServeConfig {
         daemon: DaemonConfig {
-            db: dir.0.join("dse.redb"),
+            db: dir.db(),
             bpffs: PathBuf::from("/sys/fs/bpf").join(format!(
                 "dse-api-{}-{}",
                 std::process::id(),

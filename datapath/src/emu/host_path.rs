@@ -10,6 +10,7 @@ use super::packet_socket::{MAX_FRAME, PacketSocket};
 use super::{EmuConfig, EmuDatapath};
 use crate::datapath::{Capabilities, Datapath, DatapathError, LifecycleState, Transaction};
 use crate::frame::Frame;
+use crate::netdev::interface_index;
 use crate::pipeline::{Count, Stats};
 use crate::rule::RuleSet;
 use crate::snapshot::Snapshot;
@@ -40,24 +41,6 @@ pub struct HostPath {
     stop: Arc<AtomicBool>,
     io: Arc<IoCounters>,
     threads: Vec<JoinHandle<()>>,
-}
-
-/// The index of interface `name`.
-///
-/// # Errors
-/// [`DatapathError::Io`] naming the interface if it does not exist.
-pub fn interface_index(name: &str) -> Result<u32, DatapathError> {
-    let bad = |source| DatapathError::Io {
-        what: format!("interface {name:?}"),
-        source,
-    };
-    let c = std::ffi::CString::new(name)
-        .map_err(|_| bad(std::io::Error::from(std::io::ErrorKind::InvalidInput)))?;
-    // SAFETY: `c` is a valid NUL-terminated string for the call.
-    match unsafe { libc::if_nametoindex(c.as_ptr()) } {
-        0 => Err(bad(std::io::Error::last_os_error())),
-        i => Ok(i),
-    }
 }
 
 /// Port index of each named port, as of the rules in force, looked up

@@ -13,7 +13,7 @@ mod packet_socket;
 mod worker;
 
 pub use control::EmuDatapath;
-pub use host_path::{HostPath, IoCounters, interface_index};
+pub use host_path::{HostPath, IoCounters};
 pub use packet_socket::{MAX_FRAME, PacketSocket};
 
 use crate::frame::Frame;

@@ -284,7 +284,7 @@ impl XdpDatapath {
             let Some(ifname) = self.config.interfaces.get(&p.name) else {
                 continue;
             };
-            let ifindex = ifindex(ifname)?;
+            let ifindex = crate::netdev::interface_index(ifname)?;
             if c.bound.get(&p.name) != Some(&ifindex) {
                 c.xdp.bind_port(p.index, ifindex)?;
                 c.bound.insert(p.name.clone(), ifindex);
@@ -416,21 +416,6 @@ fn carry_counts(xdp: &mut XdpInstance, carry: Carry) -> Result<(), XdpError> {
             .unzip(),
     };
     xdp.merge_counts(&slots, &counts)
-}
-
-/// The index of interface `name`.
-fn ifindex(name: &str) -> Result<u32, DatapathError> {
-    let c = std::ffi::CString::new(name).map_err(|_| DatapathError::Io {
-        what: format!("interface name {name:?}"),
-        source: std::io::Error::from(std::io::ErrorKind::InvalidInput),
-    })?;
-    // SAFETY: `c` is a valid NUL-terminated string for the call.
-    match unsafe { libc::if_nametoindex(c.as_ptr()) } {
-        0 => Err(io(format!("interface {name}"))(
-            std::io::Error::last_os_error(),
-        )),
-        i => Ok(i),
-    }
 }
 
 impl Datapath for XdpDatapath {
