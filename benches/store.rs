@@ -1,7 +1,7 @@
 //! The control plane's store with 1M rules: committing one generation in
 //! which every rule changed, committing the same rules again, reading one
 //! back (each the median of 5 rounds), and committing a one-rule patch
-//! (median and p99 of 200); for scale, the same rules as JSON, and, as the
+//! (median and p99 of 200, or `DSE_STORE_PATCHES`); for scale, the same rules as JSON, and, as the
 //! floor of a patch, bare redb commits of one chunk-sized value into a
 //! table of as many such values. Run with `cargo bench --bench store`
 //! (`DSE_STORE_RULES=N` for another number of rules).
@@ -47,7 +47,8 @@ fn main() {
         assert_eq!(back.rules.rules.len(), set.rules.len());
     }
     let mut patch = Vec::new();
-    for i in 0..200u32 {
+    let patches = std::env::var("DSE_STORE_PATCHES").map_or(200, |v| v.parse().expect("a number"));
+    for i in 0..patches {
         let mut rule = set.rules[(i as usize * 4999) % set.rules.len()].clone();
         rule.priority = 100 + i;
         let t = Instant::now();
@@ -83,11 +84,16 @@ fn main() {
     );
     println!("store/1M_rules: commit a one-rule patch: median {patch:?}, p99 {p99:?}");
     drop(store);
-    let (floor, floor_p99) = bare_redb_commits(&dir, n);
-    println!(
-        "store/1M_rules: for scale, a bare redb commit of one {CHUNK_BYTES}-byte value (and a 100-byte one) among {} such: median {floor:?}, p99 {floor_p99:?}",
-        n / dse_control::store::CHUNK_IDS
-    );
+    for (durability, how) in [
+        (redb::Durability::Immediate, "durable"),
+        (redb::Durability::None, "non-durable"),
+    ] {
+        let (floor, floor_p99) = bare_redb_commits(&dir, n, durability);
+        println!(
+            "store/1M_rules: for scale, a bare {how} redb commit of one {CHUNK_BYTES}-byte value (and a 100-byte one) among {} such: median {floor:?}, p99 {floor_p99:?}",
+            n / dse_control::store::CHUNK_IDS
+        );
+    }
     let _ = std::fs::remove_dir_all(&dir);
 }
 
@@ -97,7 +103,11 @@ const CHUNK_BYTES: usize = 20_000;
 /// Median and p99 of 200 durable redb commits, each of one chunk-sized
 /// value and one small one, into a table holding a chunk for every
 /// `CHUNK_IDS` of `n` rules: the least a store patch can cost.
-fn bare_redb_commits(dir: &std::path::Path, n: u32) -> (Duration, Duration) {
+fn bare_redb_commits(
+    dir: &std::path::Path,
+    n: u32,
+    durability: redb::Durability,
+) -> (Duration, Duration) {
     const CHUNKS: TableDefinition<(u32, u64), &[u8]> = TableDefinition::new("chunks");
     const LOG: TableDefinition<u64, &[u8]> = TableDefinition::new("log");
     let path = dir.join("bare.redb");
@@ -115,7 +125,9 @@ fn bare_redb_commits(dir: &std::path::Path, n: u32) -> (Duration, Duration) {
     let mut took = Vec::new();
     for i in 0..200u64 {
         let t = Instant::now();
-        let tx = db.begin_write().expect("writes");
+        let mut tx = db.begin_write().expect("writes");
+        tx.set_durability(durability)
+            .expect("a single-process database");
         {
             let mut t = tx.open_table(CHUNKS).expect("opens");
             let c = ((i * 4999) % u64::from(chunks.max(1))) as u32;

@@ -316,7 +316,7 @@ fn a_crash_mid_commit_leaves_one_whole_generation() {
 }
 
 #[test]
-fn pruning_a_large_generation_is_spread_over_commits_and_completes() {
+fn pruning_after_large_generations_completes_in_checkpoints() {
     let dir = TempDir::new("prune-spread");
     let store = Store::open(dir.db()).expect("opens");
     // Two generations of 300 rules, one per chunk: 300 chunks touched each.
@@ -338,9 +338,10 @@ fn pruning_a_large_generation_is_spread_over_commits_and_completes() {
     store.commit_rules(&spread(1), None, "t").unwrap();
     store.commit_rules(&spread(2), None, "t").unwrap();
     let last = spread(2);
-    // One-rule patches push both out of the window; each prunes three
-    // chunks' histories, so the 600 of the two large generations and their
-    // own are all pruned a few hundred commits later.
+    // One-rule patches push both out of the window. They are journaled and
+    // go into the database in checkpoints, which prune four chunk histories
+    // per patch beyond what they write: the 600 chunk histories of the two large generations and
+    // the patches' own are gone by the last one, as the store closes.
     for g in 3..=KEPT_GENERATIONS + 400 {
         let mut r = last.rules[0].clone();
         r.priority = 100 + g as u32;
@@ -370,4 +371,210 @@ fn pruning_a_large_generation_is_spread_over_commits_and_completes() {
         "{versions:?}"
     );
     assert!(versions[&0] <= KEPT_GENERATIONS + 1, "{versions:?}");
+}
+
+/// The rule generation `g` of `patcher_process` adds: generation 1 is
+/// `rules_of(10)`, and each later one adds rule `1000 + g`.
+fn patch_rule(g: u64) -> Rule {
+    let mut r = rules_of(1).rules[0].clone();
+    r.id = 1000 + g as u32;
+    r.priority = g as u32;
+    r
+}
+
+/// What `patcher_process` has made generation `g`.
+fn patched_rules(g: u64) -> RuleSet {
+    let adds: Vec<Rule> = (2..=g).map(patch_rule).collect();
+    patched(&rules_of(10), &adds, &[])
+}
+
+/// Run by `acknowledged_patches_survive_a_crash` in a child process:
+/// commits one-rule patches (journaled) until killed, printing each
+/// generation once its commit returned.
+#[test]
+#[ignore = "run by acknowledged_patches_survive_a_crash as a child process"]
+fn patcher_process() {
+    use std::io::Write;
+    let db = std::env::var("DSE_STORE_TEST_DB").expect("the parent sets the database");
+    let store = Store::open(db).expect("opens");
+    if store.current_generation().unwrap() == 0 {
+        store.commit_rules(&rules_of(10), Some(0), "child").unwrap();
+    }
+    let mut out = std::io::stdout().lock();
+    for g in store.current_generation().unwrap() + 1.. {
+        let change = Change::Patch {
+            upsert: &[patch_rule(g)],
+            remove: &[],
+        };
+        assert_eq!(store.commit(change, Some(g - 1), "child").unwrap(), g);
+        writeln!(out, "acked {g}").unwrap();
+        out.flush().unwrap();
+    }
+}
+
+/// The journal's segment files beside the database, and whether each
+/// holds an entry (a segment starts as zeros; an entry starts with its
+/// non-zero length).
+fn journal_segments(dir: &TempDir) -> Vec<(String, bool)> {
+    let mut found: Vec<(String, bool)> = std::fs::read_dir(&dir.0)
+        .unwrap()
+        .map(|e| e.unwrap())
+        .filter(|e| e.file_name().to_string_lossy().contains(".journal."))
+        .map(|e| {
+            let name = e.file_name().to_string_lossy().into_owned();
+            let bytes = std::fs::read(e.path()).unwrap();
+            (name, bytes.len() >= 4 && bytes[..4] != [0; 4])
+        })
+        .collect();
+    found.sort();
+    found
+}
+
+#[test]
+fn acknowledged_patches_survive_a_crash() {
+    use std::io::BufRead;
+    let dir = TempDir::new("journal-crash");
+    for round in 0..3u64 {
+        let mut child = std::process::Command::new(std::env::current_exe().unwrap())
+            .args(["--exact", "patcher_process", "--ignored", "--nocapture"])
+            .env("DSE_STORE_TEST_DB", dir.db())
+            .stdout(std::process::Stdio::piped())
+            .spawn()
+            .expect("starts the patcher");
+        let mut acked = 0;
+        let mut lines = std::io::BufReader::new(child.stdout.take().unwrap()).lines();
+        // A checkpoint waits for a pause in the patches: those since the
+        // open are in the journal only.
+        for _ in 0..150 {
+            let line = lines.next().expect("the patcher acks").unwrap();
+            if let Some(g) = line.strip_prefix("acked ") {
+                acked = g.parse().unwrap();
+            }
+        }
+        // SAFETY: kill has no memory preconditions; the pid is our child's.
+        assert_eq!(unsafe { libc::kill(child.id() as i32, libc::SIGKILL) }, 0);
+        child.wait().unwrap();
+        let segments = journal_segments(&dir);
+        assert!(
+            segments.iter().any(|(_, entries)| *entries),
+            "round {round}: the killed patcher left journal entries: {segments:?}"
+        );
+        if round == 2 {
+            // As if the crash came while the next entry was written: its
+            // header, and part of its payload, after the last whole entry.
+            let (name, _) = segments.iter().rev().find(|(_, entries)| *entries).unwrap();
+            let path = dir.0.join(name);
+            let mut bytes = std::fs::read(&path).unwrap();
+            let mut end = 0;
+            while bytes[end..end + 4] != [0; 4] {
+                end += 8 + u32::from_le_bytes(bytes[end..end + 4].try_into().unwrap()) as usize;
+            }
+            bytes[end..end + 11].copy_from_slice(&[200, 0, 0, 0, 9, 9, 9, 9, 1, 2, 3]);
+            std::fs::write(&path, bytes).unwrap();
+        }
+        let store = Store::open(dir.db()).expect("reopens after the crash");
+        let g = store.current_generation().unwrap();
+        // The patcher may have committed one more than it acknowledged.
+        assert!(
+            g == acked || g == acked + 1,
+            "round {round}: acknowledged {acked}, the store is at {g}"
+        );
+        let cur = store.current().unwrap().expect("has rules");
+        assert_eq!(cur.rules, patched_rules(g), "round {round}: generation {g}");
+        let last = store.audit(0, usize::MAX).unwrap().pop().unwrap();
+        assert_eq!(
+            (last.what.as_str(), last.who.as_str()),
+            (
+                format!("add 1 rules, delete 0 as generation {g}").as_str(),
+                "child"
+            ),
+            "round {round}"
+        );
+        drop(store);
+        assert_eq!(
+            journal_segments(&dir),
+            vec![],
+            "round {round}: a store closed cleanly leaves no journal"
+        );
+    }
+}
+
+#[test]
+fn the_journal_is_checkpointed_while_the_store_runs() {
+    let dir = TempDir::new("journal-checkpoint");
+    let store = Store::open(dir.db()).expect("opens");
+    store.commit_rules(&rules_of(10), None, "t").unwrap();
+    for g in 2..=20 {
+        let change = Change::Patch {
+            upsert: &[patch_rule(g)],
+            remove: &[],
+        };
+        store.commit(change, None, "t").unwrap();
+    }
+    let waiting = journal_segments(&dir);
+    assert!(
+        waiting.iter().any(|(_, entries)| *entries),
+        "the patches are journaled: {waiting:?}"
+    );
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    while journal_segments(&dir).iter().any(|(_, entries)| *entries) {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "no checkpoint within 10 s: {:?}",
+            journal_segments(&dir)
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    // Checkpointed, the patches are in the database itself: a copy of the
+    // database file alone (without the journal) holds them.
+    let copy = TempDir::new("journal-checkpoint-copy");
+    std::fs::copy(dir.db(), copy.db()).unwrap();
+    let reopened = Store::open(copy.db()).expect("the copy opens");
+    assert_eq!(reopened.current_generation().unwrap(), 20);
+    assert_eq!(
+        reopened.current().unwrap().unwrap().rules,
+        patched_rules(20)
+    );
+}
+
+#[test]
+fn patches_checkpointed_together_keep_each_kept_generation_and_audit_entry() {
+    let dir = TempDir::new("journal-fold");
+    let store = Store::open(dir.db()).expect("opens");
+    let base = rules_of(20);
+    store.commit_rules(&base, None, "t").unwrap();
+    // 40 patches, no read between them: they are checkpointed together.
+    // Each replaces one rule, adds one, and removes one added earlier.
+    let mut expected = vec![base.clone()];
+    for g in 2..=41u64 {
+        let mut changed = base.rules[(g % 20) as usize].clone();
+        changed.priority = 1000 + g as u32;
+        let upsert = [changed, patch_rule(g)];
+        let remove: Vec<u32> = (g % 3 == 0)
+            .then(|| patch_rule(g - 1).id)
+            .into_iter()
+            .collect();
+        let change = Change::Patch {
+            upsert: &upsert,
+            remove: &remove,
+        };
+        assert_eq!(
+            store.commit(change, Some(g - 1), &format!("u{g}")).unwrap(),
+            g
+        );
+        expected.push(patched(expected.last().unwrap(), &upsert, &remove));
+    }
+    for g in 41 - KEPT_GENERATIONS..=41 {
+        let kept = store.generation(g).unwrap().expect("in the window");
+        assert_eq!(kept.rules, expected[g as usize - 1], "generation {g}");
+        assert_eq!(kept.by, format!("u{g}"));
+    }
+    assert!(store.generation(40 - KEPT_GENERATIONS).unwrap().is_none());
+    let log = store.audit(0, usize::MAX).unwrap();
+    let patches: Vec<&str> = log.iter().skip(1).map(|e| e.who.as_str()).collect();
+    let whos: Vec<String> = (2..=41).map(|g| format!("u{g}")).collect();
+    assert_eq!(patches, whos, "one audit entry per patch, in order");
+    drop(store);
+    let store = Store::open(dir.db()).expect("reopens");
+    assert_eq!(store.current().unwrap().unwrap().rules, expected[40]);
 }

@@ -5,18 +5,28 @@
 //! Every change is one write transaction that also appends its audit entry,
 //! so the log and the state never disagree. A generation is whole once its
 //! transaction commits; redb's commit is atomic, so a crash leaves either
-//! the old or the new generation. The database file is locked while open:
-//! a second process (a second `dse serve`) gets [`StoreError::InUse`].
+//! the old or the new generation. Small rule patches are committed by a
+//! write-ahead [`journal`] entry instead, and a background thread puts
+//! them into the database in batches (see [`committer`]). The database
+//! file is locked while open: a second process (a second `dse serve`) gets
+//! [`StoreError::InUse`].
 
+mod committer;
+mod journal;
 mod rules;
 
 pub use rules::{CHUNK_IDS, Change};
 
+use committer::{Committer, Journaled};
 use dse_datapath::rule::RuleSet;
+use journal::Entry;
 use redb::{Database, ReadableDatabase, ReadableTable, TableDefinition};
 use serde::{Deserialize, Serialize};
+use std::borrow::Cow;
 use std::path::{Path, PathBuf};
-use std::time::{SystemTime, UNIX_EPOCH};
+use std::sync::Arc;
+use std::sync::mpsc::{Receiver, RecvTimeoutError, Sender};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 /// Records are MessagePack with field names: 2x faster than JSON for a
 /// million rules, and tolerant of the rule model's skipped fields.
@@ -32,6 +42,21 @@ const CURRENT: &str = "current_generation";
 
 /// Past generations kept besides the current one (for diffs and rollback).
 pub const KEPT_GENERATIONS: u64 = 8;
+
+/// Patches of at most this many rules (added, replaced or removed) are
+/// journaled; larger changes take a durable redb commit, whose cost they
+/// dwarf anyway.
+pub const JOURNALED_RULES: usize = 1024;
+
+/// When the journaled patches go into the database: once patches stop
+/// coming for a moment, and in a long burst every so many or so often.
+const CHECKPOINTS: committer::Policy = committer::Policy {
+    quiet: Duration::from_millis(200),
+    oldest: Duration::from_secs(10),
+    waiting: 16_384,
+};
+/// How often the checkpoint thread looks whether one is due.
+const CHECKPOINT_POLL: Duration = Duration::from_millis(50);
 
 /// Errors of the store.
 #[derive(Debug, thiserror::Error)]
@@ -72,6 +97,17 @@ pub enum StoreError {
         expected: u64,
         /// The generation the store is at.
         current: u64,
+    },
+    /// The journal could not be read, written or checkpointed.
+    #[error("the store's journal beside {path}: {what}: {source}")]
+    Journal {
+        /// The database file the journal is beside.
+        path: PathBuf,
+        /// What was being done.
+        what: &'static str,
+        /// What the system said.
+        #[source]
+        source: std::io::Error,
     },
     /// A stored record does not decode (the file was damaged or written by
     /// an incompatible version).
@@ -146,7 +182,12 @@ pub struct AuditEntry {
 
 /// The desired state on disk.
 pub struct Store {
-    db: Database,
+    db: Arc<Database>,
+    committer: Arc<Committer>,
+    /// Wakes the checkpoint thread; dropping it stops the thread after a
+    /// last checkpoint.
+    wake: Option<Sender<()>>,
+    checkpointer: Option<std::thread::JoinHandle<()>>,
 }
 
 fn now_ms() -> u64 {
@@ -204,7 +245,26 @@ impl Store {
         tx.open_table(AUDIT).map_err(re("creating tables"))?;
         tx.open_table(META).map_err(re("creating tables"))?;
         tx.commit().map_err(re("creating tables"))?;
-        Ok(Store { db })
+        let db = Arc::new(db);
+        let committer = Arc::new(Committer::open(db.clone(), path)?);
+        let (wake, woken) = std::sync::mpsc::channel();
+        let checkpointer = {
+            let committer = committer.clone();
+            std::thread::Builder::new()
+                .name("dse-checkpoint".into())
+                .spawn(move || checkpoints(&committer, &woken))
+                .map_err(|source| StoreError::Journal {
+                    path: path.to_path_buf(),
+                    what: "starting the checkpoint thread",
+                    source,
+                })?
+        };
+        Ok(Store {
+            db,
+            committer,
+            wake: Some(wake),
+            checkpointer: Some(checkpointer),
+        })
     }
 
     /// The current generation's number, 0 before the first rule set.
@@ -212,12 +272,7 @@ impl Store {
     /// # Errors
     /// [`StoreError::Storage`] if the database cannot be read.
     pub fn current_generation(&self) -> Result<u64, StoreError> {
-        let tx = self.db.begin_read().map_err(re("reading"))?;
-        let meta = tx.open_table(META).map_err(re("reading"))?;
-        Ok(meta
-            .get(CURRENT)
-            .map_err(re("reading"))?
-            .map_or(0, |v| v.value()))
+        Ok(self.committer.current())
     }
 
     /// The current rule set, if one was ever committed.
@@ -240,6 +295,7 @@ impl Store {
         if generation + KEPT_GENERATIONS < self.current_generation()? {
             return Ok(None);
         }
+        self.committer.checkpoint()?;
         let tx = self.db.begin_read().map_err(re("reading"))?;
         Ok(
             rules::read(&tx, generation)?.map(|(rules, record)| Generation {
@@ -281,37 +337,41 @@ impl Store {
         expected: Option<u64>,
         who: &str,
     ) -> Result<u64, StoreError> {
-        let what = change.describe();
-        let tx = self.db.begin_write().map_err(re("writing"))?;
-        let current = {
-            let meta = tx.open_table(META).map_err(re("writing"))?;
-            meta.get(CURRENT)
-                .map_err(re("writing"))?
-                .map_or(0, |v| v.value())
-        };
-        if let Some(expected) = expected.filter(|&e| e != current) {
-            drop(tx);
+        let conflict = |expected, current| {
             let err = StoreError::Conflict { expected, current };
-            self.audit_only(who, &what, &err.to_string())?;
-            return Err(err);
+            self.audit_only(who, &change.describe(), &err.to_string())?;
+            Err(err)
+        };
+        if let Change::Patch { upsert, remove } = change
+            && upsert.len() + remove.len() <= JOURNALED_RULES
+        {
+            let entry = Entry {
+                generation: 0,
+                at_unix_ms: now_ms(),
+                who: who.to_string(),
+                upsert: Cow::Owned(upsert.to_vec()),
+                remove: Cow::Owned(remove.to_vec()),
+            };
+            return match self.committer.journal(entry, expected, CHECKPOINTS)? {
+                Journaled::Committed { generation, full } => {
+                    if full && let Some(wake) = &self.wake {
+                        let _ = wake.send(());
+                    }
+                    Ok(generation)
+                }
+                Journaled::Conflict { current } => conflict(expected.unwrap_or(0), current),
+            };
         }
-        let next = current + 1;
         let at_unix_ms = now_ms();
-        let oldest_kept = next.saturating_sub(KEPT_GENERATIONS);
-        rules::write(&tx, current, next, change, who, at_unix_ms, oldest_kept)?;
-        tx.open_table(META)
-            .map_err(re("writing"))?
-            .insert(CURRENT, next)
-            .map_err(re("writing"))?;
-        append_audit(
-            &tx,
-            at_unix_ms,
-            who,
-            &format!("{what} as generation {next}"),
-            "ok",
-        )?;
-        tx.commit().map_err(re("committing"))?;
-        Ok(next)
+        let committed = self.committer.durable(|tx, current| {
+            if let Some(expected) = expected.filter(|&e| e != current) {
+                return Ok((Err((expected, current)), current));
+            }
+            let written = write_change(tx, current, change, who, at_unix_ms)?;
+            committer::prune(tx, current + 1, written)?;
+            Ok((Ok(current + 1), current + 1))
+        })?;
+        committed.or_else(|(expected, current)| conflict(expected, current))
     }
 
     /// Records or replaces datapath instance `inst`, by `who`.
@@ -319,14 +379,15 @@ impl Store {
     /// # Errors
     /// [`StoreError::Storage`].
     pub fn put_datapath(&self, inst: &DatapathInstance, who: &str) -> Result<(), StoreError> {
-        let tx = self.db.begin_write().map_err(re("writing"))?;
-        tx.open_table(DATAPATHS)
-            .map_err(re("writing"))?
-            .insert(inst.name.as_str(), encode(inst).as_slice())
-            .map_err(re("writing"))?;
-        let what = format!("attach datapath {} ({:?})", inst.name, inst.backend);
-        append_audit(&tx, now_ms(), who, &what, "ok")?;
-        tx.commit().map_err(re("committing"))
+        self.committer.durable(|tx, current| {
+            tx.open_table(DATAPATHS)
+                .map_err(re("writing"))?
+                .insert(inst.name.as_str(), encode(inst).as_slice())
+                .map_err(re("writing"))?;
+            let what = format!("attach datapath {} ({:?})", inst.name, inst.backend);
+            append_audit(tx, now_ms(), who, &what, "ok")?;
+            Ok(((), current))
+        })
     }
 
     /// Removes datapath instance `name`; returns whether it existed.
@@ -334,23 +395,18 @@ impl Store {
     /// # Errors
     /// [`StoreError::Storage`].
     pub fn remove_datapath(&self, name: &str, who: &str) -> Result<bool, StoreError> {
-        let tx = self.db.begin_write().map_err(re("writing"))?;
-        let existed = tx
-            .open_table(DATAPATHS)
-            .map_err(re("writing"))?
-            .remove(name)
-            .map_err(re("writing"))?
-            .is_some();
-        let result = if existed { "ok" } else { "no such datapath" };
-        append_audit(
-            &tx,
-            now_ms(),
-            who,
-            &format!("detach datapath {name}"),
-            result,
-        )?;
-        tx.commit().map_err(re("committing"))?;
-        Ok(existed)
+        self.committer.durable(|tx, current| {
+            let existed = tx
+                .open_table(DATAPATHS)
+                .map_err(re("writing"))?
+                .remove(name)
+                .map_err(re("writing"))?
+                .is_some();
+            let result = if existed { "ok" } else { "no such datapath" };
+            let what = format!("detach datapath {name}");
+            append_audit(tx, now_ms(), who, &what, result)?;
+            Ok((existed, current))
+        })
     }
 
     /// Every datapath instance, by name.
@@ -374,9 +430,10 @@ impl Store {
     /// # Errors
     /// [`StoreError::Storage`].
     pub fn audit_only(&self, who: &str, what: &str, result: &str) -> Result<(), StoreError> {
-        let tx = self.db.begin_write().map_err(re("writing"))?;
-        append_audit(&tx, now_ms(), who, what, result)?;
-        tx.commit().map_err(re("committing"))
+        self.committer.durable(|tx, current| {
+            append_audit(tx, now_ms(), who, what, result)?;
+            Ok(((), current))
+        })
     }
 
     /// The audit entries after `after` (a sequence number; 0 for all), at
@@ -385,6 +442,7 @@ impl Store {
     /// # Errors
     /// [`StoreError::Storage`] or [`StoreError::Corrupt`].
     pub fn audit(&self, after: u64, limit: usize) -> Result<Vec<AuditEntry>, StoreError> {
+        self.committer.checkpoint()?;
         let tx = self.db.begin_read().map_err(re("reading"))?;
         let t = tx.open_table(AUDIT).map_err(re("reading"))?;
         t.range(after + 1..)
@@ -421,4 +479,88 @@ fn append_audit(
     t.insert(seq, encode(&entry).as_slice())
         .map_err(re("writing the audit log"))?;
     Ok(())
+}
+
+/// The current generation as `tx` sees it.
+fn current_in(tx: &redb::WriteTransaction) -> Result<u64, StoreError> {
+    let meta = tx.open_table(META).map_err(re("writing"))?;
+    Ok(meta
+        .get(CURRENT)
+        .map_err(re("writing"))?
+        .map_or(0, |v| v.value()))
+}
+
+/// Writes `change` to generation `current` as the next one, with its audit
+/// entry, in `tx`; returns how many chunk versions it wrote (what the
+/// transaction should prune a little more than).
+fn write_change(
+    tx: &redb::WriteTransaction,
+    current: u64,
+    change: Change<'_>,
+    who: &str,
+    at_unix_ms: u64,
+) -> Result<usize, StoreError> {
+    let next = current + 1;
+    let written = write_generation(tx, current, next, change, who, at_unix_ms)?;
+    let what = change.describe();
+    append_audit(
+        tx,
+        at_unix_ms,
+        who,
+        &format!("{what} as generation {next}"),
+        "ok",
+    )?;
+    Ok(written)
+}
+
+/// Writes `change` to generation `current` as generation `next` (later
+/// ones between are not kept), and makes it current, in `tx`; returns how
+/// many chunk versions it wrote.
+fn write_generation(
+    tx: &redb::WriteTransaction,
+    current: u64,
+    next: u64,
+    change: Change<'_>,
+    who: &str,
+    at_unix_ms: u64,
+) -> Result<usize, StoreError> {
+    let written = rules::write(tx, current, next, change, who, at_unix_ms)?;
+    tx.open_table(META)
+        .map_err(re("writing"))?
+        .insert(CURRENT, next)
+        .map_err(re("writing"))?;
+    Ok(written)
+}
+
+/// The checkpoint thread: checkpoints when woken (many patches wait), when
+/// [`CHECKPOINTS`] says one is due, and a last time when the store is
+/// dropped.
+fn checkpoints(committer: &Committer, woken: &Receiver<()>) {
+    // Below the daemon's other threads: a request is served before a
+    // checkpoint goes on, on these two-core machines. Best effort.
+    // SAFETY: plain system calls on this thread's own id.
+    unsafe { libc::setpriority(libc::PRIO_PROCESS, libc::gettid() as libc::id_t, 10) };
+    loop {
+        let last = match woken.recv_timeout(CHECKPOINT_POLL) {
+            Err(RecvTimeoutError::Disconnected) => true,
+            Err(RecvTimeoutError::Timeout) if !committer.due(CHECKPOINTS) => continue,
+            Ok(()) | Err(RecvTimeoutError::Timeout) => false,
+        };
+        if let Err(e) = committer.checkpoint() {
+            tracing::error!("checkpointing the store: {e} (the journal keeps the patches)");
+        }
+        if last {
+            committer.close();
+            return;
+        }
+    }
+}
+
+impl Drop for Store {
+    fn drop(&mut self) {
+        drop(self.wake.take());
+        if let Some(t) = self.checkpointer.take() {
+            let _ = t.join();
+        }
+    }
 }

@@ -12,7 +12,10 @@
 //! re-applying the same million rules writes none.
 //!
 //! Once a generation falls out of the kept window, the chunk versions it
-//! superseded are deleted in the same transaction that commits the new one.
+//! superseded are deleted by [`prune`]: a large commit prunes as many as it
+//! writes (and two more) in its own transaction, so the backlog stays
+//! within about one window's writes; the store's checkpoints prune the
+//! rest (what journaled patches leave) in small transactions of their own.
 
 use super::{StoreError, decode, encode, re};
 use dse_datapath::rule::{MeterDef, PortDef, Rule, RuleSet};
@@ -42,8 +45,30 @@ pub(super) struct GenerationRecord {
     pub meters: Vec<MeterDef>,
     pub by: String,
     pub at_unix_ms: u64,
-    /// Chunks this generation wrote a version of.
-    pub touched: Vec<u32>,
+    /// Chunks this generation wrote a version of, each a u32
+    /// little-endian: pruning reads one at a time from the stored bytes
+    /// ([`TouchedView`]) instead of decoding thousands of numbers per
+    /// commit.
+    #[serde(with = "serde_bytes")]
+    pub touched: Vec<u8>,
+}
+
+/// Only the touched chunks of a [`GenerationRecord`], borrowed.
+#[derive(Deserialize)]
+struct TouchedView<'a> {
+    #[serde(borrow, with = "serde_bytes")]
+    touched: &'a [u8],
+}
+
+impl TouchedView<'_> {
+    fn len(&self) -> usize {
+        self.touched.len() / 4
+    }
+
+    fn get(&self, i: usize) -> u32 {
+        let b = &self.touched[i * 4..i * 4 + 4];
+        u32::from_le_bytes([b[0], b[1], b[2], b[3]])
+    }
 }
 
 /// A change to the rules.
@@ -243,9 +268,8 @@ pub(super) fn read(
     Ok(Some((set, record)))
 }
 
-/// Writes generation `next` as `change` applied to generation `current`,
-/// and prunes what the window no longer needs (`oldest_kept` and later
-/// stay readable).
+/// Writes generation `next` as `change` applied to generation `current`;
+/// returns how many chunk versions it wrote.
 pub(super) fn write(
     tx: &WriteTransaction,
     current: u64,
@@ -253,8 +277,7 @@ pub(super) fn write(
     change: Change<'_>,
     by: &str,
     at_unix_ms: u64,
-    oldest_kept: u64,
-) -> Result<(), StoreError> {
+) -> Result<usize, StoreError> {
     let mut gens = tx.open_table(GENERATIONS).map_err(re("writing"))?;
     let mut chunks = tx.open_table(RULE_CHUNKS).map_err(re("writing rules"))?;
     let previous: Option<GenerationRecord> = match gens.get(current).map_err(re("reading"))? {
@@ -314,8 +337,7 @@ pub(super) fn write(
             (ports, meters, writes)
         }
     };
-    let touched: Vec<u32> = writes.iter().map(|(c, _)| *c).collect();
-    let budget = PRUNE_BUDGET + touched.len();
+    let touched: Vec<u8> = writes.iter().flat_map(|(c, _)| c.to_le_bytes()).collect();
     for (c, bytes) in &writes {
         chunks
             .insert((*c, next), bytes.as_slice())
@@ -330,15 +352,8 @@ pub(super) fn write(
     };
     gens.insert(next, encode(&record).as_slice())
         .map_err(re("writing"))?;
-    prune(tx, &mut gens, &mut chunks, oldest_kept, budget)
+    Ok(writes.len())
 }
-
-/// Chunks pruned per commit at most, beyond as many as the commit writes.
-/// A one-rule commit after a large generation left the window stays quick
-/// (it prunes three chunks), a large one clears the backlog at a cost in
-/// proportion, and as every commit prunes more than it writes, the history
-/// left to prune stays within about one window's writes.
-const PRUNE_BUDGET: usize = 2;
 /// The generation whose superseded chunk versions are being pruned, and
 /// the position in its list of touched chunks.
 const PRUNE_GENERATION: &str = "prune_generation";
@@ -348,26 +363,33 @@ const PRUNE_POSITION: &str = "prune_position";
 /// read: for each generation `g` up to `oldest_kept`, the versions older
 /// than `g`'s of the chunks `g` wrote. At most `budget` chunks per call,
 /// resuming where the last call stopped; the records of generations before
-/// both the window and that point go too.
-fn prune(
+/// both the window and that point go too. Returns whether any is left.
+pub(super) fn prune(
     tx: &WriteTransaction,
-    gens: &mut redb::Table<'_, u64, &'static [u8]>,
-    chunks: &mut redb::Table<'_, (u32, u64), &'static [u8]>,
     oldest_kept: u64,
     mut budget: usize,
-) -> Result<(), StoreError> {
+) -> Result<bool, StoreError> {
+    let mut gens = tx.open_table(GENERATIONS).map_err(re("pruning"))?;
+    let mut chunks = tx.open_table(RULE_CHUNKS).map_err(re("pruning"))?;
     let mut meta = tx.open_table(super::META).map_err(re("pruning"))?;
     let get = |k| -> Result<u64, StoreError> {
         Ok(meta.get(k).map_err(re("pruning"))?.map_or(0, |v| v.value()))
     };
     let (mut g, mut pos) = (get(PRUNE_GENERATION)?.max(1), get(PRUNE_POSITION)? as usize);
     while g <= oldest_kept && budget > 0 {
-        let touched = match gens.get(g).map_err(re("pruning"))? {
-            Some(v) => decode::<GenerationRecord>("generations", g, v.value())?.touched,
-            None => Vec::new(),
+        let record = gens.get(g).map_err(re("pruning"))?;
+        let touched = match &record {
+            Some(v) => rmp_serde::from_slice::<TouchedView>(v.value()).map_err(|e| {
+                StoreError::Corrupt {
+                    table: "generations",
+                    key: g.to_string(),
+                    reason: e.to_string(),
+                }
+            })?,
+            None => TouchedView { touched: &[] },
         };
         while pos < touched.len() && budget > 0 {
-            let c = touched[pos];
+            let c = touched.get(pos);
             chunks
                 .retain_in((c, 0)..(c, g), |_, _| false)
                 .map_err(re("pruning old rules"))?;
@@ -390,5 +412,6 @@ fn prune(
     meta.insert(PRUNE_POSITION, pos as u64)
         .map_err(re("pruning"))?;
     gens.retain_in(..g.min(oldest_kept), |_, _| false)
-        .map_err(re("pruning old generations"))
+        .map_err(re("pruning old generations"))?;
+    Ok(g <= oldest_kept)
 }

@@ -89,7 +89,11 @@ pub(crate) fn update<K: aya::Pod + Sync, V: aya::Pod + Sync>(
         }
         Ok(())
     };
-    let workers = std::thread::available_parallelism().map_or(1, |n| n.get());
+    // Asked once: `available_parallelism` reads cgroup files on each call,
+    // which cost a one-rule patch more than its map updates.
+    static WORKERS: std::sync::OnceLock<usize> = std::sync::OnceLock::new();
+    let workers =
+        *WORKERS.get_or_init(|| std::thread::available_parallelism().map_or(1, |n| n.get()));
     if workers < 2 || keys.len() < 2 * CHUNK {
         return one(keys, values);
     }

@@ -120,7 +120,13 @@ pub(crate) fn write(
     }
 }
 
-/// The number of possible CPUs (the length of per-CPU values).
+/// The number of possible CPUs (the length of per-CPU values), read from
+/// sysfs once: it cannot change while the system runs.
 pub(crate) fn cpus() -> std::io::Result<usize> {
-    aya::util::nr_cpus().map_err(|(_, e)| e)
+    static CPUS: std::sync::OnceLock<usize> = std::sync::OnceLock::new();
+    if let Some(n) = CPUS.get() {
+        return Ok(*n);
+    }
+    let n = aya::util::nr_cpus().map_err(|(_, e)| e)?;
+    Ok(*CPUS.get_or_init(|| n))
 }
