@@ -11,6 +11,7 @@
 //! file is locked while open: a second process (a second `dse serve`) gets
 //! [`StoreError::InUse`].
 
+mod clusters;
 mod committer;
 mod journal;
 mod rules;
@@ -244,6 +245,8 @@ impl Store {
         tx.open_table(DATAPATHS).map_err(re("creating tables"))?;
         tx.open_table(AUDIT).map_err(re("creating tables"))?;
         tx.open_table(META).map_err(re("creating tables"))?;
+        tx.open_table(clusters::CLUSTERS)
+            .map_err(re("creating tables"))?;
         tx.commit().map_err(re("creating tables"))?;
         let db = Arc::new(db);
         let committer = Arc::new(Committer::open(db.clone(), path)?);

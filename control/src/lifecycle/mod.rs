@@ -1,0 +1,95 @@
+//! The lifecycle manager (issue 5): the inventory of clusters, hosts and
+//! their DPUs, and the cluster rules they follow. Images, the depot,
+//! compliance and remediation build on these.
+
+pub mod cluster_rules;
+pub mod inventory;
+
+pub use cluster_rules::{RuleBroken, check_cluster, check_join};
+pub use inventory::{BadVersion, Cluster, Dpu, Host, Management, Vendor, Version};
+
+use crate::store::{Store, StoreError};
+
+/// Why an inventory change was refused.
+#[derive(Debug, thiserror::Error)]
+pub enum InventoryError {
+    /// No cluster has this name.
+    #[error("no cluster named {0}: create it first (`dse cluster create`)")]
+    NoCluster(String),
+    /// A cluster of this name exists already.
+    #[error("a cluster named {0} exists already: pick another name")]
+    ClusterExists(String),
+    /// The change would break cluster rules: each is listed.
+    #[error("{}", list(.0))]
+    Rules(Vec<RuleBroken>),
+    /// The store failed.
+    #[error(transparent)]
+    Store(#[from] StoreError),
+}
+
+fn list(broken: &[RuleBroken]) -> String {
+    broken
+        .iter()
+        .map(ToString::to_string)
+        .collect::<Vec<_>>()
+        .join("; ")
+}
+
+/// Adds `cluster` (with any hosts it already lists, which must follow the
+/// cluster rules), by `who`.
+///
+/// # Errors
+/// [`InventoryError::ClusterExists`]; [`InventoryError::Rules`] with every
+/// rule it breaks (host names and DPU serials are unique across clusters);
+/// [`InventoryError::Store`]. Nothing changes on an error.
+pub fn create_cluster(store: &Store, cluster: Cluster, who: &str) -> Result<(), InventoryError> {
+    let what = format!("create cluster {}", cluster.name);
+    store.update_clusters(who, &what, |all| {
+        if all.iter().any(|c| c.name == cluster.name) {
+            return Err(InventoryError::ClusterExists(cluster.name.clone()));
+        }
+        let mut empty = cluster.clone();
+        empty.hosts.clear();
+        let mut broken = check_cluster(&empty);
+        let mut growing = empty;
+        let mut others = all.clone();
+        others.push(growing.clone());
+        for h in &cluster.hosts {
+            broken.extend(check_join(&growing, h, &others));
+            growing.hosts.push(h.clone());
+            *others.last_mut().expect("just pushed") = growing.clone();
+        }
+        if !broken.is_empty() {
+            return Err(InventoryError::Rules(broken));
+        }
+        all.push(cluster);
+        Ok(())
+    })
+}
+
+/// Adds `host` to cluster `cluster`, by `who`, if the cluster rules hold
+/// with it.
+///
+/// # Errors
+/// [`InventoryError::NoCluster`]; [`InventoryError::Rules`] with every
+/// rule the host would break; [`InventoryError::Store`]. Nothing changes
+/// on an error.
+pub fn add_host(store: &Store, cluster: &str, host: Host, who: &str) -> Result<(), InventoryError> {
+    let what = format!("add host {} to cluster {cluster}", host.name);
+    store.update_clusters(who, &what, |all| {
+        let c = all
+            .iter()
+            .find(|c| c.name == cluster)
+            .ok_or_else(|| InventoryError::NoCluster(cluster.to_string()))?;
+        let broken = check_join(c, &host, all);
+        if !broken.is_empty() {
+            return Err(InventoryError::Rules(broken));
+        }
+        let c = all
+            .iter_mut()
+            .find(|c| c.name == cluster)
+            .expect("found above");
+        c.hosts.push(host);
+        Ok(())
+    })
+}
