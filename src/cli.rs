@@ -75,6 +75,16 @@ pub enum Command {
         #[command(subcommand)]
         command: DatapathCommand,
     },
+    /// The lifecycle inventory's clusters: create, list.
+    Cluster {
+        #[command(subcommand)]
+        command: ClusterCommand,
+    },
+    /// The lifecycle inventory's hosts: add one, with its DPUs, to a cluster.
+    Host {
+        #[command(subcommand)]
+        command: HostCommand,
+    },
     /// Statistics of each datapath.
     Stats,
     /// The daemon's health, the desired generation and each datapath's state.
@@ -182,6 +192,36 @@ pub enum DatapathCommand {
     },
     /// The instances and their state.
     List,
+}
+
+#[derive(Subcommand)]
+pub enum ClusterCommand {
+    /// Add a cluster, managed by a single image (unless --baselines).
+    Create {
+        /// Its name.
+        name: String,
+        /// The managing server's version (vCenter's equivalent): 8.0 or later.
+        #[arg(long)]
+        manager_version: String,
+        /// Managed by baselines instead (no DPU host may join such a cluster).
+        #[arg(long)]
+        baselines: bool,
+    },
+    /// The clusters, their hosts and the hosts' DPUs.
+    List,
+}
+
+#[derive(Subcommand)]
+pub enum HostCommand {
+    /// Add a host and its DPUs, described in a YAML or JSON file, to a cluster; the cluster rules are checked and each broken one is named.
+    Add {
+        /// The cluster.
+        #[arg(long)]
+        cluster: String,
+        /// The host: name, version, and dpus (serial, vendor, model, generation, hardware_revision, firmware, os, datapath).
+        #[arg(long, short)]
+        file: PathBuf,
+    },
 }
 
 fn port_binding(s: &str) -> Result<(String, String), String> {

@@ -452,3 +452,70 @@ fn metrics_show_the_generation_and_the_requests() {
     );
     assert!(text.contains("dse_api_request_seconds_bucket"), "{text}");
 }
+
+#[test]
+fn the_inventory_through_the_api_keeps_the_cluster_rules() {
+    let doc: Value = serde_json::from_str(dse_control::api::OPENAPI).unwrap();
+    let s = Served::start("inventory");
+    let dpu = |serial: &str, firmware: &str| {
+        format!(
+            r#"{{"serial": "{serial}", "vendor": "nvidia-bluefield", "model": "BlueField-3", "generation": 3, "hardware_revision": "B1", "firmware": "{firmware}", "os": "8.0.3", "datapath": "1.0"}}"#
+        )
+    };
+    let cluster = r#"{"name": "c1", "management": "image", "manager_version": "8.0.3"}"#;
+    let (status, created) = s.json(Method::POST, "/v1/clusters", cluster);
+    assert_eq!(status, StatusCode::CREATED, "{created}");
+    conforms(&doc, "Cluster", &created);
+    let (status, again) = s.json(Method::POST, "/v1/clusters", cluster);
+    assert_eq!(
+        (status, again["code"].as_str()),
+        (StatusCode::CONFLICT, Some("exists"))
+    );
+    let host = format!(
+        r#"{{"name": "h1", "version": "8.0.3", "dpus": [{}, {}]}}"#,
+        dpu("S1", "32.41.1000"),
+        dpu("S2", "32.42.0")
+    );
+    let (status, refused) = s.json(Method::POST, "/v1/clusters/c1/hosts", &host);
+    assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY, "{refused}");
+    conforms(&doc, "Error", &refused);
+    assert_eq!(refused["code"], "cluster_rules");
+    assert!(
+        refused["error"]
+            .as_str()
+            .unwrap()
+            .contains("host h1's two DPUs differ in firmware: 32.41.1000 on S1, 32.42.0 on S2"),
+        "{refused}"
+    );
+    let (status, missing) = s.json(Method::POST, "/v1/clusters/nope/hosts", &host);
+    assert_eq!(
+        (status, missing["code"].as_str()),
+        (StatusCode::NOT_FOUND, Some("not_found"))
+    );
+    let (status, bad) = s.json(
+        Method::POST,
+        "/v1/clusters/c1/hosts",
+        r#"{"name": "h1", "version": "8.x"}"#,
+    );
+    assert_eq!(status, StatusCode::BAD_REQUEST, "{bad}");
+    assert!(
+        bad["error"]
+            .as_str()
+            .unwrap()
+            .contains("\"8.x\" is not a version"),
+        "{bad}"
+    );
+    let host = format!(
+        r#"{{"name": "h1", "version": "8.0.3", "dpus": [{}, {}]}}"#,
+        dpu("S1", "32.41.1000"),
+        dpu("S2", "32.41.1000")
+    );
+    let (status, added) = s.json(Method::POST, "/v1/clusters/c1/hosts", &host);
+    assert_eq!(status, StatusCode::CREATED, "{added}");
+    conforms(&doc, "Host", &added);
+    let (status, all) = s.call(Method::GET, "/v1/clusters", None);
+    assert_eq!(status, StatusCode::OK);
+    conforms(&doc, "Cluster", &all[0]);
+    conforms(&doc, "Dpu", &all[0]["hosts"][0]["dpus"][1]);
+    assert_eq!(all[0]["hosts"][0]["dpus"].as_array().unwrap().len(), 2);
+}

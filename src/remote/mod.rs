@@ -5,7 +5,8 @@ pub mod exit;
 mod show;
 
 use crate::cli::{
-    BackendArg, Command, Connection, DatapathCommand, Output, RulesCommand, ServeArgs,
+    BackendArg, ClusterCommand, Command, Connection, DatapathCommand, HostCommand, Output,
+    RulesCommand, ServeArgs,
 };
 use anyhow::Context;
 use bytes::Bytes;
@@ -222,6 +223,39 @@ fn dispatch(
                 show::datapaths,
             ),
         },
+        Command::Cluster { command } => match command {
+            ClusterCommand::Create {
+                name,
+                manager_version,
+                baselines,
+            } => {
+                let management = if baselines { "baselines" } else { "image" };
+                let body = json!({"name": name, "management": management, "manager_version": manager_version});
+                let call = Call::new(Method::POST, "/v1/clusters").json(body.to_string());
+                let answer = send(rt, ep, call)?;
+                print(&json!([answer]), show::clusters);
+            }
+            ClusterCommand::List => print(
+                &send(rt, ep, Call::new(Method::GET, "/v1/clusters"))?,
+                show::clusters,
+            ),
+        },
+        Command::Host { command } => match command {
+            HostCommand::Add { cluster, file } => {
+                let host = read_document(&file)?;
+                let call = Call::new(Method::POST, format!("/v1/clusters/{cluster}/hosts"))
+                    .json(host.to_string());
+                let answer = send(rt, ep, call)?;
+                if json {
+                    print(&answer, |_| {});
+                } else {
+                    println!(
+                        "added host {} to cluster {cluster}",
+                        show::text(&answer["name"])
+                    );
+                }
+            }
+        },
         Command::Stats => print(
             &send(rt, ep, Call::new(Method::GET, "/v1/stats"))?,
             show::stats,
@@ -254,6 +288,15 @@ fn read_rules_file(path: &std::path::Path) -> Result<(&'static str, Bytes), Fail
         "application/yaml"
     };
     Ok((content_type, Bytes::from(data)))
+}
+
+/// A YAML or JSON file as a JSON value, checked locally only for being
+/// either: the daemon validates (and names the field).
+fn read_document(path: &std::path::Path) -> Result<Value, Failure> {
+    let text = std::fs::read_to_string(path)
+        .map_err(|e| Failure::invalid(format!("reading {}: {e}", path.display())))?;
+    serde_norway::from_str(&text)
+        .map_err(|e| Failure::invalid(format!("{}: not YAML or JSON: {e}", path.display())))
 }
 
 /// The rules of a file that holds a rule set (`rules:` is used) or a list

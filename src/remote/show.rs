@@ -25,7 +25,7 @@ fn table(header: &[&str], rows: &[Vec<String>]) {
     }
 }
 
-fn text(v: &Value) -> String {
+pub(super) fn text(v: &Value) -> String {
     match v {
         Value::String(s) => s.clone(),
         Value::Null => "-".into(),
@@ -229,4 +229,60 @@ pub fn status(v: &Value) {
     if v["datapaths"].as_array().is_some_and(|a| !a.is_empty()) {
         datapaths(&v["datapaths"]);
     }
+}
+
+/// One row per DPU (a host without one gets a row of its own, and so does
+/// a cluster without hosts).
+pub fn clusters(v: &Value) {
+    let mut rows = Vec::new();
+    for c in v.as_array().into_iter().flatten() {
+        let cluster = vec![
+            text(&c["name"]),
+            text(&c["management"]),
+            text(&c["manager_version"]),
+        ];
+        let hosts = c["hosts"].as_array().cloned().unwrap_or_default();
+        if hosts.is_empty() {
+            rows.push([cluster.clone(), vec![String::new(); 9]].concat());
+        }
+        for h in &hosts {
+            let host = vec![text(&h["name"]), text(&h["version"])];
+            let dpus = h["dpus"].as_array().cloned().unwrap_or_default();
+            if dpus.is_empty() {
+                rows.push([cluster.clone(), host.clone(), vec![String::new(); 7]].concat());
+            }
+            for d in &dpus {
+                let dpu = [
+                    "serial",
+                    "vendor",
+                    "model",
+                    "generation",
+                    "hardware_revision",
+                    "firmware",
+                    "os",
+                ]
+                .iter()
+                .map(|k| text(&d[*k]))
+                .collect::<Vec<_>>();
+                rows.push([cluster.clone(), host.clone(), dpu].concat());
+            }
+        }
+    }
+    table(
+        &[
+            "CLUSTER",
+            "MANAGED BY",
+            "MANAGER",
+            "HOST",
+            "VERSION",
+            "DPU",
+            "VENDOR",
+            "MODEL",
+            "GEN",
+            "HW REV",
+            "FIRMWARE",
+            "DPU OS",
+        ],
+        &rows,
+    );
 }

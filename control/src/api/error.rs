@@ -64,6 +64,7 @@ impl From<ControlError> for ApiError {
             ControlError::Exists(_) => (StatusCode::CONFLICT, "exists"),
             ControlError::NotFound { .. } => (StatusCode::NOT_FOUND, "not_found"),
             ControlError::Datapath { .. } => (StatusCode::INTERNAL_SERVER_ERROR, "datapath_failed"),
+            ControlError::ClusterRules(_) => (StatusCode::UNPROCESSABLE_ENTITY, "cluster_rules"),
             ControlError::Store(_) => (StatusCode::INTERNAL_SERVER_ERROR, "store_failed"),
         };
         ApiError {

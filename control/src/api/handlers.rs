@@ -2,6 +2,7 @@
 //! threads and answers JSON; every failure is an [`ApiError`].
 
 use super::{ApiError, ApiState, Peer};
+use crate::lifecycle::{Cluster, Host};
 use crate::store::DatapathInstance;
 use axum::Json;
 use axum::body::Bytes;
@@ -217,6 +218,43 @@ pub async fn detach(
     let daemon = Arc::clone(&s.daemon);
     blocking(move || daemon.detach(&name, &peer.0)).await?;
     Ok(StatusCode::NO_CONTENT.into_response())
+}
+
+/// `GET /v1/clusters`
+pub async fn clusters(State(s): State<Arc<ApiState>>) -> Answer {
+    let daemon = Arc::clone(&s.daemon);
+    Ok(Json(blocking(move || daemon.clusters()).await?).into_response())
+}
+
+/// `POST /v1/clusters`
+pub async fn create_cluster(
+    State(s): State<Arc<ApiState>>,
+    ConnectInfo(peer): ConnectInfo<Peer>,
+    raw: Result<Bytes, BytesRejection>,
+) -> Answer {
+    let bytes = body(&s, raw)?;
+    let cluster: Cluster = serde_json::from_slice(&bytes)
+        .map_err(|e| ApiError::bad_request(format!("request body: {e}")))?;
+    let daemon = Arc::clone(&s.daemon);
+    let answer = cluster.clone();
+    blocking(move || daemon.create_cluster(cluster, &peer.0)).await?;
+    Ok((StatusCode::CREATED, Json(answer)).into_response())
+}
+
+/// `POST /v1/clusters/{name}/hosts`
+pub async fn add_host(
+    State(s): State<Arc<ApiState>>,
+    ConnectInfo(peer): ConnectInfo<Peer>,
+    Path(name): Path<String>,
+    raw: Result<Bytes, BytesRejection>,
+) -> Answer {
+    let bytes = body(&s, raw)?;
+    let host: Host = serde_json::from_slice(&bytes)
+        .map_err(|e| ApiError::bad_request(format!("request body: {e}")))?;
+    let daemon = Arc::clone(&s.daemon);
+    let answer = host.clone();
+    blocking(move || daemon.add_host(&name, host, &peer.0)).await?;
+    Ok((StatusCode::CREATED, Json(answer)).into_response())
 }
 
 /// Query of the audit log.

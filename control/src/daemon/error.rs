@@ -1,5 +1,6 @@
 //! Why a control-plane request failed.
 
+use crate::lifecycle::{InventoryError, RuleBroken};
 use crate::store::StoreError;
 use dse_datapath::datapath::DatapathError;
 use dse_datapath::rule::RuleError;
@@ -43,9 +44,25 @@ pub enum ControlError {
         #[source]
         source: DatapathError,
     },
+    /// An inventory change would break cluster rules; each is listed.
+    #[error("cluster rules: {}", crate::lifecycle::list(.0))]
+    ClusterRules(Vec<RuleBroken>),
     /// The store failed.
     #[error(transparent)]
     Store(StoreError),
+}
+
+impl From<InventoryError> for ControlError {
+    fn from(e: InventoryError) -> ControlError {
+        match e {
+            InventoryError::NoCluster(name) => ControlError::NotFound {
+                what: format!("cluster named {name}: create it first (dse cluster create)"),
+            },
+            e @ InventoryError::ClusterExists(_) => ControlError::Exists(e.to_string()),
+            InventoryError::Rules(broken) => ControlError::ClusterRules(broken),
+            InventoryError::Store(e) => e.into(),
+        }
+    }
 }
 
 impl From<StoreError> for ControlError {

@@ -16,6 +16,7 @@ pub use error::ControlError;
 pub use instances::{InstanceStatus, Running};
 
 use crate::desired::{Desired, Summary};
+use crate::lifecycle::{self, Cluster, Host};
 use crate::reconcile::Diff;
 use crate::store::{Change, DatapathInstance, Store, StoreError};
 use dse_datapath::datapath::{Datapath, DatapathError, Transaction};
@@ -428,6 +429,32 @@ impl Daemon {
             }
         }
         Ok(done)
+    }
+
+    /// Every cluster of the lifecycle inventory.
+    ///
+    /// # Errors
+    /// [`ControlError::Store`].
+    pub fn clusters(&self) -> Result<Vec<Cluster>, ControlError> {
+        Ok(self.store.clusters()?)
+    }
+
+    /// Adds `cluster` to the inventory (see [`lifecycle::create_cluster`]).
+    ///
+    /// # Errors
+    /// [`ControlError::Exists`], [`ControlError::ClusterRules`],
+    /// [`ControlError::Store`].
+    pub fn create_cluster(&self, cluster: Cluster, who: &str) -> Result<(), ControlError> {
+        Ok(lifecycle::create_cluster(&self.store, cluster, who)?)
+    }
+
+    /// Adds `host` to cluster `cluster` (see [`lifecycle::add_host`]).
+    ///
+    /// # Errors
+    /// [`ControlError::NotFound`], [`ControlError::ClusterRules`],
+    /// [`ControlError::Store`].
+    pub fn add_host(&self, cluster: &str, host: Host, who: &str) -> Result<(), ControlError> {
+        Ok(lifecycle::add_host(&self.store, cluster, host, who)?)
     }
 
     /// Every datapath instance and how it is doing.

@@ -27,7 +27,8 @@ pub enum InventoryError {
     Store(#[from] StoreError),
 }
 
-fn list(broken: &[RuleBroken]) -> String {
+/// The broken rules, one after another.
+pub(crate) fn list(broken: &[RuleBroken]) -> String {
     broken
         .iter()
         .map(ToString::to_string)
