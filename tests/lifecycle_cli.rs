@@ -62,96 +62,52 @@ fn the_cluster_rules_through_the_cli() {
         &host_file(&d, "h1", "8.0.3", &[bf3]),
     ]);
 
+    let s2 = ("S2", "BlueField-3", "32.41.1000", "B1");
+    let bf2 = ("S2", "BlueField-2", "32.41.1000", "B1");
+    let s3_firmware = ("S3", "BlueField-3", "32.42.0", "B1");
+    let s3_revision = ("S3", "BlueField-3", "32.41.1000", "C0");
+    let s9 = ("S9", "BlueField-3", "32.41.1000", "B1");
+    let h2 = |version: &str, dpus: &[_]| host_file(&d, "h2", version, dpus);
+    // (cluster, host file, exit code, what the error says)
     let refused = [
         (
             "legacy",
-            host_file(
-                &d,
-                "h2",
-                "8.0.3",
-                &[("S2", "BlueField-3", "32.41.1000", "B1")],
-            ),
+            h2("8.0.3", &[s2]),
             4,
             "cluster legacy is managed by baselines",
         ),
+        ("c1", h2("8.0.3", &[]), 4, "host h2 has no DPU"),
         (
             "c1",
-            host_file(&d, "h2", "8.0.3", &[]),
-            4,
-            "host h2 has no DPU",
-        ),
-        (
-            "c1",
-            host_file(
-                &d,
-                "h2",
-                "8.0.3",
-                &[("S2", "BlueField-2", "32.41.1000", "B1")],
-            ),
+            h2("8.0.3", &[bf2]),
             4,
             "is NVIDIA BlueField BlueField-2, but the cluster's DPUs are NVIDIA BlueField BlueField-3",
         ),
         (
             "c1",
-            host_file(
-                &d,
-                "h2",
-                "8.0.3",
-                &[
-                    ("S2", "BlueField-3", "32.41.1000", "B1"),
-                    ("S3", "BlueField-3", "32.42.0", "B1"),
-                ],
-            ),
+            h2("8.0.3", &[s2, s3_firmware]),
             4,
             "host h2's two DPUs differ in firmware",
         ),
         (
             "c1",
-            host_file(
-                &d,
-                "h2",
-                "8.0.3",
-                &[
-                    ("S2", "BlueField-3", "32.41.1000", "B1"),
-                    ("S3", "BlueField-3", "32.41.1000", "C0"),
-                ],
-            ),
+            h2("8.0.3", &[s2, s3_revision]),
             4,
             "host h2's two DPUs differ in hardware revision",
         ),
         (
             "c1",
-            host_file(
-                &d,
-                "h2",
-                "7.0.3",
-                &[("S2", "BlueField-3", "32.41.1000", "B1")],
-            ),
+            h2("7.0.3", &[s2]),
             4,
             "host h2 is at version 7.0.3, below 8.0",
         ),
         (
             "c1",
-            host_file(
-                &d,
-                "h1",
-                "8.0.3",
-                &[("S9", "BlueField-3", "32.41.1000", "B1")],
-            ),
+            host_file(&d, "h1", "8.0.3", &[s9]),
             4,
             "host h1 is already in cluster c1",
         ),
-        (
-            "nope",
-            host_file(
-                &d,
-                "h2",
-                "8.0.3",
-                &[("S2", "BlueField-3", "32.41.1000", "B1")],
-            ),
-            7,
-            "no cluster named nope",
-        ),
+        ("nope", h2("8.0.3", &[s2]), 7, "no cluster named nope"),
     ];
     let before = ok(&["cluster", "list", "-o", "json"]);
     for (cluster, file, code, text) in &refused {
