@@ -3,6 +3,7 @@
 //! compliance and remediation build on these.
 
 pub mod cluster_rules;
+pub mod depot;
 pub mod inventory;
 
 pub use cluster_rules::{RuleBroken, check_cluster, check_join};
