@@ -8,8 +8,8 @@
 //! lines (`#` starts a comment).
 //!
 //! [`import`] checks everything first and copies only then, into a fresh
-//! directory renamed into place: a depot with one bad manifest imports
-//! nothing.
+//! directory renamed into place once the copies check too: a depot with
+//! one bad manifest imports nothing.
 
 use super::inventory::Version;
 use ed25519_dalek::{Signature, VerifyingKey};
@@ -335,6 +335,9 @@ pub fn import(
             for f in files {
                 std::fs::copy(dir.join(&f), staging.join(&f)).map_err(io(&dir.join(&f)))?;
             }
+            // The copies are what is kept: checked again, so that a file
+            // changed between the first check and the copy is caught.
+            verify(&staging.join(name.as_ref()), keys, lowest)?;
         }
         std::fs::rename(&staging, into).map_err(io(into))
     };
