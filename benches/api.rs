@@ -154,6 +154,7 @@ fn main() {
             emu_workers: 1,
             xdp_limits: XdpLimits::default(),
             xdp_skb_mode: false,
+            depot: Default::default(),
         },
         socket: dir.join("dse.sock"),
         tcp: None,

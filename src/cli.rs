@@ -85,6 +85,11 @@ pub enum Command {
         #[command(subcommand)]
         command: HostCommand,
     },
+    /// The lifecycle depot: import a signed depot directory, list what is imported.
+    Depot {
+        #[command(subcommand)]
+        command: DepotCommand,
+    },
     /// Statistics of each datapath.
     Stats,
     /// The daemon's health, the desired generation and each datapath's state.
@@ -114,6 +119,21 @@ pub struct ServeArgs {
     /// Attach XDP in generic (skb) mode, for drivers without native XDP.
     #[arg(long)]
     pub xdp_skb: bool,
+    /// Public keys the depot's manifests must be signed by: lines of `<key id> <ed25519 public key, hex>`.
+    #[arg(long)]
+    pub trusted_keys: Option<PathBuf>,
+    /// The lowest acceptance level a depot manifest may have.
+    #[arg(long, value_enum, default_value_t = AcceptanceArg::PartnerSupported)]
+    pub lowest_acceptance: AcceptanceArg,
+}
+
+/// Acceptance levels, most trusted first.
+#[derive(Clone, Copy, ValueEnum)]
+pub enum AcceptanceArg {
+    Certified,
+    Accepted,
+    PartnerSupported,
+    CommunitySupported,
 }
 
 #[derive(Subcommand)]
@@ -208,6 +228,17 @@ pub enum ClusterCommand {
         baselines: bool,
     },
     /// The clusters, their hosts and the hosts' DPUs.
+    List,
+}
+
+#[derive(Subcommand)]
+pub enum DepotCommand {
+    /// Import a depot directory (on the daemon's machine): every manifest's signature, payload checksums and acceptance level are checked before anything is copied.
+    Import {
+        /// The depot directory.
+        dir: PathBuf,
+    },
+    /// The imported manifests.
     List,
 }
 

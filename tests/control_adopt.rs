@@ -75,6 +75,7 @@ fn start_adopts_a_drifted_xdp_datapath_without_losing_a_packet() {
         emu_workers: 1,
         xdp_limits: XdpLimits::small(),
         xdp_skb_mode: false,
+        depot: Default::default(),
     })
     .expect("the daemon starts");
     let status = daemon.datapaths();

@@ -160,3 +160,86 @@ fn a_malformed_trusted_key_is_named_by_line() {
         "{err}"
     );
 }
+
+#[test]
+fn the_daemon_imports_a_depot_and_refuses_a_bad_one_whole() {
+    use common::Served;
+    use dse_control::client::{Method, StatusCode};
+    let keys = TempDir::new("depot-api-keys");
+    trusted(&keys.0);
+    let keys_file = keys.0.join("trusted-keys");
+    let untrusting = Served::start("depot-api-nokeys");
+    let (status, err) =
+        untrusting.json(Method::POST, "/v1/depot/import", r#"{"path": "/nowhere"}"#);
+    assert_eq!(status, StatusCode::BAD_REQUEST, "{err}");
+    assert!(
+        err["error"].as_str().unwrap().contains("--trusted-keys"),
+        "{err}"
+    );
+
+    let s = Served::start_with("depot-api", |c| {
+        c.daemon.depot.trusted_keys = Some(keys_file)
+    });
+    let good = TempDir::new("depot-api-good");
+    publish(&good.0, "esx-base", BASE, &key(1), "vendor");
+    let body = |dir: &TempDir| format!(r#"{{"path": "{}"}}"#, dir.0.display());
+    let (status, imported) = s.json(Method::POST, "/v1/depot/import", &body(&good));
+    assert_eq!(status, StatusCode::CREATED, "{imported}");
+    assert_eq!(imported[0]["name"], "esx-base");
+    let (_, listed) = s.call(Method::GET, "/v1/depot", None);
+    assert_eq!(listed.as_array().unwrap().len(), 1);
+    let kept = std::path::PathBuf::from(listed[0]["dir"].as_str().unwrap());
+    assert!(
+        kept.join("esx-base.bin").is_file(),
+        "the payload is kept in {kept:?}"
+    );
+
+    let bad = TempDir::new("depot-api-bad");
+    publish(
+        &bad.0,
+        "addon",
+        r#""kind": "vendor-addon", "acceptance": "certified", "targets": ["host"]"#,
+        &key(1),
+        "vendor",
+    );
+    publish(&bad.0, "esx-next", BASE, &key(1), "vendor");
+    std::fs::write(bad.0.join("esx-next.bin"), "tampered").unwrap();
+    let (status, refused) = s.json(Method::POST, "/v1/depot/import", &body(&bad));
+    assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY, "{refused}");
+    assert_eq!(refused["code"], "depot_refused");
+    assert!(
+        refused["error"]
+            .as_str()
+            .unwrap()
+            .contains("payload esx-next.bin has SHA-256"),
+        "{refused}"
+    );
+    let (_, after) = s.call(Method::GET, "/v1/depot", None);
+    assert_eq!(
+        after, listed,
+        "nothing of the bad depot is imported, not even its good manifest"
+    );
+
+    // The same again is fine; the same version with other content is not.
+    let (status, _) = s.json(Method::POST, "/v1/depot/import", &body(&good));
+    assert_eq!(status, StatusCode::CREATED);
+    let changed = TempDir::new("depot-api-changed");
+    publish(
+        &changed.0,
+        "esx-base",
+        r#""kind": "base-image", "acceptance": "accepted", "targets": ["host", "dpu"]"#,
+        &key(1),
+        "vendor",
+    );
+    let (status, clash) = s.json(Method::POST, "/v1/depot/import", &body(&changed));
+    assert_eq!(status, StatusCode::CONFLICT, "{clash}");
+    assert!(
+        clash["error"]
+            .as_str()
+            .unwrap()
+            .contains("publish it under a new version"),
+        "{clash}"
+    );
+    let (_, last) = s.call(Method::GET, "/v1/depot", None);
+    assert_eq!(last, listed);
+}

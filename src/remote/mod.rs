@@ -5,13 +5,14 @@ pub mod exit;
 mod show;
 
 use crate::cli::{
-    BackendArg, ClusterCommand, Command, Connection, DatapathCommand, HostCommand, Output,
-    RulesCommand, ServeArgs,
+    AcceptanceArg, BackendArg, ClusterCommand, Command, Connection, DatapathCommand, DepotCommand,
+    HostCommand, Output, RulesCommand, ServeArgs,
 };
 use anyhow::Context;
 use bytes::Bytes;
 use dse_control::client::{Call, Endpoint, Method, StatusCode};
 use dse_control::daemon::DaemonConfig;
+use dse_control::lifecycle::depot::{Acceptance, DepotConfig};
 use dse_control::serve::ServeConfig;
 use dse_datapath::xdp::XdpLimits;
 use exit::Failure;
@@ -33,6 +34,15 @@ pub fn serve(args: ServeArgs, connection: &Connection) -> anyhow::Result<()> {
             ..XdpLimits::default()
         },
         xdp_skb_mode: args.xdp_skb,
+        depot: DepotConfig {
+            trusted_keys: args.trusted_keys,
+            lowest_acceptance: match args.lowest_acceptance {
+                AcceptanceArg::Certified => Acceptance::Certified,
+                AcceptanceArg::Accepted => Acceptance::Accepted,
+                AcceptanceArg::PartnerSupported => Acceptance::PartnerSupported,
+                AcceptanceArg::CommunitySupported => Acceptance::CommunitySupported,
+            },
+        },
     };
     let config = ServeConfig {
         daemon,
@@ -253,6 +263,30 @@ fn dispatch(
                         "added host {} to cluster {cluster}",
                         show::text(&answer["name"])
                     );
+                }
+            }
+        },
+        Command::Depot { command } => match command {
+            DepotCommand::Import { dir } => {
+                let dir = std::fs::canonicalize(&dir)
+                    .map_err(|e| Failure::invalid(format!("{}: {e}", dir.display())))?;
+                let body = json!({"path": dir});
+                let call = Call::new(Method::POST, "/v1/depot/import").json(body.to_string());
+                let answer = send(rt, ep, call)?;
+                print(&answer, show::manifests);
+            }
+            DepotCommand::List => {
+                let all = send(rt, ep, Call::new(Method::GET, "/v1/depot"))?;
+                let manifests: Vec<Value> = all
+                    .as_array()
+                    .into_iter()
+                    .flatten()
+                    .map(|i| i["manifest"].clone())
+                    .collect();
+                if json {
+                    print(&all, |_| {});
+                } else {
+                    show::manifests(&Value::Array(manifests));
                 }
             }
         },

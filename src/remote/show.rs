@@ -286,3 +286,39 @@ pub fn clusters(v: &Value) {
         &rows,
     );
 }
+
+/// One row per manifest.
+pub fn manifests(v: &Value) {
+    let rows: Vec<Vec<String>> = v
+        .as_array()
+        .into_iter()
+        .flatten()
+        .map(|m| {
+            let targets: Vec<String> = m["targets"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .map(text)
+                .collect();
+            vec![
+                text(&m["kind"]),
+                text(&m["name"]),
+                text(&m["version"]),
+                text(&m["acceptance"]),
+                targets.join(","),
+                text(&m["solution"]),
+            ]
+        })
+        .collect();
+    table(
+        &[
+            "KIND",
+            "NAME",
+            "VERSION",
+            "ACCEPTANCE",
+            "TARGETS",
+            "SOLUTION",
+        ],
+        &rows,
+    );
+}

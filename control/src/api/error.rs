@@ -65,6 +65,7 @@ impl From<ControlError> for ApiError {
             ControlError::NotFound { .. } => (StatusCode::NOT_FOUND, "not_found"),
             ControlError::Datapath { .. } => (StatusCode::INTERNAL_SERVER_ERROR, "datapath_failed"),
             ControlError::ClusterRules(_) => (StatusCode::UNPROCESSABLE_ENTITY, "cluster_rules"),
+            ControlError::Depot(_) => (StatusCode::UNPROCESSABLE_ENTITY, "depot_refused"),
             ControlError::Store(_) => (StatusCode::INTERNAL_SERVER_ERROR, "store_failed"),
         };
         ApiError {

@@ -257,6 +257,33 @@ pub async fn add_host(
     Ok((StatusCode::CREATED, Json(answer)).into_response())
 }
 
+/// `GET /v1/depot`
+pub async fn depot(State(s): State<Arc<ApiState>>) -> Answer {
+    let daemon = Arc::clone(&s.daemon);
+    Ok(Json(blocking(move || daemon.depot()).await?).into_response())
+}
+
+/// Body of `POST /v1/depot/import`.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ImportRequest {
+    path: std::path::PathBuf,
+}
+
+/// `POST /v1/depot/import`
+pub async fn depot_import(
+    State(s): State<Arc<ApiState>>,
+    ConnectInfo(peer): ConnectInfo<Peer>,
+    raw: Result<Bytes, BytesRejection>,
+) -> Answer {
+    let bytes = body(&s, raw)?;
+    let request: ImportRequest = serde_json::from_slice(&bytes)
+        .map_err(|e| ApiError::bad_request(format!("request body: {e}")))?;
+    let daemon = Arc::clone(&s.daemon);
+    let manifests = blocking(move || daemon.depot_import(&request.path, &peer.0)).await?;
+    Ok((StatusCode::CREATED, Json(manifests)).into_response())
+}
+
 /// Query of the audit log.
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]

@@ -75,6 +75,8 @@ pub fn routes() -> Vec<(Method, &'static str, MethodRouter<Arc<ApiState>>)> {
         (Method::GET, "/v1/clusters", get(clusters)),
         (Method::POST, "/v1/clusters", post(create_cluster)),
         (Method::POST, "/v1/clusters/{name}/hosts", post(add_host)),
+        (Method::GET, "/v1/depot", get(depot)),
+        (Method::POST, "/v1/depot/import", post(depot_import)),
         (Method::GET, "/v1/audit", get(audit)),
         (Method::GET, "/metrics", get(metrics)),
         (Method::GET, "/openapi.json", get(openapi)),

@@ -1,5 +1,6 @@
 //! Why a control-plane request failed.
 
+use crate::lifecycle::depot::DepotError;
 use crate::lifecycle::{InventoryError, RuleBroken};
 use crate::store::StoreError;
 use dse_datapath::datapath::DatapathError;
@@ -47,6 +48,10 @@ pub enum ControlError {
     /// An inventory change would break cluster rules; each is listed.
     #[error("cluster rules: {}", crate::lifecycle::list(.0))]
     ClusterRules(Vec<RuleBroken>),
+    /// A depot was refused: each refused manifest is named. Nothing was
+    /// imported.
+    #[error("depot refused: {}", .0.iter().map(ToString::to_string).collect::<Vec<_>>().join("; "))]
+    Depot(Vec<DepotError>),
     /// The store failed.
     #[error(transparent)]
     Store(StoreError),

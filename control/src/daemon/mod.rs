@@ -16,6 +16,7 @@ pub use error::ControlError;
 pub use instances::{InstanceStatus, Running};
 
 use crate::desired::{Desired, Summary};
+use crate::lifecycle::depot::{self, DepotConfig, Imported, Manifest, TrustedKeys};
 use crate::lifecycle::{self, Cluster, Host};
 use crate::reconcile::Diff;
 use crate::store::{Change, DatapathInstance, Store, StoreError};
@@ -42,6 +43,8 @@ pub struct DaemonConfig {
     pub xdp_limits: XdpLimits,
     /// Attach XDP in generic (skb) mode.
     pub xdp_skb_mode: bool,
+    /// What the lifecycle depot trusts and accepts.
+    pub depot: DepotConfig,
 }
 
 /// What a rule change did.
@@ -455,6 +458,66 @@ impl Daemon {
     /// [`ControlError::Store`].
     pub fn add_host(&self, cluster: &str, host: Host, who: &str) -> Result<(), ControlError> {
         Ok(lifecycle::add_host(&self.store, cluster, host, who)?)
+    }
+
+    /// The manifests imported into the depot.
+    ///
+    /// # Errors
+    /// [`ControlError::Store`].
+    pub fn depot(&self) -> Result<Vec<Imported>, ControlError> {
+        Ok(self.store.depot()?)
+    }
+
+    /// Imports the depot at `from` (a directory on this machine): every
+    /// manifest is checked (see [`depot::verify`]) before anything is
+    /// copied, into a directory of its own beside the store.
+    ///
+    /// # Errors
+    /// [`ControlError::BadRequest`] without trusted keys;
+    /// [`ControlError::Depot`] naming every refused manifest;
+    /// [`ControlError::Exists`] for a version imported before with other
+    /// content; [`ControlError::Store`]. Nothing is imported on an error.
+    pub fn depot_import(
+        &self,
+        from: &std::path::Path,
+        who: &str,
+    ) -> Result<Vec<Manifest>, ControlError> {
+        let config = &self.config.depot;
+        let keys = config.trusted_keys.as_ref().ok_or_else(|| {
+            ControlError::BadRequest(
+                "dse serve trusts no keys, so it imports nothing: start it with --trusted-keys FILE".into(),
+            )
+        })?;
+        let keys = TrustedKeys::load(keys).map_err(|e| ControlError::Depot(vec![e]))?;
+        let _changing = self.lock_changes();
+        let root = self
+            .config
+            .db
+            .parent()
+            .unwrap_or(std::path::Path::new("."))
+            .join("depot");
+        std::fs::create_dir_all(&root).map_err(|e| {
+            ControlError::BadRequest(format!("creating the depot {}: {e}", root.display()))
+        })?;
+        let stamp = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_nanos());
+        let into = root.join(format!("import-{stamp}"));
+        let manifests = depot::import(from, &into, &keys, config.lowest_acceptance)
+            .map_err(ControlError::Depot)?;
+        let imported: Vec<Imported> = manifests
+            .iter()
+            .map(|m| Imported {
+                manifest: m.clone(),
+                dir: into.clone(),
+            })
+            .collect();
+        let recorded = self.store.record_depot(&imported, who);
+        if !matches!(recorded, Ok(Ok(()))) {
+            let _ = std::fs::remove_dir_all(&into);
+        }
+        recorded?.map_err(|c| ControlError::Exists(c.to_string()))?;
+        Ok(manifests)
     }
 
     /// Every datapath instance and how it is doing.

@@ -90,6 +90,41 @@ pub struct Manifest {
     pub payloads: Vec<Payload>,
 }
 
+/// How `dse serve` checks what it imports.
+#[derive(Debug, Clone)]
+pub struct DepotConfig {
+    /// The trusted keys file; without one nothing can be imported.
+    pub trusted_keys: Option<PathBuf>,
+    /// The lowest acceptance level imported.
+    pub lowest_acceptance: Acceptance,
+}
+
+impl Default for DepotConfig {
+    fn default() -> Self {
+        DepotConfig {
+            trusted_keys: None,
+            lowest_acceptance: Acceptance::PartnerSupported,
+        }
+    }
+}
+
+/// A manifest imported into the daemon's depot, and where its files are.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Imported {
+    /// The manifest.
+    pub manifest: Manifest,
+    /// The directory holding it, its signature and its payloads.
+    pub dir: PathBuf,
+}
+
+impl Imported {
+    /// Its key in the depot: kind, name and version.
+    pub fn key(&self) -> String {
+        let m = &self.manifest;
+        format!("{:?}/{}/{}", m.kind, m.name, m.version)
+    }
+}
+
 /// Why a depot (or one manifest of it) is refused.
 #[derive(Debug, thiserror::Error)]
 pub enum DepotError {

@@ -13,9 +13,11 @@
 
 mod clusters;
 mod committer;
+mod depot;
 mod journal;
 mod rules;
 
+pub use depot::Clash;
 pub use rules::{CHUNK_IDS, Change};
 
 use committer::{Committer, Journaled};
@@ -247,6 +249,7 @@ impl Store {
         tx.open_table(META).map_err(re("creating tables"))?;
         tx.open_table(clusters::CLUSTERS)
             .map_err(re("creating tables"))?;
+        tx.open_table(depot::DEPOT).map_err(re("creating tables"))?;
         tx.commit().map_err(re("creating tables"))?;
         let db = Arc::new(db);
         let committer = Arc::new(Committer::open(db.clone(), path)?);

@@ -46,6 +46,7 @@ pub fn config(dir: &TempDir) -> ServeConfig {
             emu_workers: 1,
             xdp_limits: XdpLimits::small(),
             xdp_skb_mode: false,
+            depot: Default::default(),
         },
         socket: dir.0.join("dse.sock"),
         tcp: None,
