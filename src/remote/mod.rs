@@ -336,10 +336,7 @@ fn read_document(path: &std::path::Path) -> Result<Value, Failure> {
 /// The rules of a file that holds a rule set (`rules:` is used) or a list
 /// of rules, as JSON values for a batch.
 fn read_rule_list(path: &std::path::Path) -> Result<Vec<Value>, Failure> {
-    let text = std::fs::read_to_string(path)
-        .map_err(|e| Failure::invalid(format!("reading {}: {e}", path.display())))?;
-    let doc: Value = serde_norway::from_str(&text)
-        .map_err(|e| Failure::invalid(format!("{}: not YAML or JSON: {e}", path.display())))?;
+    let doc = read_document(path)?;
     let not_rules = || {
         Failure::invalid(format!(
             "{}: expected a list of rules, or a document with `rules:`",

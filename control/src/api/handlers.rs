@@ -35,6 +35,19 @@ fn body(state: &ApiState, body: Result<Bytes, BytesRejection>) -> Result<Bytes, 
     })
 }
 
+/// The body parsed as JSON `T`, or 413 / 400 naming what is wrong.
+fn json_body<T: serde::de::DeserializeOwned>(
+    state: &ApiState,
+    raw: Result<Bytes, BytesRejection>,
+) -> Result<T, ApiError> {
+    parse_json(&body(state, raw)?)
+}
+
+/// `bytes` parsed as JSON `T`, or 400 naming what is wrong.
+fn parse_json<T: serde::de::DeserializeOwned>(bytes: &[u8]) -> Result<T, ApiError> {
+    serde_json::from_slice(bytes).map_err(|e| ApiError::bad_request(format!("request body: {e}")))
+}
+
 fn is_yaml(headers: &HeaderMap) -> bool {
     headers
         .get(header::CONTENT_TYPE)
@@ -148,8 +161,7 @@ pub async fn batch(
     let bytes = body(&s, raw)?;
     let daemon = Arc::clone(&s.daemon);
     let applied = blocking(move || {
-        let batch: Batch = serde_json::from_slice(&bytes)
-            .map_err(|e| ApiError::bad_request(format!("request body: {e}")))?;
+        let batch: Batch = parse_json(&bytes)?;
         let add = batch
             .add
             .into_iter()
@@ -201,9 +213,7 @@ pub async fn attach(
     ConnectInfo(peer): ConnectInfo<Peer>,
     raw: Result<Bytes, BytesRejection>,
 ) -> Answer {
-    let bytes = body(&s, raw)?;
-    let record: DatapathInstance = serde_json::from_slice(&bytes)
-        .map_err(|e| ApiError::bad_request(format!("request body: {e}")))?;
+    let record: DatapathInstance = json_body(&s, raw)?;
     let daemon = Arc::clone(&s.daemon);
     let status = blocking(move || daemon.attach(record, &peer.0)).await?;
     Ok((StatusCode::CREATED, Json(status)).into_response())
@@ -232,9 +242,7 @@ pub async fn create_cluster(
     ConnectInfo(peer): ConnectInfo<Peer>,
     raw: Result<Bytes, BytesRejection>,
 ) -> Answer {
-    let bytes = body(&s, raw)?;
-    let cluster: Cluster = serde_json::from_slice(&bytes)
-        .map_err(|e| ApiError::bad_request(format!("request body: {e}")))?;
+    let cluster: Cluster = json_body(&s, raw)?;
     let daemon = Arc::clone(&s.daemon);
     let answer = cluster.clone();
     blocking(move || daemon.create_cluster(cluster, &peer.0)).await?;
@@ -248,9 +256,7 @@ pub async fn add_host(
     Path(name): Path<String>,
     raw: Result<Bytes, BytesRejection>,
 ) -> Answer {
-    let bytes = body(&s, raw)?;
-    let host: Host = serde_json::from_slice(&bytes)
-        .map_err(|e| ApiError::bad_request(format!("request body: {e}")))?;
+    let host: Host = json_body(&s, raw)?;
     let daemon = Arc::clone(&s.daemon);
     let answer = host.clone();
     blocking(move || daemon.add_host(&name, host, &peer.0)).await?;
@@ -276,9 +282,7 @@ pub async fn depot_import(
     ConnectInfo(peer): ConnectInfo<Peer>,
     raw: Result<Bytes, BytesRejection>,
 ) -> Answer {
-    let bytes = body(&s, raw)?;
-    let request: ImportRequest = serde_json::from_slice(&bytes)
-        .map_err(|e| ApiError::bad_request(format!("request body: {e}")))?;
+    let request: ImportRequest = json_body(&s, raw)?;
     let daemon = Arc::clone(&s.daemon);
     let manifests = blocking(move || daemon.depot_import(&request.path, &peer.0)).await?;
     Ok((StatusCode::CREATED, Json(manifests)).into_response())

@@ -50,7 +50,7 @@ pub enum ControlError {
     ClusterRules(Vec<RuleBroken>),
     /// A depot was refused: each refused manifest is named. Nothing was
     /// imported.
-    #[error("depot refused: {}", .0.iter().map(ToString::to_string).collect::<Vec<_>>().join("; "))]
+    #[error("depot refused: {}", crate::lifecycle::list(.0))]
     Depot(Vec<DepotError>),
     /// The store failed.
     #[error(transparent)]

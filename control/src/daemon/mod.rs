@@ -513,7 +513,9 @@ impl Daemon {
             })
             .collect();
         let recorded = self.store.record_depot(&imported, who);
-        if !matches!(recorded, Ok(Ok(()))) {
+        // Kept only if it holds a manifest recorded now (one imported
+        // before keeps the directory it came with).
+        if !matches!(recorded, Ok(Ok(new)) if new > 0) {
             let _ = std::fs::remove_dir_all(&into);
         }
         recorded?.map_err(|c| ControlError::Exists(c.to_string()))?;

@@ -28,9 +28,9 @@ pub enum InventoryError {
     Store(#[from] StoreError),
 }
 
-/// The broken rules, one after another.
-pub(crate) fn list(broken: &[RuleBroken]) -> String {
-    broken
+/// The errors, one after another.
+pub(crate) fn list<E: std::fmt::Display>(errors: &[E]) -> String {
+    errors
         .iter()
         .map(ToString::to_string)
         .collect::<Vec<_>>()

@@ -1,24 +1,12 @@
 //! The lifecycle inventory in the store: clusters, with their hosts and
 //! DPUs, by name.
 
-use super::{Store, StoreError, append_audit, decode, encode, now_ms, re};
+use super::{Store, StoreError, append_audit, encode, named_records, now_ms, re};
 use crate::lifecycle::Cluster;
-use redb::{ReadableDatabase, ReadableTable, TableDefinition};
+use redb::TableDefinition;
 
 /// Cluster name -> [`Cluster`] (MessagePack with field names).
 pub(super) const CLUSTERS: TableDefinition<&str, &[u8]> = TableDefinition::new("clusters");
-
-fn read_all<T: ReadableTable<&'static str, &'static [u8]>>(
-    t: &T,
-) -> Result<Vec<Cluster>, StoreError> {
-    t.iter()
-        .map_err(re("reading clusters"))?
-        .map(|e| {
-            let (k, v) = e.map_err(re("reading clusters"))?;
-            decode("clusters", k.value(), v.value())
-        })
-        .collect()
-}
 
 impl Store {
     /// Every cluster, by name.
@@ -26,8 +14,7 @@ impl Store {
     /// # Errors
     /// [`StoreError::Storage`] or [`StoreError::Corrupt`].
     pub fn clusters(&self) -> Result<Vec<Cluster>, StoreError> {
-        let tx = self.db.begin_read().map_err(re("reading"))?;
-        read_all(&tx.open_table(CLUSTERS).map_err(re("reading clusters"))?)
+        self.read_named(CLUSTERS, "clusters")
     }
 
     /// Changes the clusters with `change` in one durable transaction, by
@@ -44,7 +31,7 @@ impl Store {
     ) -> Result<T, E> {
         self.committer.durable(|tx, current| {
             let mut t = tx.open_table(CLUSTERS).map_err(re("writing clusters"))?;
-            let before = read_all(&t)?;
+            let before: Vec<Cluster> = named_records(&t, "clusters")?;
             let mut after = before.clone();
             let changed = change(&mut after);
             let result = match &changed {

@@ -19,7 +19,7 @@
 
 use super::journal::{self, Entry, Journal};
 use super::{
-    Change, KEPT_GENERATIONS, StoreError, append_audit, current_in, re, rules, write_generation,
+    Change, KEPT_GENERATIONS, StoreError, audit_generation, current_in, re, rules, write_generation,
 };
 use dse_datapath::rule::Rule;
 use redb::{Database, WriteTransaction};
@@ -37,10 +37,10 @@ const PRUNE_BUDGET: usize = 2;
 const PRUNE_PER_PATCH: usize = 4;
 
 /// The generation and the patches journaled but not yet in the database.
-pub(super) struct State {
+struct State {
     /// The newest generation, journaled or committed.
-    pub current: u64,
-    pending: Vec<Entry<'static>>,
+    current: u64,
+    pending: Vec<Entry>,
     /// When the newest and the oldest waiting patch were journaled.
     newest_at: Option<Instant>,
     oldest_at: Option<Instant>,
@@ -157,7 +157,7 @@ impl Committer {
     /// (nothing changed).
     pub fn journal(
         &self,
-        mut entry: Entry<'static>,
+        mut entry: Entry,
         expected: Option<u64>,
         policy: Policy,
     ) -> Result<Journaled, StoreError> {
@@ -285,7 +285,7 @@ fn journal_error(path: &Path, what: &'static str) -> impl FnOnce(std::io::Error)
 ///
 /// # Errors
 /// [`StoreError::Journal`] if an entry skips a generation.
-fn apply(tx: &WriteTransaction, entries: &[Entry<'_>], path: &Path) -> Result<u64, StoreError> {
+fn apply(tx: &WriteTransaction, entries: &[Entry], path: &Path) -> Result<u64, StoreError> {
     let current = current_in(tx)?;
     let new = &entries[entries.partition_point(|e| e.generation <= current)..];
     if let Some((i, e)) = (1..).zip(new).find(|(i, e)| e.generation != current + i) {
@@ -321,17 +321,13 @@ fn apply(tx: &WriteTransaction, entries: &[Entry<'_>], path: &Path) -> Result<u6
             as_of.at_unix_ms,
         )?;
         for e in &new[..folded] {
-            audit_generation(tx, e)?;
+            audit_generation(tx, e.change(), e.generation, &e.who, e.at_unix_ms)?;
         }
         at = as_of.generation;
     }
     for e in &new[if folded > 1 { folded } else { 0 }..] {
-        let change = Change::Patch {
-            upsert: &e.upsert,
-            remove: &e.remove,
-        };
-        written += write_generation(tx, at, e.generation, change, &e.who, e.at_unix_ms)?;
-        audit_generation(tx, e)?;
+        written += write_generation(tx, at, e.generation, e.change(), &e.who, e.at_unix_ms)?;
+        audit_generation(tx, e.change(), e.generation, &e.who, e.at_unix_ms)?;
         at = e.generation;
     }
     prune(tx, last, written + PRUNE_PER_PATCH * new.len())?;
@@ -340,7 +336,7 @@ fn apply(tx: &WriteTransaction, entries: &[Entry<'_>], path: &Path) -> Result<u6
 
 /// The patches of `entries`, in order, as one: the rules added or replaced
 /// last, and the ids removed last.
-fn fold(entries: &[Entry<'_>]) -> (Vec<Rule>, Vec<u32>) {
+fn fold(entries: &[Entry]) -> (Vec<Rule>, Vec<u32>) {
     let mut by_id: BTreeMap<u32, Option<&Rule>> = BTreeMap::new();
     for e in entries {
         for r in e.upsert.iter() {
@@ -359,16 +355,6 @@ fn fold(entries: &[Entry<'_>]) -> (Vec<Rule>, Vec<u32>) {
         }
     }
     (upsert, remove)
-}
-
-/// The audit log's entry for the journaled patch `e`.
-fn audit_generation(tx: &WriteTransaction, e: &Entry<'_>) -> Result<(), StoreError> {
-    let change = Change::Patch {
-        upsert: &e.upsert,
-        remove: &e.remove,
-    };
-    let what = format!("{} as generation {}", change.describe(), e.generation);
-    append_audit(tx, e.at_unix_ms, &e.who, &what, "ok")
 }
 
 /// Prunes, in `tx`, a few more chunk histories than the `written` it

@@ -3,7 +3,7 @@
 
 use super::{Store, StoreError, append_audit, decode, encode, now_ms, re};
 use crate::lifecycle::depot::Imported;
-use redb::{ReadableDatabase, ReadableTable, TableDefinition};
+use redb::{ReadableTable, TableDefinition};
 
 /// `Kind/name/version` -> [`Imported`] (MessagePack with field names).
 pub(super) const DEPOT: TableDefinition<&str, &[u8]> = TableDefinition::new("depot");
@@ -23,19 +23,12 @@ impl Store {
     /// # Errors
     /// [`StoreError::Storage`] or [`StoreError::Corrupt`].
     pub fn depot(&self) -> Result<Vec<Imported>, StoreError> {
-        let tx = self.db.begin_read().map_err(re("reading"))?;
-        let t = tx.open_table(DEPOT).map_err(re("reading the depot"))?;
-        t.iter()
-            .map_err(re("reading the depot"))?
-            .map(|e| {
-                let (k, v) = e.map_err(re("reading the depot"))?;
-                decode("depot", k.value(), v.value())
-            })
-            .collect()
+        self.read_named(DEPOT, "depot")
     }
 
     /// Records `imported` (by `who`) in one durable transaction; one
-    /// already there with the same content is kept as it is.
+    /// already there with the same content is kept as it is. Returns how
+    /// many were new.
     ///
     /// # Errors
     /// [`Clash`] (inside `Ok`) if one is there with other content: then
@@ -44,16 +37,22 @@ impl Store {
         &self,
         imported: &[Imported],
         who: &str,
-    ) -> Result<Result<(), Clash>, StoreError> {
+    ) -> Result<Result<usize, Clash>, StoreError> {
         let what = format!("import {} manifests into the depot", imported.len());
         self.committer.durable(|tx, current| {
             let mut t = tx.open_table(DEPOT).map_err(re("writing the depot"))?;
+            let mut new = Vec::new();
             let mut clash = None;
             for i in imported {
                 let key = i.key();
-                if let Some(v) = t.get(key.as_str()).map_err(re("writing the depot"))? {
-                    let there: Imported = decode("depot", &key, v.value())?;
-                    if there.manifest != i.manifest {
+                let there = t.get(key.as_str()).map_err(re("writing the depot"))?;
+                let there = there
+                    .map(|v| decode::<Imported>("depot", &key, v.value()))
+                    .transpose()?;
+                match there {
+                    None => new.push((key, i)),
+                    Some(there) if there.manifest == i.manifest => {}
+                    Some(_) => {
                         clash = Some(Clash { key });
                         break;
                     }
@@ -62,22 +61,16 @@ impl Store {
             let result = match &clash {
                 Some(c) => c.to_string(),
                 None => {
-                    for i in imported {
-                        let key = i.key();
-                        if t.get(key.as_str())
-                            .map_err(re("writing the depot"))?
-                            .is_none()
-                        {
-                            t.insert(key.as_str(), encode(i).as_slice())
-                                .map_err(re("writing the depot"))?;
-                        }
+                    for (key, i) in &new {
+                        t.insert(key.as_str(), encode(*i).as_slice())
+                            .map_err(re("writing the depot"))?;
                     }
                     "ok".to_string()
                 }
             };
             drop(t);
             append_audit(tx, now_ms(), who, &what, &result)?;
-            Ok((clash.map_or(Ok(()), Err), current))
+            Ok((clash.map_or(Ok(new.len()), Err), current))
         })
     }
 }

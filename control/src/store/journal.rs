@@ -20,7 +20,6 @@
 
 use dse_datapath::rule::Rule;
 use serde::{Deserialize, Serialize};
-use std::borrow::Cow;
 use std::fs::{File, OpenOptions};
 use std::io::{self, Read, Write};
 use std::os::unix::fs::FileExt;
@@ -29,7 +28,7 @@ use std::sync::Mutex;
 
 /// One journaled patch: everything its commit wrote.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub(super) struct Entry<'a> {
+pub(super) struct Entry {
     /// The generation the patch made.
     pub generation: u64,
     /// When it was committed, in milliseconds since the Unix epoch.
@@ -37,9 +36,19 @@ pub(super) struct Entry<'a> {
     /// Who asked.
     pub who: String,
     /// Rules added or replaced by id.
-    pub upsert: Cow<'a, [Rule]>,
+    pub upsert: Vec<Rule>,
     /// Rule ids removed.
-    pub remove: Cow<'a, [u32]>,
+    pub remove: Vec<u32>,
+}
+
+impl Entry {
+    /// The patch as a change to the rules.
+    pub fn change(&self) -> super::Change<'_> {
+        super::Change::Patch {
+            upsert: &self.upsert,
+            remove: &self.remove,
+        }
+    }
 }
 
 /// An entry larger than this is not a journal entry: the length field is
@@ -48,14 +57,13 @@ const MAX_ENTRY: u32 = 64 << 20;
 
 /// The zeros a segment is created with: room for about 15,000 one-rule
 /// patches (more go beyond, extending the file).
-pub(super) const SEGMENT_BYTES: usize = 4 << 20;
+const SEGMENT_BYTES: usize = 4 << 20;
 
 /// Where the segment currently appended to is, and how much it holds.
 struct Segment {
     file: File,
     number: u64,
     len: u64,
-    entries: u64,
 }
 
 /// The journal: appends to its newest segment.
@@ -105,7 +113,7 @@ pub(super) fn segments(db: &Path) -> io::Result<Vec<(u64, PathBuf)>> {
 
 /// The whole entries of the segment at `path`, in order, up to the first
 /// torn one; and whether one was torn.
-pub(super) fn read_segment(path: &Path) -> io::Result<(Vec<Entry<'static>>, bool)> {
+pub(super) fn read_segment(path: &Path) -> io::Result<(Vec<Entry>, bool)> {
     let mut bytes = Vec::new();
     File::open(path)?.read_to_end(&mut bytes)?;
     let mut rest = bytes.as_slice();
@@ -164,7 +172,6 @@ fn create_segment(db: &Path, number: u64) -> io::Result<Segment> {
         file,
         number,
         len: 0,
-        entries: 0,
     })
 }
 
@@ -201,8 +208,7 @@ pub(super) struct Writer<'a>(std::sync::MutexGuard<'a, Segment>);
 impl Writer<'_> {
     /// Appends `entry` and syncs it: once this returns, the entry survives
     /// a crash. On an error nothing of it is left to replay.
-    /// Returns how many entries the segment holds with it.
-    pub fn append(&mut self, entry: &Entry<'_>) -> io::Result<u64> {
+    pub fn append(&mut self, entry: &Entry) -> io::Result<()> {
         let payload = rmp_serde::to_vec_named(entry).map_err(io::Error::other)?;
         let mut framed = Vec::with_capacity(payload.len() + 8);
         framed.extend_from_slice(&(payload.len() as u32).to_le_bytes());
@@ -221,8 +227,7 @@ impl Writer<'_> {
             return Err(e);
         }
         s.len += framed.len() as u64;
-        s.entries += 1;
-        Ok(s.entries)
+        Ok(())
     }
 }
 

@@ -25,7 +25,6 @@ use dse_datapath::rule::RuleSet;
 use journal::Entry;
 use redb::{Database, ReadableDatabase, ReadableTable, TableDefinition};
 use serde::{Deserialize, Serialize};
-use std::borrow::Cow;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::sync::mpsc::{Receiver, RecvTimeoutError, Sender};
@@ -211,6 +210,21 @@ fn decode<T: for<'de> Deserialize<'de>>(
     })
 }
 
+/// Every record of `t` (the table `name`, keyed by name), decoded.
+fn named_records<T, R>(t: &R, name: &'static str) -> Result<Vec<T>, StoreError>
+where
+    T: for<'de> Deserialize<'de>,
+    R: ReadableTable<&'static str, &'static [u8]>,
+{
+    t.iter()
+        .map_err(re("reading"))?
+        .map(|e| {
+            let (k, v) = e.map_err(re("reading"))?;
+            decode(name, k.value(), v.value())
+        })
+        .collect()
+}
+
 fn encode<T: Serialize>(value: &T) -> Vec<u8> {
     rmp_serde::to_vec_named(value).expect("store records are plain data that always serialize")
 }
@@ -355,8 +369,8 @@ impl Store {
                 generation: 0,
                 at_unix_ms: now_ms(),
                 who: who.to_string(),
-                upsert: Cow::Owned(upsert.to_vec()),
-                remove: Cow::Owned(remove.to_vec()),
+                upsert: upsert.to_vec(),
+                remove: remove.to_vec(),
             };
             return match self.committer.journal(entry, expected, CHECKPOINTS)? {
                 Journaled::Committed { generation, full } => {
@@ -373,9 +387,11 @@ impl Store {
             if let Some(expected) = expected.filter(|&e| e != current) {
                 return Ok((Err((expected, current)), current));
             }
-            let written = write_change(tx, current, change, who, at_unix_ms)?;
-            committer::prune(tx, current + 1, written)?;
-            Ok((Ok(current + 1), current + 1))
+            let next = current + 1;
+            let written = write_generation(tx, current, next, change, who, at_unix_ms)?;
+            audit_generation(tx, change, next, who, at_unix_ms)?;
+            committer::prune(tx, next, written)?;
+            Ok((Ok(next), next))
         })?;
         committed.or_else(|(expected, current)| conflict(expected, current))
     }
@@ -420,15 +436,17 @@ impl Store {
     /// # Errors
     /// [`StoreError::Storage`] or [`StoreError::Corrupt`].
     pub fn datapaths(&self) -> Result<Vec<DatapathInstance>, StoreError> {
+        self.read_named(DATAPATHS, "datapaths")
+    }
+
+    /// Every record of `table` (named `name`, keyed by name), in key order.
+    fn read_named<T: for<'de> Deserialize<'de>>(
+        &self,
+        table: TableDefinition<&str, &[u8]>,
+        name: &'static str,
+    ) -> Result<Vec<T>, StoreError> {
         let tx = self.db.begin_read().map_err(re("reading"))?;
-        let t = tx.open_table(DATAPATHS).map_err(re("reading"))?;
-        t.iter()
-            .map_err(re("reading"))?
-            .map(|e| {
-                let (k, v) = e.map_err(re("reading"))?;
-                decode("datapaths", k.value(), v.value())
-            })
-            .collect()
+        named_records(&tx.open_table(table).map_err(re("reading"))?, name)
     }
 
     /// Records a refused change (bad input, a failed apply) in the audit log.
@@ -496,27 +514,16 @@ fn current_in(tx: &redb::WriteTransaction) -> Result<u64, StoreError> {
         .map_or(0, |v| v.value()))
 }
 
-/// Writes `change` to generation `current` as the next one, with its audit
-/// entry, in `tx`; returns how many chunk versions it wrote (what the
-/// transaction should prune a little more than).
-fn write_change(
+/// The audit log's entry for `change`, committed as `generation`.
+fn audit_generation(
     tx: &redb::WriteTransaction,
-    current: u64,
     change: Change<'_>,
+    generation: u64,
     who: &str,
     at_unix_ms: u64,
-) -> Result<usize, StoreError> {
-    let next = current + 1;
-    let written = write_generation(tx, current, next, change, who, at_unix_ms)?;
-    let what = change.describe();
-    append_audit(
-        tx,
-        at_unix_ms,
-        who,
-        &format!("{what} as generation {next}"),
-        "ok",
-    )?;
-    Ok(written)
+) -> Result<(), StoreError> {
+    let what = format!("{} as generation {generation}", change.describe());
+    append_audit(tx, at_unix_ms, who, &what, "ok")
 }
 
 /// Writes `change` to generation `current` as generation `next` (later
