@@ -37,6 +37,7 @@ fn cluster(name: &str, management: Management) -> Cluster {
         management,
         manager_version: "8.0.3".parse().unwrap(),
         hosts: vec![],
+        image: None,
     }
 }
 

@@ -65,6 +65,9 @@ impl From<ControlError> for ApiError {
             ControlError::NotFound { .. } => (StatusCode::NOT_FOUND, "not_found"),
             ControlError::Datapath { .. } => (StatusCode::INTERNAL_SERVER_ERROR, "datapath_failed"),
             ControlError::ClusterRules(_) => (StatusCode::UNPROCESSABLE_ENTITY, "cluster_rules"),
+            ControlError::Image(_) => (StatusCode::UNPROCESSABLE_ENTITY, "image_refused"),
+            ControlError::Unsupported(_) => (StatusCode::UNPROCESSABLE_ENTITY, "unsupported"),
+            ControlError::Lifecycle(_) => (StatusCode::CONFLICT, "lifecycle_refused"),
             ControlError::Depot(_) => (StatusCode::UNPROCESSABLE_ENTITY, "depot_refused"),
             ControlError::Store(_) => (StatusCode::INTERNAL_SERVER_ERROR, "store_failed"),
         };

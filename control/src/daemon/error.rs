@@ -1,7 +1,7 @@
 //! Why a control-plane request failed.
 
 use crate::lifecycle::depot::DepotError;
-use crate::lifecycle::{InventoryError, RuleBroken};
+use crate::lifecycle::{ImageError, InventoryError, RuleBroken};
 use crate::store::StoreError;
 use dse_datapath::datapath::DatapathError;
 use dse_datapath::rule::RuleError;
@@ -48,6 +48,16 @@ pub enum ControlError {
     /// An inventory change would break cluster rules; each is listed.
     #[error("cluster rules: {}", crate::lifecycle::list(.0))]
     ClusterRules(Vec<RuleBroken>),
+    /// An image does not fit its cluster or the depot; each reason is listed.
+    #[error("image refused: {}", crate::lifecycle::list(.0))]
+    Image(Vec<ImageError>),
+    /// The operation is not supported on this kind of cluster.
+    #[error("{0}")]
+    Unsupported(String),
+    /// A lifecycle operation cannot go ahead now (a remediation is
+    /// running, a pre-check failed).
+    #[error("{0}")]
+    Lifecycle(String),
     /// A depot was refused: each refused manifest is named. Nothing was
     /// imported.
     #[error("depot refused: {}", crate::lifecycle::list(.0))]
@@ -65,6 +75,7 @@ impl From<InventoryError> for ControlError {
             },
             e @ InventoryError::ClusterExists(_) => ControlError::Exists(e.to_string()),
             InventoryError::Rules(broken) => ControlError::ClusterRules(broken),
+            InventoryError::Image(broken) => ControlError::Image(broken),
             InventoryError::Store(e) => e.into(),
         }
     }

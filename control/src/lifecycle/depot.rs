@@ -88,6 +88,21 @@ pub struct Manifest {
     pub solution: Option<String>,
     /// Its files.
     pub payloads: Vec<Payload>,
+    /// The DPU vendor it is made for (firmware and vendor add-ons); none
+    /// means any.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub vendor: Option<super::Vendor>,
+    /// The DPU models it is made for; empty means any of its vendor's.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub models: Vec<String>,
+}
+
+impl Manifest {
+    /// Whether it fits a DPU of `vendor` and `model`.
+    pub fn fits(&self, vendor: super::Vendor, model: &str) -> bool {
+        self.vendor.is_none_or(|v| v == vendor)
+            && (self.models.is_empty() || self.models.iter().any(|m| m == model))
+    }
 }
 
 /// How `dse serve` checks what it imports.

@@ -137,6 +137,9 @@ pub struct Cluster {
     /// Its hosts.
     #[serde(default)]
     pub hosts: Vec<Host>,
+    /// What it should run (`dse image set`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub image: Option<super::DesiredImage>,
 }
 
 impl Cluster {

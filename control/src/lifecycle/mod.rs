@@ -4,9 +4,12 @@
 
 pub mod cluster_rules;
 pub mod depot;
+pub mod device;
+pub mod image;
 pub mod inventory;
 
 pub use cluster_rules::{RuleBroken, check_cluster, check_join};
+pub use image::{DesiredImage, ImageError, Pick, Resolved};
 pub use inventory::{BadVersion, Cluster, Dpu, Host, Management, Vendor, Version};
 
 use crate::store::{Store, StoreError};
@@ -23,6 +26,9 @@ pub enum InventoryError {
     /// The change would break cluster rules: each is listed.
     #[error("{}", list(.0))]
     Rules(Vec<RuleBroken>),
+    /// The image does not fit the cluster or the depot: each reason is listed.
+    #[error("{}", list(.0))]
+    Image(Vec<ImageError>),
     /// The store failed.
     #[error(transparent)]
     Store(#[from] StoreError),
@@ -93,5 +99,31 @@ pub fn add_host(store: &Store, cluster: &str, host: Host, who: &str) -> Result<(
             .expect("found above");
         c.hosts.push(host);
         Ok(())
+    })
+}
+
+/// Makes `image` the desired image of cluster `cluster`, by `who`, if
+/// every part of it is in the depot and fits the cluster's DPUs.
+///
+/// # Errors
+/// [`InventoryError::NoCluster`]; [`InventoryError::Image`] with every
+/// reason the image does not fit; [`InventoryError::Store`]. Nothing
+/// changes on an error.
+pub fn set_image(
+    store: &Store,
+    cluster: &str,
+    image: DesiredImage,
+    who: &str,
+) -> Result<Resolved, InventoryError> {
+    let depot = store.depot()?;
+    let what = format!("set the image of cluster {cluster} to {}", image.base_image);
+    store.update_clusters(who, &what, |all| {
+        let c = all
+            .iter_mut()
+            .find(|c| c.name == cluster)
+            .ok_or_else(|| InventoryError::NoCluster(cluster.to_string()))?;
+        let resolved = image::resolve(&image, c, &depot).map_err(InventoryError::Image)?;
+        c.image = Some(image);
+        Ok(resolved)
     })
 }

@@ -133,6 +133,15 @@ impl Program {
         }
     }
 
+    /// The program whose object is `bytes`, if this build knows it: only
+    /// an object whose map layouts this build knows can be loaded over
+    /// pinned maps or migrated to.
+    pub fn identify(bytes: &[u8]) -> Option<Program> {
+        [Program::V1, Program::V2]
+            .into_iter()
+            .find(|p| p.object() == bytes)
+    }
+
     /// The version number the object reports.
     pub fn version(self) -> u32 {
         match self {
