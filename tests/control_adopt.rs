@@ -49,6 +49,7 @@ fn start_adopts_a_drifted_xdp_datapath_without_losing_a_packet() {
                     name: "off".into(),
                     backend: Backend::Xdp,
                     interfaces: interfaces.clone(),
+                    object: None,
                 },
                 "test",
             )

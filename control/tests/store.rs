@@ -195,11 +195,13 @@ fn datapath_instances_are_kept_by_name() {
         name: "dpu0".into(),
         backend: Backend::Xdp,
         interfaces: [("uplink".into(), "veth0".into())].into(),
+        object: None,
     };
     let b = DatapathInstance {
         name: "host".into(),
         backend: Backend::Emu,
         interfaces: Default::default(),
+        object: None,
     };
     store.put_datapath(&a, "t").unwrap();
     store.put_datapath(&b, "t").unwrap();

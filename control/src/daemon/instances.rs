@@ -29,6 +29,9 @@ pub struct Running {
     pub error: Option<String>,
     /// Whether it was adopted from an earlier run rather than started.
     pub adopted: bool,
+    /// Whether its DPU is away (rebooting) and the host path carries its
+    /// traffic.
+    pub failed_over: bool,
 }
 
 /// How an instance is doing, as the API shows it.
@@ -63,6 +66,7 @@ impl Running {
                 handle: None,
                 error: Some(e.to_string()),
                 adopted: false,
+                failed_over: false,
             },
         }
     }
@@ -81,13 +85,7 @@ impl Running {
         let mut adopted = false;
         let handle = match record.backend {
             Backend::Xdp => {
-                let xdp = XdpConfig {
-                    pin_dir: config.bpffs.join(&record.name),
-                    interfaces: record.interfaces.clone(),
-                    skb_mode: config.xdp_skb_mode,
-                    limits: config.xdp_limits,
-                    program: Program::V1,
-                };
+                let xdp = xdp_config(config, &record, program_of(&record)?);
                 if XdpDatapath::is_pinned(&xdp.pin_dir) {
                     adopted = true;
                     XdpDatapath::adopt(rules.clone(), xdp).map(|x| Handle::Xdp(Box::new(x)))
@@ -108,7 +106,134 @@ impl Running {
             handle: Some(handle?),
             error: None,
             adopted,
+            failed_over: false,
         })
+    }
+
+    /// Hands the traffic of this XDP instance to the host path, about to
+    /// lose its DPU: the host path starts on the same interfaces with
+    /// `rules` and the XDP program leaves them (with its pins), so each
+    /// frame meets one or the other. Idempotent.
+    ///
+    /// # Errors
+    /// The host path's error; the XDP datapath is then left running.
+    pub fn fail_over(
+        &mut self,
+        config: &DaemonConfig,
+        rules: &RuleSet,
+    ) -> Result<(), DatapathError> {
+        if self.failed_over {
+            return Ok(());
+        }
+        let emu = EmuConfig {
+            workers: config.emu_workers,
+            ..EmuConfig::default()
+        };
+        let host = HostPath::start(rules.clone(), emu, &self.record.interfaces)?;
+        host.quiesce()?;
+        let xdp = self.handle.replace(Handle::Host(host));
+        drop(xdp);
+        remove_pins(config, &self.record);
+        self.failed_over = true;
+        self.error = None;
+        Ok(())
+    }
+
+    /// Brings the XDP datapath back with `snapshot`'s state, running
+    /// `object` (none: the built-in program), and takes the traffic back from
+    /// the host path: the program is restored before it attaches, and
+    /// what the host path counted meanwhile is added to its counters. An
+    /// XDP datapath that is running (adopted after a restart) is restored
+    /// in place. Leaves it quiesced.
+    ///
+    /// # Errors
+    /// The backend's error; a failed-over instance then stays on the host
+    /// path.
+    pub fn restore(
+        &mut self,
+        config: &DaemonConfig,
+        snapshot: &dse_datapath::snapshot::Snapshot,
+        object: Option<&std::path::Path>,
+    ) -> Result<(), DatapathError> {
+        let mut record = self.record.clone();
+        record.object = object.map(std::path::Path::to_path_buf);
+        let program = program_of(&record)?;
+        if record.backend == Backend::Emu {
+            let dp = self.datapath().ok_or_else(|| not_running(&record.name))?;
+            dp.quiesce()?;
+            return dp.restore(snapshot);
+        }
+        match self.handle.take() {
+            Some(Handle::Xdp(x)) => {
+                let result = (|| {
+                    if x.program() != program {
+                        x.upgrade(program)?;
+                    }
+                    x.quiesce()?;
+                    x.restore(snapshot)
+                })();
+                self.handle = Some(Handle::Xdp(x));
+                result?;
+            }
+            other => {
+                let xdp = match XdpDatapath::start_detached(
+                    snapshot.rules.clone(),
+                    xdp_config(config, &record, program),
+                ) {
+                    Ok(x) => x,
+                    Err(e) => {
+                        remove_pins(config, &record);
+                        self.handle = other;
+                        return Err(e);
+                    }
+                };
+                let attached = (|| {
+                    xdp.quiesce()?;
+                    xdp.restore(snapshot)?;
+                    xdp.attach()
+                })();
+                if let Err(e) = attached {
+                    drop(xdp);
+                    remove_pins(config, &record);
+                    self.handle = other;
+                    return Err(e);
+                }
+                if let Some(Handle::Host(host)) = other {
+                    // Frames the host path took before the program attached
+                    // are through its workers within moments.
+                    std::thread::sleep(std::time::Duration::from_millis(50));
+                    let carried = host.rule_counters();
+                    drop(host);
+                    xdp.add_counts(&carried)?;
+                }
+                self.handle = Some(Handle::Xdp(Box::new(xdp)));
+            }
+        }
+        self.record = record;
+        self.failed_over = false;
+        self.error = None;
+        Ok(())
+    }
+
+    /// Swaps the running XDP program for `object`'s, hitlessly.
+    ///
+    /// # Errors
+    /// [`DatapathError`] if the object is unknown or the swap fails (the
+    /// old program then runs on).
+    pub fn upgrade(&mut self, object: &std::path::Path) -> Result<(), DatapathError> {
+        let mut record = self.record.clone();
+        record.object = Some(object.to_path_buf());
+        let program = program_of(&record)?;
+        match &self.handle {
+            Some(Handle::Xdp(x)) => {
+                if x.program() != program {
+                    x.upgrade(program)?;
+                }
+            }
+            _ => return Err(not_running(&self.record.name)),
+        }
+        self.record = record;
+        Ok(())
     }
 
     /// The datapath, if running.
@@ -121,15 +246,16 @@ impl Running {
 
     /// Its status.
     pub fn status(&self) -> InstanceStatus {
+        let state = match (&self.handle, self.failed_over) {
+            (None, _) => "failed",
+            (Some(_), true) => "failed_over",
+            (Some(_), false) => "running",
+        };
         InstanceStatus {
             name: self.record.name.clone(),
             backend: self.record.backend,
             interfaces: self.record.interfaces.clone(),
-            state: if self.handle.is_some() {
-                "running"
-            } else {
-                "failed"
-            },
+            state,
             generation: self.datapath().map(|d| d.generation()),
             adopted: self.adopted,
             error: self.error.clone(),
@@ -142,6 +268,46 @@ impl Running {
         drop(self.handle);
         remove_pins(config, &self.record);
     }
+}
+
+fn not_running(name: &str) -> DatapathError {
+    DatapathError::Io {
+        what: format!("datapath {name}"),
+        source: std::io::Error::other("it is not running as XDP"),
+    }
+}
+
+/// The XDP configuration of `record`.
+fn xdp_config(config: &DaemonConfig, record: &DatapathInstance, program: Program) -> XdpConfig {
+    XdpConfig {
+        pin_dir: config.bpffs.join(&record.name),
+        interfaces: record.interfaces.clone(),
+        skb_mode: config.xdp_skb_mode,
+        limits: config.xdp_limits,
+        program,
+    }
+}
+
+/// The program `record` runs: the built-in one, or its object's.
+///
+/// # Errors
+/// [`DatapathError::Io`] if the object cannot be read or is not a program
+/// this build knows.
+fn program_of(record: &DatapathInstance) -> Result<Program, DatapathError> {
+    let Some(path) = &record.object else {
+        return Ok(Program::V1);
+    };
+    let what = || format!("datapath {}: XDP object {}", record.name, path.display());
+    let bytes = std::fs::read(path).map_err(|source| DatapathError::Io {
+        what: what(),
+        source,
+    })?;
+    Program::identify(&bytes).ok_or_else(|| DatapathError::Io {
+        what: what(),
+        source: std::io::Error::other(
+            "not a datapath object this build knows (its map layouts must be known to migrate them)",
+        ),
+    })
 }
 
 /// Removes what an XDP instance `record` pinned (nothing for another

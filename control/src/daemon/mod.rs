@@ -11,9 +11,11 @@
 
 mod error;
 mod instances;
+mod lifecycle_ops;
 
 pub use error::ControlError;
 pub use instances::{InstanceStatus, Running};
+pub use lifecycle_ops::{Precheck, Remediate, step_names};
 
 use crate::desired::{Desired, Summary};
 use crate::lifecycle::depot::{self, DepotConfig, Imported, Manifest, TrustedKeys};
@@ -101,6 +103,10 @@ pub struct Daemon {
     changes: Mutex<()>,
     desired: RwLock<Desired>,
     instances: RwLock<BTreeMap<String, Running>>,
+    /// The emulated DPUs opened so far, by serial.
+    devices: Mutex<BTreeMap<String, std::sync::Arc<crate::lifecycle::device::EmulatedDpu>>>,
+    /// The remediation under way, if one.
+    remediating: Mutex<Option<u64>>,
 }
 
 impl Daemon {
@@ -134,6 +140,8 @@ impl Daemon {
             changes: Mutex::new(()),
             desired: RwLock::new(desired),
             instances: RwLock::new(instances),
+            devices: Mutex::new(BTreeMap::new()),
+            remediating: Mutex::new(None),
         })
     }
 

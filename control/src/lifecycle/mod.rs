@@ -3,10 +3,13 @@
 //! compliance and remediation build on these.
 
 pub mod cluster_rules;
+pub mod compliance;
 pub mod depot;
 pub mod device;
+pub mod engine;
 pub mod image;
 pub mod inventory;
+pub mod remediation;
 
 pub use cluster_rules::{RuleBroken, check_cluster, check_join};
 pub use image::{DesiredImage, ImageError, Pick, Resolved};

@@ -15,6 +15,7 @@ mod clusters;
 mod committer;
 mod depot;
 mod journal;
+mod remediations;
 mod rules;
 
 pub use depot::Clash;
@@ -165,6 +166,10 @@ pub struct DatapathInstance {
     pub backend: Backend,
     /// Port name -> interface name.
     pub interfaces: std::collections::BTreeMap<String, String>,
+    /// The XDP object it runs, when not the built-in one (a datapath
+    /// upgraded through the lifecycle manager runs its depot payload).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub object: Option<std::path::PathBuf>,
 }
 
 /// One change, as the audit log records it.
@@ -192,7 +197,7 @@ pub struct Store {
     checkpointer: Option<std::thread::JoinHandle<()>>,
 }
 
-fn now_ms() -> u64 {
+pub(crate) fn now_ms() -> u64 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .map_or(0, |d| d.as_millis() as u64)
@@ -264,6 +269,8 @@ impl Store {
         tx.open_table(clusters::CLUSTERS)
             .map_err(re("creating tables"))?;
         tx.open_table(depot::DEPOT).map_err(re("creating tables"))?;
+        tx.open_table(remediations::REMEDIATIONS)
+            .map_err(re("creating tables"))?;
         tx.commit().map_err(re("creating tables"))?;
         let db = Arc::new(db);
         let committer = Arc::new(Committer::open(db.clone(), path)?);

@@ -85,15 +85,22 @@ impl XdpDatapath {
     /// if loading, installing or attaching fails; [`DatapathError::Io`]
     /// for an interface that does not exist.
     pub fn start(rules: RuleSet, config: XdpConfig) -> Result<XdpDatapath, DatapathError> {
+        let dp = Self::start_detached(rules, config)?;
+        dp.attach()?;
+        Ok(dp)
+    }
+
+    /// As [`XdpDatapath::start`], but attaches to no interface until
+    /// [`XdpDatapath::attach`]: state can be restored before the first
+    /// packet arrives.
+    ///
+    /// # Errors
+    /// As [`XdpDatapath::start`].
+    pub fn start_detached(rules: RuleSet, config: XdpConfig) -> Result<XdpDatapath, DatapathError> {
         let compiler = Compiler::new(rules)?;
         let mut xdp =
             XdpInstance::load_object(&config.pin_dir, config.limits, config.program, &[])?;
         xdp.install_rebuilt(compiler.tables())?;
-        if config.skb_mode {
-            tracing::warn!(
-                "attaching in generic (skb) mode: every packet pays for an skb; native mode is much faster"
-            );
-        }
         let dp = XdpDatapath {
             control: Mutex::new(Control {
                 xdp,
@@ -104,14 +111,36 @@ impl XdpDatapath {
             }),
             config,
         };
-        {
-            let mut c = dp.control();
-            dp.bind_ports(&mut c)?;
-            for ifname in dp.config.interfaces.values() {
-                c.xdp.attach(ifname, dp.config.skb_mode)?;
-            }
-        }
+        dp.bind_ports(&mut dp.control())?;
         Ok(dp)
+    }
+
+    /// Attaches the program to every interface of `config.interfaces`.
+    ///
+    /// # Errors
+    /// [`DatapathError::Xdp`] if attaching fails.
+    pub fn attach(&self) -> Result<(), DatapathError> {
+        if self.config.skb_mode {
+            tracing::warn!(
+                "attaching in generic (skb) mode: every packet pays for an skb; native mode is much faster"
+            );
+        }
+        let mut c = self.control();
+        for ifname in self.config.interfaces.values() {
+            c.xdp.attach(ifname, self.config.skb_mode)?;
+        }
+        Ok(())
+    }
+
+    /// Adds `counts` (by rule id) to the counters of the rules in force,
+    /// with atomic adds: what another path counted for these rules while
+    /// it carried their traffic. Ids not in force are ignored.
+    ///
+    /// # Errors
+    /// [`DatapathError::Xdp`] if the counters cannot be written.
+    pub fn add_counts(&self, counts: &BTreeMap<u32, Count>) -> Result<(), DatapathError> {
+        carry_counts(&mut self.control().xdp, Carry::Given(counts.clone()))?;
+        Ok(())
     }
 
     /// Runs the program once on `frame` as if it came in on port `in_port`

@@ -1,0 +1,487 @@
+//! The daemon's lifecycle operations: the images, compliance, pre-check,
+//! stage and remediation of its clusters, over the emulated DPUs (kept
+//! under `<db dir>/dpus/<serial>/`) and the datapath instances named by
+//! DPU serial.
+
+use super::{ControlError, Daemon};
+use crate::lifecycle::compliance::{self, ClusterCompliance, Status};
+use crate::lifecycle::device::{DeviceError, DpuDevice, EmulatedDpu, Emulation, SlotImage};
+use crate::lifecycle::engine::{DatapathState, DpuDatapaths, Engine};
+use crate::lifecycle::remediation::{HostResult, HostRun, Options, Remediation, Step};
+use crate::lifecycle::{self, Cluster, DesiredImage, Resolved};
+use dse_datapath::datapath::Datapath;
+use dse_datapath::pipeline::Count;
+use dse_datapath::rule::RuleSet;
+use dse_datapath::snapshot::Snapshot;
+use serde::Serialize;
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+/// What a pre-check found.
+#[derive(Debug, Clone, Serialize)]
+pub struct Precheck {
+    /// The cluster.
+    pub cluster: String,
+    /// Whether remediation can go ahead.
+    pub ok: bool,
+    /// Each problem, with what to do.
+    pub problems: Vec<String>,
+    /// The compliance it was checked against.
+    pub compliance: ClusterCompliance,
+}
+
+/// The answer to a remediation request.
+#[derive(Debug, Clone, Serialize)]
+#[serde(untagged)]
+pub enum Remediate {
+    /// Started: follow it by id.
+    Started(Remediation),
+    /// A dry run: what it would do, touching nothing.
+    DryRun(ClusterCompliance),
+}
+
+impl Daemon {
+    fn work_dir(&self) -> PathBuf {
+        self.config
+            .db
+            .parent()
+            .map_or_else(|| PathBuf::from("."), Path::to_path_buf)
+    }
+
+    fn cluster(&self, name: &str) -> Result<Cluster, ControlError> {
+        self.store
+            .clusters()?
+            .into_iter()
+            .find(|c| c.name == name)
+            .ok_or_else(|| ControlError::NotFound {
+                what: format!("cluster named {name}: create it first (dse cluster create)"),
+            })
+    }
+
+    /// The device of DPU `serial`: the emulated DPU in the work directory,
+    /// created from the inventory's versions on first use.
+    ///
+    /// # Errors
+    /// [`DeviceError`] if it cannot be opened, or the serial is not in the
+    /// inventory.
+    pub fn device(&self, serial: &str) -> Result<Arc<dyn DpuDevice>, DeviceError> {
+        let mut devices = self.devices.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(d) = devices.get(serial) {
+            return Ok(d.clone());
+        }
+        let clusters = self.store.clusters().unwrap_or_default();
+        let Some((_, d)) = clusters
+            .iter()
+            .flat_map(|c| c.dpus())
+            .find(|(_, d)| d.serial == serial)
+        else {
+            return Err(DeviceError::Unreachable(serial.to_string()));
+        };
+        let image = SlotImage {
+            firmware: d.firmware.clone(),
+            os: d.os.clone(),
+        };
+        let dir = self.work_dir().join("dpus").join(serial);
+        let dpu = Arc::new(EmulatedDpu::open(&dir, serial, image, d.datapath.clone())?);
+        devices.insert(serial.to_string(), dpu.clone());
+        Ok(dpu)
+    }
+
+    /// Sets how the emulated DPU `serial` behaves (boot time, faults).
+    ///
+    /// # Errors
+    /// [`ControlError::NotFound`] for a serial not in the inventory.
+    pub fn emulate(
+        &self,
+        serial: &str,
+        emulation: Emulation,
+        who: &str,
+    ) -> Result<(), ControlError> {
+        self.device(serial).map_err(|e| ControlError::NotFound {
+            what: format!("DPU {serial}: {e}"),
+        })?;
+        let dpu = self.devices.lock().unwrap_or_else(|p| p.into_inner())[serial].clone();
+        dpu.set_emulation(emulation)
+            .map_err(|e| ControlError::BadRequest(e.to_string()))?;
+        self.store
+            .audit_only(who, &format!("set the emulation of DPU {serial}"), "ok")?;
+        Ok(())
+    }
+
+    /// Makes `image` cluster `cluster`'s desired image.
+    ///
+    /// # Errors
+    /// [`ControlError::NotFound`], [`ControlError::Image`] naming each misfit.
+    pub fn set_image(
+        &self,
+        cluster: &str,
+        image: DesiredImage,
+        who: &str,
+    ) -> Result<(), ControlError> {
+        lifecycle::set_image(&self.store, cluster, image, who)?;
+        Ok(())
+    }
+
+    /// The cluster and its image, resolved against the depot.
+    fn resolved(&self, name: &str) -> Result<(Cluster, Resolved), ControlError> {
+        let c = self.cluster(name)?;
+        let Some(image) = &c.image else {
+            return Err(ControlError::Lifecycle(format!(
+                "cluster {name} has no desired image: set one first (dse image set)"
+            )));
+        };
+        let r = lifecycle::image::resolve(image, &c, &self.store.depot()?)
+            .map_err(ControlError::Image)?;
+        Ok((c, r))
+    }
+
+    /// How cluster `name`'s hosts and DPUs stand against its image.
+    ///
+    /// # Errors
+    /// [`ControlError::NotFound`]; [`ControlError::Lifecycle`] without an image.
+    pub fn compliance(&self, name: &str) -> Result<ClusterCompliance, ControlError> {
+        let (c, r) = self.resolved(name)?;
+        Ok(compliance::cluster(&c, &r, &|s: &str| {
+            self.device(s)?.status()
+        }))
+    }
+
+    /// Checks that cluster `name` can be remediated now.
+    ///
+    /// # Errors
+    /// As [`Daemon::compliance`].
+    pub fn precheck(&self, name: &str) -> Result<Precheck, ControlError> {
+        let (c, r) = self.resolved(name)?;
+        let compliance = compliance::cluster(&c, &r, &|s: &str| self.device(s)?.status());
+        let mut problems: Vec<String> = lifecycle::check_cluster(&c)
+            .iter()
+            .map(ToString::to_string)
+            .collect();
+        for h in &compliance.hosts {
+            for reason in h.reason.iter() {
+                problems.push(format!("host {}: {reason}", h.host));
+            }
+            for d in h.dpus.iter().filter(|d| d.status >= Status::Unavailable) {
+                problems.push(format!(
+                    "host {}, DPU {}: {:?}: {}",
+                    h.host,
+                    d.serial,
+                    d.status,
+                    d.reason.as_deref().unwrap_or("")
+                ));
+            }
+        }
+        if let Some(dp) = &r.datapath {
+            let known = std::fs::read(&dp.object)
+                .ok()
+                .and_then(|b| dse_datapath::xdp::Program::identify(&b));
+            if known.is_none() {
+                problems.push(format!(
+                    "datapath {} ({}) is not an XDP object this control plane can load and migrate to",
+                    dp.version,
+                    dp.object.display()
+                ));
+            }
+        }
+        if let Some(id) = self.running_remediation() {
+            problems.push(format!("remediation {id} is under way: wait for it to end"));
+        }
+        Ok(Precheck {
+            cluster: name.to_string(),
+            ok: problems.is_empty(),
+            problems,
+            compliance,
+        })
+    }
+
+    /// Copies the image's payloads to every DPU of cluster `name` that is
+    /// not compliant, ahead of remediation. Returns the DPUs staged.
+    ///
+    /// # Errors
+    /// As [`Daemon::compliance`]; [`ControlError::Lifecycle`] naming a DPU
+    /// that cannot be staged.
+    pub fn stage(&self, name: &str, who: &str) -> Result<Vec<String>, ControlError> {
+        let (c, r) = self.resolved(name)?;
+        let keys: Vec<String> = r.manifests.iter().map(|m| m.key()).collect();
+        let mut staged = Vec::new();
+        for (_, d) in c.dpus() {
+            self.device(&d.serial)
+                .and_then(|dev| dev.stage(&keys))
+                .map_err(|e| ControlError::Lifecycle(format!("staging: {e}")))?;
+            staged.push(d.serial.clone());
+        }
+        self.store
+            .audit_only(who, &format!("stage the image of cluster {name}"), "ok")?;
+        Ok(staged)
+    }
+
+    /// Refused on a DPU cluster, as vLCM refuses it.
+    ///
+    /// # Errors
+    /// [`ControlError::Unsupported`] when the cluster has DPUs.
+    pub fn refuse_on_dpu_cluster(&self, name: &str, what: &str) -> Result<(), ControlError> {
+        let c = self.cluster(name)?;
+        if c.dpus().next().is_some() {
+            return Err(ControlError::Unsupported(format!(
+                "{what} is unsupported on cluster {name}: its hosts have DPUs; pick the image by hand (dse image set)"
+            )));
+        }
+        Err(ControlError::Unsupported(format!(
+            "{what} is unsupported by dse: it manages DPU clusters"
+        )))
+    }
+
+    fn running_remediation(&self) -> Option<u64> {
+        *self.remediating.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Starts remediating cluster `name` to its image, in the background
+    /// (or, for a dry run, says what it would do).
+    ///
+    /// # Errors
+    /// [`ControlError::Lifecycle`] if a pre-check problem stands or another
+    /// remediation runs; as [`Daemon::compliance`].
+    pub fn remediate(
+        self: &Arc<Self>,
+        name: &str,
+        options: Options,
+        dry_run: bool,
+        who: &str,
+    ) -> Result<Remediate, ControlError> {
+        if options.parallel == 0 {
+            return Err(ControlError::BadRequest(
+                "parallel must be at least 1".into(),
+            ));
+        }
+        let check = self.precheck(name)?;
+        if dry_run {
+            return Ok(Remediate::DryRun(check.compliance));
+        }
+        if !check.ok {
+            return Err(ControlError::Lifecycle(format!(
+                "pre-check failed: {}",
+                check.problems.join("; ")
+            )));
+        }
+        let mut slot = self.remediating.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(id) = *slot {
+            return Err(ControlError::Lifecycle(format!(
+                "remediation {id} is under way: wait for it to end"
+            )));
+        }
+        let c = self.cluster(name)?;
+        let id = self.store.remediations()?.last().map_or(1, |r| r.id + 1);
+        let r = Remediation {
+            id,
+            cluster: name.to_string(),
+            image: c.image.clone().expect("pre-checked"),
+            options,
+            who: who.to_string(),
+            started_ms: crate::store::now_ms(),
+            finished_ms: None,
+            hosts: c
+                .hosts
+                .iter()
+                .map(|h| HostRun {
+                    host: h.name.clone(),
+                    result: HostResult::Pending,
+                    attempts: 0,
+                    maintenance: false,
+                    message: None,
+                    plan: None,
+                    steps: Vec::new(),
+                    started_ms: None,
+                    finished_ms: None,
+                })
+                .collect(),
+        };
+        self.store.put_remediation(&r)?;
+        self.store.audit_only(
+            who,
+            &format!("start remediation {id} of cluster {name}"),
+            "ok",
+        )?;
+        *slot = Some(id);
+        drop(slot);
+        self.spawn_engine(r.clone());
+        Ok(Remediate::Started(r))
+    }
+
+    /// Resumes every remediation the journal holds unfinished (a control
+    /// plane that died mid-way): called once after [`Daemon::open`].
+    pub fn resume_remediations(self: &Arc<Self>) {
+        let unfinished = match self.store.remediations() {
+            Ok(all) => all
+                .into_iter()
+                .filter(|r| !r.is_finished())
+                .collect::<Vec<_>>(),
+            Err(e) => {
+                tracing::error!("reading the remediation journal: {e}");
+                return;
+            }
+        };
+        for r in unfinished {
+            tracing::warn!("resuming remediation {} of cluster {}", r.id, r.cluster);
+            *self.remediating.lock().unwrap_or_else(|p| p.into_inner()) = Some(r.id);
+            self.spawn_engine(r);
+        }
+    }
+
+    fn spawn_engine(self: &Arc<Self>, r: Remediation) {
+        let daemon = Arc::clone(self);
+        std::thread::spawn(move || {
+            let id = r.id;
+            let result = daemon.run_engine(r);
+            if let Err(e) = result {
+                tracing::error!("remediation {id}: {e}");
+            }
+            *daemon.remediating.lock().unwrap_or_else(|p| p.into_inner()) = None;
+        });
+    }
+
+    fn run_engine(&self, r: Remediation) -> Result<(), ControlError> {
+        let c = self.cluster(&r.cluster)?;
+        let image = lifecycle::image::resolve(&r.image, &c, &self.store.depot()?)
+            .map_err(ControlError::Image)?;
+        let devices = |s: &str| self.device(s);
+        let engine = Engine {
+            store: &self.store,
+            datapaths: self,
+            devices: &devices,
+            image,
+            work_dir: self.work_dir(),
+            crash_at: std::env::var("DSE_CRASH_AT").ok(),
+            record: std::sync::Mutex::new(r),
+        };
+        let done = engine.run()?;
+        let results: Vec<String> = done
+            .hosts
+            .iter()
+            .map(|h| format!("{} {:?}", h.host, h.result))
+            .collect();
+        self.store.audit_only(
+            &done.who,
+            &format!("remediation {} of cluster {}", done.id, done.cluster),
+            &results.join(", "),
+        )?;
+        Ok(())
+    }
+
+    /// Every remediation, oldest first: the lifecycle history.
+    ///
+    /// # Errors
+    /// [`ControlError::Store`].
+    pub fn remediations(&self) -> Result<Vec<Remediation>, ControlError> {
+        Ok(self.store.remediations()?)
+    }
+
+    /// Remediation `id`.
+    ///
+    /// # Errors
+    /// [`ControlError::NotFound`].
+    pub fn remediation(&self, id: u64) -> Result<Remediation, ControlError> {
+        self.remediations()?
+            .into_iter()
+            .find(|r| r.id == id)
+            .ok_or_else(|| ControlError::NotFound {
+                what: format!("remediation {id}"),
+            })
+    }
+
+    fn with_instance<T>(
+        &self,
+        serial: &str,
+        f: impl FnOnce(&mut super::Running) -> Result<T, String>,
+    ) -> Result<T, String> {
+        let mut all = self.instances.write().unwrap_or_else(|p| p.into_inner());
+        let r = all
+            .get_mut(serial)
+            .ok_or_else(|| format!("DPU {serial} has no datapath"))?;
+        f(r)
+    }
+
+    fn with_datapath<T>(
+        &self,
+        serial: &str,
+        f: impl FnOnce(&dyn Datapath) -> Result<T, dse_datapath::datapath::DatapathError>,
+    ) -> Result<T, String> {
+        let all = self.read_instances();
+        let r = all
+            .get(serial)
+            .ok_or_else(|| format!("DPU {serial} has no datapath"))?;
+        let dp = r.datapath().ok_or_else(|| {
+            format!(
+                "the datapath of DPU {serial} is not running: {}",
+                r.error.as_deref().unwrap_or("no reason recorded")
+            )
+        })?;
+        f(dp).map_err(|e| format!("the datapath of DPU {serial}: {e}"))
+    }
+
+    fn record_object(&self, r: &super::Running) -> Result<(), String> {
+        self.store
+            .put_datapath(&r.record, "lifecycle")
+            .map_err(|e| e.to_string())
+    }
+}
+
+impl DpuDatapaths for Daemon {
+    fn datapath_state(&self, serial: &str) -> Option<DatapathState> {
+        let all = self.read_instances();
+        let r = all.get(serial)?;
+        Some(DatapathState {
+            failed_over: r.failed_over,
+            object: r.record.object.clone(),
+        })
+    }
+
+    fn quiesce(&self, serial: &str) -> Result<(), String> {
+        self.with_datapath(serial, |dp| dp.quiesce())
+    }
+
+    fn snapshot(&self, serial: &str) -> Result<Snapshot, String> {
+        self.with_datapath(serial, |dp| dp.snapshot())
+    }
+
+    fn fail_over(&self, serial: &str, rules: &RuleSet) -> Result<(), String> {
+        let config = self.config.clone();
+        self.with_instance(serial, |r| {
+            r.fail_over(&config, rules).map_err(|e| e.to_string())
+        })
+    }
+
+    fn restore(
+        &self,
+        serial: &str,
+        snapshot: &Snapshot,
+        object: Option<&Path>,
+    ) -> Result<(), String> {
+        let config = self.config.clone();
+        self.with_instance(serial, |r| {
+            r.restore(&config, snapshot, object)
+                .map_err(|e| e.to_string())?;
+            self.record_object(r)
+        })
+    }
+
+    fn upgrade(&self, serial: &str, object: &Path) -> Result<(), String> {
+        self.with_instance(serial, |r| {
+            r.upgrade(object).map_err(|e| e.to_string())?;
+            self.record_object(r)
+        })
+    }
+
+    fn current(&self, serial: &str) -> Result<(RuleSet, BTreeMap<u32, Count>), String> {
+        self.with_datapath(serial, |dp| Ok((dp.rules(), dp.rule_counters())))
+    }
+
+    fn resume(&self, serial: &str) -> Result<(), String> {
+        self.with_datapath(serial, |dp| dp.resume())
+    }
+}
+
+/// The steps, by name, for `DSE_CRASH_AT`.
+pub fn step_names() -> Vec<String> {
+    Step::ALL.iter().map(|s| s.name()).collect()
+}

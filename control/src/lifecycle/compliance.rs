@@ -1,0 +1,213 @@
+//! Compliance: how far each host and DPU is from its cluster's image, and
+//! what bringing it there costs. Pure: the device states come in.
+
+use super::device::{DeviceError, DeviceState};
+use super::image::Resolved;
+use super::inventory::{Cluster, Host, Version};
+use serde::{Deserialize, Serialize};
+
+/// How a host or DPU stands against the image, best first.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Status {
+    /// It runs the image.
+    Compliant,
+    /// It does not, and remediation will bring it there.
+    NonCompliant,
+    /// Its state cannot be read now (unreachable, booting).
+    Unavailable,
+    /// Remediation cannot bring it there (a downgrade, a misfit).
+    Incompatible,
+}
+
+/// What remediating it costs, least first.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Impact {
+    /// Nothing to do.
+    None,
+    /// Maintenance mode, no reboot (a hitless datapath swap).
+    Maintenance,
+    /// A reboot (host OS, DPU OS or firmware).
+    Reboot,
+}
+
+/// One version that changes.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Change {
+    /// `host`, `firmware`, `os` or `datapath`.
+    pub what: String,
+    /// What runs now.
+    pub from: Version,
+    /// What the image wants.
+    pub to: Version,
+}
+
+/// A DPU against the image.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DpuCompliance {
+    /// Its serial.
+    pub serial: String,
+    /// How it stands.
+    pub status: Status,
+    /// What remediating it costs.
+    pub impact: Impact,
+    /// What changes.
+    pub changes: Vec<Change>,
+    /// Why it is unavailable or incompatible.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub reason: Option<String>,
+}
+
+/// A host and its DPUs, merged, against the image.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct HostCompliance {
+    /// Its name.
+    pub host: String,
+    /// The worst of the host's own status and its DPUs'.
+    pub status: Status,
+    /// The largest impact of the host and its DPUs.
+    pub impact: Impact,
+    /// What changes on the host itself.
+    pub changes: Vec<Change>,
+    /// Why the host itself is incompatible.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub reason: Option<String>,
+    /// Its DPUs.
+    pub dpus: Vec<DpuCompliance>,
+}
+
+/// A cluster against its image.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ClusterCompliance {
+    /// Its name.
+    pub cluster: String,
+    /// The worst host status.
+    pub status: Status,
+    /// Its hosts.
+    pub hosts: Vec<HostCompliance>,
+}
+
+/// Adds `what` to `changes` if `to` differs from `from`; a downgrade is
+/// returned as the reason it cannot be done.
+fn compare(what: &str, from: &Version, to: &Version, changes: &mut Vec<Change>) -> Option<String> {
+    if to < from {
+        return Some(format!(
+            "{what} {from} is newer than the image's {to}: downgrades are not supported"
+        ));
+    }
+    if to != from {
+        changes.push(Change {
+            what: what.to_string(),
+            from: from.clone(),
+            to: to.clone(),
+        });
+    }
+    None
+}
+
+fn dpu(serial: &str, image: &Resolved, state: Result<DeviceState, DeviceError>) -> DpuCompliance {
+    let mut c = DpuCompliance {
+        serial: serial.to_string(),
+        status: Status::Unavailable,
+        impact: Impact::None,
+        changes: Vec::new(),
+        reason: None,
+    };
+    let s = match state {
+        Ok(s) if s.is_up() => s,
+        Ok(_) => {
+            c.reason = Some(format!("DPU {serial} is booting"));
+            return c;
+        }
+        Err(e) => {
+            c.reason = Some(e.to_string());
+            return c;
+        }
+    };
+    let mut downgrades = Vec::new();
+    if let Some(fw) = &image.firmware {
+        downgrades.extend(compare("firmware", s.firmware(), fw, &mut c.changes));
+    }
+    downgrades.extend(compare("os", s.os(), &image.dpu_os, &mut c.changes));
+    if let Some(dp) = &image.datapath {
+        downgrades.extend(compare(
+            "datapath",
+            &s.datapath,
+            &dp.version,
+            &mut c.changes,
+        ));
+    }
+    if !downgrades.is_empty() {
+        c.status = Status::Incompatible;
+        c.reason = Some(downgrades.join("; "));
+        return c;
+    }
+    c.impact = if c.changes.iter().any(|ch| ch.what != "datapath") {
+        Impact::Reboot
+    } else if c.changes.is_empty() {
+        Impact::None
+    } else {
+        Impact::Maintenance
+    };
+    c.status = if c.changes.is_empty() {
+        Status::Compliant
+    } else {
+        Status::NonCompliant
+    };
+    c
+}
+
+/// How `host` stands against `image`, its DPUs' states read by `device`.
+pub fn host(
+    host: &Host,
+    image: &Resolved,
+    device: &dyn Fn(&str) -> Result<DeviceState, DeviceError>,
+) -> HostCompliance {
+    let mut changes = Vec::new();
+    let reason = compare("host", &host.version, &image.host, &mut changes);
+    let dpus: Vec<DpuCompliance> = host
+        .dpus
+        .iter()
+        .map(|d| dpu(&d.serial, image, device(&d.serial)))
+        .collect();
+    let own = match (&reason, changes.is_empty()) {
+        (Some(_), _) => Status::Incompatible,
+        (None, true) => Status::Compliant,
+        (None, false) => Status::NonCompliant,
+    };
+    let own_impact = if changes.is_empty() {
+        Impact::None
+    } else {
+        Impact::Reboot
+    };
+    HostCompliance {
+        host: host.name.clone(),
+        status: dpus.iter().map(|d| d.status).fold(own, Ord::max),
+        impact: dpus.iter().map(|d| d.impact).fold(own_impact, Ord::max),
+        changes,
+        reason,
+        dpus,
+    }
+}
+
+/// How every host of `cluster` stands against `image`.
+pub fn cluster(
+    cluster: &Cluster,
+    image: &Resolved,
+    device: &dyn Fn(&str) -> Result<DeviceState, DeviceError>,
+) -> ClusterCompliance {
+    let hosts: Vec<HostCompliance> = cluster
+        .hosts
+        .iter()
+        .map(|h| host(h, image, device))
+        .collect();
+    ClusterCompliance {
+        cluster: cluster.name.clone(),
+        status: hosts
+            .iter()
+            .map(|h| h.status)
+            .fold(Status::Compliant, Ord::max),
+        hosts,
+    }
+}

@@ -1,0 +1,717 @@
+//! The remediation engine: each host through maintenance, quiesce and
+//! snapshot, the upgrade of its DPUs and itself, restore and verify,
+//! resume. Every step is journaled (see [`super::remediation`]) before it
+//! acts; run again on a journal, the engine skips what is done and redoes
+//! what was under way, so every step is idempotent.
+//!
+//! A host that fails has every DPU put back on the image it ran before,
+//! its datapaths restored and resumed: no DPU is left on half an image.
+
+use super::compliance::{self, Status};
+use super::device::{BootOutcome, DeviceError, DeviceState, DpuDevice, Power};
+use super::image::Resolved;
+use super::remediation::{
+    DpuPlan, HostPlan, HostResult, HostRun, Remediation, Step, StepRecord, StepState,
+};
+use crate::store::Store;
+use dse_datapath::pipeline::Count;
+use dse_datapath::rule::RuleSet;
+use dse_datapath::snapshot::Snapshot;
+use std::collections::{BTreeMap, VecDeque};
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+/// A DPU's datapath as the engine sees it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DatapathState {
+    /// Whether the host path carries its traffic.
+    pub failed_over: bool,
+    /// The XDP object it runs (none: the built-in one).
+    pub object: Option<PathBuf>,
+}
+
+/// The DPUs' datapaths, as the engine drives them (the daemon's datapath
+/// instances, named by DPU serial). Every operation is idempotent.
+pub trait DpuDatapaths: Send + Sync {
+    /// The datapath of DPU `serial`, if it has one.
+    fn datapath_state(&self, serial: &str) -> Option<DatapathState>;
+    /// Freezes its rules.
+    fn quiesce(&self, serial: &str) -> Result<(), String>;
+    /// Its state (it must be quiesced).
+    fn snapshot(&self, serial: &str) -> Result<Snapshot, String>;
+    /// Moves its traffic to the host path, with `rules`.
+    fn fail_over(&self, serial: &str, rules: &RuleSet) -> Result<(), String>;
+    /// Brings it back from `snapshot` running `object` (none: the built-in
+    /// program), taking its traffic back from the host path; leaves it quiesced.
+    fn restore(
+        &self,
+        serial: &str,
+        snapshot: &Snapshot,
+        object: Option<&Path>,
+    ) -> Result<(), String>;
+    /// Swaps its program for `object`'s, hitlessly.
+    fn upgrade(&self, serial: &str, object: &Path) -> Result<(), String>;
+    /// Its rules and counters now.
+    fn current(&self, serial: &str) -> Result<(RuleSet, BTreeMap<u32, Count>), String>;
+    /// Unfreezes its rules.
+    fn resume(&self, serial: &str) -> Result<(), String>;
+}
+
+/// Finds the device of a DPU by serial.
+pub type Devices<'a> = &'a (dyn Fn(&str) -> Result<Arc<dyn DpuDevice>, DeviceError> + Sync);
+
+/// Why a host's attempt failed.
+#[derive(Debug, Clone)]
+struct Failure {
+    /// Whether another attempt may succeed.
+    retryable: bool,
+    /// Whether a DPU did not come up in time.
+    timed_out: bool,
+    message: String,
+}
+
+impl Failure {
+    fn fatal(message: impl Into<String>) -> Failure {
+        Failure {
+            retryable: false,
+            timed_out: false,
+            message: message.into(),
+        }
+    }
+}
+
+impl From<DeviceError> for Failure {
+    fn from(e: DeviceError) -> Failure {
+        Failure {
+            retryable: e.retryable(),
+            timed_out: matches!(e, DeviceError::TimedOut { .. }),
+            message: e.to_string(),
+        }
+    }
+}
+
+impl From<crate::store::StoreError> for Failure {
+    fn from(e: crate::store::StoreError) -> Failure {
+        Failure::fatal(format!("the journal: {e}"))
+    }
+}
+
+/// What the engine works with.
+pub struct Engine<'a> {
+    /// The store holding the journal and the inventory.
+    pub store: &'a Store,
+    /// The DPUs' datapaths.
+    pub datapaths: &'a dyn DpuDatapaths,
+    /// The DPUs.
+    pub devices: Devices<'a>,
+    /// The image, resolved.
+    pub image: Resolved,
+    /// Where snapshots are kept (a directory per remediation).
+    pub work_dir: PathBuf,
+    /// Abort the process when this step is first journaled: the
+    /// control-plane crash of fault injection (`DSE_CRASH_AT`).
+    pub crash_at: Option<String>,
+    /// The remediation, as journaled.
+    pub record: Mutex<Remediation>,
+}
+
+fn now_ms() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as u64)
+}
+
+impl Engine<'_> {
+    /// Runs (or resumes) the remediation to its end: every host final.
+    ///
+    /// # Errors
+    /// A store error writing the journal; the remediation is then left
+    /// unfinished, to resume.
+    pub fn run(&self) -> Result<Remediation, crate::store::StoreError> {
+        let (hosts, parallel) = {
+            let r = self.lock();
+            let hosts: VecDeque<usize> = (0..r.hosts.len())
+                .filter(|&h| !r.hosts[h].result.is_final())
+                .collect();
+            (hosts, r.options.parallel.max(1))
+        };
+        let queue = Mutex::new(hosts);
+        let failed_journal = Mutex::new(None);
+        std::thread::scope(|s| {
+            for _ in 0..parallel {
+                s.spawn(|| {
+                    loop {
+                        let next = queue.lock().unwrap_or_else(|p| p.into_inner()).pop_front();
+                        let Some(h) = next else { return };
+                        match self.host(h) {
+                            Ok(true) => {
+                                queue.lock().unwrap_or_else(|p| p.into_inner()).push_back(h)
+                            }
+                            Ok(false) => {}
+                            Err(e) => {
+                                *failed_journal.lock().unwrap_or_else(|p| p.into_inner()) = Some(e);
+                                return;
+                            }
+                        }
+                    }
+                });
+            }
+        });
+        if let Some(e) = failed_journal
+            .into_inner()
+            .unwrap_or_else(|p| p.into_inner())
+        {
+            return Err(e);
+        }
+        let mut r = self.lock();
+        r.finished_ms = Some(now_ms());
+        self.store.put_remediation(&r)?;
+        Ok(r.clone())
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, Remediation> {
+        self.record.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Changes host `h`'s run and journals the remediation durably.
+    fn journal(
+        &self,
+        h: usize,
+        change: impl FnOnce(&mut HostRun),
+    ) -> Result<(), crate::store::StoreError> {
+        let mut r = self.lock();
+        change(&mut r.hosts[h]);
+        self.store.put_remediation(&r)
+    }
+
+    fn run_of(&self, h: usize) -> HostRun {
+        self.lock().hosts[h].clone()
+    }
+
+    /// One attempt at host `h` (or the rest of one under way). Returns
+    /// whether it is due again.
+    fn host(&self, h: usize) -> Result<bool, crate::store::StoreError> {
+        let run = self.run_of(h);
+        if run.result != HostResult::Running {
+            self.journal(h, |r| {
+                r.result = HostResult::Running;
+                r.attempts += 1;
+                r.started_ms.get_or_insert(now_ms());
+            })?;
+        }
+        let outcome = self.attempt(h);
+        let (retries, delay) = {
+            let r = self.lock();
+            (r.options.retries, r.options.retry_delay_ms)
+        };
+        let attempts = self.run_of(h).attempts;
+        let (result, message, again) = match outcome {
+            Ok(None) => (HostResult::Ok, None, false),
+            Ok(Some(why)) => (HostResult::Skipped, Some(why), false),
+            Err(f) if f.retryable && attempts <= retries => {
+                (HostResult::RetryPending, Some(f.message), true)
+            }
+            Err(f) if f.timed_out => (HostResult::TimedOut, Some(f.message), false),
+            Err(f) => (HostResult::Error, Some(f.message), false),
+        };
+        self.journal(h, |r| {
+            r.result = result;
+            r.message = message;
+            if result.is_final() {
+                r.finished_ms = Some(now_ms());
+            }
+        })?;
+        if again {
+            std::thread::sleep(Duration::from_millis(delay));
+        }
+        Ok(again)
+    }
+
+    /// Takes `step` (on `dpu`) for host `h`: skipped if this attempt did it
+    /// already, else journaled as started, acted, journaled as done or
+    /// failed.
+    fn step(
+        &self,
+        h: usize,
+        step: Step,
+        dpu: Option<&str>,
+        act: impl FnOnce() -> Result<String, Failure>,
+    ) -> Result<(), Failure> {
+        let run = self.run_of(h);
+        let attempt = run.attempts;
+        let mine =
+            |s: &StepRecord| s.attempt == attempt && s.step == step && s.dpu.as_deref() == dpu;
+        if !step.always_again()
+            && run
+                .steps
+                .iter()
+                .any(|s| mine(s) && s.state == StepState::Done)
+        {
+            return Ok(());
+        }
+        self.journal(h, |r| {
+            r.steps.retain(|s| !(mine(s) && s.state != StepState::Done));
+            r.steps.push(StepRecord {
+                attempt,
+                step,
+                dpu: dpu.map(str::to_string),
+                state: StepState::Started,
+                at_ms: now_ms(),
+                took_ms: None,
+                detail: None,
+            });
+        })?;
+        if self.crash_at.as_deref() == Some(step.name().as_str()) {
+            tracing::error!(
+                "fault injection: the control plane crashes at step {}",
+                step.name()
+            );
+            std::process::abort();
+        }
+        let started = Instant::now();
+        let out = act();
+        let took = started.elapsed().as_millis() as u64;
+        self.journal(h, |r| {
+            if let Some(s) = r.steps.iter_mut().rev().find(|s| mine(s)) {
+                s.state = if out.is_ok() {
+                    StepState::Done
+                } else {
+                    StepState::Failed
+                };
+                s.took_ms = Some(took);
+                s.at_ms = now_ms();
+                s.detail = Some(match &out {
+                    Ok(d) => d.clone(),
+                    Err(f) => f.message.clone(),
+                });
+            }
+        })?;
+        out.map(|_| ())
+    }
+
+    fn device(&self, serial: &str) -> Result<Arc<dyn DpuDevice>, Failure> {
+        Ok((self.devices)(serial)?)
+    }
+
+    /// The device's state once it is up.
+    fn up(&self, serial: &str) -> Result<DeviceState, Failure> {
+        let d = self.device(serial)?;
+        let s = d.status()?;
+        if matches!(s.power, Power::Booting { .. }) {
+            d.wait_up(self.boot_timeout())?;
+            return Ok(d.status()?);
+        }
+        Ok(s)
+    }
+
+    fn boot_timeout(&self) -> Duration {
+        Duration::from_millis(self.lock().options.boot_timeout_ms)
+    }
+
+    fn snapshot_path(&self, serial: &str) -> PathBuf {
+        let id = self.lock().id;
+        self.work_dir
+            .join(format!("remediation-{id}"))
+            .join(format!("{serial}.snapshot"))
+    }
+
+    fn saved_snapshot(&self, serial: &str) -> Result<Snapshot, Failure> {
+        let path = self.snapshot_path(serial);
+        let bytes = std::fs::read(&path)
+            .map_err(|e| Failure::fatal(format!("reading {}: {e}", path.display())))?;
+        Snapshot::decode(&bytes).map_err(|e| Failure::fatal(format!("{}: {e}", path.display())))
+    }
+
+    /// One attempt at host `h`: `Ok(Some(why))` when it is skipped.
+    fn attempt(&self, h: usize) -> Result<Option<String>, Failure> {
+        let plan = match self.run_of(h).plan {
+            Some(p) => p,
+            None => match self.plan(h)? {
+                Ok(p) => p,
+                Err(skipped) => return Ok(Some(skipped)),
+            },
+        };
+        let attempt = self.run_of(h).attempts;
+        self.step(h, Step::EnterMaintenance, None, || {
+            Ok("in maintenance".into())
+        })?;
+        self.journal(h, |r| r.maintenance = true)?;
+        let failed_before = self
+            .run_of(h)
+            .steps
+            .iter()
+            .any(|s| s.attempt == attempt && s.state == StepState::Failed);
+        let mut failure = None;
+        if !failed_before {
+            failure = self.upgrade(h, &plan).err();
+        }
+        if failed_before || failure.is_some() {
+            let why = failure.unwrap_or_else(|| Failure::fatal(self.first_failure(h, attempt)));
+            for d in &plan.dpus {
+                // Best effort per DPU: each is journaled; the first failure is the host's.
+                if let Err(e) = self.roll_back(h, d) {
+                    tracing::error!(
+                        "host {}: rolling DPU {} back: {}",
+                        self.run_of(h).host,
+                        d.serial,
+                        e.message
+                    );
+                }
+            }
+            self.finish(h, &plan)?;
+            return Err(why);
+        }
+        self.step(h, Step::UpgradeHost, None, || {
+            self.record_versions(h, Some(&plan.host_to))?;
+            Ok(format!("host {} -> {}", plan.host_from, plan.host_to))
+        })?;
+        self.finish(h, &plan)?;
+        Ok(None)
+    }
+
+    fn first_failure(&self, h: usize, attempt: u32) -> String {
+        self.run_of(h)
+            .steps
+            .iter()
+            .find(|s| s.attempt == attempt && s.state == StepState::Failed)
+            .and_then(|s| s.detail.clone())
+            .unwrap_or_else(|| "an earlier step failed".into())
+    }
+
+    /// Resumes every datapath and takes the host out of maintenance.
+    fn finish(&self, h: usize, plan: &HostPlan) -> Result<(), Failure> {
+        for d in plan.dpus.iter().filter(|d| d.has_datapath) {
+            self.step(h, Step::Resume, Some(&d.serial), || {
+                self.datapaths.resume(&d.serial).map_err(Failure::fatal)?;
+                Ok("resumed".into())
+            })?;
+        }
+        self.step(h, Step::ExitMaintenance, None, || {
+            Ok("out of maintenance".into())
+        })?;
+        self.journal(h, |r| r.maintenance = false)?;
+        Ok(())
+    }
+
+    /// Fixes host `h`'s plan from its compliance; `Err` says why it is skipped.
+    fn plan(&self, h: usize) -> Result<Result<HostPlan, String>, Failure> {
+        let (cluster, name) = {
+            let r = self.lock();
+            (r.cluster.clone(), r.hosts[h].host.clone())
+        };
+        let host = self
+            .store
+            .clusters()?
+            .into_iter()
+            .find(|c| c.name == cluster)
+            .and_then(|c| c.hosts.into_iter().find(|x| x.name == name))
+            .ok_or_else(|| {
+                Failure::fatal(format!("host {name} is no longer in cluster {cluster}"))
+            })?;
+        let status = |serial: &str| (self.devices)(serial).and_then(|d| d.status());
+        let c = compliance::host(&host, &self.image, &status);
+        match c.status {
+            Status::Compliant => return Ok(Err("compliant already".into())),
+            Status::Incompatible | Status::Unavailable => {
+                let why: Vec<String> = c
+                    .reason
+                    .iter()
+                    .cloned()
+                    .chain(c.dpus.iter().filter_map(|d| d.reason.clone()))
+                    .collect();
+                return Ok(Err(format!("{:?}: {}", c.status, why.join("; "))));
+            }
+            Status::NonCompliant => {}
+        }
+        let mut dpus = Vec::new();
+        for d in &host.dpus {
+            let s = self.up(&d.serial)?;
+            let running = s.running().clone();
+            let to = super::device::SlotImage {
+                firmware: self
+                    .image
+                    .firmware
+                    .clone()
+                    .unwrap_or(running.firmware.clone()),
+                os: self.image.dpu_os.clone(),
+            };
+            let dp = self.datapaths.datapath_state(&d.serial);
+            dpus.push(DpuPlan {
+                serial: d.serial.clone(),
+                from: running,
+                to,
+                datapath_from: s.datapath.clone(),
+                datapath_to: self
+                    .image
+                    .datapath
+                    .as_ref()
+                    .map(|p| (p.version.clone(), p.object.clone())),
+                object_from: dp.as_ref().and_then(|d| d.object.clone()),
+                has_datapath: dp.is_some(),
+            });
+        }
+        let plan = HostPlan {
+            host_from: host.version.clone(),
+            host_to: self.image.host.clone(),
+            dpus,
+        };
+        let detail = serde_json::to_string(&c.dpus).unwrap_or_default();
+        self.step(h, Step::Plan, None, || Ok(detail))?;
+        self.journal(h, |r| r.plan = Some(plan.clone()))?;
+        Ok(Ok(plan))
+    }
+
+    /// Quiesces and snapshots every datapath, then upgrades the DPUs: all
+    /// at once, or one at a time when the offload is to stay on.
+    fn upgrade(&self, h: usize, plan: &HostPlan) -> Result<(), Failure> {
+        for d in plan.dpus.iter().filter(|d| d.has_datapath) {
+            self.step(h, Step::Quiesce, Some(&d.serial), || {
+                self.datapaths.quiesce(&d.serial).map_err(Failure::fatal)?;
+                Ok("quiesced".into())
+            })?;
+            self.step(h, Step::Snapshot, Some(&d.serial), || {
+                let snap = self.datapaths.snapshot(&d.serial).map_err(Failure::fatal)?;
+                let path = self.snapshot_path(&d.serial);
+                write_atomically(&path, &snap.encode())
+                    .map_err(|e| Failure::fatal(format!("writing {}: {e}", path.display())))?;
+                Ok(format!(
+                    "generation {}, {} rules, {} packets counted",
+                    snap.generation,
+                    snap.rules.rules.len(),
+                    snap.counters.values().map(|c| c.packets).sum::<u64>()
+                ))
+            })?;
+        }
+        let keep_offload = self.lock().options.keep_offload;
+        let groups: Vec<Vec<&DpuPlan>> = if keep_offload {
+            plan.dpus.iter().map(|d| vec![d]).collect()
+        } else {
+            vec![plan.dpus.iter().collect()]
+        };
+        for group in groups {
+            let results: Vec<Result<(), Failure>> = std::thread::scope(|s| {
+                let running: Vec<_> = group
+                    .iter()
+                    .map(|d| s.spawn(move || self.upgrade_dpu(h, d)))
+                    .collect();
+                running
+                    .into_iter()
+                    .map(|t| {
+                        t.join()
+                            .unwrap_or_else(|_| Err(Failure::fatal("a DPU's upgrade panicked")))
+                    })
+                    .collect()
+            });
+            if let Some(f) = results.into_iter().find_map(Result::err) {
+                return Err(f);
+            }
+        }
+        Ok(())
+    }
+
+    fn upgrade_dpu(&self, h: usize, d: &DpuPlan) -> Result<(), Failure> {
+        let serial = d.serial.as_str();
+        let object = if d.swaps_datapath() {
+            d.datapath_to.as_ref().map(|(_, o)| o.clone())
+        } else {
+            d.object_from.clone()
+        };
+        if d.reboots() {
+            self.step(h, Step::Stage, Some(serial), || {
+                let keys: Vec<String> = self.image.manifests.iter().map(|m| m.key()).collect();
+                self.device(serial)?.stage(&keys)?;
+                Ok(format!("{} depot entries", keys.len()))
+            })?;
+            if d.has_datapath {
+                self.step(h, Step::FailOver, Some(serial), || {
+                    let snap = self.saved_snapshot(serial)?;
+                    self.datapaths
+                        .fail_over(serial, &snap.rules)
+                        .map_err(Failure::fatal)?;
+                    Ok("the host path carries its traffic".into())
+                })?;
+            }
+            self.step(h, Step::Flash, Some(serial), || {
+                self.device(serial)?.flash(&d.to)?;
+                Ok(format!("firmware {}, os {}", d.to.firmware, d.to.os))
+            })?;
+            self.step(h, Step::Reboot, Some(serial), || {
+                self.reboot_into(serial, &d.to)
+            })?;
+        } else if d.swaps_datapath() && d.has_datapath {
+            self.step(h, Step::UpgradeDatapath, Some(serial), || {
+                let o = object.as_deref().expect("a swap has an object");
+                self.datapaths.upgrade(serial, o).map_err(Failure::fatal)?;
+                Ok(format!("program {}", o.display()))
+            })?;
+        }
+        if let Some((v, _)) = d.datapath_to.as_ref().filter(|_| d.swaps_datapath()) {
+            self.device(serial)?.set_datapath(v)?;
+        }
+        if d.has_datapath {
+            if d.reboots() {
+                self.step(h, Step::Restore, Some(serial), || {
+                    let snap = self.saved_snapshot(serial)?;
+                    self.datapaths
+                        .restore(serial, &snap, object.as_deref())
+                        .map_err(Failure::fatal)?;
+                    Ok("restored; the offload carries its traffic again".into())
+                })?;
+            }
+            self.step(h, Step::Verify, Some(serial), || self.verify(serial))?;
+        }
+        Ok(())
+    }
+
+    /// Boots DPU `serial` into `to`, unless it runs it already.
+    fn reboot_into(&self, serial: &str, to: &super::device::SlotImage) -> Result<String, Failure> {
+        let dev = self.device(serial)?;
+        let s = self.up(serial)?;
+        if s.running() == to {
+            return Ok(format!("runs slot {:?} already", s.active));
+        }
+        if s.slots[s.next_boot as usize].as_ref() != Some(to) {
+            return Err(Failure::fatal(match s.fell_back {
+                Some(why) => format!("DPU {serial} fell back: {why}"),
+                None => format!("DPU {serial}: no slot holds the new image to boot"),
+            }));
+        }
+        let started = Instant::now();
+        dev.reboot()?;
+        match dev.wait_up(self.boot_timeout())? {
+            BootOutcome::Booted { slot } => Ok(format!(
+                "up on slot {slot:?} in {} ms",
+                started.elapsed().as_millis()
+            )),
+            BootOutcome::FellBack { reason, .. } => {
+                Err(Failure::fatal(format!("DPU {serial} fell back: {reason}")))
+            }
+        }
+    }
+
+    /// Rules equal to the snapshot's, no counter below it.
+    fn verify(&self, serial: &str) -> Result<String, Failure> {
+        let snap = self.saved_snapshot(serial)?;
+        let (rules, counters) = self.datapaths.current(serial).map_err(Failure::fatal)?;
+        if rules != snap.rules {
+            return Err(Failure::fatal(format!(
+                "DPU {serial}: the restored rules differ from the snapshot's"
+            )));
+        }
+        for (id, before) in &snap.counters {
+            let now = counters.get(id).copied().unwrap_or_default();
+            if now.packets < before.packets || now.bytes < before.bytes {
+                return Err(Failure::fatal(format!(
+                    "DPU {serial}: rule {id} counts {} packets, fewer than the snapshot's {}",
+                    now.packets, before.packets
+                )));
+            }
+        }
+        Ok(format!(
+            "{} rules equal, {} counters kept",
+            rules.rules.len(),
+            snap.counters.len()
+        ))
+    }
+
+    /// Puts DPU `d` back on the image and program it ran before, its
+    /// datapath restored if it was away.
+    fn roll_back(&self, h: usize, d: &DpuPlan) -> Result<(), Failure> {
+        let serial = d.serial.as_str();
+        self.step(h, Step::RollBack, Some(serial), || {
+            let dev = self.device(serial)?;
+            let s = self.up(serial)?;
+            let mut did = Vec::new();
+            if *s.running() != d.from {
+                if d.has_datapath {
+                    let snap = self.saved_snapshot(serial)?;
+                    self.datapaths
+                        .fail_over(serial, &snap.rules)
+                        .map_err(Failure::fatal)?;
+                }
+                dev.flash(&d.from)?;
+                self.reboot_into(serial, &d.from)?;
+                did.push(format!(
+                    "back on firmware {}, os {}",
+                    d.from.firmware, d.from.os
+                ));
+            }
+            dev.set_datapath(&d.datapath_from)?;
+            if let Some(now) = self.datapaths.datapath_state(serial)
+                && (now.failed_over || now.object != d.object_from)
+            {
+                let snap = self.saved_snapshot(serial)?;
+                self.datapaths
+                    .restore(serial, &snap, d.object_from.as_deref())
+                    .map_err(Failure::fatal)?;
+                did.push("datapath restored on its old program".into());
+            }
+            self.record_versions(h, None)?;
+            Ok(if did.is_empty() {
+                "nothing to undo".into()
+            } else {
+                did.join("; ")
+            })
+        })
+    }
+
+    /// Records in the inventory what host `h`'s DPUs run (and the host
+    /// version, if given).
+    fn record_versions(
+        &self,
+        h: usize,
+        host_version: Option<&super::Version>,
+    ) -> Result<(), Failure> {
+        let (cluster, name, who) = {
+            let r = self.lock();
+            (r.cluster.clone(), r.hosts[h].host.clone(), r.who.clone())
+        };
+        let mut states = BTreeMap::new();
+        let serials: Vec<String> = self
+            .run_of(h)
+            .plan
+            .map(|p| p.dpus.iter().map(|d| d.serial.clone()).collect())
+            .unwrap_or_default();
+        for s in serials {
+            let st = self.up(&s)?;
+            states.insert(s, st);
+        }
+        let what = format!("record the versions of host {name}");
+        self.store
+            .update_clusters(&who, &what, |all| {
+                if let Some(host) = all
+                    .iter_mut()
+                    .filter(|c| c.name == cluster)
+                    .flat_map(|c| c.hosts.iter_mut())
+                    .find(|x| x.name == name)
+                {
+                    if let Some(v) = host_version {
+                        host.version = v.clone();
+                    }
+                    for d in &mut host.dpus {
+                        if let Some(s) = states.get(&d.serial) {
+                            d.firmware = s.firmware().clone();
+                            d.os = s.os().clone();
+                            d.datapath = s.datapath.clone();
+                        }
+                    }
+                }
+                Ok::<_, crate::store::StoreError>(())
+            })
+            .map_err(Failure::from)
+    }
+}
+
+/// Writes `bytes` to `path` through a synced temporary file and a rename.
+fn write_atomically(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
+    use std::io::Write;
+    let dir = path.parent().unwrap_or(Path::new("."));
+    std::fs::create_dir_all(dir)?;
+    let tmp = path.with_extension("tmp");
+    let mut f = std::fs::File::create(&tmp)?;
+    f.write_all(bytes)?;
+    f.sync_all()?;
+    std::fs::rename(&tmp, path)?;
+    std::fs::File::open(dir)?.sync_all()
+}
