@@ -3,6 +3,7 @@
 pub mod bpf;
 pub mod daemon;
 pub mod fixtures;
+pub mod lab;
 pub mod netns;
 pub mod packets;
 pub mod stream;

@@ -1,0 +1,304 @@
+//! A lifecycle lab: a signed depot with a new image (base image 8.0.4,
+//! firmware 24.2, the datapath version 2.0 as the real XDP object), a
+//! cluster of two hosts (h1 with DPU S1, h2 with DPUs S2 and S3) whose
+//! DPUs each run an XDP datapath on a veth of a namespace, and a daemon
+//! over it all.
+
+#![allow(dead_code)]
+
+use super::bpf::PinDir;
+use super::netns::{Netns, Veth, in_ns, mac_of, mac_text};
+use dse_control::daemon::{Daemon, DaemonConfig};
+use dse_control::lifecycle::depot::{Acceptance, DepotConfig};
+use dse_control::lifecycle::device::Emulation;
+use dse_control::lifecycle::remediation::Remediation;
+use dse_control::lifecycle::{Cluster, DesiredImage};
+use dse_control::store::{Backend, DatapathInstance};
+use dse_datapath::xdp::XdpLimits;
+use ed25519_dalek::{Signer, SigningKey};
+use sha2::{Digest, Sha256};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+/// The DPUs of the lab, by host.
+pub const DPUS: [(&str, &str); 3] = [("h1", "S1"), ("h2", "S2"), ("h2", "S3")];
+
+const CLUSTER: &str = r#"
+name: c1
+management: image
+manager_version: 8.0.3
+hosts:
+  - name: h1
+    version: 8.0.3
+    dpus:
+      - {serial: S1, vendor: nvidia-bluefield, model: BlueField-3, generation: 3, hardware_revision: B1, firmware: "24.1", os: 8.0.3, datapath: "1.0"}
+  - name: h2
+    version: 8.0.3
+    dpus:
+      - {serial: S2, vendor: nvidia-bluefield, model: BlueField-3, generation: 3, hardware_revision: B1, firmware: "24.1", os: 8.0.3, datapath: "1.0"}
+      - {serial: S3, vendor: nvidia-bluefield, model: BlueField-3, generation: 3, hardware_revision: B1, firmware: "24.1", os: 8.0.3, datapath: "1.0"}
+"#;
+
+const RULES: &str = r#"
+ports: [{name: pa, index: 0}]
+rules:
+  - {id: 1, priority: 10, match: {ip_proto: udp, l4_dst: 7000}, actions: [tx]}
+  - {id: 2, priority: 1, match: {ip_proto: tcp}, actions: [drop]}
+"#;
+
+/// The image the lab remediates to: everything new.
+pub fn new_image() -> DesiredImage {
+    serde_json::from_str(
+        r#"{"base_image": {"name": "esxi", "version": "8.0.4"},
+            "firmware_addon": {"name": "bluefield-fw", "version": "24.2"},
+            "components": [{"name": "dse-datapath", "version": "2.0"}]}"#,
+    )
+    .unwrap()
+}
+
+/// An image that changes only the datapath.
+pub fn datapath_only_image() -> DesiredImage {
+    serde_json::from_str(
+        r#"{"base_image": {"name": "esxi", "version": "8.0.3"},
+            "firmware_addon": {"name": "bluefield-fw", "version": "24.1"},
+            "components": [{"name": "dse-datapath", "version": "2.0"}]}"#,
+    )
+    .unwrap()
+}
+
+/// The lab's files, namespaces and pins; all removed on drop.
+pub struct Lab {
+    pub dir: PathBuf,
+    pub pins: PinDir,
+    pub ns: Netns,
+    pub veths: Vec<Veth>,
+}
+
+fn publish(dir: &Path, key: &SigningKey, name: &str, manifest: &str, payload: &[u8]) {
+    let file = format!("{name}.payload");
+    std::fs::write(dir.join(&file), payload).unwrap();
+    let sha = hex::encode(Sha256::digest(payload));
+    let manifest = manifest.replace("FILE", &file).replace("SHA", &sha);
+    std::fs::write(dir.join(format!("{name}.json")), &manifest).unwrap();
+    let sig = key.sign(manifest.as_bytes());
+    std::fs::write(
+        dir.join(format!("{name}.json.sig")),
+        format!("lab {}\n", hex::encode(sig.to_bytes())),
+    )
+    .unwrap();
+}
+
+impl Lab {
+    /// A fresh lab named `tag` (a few characters), or `None` without root.
+    pub fn new(tag: &str) -> Option<Lab> {
+        let pins = PinDir::new(&format!("lab-{tag}"))?;
+        let dir = std::env::temp_dir().join(format!("dse-lab-{}-{tag}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(dir.join("depot")).unwrap();
+        let ns = Netns::new(&format!("dse-lab-{tag}"));
+        let veths = DPUS
+            .iter()
+            .enumerate()
+            .map(|(i, (_, serial))| {
+                Veth::new(
+                    &format!("dl{tag}{serial}"),
+                    &format!("dl{tag}{serial}i"),
+                    &ns,
+                    &format!("10.78.{i}.1/24"),
+                )
+            })
+            .collect();
+        let lab = Lab {
+            dir,
+            pins,
+            ns,
+            veths,
+        };
+        lab.write_depot();
+        Some(lab)
+    }
+
+    /// Adopts the lab another process of this test made (it owns the files).
+    pub fn config(&self) -> DaemonConfig {
+        DaemonConfig {
+            db: self.dir.join("dse.redb"),
+            bpffs: self.pins.0.clone(),
+            emu_workers: 1,
+            xdp_limits: XdpLimits::small(),
+            xdp_skb_mode: false,
+            depot: DepotConfig {
+                trusted_keys: Some(self.dir.join("trusted-keys")),
+                lowest_acceptance: Acceptance::PartnerSupported,
+            },
+        }
+    }
+
+    fn write_depot(&self) {
+        let key = SigningKey::from_bytes(&[7; 32]);
+        std::fs::write(
+            self.dir.join("trusted-keys"),
+            format!("lab {}\n", hex::encode(key.verifying_key().to_bytes())),
+        )
+        .unwrap();
+        let depot = self.dir.join("depot");
+        for version in ["8.0.3", "8.0.4"] {
+            publish(
+                &depot,
+                &key,
+                &format!("esxi-{version}"),
+                &format!(
+                    r#"{{"kind": "base-image", "name": "esxi", "version": "{version}", "acceptance": "certified", "targets": ["host", "dpu"], "payloads": [{{"file": "FILE", "sha256": "SHA"}}]}}"#
+                ),
+                format!("esxi {version}").as_bytes(),
+            );
+        }
+        for version in ["24.1", "24.2"] {
+            publish(
+                &depot,
+                &key,
+                &format!("fw-{version}"),
+                &format!(
+                    r#"{{"kind": "firmware-addon", "name": "bluefield-fw", "version": "{version}", "acceptance": "partner-supported", "targets": ["dpu"], "vendor": "nvidia-bluefield", "models": ["BlueField-3"], "payloads": [{{"file": "FILE", "sha256": "SHA"}}]}}"#
+                ),
+                format!("firmware {version}").as_bytes(),
+            );
+        }
+        publish(
+            &depot,
+            &key,
+            "dse-datapath-2.0",
+            r#"{"kind": "component", "name": "dse-datapath", "version": "2.0", "acceptance": "certified", "targets": ["dpu"], "solution": "nsx", "payloads": [{"file": "FILE", "sha256": "SHA"}]}"#,
+            dse_ebpf::object_v2(),
+        );
+    }
+
+    /// Opens the daemon, imports the depot, makes the cluster, applies
+    /// the rules and attaches each DPU's XDP datapath; DPUs boot in
+    /// `boot_ms`.
+    pub fn set_up(&self, boot_ms: u64) -> Arc<Daemon> {
+        let d = Arc::new(Daemon::open(self.config()).expect("the daemon opens"));
+        d.depot_import(&self.dir.join("depot"), "lab")
+            .expect("the depot imports");
+        let cluster: Cluster = serde_norway::from_str(CLUSTER).unwrap();
+        d.create_cluster(cluster, "lab")
+            .expect("the cluster is made");
+        d.apply(
+            dse_datapath::RuleSet::from_yaml(RULES).unwrap(),
+            None,
+            false,
+            "lab",
+        )
+        .expect("the rules apply");
+        for ((_, serial), veth) in DPUS.iter().zip(&self.veths) {
+            d.attach(
+                DatapathInstance {
+                    name: serial.to_string(),
+                    backend: Backend::Xdp,
+                    interfaces: [("pa".to_string(), veth.outer.clone())].into(),
+                    object: None,
+                },
+                "lab",
+            )
+            .expect("the DPU's datapath attaches");
+            d.emulate(
+                serial,
+                Emulation {
+                    boot_ms,
+                    watchdog_ms: boot_ms * 3,
+                    faults: Default::default(),
+                },
+                "lab",
+            )
+            .expect("the DPU is emulated");
+        }
+        d
+    }
+
+    /// Sends `n` UDP datagrams to port 7000 into DPU `i`'s datapath (rule 1
+    /// counts them); returns once they are sent.
+    pub fn send(&self, i: usize, n: u64) {
+        let peer = format!("10.78.{i}.2");
+        let v = &self.veths[i];
+        let _ = std::process::Command::new("ip")
+            .args([
+                "netns",
+                "exec",
+                &self.ns.name,
+                "ip",
+                "neigh",
+                "replace",
+                &peer,
+                "lladdr",
+            ])
+            .arg(mac_text(mac_of(&v.outer)))
+            .args(["dev", &v.inner])
+            .output();
+        let _ = in_ns;
+        let from: std::net::SocketAddr = format!("10.78.{i}.1:0").parse().unwrap();
+        let to: std::net::SocketAddr = format!("{peer}:7000").parse().unwrap();
+        self.ns.run(|| {
+            let s = std::net::UdpSocket::bind(from).expect("binds in the lab");
+            for k in 0..n {
+                s.send_to(&k.to_be_bytes(), to).expect("sends");
+            }
+        });
+        std::thread::sleep(Duration::from_millis(100));
+    }
+
+    /// Rule 1's packet count on each DPU's datapath, by serial.
+    pub fn counted(d: &Daemon) -> Vec<(String, u64)> {
+        let all = d.counters(None).expect("counters");
+        DPUS.iter()
+            .map(|(_, s)| {
+                let n = all.get(*s).and_then(|c| c.get(&1)).map_or(0, |c| c.packets);
+                (s.to_string(), n)
+            })
+            .collect()
+    }
+
+    /// Checks that every DPU datapath is resumed: a rule change applies to
+    /// all of them.
+    pub fn assert_resumed(d: &Daemon) {
+        let (_, mut set) = d.rules();
+        set.rules.push(
+            dse_datapath::RuleSet::from_yaml(
+                "ports: [{name: pa, index: 0}]\nrules:\n  - {id: 9, priority: 5, match: {ip_proto: udp, l4_dst: 9}, actions: [drop]}\n",
+            )
+            .unwrap()
+            .rules
+            .remove(0),
+        );
+        let applied = d
+            .apply(set, None, false, "test")
+            .expect("every datapath takes rule changes again");
+        for (_, serial) in DPUS {
+            assert!(
+                applied.datapaths.contains_key(serial),
+                "{serial} applied: {applied:?}"
+            );
+        }
+    }
+
+    /// Waits for remediation `id` to finish.
+    pub fn wait(d: &Daemon, id: u64) -> Remediation {
+        let deadline = Instant::now() + Duration::from_secs(120);
+        loop {
+            let r = d.remediation(id).expect("the remediation is journaled");
+            if r.is_finished() {
+                return r;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "remediation {id} finishes: {r:#?}"
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+}
+
+impl Drop for Lab {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
