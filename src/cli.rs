@@ -90,6 +90,21 @@ pub enum Command {
         #[command(subcommand)]
         command: DepotCommand,
     },
+    /// A cluster's desired image: base image, add-ons and components from the depot.
+    Image {
+        #[command(subcommand)]
+        command: ImageCommand,
+    },
+    /// Lifecycle operations on a cluster: check, precheck, stage, remediate, history.
+    Lifecycle {
+        #[command(subcommand)]
+        command: LifecycleCommand,
+    },
+    /// The emulated DPUs: boot time and injected faults.
+    Dpu {
+        #[command(subcommand)]
+        command: DpuCommand,
+    },
     /// Statistics of each datapath.
     Stats,
     /// The daemon's health, the desired generation and each datapath's state.
@@ -253,6 +268,123 @@ pub enum HostCommand {
         #[arg(long, short)]
         file: PathBuf,
     },
+}
+
+#[derive(Subcommand)]
+pub enum ImageCommand {
+    /// Set a cluster's desired image; every part must be in the depot and fit the cluster's DPUs.
+    Set {
+        /// The cluster.
+        #[arg(long)]
+        cluster: String,
+        /// The base image, NAME=VERSION (host and DPU OS).
+        #[arg(long, value_parser = pick)]
+        base: (String, String),
+        /// The vendor add-on, NAME=VERSION.
+        #[arg(long, value_parser = pick)]
+        vendor_addon: Option<(String, String)>,
+        /// The firmware add-on, NAME=VERSION (DPU firmware).
+        #[arg(long, value_parser = pick)]
+        firmware: Option<(String, String)>,
+        /// A component, NAME=VERSION (repeat); dse-datapath=V sets the DPU datapath.
+        #[arg(long = "component", value_parser = pick)]
+        components: Vec<(String, String)>,
+    },
+}
+
+#[derive(Subcommand)]
+pub enum LifecycleCommand {
+    /// Compliance of each host and DPU with the cluster's image, and the impact of remediating it.
+    Check {
+        /// The cluster.
+        #[arg(long)]
+        cluster: String,
+    },
+    /// Check that the cluster can be remediated now; exits 4 if not.
+    Precheck {
+        /// The cluster.
+        #[arg(long)]
+        cluster: String,
+    },
+    /// Copy the image's payloads to the DPUs ahead of remediation.
+    Stage {
+        /// The cluster.
+        #[arg(long)]
+        cluster: String,
+    },
+    /// Bring the cluster to its image, host by host, showing each host's and DPU's progress.
+    Remediate {
+        /// The cluster.
+        #[arg(long)]
+        cluster: String,
+        /// Hosts remediated at once.
+        #[arg(long, default_value_t = 1)]
+        parallel: usize,
+        /// Upgrade a dual-DPU host's DPUs one at a time (rolling) so one of them offloads throughout.
+        #[arg(long)]
+        keep_offload: bool,
+        /// Further attempts of a host whose failure may pass.
+        #[arg(long, default_value_t = 1)]
+        retries: u32,
+        /// Print the impact and touch nothing.
+        #[arg(long)]
+        dry_run: bool,
+        /// Start it and return; follow it with `dse lifecycle history`.
+        #[arg(long)]
+        no_wait: bool,
+    },
+    /// Past and running remediations, or one in full.
+    History {
+        /// Only this remediation, every step of it.
+        #[arg(long)]
+        id: Option<u64>,
+    },
+    /// Recommendation generation: unsupported on a DPU cluster.
+    Recommendations {
+        /// The cluster.
+        #[arg(long)]
+        cluster: String,
+    },
+    /// The hardware compatibility check: unsupported on a DPU cluster.
+    Hcl {
+        /// The cluster.
+        #[arg(long)]
+        cluster: String,
+    },
+}
+
+#[derive(Subcommand)]
+pub enum DpuCommand {
+    /// Set how an emulated DPU behaves.
+    Emulate {
+        /// Its serial.
+        serial: String,
+        /// How long a boot takes, in milliseconds.
+        #[arg(long, default_value_t = 1000)]
+        boot_ms: u64,
+        /// How long a hung boot lasts before the watchdog boots the previous slot.
+        #[arg(long, default_value_t = 3000)]
+        watchdog_ms: u64,
+        /// Fail the next N flashes.
+        #[arg(long, default_value_t = 0)]
+        flash_failures: u32,
+        /// Hang the next N trial boots.
+        #[arg(long, default_value_t = 0)]
+        boot_hangs: u32,
+        /// Fail the health check of the next N trial boots.
+        #[arg(long, default_value_t = 0)]
+        health_check_failures: u32,
+        /// Make it unreachable.
+        #[arg(long)]
+        unreachable: bool,
+    },
+}
+
+fn pick(s: &str) -> Result<(String, String), String> {
+    match s.split_once('=') {
+        Some((n, v)) if !n.is_empty() && !v.is_empty() => Ok((n.to_string(), v.to_string())),
+        _ => Err(format!("{s:?} is not NAME=VERSION, e.g. esxi=8.0.3")),
+    }
 }
 
 fn port_binding(s: &str) -> Result<(String, String), String> {

@@ -131,6 +131,7 @@ pub async fn serve(
         .await
         .expect("opening the daemon does not panic");
     let daemon = Arc::new(daemon?);
+    daemon.resume_remediations();
     let unix = bind_unix(&config.socket)?;
     let state = Arc::new(ApiState {
         daemon,

@@ -390,7 +390,10 @@ fn the_openapi_document_and_the_code_do_not_drift() {
     assert_eq!((status, &served), (StatusCode::OK, &doc));
     // Every documented operation is routed (not the fallback, not 405).
     for (method, path) in documented(&doc) {
-        let path = path.replace("{name}", "nothing-here");
+        let path = path
+            .replace("{name}", "nothing-here")
+            .replace("{serial}", "nothing-here")
+            .replace("{id}", "1");
         let m = Method::from_bytes(method.as_bytes()).unwrap();
         let (status, v) = s.call(m, &path, Some(("application/json", b"{}".to_vec())));
         assert_ne!(status, StatusCode::METHOD_NOT_ALLOWED, "{method} {path}");

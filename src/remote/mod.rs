@@ -2,6 +2,7 @@
 //! itself.
 
 pub mod exit;
+mod lifecycle;
 mod show;
 
 use crate::cli::{
@@ -290,6 +291,9 @@ fn dispatch(
                 }
             }
         },
+        Command::Image { command } => lifecycle::image(rt, ep, json, command)?,
+        Command::Lifecycle { command } => lifecycle::lifecycle(rt, ep, json, command)?,
+        Command::Dpu { command } => lifecycle::dpu(rt, ep, command)?,
         Command::Stats => print(
             &send(rt, ep, Call::new(Method::GET, "/v1/stats"))?,
             show::stats,

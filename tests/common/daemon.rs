@@ -26,6 +26,11 @@ impl DaemonProcess {
 
     /// Starts `dse serve` on `dir` and `bpffs` and waits until it answers.
     pub fn start(dir: PathBuf, bpffs: PathBuf) -> DaemonProcess {
+        Self::start_with(dir, bpffs, &[])
+    }
+
+    /// As [`DaemonProcess::start`], with `extra` arguments to `dse serve`.
+    pub fn start_with(dir: PathBuf, bpffs: PathBuf, extra: &[&str]) -> DaemonProcess {
         let log = std::fs::OpenOptions::new()
             .create(true)
             .append(true)
@@ -39,6 +44,7 @@ impl DaemonProcess {
             .arg(&bpffs)
             .arg("--socket")
             .arg(dir.join("dse.sock"))
+            .args(extra)
             .stdout(Stdio::null())
             .stderr(log)
             .spawn()

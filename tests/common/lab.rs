@@ -24,23 +24,25 @@ use std::time::{Duration, Instant};
 /// The DPUs of the lab, by host.
 pub const DPUS: [(&str, &str); 3] = [("h1", "S1"), ("h2", "S2"), ("h2", "S3")];
 
-const CLUSTER: &str = r#"
-name: c1
-management: image
-manager_version: 8.0.3
-hosts:
-  - name: h1
-    version: 8.0.3
-    dpus:
-      - {serial: S1, vendor: nvidia-bluefield, model: BlueField-3, generation: 3, hardware_revision: B1, firmware: "24.1", os: 8.0.3, datapath: "1.0"}
-  - name: h2
-    version: 8.0.3
-    dpus:
-      - {serial: S2, vendor: nvidia-bluefield, model: BlueField-3, generation: 3, hardware_revision: B1, firmware: "24.1", os: 8.0.3, datapath: "1.0"}
-      - {serial: S3, vendor: nvidia-bluefield, model: BlueField-3, generation: 3, hardware_revision: B1, firmware: "24.1", os: 8.0.3, datapath: "1.0"}
-"#;
+/// The lab's hosts, as `dse host add` takes them.
+pub const HOSTS: [&str; 2] = [
+    r#"
+name: h1
+version: 8.0.3
+dpus:
+  - {serial: S1, vendor: nvidia-bluefield, model: BlueField-3, generation: 3, hardware_revision: B1, firmware: "24.1", os: 8.0.3, datapath: "1.0"}
+"#,
+    r#"
+name: h2
+version: 8.0.3
+dpus:
+  - {serial: S2, vendor: nvidia-bluefield, model: BlueField-3, generation: 3, hardware_revision: B1, firmware: "24.1", os: 8.0.3, datapath: "1.0"}
+  - {serial: S3, vendor: nvidia-bluefield, model: BlueField-3, generation: 3, hardware_revision: B1, firmware: "24.1", os: 8.0.3, datapath: "1.0"}
+"#,
+];
 
-const RULES: &str = r#"
+/// The rules every DPU runs: UDP to port 7000 hairpinned (rule 1).
+pub const RULES: &str = r#"
 ports: [{name: pa, index: 0}]
 rules:
   - {id: 1, priority: 10, match: {ip_proto: udp, l4_dst: 7000}, actions: [tx]}
@@ -119,16 +121,23 @@ impl Lab {
         Some(lab)
     }
 
-    /// Adopts the lab another process of this test made (it owns the files).
+    /// The daemon's configuration.
     pub fn config(&self) -> DaemonConfig {
+        Self::config_at(&self.dir, &self.pins.0)
+    }
+
+    /// The daemon's configuration for the lab in `dir` pinning under
+    /// `pins` (from another process of the test).
+    pub fn config_at(dir: &Path, pins: &Path) -> DaemonConfig {
+        let dir = dir.to_path_buf();
         DaemonConfig {
-            db: self.dir.join("dse.redb"),
-            bpffs: self.pins.0.clone(),
+            db: dir.join("dse.redb"),
+            bpffs: pins.to_path_buf(),
             emu_workers: 1,
             xdp_limits: XdpLimits::small(),
             xdp_skb_mode: false,
             depot: DepotConfig {
-                trusted_keys: Some(self.dir.join("trusted-keys")),
+                trusted_keys: Some(dir.join("trusted-keys")),
                 lowest_acceptance: Acceptance::PartnerSupported,
             },
         }
@@ -180,9 +189,15 @@ impl Lab {
         let d = Arc::new(Daemon::open(self.config()).expect("the daemon opens"));
         d.depot_import(&self.dir.join("depot"), "lab")
             .expect("the depot imports");
-        let cluster: Cluster = serde_norway::from_str(CLUSTER).unwrap();
+        let cluster: Cluster =
+            serde_norway::from_str("{name: c1, management: image, manager_version: 8.0.3}")
+                .unwrap();
         d.create_cluster(cluster, "lab")
             .expect("the cluster is made");
+        for h in HOSTS {
+            d.add_host("c1", serde_norway::from_str(h).unwrap(), "lab")
+                .expect("the host joins");
+        }
         d.apply(
             dse_datapath::RuleSet::from_yaml(RULES).unwrap(),
             None,

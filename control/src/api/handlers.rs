@@ -15,10 +15,10 @@ use serde::Deserialize;
 use serde_json::{Value, json};
 use std::sync::Arc;
 
-type Answer = Result<Response, ApiError>;
+pub(super) type Answer = Result<Response, ApiError>;
 
 /// Runs `f` (blocking daemon work) on the blocking pool.
-async fn blocking<T: Send + 'static>(f: impl FnOnce() -> T + Send + 'static) -> T {
+pub(super) async fn blocking<T: Send + 'static>(f: impl FnOnce() -> T + Send + 'static) -> T {
     tokio::task::spawn_blocking(f)
         .await
         .expect("daemon work does not panic")
@@ -36,7 +36,7 @@ fn body(state: &ApiState, body: Result<Bytes, BytesRejection>) -> Result<Bytes, 
 }
 
 /// The body parsed as JSON `T`, or 413 / 400 naming what is wrong.
-fn json_body<T: serde::de::DeserializeOwned>(
+pub(super) fn json_body<T: serde::de::DeserializeOwned>(
     state: &ApiState,
     raw: Result<Bytes, BytesRejection>,
 ) -> Result<T, ApiError> {

@@ -6,6 +6,7 @@
 
 mod error;
 mod handlers;
+mod lifecycle;
 mod metrics;
 
 pub use error::ApiError;
@@ -75,6 +76,56 @@ pub fn routes() -> Vec<(Method, &'static str, MethodRouter<Arc<ApiState>>)> {
         (Method::GET, "/v1/clusters", get(clusters)),
         (Method::POST, "/v1/clusters", post(create_cluster)),
         (Method::POST, "/v1/clusters/{name}/hosts", post(add_host)),
+        (
+            Method::PUT,
+            "/v1/clusters/{name}/image",
+            put(lifecycle::set_image),
+        ),
+        (
+            Method::GET,
+            "/v1/clusters/{name}/compliance",
+            get(lifecycle::compliance),
+        ),
+        (
+            Method::POST,
+            "/v1/clusters/{name}/precheck",
+            post(lifecycle::precheck),
+        ),
+        (
+            Method::POST,
+            "/v1/clusters/{name}/stage",
+            post(lifecycle::stage),
+        ),
+        (
+            Method::POST,
+            "/v1/clusters/{name}/remediate",
+            post(lifecycle::remediate),
+        ),
+        (
+            Method::POST,
+            "/v1/clusters/{name}/recommendations",
+            post(lifecycle::recommendations),
+        ),
+        (
+            Method::POST,
+            "/v1/clusters/{name}/hardware-compatibility",
+            post(lifecycle::hardware_compatibility),
+        ),
+        (
+            Method::GET,
+            "/v1/remediations",
+            get(lifecycle::remediations),
+        ),
+        (
+            Method::GET,
+            "/v1/remediations/{id}",
+            get(lifecycle::remediation),
+        ),
+        (
+            Method::PUT,
+            "/v1/dpus/{serial}/emulation",
+            put(lifecycle::emulate),
+        ),
         (Method::GET, "/v1/depot", get(depot)),
         (Method::POST, "/v1/depot/import", post(depot_import)),
         (Method::GET, "/v1/audit", get(audit)),

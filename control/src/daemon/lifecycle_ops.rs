@@ -36,7 +36,7 @@ pub struct Precheck {
 #[serde(untagged)]
 pub enum Remediate {
     /// Started: follow it by id.
-    Started(Remediation),
+    Started(Box<Remediation>),
     /// A dry run: what it would do, touching nothing.
     DryRun(ClusterCompliance),
 }
@@ -305,7 +305,7 @@ impl Daemon {
         *slot = Some(id);
         drop(slot);
         self.spawn_engine(r.clone());
-        Ok(Remediate::Started(r))
+        Ok(Remediate::Started(Box::new(r)))
     }
 
     /// Resumes every remediation the journal holds unfinished (a control

@@ -240,16 +240,20 @@ impl Engine<'_> {
     ) -> Result<(), Failure> {
         let run = self.run_of(h);
         let attempt = run.attempts;
-        let mine =
-            |s: &StepRecord| s.attempt == attempt && s.step == step && s.dpu.as_deref() == dpu;
-        if !step.always_again()
-            && run
-                .steps
-                .iter()
-                .any(|s| mine(s) && s.state == StepState::Done)
-        {
+        let done = |which: Step| {
+            run.steps.iter().any(|s| {
+                s.attempt == attempt
+                    && s.step == which
+                    && s.dpu.as_deref() == dpu
+                    && s.state == StepState::Done
+            })
+        };
+        let again = step.again_until().is_some_and(|end| !done(end));
+        if done(step) && !again {
             return Ok(());
         }
+        let mine =
+            |s: &StepRecord| s.attempt == attempt && s.step == step && s.dpu.as_deref() == dpu;
         self.journal(h, |r| {
             r.steps.retain(|s| !(mine(s) && s.state != StepState::Done));
             r.steps.push(StepRecord {
@@ -638,8 +642,11 @@ impl Engine<'_> {
                 ));
             }
             dev.set_datapath(&d.datapath_from)?;
+            // Away on the host path, on another program, or started afresh
+            // by a restarted control plane (its counters below the snapshot's).
             if let Some(now) = self.datapaths.datapath_state(serial)
-                && (now.failed_over || now.object != d.object_from)
+                && self.snapshot_path(serial).exists()
+                && (now.failed_over || now.object != d.object_from || self.verify(serial).is_err())
             {
                 let snap = self.saved_snapshot(serial)?;
                 self.datapaths

@@ -132,11 +132,16 @@ impl Step {
             .unwrap_or_default()
     }
 
-    /// Whether it is taken again on resume even when journaled done:
-    /// quiescing and failing over are states a restarted control plane
-    /// must set up again.
-    pub fn always_again(self) -> bool {
-        matches!(self, Step::Quiesce | Step::FailOver)
+    /// The step that ends the state this one sets up, for a step taken
+    /// again on resume even when journaled done: quiescing and failing
+    /// over are states a restarted control plane must set up again, until
+    /// resuming and restoring end them.
+    pub fn again_until(self) -> Option<Step> {
+        match self {
+            Step::Quiesce => Some(Step::Resume),
+            Step::FailOver => Some(Step::Restore),
+            _ => None,
+        }
     }
 }
 
