@@ -7,6 +7,7 @@
 #![allow(dead_code)]
 
 use super::bpf::PinDir;
+use super::fabric::Fabric;
 use super::netns::{Netns, Veth, in_ns, mac_of, mac_text};
 use dse_control::daemon::{Daemon, DaemonConfig};
 use dse_control::lifecycle::depot::{Acceptance, DepotConfig};
@@ -17,6 +18,7 @@ use dse_control::store::{Backend, DatapathInstance};
 use dse_datapath::xdp::XdpLimits;
 use ed25519_dalek::{Signer, SigningKey};
 use sha2::{Digest, Sha256};
+use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -75,6 +77,12 @@ pub struct Lab {
     pub pins: PinDir,
     pub ns: Netns,
     pub veths: Vec<Veth>,
+    /// Port -> interface of each DPU (S1, S2, S3).
+    pub interfaces: Vec<BTreeMap<String, String>>,
+    /// The rules every DPU runs.
+    pub rules: String,
+    /// The two-host fabric, when the lab has one.
+    pub fabric: Option<Fabric>,
 }
 
 fn publish(dir: &Path, key: &SigningKey, name: &str, manifest: &str, payload: &[u8]) {
@@ -92,14 +100,26 @@ fn publish(dir: &Path, key: &SigningKey, name: &str, manifest: &str, payload: &[
 }
 
 impl Lab {
-    /// A fresh lab named `tag` (a few characters), or `None` without root.
+    /// A lab whose DPUs join the namespaces of a [`Fabric`] across the two
+    /// hosts, running its rules; `None` without root.
+    pub fn with_fabric(tag: &str) -> Option<Lab> {
+        let mut lab = Self::new(tag)?;
+        let fabric = Fabric::new(tag);
+        lab.interfaces = fabric.interfaces();
+        lab.rules = super::fabric::RULES.to_string();
+        lab.fabric = Some(fabric);
+        Some(lab)
+    }
+
+    /// A fresh lab named `tag` (a few characters), each DPU on a veth of
+    /// one namespace (port `pa`), or `None` without root.
     pub fn new(tag: &str) -> Option<Lab> {
         let pins = PinDir::new(&format!("lab-{tag}"))?;
         let dir = std::env::temp_dir().join(format!("dse-lab-{}-{tag}", std::process::id()));
         let _ = std::fs::remove_dir_all(&dir);
         std::fs::create_dir_all(dir.join("depot")).unwrap();
         let ns = Netns::new(&format!("dse-lab-{tag}"));
-        let veths = DPUS
+        let veths: Vec<Veth> = DPUS
             .iter()
             .enumerate()
             .map(|(i, (_, serial))| {
@@ -111,11 +131,18 @@ impl Lab {
                 )
             })
             .collect();
+        let interfaces = veths
+            .iter()
+            .map(|v| [("pa".to_string(), v.outer.clone())].into())
+            .collect();
         let lab = Lab {
             dir,
             pins,
             ns,
             veths,
+            interfaces,
+            rules: RULES.to_string(),
+            fabric: None,
         };
         lab.write_depot();
         Some(lab)
@@ -199,18 +226,18 @@ impl Lab {
                 .expect("the host joins");
         }
         d.apply(
-            dse_datapath::RuleSet::from_yaml(RULES).unwrap(),
+            dse_datapath::RuleSet::from_yaml(&self.rules).unwrap(),
             None,
             false,
             "lab",
         )
         .expect("the rules apply");
-        for ((_, serial), veth) in DPUS.iter().zip(&self.veths) {
+        for ((_, serial), interfaces) in DPUS.iter().zip(&self.interfaces) {
             d.attach(
                 DatapathInstance {
                     name: serial.to_string(),
                     backend: Backend::Xdp,
-                    interfaces: [("pa".to_string(), veth.outer.clone())].into(),
+                    interfaces: interfaces.clone(),
                     object: None,
                 },
                 "lab",
@@ -278,7 +305,7 @@ impl Lab {
         let (_, mut set) = d.rules();
         set.rules.push(
             dse_datapath::RuleSet::from_yaml(
-                "ports: [{name: pa, index: 0}]\nrules:\n  - {id: 9, priority: 5, match: {ip_proto: udp, l4_dst: 9}, actions: [drop]}\n",
+                "ports: [{name: pa, index: 0}]\nrules:\n  - {id: 99, priority: 5, match: {ip_proto: udp, l4_dst: 9}, actions: [drop]}\n",
             )
             .unwrap()
             .rules

@@ -2,6 +2,7 @@
 
 pub mod bpf;
 pub mod daemon;
+pub mod fabric;
 pub mod fixtures;
 pub mod lab;
 pub mod netns;

@@ -112,31 +112,47 @@ impl Running {
 
     /// Hands the traffic of this XDP instance to the host path, about to
     /// lose its DPU: the host path starts on the same interfaces with
-    /// `rules` and the XDP program leaves them (with its pins), so each
-    /// frame meets one or the other. Idempotent.
+    /// `rules`, then the XDP program leaves them, so each frame meets one
+    /// or the other. Returns the XDP datapath's last state, read once it no
+    /// longer counts (it must be quiesced), or `None` if it was failed over
+    /// already.
     ///
     /// # Errors
-    /// The host path's error; the XDP datapath is then left running.
+    /// The host path's or the snapshot's error; the XDP datapath is then
+    /// left running.
     pub fn fail_over(
         &mut self,
         config: &DaemonConfig,
         rules: &RuleSet,
-    ) -> Result<(), DatapathError> {
+    ) -> Result<Option<dse_datapath::snapshot::Snapshot>, DatapathError> {
         if self.failed_over {
-            return Ok(());
+            return Ok(None);
         }
+        let Some(Handle::Xdp(xdp)) = &self.handle else {
+            return Err(not_running(&self.record.name));
+        };
         let emu = EmuConfig {
             workers: config.emu_workers,
             ..EmuConfig::default()
         };
         let host = HostPath::start(rules.clone(), emu, &self.record.interfaces)?;
         host.quiesce()?;
-        let xdp = self.handle.replace(Handle::Host(host));
-        drop(xdp);
+        let last = xdp.detach().and_then(|()| xdp.snapshot());
+        let last = match last {
+            Ok(s) => s,
+            Err(e) => {
+                // Put the program back on the interfaces before the host path goes.
+                if let Err(again) = xdp.attach() {
+                    tracing::error!("datapath {}: reattaching: {again}", self.record.name);
+                }
+                return Err(e);
+            }
+        };
+        self.handle = Some(Handle::Host(host));
         remove_pins(config, &self.record);
         self.failed_over = true;
         self.error = None;
-        Ok(())
+        Ok(Some(last))
     }
 
     /// Brings the XDP datapath back with `snapshot`'s state, running

@@ -444,7 +444,7 @@ impl DpuDatapaths for Daemon {
         self.with_datapath(serial, |dp| dp.snapshot())
     }
 
-    fn fail_over(&self, serial: &str, rules: &RuleSet) -> Result<(), String> {
+    fn fail_over(&self, serial: &str, rules: &RuleSet) -> Result<Option<Snapshot>, String> {
         let config = self.config.clone();
         self.with_instance(serial, |r| {
             r.fail_over(&config, rules).map_err(|e| e.to_string())

@@ -40,8 +40,9 @@ pub trait DpuDatapaths: Send + Sync {
     fn quiesce(&self, serial: &str) -> Result<(), String>;
     /// Its state (it must be quiesced).
     fn snapshot(&self, serial: &str) -> Result<Snapshot, String>;
-    /// Moves its traffic to the host path, with `rules`.
-    fn fail_over(&self, serial: &str, rules: &RuleSet) -> Result<(), String>;
+    /// Moves its traffic to the host path, with `rules`; returns its last
+    /// state, read once it no longer counts (`None` if it was away already).
+    fn fail_over(&self, serial: &str, rules: &RuleSet) -> Result<Option<Snapshot>, String>;
     /// Brings it back from `snapshot` running `object` (none: the built-in
     /// program), taking its traffic back from the host path; leaves it quiesced.
     fn restore(
@@ -327,6 +328,35 @@ impl Engine<'_> {
         Snapshot::decode(&bytes).map_err(|e| Failure::fatal(format!("{}: {e}", path.display())))
     }
 
+    /// Moves DPU `serial`'s traffic to the host path and saves the
+    /// datapath's last state as its snapshot: counted to the last frame it
+    /// forwarded. A datapath that a restarted control plane brought up
+    /// afresh counts from zero: its counts are added to the saved ones.
+    fn fail_over(&self, serial: &str) -> Result<(), Failure> {
+        let saved = self.saved_snapshot(serial)?;
+        let Some(mut last) = self
+            .datapaths
+            .fail_over(serial, &saved.rules)
+            .map_err(Failure::fatal)?
+        else {
+            return Ok(());
+        };
+        let restarted = saved
+            .counters
+            .iter()
+            .any(|(id, c)| last.counters.get(id).is_none_or(|l| l.packets < c.packets));
+        if restarted {
+            for (id, c) in &saved.counters {
+                let l = last.counters.entry(*id).or_default();
+                l.packets += c.packets;
+                l.bytes += c.bytes;
+            }
+        }
+        let path = self.snapshot_path(serial);
+        write_atomically(&path, &last.encode())
+            .map_err(|e| Failure::fatal(format!("writing {}: {e}", path.display())))
+    }
+
     /// One attempt at host `h`: `Ok(Some(why))` when it is skipped.
     fn attempt(&self, h: usize) -> Result<Option<String>, Failure> {
         let plan = match self.run_of(h).plan {
@@ -529,10 +559,7 @@ impl Engine<'_> {
             })?;
             if d.has_datapath {
                 self.step(h, Step::FailOver, Some(serial), || {
-                    let snap = self.saved_snapshot(serial)?;
-                    self.datapaths
-                        .fail_over(serial, &snap.rules)
-                        .map_err(Failure::fatal)?;
+                    self.fail_over(serial)?;
                     Ok("the host path carries its traffic".into())
                 })?;
             }
@@ -629,10 +656,7 @@ impl Engine<'_> {
             let mut did = Vec::new();
             if *s.running() != d.from {
                 if d.has_datapath {
-                    let snap = self.saved_snapshot(serial)?;
-                    self.datapaths
-                        .fail_over(serial, &snap.rules)
-                        .map_err(Failure::fatal)?;
+                    self.fail_over(serial)?;
                 }
                 dev.flash(&d.from)?;
                 self.reboot_into(serial, &d.from)?;

@@ -132,6 +132,27 @@ impl XdpDatapath {
         Ok(())
     }
 
+    /// Detaches the program from every interface (its pinned links go);
+    /// the maps stay, so the state can still be read. Frames that arrive
+    /// afterwards go to the kernel. Returns once runs that started before
+    /// have ended.
+    ///
+    /// # Errors
+    /// [`DatapathError::Io`] if a link pin cannot be removed.
+    pub fn detach(&self) -> Result<(), DatapathError> {
+        let _c = self.control();
+        for ifname in self.config.interfaces.values() {
+            let pin = self.config.pin_dir.join(format!("link_{ifname}"));
+            match std::fs::remove_file(&pin) {
+                Ok(()) => {}
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+                Err(e) => return Err(io(format!("removing the link pin {}", pin.display()))(e)),
+            }
+        }
+        std::thread::sleep(GRACE);
+        Ok(())
+    }
+
     /// Adds `counts` (by rule id) to the counters of the rules in force,
     /// with atomic adds: what another path counted for these rules while
     /// it carried their traffic. Ids not in force are ignored.
