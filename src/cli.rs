@@ -333,6 +333,15 @@ pub enum LifecycleCommand {
         #[arg(long)]
         no_wait: bool,
     },
+    /// A fresh install of a host: its DPUs imaged with the cluster image's DPU content, the host with its host content.
+    Install {
+        /// The cluster.
+        #[arg(long)]
+        cluster: String,
+        /// The host.
+        #[arg(long)]
+        host: String,
+    },
     /// Past and running remediations, or one in full.
     History {
         /// Only this remediation, every step of it.

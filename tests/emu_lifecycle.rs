@@ -302,13 +302,13 @@ fn bad_snapshots_are_refused_with_a_reason() {
     ));
 
     let mut newer = good.clone();
-    newer[8..12].copy_from_slice(&2u32.to_le_bytes());
+    newer[8..12].copy_from_slice(&3u32.to_le_bytes());
     let err = Snapshot::decode(&newer).unwrap_err();
     assert_eq!(
         err,
         SnapshotError::NewerFormat {
-            found: 2,
-            supported: 1
+            found: 3,
+            supported: 2
         }
     );
     assert!(err.to_string().contains("newer"), "{err}");
@@ -323,4 +323,24 @@ fn bad_snapshots_are_refused_with_a_reason() {
     );
     // A refused restore changes nothing.
     assert_eq!(dp.generation(), 1);
+}
+
+#[test]
+fn a_format_1_snapshot_with_a_json_body_is_still_read() {
+    use sha2::Digest;
+    let dp = EmuDatapath::start(base_rules(), EmuConfig::default()).unwrap();
+    dp.quiesce().unwrap();
+    let snap = dp.snapshot().unwrap();
+    let body = serde_json::to_vec(&snap).unwrap();
+    let mut old = b"DSESNAP\0".to_vec();
+    old.extend_from_slice(&1u32.to_le_bytes());
+    old.extend_from_slice(&(body.len() as u64).to_le_bytes());
+    old.extend_from_slice(&sha2::Sha256::digest(&body));
+    old.extend_from_slice(&body);
+    assert_eq!(Snapshot::decode(&old).unwrap(), snap);
+    assert_eq!(
+        Snapshot::decode(&snap.encode()).unwrap(),
+        snap,
+        "format 2 round-trips"
+    );
 }

@@ -162,3 +162,107 @@ fn a_failed_health_check_rolls_its_host_back_and_leaves_the_other_alone() {
     assert_eq!(s1.firmware().to_string(), "24.2", "h1 is upgraded");
     Lab::assert_resumed(&d);
 }
+
+#[test]
+fn a_failed_flash_is_retried_and_a_dpu_too_slow_to_boot_times_out() {
+    let Some(lab) = Lab::new("rt") else { return };
+    let d = lab.set_up(100);
+    d.set_image("c1", new_image(), "test").unwrap();
+    let emulate = |serial: &str, boot_ms: u64, faults: Faults| {
+        d.emulate(
+            serial,
+            Emulation {
+                boot_ms,
+                watchdog_ms: boot_ms * 3,
+                faults,
+            },
+            "test",
+        )
+        .unwrap();
+    };
+    // h1: its one flash fails once; h2: S2 takes 10 s to boot, longer than
+    // the 1 s the policy waits, in both attempts.
+    emulate(
+        "S1",
+        100,
+        Faults {
+            flash_failures: 1,
+            ..Faults::default()
+        },
+    );
+    emulate("S2", 10_000, Faults::default());
+    let r = Lab::wait(
+        &d,
+        start(
+            &d,
+            Options {
+                retries: 1,
+                retry_delay_ms: 50,
+                boot_timeout_ms: 1000,
+                ..Options::default()
+            },
+        ),
+    );
+    let h1 = r.hosts.iter().find(|h| h.host == "h1").unwrap();
+    assert_eq!(h1.result, HostResult::Ok, "{h1:#?}");
+    assert_eq!(h1.attempts, 2, "retried once: {h1:#?}");
+    assert!(
+        h1.steps.iter().any(|s| s.attempt == 1
+            && s.step == Step::Flash
+            && s.detail
+                .as_deref()
+                .is_some_and(|d| d.contains("flashing slot B failed"))),
+        "the first attempt's flash failed: {h1:#?}"
+    );
+    let h2 = r.hosts.iter().find(|h| h.host == "h2").unwrap();
+    assert_eq!(h2.result, HostResult::TimedOut, "{h2:#?}");
+    assert_eq!(h2.attempts, 2, "a time-out is retried too: {h2:#?}");
+    let why = h2.message.as_deref().unwrap();
+    assert!(why.contains("did not come up within"), "{why}");
+    assert_eq!(
+        d.device("S1")
+            .unwrap()
+            .status()
+            .unwrap()
+            .firmware()
+            .to_string(),
+        "24.2"
+    );
+}
+
+#[test]
+fn a_fresh_install_puts_host_and_dpu_content_in_place() {
+    let Some(lab) = Lab::new("fi") else { return };
+    let d = lab.set_up(100);
+    d.set_image("c1", new_image(), "test").unwrap();
+    let c = d.fresh_install("c1", "h2", "test").expect("installs");
+    assert_eq!(
+        serde_json::to_value(&c).unwrap()["status"],
+        "compliant",
+        "{c:#?}"
+    );
+    let inventory = d.clusters().unwrap();
+    let h2 = inventory[0].hosts.iter().find(|h| h.name == "h2").unwrap();
+    assert_eq!(h2.version.to_string(), "8.0.4");
+    for dpu in &h2.dpus {
+        assert_eq!(
+            (
+                dpu.firmware.to_string(),
+                dpu.os.to_string(),
+                dpu.datapath.to_string()
+            ),
+            ("24.2".into(), "8.0.4".into(), "2.0".into())
+        );
+        let s = d.device(&dpu.serial).unwrap().status().unwrap();
+        assert_eq!(s.slots[1], None, "both slots were erased, A written");
+    }
+    // h1 was not touched.
+    let s1 = d.device("S1").unwrap().status().unwrap();
+    assert_eq!(s1.firmware().to_string(), "24.1");
+    let err = d.fresh_install("c1", "nobody", "test").unwrap_err();
+    assert!(
+        err.to_string().contains("no host nobody in cluster c1"),
+        "{err}"
+    );
+    Lab::assert_resumed(&d);
+}

@@ -252,3 +252,72 @@ fn changes_too_large_to_patch_in_place_are_compiled_afresh() {
     let (verdict, _) = dp.run_frame(0, &udp(9)).expect("runs");
     assert!(matches!(verdict, Verdict::Drop(_)), "{verdict:?}");
 }
+
+/// The fingerprint's counter totals (summed in the kernel by `dse_sum`, on
+/// each CPU) equal the per-rule counters added up, before and after an
+/// upgrade that migrates the counters and after a rebuild from a snapshot;
+/// a reset shows.
+#[test]
+fn fingerprints_total_the_rule_counters() {
+    let Some(pins) = PinDir::new("fingerprint") else {
+        return;
+    };
+    let set = many(1500, 10);
+    let dp = xdp(&pins, set.clone());
+    let from = |sport: u16| {
+        let mut v = Vec::new();
+        PacketBuilder::ethernet2([2, 0, 0, 0, 0, 1], [2, 0, 0, 0, 0, 2])
+            .ipv4([10, 0, 0, 1], [10, 0, 0, 2], 64)
+            .udp(sport, 9)
+            .write(&mut v, b"x")
+            .unwrap();
+        v
+    };
+    for sport in [1u16, 8, 1500, 701] {
+        for _ in 0..=sport % 5 {
+            dp.run_frame(0, &from(sport)).unwrap();
+        }
+    }
+    dp.run_frame(0, &udp(80)).unwrap();
+    let summed = |dp: &XdpDatapath| {
+        let c = dp.rule_counters();
+        (
+            c.values().map(|c| c.packets).sum::<u64>(),
+            c.values().map(|c| c.bytes).sum::<u64>(),
+        )
+    };
+    let before = dp.fingerprint();
+    assert!(before.packets > 0);
+    assert_eq!((before.packets, before.bytes), summed(&dp));
+    assert_eq!((before.generation, before.rules), (1, 1502));
+    dp.upgrade(Program::V2).unwrap();
+    let after = dp.fingerprint();
+    assert_eq!(after, before, "the upgrade kept every count");
+    assert!(after.continues(&before));
+    dp.run_frame(0, &udp(80)).unwrap();
+    assert_eq!(
+        (dp.fingerprint().packets, dp.fingerprint().bytes),
+        summed(&dp)
+    );
+    dp.quiesce().unwrap();
+    let snap = dp.snapshot().unwrap();
+    drop(dp);
+    let fresh = PinDir::new("fingerprint-rebuilt").unwrap();
+    let rebuilt = XdpDatapath::start_restored(
+        &snap,
+        XdpConfig {
+            pin_dir: fresh.0.clone(),
+            interfaces: Default::default(),
+            skb_mode: false,
+            limits: XdpLimits::small(),
+            program: Program::V2,
+        },
+    )
+    .unwrap();
+    assert_eq!(rebuilt.state(), LifecycleState::Quiesced);
+    assert_eq!(rebuilt.rules(), snap.rules);
+    assert_eq!(rebuilt.rule_counters(), snap.counters);
+    assert_eq!(rebuilt.fingerprint().packets, before.packets + 1);
+    let reset = xdp(&PinDir::new("fingerprint-reset").unwrap(), set);
+    assert!(!reset.fingerprint().continues(&before), "a reset shows");
+}

@@ -393,6 +393,7 @@ fn the_openapi_document_and_the_code_do_not_drift() {
         let path = path
             .replace("{name}", "nothing-here")
             .replace("{serial}", "nothing-here")
+            .replace("{host}", "nothing-here")
             .replace("{id}", "1");
         let m = Method::from_bytes(method.as_bytes()).unwrap();
         let (status, v) = s.call(m, &path, Some(("application/json", b"{}".to_vec())));

@@ -74,6 +74,31 @@ pub struct Capabilities {
     pub hitless_upgrade: bool,
 }
 
+/// A cheap summary of a datapath's state: enough to tell that a program
+/// swap changed no rule and reset no counter, without copying either.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Fingerprint {
+    /// The generation in force (every rule change moves it).
+    pub generation: u64,
+    /// Rules in force.
+    pub rules: usize,
+    /// Packets counted by all rules.
+    pub packets: u64,
+    /// Bytes counted by all rules.
+    pub bytes: u64,
+}
+
+impl Fingerprint {
+    /// Whether `self`, taken later, shows the same rules and no counter
+    /// reset since `before`.
+    pub fn continues(&self, before: &Fingerprint) -> bool {
+        self.generation == before.generation
+            && self.rules == before.rules
+            && self.packets >= before.packets
+            && self.bytes >= before.bytes
+    }
+}
+
 /// Why a datapath operation failed.
 #[derive(Debug, thiserror::Error)]
 pub enum DatapathError {
@@ -132,6 +157,18 @@ pub trait Datapath: Send + Sync {
 
     /// The lifecycle state.
     fn state(&self) -> LifecycleState;
+
+    /// Generation, rule count and counter totals. The default reads every
+    /// rule and counter; a backend may do it cheaper.
+    fn fingerprint(&self) -> Fingerprint {
+        let counters = self.rule_counters();
+        Fingerprint {
+            generation: self.generation(),
+            rules: counters.len(),
+            packets: counters.values().map(|c| c.packets).sum(),
+            bytes: counters.values().map(|c| c.bytes).sum(),
+        }
+    }
 
     /// Freezes the rules; forwarding goes on. Idempotent.
     ///

@@ -3,7 +3,8 @@
 //! same backend or another.
 //!
 //! Encoding: `b"DSESNAP\0"`, format (u32 LE), body length (u64 LE),
-//! SHA-256 of the body (32 bytes), body (JSON).
+//! SHA-256 of the body (32 bytes), body: MessagePack with field names
+//! (format 2; format 1, still read, had a JSON body).
 
 use crate::pipeline::{Bucket, Count};
 use crate::rule::RuleSet;
@@ -12,7 +13,7 @@ use sha2::{Digest, Sha256};
 use std::collections::BTreeMap;
 
 /// The format this build writes and the newest it reads.
-pub const FORMAT: u32 = 1;
+pub const FORMAT: u32 = 2;
 const MAGIC: &[u8; 8] = b"DSESNAP\0";
 const HEADER: usize = 8 + 4 + 8 + 32;
 
@@ -78,7 +79,7 @@ fn hex(b: &[u8]) -> String {
 impl Snapshot {
     /// Encodes the snapshot.
     pub fn encode(&self) -> Vec<u8> {
-        let body = serde_json::to_vec(self).expect("a snapshot always serializes");
+        let body = rmp_serde::to_vec_named(self).expect("a snapshot always serializes");
         let mut out = Vec::with_capacity(HEADER + body.len());
         out.extend_from_slice(MAGIC);
         out.extend_from_slice(&FORMAT.to_le_bytes());
@@ -129,8 +130,11 @@ impl Snapshot {
                 found: hex(&found),
             });
         }
-        let snap: Snapshot =
-            serde_json::from_slice(body).map_err(|e| SnapshotError::Body(e.to_string()))?;
+        let snap: Snapshot = if format == 1 {
+            serde_json::from_slice(body).map_err(|e| SnapshotError::Body(e.to_string()))?
+        } else {
+            rmp_serde::from_slice(body).map_err(|e| SnapshotError::Body(e.to_string()))?
+        };
         snap.rules
             .validate()
             .map_err(|e| SnapshotError::Body(format!("its rules do not validate: {e}")))?;

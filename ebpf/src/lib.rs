@@ -57,6 +57,12 @@ pub const PROGRAM: &str = "dse_xdp";
 /// Name of the counter-merge program (see `dse_merge` in the C source).
 pub const MERGE_PROGRAM: &str = "dse_merge";
 
+/// Name of the counter-sum program (see `dse_sum` in the C source).
+pub const SUM_PROGRAM: &str = "dse_sum";
+
+/// Slots per `dse_sum` run.
+pub const SUM_BATCH: usize = 512;
+
 /// Entries per `dse_merge` run.
 pub const MERGE_BATCH: usize = 128;
 

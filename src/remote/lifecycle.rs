@@ -345,6 +345,20 @@ pub fn lifecycle(
                 table(&["ID", "CLUSTER", "IMAGE", "STATE", "HOSTS"], &rows);
             });
         }
+        LifecycleCommand::Install { cluster, host } => {
+            let call = Call::new(
+                Method::POST,
+                format!("/v1/clusters/{cluster}/hosts/{host}/install"),
+            );
+            let v = send(rt, ep, call)?;
+            let as_cluster =
+                json!({"cluster": cluster, "status": v["status"], "hosts": [v.clone()]});
+            if json {
+                print(&v, |_| {});
+            } else {
+                compliance(&as_cluster);
+            }
+        }
         LifecycleCommand::Recommendations { cluster } => {
             send(
                 rt,

@@ -84,6 +84,17 @@ pub async fn remediate(
     Ok((status, Json(answer)).into_response())
 }
 
+/// `POST /v1/clusters/{name}/hosts/{host}/install`: a fresh install.
+pub async fn fresh_install(
+    State(s): State<Arc<ApiState>>,
+    ConnectInfo(peer): ConnectInfo<Peer>,
+    Path((name, host)): Path<(String, String)>,
+) -> Answer {
+    let daemon = Arc::clone(&s.daemon);
+    let c = blocking(move || daemon.fresh_install(&name, &host, &peer.0)).await?;
+    Ok(Json(c).into_response())
+}
+
 /// `POST /v1/clusters/{name}/recommendations`: refused on a DPU cluster.
 pub async fn recommendations(State(s): State<Arc<ApiState>>, Path(name): Path<String>) -> Answer {
     let daemon = Arc::clone(&s.daemon);

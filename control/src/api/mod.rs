@@ -103,6 +103,11 @@ pub fn routes() -> Vec<(Method, &'static str, MethodRouter<Arc<ApiState>>)> {
         ),
         (
             Method::POST,
+            "/v1/clusters/{name}/hosts/{host}/install",
+            post(lifecycle::fresh_install),
+        ),
+        (
+            Method::POST,
             "/v1/clusters/{name}/recommendations",
             post(lifecycle::recommendations),
         ),

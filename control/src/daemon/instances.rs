@@ -32,6 +32,11 @@ pub struct Running {
     /// Whether its DPU is away (rebooting) and the host path carries its
     /// traffic.
     pub failed_over: bool,
+    /// A program loaded ahead of a swap, with the object it came from.
+    prepared: Option<(
+        Option<std::path::PathBuf>,
+        dse_datapath::xdp::PreparedUpgrade,
+    )>,
 }
 
 /// How an instance is doing, as the API shows it.
@@ -67,6 +72,7 @@ impl Running {
                 error: Some(e.to_string()),
                 adopted: false,
                 failed_over: false,
+                prepared: None,
             },
         }
     }
@@ -107,6 +113,7 @@ impl Running {
             error: None,
             adopted,
             failed_over: false,
+            prepared: None,
         })
     }
 
@@ -192,8 +199,8 @@ impl Running {
                 result?;
             }
             other => {
-                let xdp = match XdpDatapath::start_detached(
-                    snapshot.rules.clone(),
+                let xdp = match XdpDatapath::start_restored(
+                    snapshot,
                     xdp_config(config, &record, program),
                 ) {
                     Ok(x) => x,
@@ -203,12 +210,7 @@ impl Running {
                         return Err(e);
                     }
                 };
-                let attached = (|| {
-                    xdp.quiesce()?;
-                    xdp.restore(snapshot)?;
-                    xdp.attach()
-                })();
-                if let Err(e) = attached {
+                if let Err(e) = xdp.attach() {
                     drop(xdp);
                     remove_pins(config, &record);
                     self.handle = other;
@@ -231,22 +233,43 @@ impl Running {
         Ok(())
     }
 
-    /// Swaps the running XDP program for `object`'s, hitlessly.
+    /// Loads `object`'s program (none: the built-in one) over the maps of
+    /// this XDP instance, ahead of [`Running::upgrade`].
+    ///
+    /// # Errors
+    /// [`DatapathError`] if the object is unknown or does not load.
+    pub fn prepare(&mut self, object: Option<&std::path::Path>) -> Result<(), DatapathError> {
+        let mut record = self.record.clone();
+        record.object = object.map(std::path::Path::to_path_buf);
+        let program = program_of(&record)?;
+        let Some(Handle::Xdp(x)) = &self.handle else {
+            return Err(not_running(&self.record.name));
+        };
+        self.prepared = None;
+        self.prepared = Some((record.object, x.prepare_upgrade(program)?));
+        Ok(())
+    }
+
+    /// Swaps the running XDP program for `object`'s (none: the built-in
+    /// one), hitlessly, with the program [`Running::prepare`] loaded if it
+    /// is that one.
     ///
     /// # Errors
     /// [`DatapathError`] if the object is unknown or the swap fails (the
     /// old program then runs on).
-    pub fn upgrade(&mut self, object: &std::path::Path) -> Result<(), DatapathError> {
+    pub fn upgrade(&mut self, object: Option<&std::path::Path>) -> Result<(), DatapathError> {
         let mut record = self.record.clone();
-        record.object = Some(object.to_path_buf());
+        record.object = object.map(std::path::Path::to_path_buf);
         let program = program_of(&record)?;
-        match &self.handle {
-            Some(Handle::Xdp(x)) => {
-                if x.program() != program {
-                    x.upgrade(program)?;
-                }
-            }
-            _ => return Err(not_running(&self.record.name)),
+        let Some(Handle::Xdp(x)) = &self.handle else {
+            return Err(not_running(&self.record.name));
+        };
+        let prepared = self.prepared.take().filter(|(o, _)| *o == record.object);
+        if x.program() != program {
+            match prepared {
+                Some((_, p)) => x.commit_upgrade(p)?,
+                None => x.upgrade(program)?,
+            };
         }
         self.record = record;
         Ok(())

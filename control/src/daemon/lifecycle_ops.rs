@@ -9,7 +9,7 @@ use crate::lifecycle::device::{DeviceError, DpuDevice, EmulatedDpu, Emulation, S
 use crate::lifecycle::engine::{DatapathState, DpuDatapaths, Engine};
 use crate::lifecycle::remediation::{HostResult, HostRun, Options, Remediation, Step};
 use crate::lifecycle::{self, Cluster, DesiredImage, Resolved};
-use dse_datapath::datapath::Datapath;
+use dse_datapath::datapath::{Datapath, Fingerprint};
 use dse_datapath::pipeline::Count;
 use dse_datapath::rule::RuleSet;
 use dse_datapath::snapshot::Snapshot;
@@ -185,7 +185,7 @@ impl Daemon {
             }
         }
         if let Some(id) = self.running_remediation() {
-            problems.push(format!("remediation {id} is under way: wait for it to end"));
+            problems.push(busy(id));
         }
         Ok(Precheck {
             cluster: name.to_string(),
@@ -232,6 +232,105 @@ impl Daemon {
         )))
     }
 
+    /// A fresh install of host `host` of cluster `name`: its DPUs imaged
+    /// with the cluster image's DPU content (both slots erased, booted),
+    /// the host with its host content, its DPU datapaths switched to the
+    /// image's program, and the inventory updated. Returns the host's
+    /// compliance afterwards.
+    ///
+    /// # Errors
+    /// [`ControlError::NotFound`] for no such cluster or host;
+    /// [`ControlError::Lifecycle`] without an image, while a remediation
+    /// runs, or naming a DPU that failed to install.
+    pub fn fresh_install(
+        &self,
+        name: &str,
+        host: &str,
+        who: &str,
+    ) -> Result<crate::lifecycle::compliance::HostCompliance, ControlError> {
+        let mut slot = self.remediating.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(id) = *slot {
+            return Err(ControlError::Lifecycle(busy(id)));
+        }
+        let (c, r) = self.resolved(name)?;
+        let h = c
+            .hosts
+            .iter()
+            .find(|x| x.name == host)
+            .ok_or_else(|| ControlError::NotFound {
+                what: format!("host {host} in cluster {name}"),
+            })?;
+        // Held so that no remediation starts meanwhile.
+        *slot = Some(0);
+        let installed = self.install_host(h, &r);
+        *slot = None;
+        drop(slot);
+        let what = format!("fresh install of host {host} in cluster {name}");
+        if let Err(e) = &installed {
+            self.store.audit_only(who, &what, &e.to_string())?;
+        }
+        installed?;
+        let states: BTreeMap<String, crate::lifecycle::device::DeviceState> = h
+            .dpus
+            .iter()
+            .filter_map(|d| {
+                Some((
+                    d.serial.clone(),
+                    self.device(&d.serial).ok()?.status().ok()?,
+                ))
+            })
+            .collect();
+        self.store.update_clusters(who, &what, |all| {
+            if let Some(x) = all
+                .iter_mut()
+                .filter(|x| x.name == name)
+                .flat_map(|x| x.hosts.iter_mut())
+                .find(|x| x.name == host)
+            {
+                x.version = r.host.clone();
+                for d in &mut x.dpus {
+                    if let Some(s) = states.get(&d.serial) {
+                        d.firmware = s.firmware().clone();
+                        d.os = s.os().clone();
+                        d.datapath = s.datapath.clone();
+                    }
+                }
+            }
+            Ok::<_, ControlError>(())
+        })?;
+        let (c, r) = self.resolved(name)?;
+        let h = c
+            .hosts
+            .iter()
+            .find(|x| x.name == host)
+            .expect("still there");
+        Ok(compliance::host(h, &r, &|s: &str| self.device(s)?.status()))
+    }
+
+    fn install_host(&self, h: &crate::lifecycle::Host, r: &Resolved) -> Result<(), ControlError> {
+        let failed = |serial: &str, e: &dyn std::fmt::Display| {
+            ControlError::Lifecycle(format!("installing DPU {serial}: {e}"))
+        };
+        for d in &h.dpus {
+            let dev = self.device(&d.serial).map_err(|e| failed(&d.serial, &e))?;
+            let image = SlotImage {
+                firmware: r.firmware.clone().unwrap_or_else(|| d.firmware.clone()),
+                os: r.dpu_os.clone(),
+            };
+            let datapath = r.datapath.as_ref().map_or(&d.datapath, |p| &p.version);
+            dev.install(&image, datapath)
+                .and_then(|()| dev.wait_up(std::time::Duration::from_secs(60)))
+                .map_err(|e| failed(&d.serial, &e))?;
+            if let Some(p) = &r.datapath
+                && self.datapath_state(&d.serial).is_some()
+            {
+                DpuDatapaths::upgrade(self, &d.serial, Some(&p.object))
+                    .map_err(|e| failed(&d.serial, &e))?;
+            }
+        }
+        Ok(())
+    }
+
     fn running_remediation(&self) -> Option<u64> {
         *self.remediating.lock().unwrap_or_else(|p| p.into_inner())
     }
@@ -266,9 +365,7 @@ impl Daemon {
         }
         let mut slot = self.remediating.lock().unwrap_or_else(|p| p.into_inner());
         if let Some(id) = *slot {
-            return Err(ControlError::Lifecycle(format!(
-                "remediation {id} is under way: wait for it to end"
-            )));
+            return Err(ControlError::Lifecycle(busy(id)));
         }
         let c = self.cluster(name)?;
         let id = self.store.remediations()?.last().map_or(1, |r| r.id + 1);
@@ -465,10 +562,29 @@ impl DpuDatapaths for Daemon {
         })
     }
 
-    fn upgrade(&self, serial: &str, object: &Path) -> Result<(), String> {
+    fn prepare(&self, serial: &str, object: Option<&Path>) -> Result<(), String> {
+        self.with_instance(serial, |r| r.prepare(object).map_err(|e| e.to_string()))
+    }
+
+    fn upgrade(&self, serial: &str, object: Option<&Path>) -> Result<(), String> {
         self.with_instance(serial, |r| {
             r.upgrade(object).map_err(|e| e.to_string())?;
             self.record_object(r)
+        })
+    }
+
+    /// The datapath's fingerprint with the desired generation in place of
+    /// its own: adopting a datapath after a restart moves its own
+    /// generation without changing a rule, while every rule change moves
+    /// the desired one (and a quiesced datapath refuses changes, so none
+    /// is committed while it is).
+    fn fingerprint(&self, serial: &str) -> Result<Fingerprint, String> {
+        let desired = self.generation();
+        self.with_datapath(serial, |dp| {
+            Ok(Fingerprint {
+                generation: desired,
+                ..dp.fingerprint()
+            })
         })
     }
 
@@ -478,6 +594,15 @@ impl DpuDatapaths for Daemon {
 
     fn resume(&self, serial: &str) -> Result<(), String> {
         self.with_datapath(serial, |dp| dp.resume())
+    }
+}
+
+/// What holds the lifecycle: remediation `id`, or a fresh install (0).
+fn busy(id: u64) -> String {
+    if id == 0 {
+        "a fresh install is under way: wait for it to end".into()
+    } else {
+        format!("remediation {id} is under way: wait for it to end")
     }
 }
 

@@ -286,6 +286,14 @@ pub trait DpuDevice: Send + Sync {
     /// # Errors
     /// [`DeviceError`] if it cannot be written.
     fn set_datapath(&self, version: &Version) -> Result<(), DeviceError>;
+
+    /// A fresh install: erases both slots, writes `image` into slot A with
+    /// `datapath`, and boots it. The device is down until it is up again
+    /// ([`DpuDevice::wait_up`]).
+    ///
+    /// # Errors
+    /// [`DeviceError`] if it is unreachable or cannot be written.
+    fn install(&self, image: &SlotImage, datapath: &Version) -> Result<(), DeviceError>;
 }
 
 fn now_ms() -> u64 {
@@ -574,6 +582,26 @@ impl DpuDevice for EmulatedDpu {
     fn set_datapath(&self, version: &Version) -> Result<(), DeviceError> {
         self.change(|s| {
             s.datapath = version.clone();
+            Ok(())
+        })
+    }
+
+    fn install(&self, image: &SlotImage, datapath: &Version) -> Result<(), DeviceError> {
+        self.change(|s| {
+            if s.emulation.faults.unreachable {
+                return Err(DeviceError::Unreachable(s.serial.clone()));
+            }
+            s.slots = [Some(image.clone()), None];
+            s.active = Slot::A;
+            s.next_boot = Slot::A;
+            s.datapath = datapath.clone();
+            s.fell_back = None;
+            s.power = Power::Booting {
+                slot: Slot::A,
+                since_ms: now_ms(),
+                trial: false,
+                hangs: false,
+            };
             Ok(())
         })
     }

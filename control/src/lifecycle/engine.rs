@@ -14,6 +14,7 @@ use super::remediation::{
     DpuPlan, HostPlan, HostResult, HostRun, Remediation, Step, StepRecord, StepState,
 };
 use crate::store::Store;
+use dse_datapath::datapath::Fingerprint;
 use dse_datapath::pipeline::Count;
 use dse_datapath::rule::RuleSet;
 use dse_datapath::snapshot::Snapshot;
@@ -51,8 +52,13 @@ pub trait DpuDatapaths: Send + Sync {
         snapshot: &Snapshot,
         object: Option<&Path>,
     ) -> Result<(), String>;
-    /// Swaps its program for `object`'s, hitlessly.
-    fn upgrade(&self, serial: &str, object: &Path) -> Result<(), String>;
+    /// Loads `object`'s program (none: the built-in one) over its maps
+    /// ahead of [`DpuDatapaths::upgrade`], so that the swap itself is quick.
+    fn prepare(&self, serial: &str, object: Option<&Path>) -> Result<(), String>;
+    /// Swaps its program for `object`'s (none: the built-in one), hitlessly.
+    fn upgrade(&self, serial: &str, object: Option<&Path>) -> Result<(), String>;
+    /// Its generation, rule count and counter totals.
+    fn fingerprint(&self, serial: &str) -> Result<Fingerprint, String>;
     /// Its rules and counters now.
     fn current(&self, serial: &str) -> Result<(RuleSet, BTreeMap<u32, Count>), String>;
     /// Unfreezes its rules.
@@ -499,23 +505,15 @@ impl Engine<'_> {
     /// Quiesces and snapshots every datapath, then upgrades the DPUs: all
     /// at once, or one at a time when the offload is to stay on.
     fn upgrade(&self, h: usize, plan: &HostPlan) -> Result<(), Failure> {
+        for d in &plan.dpus {
+            self.step(h, Step::Stage, Some(&d.serial), || self.stage(d))?;
+        }
         for d in plan.dpus.iter().filter(|d| d.has_datapath) {
             self.step(h, Step::Quiesce, Some(&d.serial), || {
                 self.datapaths.quiesce(&d.serial).map_err(Failure::fatal)?;
                 Ok("quiesced".into())
             })?;
-            self.step(h, Step::Snapshot, Some(&d.serial), || {
-                let snap = self.datapaths.snapshot(&d.serial).map_err(Failure::fatal)?;
-                let path = self.snapshot_path(&d.serial);
-                write_atomically(&path, &snap.encode())
-                    .map_err(|e| Failure::fatal(format!("writing {}: {e}", path.display())))?;
-                Ok(format!(
-                    "generation {}, {} rules, {} packets counted",
-                    snap.generation,
-                    snap.rules.rules.len(),
-                    snap.counters.values().map(|c| c.packets).sum::<u64>()
-                ))
-            })?;
+            self.step(h, Step::Snapshot, Some(&d.serial), || self.snapshot(d))?;
         }
         let keep_offload = self.lock().options.keep_offload;
         let groups: Vec<Vec<&DpuPlan>> = if keep_offload {
@@ -544,6 +542,54 @@ impl Engine<'_> {
         Ok(())
     }
 
+    /// Copies the image to DPU `d`, and loads its new datapath program
+    /// ahead of a hitless swap.
+    fn stage(&self, d: &DpuPlan) -> Result<String, Failure> {
+        let keys: Vec<String> = self.image.manifests.iter().map(|m| m.key()).collect();
+        self.up(&d.serial)?;
+        self.device(&d.serial)?.stage(&keys)?;
+        let mut did = format!("{} depot entries", keys.len());
+        if d.has_datapath && d.swaps_datapath() && !d.reboots() {
+            let object = d.datapath_to.as_ref().map(|(_, o)| o.as_path());
+            self.datapaths
+                .prepare(&d.serial, object)
+                .map_err(Failure::fatal)?;
+            did.push_str("; the new program loaded");
+        }
+        Ok(did)
+    }
+
+    /// Saves what DPU `d`'s datapath must come back to: its whole state
+    /// when it reboots, its fingerprint when its program is swapped in place.
+    fn snapshot(&self, d: &DpuPlan) -> Result<String, Failure> {
+        let serial = d.serial.as_str();
+        if !d.reboots() {
+            let f = self.datapaths.fingerprint(serial).map_err(Failure::fatal)?;
+            let path = self.fingerprint_path(serial);
+            let bytes = serde_json::to_vec(&f).expect("a fingerprint serialises");
+            write_atomically(&path, &bytes)
+                .map_err(|e| Failure::fatal(format!("writing {}: {e}", path.display())))?;
+            return Ok(format!(
+                "fingerprint: generation {}, {} rules, {} packets counted",
+                f.generation, f.rules, f.packets
+            ));
+        }
+        let snap = self.datapaths.snapshot(serial).map_err(Failure::fatal)?;
+        let path = self.snapshot_path(serial);
+        write_atomically(&path, &snap.encode())
+            .map_err(|e| Failure::fatal(format!("writing {}: {e}", path.display())))?;
+        Ok(format!(
+            "generation {}, {} rules, {} packets counted",
+            snap.generation,
+            snap.rules.rules.len(),
+            snap.counters.values().map(|c| c.packets).sum::<u64>()
+        ))
+    }
+
+    fn fingerprint_path(&self, serial: &str) -> PathBuf {
+        self.snapshot_path(serial).with_extension("fingerprint")
+    }
+
     fn upgrade_dpu(&self, h: usize, d: &DpuPlan) -> Result<(), Failure> {
         let serial = d.serial.as_str();
         let object = if d.swaps_datapath() {
@@ -552,11 +598,6 @@ impl Engine<'_> {
             d.object_from.clone()
         };
         if d.reboots() {
-            self.step(h, Step::Stage, Some(serial), || {
-                let keys: Vec<String> = self.image.manifests.iter().map(|m| m.key()).collect();
-                self.device(serial)?.stage(&keys)?;
-                Ok(format!("{} depot entries", keys.len()))
-            })?;
             if d.has_datapath {
                 self.step(h, Step::FailOver, Some(serial), || {
                     self.fail_over(serial)?;
@@ -564,6 +605,7 @@ impl Engine<'_> {
                 })?;
             }
             self.step(h, Step::Flash, Some(serial), || {
+                self.up(serial)?;
                 self.device(serial)?.flash(&d.to)?;
                 Ok(format!("firmware {}, os {}", d.to.firmware, d.to.os))
             })?;
@@ -572,9 +614,13 @@ impl Engine<'_> {
             })?;
         } else if d.swaps_datapath() && d.has_datapath {
             self.step(h, Step::UpgradeDatapath, Some(serial), || {
-                let o = object.as_deref().expect("a swap has an object");
-                self.datapaths.upgrade(serial, o).map_err(Failure::fatal)?;
-                Ok(format!("program {}", o.display()))
+                self.datapaths
+                    .upgrade(serial, object.as_deref())
+                    .map_err(Failure::fatal)?;
+                Ok(format!(
+                    "program {:?}",
+                    object.as_deref().unwrap_or(Path::new("built in"))
+                ))
             })?;
         }
         if let Some((v, _)) = d.datapath_to.as_ref().filter(|_| d.swaps_datapath()) {
@@ -590,7 +636,13 @@ impl Engine<'_> {
                     Ok("restored; the offload carries its traffic again".into())
                 })?;
             }
-            self.step(h, Step::Verify, Some(serial), || self.verify(serial))?;
+            self.step(h, Step::Verify, Some(serial), || {
+                if d.reboots() {
+                    self.verify(serial)
+                } else {
+                    self.verify_fingerprint(serial)
+                }
+            })?;
         }
         Ok(())
     }
@@ -646,6 +698,25 @@ impl Engine<'_> {
         ))
     }
 
+    /// Same generation and rules as the saved fingerprint, no counter below.
+    fn verify_fingerprint(&self, serial: &str) -> Result<String, Failure> {
+        let path = self.fingerprint_path(serial);
+        let before: Fingerprint = std::fs::read(&path)
+            .ok()
+            .and_then(|b| serde_json::from_slice(&b).ok())
+            .ok_or_else(|| Failure::fatal(format!("reading the fingerprint {}", path.display())))?;
+        let now = self.datapaths.fingerprint(serial).map_err(Failure::fatal)?;
+        if !now.continues(&before) {
+            return Err(Failure::fatal(format!(
+                "DPU {serial}: the datapath changed under the swap: before {before:?}, after {now:?}"
+            )));
+        }
+        Ok(format!(
+            "generation {} and {} rules kept, counters {} -> {} packets",
+            now.generation, now.rules, before.packets, now.packets
+        ))
+    }
+
     /// Puts DPU `d` back on the image and program it ran before, its
     /// datapath restored if it was away.
     fn roll_back(&self, h: usize, d: &DpuPlan) -> Result<(), Failure> {
@@ -654,6 +725,10 @@ impl Engine<'_> {
             let dev = self.device(serial)?;
             let s = self.up(serial)?;
             let mut did = Vec::new();
+            if d.has_datapath {
+                // A restarted control plane brought it up running.
+                self.datapaths.quiesce(serial).map_err(Failure::fatal)?;
+            }
             if *s.running() != d.from {
                 if d.has_datapath {
                     self.fail_over(serial)?;
@@ -666,6 +741,16 @@ impl Engine<'_> {
                 ));
             }
             dev.set_datapath(&d.datapath_from)?;
+            if !d.reboots()
+                && let Some(now) = self.datapaths.datapath_state(serial)
+                && now.object != d.object_from
+                && !now.failed_over
+            {
+                self.datapaths
+                    .upgrade(serial, d.object_from.as_deref())
+                    .map_err(Failure::fatal)?;
+                did.push("datapath swapped back to its old program".into());
+            }
             // Away on the host path, on another program, or started afresh
             // by a restarted control plane (its counters below the snapshot's).
             if let Some(now) = self.datapaths.datapath_state(serial)

@@ -4,7 +4,9 @@
 
 use super::{Program, XdpError, XdpInstance, XdpLimits};
 use crate::compile::{Compiler, MAX_MASKS};
-use crate::datapath::{Capabilities, Datapath, DatapathError, LifecycleState, Transaction};
+use crate::datapath::{
+    Capabilities, Datapath, DatapathError, Fingerprint, LifecycleState, Transaction,
+};
 use crate::pipeline::{Bucket, Count, Stats};
 use crate::rule::{MAX_PORTS, RuleSet};
 use crate::snapshot::Snapshot;
@@ -26,6 +28,22 @@ pub struct UpgradeReport {
     pub migrate: Duration,
     /// Counters migrated (0 when no map changed layout).
     pub migrated: usize,
+}
+
+/// A program loaded over a datapath's maps, ready to take over from the
+/// running one ([`XdpDatapath::commit_upgrade`]).
+pub struct PreparedUpgrade {
+    next: XdpInstance,
+    /// The staged counters map's pin, when the layout changes.
+    migrate: Option<PathBuf>,
+    load: Duration,
+}
+
+impl PreparedUpgrade {
+    /// The program it runs.
+    pub fn program(&self) -> Program {
+        self.next.program()
+    }
 }
 
 /// How to bring up an XDP datapath.
@@ -112,6 +130,33 @@ impl XdpDatapath {
             config,
         };
         dp.bind_ports(&mut dp.control())?;
+        Ok(dp)
+    }
+
+    /// A datapath rebuilt from `snapshot` (after its DPU rebooted): its
+    /// rules compiled and installed once, its counters, meter buckets and
+    /// generation set, quiesced, attached to no interface until
+    /// [`XdpDatapath::attach`].
+    ///
+    /// # Errors
+    /// As [`XdpDatapath::start`].
+    pub fn start_restored(
+        snapshot: &Snapshot,
+        config: XdpConfig,
+    ) -> Result<XdpDatapath, DatapathError> {
+        let dp = Self::start_detached(snapshot.rules.clone(), config)?;
+        {
+            let mut c = dp.control();
+            carry_counts(&mut c.xdp, Carry::Given(snapshot.counters.clone()))?;
+            let buckets = rebased_buckets(snapshot);
+            for (i, name) in c.compiler.tables().meter_names.clone().iter().enumerate() {
+                if let Some(b) = buckets.get(name) {
+                    c.xdp.set_meter_bucket(i as u32, *b)?;
+                }
+            }
+            c.generation = snapshot.generation;
+            c.state = LifecycleState::Quiesced;
+        }
         Ok(dp)
     }
 
@@ -278,10 +323,20 @@ impl XdpDatapath {
     /// [`DatapathError::Xdp`] naming the step that failed; before the link
     /// switch, the old program keeps running untouched.
     pub fn upgrade(&self, program: Program) -> Result<UpgradeReport, DatapathError> {
+        let prepared = self.prepare_upgrade(program)?;
+        self.commit_upgrade(prepared)
+    }
+
+    /// The slow half of [`XdpDatapath::upgrade`], done ahead: loads and
+    /// verifies `program` over the pinned maps (and creates the map whose
+    /// layout changes), without running it. Rules may change meanwhile.
+    ///
+    /// # Errors
+    /// [`DatapathError::Xdp`]; nothing changed.
+    pub fn prepare_upgrade(&self, program: Program) -> Result<PreparedUpgrade, DatapathError> {
         let started = Instant::now();
-        let mut c = self.control();
         let pin_dir = &self.config.pin_dir;
-        let migrate = c.xdp.program().counter_size() != program.counter_size();
+        let migrate = self.program().counter_size() != program.counter_size();
         let staged_pin = pin_dir.join(format!("next_{}", dse_ebpf::maps::COUNTERS));
         let _ = std::fs::remove_file(&staged_pin);
         let staged: Vec<(&'static str, PathBuf)> = if migrate {
@@ -289,20 +344,43 @@ impl XdpDatapath {
         } else {
             Vec::new()
         };
-        let mut next = XdpInstance::load_object(pin_dir, self.config.limits, program, &staged)?;
+        let next = XdpInstance::load_object(pin_dir, self.config.limits, program, &staged)?;
+        Ok(PreparedUpgrade {
+            next,
+            migrate: migrate.then_some(staged_pin),
+            load: started.elapsed(),
+        })
+    }
+
+    /// The fast half of [`XdpDatapath::upgrade`]: moves the links to the
+    /// prepared program and migrates the counters if their layout changed.
+    ///
+    /// # Errors
+    /// [`DatapathError::Xdp`] naming the step that failed; before the link
+    /// switch, the old program keeps running untouched.
+    pub fn commit_upgrade(
+        &self,
+        prepared: PreparedUpgrade,
+    ) -> Result<UpgradeReport, DatapathError> {
+        let PreparedUpgrade {
+            mut next,
+            migrate,
+            load,
+        } = prepared;
+        let mut c = self.control();
+        let started = Instant::now();
         next.take_over(&c.xdp);
-        let loaded = Instant::now();
         let links = next.switch_links()?;
         let switched = Instant::now();
         let mut migrated = 0;
-        if migrate {
+        if let Some(staged_pin) = migrate {
             // In-flight runs of the old program end within microseconds.
             std::thread::sleep(std::time::Duration::from_millis(20));
             let slots = c.xdp.installed_slots();
             let old = c.xdp.slot_counts(&slots)?;
             next.merge_counts(&slots, &old)?;
             migrated = slots.len();
-            let live = pin_dir.join(dse_ebpf::maps::COUNTERS);
+            let live = self.config.pin_dir.join(dse_ebpf::maps::COUNTERS);
             std::fs::rename(&staged_pin, &live).map_err(io(format!(
                 "moving the migrated counters pin {} to {}",
                 staged_pin.display(),
@@ -311,8 +389,8 @@ impl XdpDatapath {
         }
         c.xdp = next;
         Ok(UpgradeReport {
-            load: loaded - started,
-            switch: switched - loaded,
+            load,
+            switch: switched - started,
             links,
             migrate: switched.elapsed(),
             migrated,
@@ -441,6 +519,26 @@ enum Carry {
     Given(BTreeMap<u32, Count>),
 }
 
+/// `snapshot`'s meter buckets with each refill time moved from the
+/// snapshot's clock to the kernel's.
+fn rebased_buckets(snapshot: &Snapshot) -> BTreeMap<String, Bucket> {
+    let now = monotonic_ns();
+    snapshot
+        .meters
+        .iter()
+        .map(|(name, b)| {
+            let age = snapshot.clock_ns.saturating_sub(b.last_ns);
+            (
+                name.clone(),
+                Bucket {
+                    nano_tokens: b.nano_tokens,
+                    last_ns: now.saturating_sub(age),
+                },
+            )
+        })
+        .collect()
+}
+
 /// How long a program run that started before a flip can still be counting.
 const GRACE: std::time::Duration = std::time::Duration::from_millis(20);
 
@@ -540,6 +638,20 @@ impl Datapath for XdpDatapath {
         })
     }
 
+    fn fingerprint(&self) -> Fingerprint {
+        let c = self.control();
+        let total = c.xdp.counter_total().unwrap_or_else(|e| {
+            tracing::error!("reading the XDP rule counters: {e}");
+            Count::default()
+        });
+        Fingerprint {
+            generation: c.generation,
+            rules: c.xdp.installed_rules().len(),
+            packets: total.packets,
+            bytes: total.bytes,
+        }
+    }
+
     fn state(&self) -> LifecycleState {
         self.control().state
     }
@@ -574,28 +686,12 @@ impl Datapath for XdpDatapath {
             "quiesce the datapath first",
         )?;
         let compiler = Compiler::new(snapshot.rules.clone())?;
-        let now = monotonic_ns();
-        // Rebase each bucket's refill time from the snapshot's clock to the kernel's.
-        let buckets = snapshot
-            .meters
-            .iter()
-            .map(|(name, b)| {
-                let age = snapshot.clock_ns.saturating_sub(b.last_ns);
-                (
-                    name.clone(),
-                    Bucket {
-                        nano_tokens: b.nano_tokens,
-                        last_ns: now.saturating_sub(age),
-                    },
-                )
-            })
-            .collect();
         self.rebuild(
             &mut c,
             compiler,
             snapshot.generation,
             Carry::Given(snapshot.counters.clone()),
-            buckets,
+            rebased_buckets(snapshot),
         )
     }
 

@@ -91,6 +91,51 @@ pub(crate) fn read(
     }
 }
 
+/// The counts of `slots` summed over slots and CPUs, from a counters map
+/// of `version`: one batch read over the range they span, nothing
+/// allocated per slot.
+pub(crate) fn total(map: &Map, version: u32, slots: &[u32]) -> Result<Count, aya::maps::MapError> {
+    fn go<L: Layout>(map: &Map, version: u32, slots: &[u32]) -> Result<Count, aya::maps::MapError> {
+        let (Some(lo), Some(hi)) = (slots.iter().min(), slots.iter().max()) else {
+            return Ok(Count::default());
+        };
+        let span = (hi - lo) as usize + 1;
+        let Map::PerCpuArray(m) = map else {
+            unreachable!("the counters map is a per-CPU array")
+        };
+        if slots.len() < 64 || span > 4 * slots.len() {
+            let per_slot = read(map, version, slots)?;
+            return Ok(per_slot
+                .iter()
+                .flatten()
+                .fold(Count::default(), |t, c| Count {
+                    packets: t.packets + c.packets,
+                    bytes: t.bytes + c.bytes,
+                }));
+        }
+        let syscall = |call, io_error| {
+            aya::maps::MapError::SyscallError(aya::sys::SyscallError { call, io_error })
+        };
+        let cpus = cpus().map_err(|e| syscall("nr_cpus", e))?;
+        let values: Vec<L> = batch::lookup_range(m.fd().as_fd(), *lo, span, cpus)
+            .map_err(|e| syscall("bpf_map_lookup_batch", e))?;
+        let mut t = Count::default();
+        for s in slots {
+            let at = (s - lo) as usize * cpus;
+            for v in &values[at..at + cpus] {
+                let c = v.count();
+                t.packets += c.packets;
+                t.bytes += c.bytes;
+            }
+        }
+        Ok(t)
+    }
+    match version {
+        1 => go::<dse_ebpf::RuleCounter>(map, version, slots),
+        _ => go::<dse_ebpf::RuleCounterV2>(map, version, slots),
+    }
+}
+
 /// Writes per-CPU counts (`per_cpu[i]` for `slots[i]`, `cpus` each) into a
 /// counters map of `version`.
 pub(crate) fn write(

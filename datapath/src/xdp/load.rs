@@ -283,6 +283,18 @@ impl XdpInstance {
                     source: Box::new(e),
                 })?;
         }
+        // Objects built before the sum program have none: totals are then
+        // read with batch lookups.
+        if let Some(sum) = ebpf.program_mut(dse_ebpf::SUM_PROGRAM) {
+            let sum: &mut Xdp = sum.try_into().map_err(|e| XdpError::Program {
+                what: "the counter sum program as XDP",
+                source: Box::new(e),
+            })?;
+            sum.load().map_err(|e| XdpError::Program {
+                what: "load the counter sum program",
+                source: Box::new(e),
+            })?;
+        }
         let state = Array::<_, dse_ebpf::State>::try_from(
             ebpf.map(maps::STATE).expect("the object has its maps"),
         )
@@ -924,6 +936,53 @@ impl XdpInstance {
     pub fn slot_counts(&self, slots: &[u32]) -> Result<Vec<Vec<Count>>, XdpError> {
         counters::read(self.counters_map(), self.program.version(), slots)
             .map_err(map_err(maps::COUNTERS, "read"))
+    }
+
+    /// The counts of the active generation's rules, summed.
+    ///
+    /// # Errors
+    /// [`XdpError::Map`] if the counters cannot be read.
+    pub fn counter_total(&self) -> Result<Count, XdpError> {
+        let slots = self.installed_slots();
+        let Some(sum) = self.ebpf.program(dse_ebpf::SUM_PROGRAM) else {
+            return counters::total(self.counters_map(), self.program.version(), &slots)
+                .map_err(map_err(maps::COUNTERS, "read"));
+        };
+        let sum: &Xdp = sum.try_into().expect("an XDP program");
+        let cpus = counters::cpus().map_err(io_err(maps::COUNTERS, "counting CPUs"))?;
+        let mut total = Count::default();
+        let mut frame = Vec::with_capacity(16 + 4 * dse_ebpf::SUM_BATCH);
+        let mut out = vec![0u8; 16 + 4 * dse_ebpf::SUM_BATCH];
+        for cpu in 0..cpus {
+            let _pinned = PinnedToCpu::new(cpu);
+            for chunk in slots.chunks(dse_ebpf::SUM_BATCH) {
+                frame.clear();
+                frame.resize(16, 0);
+                for s in chunk {
+                    frame.extend_from_slice(&s.to_ne_bytes());
+                }
+                let mut opts = TestRunOptions::new();
+                opts.data_in = Some(&frame);
+                opts.data_out = Some(&mut out);
+                let r = sum.test_run(opts).map_err(|e| XdpError::Program {
+                    what: "counter sum run",
+                    source: Box::new(e),
+                })?;
+                if r.return_value != 1 {
+                    return Err(XdpError::Link {
+                        what: "summing counters",
+                        path: self.pin_dir.clone(),
+                        reason: format!(
+                            "the sum program returned {} rather than XDP_DROP (a slot out of range)",
+                            r.return_value
+                        ),
+                    });
+                }
+                total.packets += u64::from_ne_bytes(out[..8].try_into().expect("8 bytes"));
+                total.bytes += u64::from_ne_bytes(out[8..16].try_into().expect("8 bytes"));
+            }
+        }
+        Ok(total)
     }
 
     /// Adds per-CPU counts to the counters of `slots` (`counts[i]` for

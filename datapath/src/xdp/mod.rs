@@ -14,5 +14,5 @@ mod load;
 mod mirror;
 mod records;
 
-pub use backend::{UpgradeReport, XdpConfig, XdpDatapath};
+pub use backend::{PreparedUpgrade, UpgradeReport, XdpConfig, XdpDatapath};
 pub use load::{Program, XdpError, XdpInstance, XdpLimits};
