@@ -145,6 +145,27 @@ fn main() {
         hitless.push(s);
     }
     report("hitless", hitless);
+
+    // For comparison, in the same run: the hitless path as a reboot's,
+    // with a full snapshot saved and checked, and the program loaded
+    // inside the window.
+    let mut full = Vec::new();
+    for i in 0..rounds {
+        let next = if (rounds + i).is_multiple_of(2) {
+            Program::V2
+        } else {
+            Program::V1
+        };
+        let mut s = Steps(Vec::new());
+        s.time("quiesce", || dp.quiesce().unwrap());
+        let snap = s.time("snapshot", || dp.snapshot().unwrap());
+        s.time("save", || save(&snap));
+        s.time("load+swap", || dp.upgrade(next).unwrap());
+        s.time("verify", || verify(&dp, &snap));
+        s.time("resume", || dp.resume().unwrap());
+        full.push(s);
+    }
+    report("hitless_with_full_snapshot", full);
     let program = dp.program();
     drop(dp);
 

@@ -1,5 +1,6 @@
 //! Shared test support: packet builders, the fixture table, bpffs directories.
 
+pub mod blackout;
 pub mod bpf;
 pub mod daemon;
 pub mod fabric;

@@ -1,0 +1,173 @@
+//! Remediation under traffic on the lab's fabric: flows A->B and C->D at
+//! [`PPS`] datagrams a second each while the cluster is remediated, every
+//! datagram numbered, the lost ones put down to the remediation step they
+//! were sent in. Shared by the `lifecycle_traffic` test (which requires
+//! no loss) and the `remediation` bench (which prints the figures).
+
+#![allow(dead_code)]
+
+use super::fabric::Delivery;
+use super::lab::Lab;
+use dse_control::daemon::Remediate;
+use dse_control::lifecycle::DesiredImage;
+use dse_control::lifecycle::remediation::{Options, Remediation};
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+/// Datagrams a second, each flow.
+pub const PPS: u64 = 5_000;
+
+/// One remediation under traffic: what it is, a tag for its lab's names,
+/// the image and the options.
+pub struct Scenario {
+    pub kind: &'static str,
+    pub tag: &'static str,
+    pub image: DesiredImage,
+    pub options: Options,
+    /// Whether it must lose nothing (hitless, or rolling).
+    pub lossless: bool,
+}
+
+/// The upgrade kinds measured: a datapath-only program swap; firmware and
+/// OS rolling (`--keep-offload`); both DPUs of a host at once, hosts in
+/// sequence; and both hosts at once (`--parallel 2`).
+pub fn scenarios() -> Vec<Scenario> {
+    let with = |parallel, keep_offload| Options {
+        parallel,
+        keep_offload,
+        ..Options::default()
+    };
+    vec![
+        Scenario {
+            kind: "datapath only (program swap)",
+            tag: "dp",
+            image: super::lab::datapath_only_image(),
+            options: with(1, false),
+            lossless: true,
+        },
+        Scenario {
+            kind: "firmware + OS, rolling (--keep-offload)",
+            tag: "ro",
+            image: super::lab::new_image(),
+            options: with(1, true),
+            lossless: true,
+        },
+        Scenario {
+            kind: "firmware + OS, both DPUs of a host at once, hosts in sequence",
+            tag: "p1",
+            image: super::lab::new_image(),
+            options: with(1, false),
+            lossless: false,
+        },
+        Scenario {
+            kind: "firmware + OS, both DPUs at once, both hosts at once (--parallel 2)",
+            tag: "p2",
+            image: super::lab::new_image(),
+            options: with(2, false),
+            lossless: false,
+        },
+    ]
+}
+
+/// The header of [`report`]'s table.
+pub fn header() {
+    eprintln!("| upgrade | datagrams | lost | longest gap | per host | total |");
+    eprintln!("|---|---|---|---|---|---|");
+}
+
+/// What a remediation under traffic did.
+pub struct Outcome {
+    pub flows: Vec<Delivery>,
+    pub remediation: Remediation,
+    /// Rule id -> packets, by DPU serial.
+    pub counters: BTreeMap<String, BTreeMap<u32, u64>>,
+}
+
+/// Remediates a fresh fabric lab `tag` to `image` while both flows run;
+/// `None` without root.
+pub fn remediate_under_traffic(
+    tag: &str,
+    image: DesiredImage,
+    options: Options,
+) -> Option<Outcome> {
+    let lab = Lab::with_fabric(tag)?;
+    let d = lab.set_up(500);
+    d.set_image("c1", image, "test").unwrap();
+    let fabric = lab.fabric.as_ref().unwrap();
+    let flows = [fabric.flow(0, 1, PPS), fabric.flow(2, 3, PPS)];
+    std::thread::sleep(Duration::from_millis(500));
+    let id = match d.remediate("c1", options, false, "test").unwrap() {
+        Remediate::Started(r) => r.id,
+        Remediate::DryRun(_) => unreachable!(),
+    };
+    let remediation = Lab::wait(&d, id);
+    std::thread::sleep(Duration::from_millis(500));
+    let flows: Vec<Delivery> = flows.into_iter().map(|f| f.finish()).collect();
+    let counters = d
+        .counters(None)
+        .unwrap()
+        .into_iter()
+        .map(|(dp, c)| (dp, c.into_iter().map(|(id, c)| (id, c.packets)).collect()))
+        .collect();
+    Lab::assert_resumed(&d);
+    Some(Outcome {
+        flows,
+        remediation,
+        counters,
+    })
+}
+
+/// The step (host, step, DPU) under way when each lost datagram was sent.
+pub fn lost_by_phase(o: &Outcome) -> BTreeMap<String, u64> {
+    let mut spans = Vec::new();
+    for h in &o.remediation.hosts {
+        for s in &h.steps {
+            let end = s.at_ms;
+            let start = end - s.took_ms.unwrap_or(0);
+            let dpu = s.dpu.as_deref().map_or(String::new(), |d| format!(" {d}"));
+            spans.push((start, end, format!("{} {}{dpu}", h.host, s.step.name())));
+        }
+    }
+    let mut by = BTreeMap::new();
+    for f in &o.flows {
+        for i in f.lost() {
+            let at = f.sent_ms(i);
+            let phase = spans
+                .iter()
+                .filter(|(a, b, _)| *a <= at + 2 && at <= *b + 2)
+                .map(|(_, _, p)| p.clone())
+                .next_back()
+                .unwrap_or_else(|| "between steps".into());
+            *by.entry(phase).or_insert(0) += 1;
+        }
+    }
+    by
+}
+
+/// Prints `o` as a row of [`header`]'s table, and its losses by phase.
+pub fn report(kind: &str, o: &Outcome) {
+    let lost: u64 = o.flows.iter().map(|f| f.lost().len() as u64).sum();
+    let sent: u64 = o.flows.iter().map(|f| f.sent).sum();
+    let gap = o.flows.iter().map(Delivery::longest_gap).max().unwrap();
+    let per_host: Vec<String> = o
+        .remediation
+        .hosts
+        .iter()
+        .map(|h| {
+            let t = h.finished_ms.unwrap_or(0) - h.started_ms.unwrap_or(0);
+            format!("{} {:?} {:.2} s", h.host, h.result, t as f64 / 1000.0)
+        })
+        .collect();
+    let total = o.remediation.finished_ms.unwrap() - o.remediation.started_ms;
+    eprintln!(
+        "| {kind} | {sent} | {lost} | {:.1} ms | {} | {:.2} s |",
+        gap.as_secs_f64() * 1000.0,
+        per_host.join(", "),
+        total as f64 / 1000.0
+    );
+    eprintln!(
+        "  lost by phase: {:?}; duplicates: {:?}",
+        lost_by_phase(o),
+        o.flows.iter().map(|f| f.duplicates).collect::<Vec<_>>()
+    );
+}
