@@ -151,46 +151,28 @@ fn round(i: usize, step: Step, image: DesiredImage, health_check_fails: bool) {
 
 #[test]
 fn the_control_plane_killed_at_each_step_resumes_consistent() {
-    let reboot_path = [
-        Step::Plan,
-        Step::EnterMaintenance,
-        Step::Quiesce,
-        Step::Snapshot,
-        Step::Stage,
-        Step::FailOver,
-        Step::Flash,
-        Step::Reboot,
-        Step::Restore,
-        Step::Verify,
-        Step::UpgradeHost,
-        Step::Resume,
-        Step::ExitMaintenance,
-    ];
+    // Every step but the two that only other paths take: the hitless swap
+    // (its own round, datapath only) and the roll-back (after a failure).
+    let reboot_path: Vec<Step> = Step::ALL
+        .into_iter()
+        .filter(|s| ![Step::UpgradeDatapath, Step::RollBack].contains(s))
+        .collect();
     // DSE_CRASH_STEPS=a,b runs only those rounds (to chase one down).
     let only = std::env::var("DSE_CRASH_STEPS").ok();
     let wanted = |s: Step| {
         only.as_ref()
             .is_none_or(|o| o.split(',').any(|x| x == s.name()))
     };
-    let mut i = 0;
-    for step in reboot_path {
+    for (i, step) in reboot_path.iter().copied().enumerate() {
         if wanted(step) {
             round(i, step, new_image(), false);
         }
-        i += 1;
     }
+    let i = reboot_path.len();
     if wanted(Step::UpgradeDatapath) {
         round(i, Step::UpgradeDatapath, datapath_only_image(), false);
     }
     if wanted(Step::RollBack) {
         round(i + 1, Step::RollBack, new_image(), true);
-    }
-    // Every step is covered.
-    let covered: Vec<Step> = reboot_path
-        .into_iter()
-        .chain([Step::UpgradeDatapath, Step::RollBack])
-        .collect();
-    for s in Step::ALL {
-        assert!(covered.contains(&s), "step {} is killed at", s.name());
     }
 }

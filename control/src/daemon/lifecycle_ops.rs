@@ -7,7 +7,7 @@ use super::{ControlError, Daemon};
 use crate::lifecycle::compliance::{self, ClusterCompliance, Status};
 use crate::lifecycle::device::{DeviceError, DpuDevice, EmulatedDpu, Emulation, SlotImage};
 use crate::lifecycle::engine::{DatapathState, DpuDatapaths, Engine};
-use crate::lifecycle::remediation::{HostResult, HostRun, Options, Remediation, Step};
+use crate::lifecycle::remediation::{HostResult, HostRun, Options, Remediation};
 use crate::lifecycle::{self, Cluster, DesiredImage, Resolved};
 use dse_datapath::datapath::{Datapath, Fingerprint};
 use dse_datapath::pipeline::Count;
@@ -76,7 +76,7 @@ impl Daemon {
             .flat_map(|c| c.dpus())
             .find(|(_, d)| d.serial == serial)
         else {
-            return Err(DeviceError::Unreachable(serial.to_string()));
+            return Err(DeviceError::Unknown(serial.to_string()));
         };
         let image = SlotImage {
             firmware: d.firmware.clone(),
@@ -98,8 +98,11 @@ impl Daemon {
         emulation: Emulation,
         who: &str,
     ) -> Result<(), ControlError> {
-        self.device(serial).map_err(|e| ControlError::NotFound {
-            what: format!("DPU {serial}: {e}"),
+        self.device(serial).map_err(|e| match e {
+            DeviceError::Unknown(_) => ControlError::NotFound {
+                what: format!("DPU {serial} in the inventory: add its host first (dse host add)"),
+            },
+            e => ControlError::BadRequest(e.to_string()),
         })?;
         let dpu = self.devices.lock().unwrap_or_else(|p| p.into_inner())[serial].clone();
         dpu.set_emulation(emulation)
@@ -604,9 +607,4 @@ fn busy(id: u64) -> String {
     } else {
         format!("remediation {id} is under way: wait for it to end")
     }
-}
-
-/// The steps, by name, for `DSE_CRASH_AT`.
-pub fn step_names() -> Vec<String> {
-    Step::ALL.iter().map(|s| s.name()).collect()
 }

@@ -15,7 +15,7 @@ mod lifecycle_ops;
 
 pub use error::ControlError;
 pub use instances::{InstanceStatus, Running};
-pub use lifecycle_ops::{Precheck, Remediate, step_names};
+pub use lifecycle_ops::{Precheck, Remediate};
 
 use crate::desired::{Desired, Summary};
 use crate::lifecycle::depot::{self, DepotConfig, Imported, Manifest, TrustedKeys};

@@ -204,6 +204,9 @@ pub enum DeviceError {
     /// The device does not answer.
     #[error("DPU {0} is unreachable")]
     Unreachable(String),
+    /// No DPU of this serial is in the inventory.
+    #[error("no DPU {0} in the inventory")]
+    Unknown(String),
     /// The device is booting; the operation needs it up.
     #[error("DPU {0} is booting: wait for it to come up")]
     Booting(String),
