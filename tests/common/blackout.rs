@@ -26,6 +26,11 @@ pub struct Scenario {
     pub options: Options,
     /// Whether it must lose nothing (hitless, or rolling).
     pub lossless: bool,
+    /// Whether two DPUs on a flow's way hand over at once: then a few
+    /// frames have been seen to turn back at a DPU during the hand-overs
+    /// and be counted again (0–3 in ~25,000, not explained yet; see
+    /// [`turned_back`]), so the counters are checked against a floor.
+    pub concurrent_handovers: bool,
 }
 
 /// The upgrade kinds measured: a datapath-only program swap; firmware and
@@ -44,6 +49,7 @@ pub fn scenarios() -> Vec<Scenario> {
             image: super::lab::datapath_only_image(),
             options: with(1, false),
             lossless: true,
+            concurrent_handovers: false,
         },
         Scenario {
             kind: "firmware + OS, rolling (--keep-offload)",
@@ -51,6 +57,7 @@ pub fn scenarios() -> Vec<Scenario> {
             image: super::lab::new_image(),
             options: with(1, true),
             lossless: true,
+            concurrent_handovers: false,
         },
         Scenario {
             kind: "firmware + OS, both DPUs of a host at once, hosts in sequence",
@@ -58,6 +65,7 @@ pub fn scenarios() -> Vec<Scenario> {
             image: super::lab::new_image(),
             options: with(1, false),
             lossless: false,
+            concurrent_handovers: true,
         },
         Scenario {
             kind: "firmware + OS, both DPUs at once, both hosts at once (--parallel 2)",
@@ -65,14 +73,23 @@ pub fn scenarios() -> Vec<Scenario> {
             image: super::lab::new_image(),
             options: with(2, false),
             lossless: false,
+            concurrent_handovers: true,
         },
     ]
 }
 
 /// The header of [`report`]'s table.
 pub fn header() {
-    eprintln!("| upgrade | datagrams | lost | longest gap | per host | total |");
-    eprintln!("|---|---|---|---|---|---|");
+    eprintln!("| upgrade | datagrams | lost | turned back | longest gap | per host | total |");
+    eprintln!("|---|---|---|---|---|---|---|");
+}
+
+/// Frames the rules of the reverse direction counted: the flows only go
+/// A->B and C->D, so each of these turned back at a DPU (S1's rules 2 and
+/// 4, S2's rule 1, S3's rule 3).
+pub fn turned_back(o: &Outcome) -> u64 {
+    let c = |dpu: &str, rule: u32| o.counters[dpu].get(&rule).copied().unwrap_or(0);
+    c("S1", 2) + c("S1", 4) + c("S2", 1) + c("S3", 3)
 }
 
 /// What a remediation under traffic did.
@@ -160,7 +177,8 @@ pub fn report(kind: &str, o: &Outcome) {
         .collect();
     let total = o.remediation.finished_ms.unwrap() - o.remediation.started_ms;
     eprintln!(
-        "| {kind} | {sent} | {lost} | {:.1} ms | {} | {:.2} s |",
+        "| {kind} | {sent} | {lost} | {} | {:.1} ms | {} | {:.2} s |",
+        turned_back(o),
         gap.as_secs_f64() * 1000.0,
         per_host.join(", "),
         total as f64 / 1000.0

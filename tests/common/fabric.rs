@@ -14,17 +14,28 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
-/// The rules of the fabric: each DPU forwards between its VM port and its
-/// uplink, both ways.
+/// The rules of the fabric: each DPU forwards the flows' datagrams (UDP to
+/// port 7000) between its VM port and its uplink, both ways. Only those:
+/// the root namespace's own chatter on the wires (DHCP, say) must not
+/// reach a counter the tests compare with the datagrams sent.
 pub const RULES: &str = r#"
 ports: [{name: vm, index: 0}, {name: up, index: 1}, {name: vm2, index: 2}, {name: up2, index: 3}]
 rules:
-  - {id: 1, priority: 10, match: {in_port: vm, ip_proto: udp}, actions: [{output: up}]}
-  - {id: 2, priority: 10, match: {in_port: up, ip_proto: udp}, actions: [{output: vm}]}
-  - {id: 3, priority: 10, match: {in_port: vm2, ip_proto: udp}, actions: [{output: up2}]}
-  - {id: 4, priority: 10, match: {in_port: up2, ip_proto: udp}, actions: [{output: vm2}]}
+  - {id: 1, priority: 10, match: {in_port: vm, ip_proto: udp, l4_dst: 7000}, actions: [{output: up}]}
+  - {id: 2, priority: 10, match: {in_port: up, ip_proto: udp, l4_dst: 7000}, actions: [{output: vm}]}
+  - {id: 3, priority: 10, match: {in_port: vm2, ip_proto: udp, l4_dst: 7000}, actions: [{output: up2}]}
+  - {id: 4, priority: 10, match: {in_port: up2, ip_proto: udp, l4_dst: 7000}, actions: [{output: vm2}]}
   - {id: 9, priority: 1, match: {ip_proto: tcp}, actions: [drop]}
 "#;
+
+/// Turns IPv6 off on root-namespace interface `ifname`, so that it sends
+/// nothing of its own (no link-local address, no neighbour discovery).
+fn quiet(ifname: &str) {
+    let _ = std::fs::write(
+        format!("/proc/sys/net/ipv6/conf/{ifname}/disable_ipv6"),
+        b"1",
+    );
+}
 
 /// A veth pair with both ends in the root namespace: a wire between two
 /// DPUs. Removed on drop.
@@ -46,6 +57,7 @@ impl Wire {
         };
         run(&["link", "add", a, "type", "veth", "peer", "name", b]);
         for end in [a, b] {
+            quiet(end);
             run(&["link", "set", end, "up"]);
             // A frame redirected into a veth whose peer runs no XDP program
             // (a DPU that failed over) is delivered only with NAPI on.
@@ -100,6 +112,9 @@ impl Fabric {
                 )
             })
             .collect();
+        for v in &vms {
+            quiet(&v.outer);
+        }
         let wires = vec![
             Wire::new(&format!("df{tag}w1a"), &format!("df{tag}w1b")),
             Wire::new(&format!("df{tag}w2a"), &format!("df{tag}w2b")),
