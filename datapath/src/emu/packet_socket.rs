@@ -56,9 +56,14 @@ impl PacketSocket {
     /// The OS error, naming the step.
     pub fn open(ifindex: u32, timeout: Duration) -> io::Result<PacketSocket> {
         let proto = (libc::ETH_P_ALL as u16).to_be();
+        // Opened for no protocol, so that it receives nothing until bind
+        // names the protocol and the interface together. Opened for
+        // ETH_P_ALL, it would take in frames of every interface until the
+        // bind, and hand them on as if they came in on this one: frames
+        // that then turned back through the datapath.
         // SAFETY: plain socket(2) call; the result is checked.
         let raw = check(
-            unsafe { libc::socket(libc::AF_PACKET, libc::SOCK_RAW, i32::from(proto)) },
+            unsafe { libc::socket(libc::AF_PACKET, libc::SOCK_RAW, 0) },
             "opening an AF_PACKET socket",
         )?;
         // SAFETY: `raw` is a descriptor we just opened and nothing else owns.
