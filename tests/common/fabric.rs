@@ -8,7 +8,6 @@
 use super::netns::{Netns, Veth, in_ns, mac_text};
 use std::collections::BTreeMap;
 use std::net::{SocketAddr, UdpSocket};
-use std::os::fd::AsRawFd;
 use std::process::Command;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -231,17 +230,7 @@ fn now_ms() -> u64 {
 
 impl Flow {
     fn start(tx: UdpSocket, rx: UdpSocket, to: SocketAddr, pps: u64) -> Flow {
-        let bytes: libc::c_int = 8 << 20;
-        // SAFETY: a valid socket fd and option value for setsockopt.
-        unsafe {
-            libc::setsockopt(
-                rx.as_raw_fd(),
-                libc::SOL_SOCKET,
-                libc::SO_RCVBUF,
-                (&bytes as *const libc::c_int).cast(),
-                size_of::<libc::c_int>() as u32,
-            );
-        }
+        super::stream::widen_receive_buffer(&rx);
         rx.set_read_timeout(Some(Duration::from_millis(50)))
             .unwrap();
         let stop = Arc::new(AtomicBool::new(false));

@@ -51,24 +51,25 @@ rules:
   - {id: 2, priority: 1, match: {ip_proto: tcp}, actions: [drop]}
 "#;
 
+/// An image of the lab's depot: base image `base`, firmware `firmware`,
+/// datapath 2.0.
+fn image(base: &str, firmware: &str) -> DesiredImage {
+    serde_json::from_value(serde_json::json!({
+        "base_image": {"name": "esxi", "version": base},
+        "firmware_addon": {"name": "bluefield-fw", "version": firmware},
+        "components": [{"name": "dse-datapath", "version": "2.0"}],
+    }))
+    .unwrap()
+}
+
 /// The image the lab remediates to: everything new.
 pub fn new_image() -> DesiredImage {
-    serde_json::from_str(
-        r#"{"base_image": {"name": "esxi", "version": "8.0.4"},
-            "firmware_addon": {"name": "bluefield-fw", "version": "24.2"},
-            "components": [{"name": "dse-datapath", "version": "2.0"}]}"#,
-    )
-    .unwrap()
+    image("8.0.4", "24.2")
 }
 
 /// An image that changes only the datapath.
 pub fn datapath_only_image() -> DesiredImage {
-    serde_json::from_str(
-        r#"{"base_image": {"name": "esxi", "version": "8.0.3"},
-            "firmware_addon": {"name": "bluefield-fw", "version": "24.1"},
-            "components": [{"name": "dse-datapath", "version": "2.0"}]}"#,
-    )
-    .unwrap()
+    image("8.0.3", "24.1")
 }
 
 /// The lab's files, namespaces and pins; all removed on drop.

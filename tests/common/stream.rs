@@ -10,8 +10,9 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
-/// Counts the datagrams a socket in B receives, until stopped.
-fn receiver(sock: UdpSocket, stop: Arc<AtomicBool>) -> std::thread::JoinHandle<u64> {
+/// Gives `sock` an 8 MiB receive buffer, so that a burst is not dropped
+/// before the receiving thread reads it.
+pub fn widen_receive_buffer(sock: &UdpSocket) {
     let bytes: libc::c_int = 8 << 20;
     // SAFETY: a valid socket fd and option value for setsockopt.
     unsafe {
@@ -23,6 +24,11 @@ fn receiver(sock: UdpSocket, stop: Arc<AtomicBool>) -> std::thread::JoinHandle<u
             size_of::<libc::c_int>() as u32,
         );
     }
+}
+
+/// Counts the datagrams a socket in B receives, until stopped.
+fn receiver(sock: UdpSocket, stop: Arc<AtomicBool>) -> std::thread::JoinHandle<u64> {
+    widen_receive_buffer(&sock);
     sock.set_read_timeout(Some(Duration::from_millis(50)))
         .unwrap();
     std::thread::spawn(move || {

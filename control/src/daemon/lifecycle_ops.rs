@@ -283,24 +283,7 @@ impl Daemon {
                 ))
             })
             .collect();
-        self.store.update_clusters(who, &what, |all| {
-            if let Some(x) = all
-                .iter_mut()
-                .filter(|x| x.name == name)
-                .flat_map(|x| x.hosts.iter_mut())
-                .find(|x| x.name == host)
-            {
-                x.version = r.host.clone();
-                for d in &mut x.dpus {
-                    if let Some(s) = states.get(&d.serial) {
-                        d.firmware = s.firmware().clone();
-                        d.os = s.os().clone();
-                        d.datapath = s.datapath.clone();
-                    }
-                }
-            }
-            Ok::<_, ControlError>(())
-        })?;
+        lifecycle::record_versions(&self.store, who, name, host, Some(&r.host), &states)?;
         let (c, r) = self.resolved(name)?;
         let h = c
             .hosts

@@ -536,28 +536,7 @@ impl Engine<'_> {
             let st = self.up(&s)?;
             states.insert(s, st);
         }
-        let what = format!("record the versions of host {name}");
-        self.store
-            .update_clusters(&who, &what, |all| {
-                if let Some(host) = all
-                    .iter_mut()
-                    .filter(|c| c.name == cluster)
-                    .flat_map(|c| c.hosts.iter_mut())
-                    .find(|x| x.name == name)
-                {
-                    if let Some(v) = host_version {
-                        host.version = v.clone();
-                    }
-                    for d in &mut host.dpus {
-                        if let Some(s) = states.get(&d.serial) {
-                            d.firmware = s.firmware().clone();
-                            d.os = s.os().clone();
-                            d.datapath = s.datapath.clone();
-                        }
-                    }
-                }
-                Ok::<_, crate::store::StoreError>(())
-            })
+        super::record_versions(self.store, &who, &cluster, &name, host_version, &states)
             .map_err(Failure::from)
     }
 }

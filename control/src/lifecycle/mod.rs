@@ -130,3 +130,40 @@ pub fn set_image(
         Ok(resolved)
     })
 }
+
+/// Records in the inventory what host `host` of cluster `cluster` runs:
+/// its version, if given, and each DPU's firmware, OS and datapath
+/// versions from `states` (by serial), by `who`.
+///
+/// # Errors
+/// [`StoreError`] if the store fails.
+pub fn record_versions(
+    store: &Store,
+    who: &str,
+    cluster: &str,
+    host: &str,
+    host_version: Option<&Version>,
+    states: &std::collections::BTreeMap<String, device::DeviceState>,
+) -> Result<(), StoreError> {
+    let what = format!("record the versions of host {host}");
+    store.update_clusters(who, &what, |all| {
+        if let Some(h) = all
+            .iter_mut()
+            .filter(|c| c.name == cluster)
+            .flat_map(|c| c.hosts.iter_mut())
+            .find(|x| x.name == host)
+        {
+            if let Some(v) = host_version {
+                h.version = v.clone();
+            }
+            for d in &mut h.dpus {
+                if let Some(s) = states.get(&d.serial) {
+                    d.firmware = s.firmware().clone();
+                    d.os = s.os().clone();
+                    d.datapath = s.datapath.clone();
+                }
+            }
+        }
+        Ok::<_, StoreError>(())
+    })
+}
