@@ -14,6 +14,8 @@ fn main() {
     println!("cargo:rerun-if-changed=dse_v2.bpf.o");
     println!("cargo:rerun-if-changed=baseline.bpf.o");
     println!("cargo:rerun-if-changed=src/baseline.bpf.c");
+    println!("cargo:rerun-if-changed=trafgen.bpf.o");
+    println!("cargo:rerun-if-changed=src/trafgen.bpf.c");
     if std::env::var_os("DSE_BUILD_EBPF").is_none_or(|v| v != "1") {
         return;
     }

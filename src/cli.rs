@@ -63,6 +63,10 @@ pub enum Command {
         #[arg(long, default_value_t = 2)]
         workers: usize,
     },
+    /// Measure what offload buys: forwarding rate, loss and CPU per packet on
+    /// dse's offloaded path, its host path, nftables and Open vSwitch, rule
+    /// installation rates, and scaling over rules and masks (needs root).
+    Bench(BenchArgs),
     /// Run the daemon: hold the desired rules and keep every datapath equal to them.
     Serve(ServeArgs),
     /// Rules: apply, get, add, delete, counters; check a file offline.
@@ -401,4 +405,49 @@ fn port_binding(s: &str) -> Result<(String, String), String> {
         Some((p, i)) if !p.is_empty() && !i.is_empty() => Ok((p.to_string(), i.to_string())),
         _ => Err(format!("{s:?} is not PORT=INTERFACE, e.g. uplink=eth1")),
     }
+}
+
+/// `dse bench`'s options; unset ones take the full run's values (or the
+/// quick run's with `--quick`).
+#[derive(Args)]
+pub struct BenchArgs {
+    /// A short run: small rule sets, 0.3 s windows, one round.
+    #[arg(long)]
+    pub quick: bool,
+    /// Subjects, comma-separated (default: all; those not installed are skipped).
+    #[arg(long, value_enum, value_delimiter = ',')]
+    pub subjects: Option<Vec<dse::bench::Subject>>,
+    /// Frame mixes of the comparison, comma-separated.
+    #[arg(long, value_enum, value_delimiter = ',')]
+    pub mix: Option<Vec<dse::bench::Mix>>,
+    /// Rule count of the comparison [default: 1000].
+    #[arg(long)]
+    pub base_rules: Option<usize>,
+    /// Rule counts to scale over (one mask), comma-separated [default: 1000,100000,1000000].
+    #[arg(long, value_delimiter = ',')]
+    pub rules: Option<Vec<usize>>,
+    /// Mask counts to scale over, comma-separated [default: 1,4,16].
+    #[arg(long, value_delimiter = ',')]
+    pub masks: Option<Vec<usize>>,
+    /// Rule count of the mask scaling [default: 100000].
+    #[arg(long)]
+    pub mask_rules: Option<usize>,
+    /// Rule counts installed through dse's API too, comma-separated [default: 100000,1000000].
+    #[arg(long, value_delimiter = ',')]
+    pub api_install: Option<Vec<usize>>,
+    /// Flows in the traffic [default: 256].
+    #[arg(long)]
+    pub flows: Option<u16>,
+    /// Seconds each measurement offers traffic [default: 1].
+    #[arg(long)]
+    pub seconds: Option<f64>,
+    /// Rounds of the comparison [default: 3].
+    #[arg(long)]
+    pub rounds: Option<usize>,
+    /// The traffic generator.
+    #[arg(long, value_enum, default_value_t = dse::bench::GeneratorKind::Auto)]
+    pub generator: dse::bench::GeneratorKind,
+    /// Where bench.json and the SVG plots go.
+    #[arg(long, default_value = "bench-results")]
+    pub out: PathBuf,
 }

@@ -36,6 +36,43 @@ fn check(file: &Path) -> Result<()> {
     Ok(())
 }
 
+/// `dse bench`: the options from the command line, the run, the tables
+/// (or the JSON report), the files written.
+fn bench(args: cli::BenchArgs, output: cli::Output) -> Result<()> {
+    let mut o = if args.quick {
+        dse::bench::Options::quick()
+    } else {
+        dse::bench::Options::full()
+    };
+    o.subjects = args.subjects.unwrap_or(o.subjects);
+    o.mixes = args.mix.unwrap_or(o.mixes);
+    o.base_rules = args.base_rules.unwrap_or(o.base_rules);
+    o.rules = args.rules.unwrap_or(o.rules);
+    o.masks = args.masks.unwrap_or(o.masks);
+    o.mask_rules = args.mask_rules.unwrap_or(o.mask_rules);
+    o.api_install = args.api_install.unwrap_or(o.api_install);
+    o.flows = args.flows.unwrap_or(o.flows);
+    if let Some(s) = args.seconds {
+        if !(s.is_finite() && s > 0.0) {
+            anyhow::bail!("--seconds must be a positive number, not {s}");
+        }
+        o.window = std::time::Duration::from_secs_f64(s);
+    }
+    o.rounds = args.rounds.unwrap_or(o.rounds);
+    o.generator = args.generator;
+    o.out = args.out;
+    let report = dse::bench::run(&o)?;
+    let written = report.write(&o.out)?;
+    if output == cli::Output::Json {
+        println!("{}", serde_json::to_string_pretty(&report)?);
+    } else {
+        print!("{}", report.tables());
+        let names: Vec<String> = written.iter().map(|p| p.display().to_string()).collect();
+        println!("\nwritten: {}", names.join(", "));
+    }
+    Ok(())
+}
+
 fn local(result: Result<()>) -> ExitCode {
     match result {
         Ok(()) => ExitCode::SUCCESS,
@@ -68,6 +105,7 @@ fn main() -> ExitCode {
             command: RulesCommand::Check { file },
         } => local(check(&file)),
         Command::Serve(args) => local(remote::serve(args, &cli.connection)),
+        Command::Bench(args) => local(bench(args, cli.output)),
         command => remote::run(&cli.connection, cli.output, command),
     }
 }

@@ -31,6 +31,51 @@ pub fn baseline_object() -> &'static [u8] {
     &BASELINE_ALIGNED.0
 }
 
+static TRAFGEN_ALIGNED: &Aligned<[u8]> = &Aligned(*include_bytes!("../trafgen.bpf.o"));
+
+/// `dse bench`'s traffic generator and sink (`src/trafgen.bpf.c`):
+/// [`GEN_PROGRAM`] writes a UDP frame per [`GenConfig`] (map `gen_config`)
+/// and returns `XDP_TX`, for BPF_PROG_TEST_RUN with live frames;
+/// [`SINK_PROGRAM`] counts the datagrams to the port in map `sink_port`
+/// into `sink_counts` (packets, bytes; per CPU) and drops every frame.
+pub fn trafgen_object() -> &'static [u8] {
+    &TRAFGEN_ALIGNED.0
+}
+
+/// The generator program in [`trafgen_object`].
+pub const GEN_PROGRAM: &str = "dse_gen";
+
+/// The sink program in [`trafgen_object`].
+pub const SINK_PROGRAM: &str = "dse_sink";
+
+/// The frame length the generator needs handed in for IMIX: it trims each
+/// frame to its size from there.
+pub const IMIX_FRAME: usize = 1514;
+
+/// The generator's configuration (`struct gen_config`).
+#[repr(C)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct GenConfig {
+    /// Destination MAC of every frame.
+    pub dst_mac: [u8; 6],
+    /// Source MAC of every frame.
+    pub src_mac: [u8; 6],
+    /// IPv4 source, network order.
+    pub src_ip: [u8; 4],
+    /// IPv4 destination, network order.
+    pub dst_ip: [u8; 4],
+    /// The first flow's UDP source port; flow `i` uses `sport_base + i`.
+    pub sport_base: u16,
+    /// UDP destination port.
+    pub dport: u16,
+    /// Flows (distinct source ports), at least 1.
+    pub flows: u32,
+    /// 0: every frame as long as handed in; 1: simple IMIX (7:4:1 of 64,
+    /// 594 and 1518 bytes on the wire), from a frame of [`IMIX_FRAME`].
+    pub imix: u32,
+}
+const _: () = assert!(core::mem::size_of::<GenConfig>() == 32);
+
 /// The key of `baseline_flows`: addresses and ports as on the wire.
 #[repr(C)]
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
@@ -413,6 +458,7 @@ mod pod {
         super::State,
         super::Last,
         super::OptionPool,
-        super::BaselineKey
+        super::BaselineKey,
+        super::GenConfig
     );
 }

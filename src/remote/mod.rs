@@ -306,7 +306,7 @@ fn dispatch(
                 show::status,
             );
         }
-        Command::Demo { .. } | Command::Serve(_) => unreachable!("run locally"),
+        Command::Demo { .. } | Command::Serve(_) | Command::Bench(_) => unreachable!("run locally"),
     }
     Ok(())
 }

@@ -1,0 +1,30 @@
+//! A lab of network namespaces and veth pairs that a run builds for itself
+//! and removes on drop, and the CPU placement that makes figures on a
+//! two-core machine comparable.
+
+mod cpu;
+mod netns;
+
+pub use cpu::{CpuBusy, cpu_busy, online_cpus, pin_napi, pin_thread};
+pub use netns::{Netns, Veth, mac_of, mac_text, run};
+
+/// What went wrong building or driving the lab.
+#[derive(Debug, thiserror::Error)]
+pub enum LabError {
+    /// A command failed; its standard error says why.
+    #[error("`{command}` failed: {stderr}")]
+    Command {
+        /// The command line.
+        command: String,
+        /// What it printed on standard error.
+        stderr: String,
+    },
+    /// A system call or file failed.
+    #[error("{what}: {source}")]
+    Io {
+        /// What was being done.
+        what: String,
+        /// Why it failed.
+        source: std::io::Error,
+    },
+}

@@ -1,0 +1,136 @@
+//! The bench harness's own correctness: its figures are the counters it
+//! read, and what it prints and writes are those figures. Needs root,
+//! bpffs and nft.
+
+use dse::bench::generator::{Generator, GeneratorKind, Mix, Sink};
+use dse::bench::measure::{Cpus, warm_up, window};
+use dse::bench::report::Report;
+use dse::bench::subject::{Places, Running, Subject, set_up};
+use dse::bench::topology::{Topology, namespace_exists};
+use dse::bench::{Options, Workload};
+use dse_datapath::datapath::Datapath;
+use std::time::Duration;
+
+fn tag(name: &str) -> String {
+    format!("{name}{}", std::process::id() % 100_000)
+}
+
+#[test]
+fn a_window_reports_exactly_what_the_counters_counted() {
+    let topo = Topology::build(&tag("fc")).unwrap();
+    let places = Places {
+        pins: format!("/sys/fs/bpf/dse-test-fc-{}", std::process::id()).into(),
+        work: std::env::temp_dir().join(format!("dse-test-fc-{}", std::process::id())),
+        cpu: Cpus::pick().dut,
+    };
+    let w = Workload {
+        rules: 300,
+        masks: 1,
+        flows: 64,
+    };
+    let sink = Sink::attach(&topo).unwrap();
+    let mut generator = Generator::load(GeneratorKind::Auto, &topo, w.flows).unwrap();
+    let (running, _) = set_up(Subject::Xdp, &topo, &w.rule_set(), &places).unwrap();
+    let Running::Xdp(xdp) = &running else {
+        unreachable!()
+    };
+    for mix in [Mix::Small, Mix::Imix] {
+        warm_up(&mut generator, &topo, mix, w.flows).unwrap();
+        let (sink0, bytes0) = sink.counts().unwrap();
+        let rules0 = xdp.datapath().fingerprint().packets;
+        let win = window(
+            &mut generator,
+            &sink,
+            &topo,
+            &running,
+            mix,
+            w.flows,
+            Duration::from_millis(200),
+            Cpus::pick(),
+        )
+        .unwrap();
+        let (sink1, bytes1) = sink.counts().unwrap();
+        let rules1 = xdp.datapath().fingerprint().packets;
+        assert!(
+            win.delivered > 1000,
+            "{mix:?}: too little came through: {win:?}"
+        );
+        assert_eq!(win.delivered, sink1 - sink0, "{mix:?}: the sink's count");
+        assert_eq!(
+            win.delivered_bytes,
+            bytes1 - bytes0,
+            "{mix:?}: the sink's bytes"
+        );
+        assert_eq!(
+            win.counted,
+            Some(rules1 - rules0),
+            "{mix:?}: the rule counters"
+        );
+        // What arrived was forwarded by a rule, and what a rule forwarded
+        // was offered.
+        assert!(
+            win.delivered <= rules1 - rules0 && rules1 - rules0 <= win.offered,
+            "{win:?}"
+        );
+        let mean = win.delivered_bytes as f64 / win.delivered as f64;
+        match mix {
+            Mix::Small => assert_eq!(mean, 60.0, "64-byte frames are 60 without the FCS"),
+            // 7:4:1 of 60, 590 and 1514 bytes: 360.5 on average.
+            Mix::Imix => assert!((mean - 360.5).abs() < 15.0, "IMIX mean {mean}"),
+        }
+    }
+    drop(running);
+    let _ = std::fs::remove_dir_all(&places.work);
+}
+
+#[test]
+fn the_report_prints_the_figures_of_its_windows() {
+    let mut o = Options::quick();
+    o.tag = tag("rp");
+    o.subjects = vec![Subject::Xdp, Subject::Nft];
+    o.mixes = vec![Mix::Small];
+    o.rules = vec![];
+    o.masks = vec![];
+    o.api_install = vec![];
+    o.window = Duration::from_millis(200);
+    o.out = std::env::temp_dir().join(format!("dse-test-rp-{}", std::process::id()));
+    let report: Report = dse::bench::run(&o).unwrap();
+    for part in ["gen", "dut", "sink"] {
+        let ns = format!("dseb-{}-{part}", o.tag);
+        assert!(!namespace_exists(&ns), "{ns} is left behind");
+    }
+    let tables = report.tables();
+    let xdp = report
+        .forwarding
+        .iter()
+        .find(|f| f.subject == Subject::Xdp)
+        .expect("xdp measured");
+    let win = xdp.windows[0];
+    assert_eq!(xdp.windows.len(), 1);
+    // The printed rate is the sink's count over the offered time.
+    let mpps = win.delivered as f64 / win.seconds / 1e6;
+    assert!(
+        tables.contains(&format!("{mpps:.3}")),
+        "{mpps:.3} not in\n{tables}"
+    );
+    let files = report.write(&o.out).unwrap();
+    let json: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(&files[0]).unwrap()).unwrap();
+    let row = json["forwarding"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|r| r["subject"] == "xdp")
+        .unwrap();
+    assert_eq!(row["windows"][0]["delivered"], win.delivered);
+    assert_eq!(row["windows"][0]["offered"], win.offered);
+    for f in &files[1..] {
+        let svg = std::fs::read_to_string(f).unwrap();
+        assert!(
+            svg.starts_with("<svg") && svg.contains("</svg>"),
+            "{}",
+            f.display()
+        );
+    }
+    let _ = std::fs::remove_dir_all(&o.out);
+}
