@@ -51,9 +51,14 @@ pub enum Output {
 
 #[derive(Subcommand)]
 pub enum Command {
-    /// Drive generated traffic through the emulated datapath and print per-rule counters and the packet rate.
+    /// The whole system: a two-host, three-DPU cluster in namespaces, the control plane,
+    /// offloaded rules, traffic, and a remediation under traffic (as root; otherwise, or
+    /// with --in-memory, traffic through the emulated datapath on in-memory ports).
     Demo {
-        /// Rule file (YAML or JSON).
+        /// Run the in-memory demo even as root.
+        #[arg(long)]
+        in_memory: bool,
+        /// Rule file of the in-memory demo (YAML or JSON).
         #[arg(long, default_value = "examples/demo.yaml")]
         rules: PathBuf,
         /// Packets to send.

@@ -1,5 +1,6 @@
-//! The `dse` binary's library: the benchmark harness (`dse bench`) and the
-//! namespace lab it and the demo build their topologies in.
+//! The `dse` binary's library: the benchmark harness (`dse bench`), the
+//! demo (`dse demo`) and the namespace lab both build their topologies in.
 
 pub mod bench;
+pub mod demo;
 pub mod lab;

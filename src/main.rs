@@ -2,9 +2,7 @@
 //! demo, and rule tools.
 
 mod cli;
-mod demo;
 mod remote;
-mod traffic;
 
 use anyhow::{Context, Result};
 use clap::Parser;
@@ -87,20 +85,25 @@ fn main() -> ExitCode {
     // Output piped into `head` ends quietly, as for any Unix tool.
     // SAFETY: restoring the default disposition of SIGPIPE before any thread starts.
     unsafe { libc::signal(libc::SIGPIPE, libc::SIG_DFL) };
+    let cli = Cli::parse();
+    // The demo and the bench run a daemon in-process: its routine log
+    // lines would interleave with their report.
+    let quiet = matches!(cli.command, Command::Demo { .. } | Command::Bench(_));
     tracing_subscriber::fmt()
         .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env()
-                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
+            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| {
+                tracing_subscriber::EnvFilter::new(if quiet { "warn" } else { "info" })
+            }),
         )
         .with_writer(std::io::stderr)
         .init();
-    let cli = Cli::parse();
     match cli.command {
         Command::Demo {
+            in_memory,
             rules,
             packets,
             workers,
-        } => local(demo::run(&rules, packets, workers)),
+        } => local(dse::demo::run(in_memory, &rules, packets, workers)),
         Command::Rules {
             command: RulesCommand::Check { file },
         } => local(check(&file)),

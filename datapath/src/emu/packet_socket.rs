@@ -18,6 +18,51 @@ use std::time::Duration;
 /// counted as truncated and dropped.
 pub const MAX_FRAME: usize = 4096;
 
+/// Control buffer per received frame, in 8-byte words: room for one
+/// `tpacket_auxdata` message.
+const CONTROL_WORDS: usize = 8;
+
+/// The outer VLAN tag (TPID, TCI) the kernel took off a received frame,
+/// from its `PACKET_AUXDATA` control message.
+fn vlan_of(hdr: &libc::msghdr) -> Option<(u16, u16)> {
+    // SAFETY: `hdr` was filled by recvmmsg; the CMSG macros walk its
+    // control buffer within `msg_controllen`, and the auxdata is read
+    // unaligned from inside it.
+    unsafe {
+        let mut c = libc::CMSG_FIRSTHDR(hdr);
+        while !c.is_null() {
+            if (*c).cmsg_level == libc::SOL_PACKET && (*c).cmsg_type == libc::PACKET_AUXDATA {
+                let aux: libc::tpacket_auxdata =
+                    std::ptr::read_unaligned(libc::CMSG_DATA(c).cast());
+                if aux.tp_status & libc::TP_STATUS_VLAN_VALID == 0 {
+                    return None;
+                }
+                let tpid = if aux.tp_status & libc::TP_STATUS_VLAN_TPID_VALID != 0 {
+                    aux.tp_vlan_tpid
+                } else {
+                    0x8100
+                };
+                return Some((tpid, aux.tp_vlan_tci));
+            }
+            c = libc::CMSG_NXTHDR(hdr, c);
+        }
+    }
+    None
+}
+
+/// Puts a VLAN tag back after the MAC addresses of the `len`-byte frame in
+/// `buf`; returns the new length (`len` unchanged if it does not fit or
+/// the frame was truncated).
+fn reinsert_vlan(buf: &mut [u8; MAX_FRAME], len: usize, tpid: u16, tci: u16) -> usize {
+    if len < 12 || len + 4 > MAX_FRAME {
+        return len;
+    }
+    buf.copy_within(12..len, 16);
+    buf[12..14].copy_from_slice(&tpid.to_be_bytes());
+    buf[14..16].copy_from_slice(&tci.to_be_bytes());
+    len + 4
+}
+
 /// A raw packet socket on one interface.
 pub struct PacketSocket {
     fd: OwnedFd,
@@ -76,6 +121,16 @@ impl PacketSocket {
             &one,
             "PACKET_IGNORE_OUTGOING",
         )?;
+        // The kernel takes a frame's outer VLAN tag off into metadata before
+        // packet taps see it; auxdata hands it over, and `recv_batch` puts
+        // it back, so that the pipeline sees the frame as it was sent.
+        setsockopt(
+            &fd,
+            libc::SOL_PACKET,
+            libc::PACKET_AUXDATA,
+            &one,
+            "PACKET_AUXDATA",
+        )?;
         let tv = libc::timeval {
             tv_sec: timeout.as_secs() as libc::time_t,
             tv_usec: timeout.subsec_micros() as libc::suseconds_t,
@@ -131,9 +186,16 @@ impl PacketSocket {
             .collect();
         // SAFETY: mmsghdr is plain data; all zeroes is valid.
         let mut msgs: Vec<libc::mmsghdr> = (0..n).map(|_| unsafe { std::mem::zeroed() }).collect();
-        for (m, iov) in msgs.iter_mut().zip(iovs.iter_mut()) {
+        let mut controls = vec![[0u64; CONTROL_WORDS]; n];
+        for ((m, iov), control) in msgs
+            .iter_mut()
+            .zip(iovs.iter_mut())
+            .zip(controls.iter_mut())
+        {
             m.msg_hdr.msg_iov = iov;
             m.msg_hdr.msg_iovlen = 1;
+            m.msg_hdr.msg_control = control.as_mut_ptr().cast();
+            m.msg_hdr.msg_controllen = std::mem::size_of_val(control) as _;
         }
         // SAFETY: every header points at a live iovec over a live buffer.
         let got = unsafe {
@@ -152,9 +214,16 @@ impl PacketSocket {
                 _ => Err(io::Error::new(e.kind(), format!("receiving frames: {e}"))),
             };
         }
-        for (m, len) in msgs[..got as usize].iter().zip(lens.iter_mut()) {
+        for ((m, len), buf) in msgs[..got as usize]
+            .iter()
+            .zip(lens.iter_mut())
+            .zip(bufs.iter_mut())
+        {
             let truncated = m.msg_hdr.msg_flags & libc::MSG_TRUNC != 0;
             *len = if truncated { 0 } else { m.msg_len as usize };
+            if let Some((tpid, tci)) = vlan_of(&m.msg_hdr) {
+                *len = reinsert_vlan(buf, *len, tpid, tci);
+            }
         }
         Ok(got as usize)
     }

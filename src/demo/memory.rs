@@ -1,8 +1,9 @@
-//! `dse demo`: generated traffic through the emulated datapath on in-memory
-//! ports, with per-rule counters and the packet rate.
+//! The in-memory demo (what `dse demo` runs without root): generated
+//! traffic through the emulated datapath on in-memory ports, with per-rule
+//! counters and the packet rate.
 
-use crate::traffic;
-use anyhow::{Result, bail};
+use super::traffic;
+use anyhow::{Context, Result, bail};
 use dse_datapath::Frame;
 use dse_datapath::datapath::Datapath;
 use dse_datapath::emu::{EmuConfig, EmuDatapath};
@@ -20,7 +21,10 @@ pub fn run(rules: &Path, packets: u64, workers: usize) -> Result<()> {
     if packets == 0 {
         bail!("--packets must be at least 1");
     }
-    let set = crate::load(rules)?;
+    let text =
+        std::fs::read_to_string(rules).with_context(|| format!("reading {}", rules.display()))?;
+    let set = dse_datapath::RuleSet::from_text(&text)
+        .with_context(|| format!("{} refused", rules.display()))?;
     let names: Vec<(u16, String)> = set
         .ports
         .iter()

@@ -1,0 +1,103 @@
+//! The demo's depot: the image the cluster runs (ESXi 8.0.3, BlueField
+//! firmware 24.1) and the one it is remediated to (8.0.4, firmware 24.2,
+//! datapath 2.0 whose payload is the real XDP object), each manifest
+//! signed with a key the control plane is told to trust.
+
+use anyhow::{Context, Result};
+use ed25519_dalek::{Signer, SigningKey};
+use sha2::{Digest, Sha256};
+use std::path::Path;
+
+/// The name the demo's signing key goes by.
+const KEY_NAME: &str = "demo";
+
+fn publish(dir: &Path, key: &SigningKey, name: &str, manifest: &str, payload: &[u8]) -> Result<()> {
+    let file = format!("{name}.payload");
+    let write = |path: &Path, bytes: &[u8]| {
+        std::fs::write(path, bytes).with_context(|| format!("writing {}", path.display()))
+    };
+    write(&dir.join(&file), payload)?;
+    let sha = hex::encode(Sha256::digest(payload));
+    let manifest = manifest.replace("FILE", &file).replace("SHA", &sha);
+    write(&dir.join(format!("{name}.json")), manifest.as_bytes())?;
+    let sig = key.sign(manifest.as_bytes());
+    write(
+        &dir.join(format!("{name}.json.sig")),
+        format!("{KEY_NAME} {}\n", hex::encode(sig.to_bytes())).as_bytes(),
+    )
+}
+
+/// Writes the depot under `dir/depot` and the trusted key to
+/// `dir/trusted-keys`; returns the depot's directory.
+///
+/// # Errors
+/// A file that could not be written.
+pub fn write(dir: &Path) -> Result<std::path::PathBuf> {
+    // A fixed key: the demo's depot is its own, rebuilt on every run.
+    let key = SigningKey::from_bytes(&[7; 32]);
+    let depot = dir.join("depot");
+    std::fs::create_dir_all(&depot).with_context(|| format!("creating {}", depot.display()))?;
+    std::fs::write(
+        dir.join("trusted-keys"),
+        format!(
+            "{KEY_NAME} {}\n",
+            hex::encode(key.verifying_key().to_bytes())
+        ),
+    )
+    .context("writing the trusted keys")?;
+    for version in ["8.0.3", "8.0.4"] {
+        publish(
+            &depot,
+            &key,
+            &format!("esxi-{version}"),
+            &format!(
+                r#"{{"kind": "base-image", "name": "esxi", "version": "{version}", "acceptance": "certified", "targets": ["host", "dpu"], "payloads": [{{"file": "FILE", "sha256": "SHA"}}]}}"#
+            ),
+            format!("esxi {version}").as_bytes(),
+        )?;
+    }
+    for version in ["24.1", "24.2"] {
+        publish(
+            &depot,
+            &key,
+            &format!("fw-{version}"),
+            &format!(
+                r#"{{"kind": "firmware-addon", "name": "bluefield-fw", "version": "{version}", "acceptance": "partner-supported", "targets": ["dpu"], "vendor": "nvidia-bluefield", "models": ["BlueField-3"], "payloads": [{{"file": "FILE", "sha256": "SHA"}}]}}"#
+            ),
+            format!("firmware {version}").as_bytes(),
+        )?;
+    }
+    publish(
+        &depot,
+        &key,
+        "dse-datapath-2.0",
+        r#"{"kind": "component", "name": "dse-datapath", "version": "2.0", "acceptance": "certified", "targets": ["dpu"], "solution": "nsx", "payloads": [{"file": "FILE", "sha256": "SHA"}]}"#,
+        dse_ebpf::object_v2(),
+    )?;
+    Ok(depot)
+}
+
+/// A host of the cluster as `POST /v1/clusters/{name}/hosts` takes it:
+/// ESXi 8.0.3, each DPU a BlueField-3 on firmware 24.1 and datapath 1.0.
+pub fn host(name: &str, serials: &[&str]) -> serde_json::Value {
+    let dpus: Vec<serde_json::Value> = serials
+        .iter()
+        .map(|s| {
+            serde_json::json!({
+                "serial": s, "vendor": "nvidia-bluefield", "model": "BlueField-3",
+                "generation": 3, "hardware_revision": "B1", "firmware": "24.1",
+                "os": "8.0.3", "datapath": "1.0"
+            })
+        })
+        .collect();
+    serde_json::json!({"name": name, "version": "8.0.3", "dpus": dpus})
+}
+
+/// The image the demo remediates to.
+pub fn new_image() -> serde_json::Value {
+    serde_json::json!({
+        "base_image": {"name": "esxi", "version": "8.0.4"},
+        "firmware_addon": {"name": "bluefield-fw", "version": "24.2"},
+        "components": [{"name": "dse-datapath", "version": "2.0"}],
+    })
+}

@@ -1,0 +1,205 @@
+//! Paced flows of numbered UDP datagrams between the demo's VMs, each
+//! datagram's arrival recorded, so that loss can be put down to the phase
+//! (before, during or after the remediation) it was sent in.
+
+use crate::lab::Netns;
+use anyhow::{Context, Result};
+use std::net::{SocketAddr, UdpSocket};
+use std::os::fd::AsRawFd;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, Instant};
+
+/// A running flow; [`Flow::finish`] stops it.
+pub struct Flow {
+    stop: Arc<AtomicBool>,
+    rx_stop: Arc<AtomicBool>,
+    started: Instant,
+    pps: u64,
+    tx: Option<std::thread::JoinHandle<u64>>,
+    rx: Option<std::thread::JoinHandle<Vec<bool>>>,
+}
+
+/// What a flow delivered.
+#[derive(Debug, Clone)]
+pub struct Delivery {
+    /// Datagrams sent.
+    pub sent: u64,
+    /// Whether each datagram, by number, arrived.
+    pub arrived: Vec<bool>,
+    /// When the flow started.
+    pub started: Instant,
+    /// Datagrams a second.
+    pub pps: u64,
+}
+
+impl Delivery {
+    /// Datagrams sent in `[from, to)` (times since any common origin), and
+    /// how many of them were lost.
+    pub fn in_span(&self, from: Instant, to: Instant) -> (u64, u64) {
+        let number = |t: Instant| {
+            let d = t.saturating_duration_since(self.started);
+            ((d.as_nanos() * u128::from(self.pps)) / 1_000_000_000) as u64
+        };
+        let (a, b) = (number(from).min(self.sent), number(to).min(self.sent));
+        let lost = (a..b)
+            .filter(|&i| !self.arrived.get(i as usize).copied().unwrap_or(false))
+            .count() as u64;
+        (b - a, lost)
+    }
+
+    /// Datagrams that arrived.
+    pub fn delivered(&self) -> u64 {
+        self.arrived.iter().filter(|a| **a).count() as u64
+    }
+}
+
+/// Gives `sock` an 8 MiB receive buffer, so that a burst is not dropped
+/// before the receiving thread reads it.
+fn widen_receive_buffer(sock: &UdpSocket) {
+    let bytes: libc::c_int = 8 << 20;
+    // SAFETY: a valid socket fd and option value for setsockopt.
+    unsafe {
+        libc::setsockopt(
+            sock.as_raw_fd(),
+            libc::SOL_SOCKET,
+            libc::SO_RCVBUF,
+            (&bytes as *const libc::c_int).cast(),
+            size_of::<libc::c_int>() as u32,
+        );
+    }
+}
+
+impl Flow {
+    /// Starts sending `pps` datagrams a second from `from` (in namespace
+    /// `src`) to `to`, and receiving them at `at` in namespace `dst`.
+    ///
+    /// # Errors
+    /// A socket that cannot be bound.
+    pub fn start(
+        src: &Netns,
+        from: &str,
+        to: SocketAddr,
+        dst: &Netns,
+        at: SocketAddr,
+        pps: u64,
+    ) -> Result<Flow> {
+        let rx = dst
+            .run(|| UdpSocket::bind(at))?
+            .with_context(|| format!("binding {at} in {}", dst.name()))?;
+        let from: SocketAddr = format!("{from}:0").parse().context("a source address")?;
+        let tx = src
+            .run(|| UdpSocket::bind(from))?
+            .with_context(|| format!("binding {from} in {}", src.name()))?;
+        widen_receive_buffer(&rx);
+        rx.set_read_timeout(Some(Duration::from_millis(50)))?;
+        let stop = Arc::new(AtomicBool::new(false));
+        let rx_stop = Arc::new(AtomicBool::new(false));
+        let started = Instant::now();
+        let rx_thread = {
+            let stop = rx_stop.clone();
+            std::thread::spawn(move || {
+                let mut arrived = Vec::new();
+                let mut buf = [0u8; 64];
+                loop {
+                    match rx.recv(&mut buf) {
+                        Ok(n) if n >= 8 => {
+                            let i = u64::from_be_bytes(buf[..8].try_into().unwrap_or_default())
+                                as usize;
+                            if arrived.len() <= i {
+                                arrived.resize(i + 1, false);
+                            }
+                            arrived[i] = true;
+                        }
+                        Ok(_) => {}
+                        Err(_) if stop.load(Ordering::Acquire) => return arrived,
+                        Err(_) => {}
+                    }
+                }
+            })
+        };
+        let tx_thread = {
+            let stop = stop.clone();
+            std::thread::spawn(move || {
+                let mut i: u64 = 0;
+                while !stop.load(Ordering::Acquire) {
+                    let due = started + Duration::from_nanos(i * 1_000_000_000 / pps);
+                    if let Some(wait) = due.checked_duration_since(Instant::now()) {
+                        std::thread::sleep(wait);
+                    }
+                    let _ = tx.send_to(&i.to_be_bytes(), to);
+                    i += 1;
+                }
+                i
+            })
+        };
+        Ok(Flow {
+            stop,
+            rx_stop,
+            started,
+            pps,
+            tx: Some(tx_thread),
+            rx: Some(rx_thread),
+        })
+    }
+
+    /// Stops sending, lets the last datagrams land, and says what arrived.
+    pub fn finish(mut self) -> Delivery {
+        self.stop.store(true, Ordering::Release);
+        let sent = self.tx.take().map_or(0, |t| t.join().unwrap_or(0));
+        std::thread::sleep(Duration::from_millis(300));
+        self.rx_stop.store(true, Ordering::Release);
+        let mut arrived = self
+            .rx
+            .take()
+            .map_or_else(Vec::new, |t| t.join().unwrap_or_default());
+        arrived.resize(sent as usize, false);
+        Delivery {
+            sent,
+            arrived,
+            started: self.started,
+            pps: self.pps,
+        }
+    }
+}
+
+impl Drop for Flow {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::Release);
+        self.rx_stop.store(true, Ordering::Release);
+    }
+}
+
+/// Sends `n` datagrams from `from` (namespace `src`) to `to` as fast as
+/// the socket takes them, and returns how many `at` (namespace `dst`)
+/// received.
+///
+/// # Errors
+/// A socket that cannot be bound.
+pub fn burst(
+    src: &Netns,
+    from: &str,
+    to: SocketAddr,
+    dst: &Netns,
+    at: SocketAddr,
+    n: u64,
+) -> Result<u64> {
+    let rx = dst
+        .run(|| UdpSocket::bind(at))?
+        .with_context(|| format!("binding {at}"))?;
+    widen_receive_buffer(&rx);
+    rx.set_read_timeout(Some(Duration::from_millis(300)))?;
+    let from: SocketAddr = format!("{from}:0").parse().context("a source address")?;
+    let tx = src
+        .run(|| UdpSocket::bind(from))?
+        .with_context(|| format!("binding {from}"))?;
+    for i in 0..n {
+        let _ = tx.send_to(&i.to_be_bytes(), to);
+    }
+    let mut got = 0;
+    let mut buf = [0u8; 64];
+    while rx.recv(&mut buf).is_ok() {
+        got += 1;
+    }
+    Ok(got)
+}
