@@ -76,7 +76,7 @@ fn a_window_reports_exactly_what_the_counters_counted() {
         match mix {
             Mix::Small => assert_eq!(mean, 60.0, "64-byte frames are 60 without the FCS"),
             // 7:4:1 of 60, 590 and 1514 bytes: 360.5 on average.
-            Mix::Imix => assert!((mean - 360.5).abs() < 15.0, "IMIX mean {mean}"),
+            Mix::Imix => assert!((mean - 360.5).abs() < 30.0, "IMIX mean {mean}"),
         }
     }
     drop(running);

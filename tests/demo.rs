@@ -71,3 +71,38 @@ fn the_demo_runs_end_to_end_and_cleans_up() {
         "the demo's namespaces are left behind: {left}"
     );
 }
+
+#[test]
+fn without_root_the_demo_says_what_it_needs_and_runs_in_memory() {
+    // As user nobody, when this runs as root and setpriv is there.
+    // SAFETY: geteuid has no preconditions.
+    if unsafe { libc::geteuid() } != 0 || !std::path::Path::new("/usr/bin/setpriv").exists() {
+        assert!(
+            std::env::var("CI").is_err(),
+            "CI runs this as root, with setpriv"
+        );
+        return;
+    }
+    let out = Command::new("/usr/bin/setpriv")
+        .args(["--reuid=65534", "--regid=65534", "--clear-groups"])
+        .arg(env!("CARGO_BIN_EXE_dse"))
+        .args(["demo", "--packets", "20000"])
+        .current_dir(env!("CARGO_MANIFEST_DIR"))
+        .output()
+        .expect("setpriv runs");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{stdout}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        stdout.contains("the cluster demo needs root")
+            && stdout.contains("running the in-memory demo instead"),
+        "{stdout}"
+    );
+    assert!(
+        stdout.contains("per-rule counters:") && stdout.contains("rate: 20000 packets"),
+        "{stdout}"
+    );
+}
