@@ -6,16 +6,17 @@
 //! Needs root, bpffs, nft and Open vSwitch (CI installs both; a subject
 //! that is not installed fails the test rather than passing it silently).
 
+mod common;
+
+use common::exchange::exchange;
 use dse::bench::Subject;
 use dse::bench::peers::{TranslateError, nft, openflow};
 use dse::bench::subject::{Places, set_up};
 use dse::bench::topology::Topology;
-use dse_datapath::emu::{MAX_FRAME, PacketSocket};
-use dse_datapath::netdev::interface_index;
 use dse_datapath::pipeline::{Installed, Pipeline, Verdict};
 use dse_datapath::{Frame, RuleSet};
 use etherparse::PacketBuilder;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 const RULES: &str = r#"
 ports:
@@ -119,47 +120,16 @@ fn traffic() -> Vec<(&'static str, Vec<u8>)> {
 /// Sends each frame into port `pa` and returns the names of those that
 /// came out of port `pb`.
 fn forwarded(topo: &Topology, frames: &[(&'static str, Vec<u8>)]) -> Vec<&'static str> {
-    let sink_if = topo.egress.b.clone();
-    let rx = topo
-        .sink_ns
-        .run(|| {
-            PacketSocket::open(
-                interface_index(&sink_if).unwrap(),
-                Duration::from_millis(100),
-            )
-            .unwrap()
+    let sent: Vec<&[u8]> = frames.iter().map(|(_, f)| f.as_slice()).collect();
+    let got = exchange(topo, &sent, Duration::from_millis(800));
+    let mut out: Vec<&'static str> = frames
+        .iter()
+        .filter(|(_, f)| {
+            let marker = &f[f.len() - 16..];
+            got.iter().any(|g| g.windows(16).any(|w| w == marker))
         })
-        .unwrap();
-    let gen_if = topo.ingress.a.clone();
-    let tx = topo
-        .gen_ns
-        .run(|| {
-            PacketSocket::open(
-                interface_index(&gen_if).unwrap(),
-                Duration::from_millis(100),
-            )
-            .unwrap()
-        })
-        .unwrap();
-    for (_, f) in frames {
-        assert_eq!(tx.send_batch(&[f.as_slice()]).unwrap(), 1);
-    }
-    let mut out = Vec::new();
-    let mut bufs = vec![[0u8; MAX_FRAME]; 16];
-    let mut lens = vec![0usize; 16];
-    let deadline = Instant::now() + Duration::from_millis(800);
-    while Instant::now() < deadline {
-        let n = rx.recv_batch(&mut bufs, &mut lens).unwrap();
-        for (b, &len) in bufs.iter().zip(&lens).take(n) {
-            let frame = &b[..len];
-            for (name, f) in frames {
-                let m = &f[f.len() - 16..];
-                if frame.windows(16).any(|w| w == m) && !out.contains(name) {
-                    out.push(*name);
-                }
-            }
-        }
-    }
+        .map(|(name, _)| *name)
+        .collect();
     out.sort();
     out
 }

@@ -3,13 +3,14 @@
 //! puts it back, so that its rules match the tag and the frame leaves as it
 //! came, exactly as on the offloaded path. Needs root and bpffs.
 
+mod common;
+
+use common::exchange::exchange;
 use dse::bench::Subject;
 use dse::bench::subject::{Places, set_up};
 use dse::bench::topology::Topology;
 use dse_datapath::RuleSet;
-use dse_datapath::emu::{MAX_FRAME, PacketSocket};
-use dse_datapath::netdev::interface_index;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 const RULES: &str = r#"
 ports:
@@ -53,42 +54,7 @@ fn tagged_frames_keep_their_tag_on_both_backends() {
     let (tagged, untagged) = (frame(Some(42), 1), frame(None, 2));
     for subject in [Subject::Xdp, Subject::Emu] {
         let (running, _) = set_up(subject, &topo, &set, &places).unwrap();
-        let sink_if = topo.egress.b.clone();
-        let rx = topo
-            .sink_ns
-            .run(|| {
-                PacketSocket::open(
-                    interface_index(&sink_if).unwrap(),
-                    Duration::from_millis(100),
-                )
-                .unwrap()
-            })
-            .unwrap();
-        let gen_if = topo.ingress.a.clone();
-        let tx = topo
-            .gen_ns
-            .run(|| {
-                PacketSocket::open(
-                    interface_index(&gen_if).unwrap(),
-                    Duration::from_millis(100),
-                )
-                .unwrap()
-            })
-            .unwrap();
-        tx.send_batch(&[&untagged, &tagged]).unwrap();
-        let mut got = Vec::new();
-        let mut bufs = vec![[0u8; MAX_FRAME]; 8];
-        let mut lens = vec![0usize; 8];
-        let deadline = Instant::now() + Duration::from_millis(600);
-        while Instant::now() < deadline {
-            let n = rx.recv_batch(&mut bufs, &mut lens).unwrap();
-            got.extend(
-                bufs.iter()
-                    .zip(&lens)
-                    .take(n)
-                    .map(|(b, &l)| b[..l].to_vec()),
-            );
-        }
+        let got = exchange(&topo, &[&untagged, &tagged], Duration::from_millis(600));
         drop(running);
         assert_eq!(
             got,

@@ -154,13 +154,7 @@ pub fn set_up(
                 .dut
                 .run(|| XdpDatapath::start(ports_only(rules), config))?
                 .map_err(|e| failed(e.to_string()))?;
-            // Applying binds ports by name again: in the DUT namespace.
-            let took = topo.dut.run(|| {
-                let start = Instant::now();
-                dp.apply(Transaction::Replace(rules.clone()))
-                    .map(|_| start.elapsed())
-            })?;
-            let took = took.map_err(|e| failed(e.to_string()))?;
+            let took = timed_apply(topo, &dp, rules)?.map_err(|e| failed(e.to_string()))?;
             let pinned = PinnedXdp {
                 dp: Some(dp),
                 pins: at.pins.clone(),
@@ -181,12 +175,7 @@ pub fn set_up(
                     HostPath::start(ports_only(rules), config, &interfaces)
                 })?
                 .map_err(|e| failed(e.to_string()))?;
-            let took = topo.dut.run(|| {
-                let start = Instant::now();
-                dp.apply(Transaction::Replace(rules.clone()))
-                    .map(|_| start.elapsed())
-            })?;
-            let took = took.map_err(|e| failed(e.to_string()))?;
+            let took = timed_apply(topo, &dp, rules)?.map_err(|e| failed(e.to_string()))?;
             Ok((Running::Emu(dp), took))
         }
         Subject::Nft => {
@@ -216,6 +205,20 @@ pub fn set_up(
             Ok((Running::Ovs(ovs), took))
         }
     }
+}
+
+/// The time `dp` takes to apply `rules` as one transaction, in the DUT
+/// namespace (applying binds ports by name again).
+fn timed_apply(
+    topo: &Topology,
+    dp: &impl Datapath,
+    rules: &RuleSet,
+) -> Result<Result<Duration, dse_datapath::datapath::DatapathError>, BenchError> {
+    Ok(topo.dut.run(|| {
+        let start = Instant::now();
+        dp.apply(Transaction::Replace(rules.clone()))
+            .map(|_| start.elapsed())
+    })?)
 }
 
 /// `rules`' ports and meters without its rules: what a subject starts

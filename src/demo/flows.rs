@@ -56,7 +56,7 @@ impl Delivery {
 
 /// Gives `sock` an 8 MiB receive buffer, so that a burst is not dropped
 /// before the receiving thread reads it.
-fn widen_receive_buffer(sock: &UdpSocket) {
+pub fn widen_receive_buffer(sock: &UdpSocket) {
     let bytes: libc::c_int = 8 << 20;
     // SAFETY: a valid socket fd and option value for setsockopt.
     unsafe {
@@ -68,6 +68,25 @@ fn widen_receive_buffer(sock: &UdpSocket) {
             size_of::<libc::c_int>() as u32,
         );
     }
+}
+
+/// A sender bound to `from` (any port) in `src`, and a receiver bound to
+/// `at` in `dst` with a wide receive buffer.
+fn bind_pair(
+    src: &Netns,
+    from: &str,
+    dst: &Netns,
+    at: SocketAddr,
+) -> Result<(UdpSocket, UdpSocket)> {
+    let rx = dst
+        .run(|| UdpSocket::bind(at))?
+        .with_context(|| format!("binding {at} in {}", dst.name()))?;
+    widen_receive_buffer(&rx);
+    let from: SocketAddr = format!("{from}:0").parse().context("a source address")?;
+    let tx = src
+        .run(|| UdpSocket::bind(from))?
+        .with_context(|| format!("binding {from} in {}", src.name()))?;
+    Ok((tx, rx))
 }
 
 impl Flow {
@@ -84,14 +103,7 @@ impl Flow {
         at: SocketAddr,
         pps: u64,
     ) -> Result<Flow> {
-        let rx = dst
-            .run(|| UdpSocket::bind(at))?
-            .with_context(|| format!("binding {at} in {}", dst.name()))?;
-        let from: SocketAddr = format!("{from}:0").parse().context("a source address")?;
-        let tx = src
-            .run(|| UdpSocket::bind(from))?
-            .with_context(|| format!("binding {from} in {}", src.name()))?;
-        widen_receive_buffer(&rx);
+        let (tx, rx) = bind_pair(src, from, dst, at)?;
         rx.set_read_timeout(Some(Duration::from_millis(50)))?;
         let stop = Arc::new(AtomicBool::new(false));
         let rx_stop = Arc::new(AtomicBool::new(false));
@@ -184,15 +196,8 @@ pub fn burst(
     at: SocketAddr,
     n: u64,
 ) -> Result<u64> {
-    let rx = dst
-        .run(|| UdpSocket::bind(at))?
-        .with_context(|| format!("binding {at}"))?;
-    widen_receive_buffer(&rx);
+    let (tx, rx) = bind_pair(src, from, dst, at)?;
     rx.set_read_timeout(Some(Duration::from_millis(300)))?;
-    let from: SocketAddr = format!("{from}:0").parse().context("a source address")?;
-    let tx = src
-        .run(|| UdpSocket::bind(from))?
-        .with_context(|| format!("binding {from}"))?;
     for i in 0..n {
         let _ = tx.send_to(&i.to_be_bytes(), to);
     }

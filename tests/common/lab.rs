@@ -16,8 +16,6 @@ use dse_control::lifecycle::remediation::Remediation;
 use dse_control::lifecycle::{Cluster, DesiredImage};
 use dse_control::store::{Backend, DatapathInstance};
 use dse_datapath::xdp::XdpLimits;
-use ed25519_dalek::{Signer, SigningKey};
-use sha2::{Digest, Sha256};
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -84,20 +82,6 @@ pub struct Lab {
     pub rules: String,
     /// The two-host fabric, when the lab has one.
     pub fabric: Option<Fabric>,
-}
-
-fn publish(dir: &Path, key: &SigningKey, name: &str, manifest: &str, payload: &[u8]) {
-    let file = format!("{name}.payload");
-    std::fs::write(dir.join(&file), payload).unwrap();
-    let sha = hex::encode(Sha256::digest(payload));
-    let manifest = manifest.replace("FILE", &file).replace("SHA", &sha);
-    std::fs::write(dir.join(format!("{name}.json")), &manifest).unwrap();
-    let sig = key.sign(manifest.as_bytes());
-    std::fs::write(
-        dir.join(format!("{name}.json.sig")),
-        format!("lab {}\n", hex::encode(sig.to_bytes())),
-    )
-    .unwrap();
 }
 
 impl Lab {
@@ -171,43 +155,10 @@ impl Lab {
         }
     }
 
+    /// The depot (under `dir/depot`) and the key it is signed with (in
+    /// `dir/trusted-keys`): the demo's.
     fn write_depot(&self) {
-        let key = SigningKey::from_bytes(&[7; 32]);
-        std::fs::write(
-            self.dir.join("trusted-keys"),
-            format!("lab {}\n", hex::encode(key.verifying_key().to_bytes())),
-        )
-        .unwrap();
-        let depot = self.dir.join("depot");
-        for version in ["8.0.3", "8.0.4"] {
-            publish(
-                &depot,
-                &key,
-                &format!("esxi-{version}"),
-                &format!(
-                    r#"{{"kind": "base-image", "name": "esxi", "version": "{version}", "acceptance": "certified", "targets": ["host", "dpu"], "payloads": [{{"file": "FILE", "sha256": "SHA"}}]}}"#
-                ),
-                format!("esxi {version}").as_bytes(),
-            );
-        }
-        for version in ["24.1", "24.2"] {
-            publish(
-                &depot,
-                &key,
-                &format!("fw-{version}"),
-                &format!(
-                    r#"{{"kind": "firmware-addon", "name": "bluefield-fw", "version": "{version}", "acceptance": "partner-supported", "targets": ["dpu"], "vendor": "nvidia-bluefield", "models": ["BlueField-3"], "payloads": [{{"file": "FILE", "sha256": "SHA"}}]}}"#
-                ),
-                format!("firmware {version}").as_bytes(),
-            );
-        }
-        publish(
-            &depot,
-            &key,
-            "dse-datapath-2.0",
-            r#"{"kind": "component", "name": "dse-datapath", "version": "2.0", "acceptance": "certified", "targets": ["dpu"], "solution": "nsx", "payloads": [{"file": "FILE", "sha256": "SHA"}]}"#,
-            dse_ebpf::object_v2(),
-        );
+        dse::demo::depot::write(&self.dir).expect("the depot is written");
     }
 
     /// Opens the daemon, imports the depot, makes the cluster, applies

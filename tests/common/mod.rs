@@ -3,6 +3,7 @@
 pub mod blackout;
 pub mod bpf;
 pub mod daemon;
+pub mod exchange;
 pub mod fabric;
 pub mod fixtures;
 pub mod lab;

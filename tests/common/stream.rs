@@ -5,26 +5,11 @@
 
 use super::topology::Topology;
 use std::net::UdpSocket;
-use std::os::fd::AsRawFd;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
-/// Gives `sock` an 8 MiB receive buffer, so that a burst is not dropped
-/// before the receiving thread reads it.
-pub fn widen_receive_buffer(sock: &UdpSocket) {
-    let bytes: libc::c_int = 8 << 20;
-    // SAFETY: a valid socket fd and option value for setsockopt.
-    unsafe {
-        libc::setsockopt(
-            sock.as_raw_fd(),
-            libc::SOL_SOCKET,
-            libc::SO_RCVBUF,
-            (&bytes as *const libc::c_int).cast(),
-            size_of::<libc::c_int>() as u32,
-        );
-    }
-}
+pub use dse::demo::flows::widen_receive_buffer;
 
 /// Counts the datagrams a socket in B receives, until stopped.
 fn receiver(sock: UdpSocket, stop: Arc<AtomicBool>) -> std::thread::JoinHandle<u64> {
