@@ -449,6 +449,9 @@ pub struct BenchArgs {
     /// Rounds of the comparison [default: 3].
     #[arg(long)]
     pub rounds: Option<usize>,
+    /// Skip the search for each subject's throughput without loss.
+    #[arg(long)]
+    pub no_lossless: bool,
     /// The traffic generator.
     #[arg(long, value_enum, default_value_t = dse::bench::GeneratorKind::Auto)]
     pub generator: dse::bench::GeneratorKind,

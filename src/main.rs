@@ -58,6 +58,7 @@ fn bench(args: cli::BenchArgs, output: cli::Output) -> Result<()> {
     }
     o.rounds = args.rounds.unwrap_or(o.rounds);
     o.generator = args.generator;
+    o.lossless &= !args.no_lossless;
     o.out = args.out;
     let report = dse::bench::run(&o)?;
     let written = report.write(&o.out)?;

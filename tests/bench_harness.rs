@@ -113,6 +113,22 @@ fn the_report_prints_the_figures_of_its_windows() {
         tables.contains(&format!("{mpps:.3}")),
         "{mpps:.3} not in\n{tables}"
     );
+    // The lossless rate is the best passing probe's offered rate.
+    assert_eq!(report.lossless.len(), 2, "both subjects searched");
+    for l in &report.lossless {
+        let f = &l.found;
+        assert_eq!(f.pps, dse::bench::lossless::best(&f.probes));
+        assert!(
+            f.probes.len() == 1 + dse::bench::lossless::STEPS || f.capped,
+            "{f:?}"
+        );
+        assert!(
+            f.pps > 0.0,
+            "{}: some rate passes: {f:?}",
+            l.subject.label()
+        );
+        assert!(tables.contains(&format!("{:.3}", f.pps / 1e6)), "{tables}");
+    }
     let files = report.write(&o.out).unwrap();
     let json: serde_json::Value =
         serde_json::from_slice(&std::fs::read(&files[0]).unwrap()).unwrap();

@@ -182,7 +182,7 @@ impl Generator {
         window: Duration,
     ) -> Result<Offered, TrafficError> {
         match self.kind {
-            GeneratorKind::AfPacket => offer_af_packet(topo, mix, flows, window),
+            GeneratorKind::AfPacket => offer_af_packet(topo, mix, flows, window, None),
             _ => {
                 let start = Instant::now();
                 let mut total = Offered::default();
@@ -199,6 +199,23 @@ impl Generator {
                 Ok(total)
             }
         }
+    }
+
+    /// Offers `mix` for `window` at `pps` frames a second, paced in small
+    /// batches over an AF_PACKET socket (whatever this generator's kind),
+    /// or as fast as that socket goes if `pps` is `None`.
+    ///
+    /// # Errors
+    /// [`TrafficError`] if sending fails.
+    pub fn offer_paced(
+        &self,
+        topo: &Topology,
+        mix: Mix,
+        flows: u16,
+        window: Duration,
+        pps: Option<f64>,
+    ) -> Result<Offered, TrafficError> {
+        offer_af_packet(topo, mix, flows, window, pps)
     }
 
     fn offer_live(
@@ -264,11 +281,16 @@ impl Generator {
     }
 }
 
+/// Frames per paced send: small, so that a paced offer has no bursts a
+/// slow subject's rings cannot take.
+const PACED_BATCH: usize = 4;
+
 fn offer_af_packet(
     topo: &Topology,
     mix: Mix,
     flows: u16,
     window: Duration,
+    pace: Option<f64>,
 ) -> Result<Offered, TrafficError> {
     let frames = frames(topo, mix, flows.max(12));
     let iface = topo.ingress.a.clone();
@@ -281,9 +303,33 @@ fn offer_af_packet(
         let views: Vec<&[u8]> = frames.iter().map(Vec::as_slice).collect();
         let start = Instant::now();
         let mut packets = 0u64;
-        while start.elapsed() < window {
-            for batch in views.chunks(32) {
-                packets += socket.send_batch(batch).unwrap_or(0) as u64;
+        match pace {
+            None => {
+                while start.elapsed() < window {
+                    for batch in views.chunks(32) {
+                        packets += socket.send_batch(batch).unwrap_or(0) as u64;
+                    }
+                }
+            }
+            Some(pps) => {
+                let mut next = 0usize;
+                let mut due = 0u64;
+                while start.elapsed() < window {
+                    let at = start + Duration::from_secs_f64(due as f64 / pps);
+                    if let Some(wait) = at.checked_duration_since(Instant::now()) {
+                        // Sleeps are coarse; spin the last stretch.
+                        if wait > Duration::from_micros(200) {
+                            std::thread::sleep(wait - Duration::from_micros(100));
+                        }
+                        continue;
+                    }
+                    let batch: Vec<&[u8]> = (0..PACED_BATCH)
+                        .map(|k| views[(next + k) % views.len()])
+                        .collect();
+                    next = (next + PACED_BATCH) % views.len();
+                    due += PACED_BATCH as u64;
+                    packets += socket.send_batch(&batch).unwrap_or(0) as u64;
+                }
             }
         }
         Ok(Offered {

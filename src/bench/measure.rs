@@ -5,7 +5,7 @@
 //! the DUT's CPU was. Every figure of the report is computed from these
 //! counts and nothing else.
 
-use super::generator::{Generator, Sink};
+use super::generator::{Generator, Offered, Sink, TrafficError};
 use super::report::{Forwarding, Install, Machine, Report};
 use super::subject::{Places, Running, Subject, set_up};
 use super::topology::Topology;
@@ -119,10 +119,26 @@ pub fn window(
     window: Duration,
     cpus: Cpus,
 ) -> Result<Window, BenchError> {
+    counted_window(sink, running, cpus, || {
+        generator.offer(topo, mix, flows, window)
+    })
+}
+
+/// The counts of a window in which `offer` offers the traffic (see
+/// [`window`]).
+///
+/// # Errors
+/// [`BenchError`] if the offer or the counters fail.
+pub fn counted_window(
+    sink: &Sink,
+    running: &Running,
+    cpus: Cpus,
+    offer: impl FnOnce() -> Result<Offered, TrafficError>,
+) -> Result<Window, BenchError> {
     let counted0 = counted(running);
     let (d0, b0) = sink.counts()?;
     let busy0 = cpu_busy(cpus.dut);
-    let offered = generator.offer(topo, mix, flows, window)?;
+    let offered = offer()?;
     // Frames still in rings reach the sink now.
     std::thread::sleep(Duration::from_millis(100));
     let busy1 = cpu_busy(cpus.dut);
@@ -257,6 +273,31 @@ fn run_in(
             forwarding.push(row);
         }
     }
+    // Throughput without loss: the comparison's workload, 64-byte frames.
+    let mut lossless = Vec::new();
+    if o.lossless {
+        let set = base.rule_set();
+        for &s in &subjects {
+            let (running, _) = set_up(s, topo, &set, at)?;
+            pin_napi(&topo.dut, &topo.ingress.b, cpus.dut)?;
+            warm_up(&mut generator, topo, Mix::Small, base.flows)?;
+            let found =
+                super::lossless::search(&generator, &sink, topo, &running, base, o.window, cpus)?;
+            drop(running);
+            eprintln!(
+                "bench: {:<22} {:>9} rules without loss: {:.0} kpps{}",
+                s.label(),
+                base.rules,
+                found.pps / 1e3,
+                if found.capped {
+                    " (the paced generator's most)"
+                } else {
+                    ""
+                }
+            );
+            lossless.push((s, found));
+        }
+    }
     for &rules in &o.api_install {
         let w = Workload {
             rules,
@@ -273,11 +314,20 @@ fn run_in(
         );
         installs.push(Install::new("dse API (PUT /v1/rules, xdp)", w, took));
     }
-    Ok(Report::new(
+    let mut report = Report::new(
         Machine::here(generator.kind(), cpus),
         o,
         skipped,
         forwarding,
         installs,
-    ))
+    );
+    report.lossless = lossless
+        .into_iter()
+        .map(|(subject, found)| super::report::LosslessRow {
+            workload: base,
+            subject,
+            found,
+        })
+        .collect();
+    Ok(report)
 }

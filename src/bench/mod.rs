@@ -4,12 +4,14 @@
 //! IMIX traffic from one core ([`generator`]) and counts what arrives at
 //! the far side, for the same rule set ([`workload`]) on dse's offloaded
 //! path, dse's host path, Linux nftables and Open vSwitch's userspace
-//! datapath ([`subject`], [`peers`]). It times rule installation ([`install`]
-//! for the API), scales the rule count and the number of masks, and
-//! reports tables, JSON and plots ([`report`]).
+//! datapath ([`subject`], [`peers`]). It searches each one's throughput
+//! without loss ([`lossless`]), times rule installation ([`install`] for
+//! the API), scales the rule count and the number of masks, and reports
+//! tables, JSON and plots ([`report`]).
 
 pub mod generator;
 pub mod install;
+pub mod lossless;
 pub mod measure;
 pub mod peers;
 pub mod plot;
@@ -90,6 +92,9 @@ pub struct Options {
     pub window: Duration,
     /// Rounds of the comparison (subjects interleaved in each).
     pub rounds: usize,
+    /// Whether to search each subject's throughput without loss (paced
+    /// AF_PACKET offers) on the comparison's workload.
+    pub lossless: bool,
     /// The generator.
     pub generator: GeneratorKind,
     /// Where the JSON and the plots go.
@@ -114,6 +119,7 @@ impl Options {
             flows: 256,
             window: Duration::from_secs(1),
             rounds: 3,
+            lossless: true,
             generator: GeneratorKind::Auto,
             out: PathBuf::from("bench-results"),
             tag: format!("{}", std::process::id() % 100_000),

@@ -120,6 +120,17 @@ impl Install {
     }
 }
 
+/// One subject's throughput without loss.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct LosslessRow {
+    /// The rule set's shape.
+    pub workload: Workload,
+    /// What forwarded.
+    pub subject: Subject,
+    /// The search's result and probes.
+    pub found: super::lossless::Lossless,
+}
+
 /// A whole run's results.
 #[derive(Debug, Clone, serde::Serialize)]
 pub struct Report {
@@ -135,6 +146,8 @@ pub struct Report {
     pub forwarding: Vec<Forwarding>,
     /// Rule installation figures.
     pub installs: Vec<Install>,
+    /// Throughput without loss, where searched.
+    pub lossless: Vec<LosslessRow>,
 }
 
 impl Report {
@@ -153,6 +166,7 @@ impl Report {
             skipped,
             forwarding,
             installs,
+            lossless: Vec::new(),
         }
     }
 
@@ -236,6 +250,50 @@ impl Report {
         header(&mut t, "scaling (64-byte frames, one window each)");
         for f in self.forwarding.iter().filter(|f| Some(f.workload) != base) {
             line(&mut t, f);
+        }
+        if !self.lossless.is_empty() {
+            writeln!(
+                t,
+                "\nthroughput at <= {}% loss (64-byte frames, paced AF_PACKET offers, binary search)\n{:<22} {:>8} {:>10} {:>8} {:>9}",
+                super::lossless::TOLERANCE * 100.0,
+                "subject",
+                "rules",
+                "Mpps",
+                "probes",
+                "x nft"
+            )
+            .ok();
+            // A capped baseline has no ratio; a capped subject, a floor.
+            let nft = self
+                .lossless
+                .iter()
+                .find(|l| l.subject == Subject::Nft && !l.found.capped)
+                .map(|l| l.found.pps)
+                .filter(|p| *p > 0.0);
+            for l in &self.lossless {
+                writeln!(
+                    t,
+                    "{:<22} {:>8} {:>9.3}{} {:>8} {:>9}",
+                    l.subject.label(),
+                    l.workload.rules,
+                    l.found.pps / 1e6,
+                    if l.found.capped { "+" } else { " " },
+                    l.found.probes.len(),
+                    nft.map_or("-".into(), |n| format!(
+                        "{}{:.2}x",
+                        if l.found.capped { ">=" } else { "" },
+                        l.found.pps / n
+                    ))
+                )
+                .ok();
+            }
+            if self.lossless.iter().any(|l| l.found.capped) {
+                writeln!(
+                    t,
+                    "(+: kept up with the paced generator's most; the figure is a floor)"
+                )
+                .ok();
+            }
         }
         writeln!(
             t,
