@@ -12,6 +12,7 @@ pub mod control;
 pub mod depot;
 pub mod flows;
 pub mod memory;
+pub mod report;
 pub mod story;
 pub mod traffic;
 
