@@ -15,9 +15,10 @@ pub struct Flow {
     stop: Arc<AtomicBool>,
     rx_stop: Arc<AtomicBool>,
     started: Instant,
+    started_ms: u64,
     pps: u64,
     tx: Option<std::thread::JoinHandle<u64>>,
-    rx: Option<std::thread::JoinHandle<Vec<bool>>>,
+    rx: Option<std::thread::JoinHandle<(Vec<Option<Duration>>, u64)>>,
 }
 
 /// What a flow delivered.
@@ -25,17 +26,32 @@ pub struct Flow {
 pub struct Delivery {
     /// Datagrams sent.
     pub sent: u64,
-    /// Whether each datagram, by number, arrived.
-    pub arrived: Vec<bool>,
+    /// When each datagram, by number, first arrived (since the start).
+    pub arrived: Vec<Option<Duration>>,
+    /// Datagrams that arrived more than once.
+    pub duplicates: u64,
     /// When the flow started.
     pub started: Instant,
+    /// When the flow started, wall clock (Unix ms).
+    pub started_ms: u64,
     /// Datagrams a second.
     pub pps: u64,
 }
 
 impl Delivery {
-    /// Datagrams sent in `[from, to)` (times since any common origin), and
-    /// how many of them were lost.
+    /// Numbers of the datagrams lost.
+    pub fn lost(&self) -> Vec<u64> {
+        (0..self.sent)
+            .filter(|&i| self.arrived.get(i as usize).copied().flatten().is_none())
+            .collect()
+    }
+
+    /// Datagrams that arrived (each once).
+    pub fn delivered(&self) -> u64 {
+        self.arrived.iter().filter(|a| a.is_some()).count() as u64
+    }
+
+    /// Datagrams sent in `[from, to)`, and how many of them were lost.
     pub fn in_span(&self, from: Instant, to: Instant) -> (u64, u64) {
         let number = |t: Instant| {
             let d = t.saturating_duration_since(self.started);
@@ -43,15 +59,32 @@ impl Delivery {
         };
         let (a, b) = (number(from).min(self.sent), number(to).min(self.sent));
         let lost = (a..b)
-            .filter(|&i| !self.arrived.get(i as usize).copied().unwrap_or(false))
+            .filter(|&i| self.arrived.get(i as usize).copied().flatten().is_none())
             .count() as u64;
         (b - a, lost)
     }
 
-    /// Datagrams that arrived.
-    pub fn delivered(&self) -> u64 {
-        self.arrived.iter().filter(|a| **a).count() as u64
+    /// The longest time between two delivered datagrams.
+    pub fn longest_gap(&self) -> Duration {
+        let mut times: Vec<Duration> = self.arrived.iter().flatten().copied().collect();
+        times.sort();
+        times
+            .windows(2)
+            .map(|w| w[1] - w[0])
+            .max()
+            .unwrap_or_default()
     }
+
+    /// When datagram `i` was sent, wall clock (Unix ms).
+    pub fn sent_ms(&self, i: u64) -> u64 {
+        self.started_ms + i * 1000 / self.pps.max(1)
+    }
+}
+
+fn now_ms() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as u64)
 }
 
 /// Gives `sock` an 8 MiB receive buffer, so that a burst is not dropped
@@ -104,27 +137,38 @@ impl Flow {
         pps: u64,
     ) -> Result<Flow> {
         let (tx, rx) = bind_pair(src, from, dst, at)?;
-        rx.set_read_timeout(Some(Duration::from_millis(50)))?;
+        Ok(Flow::from_sockets(tx, rx, to, pps))
+    }
+
+    /// Starts sending `pps` numbered datagrams a second out of `tx` to
+    /// `to`, and recording those `rx` receives.
+    pub fn from_sockets(tx: UdpSocket, rx: UdpSocket, to: SocketAddr, pps: u64) -> Flow {
+        widen_receive_buffer(&rx);
+        let _ = rx.set_read_timeout(Some(Duration::from_millis(50)));
         let stop = Arc::new(AtomicBool::new(false));
         let rx_stop = Arc::new(AtomicBool::new(false));
-        let started = Instant::now();
+        let (started, started_ms) = (Instant::now(), now_ms());
         let rx_thread = {
             let stop = rx_stop.clone();
             std::thread::spawn(move || {
-                let mut arrived = Vec::new();
+                let mut arrived: Vec<Option<Duration>> = Vec::new();
+                let mut duplicates = 0;
                 let mut buf = [0u8; 64];
                 loop {
                     match rx.recv(&mut buf) {
                         Ok(n) if n >= 8 => {
-                            let i = u64::from_be_bytes(buf[..8].try_into().unwrap_or_default())
-                                as usize;
+                            let number = buf[..8].try_into().map(u64::from_be_bytes);
+                            let i = number.unwrap_or_default() as usize;
                             if arrived.len() <= i {
-                                arrived.resize(i + 1, false);
+                                arrived.resize(i + 1, None);
                             }
-                            arrived[i] = true;
+                            if arrived[i].is_some() {
+                                duplicates += 1;
+                            }
+                            arrived[i].get_or_insert(started.elapsed());
                         }
                         Ok(_) => {}
-                        Err(_) if stop.load(Ordering::Acquire) => return arrived,
+                        Err(_) if stop.load(Ordering::Acquire) => return (arrived, duplicates),
                         Err(_) => {}
                     }
                 }
@@ -135,7 +179,7 @@ impl Flow {
             std::thread::spawn(move || {
                 let mut i: u64 = 0;
                 while !stop.load(Ordering::Acquire) {
-                    let due = started + Duration::from_nanos(i * 1_000_000_000 / pps);
+                    let due = started + Duration::from_nanos(i * 1_000_000_000 / pps.max(1));
                     if let Some(wait) = due.checked_duration_since(Instant::now()) {
                         std::thread::sleep(wait);
                     }
@@ -145,14 +189,15 @@ impl Flow {
                 i
             })
         };
-        Ok(Flow {
+        Flow {
             stop,
             rx_stop,
             started,
+            started_ms,
             pps,
             tx: Some(tx_thread),
             rx: Some(rx_thread),
-        })
+        }
     }
 
     /// Stops sending, lets the last datagrams land, and says what arrived.
@@ -161,15 +206,17 @@ impl Flow {
         let sent = self.tx.take().map_or(0, |t| t.join().unwrap_or(0));
         std::thread::sleep(Duration::from_millis(300));
         self.rx_stop.store(true, Ordering::Release);
-        let mut arrived = self
+        let (mut arrived, duplicates) = self
             .rx
             .take()
-            .map_or_else(Vec::new, |t| t.join().unwrap_or_default());
-        arrived.resize(sent as usize, false);
+            .map_or_else(Default::default, |t| t.join().unwrap_or_default());
+        arrived.resize(sent as usize, None);
         Delivery {
             sent,
             arrived,
+            duplicates,
             started: self.started,
+            started_ms: self.started_ms,
             pps: self.pps,
         }
     }

@@ -6,12 +6,10 @@
 #![allow(dead_code)]
 
 use super::netns::{Netns, Veth, in_ns, mac_text};
+pub use dse::demo::flows::{Delivery, Flow};
 use std::collections::BTreeMap;
 use std::net::{SocketAddr, UdpSocket};
 use std::process::Command;
-use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::time::{Duration, Instant};
 
 /// The rules of the fabric: each DPU forwards the flows' datagrams (UDP to
 /// port 7000) between its VM port and its uplink, both ways. Only those:
@@ -168,145 +166,6 @@ impl Fabric {
         let src: SocketAddr = format!("{}:0", self.addrs[from]).parse().unwrap();
         let rx = self.ns[to].run(|| UdpSocket::bind(dst).expect("binds the receiver"));
         let tx = self.ns[from].run(|| UdpSocket::bind(src).expect("binds the sender"));
-        Flow::start(tx, rx, dst, pps)
-    }
-}
-
-/// A flow of numbered datagrams, each one's arrival recorded.
-pub struct Flow {
-    stop: Arc<AtomicBool>,
-    started: Instant,
-    pps: u64,
-    tx: Option<std::thread::JoinHandle<u64>>,
-    rx: Option<std::thread::JoinHandle<(Vec<Option<Duration>>, u64)>>,
-    rx_stop: Arc<AtomicBool>,
-}
-
-/// What a flow delivered.
-pub struct Delivery {
-    /// Datagrams sent.
-    pub sent: u64,
-    /// Arrival time (since the start) of each datagram, by number.
-    pub arrived: Vec<Option<Duration>>,
-    /// Datagrams that arrived more than once.
-    pub duplicates: u64,
-    /// The sending rate, datagrams a second.
-    pub pps: u64,
-    /// When the flow started (wall clock, Unix ms).
-    pub started_ms: u64,
-}
-
-impl Delivery {
-    /// Numbers of the datagrams lost.
-    pub fn lost(&self) -> Vec<u64> {
-        (0..self.sent)
-            .filter(|&i| self.arrived.get(i as usize).copied().flatten().is_none())
-            .collect()
-    }
-
-    /// The longest time between two delivered datagrams.
-    pub fn longest_gap(&self) -> Duration {
-        let mut times: Vec<Duration> = self.arrived.iter().flatten().copied().collect();
-        times.sort();
-        times
-            .windows(2)
-            .map(|w| w[1] - w[0])
-            .max()
-            .unwrap_or_default()
-    }
-
-    /// When datagram `i` was sent, Unix ms.
-    pub fn sent_ms(&self, i: u64) -> u64 {
-        self.started_ms + i * 1000 / self.pps
-    }
-}
-
-fn now_ms() -> u64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .unwrap()
-        .as_millis() as u64
-}
-
-impl Flow {
-    fn start(tx: UdpSocket, rx: UdpSocket, to: SocketAddr, pps: u64) -> Flow {
-        super::stream::widen_receive_buffer(&rx);
-        rx.set_read_timeout(Some(Duration::from_millis(50)))
-            .unwrap();
-        let stop = Arc::new(AtomicBool::new(false));
-        let rx_stop = Arc::new(AtomicBool::new(false));
-        let started = Instant::now();
-        let rx_thread = {
-            let stop = rx_stop.clone();
-            std::thread::spawn(move || {
-                let mut arrived: Vec<Option<Duration>> = Vec::new();
-                let mut duplicates = 0;
-                let mut buf = [0u8; 64];
-                loop {
-                    match rx.recv(&mut buf) {
-                        Ok(n) if n >= 8 => {
-                            let i = u64::from_be_bytes(buf[..8].try_into().unwrap()) as usize;
-                            if arrived.len() <= i {
-                                arrived.resize(i + 1, None);
-                            }
-                            if arrived[i].is_some() {
-                                duplicates += 1;
-                            }
-                            arrived[i].get_or_insert(started.elapsed());
-                        }
-                        Ok(_) => {}
-                        Err(_) if stop.load(Ordering::Acquire) => return (arrived, duplicates),
-                        Err(_) => {}
-                    }
-                }
-            })
-        };
-        let tx_thread = {
-            let stop = stop.clone();
-            std::thread::spawn(move || {
-                let mut i: u64 = 0;
-                while !stop.load(Ordering::Acquire) {
-                    let due = started + Duration::from_nanos(i * 1_000_000_000 / pps);
-                    if let Some(wait) = due.checked_duration_since(Instant::now()) {
-                        std::thread::sleep(wait);
-                    }
-                    tx.send_to(&i.to_be_bytes(), to).expect("sends");
-                    i += 1;
-                }
-                i
-            })
-        };
-        Flow {
-            stop,
-            started,
-            pps,
-            tx: Some(tx_thread),
-            rx: Some(rx_thread),
-            rx_stop,
-        }
-    }
-
-    /// Stops sending, lets the last datagrams land, and says what arrived.
-    pub fn finish(mut self) -> Delivery {
-        let started_ms = now_ms() - self.started.elapsed().as_millis() as u64;
-        self.stop.store(true, Ordering::Release);
-        let sent = self.tx.take().unwrap().join().unwrap();
-        std::thread::sleep(Duration::from_millis(300));
-        self.rx_stop.store(true, Ordering::Release);
-        let (arrived, duplicates) = self.rx.take().unwrap().join().unwrap();
-        Delivery {
-            sent,
-            arrived,
-            duplicates,
-            pps: self.pps,
-            started_ms,
-        }
-    }
-}
-
-impl Drop for Flow {
-    fn drop(&mut self) {
-        self.stop.store(true, Ordering::Release);
-        self.rx_stop.store(true, Ordering::Release);
+        Flow::from_sockets(tx, rx, dst, pps)
     }
 }
