@@ -38,48 +38,14 @@ rules:
 
 /// Pins the calling thread to `cpu`.
 fn pin_to(cpu: usize) {
-    // SAFETY: a zeroed cpu_set_t is empty; CPU_SET and sched_setaffinity
-    // get a valid set for the calling thread (pid 0).
-    unsafe {
-        let mut set: libc::cpu_set_t = std::mem::zeroed();
-        libc::CPU_SET(cpu, &mut set);
-        libc::sched_setaffinity(0, std::mem::size_of::<libc::cpu_set_t>(), &set);
-    }
+    let _ = dse::lab::pin_thread(cpu);
 }
 
-/// Turns on threaded NAPI for `iface` and pins its NAPI threads to `cpu`.
+/// Turns on threaded NAPI for root-namespace `iface` and pins its NAPI
+/// threads to `cpu`.
 fn napi_on(iface: &str, cpu: usize) {
     let _ = std::fs::write(format!("/sys/class/net/{iface}/threaded"), "1");
-    std::thread::sleep(Duration::from_millis(50));
-    let Ok(procs) = std::fs::read_dir("/proc") else {
-        return;
-    };
-    for p in procs.flatten() {
-        let comm = std::fs::read_to_string(p.path().join("comm")).unwrap_or_default();
-        if comm.trim().starts_with(&format!("napi/{iface}")) {
-            let _ = Command::new("taskset")
-                .args(["-p", "-c", &cpu.to_string()])
-                .arg(p.file_name())
-                .output();
-        }
-    }
-}
-
-/// (busy, total) jiffies of CPU `cpu` from /proc/stat.
-fn cpu_jiffies(cpu: usize) -> (u64, u64) {
-    let stat = std::fs::read_to_string("/proc/stat").unwrap_or_default();
-    let line = stat
-        .lines()
-        .find(|l| l.starts_with(&format!("cpu{cpu} ")))
-        .unwrap_or("");
-    let v: Vec<u64> = line
-        .split_whitespace()
-        .skip(1)
-        .filter_map(|x| x.parse().ok())
-        .collect();
-    let total: u64 = v.iter().sum();
-    let idle = v.get(3).copied().unwrap_or(0) + v.get(4).copied().unwrap_or(0);
-    (total - idle, total)
+    let _ = dse::lab::pin_napi_threads(iface, cpu);
 }
 
 /// 64-byte UDP frames of 256 flows from A to B's port 7000.
@@ -173,19 +139,19 @@ impl Bench {
             count(),
             sent.load(Ordering::Relaxed),
             Instant::now(),
-            cpu_jiffies(1),
+            dse::lab::cpu_busy(1),
         );
         std::thread::sleep(Duration::from_secs(1));
         let (c1, s1, t1, j1) = (
             count(),
             sent.load(Ordering::Relaxed),
             Instant::now(),
-            cpu_jiffies(1),
+            dse::lab::cpu_busy(1),
         );
         stop.store(true, Ordering::Relaxed);
         g.join().unwrap();
         let secs = (t1 - t0).as_secs_f64();
-        let busy = (j1.0 - j0.0) as f64 / (j1.1 - j0.1).max(1) as f64;
+        let (_, busy) = j1.since(&j0);
         ((s1 - s0) as f64 / secs, (c1 - c0) as f64 / secs, busy)
     }
 }

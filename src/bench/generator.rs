@@ -100,10 +100,44 @@ pub fn frames(topo: &Topology, mix: Mix, flows: u16) -> Vec<Vec<u8>> {
     out
 }
 
+/// The trafgen object, loaded, with program `name` verified.
+fn load_verified(name: &'static str) -> Result<aya::Ebpf, TrafficError> {
+    let mut ebpf = aya::EbpfLoader::new()
+        .load(dse_ebpf::trafgen_object())
+        .map_err(|e| bpf("loading the trafgen object")(e.to_string()))?;
+    program(&mut ebpf, name)?
+        .load()
+        .map_err(|e| bpf(name)(format!("verifying: {e}")))?;
+    Ok(ebpf)
+}
+
+/// Program `name` of `ebpf`.
+fn program<'a>(ebpf: &'a mut aya::Ebpf, name: &'static str) -> Result<&'a mut Xdp, TrafficError> {
+    ebpf.program_mut(name)
+        .ok_or_else(|| bpf(name)("no such program".into()))?
+        .try_into()
+        .map_err(|e: aya::programs::ProgramError| bpf(name)(e.to_string()))
+}
+
+/// Sets entry 0 of array map `name` to `value`.
+fn set_first<T: aya::Pod>(
+    ebpf: &mut aya::Ebpf,
+    name: &'static str,
+    value: T,
+) -> Result<(), TrafficError> {
+    let map = ebpf
+        .map_mut(name)
+        .ok_or_else(|| bpf(name)("no such map".into()))?;
+    let mut array: Array<_, T> = Array::try_from(map).map_err(|e| bpf(name)(e.to_string()))?;
+    array.set(0, value, 0).map_err(|e| bpf(name)(e.to_string()))
+}
+
 /// A loaded generator, ready to offer traffic into a topology.
 pub struct Generator {
     kind: GeneratorKind,
     ebpf: Option<aya::Ebpf>,
+    /// What `gen_config` holds.
+    config: dse_ebpf::GenConfig,
 }
 
 impl Generator {
@@ -118,17 +152,14 @@ impl Generator {
         flows: u16,
     ) -> Result<Generator, TrafficError> {
         if kind == GeneratorKind::AfPacket {
-            return Ok(Generator { kind, ebpf: None });
+            return Ok(Generator {
+                kind,
+                ebpf: None,
+                config: dse_ebpf::GenConfig::default(),
+            });
         }
-        let mut ebpf = aya::EbpfLoader::new()
-            .load(dse_ebpf::trafgen_object())
-            .map_err(|e| bpf("loading the generator")(e.to_string()))?;
-        let mut config: Array<_, dse_ebpf::GenConfig> = Array::try_from(
-            ebpf.map_mut("gen_config")
-                .ok_or_else(|| bpf("gen_config")("no such map".into()))?,
-        )
-        .map_err(|e| bpf("gen_config")(e.to_string()))?;
-        let c = dse_ebpf::GenConfig {
+        let mut ebpf = load_verified(dse_ebpf::GEN_PROGRAM)?;
+        let config = dse_ebpf::GenConfig {
             dst_mac: topo.sink_mac,
             src_mac: topo.gen_mac,
             src_ip: SRC_IP,
@@ -138,19 +169,11 @@ impl Generator {
             flows: u32::from(flows.max(1)),
             imix: 0,
         };
-        config
-            .set(0, c, 0)
-            .map_err(|e| bpf("gen_config")(e.to_string()))?;
-        let prog: &mut Xdp = ebpf
-            .program_mut(dse_ebpf::GEN_PROGRAM)
-            .ok_or_else(|| bpf("dse_gen")("no such program".into()))?
-            .try_into()
-            .map_err(|e: aya::programs::ProgramError| bpf("dse_gen")(e.to_string()))?;
-        prog.load()
-            .map_err(|e| bpf("verifying dse_gen")(e.to_string()))?;
+        set_first(&mut ebpf, "gen_config", config)?;
         let mut generator = Generator {
             kind: GeneratorKind::LiveFrames,
             ebpf: Some(ebpf),
+            config,
         };
         match generator.offer_live(topo, Mix::Small, 64) {
             Ok(_) => Ok(generator),
@@ -159,6 +182,7 @@ impl Generator {
                 Ok(Generator {
                     kind: GeneratorKind::AfPacket,
                     ebpf: None,
+                    config,
                 })
             }
             Err(e) => Err(e),
@@ -229,25 +253,11 @@ impl Generator {
             .as_mut()
             .ok_or_else(|| bpf("live frames")("not loaded".into()))?;
         let imix = u32::from(mix == Mix::Imix);
-        let mut config: Array<_, dse_ebpf::GenConfig> = Array::try_from(
-            ebpf.map_mut("gen_config")
-                .ok_or_else(|| bpf("gen_config")("no such map".into()))?,
-        )
-        .map_err(|e| bpf("gen_config")(e.to_string()))?;
-        let mut c = config
-            .get(&0, 0)
-            .map_err(|e| bpf("gen_config")(e.to_string()))?;
-        if c.imix != imix {
-            c.imix = imix;
-            config
-                .set(0, c, 0)
-                .map_err(|e| bpf("gen_config")(e.to_string()))?;
+        if self.config.imix != imix {
+            self.config.imix = imix;
+            set_first(ebpf, "gen_config", self.config)?;
         }
-        let prog: &Xdp = ebpf
-            .program(dse_ebpf::GEN_PROGRAM)
-            .ok_or_else(|| bpf("dse_gen")("no such program".into()))?
-            .try_into()
-            .map_err(|e: aya::programs::ProgramError| bpf("dse_gen")(e.to_string()))?;
+        let prog: &Xdp = program(ebpf, dse_ebpf::GEN_PROGRAM)?;
         let seed = frames(topo, mix, 1).remove(0);
         let seed = match mix {
             Mix::Small => seed,
@@ -350,24 +360,10 @@ impl Sink {
     /// # Errors
     /// [`TrafficError`] if it does not load or attach.
     pub fn attach(topo: &Topology) -> Result<Sink, TrafficError> {
-        let mut ebpf = aya::EbpfLoader::new()
-            .load(dse_ebpf::trafgen_object())
-            .map_err(|e| bpf("loading the sink")(e.to_string()))?;
-        let mut port: Array<_, u32> = Array::try_from(
-            ebpf.map_mut("sink_port")
-                .ok_or_else(|| bpf("sink_port")("no such map".into()))?,
-        )
-        .map_err(|e| bpf("sink_port")(e.to_string()))?;
-        port.set(0, u32::from(DPORT), 0)
-            .map_err(|e| bpf("sink_port")(e.to_string()))?;
+        let mut ebpf = load_verified(dse_ebpf::SINK_PROGRAM)?;
+        set_first(&mut ebpf, "sink_port", u32::from(DPORT))?;
         let iface = topo.egress.b.clone();
-        let prog: &mut Xdp = ebpf
-            .program_mut(dse_ebpf::SINK_PROGRAM)
-            .ok_or_else(|| bpf("dse_sink")("no such program".into()))?
-            .try_into()
-            .map_err(|e: aya::programs::ProgramError| bpf("dse_sink")(e.to_string()))?;
-        prog.load()
-            .map_err(|e| bpf("verifying dse_sink")(e.to_string()))?;
+        let prog = program(&mut ebpf, dse_ebpf::SINK_PROGRAM)?;
         topo.sink_ns
             .run(|| prog.attach(&iface, XdpMode::Driver).map(drop))?
             .map_err(|e| bpf("attaching dse_sink")(e.to_string()))?;

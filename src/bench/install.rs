@@ -6,9 +6,8 @@
 use super::BenchError;
 use super::subject::limits_for;
 use super::topology::Topology;
-use dse_control::client::{Call, Endpoint, Method};
-use dse_control::daemon::DaemonConfig;
-use dse_control::serve::{ServeConfig, serve};
+use crate::lab::control::{ControlPlane, serve_config};
+use dse_control::client::Method;
 use dse_datapath::rule::RuleSet;
 use std::path::Path;
 use std::time::{Duration, Instant};
@@ -24,89 +23,36 @@ pub fn through_api(
     work: &Path,
     pins: &Path,
 ) -> Result<Duration, BenchError> {
-    let api = |what: String| BenchError::Api { what };
+    let api = |e: anyhow::Error| BenchError::Api {
+        what: format!("{e:#}"),
+    };
     let _ = std::fs::remove_dir_all(work);
     std::fs::create_dir_all(work).map_err(|source| BenchError::Io {
         what: format!("creating {}", work.display()),
         source,
     })?;
-    let body = serde_json::to_vec(rules).map_err(|e| api(e.to_string()))?;
-    let config = ServeConfig {
-        daemon: DaemonConfig {
-            db: work.join("dse.redb"),
-            bpffs: pins.to_path_buf(),
-            emu_workers: 1,
-            xdp_limits: limits_for(rules),
-            xdp_skb_mode: false,
-            depot: Default::default(),
-        },
-        socket: work.join("dse.sock"),
-        tcp: None,
-        token_file: None,
-        max_body: body.len() + (1 << 20),
-    };
-    let interfaces = topo.interfaces();
-    // The runtime's threads start in the DUT namespace, where the ports are.
-    let took = topo.dut.run(|| {
-        let rt = tokio::runtime::Runtime::new().map_err(|e| api(format!("a runtime: {e}")))?;
-        let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-        let task = rt.spawn(serve(config.clone(), async move {
-            let _ = stopped.await;
-        }));
-        let ep = Endpoint::Unix(config.socket.clone());
-        let result = rt.block_on(async {
-            for _ in 0..500 {
-                if ep.send(Call::new(Method::GET, "/v1/health")).await.is_ok() {
-                    break;
-                }
-                tokio::time::sleep(Duration::from_millis(10)).await;
-            }
-            // The ports first (a datapath binds only ports the rules
-            // define), then the datapath, then the timed rule set.
-            let ports = serde_json::json!({"ports": rules.ports});
-            let (status, answer) = ep
-                .send(Call::new(Method::PUT, "/v1/rules").json(ports.to_string()))
-                .await
-                .map_err(|e| api(e.to_string()))?;
-            if !status.is_success() {
-                return Err(api(format!(
-                    "defining the ports: {status} {}",
-                    String::from_utf8_lossy(&answer)
-                )));
-            }
-            let attach =
-                serde_json::json!({"name": "bench", "backend": "xdp", "interfaces": interfaces});
-            let (status, answer) = ep
-                .send(Call::new(Method::POST, "/v1/datapaths").json(attach.to_string()))
-                .await
-                .map_err(|e| api(e.to_string()))?;
-            if !status.is_success() {
-                return Err(api(format!(
-                    "attaching: {status} {}",
-                    String::from_utf8_lossy(&answer)
-                )));
-            }
-            let mut call = Call::new(Method::PUT, "/v1/rules");
-            call.body = Some(("application/json", body.into()));
-            let start = Instant::now();
-            let (status, answer) = ep.send(call).await.map_err(|e| api(e.to_string()))?;
-            let took = start.elapsed();
-            if !status.is_success() {
-                return Err(api(format!(
-                    "PUT /v1/rules: {status} {}",
-                    String::from_utf8_lossy(&answer)
-                )));
-            }
-            let _ = ep
-                .send(Call::new(Method::DELETE, "/v1/datapaths/bench"))
-                .await;
-            Ok(took)
-        });
-        let _ = stop.send(());
-        let _ = rt.block_on(task);
-        result
-    })?;
+    let body = serde_json::to_vec(rules).map_err(|e| api(e.into()))?;
+    let mut config = serve_config(work, pins);
+    config.daemon.xdp_limits = limits_for(rules);
+    config.max_body = body.len() + (1 << 20);
+    let took = (|| {
+        let cp = ControlPlane::start_with(&topo.dut, config)?;
+        // The ports first (a datapath binds only ports the rules define),
+        // then the datapath, then the timed rule set.
+        let ports = serde_json::json!({"ports": rules.ports});
+        cp.call(Method::PUT, "/v1/rules", Some(&ports))?;
+        let attach =
+            serde_json::json!({"name": "bench", "backend": "xdp", "interfaces": topo.interfaces()});
+        cp.call(Method::POST, "/v1/datapaths", Some(&attach))?;
+        let start = Instant::now();
+        cp.send(
+            Method::PUT,
+            "/v1/rules",
+            Some(("application/json", body.into())),
+        )?;
+        Ok(start.elapsed())
+    })()
+    .map_err(api);
     let _ = std::fs::remove_dir_all(work);
-    let _ = std::fs::remove_dir_all(pins);
     took
 }

@@ -8,7 +8,6 @@
 //! traffic through the emulated datapath on in-memory ports.
 
 pub mod cluster;
-pub mod control;
 pub mod depot;
 pub mod flows;
 pub mod memory;

@@ -3,10 +3,10 @@
 //! a new image under traffic, the report, the clean-up.
 
 use super::cluster::{Cluster, HOSTS, SERVICE_VIP, VM_ADDRS};
-use super::control::ControlPlane;
 use super::depot;
 use super::flows::{Delivery, Flow, burst};
 use super::report::{self, Counters, Outcome, RulesState};
+use crate::lab::control::ControlPlane;
 use anyhow::{Context, Result, bail};
 use dse_control::client::Method;
 use serde_json::{Value, json};

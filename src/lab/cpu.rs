@@ -44,6 +44,14 @@ pub fn pin_napi(ns: &Netns, iface: &str, cpu: usize) -> Result<(), LabError> {
         "-c",
         &format!("echo 1 > /sys/class/net/{iface}/threaded"),
     ])?;
+    pin_napi_threads(iface, cpu)
+}
+
+/// Pins the NAPI threads of `iface` (threaded NAPI on) to `cpu`.
+///
+/// # Errors
+/// [`LabError::Io`] if `/proc` cannot be listed.
+pub fn pin_napi_threads(iface: &str, cpu: usize) -> Result<(), LabError> {
     // The threads appear once the interface is up and threaded.
     std::thread::sleep(Duration::from_millis(50));
     let prefix = format!("napi/{iface}-");

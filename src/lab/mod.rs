@@ -2,10 +2,11 @@
 //! and removes on drop, and the CPU placement that makes figures on a
 //! two-core machine comparable.
 
+pub mod control;
 mod cpu;
 mod netns;
 
-pub use cpu::{CpuBusy, cpu_busy, online_cpus, pin_napi, pin_thread};
+pub use cpu::{CpuBusy, cpu_busy, online_cpus, pin_napi, pin_napi_threads, pin_thread};
 pub use netns::{Netns, Veth, mac_of, mac_text, run};
 
 /// What went wrong building or driving the lab.

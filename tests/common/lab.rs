@@ -10,12 +10,10 @@ use super::bpf::PinDir;
 use super::fabric::Fabric;
 use super::netns::{Netns, Veth, in_ns, mac_of, mac_text};
 use dse_control::daemon::{Daemon, DaemonConfig};
-use dse_control::lifecycle::depot::{Acceptance, DepotConfig};
 use dse_control::lifecycle::device::Emulation;
 use dse_control::lifecycle::remediation::Remediation;
 use dse_control::lifecycle::{Cluster, DesiredImage};
 use dse_control::store::{Backend, DatapathInstance};
-use dse_datapath::xdp::XdpLimits;
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -141,18 +139,7 @@ impl Lab {
     /// The daemon's configuration for the lab in `dir` pinning under
     /// `pins` (from another process of the test).
     pub fn config_at(dir: &Path, pins: &Path) -> DaemonConfig {
-        let dir = dir.to_path_buf();
-        DaemonConfig {
-            db: dir.join("dse.redb"),
-            bpffs: pins.to_path_buf(),
-            emu_workers: 1,
-            xdp_limits: XdpLimits::small(),
-            xdp_skb_mode: false,
-            depot: DepotConfig {
-                trusted_keys: Some(dir.join("trusted-keys")),
-                lowest_acceptance: Acceptance::PartnerSupported,
-            },
-        }
+        dse::lab::control::daemon_config(dir, pins)
     }
 
     /// The depot (under `dir/depot`) and the key it is signed with (in

@@ -1,6 +1,8 @@
-//! The demo's control plane: `dse serve` with its embedded store, started
-//! in the DPU namespace (where the DPUs' ports are), driven over its REST
-//! API as the CLI drives it, and stopped on drop.
+//! A control plane in a namespace: `dse serve` with its embedded store,
+//! run in-process on threads of the namespace where the datapaths' ports
+//! are, driven over its REST API as the CLI drives it, and stopped (its
+//! datapaths detached) on drop. The demo's cluster and the bench's API
+//! installation both run one.
 
 use anyhow::{Context, Result, bail};
 use dse_control::client::{Call, Endpoint, Method};
@@ -11,6 +13,35 @@ use dse_datapath::xdp::XdpLimits;
 use serde_json::Value;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
+
+/// The daemon's settings for a cluster whose files are under `dir` (the
+/// store `dse.redb`, the depot's `trusted-keys`), pinning XDP datapaths
+/// under `pins`: one host-path worker, small XDP maps.
+pub fn daemon_config(dir: &Path, pins: &Path) -> DaemonConfig {
+    DaemonConfig {
+        db: dir.join("dse.redb"),
+        bpffs: pins.to_path_buf(),
+        emu_workers: 1,
+        xdp_limits: XdpLimits::small(),
+        xdp_skb_mode: false,
+        depot: DepotConfig {
+            trusted_keys: Some(dir.join("trusted-keys")),
+            lowest_acceptance: Acceptance::PartnerSupported,
+        },
+    }
+}
+
+/// The serve settings of [`ControlPlane::start`]: [`daemon_config`], the
+/// socket `dir/dse.sock`, Unix socket only, bodies up to 64 MiB.
+pub fn serve_config(dir: &Path, pins: &Path) -> ServeConfig {
+    ServeConfig {
+        daemon: daemon_config(dir, pins),
+        socket: dir.join("dse.sock"),
+        tcp: None,
+        token_file: None,
+        max_body: 64 << 20,
+    }
+}
 
 /// A running daemon and a client of it.
 pub struct ControlPlane {
@@ -29,23 +60,15 @@ impl ControlPlane {
     /// # Errors
     /// If it does not come up.
     pub fn start(ns: &crate::lab::Netns, dir: &Path, pins: &Path) -> Result<ControlPlane> {
-        let config = ServeConfig {
-            daemon: DaemonConfig {
-                db: dir.join("dse.redb"),
-                bpffs: pins.to_path_buf(),
-                emu_workers: 1,
-                xdp_limits: XdpLimits::small(),
-                xdp_skb_mode: false,
-                depot: DepotConfig {
-                    trusted_keys: Some(dir.join("trusted-keys")),
-                    lowest_acceptance: Acceptance::PartnerSupported,
-                },
-            },
-            socket: dir.join("dse.sock"),
-            tcp: None,
-            token_file: None,
-            max_body: 64 << 20,
-        };
+        Self::start_with(ns, serve_config(dir, pins))
+    }
+
+    /// Starts `dse serve` with `config`; its threads run in `ns`.
+    ///
+    /// # Errors
+    /// If it does not come up.
+    pub fn start_with(ns: &crate::lab::Netns, config: ServeConfig) -> Result<ControlPlane> {
+        let pins = config.daemon.bpffs.clone();
         let endpoint = Endpoint::Unix(config.socket.clone());
         // A runtime built on a thread of the namespace: its threads, and
         // every thread they start, are in it too.
@@ -64,7 +87,7 @@ impl ControlPlane {
             stop: Some(stop),
             task: Some(task),
             endpoint,
-            pins: pins.to_path_buf(),
+            pins,
         };
         for _ in 0..500 {
             if cp.call(Method::GET, "/v1/health", None).is_ok() {
@@ -78,15 +101,29 @@ impl ControlPlane {
         bail!("dse serve did not come up")
     }
 
-    /// Sends a request and returns the answer's JSON.
+    /// Sends a request with a JSON body, if any, and returns the answer's
+    /// JSON.
     ///
     /// # Errors
     /// An unreachable daemon, or its error answer (status and message).
     pub fn call(&self, method: Method, path: &str, body: Option<&Value>) -> Result<Value> {
+        let body = body.map(|b| ("application/json", b.to_string().into()));
+        self.send(method, path, body)
+    }
+
+    /// Sends a request with `body` (content type and bytes), if any, and
+    /// returns the answer's JSON.
+    ///
+    /// # Errors
+    /// An unreachable daemon, or its error answer (status and message).
+    pub fn send(
+        &self,
+        method: Method,
+        path: &str,
+        body: Option<(&'static str, bytes::Bytes)>,
+    ) -> Result<Value> {
         let mut call = Call::new(method.clone(), path);
-        if let Some(b) = body {
-            call = call.json(b.to_string());
-        }
+        call.body = body;
         let (status, bytes) = self
             .rt
             .block_on(self.endpoint.send(call))
