@@ -115,12 +115,6 @@ fn forwarding(report: &Report) -> String {
                 )));
             }
         }
-        let _ = chart.draw_series(
-            Subject::ALL
-                .iter()
-                .filter(|s| rows.iter().any(|f| f.subject == **s))
-                .map(|s| Rectangle::new([(0.0, 0.0), (0.0, 0.0)], color(*s).filled())),
-        );
         for (i, s) in Subject::ALL
             .iter()
             .filter(|s| rows.iter().any(|f| f.subject == **s))
