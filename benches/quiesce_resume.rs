@@ -172,7 +172,7 @@ fn main() {
     let mut reboot = Vec::new();
     let mut pins = pins;
     for i in 0..rounds {
-        let old = XdpDatapath::adopt(rules.clone(), config(&pins, program)).unwrap();
+        let old = XdpDatapath::adopt(rules.clone(), 1, config(&pins, program)).unwrap();
         let mut s = Steps(Vec::new());
         s.time("quiesce", || old.quiesce().unwrap());
         let snap = s.time("snapshot", || old.snapshot().unwrap());

@@ -21,7 +21,7 @@ fn load(path: &Path) -> Result<RuleSet> {
 fn check(file: &Path) -> Result<()> {
     let set = load(file)?;
     let t = compile(&set)?;
-    println!(
+    dse::outln!(
         "{}: {} ports, {} meters, {} rules -> {} subtables (masks), {} action records, {} KiB of tables",
         file.display(),
         set.ports.len(),
@@ -63,11 +63,11 @@ fn bench(args: cli::BenchArgs, output: cli::Output) -> Result<()> {
     let report = dse::bench::run(&o)?;
     let written = report.write(&o.out)?;
     if output == cli::Output::Json {
-        println!("{}", serde_json::to_string_pretty(&report)?);
+        dse::outln!("{}", serde_json::to_string_pretty(&report)?);
     } else {
-        print!("{}", report.tables());
+        dse::out!("{}", report.tables());
         let names: Vec<String> = written.iter().map(|p| p.display().to_string()).collect();
-        println!("\nwritten: {}", names.join(", "));
+        dse::outln!("\nwritten: {}", names.join(", "));
     }
     Ok(())
 }
@@ -83,9 +83,17 @@ fn local(result: Result<()>) -> ExitCode {
 }
 
 fn main() -> ExitCode {
-    // Output piped into `head` ends quietly, as for any Unix tool.
-    // SAFETY: restoring the default disposition of SIGPIPE before any thread starts.
-    unsafe { libc::signal(libc::SIGPIPE, libc::SIG_DFL) };
+    // SIGPIPE stays ignored (Rust's default): a client or reader that goes
+    // away is an error to handle, never the end of `dse serve` (see dse::out).
+    let code = run();
+    if dse::out::closed() {
+        eprintln!("dse: standard output was closed before all of it was written");
+        return ExitCode::from(remote::exit::FAILED);
+    }
+    code
+}
+
+fn run() -> ExitCode {
     let cli = Cli::parse();
     // The demo and the bench run a daemon in-process: its routine log
     // lines would interleave with their report.

@@ -90,7 +90,7 @@ fn kill_the_owner_adopt_and_upgrade_under_traffic() {
     owner.wait().unwrap();
     // Nobody owns the datapath now; the pinned links keep it forwarding.
     std::thread::sleep(Duration::from_millis(400));
-    let dp = XdpDatapath::adopt(Topology::rule_set(RULES), t.config(&pins)).expect("adopts");
+    let dp = XdpDatapath::adopt(Topology::rule_set(RULES), 1, t.config(&pins)).expect("adopts");
     std::thread::sleep(Duration::from_millis(300));
     dp.upgrade(Program::V2).expect("upgrades");
     std::thread::sleep(Duration::from_millis(300));

@@ -136,15 +136,41 @@ pub trait Datapath: Send + Sync {
     /// What this backend can do.
     fn capabilities(&self) -> Capabilities;
 
-    /// Applies a transaction atomically and returns the new generation.
+    /// Applies a transaction atomically as desired generation `generation`
+    /// (the control plane's number for the rule set that results).
     ///
     /// # Errors
     /// [`DatapathError::State`] while quiesced; [`DatapathError::Rules`] if
     /// the result does not validate or compile (nothing is applied).
-    fn apply(&self, txn: Transaction) -> Result<u64, DatapathError>;
+    fn apply_as(&self, txn: Transaction, generation: u64) -> Result<(), DatapathError>;
 
-    /// The generation in force.
+    /// Applies a transaction atomically as the generation after the one in
+    /// force, and returns that generation.
+    ///
+    /// # Errors
+    /// As [`Datapath::apply_as`].
+    fn apply(&self, txn: Transaction) -> Result<u64, DatapathError> {
+        let next = self.generation() + 1;
+        self.apply_as(txn, next)?;
+        Ok(next)
+    }
+
+    /// The desired generation in force: the number the control plane gave
+    /// the rules this datapath runs (1 for the rules it started with,
+    /// unless [`Datapath::set_generation`] said otherwise).
     fn generation(&self) -> u64;
+
+    /// Labels the rules in force desired generation `generation`, without
+    /// changing them (a datapath started or adopted on the desired rules).
+    ///
+    /// # Errors
+    /// Backend-specific failures to record it.
+    fn set_generation(&self, generation: u64) -> Result<(), DatapathError>;
+
+    /// How many rule sets this datapath has installed since it started:
+    /// its own count, which moves with every transaction, restore and
+    /// adoption, whatever the desired generation.
+    fn installs(&self) -> u64;
 
     /// The rule set in force.
     fn rules(&self) -> RuleSet;

@@ -255,6 +255,54 @@ int dse_merge(struct xdp_md *ctx)
 	return XDP_DROP;
 }
 
+#define MOVE_BATCH 256
+
+/* Moves this CPU's counts from each entry's `from` slot to its `to` slot
+ * (the frame is an array of move_entry): a rule that changed slots keeps
+ * its counts. `from` slots are ones no generation counts into any more, so
+ * reading and zeroing them needs no atomics; the adds into `to`, which
+ * the datapath counts into, are atomic. Moving twice moves nothing the
+ * second time, so a process that takes over after a crash may run the
+ * journaled moves again. Userspace runs it with BPF_PROG_TEST_RUN on each
+ * CPU in turn. */
+SEC("xdp")
+int dse_move(struct xdp_md *ctx)
+{
+	void *data = (void *)(long)ctx->data;
+	void *end = (void *)(long)ctx->data_end;
+
+	for (int i = 0; i < MOVE_BATCH; i++) {
+		struct move_entry *m = data + i * sizeof(struct move_entry);
+		struct rule_counter *from, *to;
+		__u32 f, t;
+		__u64 packets, bytes;
+
+		if ((void *)(m + 1) > end)
+			break;
+		f = m->from;
+		t = m->to;
+		if (f == t)
+			continue;
+		from = bpf_map_lookup_elem(&dse_counters, &f);
+		to = bpf_map_lookup_elem(&dse_counters, &t);
+		if (!from || !to)
+			return XDP_ABORTED;
+		packets = from->packets;
+		bytes = from->bytes;
+		from->packets = 0;
+		from->bytes = 0;
+		if (packets)
+			__sync_fetch_and_add(&to->packets, packets);
+		if (bytes)
+			__sync_fetch_and_add(&to->bytes, bytes);
+#if DSE_PROGRAM_VERSION >= 2
+		if (from->last_seen_ns > to->last_seen_ns)
+			to->last_seen_ns = from->last_seen_ns;
+#endif
+	}
+	return XDP_DROP;
+}
+
 #define SUM_BATCH 512
 
 /* Sums this CPU's counts of the rule counters whose slots the frame lists

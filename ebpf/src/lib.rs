@@ -105,6 +105,12 @@ pub const MERGE_PROGRAM: &str = "dse_merge";
 /// Name of the counter-sum program (see `dse_sum` in the C source).
 pub const SUM_PROGRAM: &str = "dse_sum";
 
+/// Name of the counter-move program (see `dse_move` in the C source).
+pub const MOVE_PROGRAM: &str = "dse_move";
+
+/// Entries per `dse_move` run.
+pub const MOVE_BATCH: usize = 256;
+
 /// Slots per `dse_sum` run.
 pub const SUM_BATCH: usize = 512;
 
@@ -177,10 +183,14 @@ pub mod maps {
     pub const STATS: &str = "dse_stats";
     /// [`super::Last`], per CPU.
     pub const LAST: &str = "dse_last";
+    /// [`super::Journal`], one entry.
+    pub const JOURNAL: &str = "dse_journal";
+    /// [`super::MoveEntry`] by index: the journaled install's moves.
+    pub const MOVES: &str = "dse_moves";
     /// Every map, in load order.
-    pub const ALL: [&str; 15] = [
-        STATE, MASKS, SUBTABLES, RULES, ACTIONS, OPTIONS, PORTS, IFPORTS, TX_PORTS, METER_CFG,
-        METERS, CACHE, COUNTERS, STATS, LAST,
+    pub const ALL: [&str; 17] = [
+        STATE, JOURNAL, MOVES, MASKS, SUBTABLES, RULES, ACTIONS, OPTIONS, PORTS, IFPORTS, TX_PORTS,
+        METER_CFG, METERS, CACHE, COUNTERS, STATS, LAST,
     ];
 }
 
@@ -398,6 +408,30 @@ pub struct State {
 }
 layout!(State, 8);
 
+/// `struct dse_journal`: the desired generation of the tables in force,
+/// and an install whose flip to `next_flip` may have happened, with
+/// `moves` counter moves in [`maps::MOVES`] to run once it has.
+#[repr(C)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+#[allow(missing_docs)]
+pub struct Journal {
+    pub desired: u64,
+    pub next_desired: u64,
+    pub next_flip: u32,
+    pub moves: u32,
+}
+layout!(Journal, 24, next_flip == 16);
+
+/// `struct move_entry`: a rule's counts moving between slots.
+#[repr(C)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+#[allow(missing_docs)]
+pub struct MoveEntry {
+    pub from: u32,
+    pub to: u32,
+}
+layout!(MoveEntry, 8);
+
 /// `struct dse_last`: the last verdict on a CPU.
 #[repr(C)]
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
@@ -456,6 +490,8 @@ mod pod {
         super::RuleCounterV2,
         super::Stats,
         super::State,
+        super::Journal,
+        super::MoveEntry,
         super::Last,
         super::OptionPool,
         super::BaselineKey,

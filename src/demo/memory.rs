@@ -43,13 +43,13 @@ pub fn run(rules: &Path, packets: u64, workers: usize) -> Result<()> {
         .iter()
         .flat_map(|k| k.frames.iter().map(move |f| (k.in_port, f.as_slice())))
         .collect();
-    println!(
+    crate::outln!(
         "dse demo: {} rules on the emulated datapath ({workers} workers), {packets} packets over {} flows",
         dp.rules().rules.len(),
         frames.len()
     );
     for k in &mix {
-        println!(
+        crate::outln!(
             "  traffic: {:<28} on port {}",
             k.name,
             names
@@ -103,8 +103,8 @@ pub fn run(rules: &Path, packets: u64, workers: usize) -> Result<()> {
         drain(&dp, &mut delivered);
     }
     let elapsed = busy;
-    println!("\nper-rule counters:");
-    println!("  {:>6} {:>12} {:>14}  actions", "rule", "packets", "bytes");
+    crate::outln!("\nper-rule counters:");
+    crate::outln!("  {:>6} {:>12} {:>14}  actions", "rule", "packets", "bytes");
     let current = dp.rules();
     for (id, c) in dp.rule_counters() {
         let rule = current
@@ -117,7 +117,7 @@ pub fn run(rules: &Path, packets: u64, workers: usize) -> Result<()> {
             .iter()
             .map(|a| serde_json::to_string(a).unwrap_or_default())
             .collect();
-        println!(
+        crate::outln!(
             "  {:>6} {:>12} {:>14}  {}",
             id,
             c.packets,
@@ -126,7 +126,7 @@ pub fn run(rules: &Path, packets: u64, workers: usize) -> Result<()> {
         );
     }
     let s = dp.stats();
-    println!(
+    crate::outln!(
         "\ndatapath: rx {} | output {} | pass {} | tx {} | dropped {} {:?}",
         s.rx_packets,
         s.output,
@@ -135,17 +135,18 @@ pub fn run(rules: &Path, packets: u64, workers: usize) -> Result<()> {
         s.dropped(),
         s.drops
     );
-    println!(
+    crate::outln!(
         "flow cache: {} hits, {} misses",
-        s.cache_hits, s.cache_misses
+        s.cache_hits,
+        s.cache_misses
     );
     for (slot, (_, name)) in names.iter().enumerate().take(3) {
-        println!("delivered to {name}: {}", delivered[slot]);
+        crate::outln!("delivered to {name}: {}", delivered[slot]);
     }
-    println!("delivered to host: {}", delivered[3]);
-    println!("lost to full output queues: {}", dp.output_overflows());
+    crate::outln!("delivered to host: {}", delivered[3]);
+    crate::outln!("lost to full output queues: {}", dp.output_overflows());
     let mpps = packets as f64 / elapsed.as_secs_f64() / 1e6;
-    println!(
+    crate::outln!(
         "\nrate: {packets} packets processed in {:.3} s = {mpps:.2} Mpps on {workers} workers (queued in rounds of {ROUND}, timed from release to the last verdict)",
         elapsed.as_secs_f64()
     );

@@ -44,7 +44,7 @@ pub fn run(in_memory: bool, rules: &Path, packets: u64, workers: usize) -> Resul
         match cluster_demo_missing() {
             None => return story::run(),
             Some(need) => {
-                println!(
+                crate::outln!(
                     "dse demo: the cluster demo needs {need}; running the in-memory demo instead.\n"
                 );
             }

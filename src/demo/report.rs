@@ -53,7 +53,7 @@ pub fn report(o: &Outcome) -> Vec<String> {
             .unwrap_or(0)
             .saturating_sub(h["started_ms"].as_u64().unwrap_or(0));
         let result = h["result"].as_str().unwrap_or("?");
-        println!(
+        crate::outln!(
             "    host {}: {result} in {:.2} s",
             h["host"].as_str().unwrap_or("?"),
             took as f64 / 1000.0
@@ -64,7 +64,7 @@ pub fn report(o: &Outcome) -> Vec<String> {
     }
     for h in compliance["hosts"].as_array().into_iter().flatten() {
         let status = h["status"].as_str().unwrap_or("?");
-        println!(
+        crate::outln!(
             "    after: host {} {status}",
             h["host"].as_str().unwrap_or("?")
         );
@@ -75,9 +75,12 @@ pub fn report(o: &Outcome) -> Vec<String> {
             ));
         }
     }
-    println!(
+    crate::outln!(
         "\n    {:<20} {:>26} {:>26} {:>26}",
-        "flow", "before: sent / lost", "remediation: sent / lost", "after: sent / lost"
+        "flow",
+        "before: sent / lost",
+        "remediation: sent / lost",
+        "after: sent / lost"
     );
     let origin = flows.iter().map(|(_, f)| f.started).min().unwrap_or(t0);
     let far = Instant::now() + Duration::from_secs(3600);
@@ -94,9 +97,11 @@ pub fn report(o: &Outcome) -> Vec<String> {
                 format!("{sent} / {lost}")
             })
             .collect();
-        println!(
+        crate::outln!(
             "    {name:<20} {:>26} {:>26} {:>26}",
-            cells[0], cells[1], cells[2]
+            cells[0],
+            cells[1],
+            cells[2]
         );
         let lost = f.sent - f.delivered();
         if lost > 0 {
@@ -134,10 +139,10 @@ pub fn report(o: &Outcome) -> Vec<String> {
             cd.delivered() + metered,
         ),
     ];
-    println!("\n    counters after the upgrade (kept through every reboot, none reset):");
+    crate::outln!("\n    counters after the upgrade (kept through every reboot, none reset):");
     for (what, counted, want) in checks {
         let ok = counted == want;
-        println!(
+        crate::outln!(
             "    {} {what}: {counted} counted, {want} expected",
             if ok { "ok  " } else { "FAIL" }
         );
@@ -153,7 +158,7 @@ pub fn report(o: &Outcome) -> Vec<String> {
         }
     }
     let same_rules = state_before == state_after;
-    println!(
+    crate::outln!(
         "    {} rules: generation {}, {} rules (digest {}) before and after; DPU datapaths at generations {:?}",
         if same_rules { "ok  " } else { "FAIL" },
         state_after.0,
@@ -166,7 +171,7 @@ pub fn report(o: &Outcome) -> Vec<String> {
             "rules changed: {state_before:?} before, {state_after:?} after"
         ));
     }
-    println!(
+    crate::outln!(
         "    time: remediation {:.2} s, demo {:.2} s",
         (remediation_end - remediation_start).as_secs_f64(),
         t0.elapsed().as_secs_f64()

@@ -35,7 +35,7 @@ fn addr(ip: &str, port: u16) -> Result<SocketAddr> {
 }
 
 fn step(n: usize, what: &str) {
-    println!("\n[{n}/7] {what}");
+    crate::outln!("\n[{n}/7] {what}");
 }
 
 /// Rule id -> packets, by DPU serial.
@@ -53,10 +53,10 @@ fn counters(cp: &ControlPlane) -> Result<Counters> {
 }
 
 fn print_counters(c: &Counters, names: &BTreeMap<u64, &str>) {
-    println!("    {:<5} {:>5} {:>10}  rule", "DPU", "rule", "packets");
+    crate::outln!("    {:<5} {:>5} {:>10}  rule", "DPU", "rule", "packets");
     for (dpu, rules) in c {
         for (id, n) in rules.iter().filter(|(_, n)| **n > 0) {
-            println!(
+            crate::outln!(
                 "    {dpu:<5} {id:>5} {n:>10}  {}",
                 names.get(id).unwrap_or(&"")
             );
@@ -119,11 +119,14 @@ pub fn run() -> Result<()> {
         "a cluster in namespaces: host h1 with DPU S1, host h2 with DPUs S2 and S3, four VMs",
     );
     let cluster = Cluster::build(&tag)?;
-    println!(
+    crate::outln!(
         "    VM A {} and VM C {} on h1 (S1); VM B {} on h2 (S2); VM D {} on h2 (S3)",
-        VM_ADDRS[0], VM_ADDRS[2], VM_ADDRS[1], VM_ADDRS[3]
+        VM_ADDRS[0],
+        VM_ADDRS[2],
+        VM_ADDRS[1],
+        VM_ADDRS[3]
     );
-    println!("    wires: S1 <-> S2 and S1 <-> S3 (the two hosts' uplinks)");
+    crate::outln!("    wires: S1 <-> S2 and S1 <-> S3 (the two hosts' uplinks)");
 
     step(
         2,
@@ -136,7 +139,7 @@ pub fn run() -> Result<()> {
         "/v1/depot/import",
         Some(&json!({"path": depot_dir})),
     )?;
-    println!(
+    crate::outln!(
         "    depot: {} signed manifests imported",
         imported.as_array().map_or(0, Vec::len)
     );
@@ -151,7 +154,7 @@ pub fn run() -> Result<()> {
             "/v1/clusters/c1/hosts",
             Some(&depot::host(host, serials)),
         )?;
-        println!(
+        crate::outln!(
             "    host {host}: ESXi 8.0.3, DPUs {} (BlueField-3, firmware 24.1, datapath 1.0)",
             serials.join(", ")
         );
@@ -163,7 +166,7 @@ pub fn run() -> Result<()> {
     );
     let set = dse_datapath::RuleSet::from_yaml(RULES).context("the demo's rules")?;
     let applied = cp.call(Method::PUT, "/v1/rules", Some(&serde_json::to_value(&set)?))?;
-    println!(
+    crate::outln!(
         "    generation {}: {} rules, {} meter",
         applied["generation"],
         set.rules.len(),
@@ -181,7 +184,7 @@ pub fn run() -> Result<()> {
             Some(&json!({"boot_ms": 500, "watchdog_ms": 1500, "faults": {}})),
         )?;
         let ports: Vec<String> = interfaces.iter().map(|(p, i)| format!("{p}={i}")).collect();
-        println!("    DPU {serial}: XDP datapath on {}", ports.join(" "));
+        crate::outln!("    DPU {serial}: XDP datapath on {}", ports.join(" "));
     }
 
     step(
@@ -234,11 +237,11 @@ pub fn run() -> Result<()> {
     std::thread::sleep(Duration::from_secs(2));
     let before = counters(&cp)?;
     let state_before = rules_state(&cp)?;
-    println!(
+    crate::outln!(
         "    steady flows at {PPS}/s each (the service flow at {}/s); 2,000 bulk datagrams C -> D:9000, {metered} passed the meter",
         PPS / 4
     );
-    println!("    offloaded counters (rules that counted):");
+    crate::outln!("    offloaded counters (rules that counted):");
     print_counters(&before, &rule_names());
 
     step(
@@ -252,7 +255,7 @@ pub fn run() -> Result<()> {
     )?;
     let compliance = cp.call(Method::GET, "/v1/clusters/c1/compliance", None)?;
     for h in compliance["hosts"].as_array().into_iter().flatten() {
-        println!(
+        crate::outln!(
             "    before: host {} {} (impact {})",
             h["host"].as_str().unwrap_or("?"),
             h["status"].as_str().unwrap_or("?"),
@@ -304,7 +307,7 @@ pub fn run() -> Result<()> {
             broken.join("\n  ")
         );
     }
-    println!("    done: zero datagrams lost, rules and counters equal after the upgrade");
+    crate::outln!("    done: zero datagrams lost, rules and counters equal after the upgrade");
     Ok(())
 }
 
@@ -331,7 +334,7 @@ fn follow(cp: &ControlPlane, id: u64) -> Result<Value> {
             })
             .collect();
         for line in steps.iter().skip(shown) {
-            println!("{line}");
+            crate::outln!("{line}");
         }
         shown = shown.max(steps.len());
         if !r["finished_ms"].is_null() {

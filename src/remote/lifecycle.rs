@@ -40,12 +40,12 @@ pub fn image(rt: &Rt, ep: &Endpoint, json: bool, command: ImageCommand) -> Resul
         Call::new(Method::PUT, format!("/v1/clusters/{cluster}/image")).json(image.to_string());
     let answer = send(rt, ep, call)?;
     if json {
-        println!(
+        dse::outln!(
             "{}",
             serde_json::to_string_pretty(&answer).unwrap_or_default()
         );
     } else {
-        println!("cluster {cluster} now wants {}", describe_image(&answer));
+        dse::outln!("cluster {cluster} now wants {}", describe_image(&answer));
     }
     Ok(())
 }
@@ -111,7 +111,7 @@ fn compliance(v: &Value) {
         &["HOST", "DPU", "STATUS", "IMPACT", "CHANGES", "REASON"],
         &rows,
     );
-    println!("cluster {}: {}", text(&v["cluster"]), text(&v["status"]));
+    dse::outln!("cluster {}: {}", text(&v["cluster"]), text(&v["status"]));
 }
 
 /// The last step of a host run, as a line of progress.
@@ -198,7 +198,7 @@ pub fn lifecycle(
 ) -> Result<(), Failure> {
     let print = |v: &Value, human: fn(&Value)| {
         if json {
-            println!("{}", serde_json::to_string_pretty(v).unwrap_or_default());
+            dse::outln!("{}", serde_json::to_string_pretty(v).unwrap_or_default());
         } else {
             human(v);
         }
@@ -220,10 +220,10 @@ pub fn lifecycle(
             )?;
             print(&v, |v| {
                 for p in v["problems"].as_array().into_iter().flatten() {
-                    println!("problem: {}", text(p));
+                    dse::outln!("problem: {}", text(p));
                 }
                 if v["ok"] == true {
-                    println!(
+                    dse::outln!(
                         "pre-check passed: cluster {} can be remediated",
                         text(&v["cluster"])
                     );
@@ -249,7 +249,7 @@ pub fn lifecycle(
                     .flatten()
                     .map(text)
                     .collect();
-                println!("staged on {}", staged.join(", "));
+                dse::outln!("staged on {}", staged.join(", "));
             });
         }
         LifecycleCommand::Remediate {
@@ -270,11 +270,13 @@ pub fn lifecycle(
             }
             let id = v["id"].as_u64().unwrap_or_default();
             if no_wait {
-                print(&v, |v| println!("remediation {} started", text(&v["id"])));
+                print(&v, |v| {
+                    dse::outln!("remediation {} started", text(&v["id"]))
+                });
                 return Ok(());
             }
             if !json {
-                println!("remediation {id} of cluster {cluster}");
+                dse::outln!("remediation {id} of cluster {cluster}");
             }
             let done = follow(rt, ep, id, !json)?;
             print(&done, summary);
@@ -302,7 +304,7 @@ pub fn lifecycle(
                 summary(r);
                 for h in r["hosts"].as_array().into_iter().flatten() {
                     for s in h["steps"].as_array().into_iter().flatten() {
-                        println!(
+                        dse::outln!(
                             "{} #{} {}{} {} {}",
                             text(&h["host"]),
                             text(&s["attempt"]),
@@ -407,6 +409,6 @@ pub fn dpu(rt: &Rt, ep: &Endpoint, command: DpuCommand) -> Result<(), Failure> {
     let call =
         Call::new(Method::PUT, format!("/v1/dpus/{serial}/emulation")).json(body.to_string());
     send(rt, ep, call)?;
-    println!("DPU {serial}: boots in {boot_ms} ms");
+    dse::outln!("DPU {serial}: boots in {boot_ms} ms");
     Ok(())
 }

@@ -142,7 +142,7 @@ fn dispatch(
     let json = output == Output::Json;
     let print = |v: &Value, table: fn(&Value)| {
         if json {
-            println!("{}", serde_json::to_string_pretty(v).unwrap_or_default());
+            dse::outln!("{}", serde_json::to_string_pretty(v).unwrap_or_default());
         } else {
             table(v);
         }
@@ -226,7 +226,7 @@ fn dispatch(
                     Call::new(Method::DELETE, format!("/v1/datapaths/{name}")),
                 )?;
                 if !json {
-                    println!("detached {name}");
+                    dse::outln!("detached {name}");
                 }
             }
             DatapathCommand::List => print(
@@ -260,7 +260,7 @@ fn dispatch(
                 if json {
                     print(&answer, |_| {});
                 } else {
-                    println!(
+                    dse::outln!(
                         "added host {} to cluster {cluster}",
                         show::text(&answer["name"])
                     );

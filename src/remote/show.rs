@@ -17,7 +17,7 @@ pub(super) fn table(header: &[&str], rows: &[Vec<String>]) {
             .zip(&widths)
             .map(|(c, w)| format!("{c:<w$}"))
             .collect();
-        println!("{}", padded.join("  ").trim_end());
+        dse::outln!("{}", padded.join("  ").trim_end());
     };
     line(header.to_vec());
     for row in rows {
@@ -60,17 +60,17 @@ pub fn upload_bar(total: u64, visible: bool) -> (Box<dyn FnMut(usize) + Send>, P
 /// The answer to a rule change.
 pub fn applied(v: &Value) {
     if v["dry_run"] == Value::Bool(true) {
-        println!(
+        dse::outln!(
             "dry run against generation {}: nothing changed",
             text(&v["generation"])
         );
         let diff = &v["diff"];
         if diff["ports_or_meters"] == Value::Bool(true) {
-            println!("~ ports or meters change (the datapaths will be rebuilt)");
+            dse::outln!("~ ports or meters change (the datapaths will be rebuilt)");
         }
         for (sign, key) in [("+", "added"), ("~", "changed")] {
             for r in diff[key].as_array().into_iter().flatten() {
-                println!(
+                dse::outln!(
                     "{sign} rule {} priority {}: match {} actions {}",
                     text(&r["id"]),
                     text(&r["priority"]),
@@ -80,15 +80,15 @@ pub fn applied(v: &Value) {
             }
         }
         for id in diff["removed"].as_array().into_iter().flatten() {
-            println!("- rule {id}");
+            dse::outln!("- rule {id}");
         }
     } else {
-        println!("generation {}", text(&v["generation"]));
+        dse::outln!("generation {}", text(&v["generation"]));
         for (name, g) in v["datapaths"].as_object().into_iter().flatten() {
-            println!("  datapath {name}: applied as its generation {g}");
+            dse::outln!("  datapath {name}: runs generation {g}");
         }
     }
-    println!(
+    dse::outln!(
         "{} added, {} changed, {} removed{}",
         text(&v["added"]),
         text(&v["changed"]),
@@ -104,14 +104,14 @@ pub fn applied(v: &Value) {
 /// The desired rules.
 pub fn rules(v: &Value) {
     let set = &v["rules"];
-    println!("generation {}", text(&v["generation"]));
+    dse::outln!("generation {}", text(&v["generation"]));
     let ports: Vec<String> = set["ports"]
         .as_array()
         .into_iter()
         .flatten()
         .map(|p| format!("{}={}", text(&p["name"]), text(&p["index"])))
         .collect();
-    println!("ports: {}", ports.join(" "));
+    dse::outln!("ports: {}", ports.join(" "));
     let rows: Vec<Vec<String>> = set["rules"]
         .as_array()
         .into_iter()
@@ -204,22 +204,31 @@ pub fn datapaths(v: &Value) {
             if let Some(e) = d["error"].as_str() {
                 state = format!("{state}: {e}");
             }
+            let sync = match (&d["in_sync"], &d["generation"]) {
+                (Value::Bool(true), _) => "in sync".to_string(),
+                (_, Value::Null) => "-".to_string(),
+                _ => format!("differs: desired {}", text(&d["desired_generation"])),
+            };
             vec![
                 text(&d["name"]),
                 text(&d["backend"]),
                 ports.join(" "),
                 text(&d["generation"]),
+                sync,
                 state,
             ]
         })
         .collect();
-    table(&["NAME", "BACKEND", "PORTS", "GENERATION", "STATE"], &rows);
+    table(
+        &["NAME", "BACKEND", "PORTS", "GENERATION", "SYNC", "STATE"],
+        &rows,
+    );
 }
 
 /// Health and instances.
 pub fn status(v: &Value) {
     let h = &v["health"];
-    println!(
+    dse::outln!(
         "dse serve: {}, desired generation {}, {} datapaths ({} failed)",
         text(&h["status"]),
         text(&h["generation"]),

@@ -96,6 +96,22 @@ impl DaemonProcess {
         serde_json::from_slice(&out.stdout).expect("JSON output")
     }
 
+    /// Stops the daemon with SIGTERM and waits for it; its files and pins
+    /// stay. Panics unless it exits cleanly.
+    pub fn terminate(mut self) -> (PathBuf, PathBuf) {
+        // SAFETY: kill has no memory preconditions; the pid is our child's,
+        // not yet reaped.
+        unsafe { libc::kill(self.child.id() as i32, libc::SIGTERM) };
+        let status = self.child.wait().expect("reaps");
+        assert!(
+            status.success(),
+            "dse serve exits cleanly on SIGTERM: {status}"
+        );
+        let paths = (self.dir.clone(), self.bpffs.clone());
+        std::mem::forget(self);
+        paths
+    }
+
     /// SIGKILLs the daemon; its files and pins stay.
     pub fn kill(mut self) -> (PathBuf, PathBuf) {
         self.child.kill().expect("kills");

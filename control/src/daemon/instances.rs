@@ -50,9 +50,17 @@ pub struct InstanceStatus {
     pub interfaces: BTreeMap<String, String>,
     /// `running` or `failed`.
     pub state: &'static str,
-    /// The datapath's own generation, if running.
+    /// The desired generation it runs, if running.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub generation: Option<u64>,
+    /// The desired generation (the store's).
+    pub desired_generation: u64,
+    /// Whether it runs the desired generation (a failed instance never does).
+    pub in_sync: bool,
+    /// Rule sets it installed since this daemon brought it up: its own
+    /// count, apart from the desired generation.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub installs: Option<u64>,
     /// Whether it was adopted, still forwarding, from an earlier run.
     pub adopted: bool,
     /// Why it failed.
@@ -63,8 +71,13 @@ pub struct InstanceStatus {
 impl Running {
     /// Brings `record` up on `rules`, as [`Running::start`], keeping a
     /// failure in [`Running::error`].
-    pub fn bring_up(config: &DaemonConfig, record: DatapathInstance, rules: &RuleSet) -> Running {
-        match Running::start(config, record.clone(), rules) {
+    pub fn bring_up(
+        config: &DaemonConfig,
+        record: DatapathInstance,
+        rules: &RuleSet,
+        generation: u64,
+    ) -> Running {
+        match Running::start(config, record.clone(), rules, generation) {
             Ok(r) => r,
             Err(e) => Running {
                 record,
@@ -77,9 +90,10 @@ impl Running {
         }
     }
 
-    /// Brings `record` up on `rules`: an XDP datapath still pinned under
-    /// its directory is adopted and converged to `rules` without stopping
-    /// its traffic; anything else is started.
+    /// Brings `record` up on `rules`, desired generation `generation`: an
+    /// XDP datapath still pinned under its directory is adopted and
+    /// converged to `rules` without stopping its traffic; anything else is
+    /// started.
     ///
     /// # Errors
     /// The backend's error; nothing is left running.
@@ -87,6 +101,7 @@ impl Running {
         config: &DaemonConfig,
         record: DatapathInstance,
         rules: &RuleSet,
+        generation: u64,
     ) -> Result<Running, DatapathError> {
         let mut adopted = false;
         let handle = match record.backend {
@@ -94,7 +109,8 @@ impl Running {
                 let xdp = xdp_config(config, &record, program_of(&record)?);
                 if XdpDatapath::is_pinned(&xdp.pin_dir) {
                     adopted = true;
-                    XdpDatapath::adopt(rules.clone(), xdp).map(|x| Handle::Xdp(Box::new(x)))
+                    XdpDatapath::adopt(rules.clone(), generation, xdp)
+                        .map(|x| Handle::Xdp(Box::new(x)))
                 } else {
                     XdpDatapath::start(rules.clone(), xdp).map(|x| Handle::Xdp(Box::new(x)))
                 }
@@ -106,10 +122,17 @@ impl Running {
                 };
                 HostPath::start(rules.clone(), emu, &record.interfaces).map(Handle::Host)
             }
+        }?;
+        let dp: &dyn Datapath = match &handle {
+            Handle::Xdp(x) => &**x,
+            Handle::Host(h) => h,
         };
+        if dp.generation() != generation {
+            dp.set_generation(generation)?;
+        }
         Ok(Running {
             record,
-            handle: Some(handle?),
+            handle: Some(handle),
             error: None,
             adopted,
             failed_over: false,
@@ -143,6 +166,7 @@ impl Running {
             ..EmuConfig::default()
         };
         let host = HostPath::start(rules.clone(), emu, &self.record.interfaces)?;
+        host.set_generation(xdp.generation())?;
         host.quiesce()?;
         let last = xdp.detach().and_then(|()| xdp.snapshot());
         let last = match last {
@@ -283,19 +307,23 @@ impl Running {
         }
     }
 
-    /// Its status.
-    pub fn status(&self) -> InstanceStatus {
+    /// Its status, compared with desired generation `desired`.
+    pub fn status(&self, desired: u64) -> InstanceStatus {
         let state = match (&self.handle, self.failed_over) {
             (None, _) => "failed",
             (Some(_), true) => "failed_over",
             (Some(_), false) => "running",
         };
+        let generation = self.datapath().map(|d| d.generation());
         InstanceStatus {
             name: self.record.name.clone(),
             backend: self.record.backend,
             interfaces: self.record.interfaces.clone(),
             state,
-            generation: self.datapath().map(|d| d.generation()),
+            generation,
+            desired_generation: desired,
+            in_sync: state != "failed" && generation == Some(desired),
+            installs: self.datapath().map(|d| d.installs()),
             adopted: self.adopted,
             error: self.error.clone(),
         }

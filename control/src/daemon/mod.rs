@@ -31,6 +31,9 @@ use std::collections::BTreeMap;
 use std::path::PathBuf;
 use std::sync::{Mutex, RwLock};
 
+/// The audit result of a change that changes nothing.
+const NO_CHANGE: &str = "no change";
+
 /// How the daemon runs.
 #[derive(Debug, Clone)]
 pub struct DaemonConfig {
@@ -86,10 +89,16 @@ impl Applied {
     }
 }
 
-/// Puts the first `n` of `running` back with `undo()`.
-fn put_back(running: &[(&String, &dyn Datapath)], n: usize, undo: &dyn Fn() -> Transaction) {
+/// Puts the first `n` of `running` back with `undo()`, to desired
+/// generation `generation`.
+fn put_back(
+    running: &[(&String, &dyn Datapath)],
+    n: usize,
+    undo: &dyn Fn() -> Transaction,
+    generation: u64,
+) {
     for (name, dp) in &running[..n] {
-        if let Err(e) = dp.apply(undo()) {
+        if let Err(e) = dp.apply_as(undo(), generation) {
             tracing::error!("datapath {name}: putting the rules back: {e}");
         }
     }
@@ -128,7 +137,7 @@ impl Daemon {
         let set = desired.rule_set();
         let mut instances = BTreeMap::new();
         for record in store.datapaths()? {
-            let running = Running::bring_up(&config, record, &set);
+            let running = Running::bring_up(&config, record, &set, desired.generation);
             if let Some(e) = &running.error {
                 tracing::error!("datapath {}: {e}", running.record.name);
             }
@@ -226,6 +235,14 @@ impl Daemon {
                 Some(d.diff_to(&set)),
             ));
         }
+        {
+            let d = self.read_desired();
+            let summary = d.diff_summary(&set);
+            if summary == Summary::default() && set.rules.len() == d.rules.len() {
+                self.store.audit_only(who, &what, NO_CHANGE)?;
+                return Ok(self.unchanged(d.generation, summary));
+            }
+        }
         // Each backend gets the whole set and patches what differs itself
         // (or compiles afresh, for a large change), while the store
         // commits: the daemon computes no diff on the way.
@@ -294,10 +311,15 @@ impl Daemon {
                 self.store.audit_only(who, &what, &e.to_string())?;
                 return Err(e.into());
             }
-            let (added, changed) = upsert
+            let (added, changed): (Vec<Rule>, Vec<Rule>) = upsert
                 .iter()
+                .filter(|r| d.rules.get(&r.id) != Some(r))
                 .cloned()
                 .partition(|r| !d.rules.contains_key(&r.id));
+            if added.is_empty() && changed.is_empty() && remove.is_empty() {
+                self.store.audit_only(who, &what, NO_CHANGE)?;
+                return Ok(self.unchanged(d.generation, Summary::default()));
+            }
             Diff {
                 added,
                 changed,
@@ -403,7 +425,7 @@ impl Daemon {
                 Err(e)
             }
             (Ok(_), Err(e)) => {
-                put_back(running, running.len(), undo);
+                put_back(running, running.len(), undo, self.generation());
                 Err(e.into())
             }
             (Err(e), Err(_)) => Err(e),
@@ -420,14 +442,18 @@ impl Daemon {
         who: &str,
         what: &str,
     ) -> Result<BTreeMap<String, u64>, ControlError> {
+        // Changes are serialised and the store numbers each one the
+        // generation after the current one.
+        let current = self.generation();
+        let next = current + 1;
         let mut done = BTreeMap::new();
         for (i, (name, dp)) in running.iter().enumerate() {
-            match dp.apply(txn.clone()) {
-                Ok(g) => {
-                    done.insert((*name).clone(), g);
+            match dp.apply_as(txn.clone(), next) {
+                Ok(()) => {
+                    done.insert((*name).clone(), next);
                 }
                 Err(e) => {
-                    put_back(running, i, undo);
+                    put_back(running, i, undo, current);
                     self.store.audit_only(who, what, &e.to_string())?;
                     return Err(match e {
                         DatapathError::Rules(r) if i == 0 => ControlError::Rules(r),
@@ -440,6 +466,17 @@ impl Daemon {
             }
         }
         Ok(done)
+    }
+
+    /// What a change that changes nothing returns: the generation stays.
+    fn unchanged(&self, generation: u64, summary: Summary) -> Applied {
+        let mut applied = Applied::of(generation, summary, None);
+        applied.datapaths = self
+            .read_instances()
+            .iter()
+            .filter_map(|(n, r)| Some((n.clone(), r.datapath()?.generation())))
+            .collect();
+        applied
     }
 
     /// Every cluster of the lifecycle inventory.
@@ -530,11 +567,13 @@ impl Daemon {
         Ok(manifests)
     }
 
-    /// Every datapath instance and how it is doing.
+    /// Every datapath instance and how it is doing, each compared with
+    /// the desired generation.
     pub fn datapaths(&self) -> Vec<InstanceStatus> {
+        let desired = self.generation();
         self.read_instances()
             .values()
-            .map(Running::status)
+            .map(|r| r.status(desired))
             .collect()
     }
 
@@ -589,7 +628,8 @@ impl Daemon {
             return Err(e);
         }
         let asked = record.clone();
-        let running = match Running::start(&self.config, record, &self.read_desired().rule_set()) {
+        let (generation, rules) = self.rules();
+        let running = match Running::start(&self.config, record, &rules, generation) {
             Ok(r) => r,
             Err(source) => {
                 self.store.audit_only(who, &what, &source.to_string())?;
@@ -605,7 +645,7 @@ impl Daemon {
             running.tear_down(&self.config);
             return Err(e.into());
         }
-        let status = running.status();
+        let status = running.status(generation);
         self.instances
             .write()
             .unwrap_or_else(|p| p.into_inner())

@@ -456,7 +456,8 @@ impl Store {
         named_records(&tx.open_table(table).map_err(re("reading"))?, name)
     }
 
-    /// Records a refused change (bad input, a failed apply) in the audit log.
+    /// Records a refused change (bad input, a failed apply), or one that
+    /// changed nothing, in the audit log.
     ///
     /// # Errors
     /// [`StoreError::Storage`].

@@ -77,6 +77,10 @@ impl Shared {
 struct Control {
     state: LifecycleState,
     compiler: Compiler,
+    /// The desired generation in force (the control plane's number).
+    desired: u64,
+    /// Rule sets installed since the start.
+    installs: u64,
 }
 
 /// The emulated datapath. Dropping it stops and joins its workers.
@@ -140,6 +144,8 @@ impl EmuDatapath {
         let control = Mutex::new(Control {
             state: LifecycleState::Running,
             compiler,
+            desired: 1,
+            installs: 1,
         });
         Ok(EmuDatapath {
             shared,
@@ -340,8 +346,13 @@ impl EmuDatapath {
         c: &mut Control,
         upsert: Vec<crate::rule::Rule>,
         remove: &[u32],
-    ) -> Result<u64, DatapathError> {
+    ) -> Result<(), DatapathError> {
         let generation = self.shared.current.load().generation + 1;
+        // A rule replaced by id takes a new slot and keeps its counts.
+        let leaving: Vec<(u32, u32)> = upsert
+            .iter()
+            .filter_map(|r| Some((r.id, c.compiler.slot_of(r.id)?)))
+            .collect();
         let patched = c
             .compiler
             .patch(upsert, remove, generation, self.shared.min_active())?;
@@ -353,13 +364,33 @@ impl EmuDatapath {
                 }
             }
         }
-        let current = self.shared.current.load_full();
-        self.shared.current.store(Arc::new(Installed::new(
-            generation,
-            patched.tables,
-            Some(&current),
-        )));
-        Ok(generation)
+        let publish = || {
+            let current = self.shared.current.load_full();
+            self.shared.current.store(Arc::new(Installed::new(
+                generation,
+                patched.tables,
+                Some(&current),
+            )));
+        };
+        if leaving.is_empty() {
+            publish();
+            return Ok(());
+        }
+        // With the workers parked, the old slots' counts are final and the
+        // new ones are written by nobody else.
+        let moves: Vec<(u32, u32)> = leaving
+            .into_iter()
+            .filter_map(|(id, old)| Some((old, c.compiler.slot_of(id)?)))
+            .collect();
+        self.paused(|| {
+            for block in &self.counters {
+                for &(from, to) in &moves {
+                    block.set(to, block.get(from));
+                }
+            }
+            publish();
+        });
+        Ok(())
     }
 }
 
@@ -374,7 +405,7 @@ impl Datapath for EmuDatapath {
         }
     }
 
-    fn apply(&self, txn: Transaction) -> Result<u64, DatapathError> {
+    fn apply_as(&self, txn: Transaction, generation: u64) -> Result<(), DatapathError> {
         let mut c = self.control();
         c.state.require(
             LifecycleState::Running,
@@ -382,7 +413,7 @@ impl Datapath for EmuDatapath {
             "resume the datapath first",
         )?;
         match txn {
-            Transaction::Patch { upsert, remove } => self.patch(&mut c, upsert, &remove),
+            Transaction::Patch { upsert, remove } => self.patch(&mut c, upsert, &remove)?,
             // A small change to the same ports and meters: patch, so that
             // unchanged rules keep their slots and workers never pause.
             Transaction::Replace(set)
@@ -390,20 +421,31 @@ impl Datapath for EmuDatapath {
             {
                 set.validate()?;
                 let (upsert, remove) = c.compiler.diff(set);
-                self.patch(&mut c, upsert, &remove)
+                self.patch(&mut c, upsert, &remove)?
             }
             // Otherwise a rebuild is faster; counters move by rule id.
             Transaction::Replace(set) => {
                 let compiler = Compiler::new(set)?;
-                let generation = self.shared.current.load().generation + 1;
-                self.rebuild(&mut c, compiler, generation, None, None);
-                Ok(generation)
+                let next = self.shared.current.load().generation + 1;
+                self.rebuild(&mut c, compiler, next, None, None);
             }
         }
+        c.desired = generation;
+        c.installs += 1;
+        Ok(())
     }
 
     fn generation(&self) -> u64 {
-        self.shared.current.load().generation
+        self.control().desired
+    }
+
+    fn set_generation(&self, generation: u64) -> Result<(), DatapathError> {
+        self.control().desired = generation;
+        Ok(())
+    }
+
+    fn installs(&self) -> u64 {
+        self.control().installs
     }
 
     fn rules(&self) -> RuleSet {
@@ -442,7 +484,7 @@ impl Datapath for EmuDatapath {
         let current = self.shared.current.load_full();
         Ok(Snapshot {
             backend: "emu".into(),
-            generation: current.generation,
+            generation: c.desired,
             rules: c.compiler.rule_set(),
             counters: self.rule_counters_of(&c),
             meters: current.buckets().into_iter().collect(),
@@ -458,13 +500,16 @@ impl Datapath for EmuDatapath {
             "quiesce the datapath first",
         )?;
         let compiler = Compiler::new(snapshot.rules.clone())?;
+        let next = self.shared.current.load().generation + 1;
         self.rebuild(
             &mut c,
             compiler,
-            snapshot.generation,
+            next,
             Some(&snapshot.counters),
             Some((&snapshot.meters, snapshot.clock_ns)),
         );
+        c.desired = snapshot.generation;
+        c.installs += 1;
         Ok(())
     }
 

@@ -227,11 +227,17 @@ impl Datapath for HostPath {
     fn capabilities(&self) -> Capabilities {
         self.emu.capabilities()
     }
-    fn apply(&self, txn: Transaction) -> Result<u64, DatapathError> {
-        self.emu.apply(txn)
+    fn apply_as(&self, txn: Transaction, generation: u64) -> Result<(), DatapathError> {
+        self.emu.apply_as(txn, generation)
     }
     fn generation(&self) -> u64 {
         self.emu.generation()
+    }
+    fn set_generation(&self, generation: u64) -> Result<(), DatapathError> {
+        self.emu.set_generation(generation)
+    }
+    fn installs(&self) -> u64 {
+        self.emu.installs()
     }
     fn rules(&self) -> RuleSet {
         self.emu.rules()

@@ -66,7 +66,11 @@ pub struct XdpConfig {
 struct Control {
     xdp: XdpInstance,
     compiler: Compiler,
+    /// The desired generation in force (the control plane's number).
     generation: u64,
+    /// Installs since this datapath started: the compiler's clock for
+    /// reusing freed slots.
+    epoch: u64,
     state: LifecycleState,
     /// Interface index of each bound port, by port name.
     bound: BTreeMap<String, u32>,
@@ -118,12 +122,17 @@ impl XdpDatapath {
         let compiler = Compiler::new(rules)?;
         let mut xdp =
             XdpInstance::load_object(&config.pin_dir, config.limits, config.program, &[])?;
-        xdp.install_rebuilt(compiler.tables())?;
+        if xdp.generation() != 0 {
+            // Maps another run left: their banks are not what this one knows.
+            xdp.recover()?;
+        }
+        xdp.install_as(compiler.tables(), None, &[], 1)?;
         let dp = XdpDatapath {
             control: Mutex::new(Control {
                 xdp,
                 compiler,
                 generation: 1,
+                epoch: 1,
                 state: LifecycleState::Running,
                 bound: BTreeMap::new(),
             }),
@@ -147,13 +156,14 @@ impl XdpDatapath {
         let dp = Self::start_detached(snapshot.rules.clone(), config)?;
         {
             let mut c = dp.control();
-            carry_counts(&mut c.xdp, Carry::Given(snapshot.counters.clone()))?;
+            carry_counts(&mut c.xdp, &snapshot.counters)?;
             let buckets = rebased_buckets(snapshot);
             for (i, name) in c.compiler.tables().meter_names.clone().iter().enumerate() {
                 if let Some(b) = buckets.get(name) {
                     c.xdp.set_meter_bucket(i as u32, *b)?;
                 }
             }
+            c.xdp.set_desired(snapshot.generation)?;
             c.generation = snapshot.generation;
             c.state = LifecycleState::Quiesced;
         }
@@ -194,7 +204,7 @@ impl XdpDatapath {
                 Err(e) => return Err(io(format!("removing the link pin {}", pin.display()))(e)),
             }
         }
-        std::thread::sleep(GRACE);
+        std::thread::sleep(super::journal::GRACE);
         Ok(())
     }
 
@@ -205,7 +215,9 @@ impl XdpDatapath {
     /// # Errors
     /// [`DatapathError::Xdp`] if the counters cannot be written.
     pub fn add_counts(&self, counts: &BTreeMap<u32, Count>) -> Result<(), DatapathError> {
-        carry_counts(&mut self.control().xdp, Carry::Given(counts.clone()))?;
+        let mut c = self.control();
+        c.xdp.settle()?;
+        carry_counts(&mut c.xdp, counts)?;
         Ok(())
     }
 
@@ -225,11 +237,14 @@ impl XdpDatapath {
     }
 
     /// Takes over a datapath that another process started (and may have
-    /// left, even killed) under `config.pin_dir`: loads `config.program`
-    /// over the pinned maps, installs `rules` from a fresh compile into the
-    /// other slot half, carries the recorded counters over by rule id, and
-    /// moves the pinned links to the new program. Traffic keeps flowing
-    /// throughout.
+    /// left, even killed, at any point of an install) under
+    /// `config.pin_dir`: loads `config.program` over the pinned maps,
+    /// finishes what the other process left undone (see
+    /// [`XdpInstance::recover`]), installs `rules` as desired generation
+    /// `generation` from a fresh compile into the other slot half, keeps
+    /// the counts of every rule it keeps, and moves the pinned links to
+    /// the new program. Traffic keeps flowing throughout, and from the flip
+    /// on it meets exactly `rules`.
     ///
     /// `rules` need not be the rules recorded in the maps: a control plane
     /// that died mid-change adopts with the rules it wants, and the drift
@@ -240,7 +255,11 @@ impl XdpDatapath {
     /// # Errors
     /// [`DatapathError::Xdp`] if the maps or links cannot be taken over;
     /// [`DatapathError::Rules`] for invalid rules.
-    pub fn adopt(rules: RuleSet, config: XdpConfig) -> Result<XdpDatapath, DatapathError> {
+    pub fn adopt(
+        rules: RuleSet,
+        generation: u64,
+        config: XdpConfig,
+    ) -> Result<XdpDatapath, DatapathError> {
         let counter_pin = config.pin_dir.join(dse_ebpf::maps::COUNTERS);
         let pinned_size = aya::maps::MapInfo::from_pin(&counter_pin)
             .map_err(|e| XdpError::Link {
@@ -264,16 +283,19 @@ impl XdpDatapath {
         let compiler = Compiler::new(rules)?;
         let mut xdp =
             XdpInstance::load_object(&config.pin_dir, config.limits, config.program, &[])?;
+        xdp.recover()?;
         let recorded = xdp.recorded_rules()?;
         let wanted: std::collections::BTreeSet<u32> =
             compiler.tables().live_rules().map(|(_, r)| r.id).collect();
         let found: std::collections::BTreeSet<u32> = recorded.iter().map(|(id, _)| *id).collect();
         let same_rules = wanted == found;
-        if !same_rules {
+        if !same_rules || xdp.desired() != generation {
             tracing::info!(
                 pinned = found.len(),
                 wanted = wanted.len(),
-                "adopting {} with other rules than it runs: converging",
+                pinned_generation = xdp.desired(),
+                generation,
+                "adopting {}: converging to the desired rules",
                 config.pin_dir.display()
             );
         }
@@ -282,9 +304,8 @@ impl XdpDatapath {
         } else {
             Vec::new()
         };
-        let generation = u64::from(xdp.generation()) + 1;
-        xdp.install_rebuilt(compiler.tables())?;
-        carry_counts(&mut xdp, Carry::Old(recorded))?;
+        let moves = moves_by_id(&compiler, &recorded);
+        xdp.install_as(compiler.tables(), None, &moves, generation)?;
         for (i, b) in buckets.into_iter().enumerate() {
             xdp.set_meter_bucket(i as u32, b)?;
         }
@@ -294,6 +315,7 @@ impl XdpDatapath {
                 xdp,
                 compiler,
                 generation,
+                epoch: 1,
                 state: LifecycleState::Running,
                 bound: BTreeMap::new(),
             }),
@@ -369,6 +391,7 @@ impl XdpDatapath {
         } = prepared;
         let mut c = self.control();
         let started = Instant::now();
+        c.xdp.settle()?;
         next.take_over(&c.xdp);
         let links = next.switch_links()?;
         let switched = Instant::now();
@@ -421,14 +444,13 @@ impl XdpDatapath {
         Ok(())
     }
 
-    /// Installs `set` from a fresh compile into the other slot half.
-    fn replace(&self, c: &mut Control, set: RuleSet) -> Result<u64, DatapathError> {
+    /// Installs `set` from a fresh compile into the other slot half, as
+    /// desired generation `generation`.
+    fn replace(&self, c: &mut Control, set: RuleSet, generation: u64) -> Result<(), DatapathError> {
         let compiler = Compiler::new(set)?;
-        let old = c.xdp.installed_rules();
+        let moves = moves_by_id(&compiler, &c.xdp.installed_rules());
         let buckets = Self::buckets(c)?;
-        let next = c.generation + 1;
-        self.rebuild(c, compiler, next, Carry::Old(old), buckets)?;
-        Ok(next)
+        self.rebuild(c, compiler, generation, Carry::Moves(moves), buckets)
     }
 
     fn patch(
@@ -436,14 +458,31 @@ impl XdpDatapath {
         c: &mut Control,
         upsert: Vec<crate::rule::Rule>,
         remove: &[u32],
-    ) -> Result<u64, DatapathError> {
-        let next = c.generation + 1;
+        generation: u64,
+    ) -> Result<(), DatapathError> {
+        let next = c.epoch + 1;
+        // A rule replaced by id takes a new slot and keeps its counts.
+        let base = c.xdp.slot_base();
+        let leaving: Vec<(u32, u32)> = upsert
+            .iter()
+            .filter_map(|r| Some((r.id, c.compiler.slot_of(r.id)?)))
+            .collect();
         // Slots freed by the active generation are reused only after the
         // next flip: no packet still classifies under an older one.
-        let patched = c.compiler.patch(upsert, remove, next, c.generation)?;
-        c.xdp.install(&patched.tables, &patched.new_slots)?;
-        c.generation = next;
-        Ok(next)
+        let patched = c.compiler.patch(upsert, remove, next, c.epoch)?;
+        let moves: Vec<(u32, u32)> = leaving
+            .into_iter()
+            .filter_map(|(id, old)| Some((base + old, c.compiler.slot_of(id)?)))
+            .collect();
+        c.xdp.install_as(
+            &patched.tables,
+            Some(&patched.new_slots),
+            &moves,
+            generation,
+        )?;
+        c.epoch = next;
+        c.generation = generation;
+        Ok(())
     }
 
     /// Installs `compiler`'s tables as `generation` from scratch, carrying
@@ -456,8 +495,16 @@ impl XdpDatapath {
         carry: Carry,
         buckets: BTreeMap<String, Bucket>,
     ) -> Result<(), DatapathError> {
-        c.xdp.install_rebuilt(compiler.tables())?;
-        carry_counts(&mut c.xdp, carry)?;
+        match carry {
+            Carry::Moves(moves) => {
+                c.xdp
+                    .install_as(compiler.tables(), None, &moves, generation)?;
+            }
+            Carry::Given(counts) => {
+                c.xdp.install_as(compiler.tables(), None, &[], generation)?;
+                carry_counts(&mut c.xdp, &counts)?;
+            }
+        }
         for (i, name) in compiler.tables().meter_names.iter().enumerate() {
             if let Some(b) = buckets.get(name) {
                 c.xdp.set_meter_bucket(i as u32, *b)?;
@@ -465,10 +512,12 @@ impl XdpDatapath {
         }
         c.compiler = compiler;
         c.generation = generation;
+        c.epoch += 1;
         self.bind_ports(c)
     }
 
-    fn counts(c: &Control) -> Result<BTreeMap<u32, Count>, XdpError> {
+    fn counts(c: &mut Control) -> Result<BTreeMap<u32, Count>, XdpError> {
+        c.xdp.settle()?;
         c.xdp.rule_counters(c.compiler.tables())
     }
 
@@ -513,10 +562,20 @@ fn patched_set(
 
 /// Where the counts of a rebuilt generation's rules come from.
 enum Carry {
-    /// The counters of the replaced generation, at these (rule id, slot).
-    Old(Vec<(u32, u32)>),
+    /// Moved from the replaced generation's slots: (slot it leaves, slot
+    /// in the new tables).
+    Moves(Vec<(u32, u32)>),
     /// These counts, by rule id (a snapshot's).
     Given(BTreeMap<u32, Count>),
+}
+
+/// The counter moves that keep the counts of every rule of `installed`
+/// (rule id, counters slot) that `compiler` holds too.
+fn moves_by_id(compiler: &Compiler, installed: &[(u32, u32)]) -> Vec<(u32, u32)> {
+    installed
+        .iter()
+        .filter_map(|&(id, from)| Some((from, compiler.slot_of(id)?)))
+        .collect()
 }
 
 /// `snapshot`'s meter buckets with each refill time moved from the
@@ -539,30 +598,14 @@ fn rebased_buckets(snapshot: &Snapshot) -> BTreeMap<String, Bucket> {
         .collect()
 }
 
-/// How long a program run that started before a flip can still be counting.
-const GRACE: std::time::Duration = std::time::Duration::from_millis(20);
-
-/// Adds the carried counts into the counters of the rules just installed
-/// (zeroed by the install and already counting): merged with atomic adds,
-/// and for `Carry::Old` read only after the grace, once the old slots are
-/// final, so that no packet's count is lost.
-fn carry_counts(xdp: &mut XdpInstance, carry: Carry) -> Result<(), XdpError> {
+/// Adds `counts` (by rule id) into the counters of the rules installed,
+/// with atomic adds: they are already counting.
+fn carry_counts(xdp: &mut XdpInstance, counts: &BTreeMap<u32, Count>) -> Result<(), XdpError> {
     let now: BTreeMap<u32, u32> = xdp.installed_rules().into_iter().collect();
-    let (slots, counts): (Vec<u32>, Vec<Vec<Count>>) = match carry {
-        Carry::Old(old) => {
-            std::thread::sleep(GRACE);
-            let slots: Vec<u32> = old.iter().map(|(_, s)| *s).collect();
-            let per_cpu = xdp.slot_counts(&slots)?;
-            old.iter()
-                .zip(per_cpu)
-                .filter_map(|((id, _), c)| now.get(id).map(|s| (*s, c)))
-                .unzip()
-        }
-        Carry::Given(counts) => counts
-            .iter()
-            .filter_map(|(id, c)| now.get(id).map(|s| (*s, vec![*c])))
-            .unzip(),
-    };
+    let (slots, counts): (Vec<u32>, Vec<Vec<Count>>) = counts
+        .iter()
+        .filter_map(|(id, c)| now.get(id).map(|s| (*s, vec![*c])))
+        .unzip();
     xdp.merge_counts(&slots, &counts)
 }
 
@@ -577,7 +620,7 @@ impl Datapath for XdpDatapath {
         }
     }
 
-    fn apply(&self, txn: Transaction) -> Result<u64, DatapathError> {
+    fn apply_as(&self, txn: Transaction, generation: u64) -> Result<(), DatapathError> {
         let mut c = self.control();
         c.state.require(
             LifecycleState::Running,
@@ -590,13 +633,13 @@ impl Datapath for XdpDatapath {
         };
         match txn {
             Transaction::Patch { upsert, remove } if fits(&c, &upsert) => {
-                self.patch(&mut c, upsert, &remove)
+                self.patch(&mut c, upsert, &remove, generation)
             }
             // Too many new rules for the active half beside the old ones:
             // the whole result, compiled afresh into the other half.
             Transaction::Patch { upsert, remove } => {
                 let set = patched_set(&c.compiler, upsert, &remove)?;
-                self.replace(&mut c, set)
+                self.replace(&mut c, set, generation)
             }
             Transaction::Replace(set)
                 if c.compiler.same_frame(&set) && c.compiler.patch_is_small(&set) =>
@@ -604,20 +647,31 @@ impl Datapath for XdpDatapath {
                 set.validate()?;
                 let (upsert, remove) = c.compiler.diff(set);
                 if fits(&c, &upsert) {
-                    self.patch(&mut c, upsert, &remove)
+                    self.patch(&mut c, upsert, &remove, generation)
                 } else {
                     let set = patched_set(&c.compiler, upsert, &remove)?;
-                    self.replace(&mut c, set)
+                    self.replace(&mut c, set, generation)
                 }
             }
             // New ports or meters, or a large change: a fresh compile into
             // the other slot half.
-            Transaction::Replace(set) => self.replace(&mut c, set),
+            Transaction::Replace(set) => self.replace(&mut c, set, generation),
         }
     }
 
     fn generation(&self) -> u64 {
         self.control().generation
+    }
+
+    fn set_generation(&self, generation: u64) -> Result<(), DatapathError> {
+        let mut c = self.control();
+        c.xdp.set_desired(generation)?;
+        c.generation = generation;
+        Ok(())
+    }
+
+    fn installs(&self) -> u64 {
+        self.control().epoch
     }
 
     fn rules(&self) -> RuleSet {
@@ -632,14 +686,17 @@ impl Datapath for XdpDatapath {
     }
 
     fn rule_counters(&self) -> BTreeMap<u32, Count> {
-        Self::counts(&self.control()).unwrap_or_else(|e| {
+        Self::counts(&mut self.control()).unwrap_or_else(|e| {
             tracing::error!("reading the XDP rule counters: {e}");
             BTreeMap::new()
         })
     }
 
     fn fingerprint(&self) -> Fingerprint {
-        let c = self.control();
+        let mut c = self.control();
+        if let Err(e) = c.xdp.settle() {
+            tracing::error!("moving the XDP rule counters: {e}");
+        }
         let total = c.xdp.counter_total().unwrap_or_else(|e| {
             tracing::error!("reading the XDP rule counters: {e}");
             Count::default()
@@ -662,7 +719,7 @@ impl Datapath for XdpDatapath {
     }
 
     fn snapshot(&self) -> Result<Snapshot, DatapathError> {
-        let c = self.control();
+        let mut c = self.control();
         c.state.require(
             LifecycleState::Quiesced,
             "snapshot",
@@ -672,7 +729,7 @@ impl Datapath for XdpDatapath {
             backend: "xdp".into(),
             generation: c.generation,
             rules: c.compiler.rule_set(),
-            counters: Self::counts(&c)?,
+            counters: Self::counts(&mut c)?,
             meters: Self::buckets(&c)?,
             clock_ns: monotonic_ns(),
         })

@@ -169,3 +169,49 @@ pub(crate) fn lookup_range<V: aya::Pod + Default>(
     }
     Ok(values)
 }
+
+/// Every (key, value) of the hash map behind `fd`, whose key and value
+/// types must be `K` and `V`, read with `BPF_MAP_LOOKUP_BATCH`. Entries
+/// written meanwhile may or may not be seen; the callers read maps only
+/// they write.
+pub(crate) fn lookup_all<K: aya::Pod + Default, V: aya::Pod + Default>(
+    fd: BorrowedFd<'_>,
+) -> std::io::Result<Vec<(K, V)>> {
+    let mut out = Vec::new();
+    let mut keys = vec![K::default(); CHUNK];
+    let mut values = vec![V::default(); CHUNK];
+    // A hash map's batch position is a bucket index (u32); room for 8 bytes.
+    let (mut in_batch, mut out_batch) = (0u64, 0u64);
+    let mut first = true;
+    loop {
+        let mut attr = BatchAttr {
+            in_batch: if first {
+                0
+            } else {
+                &in_batch as *const u64 as u64
+            },
+            out_batch: &mut out_batch as *mut u64 as u64,
+            keys: keys.as_mut_ptr() as u64,
+            values: values.as_mut_ptr() as u64,
+            count: CHUNK as u32,
+            map_fd: fd.as_raw_fd() as u32,
+            ..BatchAttr::default()
+        };
+        let r = sys_bpf(BPF_MAP_LOOKUP_BATCH, &mut attr);
+        let got = attr.count as usize;
+        out.extend(
+            keys[..got]
+                .iter()
+                .copied()
+                .zip(values[..got].iter().copied()),
+        );
+        match r {
+            Ok(()) => {}
+            // ENOENT: no bucket is left.
+            Err(e) if e.raw_os_error() == Some(libc::ENOENT) => return Ok(out),
+            Err(e) => return Err(e),
+        }
+        in_batch = out_batch;
+        first = false;
+    }
+}

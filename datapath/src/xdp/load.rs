@@ -223,6 +223,27 @@ pub struct XdpInstance {
     rules: Records<dse_ebpf::RuleRecord>,
     /// Action records by index.
     actions: Records<dse_ebpf::ActionRecord>,
+    /// The install journal as last written (see [`dse_ebpf::Journal`]).
+    pub(super) journal: dse_ebpf::Journal,
+    /// The journaled counter moves, for a process that takes over.
+    pub(super) moves: Records<dse_ebpf::MoveEntry>,
+    /// The last install's counter moves, due once no packet can still be
+    /// counting under the generation before it.
+    pub(super) pending: Option<Pending>,
+    /// Subtable keys each bank holds that no tables of this instance
+    /// describe (found in maps another process left): emptied from that
+    /// bank by the next install into it.
+    pub(super) foreign: [Vec<SubKey>; 2],
+    /// The active bank's slot of each key, while the active generation is
+    /// one another process installed (until this instance's first flip).
+    pub(super) foreign_active: Option<FxHashMap<SubKey, u32>>,
+}
+
+/// Counter moves that follow a flip.
+#[derive(Clone)]
+pub(super) struct Pending {
+    pub(super) flipped: std::time::Instant,
+    pub(super) moves: Vec<dse_ebpf::MoveEntry>,
 }
 
 impl XdpInstance {
@@ -263,6 +284,7 @@ impl XdpInstance {
             .map_max_entries(maps::COUNTERS, limits.rules)
             .map_max_entries(maps::SUBTABLES, limits.rules)
             .map_max_entries(maps::ACTIONS, limits.action_records)
+            .map_max_entries(maps::MOVES, limits.rules)
             .map_max_entries(maps::CACHE, limits.cache_entries)
             .override_global("dse_use_cache", &use_cache, true);
         for (name, path) in staged {
@@ -275,6 +297,7 @@ impl XdpInstance {
         for (name, what) in [
             (dse_ebpf::PROGRAM, "load the datapath program"),
             (dse_ebpf::MERGE_PROGRAM, "load the counter merge program"),
+            (dse_ebpf::MOVE_PROGRAM, "load the counter move program"),
         ] {
             xdp_program_mut(&mut ebpf, name)
                 .load()
@@ -304,6 +327,13 @@ impl XdpInstance {
             .map_err(io_err(maps::RULES, "duplicating the descriptor"))?;
         let actions = Records::open(map_fd(&ebpf, maps::ACTIONS), limits.action_records)
             .map_err(io_err(maps::ACTIONS, "duplicating the descriptor"))?;
+        let journal = Array::<_, dse_ebpf::Journal>::try_from(
+            ebpf.map(maps::JOURNAL).expect("the object has its maps"),
+        )
+        .and_then(|a| a.get(&0, 0))
+        .map_err(map_err(maps::JOURNAL, "read"))?;
+        let moves = Records::open(map_fd(&ebpf, maps::MOVES), limits.rules)
+            .map_err(io_err(maps::MOVES, "duplicating the descriptor"))?;
         if !rules.is_mapped() || !actions.is_mapped() {
             tracing::warn!(
                 pin_dir = %pin_dir.display(),
@@ -326,6 +356,11 @@ impl XdpInstance {
             banks: [None, None],
             rules,
             actions,
+            journal,
+            moves,
+            pending: None,
+            foreign: [Vec::new(), Vec::new()],
+            foreign_active: None,
         })
     }
 
@@ -348,8 +383,20 @@ impl XdpInstance {
         self.ebpf.map_mut(name).expect("the object has its maps")
     }
 
+    pub(super) fn map_mut(&mut self, name: &'static str) -> &mut aya::maps::Map {
+        self.map(name)
+    }
+
     fn fd(&self, name: &'static str) -> BorrowedFd<'_> {
         map_fd(&self.ebpf, name)
+    }
+
+    pub(super) fn fd_of(&self, name: &'static str) -> BorrowedFd<'_> {
+        self.fd(name)
+    }
+
+    pub(super) fn ebpf(&self) -> &Ebpf {
+        &self.ebpf
     }
 
     /// Installs `tables` as the next generation: what changed since the
@@ -363,7 +410,8 @@ impl XdpInstance {
     /// not fit; [`XdpError::Map`] if the kernel refuses an update (the
     /// active generation is then untouched).
     pub fn install(&mut self, tables: &CompiledTables, new_slots: &[u32]) -> Result<u32, XdpError> {
-        self.install_into(tables, new_slots, self.active_half())
+        let desired = self.desired() + 1;
+        self.install_as(tables, Some(new_slots), &[], desired)
     }
 
     /// Installs `tables` from a fresh compiler (one that shares no slots
@@ -375,8 +423,41 @@ impl XdpInstance {
     /// # Errors
     /// As [`XdpInstance::install`].
     pub fn install_rebuilt(&mut self, tables: &CompiledTables) -> Result<u32, XdpError> {
-        let slots: Vec<u32> = tables.live_rules().map(|(s, _)| s).collect();
-        self.install_into(tables, &slots, 1 - self.active_half())
+        let desired = self.desired() + 1;
+        self.install_as(tables, None, &[], desired)
+    }
+
+    /// Installs `tables` as the next generation, labelled desired
+    /// generation `desired`: a patch of what is installed with `new_slots`
+    /// (as [`XdpInstance::install`]), or with `None` a fresh compile (as
+    /// [`XdpInstance::install_rebuilt`]). After the flip each rule in
+    /// `moves`, (counters slot it leaves, slot it takes in `tables`),
+    /// keeps its counts. The install is journaled in the maps, so that a
+    /// process taking over after a crash at any point knows which
+    /// generation runs and finishes the moves ([`XdpInstance::recover`]).
+    ///
+    /// # Errors
+    /// As [`XdpInstance::install`].
+    pub fn install_as(
+        &mut self,
+        tables: &CompiledTables,
+        new_slots: Option<&[u32]>,
+        moves: &[(u32, u32)],
+        desired: u64,
+    ) -> Result<u32, XdpError> {
+        match new_slots {
+            Some(slots) => self.install_into(tables, slots, self.active_half(), moves, desired),
+            None => {
+                let slots: Vec<u32> = tables.live_rules().map(|(s, _)| s).collect();
+                self.install_into(tables, &slots, 1 - self.active_half(), moves, desired)
+            }
+        }
+    }
+
+    /// The first counters slot of the active generation's half: a rule in
+    /// compiler slot `s` counts into slot `slot_base() + s`.
+    pub fn slot_base(&self) -> u32 {
+        self.rule_base(self.active_half())
     }
 
     /// The half of the slot space the active generation's records are in.
@@ -399,8 +480,11 @@ impl XdpInstance {
         tables: &CompiledTables,
         new_slots: &[u32],
         half: u32,
+        moves: &[(u32, u32)],
+        desired: u64,
     ) -> Result<u32, XdpError> {
         self.check_fits(tables)?;
+        self.settle()?;
         let next = self.generation.wrapping_add(1);
         let bank = (next & 1) as usize;
         let active = self.banks[1 - bank].clone();
@@ -478,6 +562,14 @@ impl XdpInstance {
             .collect();
         self.zero_counters(&zeroed)?;
         self.write_bank(tables, bank, half, active.as_ref())?;
+        let moves: Vec<dse_ebpf::MoveEntry> = moves
+            .iter()
+            .map(|&(from, to)| dse_ebpf::MoveEntry {
+                from,
+                to: rbase + to,
+            })
+            .collect();
+        self.journal_next(next, desired, &moves)?;
         Array::<_, dse_ebpf::State>::try_from(self.map(maps::STATE))
             .and_then(|mut a| {
                 a.set(
@@ -491,6 +583,14 @@ impl XdpInstance {
             })
             .map_err(map_err(maps::STATE, "flip"))?;
         self.generation = next;
+        self.foreign[bank].clear();
+        self.foreign_active = None;
+        if !moves.is_empty() {
+            self.pending = Some(Pending {
+                flipped: std::time::Instant::now(),
+                moves,
+            });
+        }
         let empty = vec![dse_ebpf::RuleRecord::default(); freed.len()];
         self.rules
             .write(&freed, &empty)
@@ -617,11 +717,13 @@ impl XdpInstance {
         let base = self.rule_base(half);
         // Each change becomes its map key and value at once (a million of
         // them on a first load: no intermediate list).
+        let foreign = std::mem::take(&mut self.foreign[bank]);
         let mut w = BankWrites {
             bank,
             base,
             other: &other,
             other_base,
+            foreign_active: self.foreign_active.as_ref(),
             keys: Vec::new(),
             values: Vec::new(),
             gone: Vec::new(),
@@ -652,15 +754,22 @@ impl XdpInstance {
                 for st in &tables.subtables {
                     st.entries().for_each(|(k, s)| w.push(st.id, &k, Some(s)));
                 }
+                // Out unless the new tables hold exactly this key under
+                // this id (their mask may differ).
+                let out = |id: u32, k: &FlowKey| {
+                    now.get(&id)
+                        .is_none_or(|n| k.masked(n.mask()) != *k || n.lookup(k).is_none())
+                };
                 for st in held.iter().flat_map(|h| h.tables.subtables.iter()) {
-                    let kept = now.get(&st.id);
                     st.entries()
-                        // Out unless the new tables hold exactly this
-                        // key under this id (their mask may differ).
-                        .filter(|(k, _)| {
-                            kept.is_none_or(|n| k.masked(n.mask()) != *k || n.lookup(k).is_none())
-                        })
+                        .filter(|(k, _)| out(st.id, k))
                         .for_each(|(k, _)| w.push(st.id, &k, None));
+                }
+                for key in &foreign {
+                    let k = mirror::flow_key(&key.key);
+                    if out(key.mask_id, &k) {
+                        w.push(key.mask_id, &k, None);
+                    }
                 }
             }
         }
@@ -922,6 +1031,10 @@ impl XdpInstance {
         self.adopted_half = old.active_half();
         self.high_water = old.high_water;
         self.banks = old.banks.clone();
+        self.journal = old.journal;
+        self.pending = old.pending.clone();
+        self.foreign = old.foreign.clone();
+        self.foreign_active = old.foreign_active.clone();
     }
 
     /// The counters map slots of the active generation's rules.
@@ -1174,6 +1287,9 @@ struct BankWrites<'a> {
     base: u32,
     other: &'a FxHashMap<u32, Arc<Subtable>>,
     other_base: u32,
+    /// The other bank's slots when another process installed it (then
+    /// `other` is empty).
+    foreign_active: Option<&'a FxHashMap<SubKey, u32>>,
     keys: Vec<SubKey>,
     values: Vec<SubValue>,
     gone: Vec<SubKey>,
@@ -1190,11 +1306,14 @@ impl BankWrites<'_> {
         };
         let mut v = SubValue { slot: [NO_RULE; 2] };
         v.slot[self.bank] = slot.map_or(NO_RULE, |s| self.base + s);
-        v.slot[1 - self.bank] = self
-            .other
-            .get(&id)
-            .and_then(|s| s.lookup(k))
-            .map_or(NO_RULE, |s| self.other_base + s);
+        v.slot[1 - self.bank] = match self.foreign_active {
+            Some(slots) => slots.get(&key).copied().unwrap_or(NO_RULE),
+            None => self
+                .other
+                .get(&id)
+                .and_then(|s| s.lookup(k))
+                .map_or(NO_RULE, |s| self.other_base + s),
+        };
         if v.slot == [NO_RULE; 2] {
             self.gone.push(key);
         } else {
@@ -1231,12 +1350,12 @@ fn xdp_program_mut<'a>(ebpf: &'a mut Ebpf, name: &str) -> &'a mut Xdp {
 }
 
 /// Pins the calling thread to one CPU until dropped, restoring its affinity.
-struct PinnedToCpu {
+pub(super) struct PinnedToCpu {
     saved: Option<libc::cpu_set_t>,
 }
 
 impl PinnedToCpu {
-    fn new(cpu: usize) -> PinnedToCpu {
+    pub(super) fn new(cpu: usize) -> PinnedToCpu {
         // SAFETY: cpu_set_t is plain data; the calls only read and write the
         // sets passed, for the calling thread (pid 0).
         unsafe {

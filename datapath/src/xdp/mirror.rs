@@ -21,6 +21,26 @@ pub(crate) fn key(k: &FlowKey) -> dse_ebpf::FlowKey {
     }
 }
 
+/// The inverse of [`key`].
+pub(crate) fn flow_key(k: &dse_ebpf::FlowKey) -> FlowKey {
+    FlowKey {
+        ip_src: k.ip_src,
+        ip_dst: k.ip_dst,
+        eth_src: k.eth_src,
+        in_port: k.in_port,
+        eth_dst: k.eth_dst,
+        vlan: k.vlan,
+        eth_type: k.eth_type,
+        ip_proto: k.ip_proto,
+        flags: k.flags,
+        l4_src: k.l4_src,
+        l4_dst: k.l4_dst,
+        tun_id: k.tun_id,
+        tcp_flags: k.tcp_flags,
+        pad: [0; 3],
+    }
+}
+
 pub(crate) fn rule(r: &RuleRecord) -> dse_ebpf::RuleRecord {
     dse_ebpf::RuleRecord {
         id: r.id,

@@ -10,6 +10,7 @@
 mod backend;
 mod batch;
 mod counters;
+mod journal;
 mod load;
 mod mirror;
 mod records;

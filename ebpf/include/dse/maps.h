@@ -18,6 +18,26 @@ struct {
 	__uint(pinning, LIBBPF_PIN_BY_NAME);
 } dse_state SEC(".maps");
 
+/* The install journal (one entry): see struct dse_journal. */
+struct {
+	__uint(type, BPF_MAP_TYPE_ARRAY);
+	__uint(max_entries, 1);
+	__type(key, __u32);
+	__type(value, struct dse_journal);
+	__uint(pinning, LIBBPF_PIN_BY_NAME);
+} dse_journal SEC(".maps");
+
+/* The counter moves of the install the journal names, so that a process
+ * taking over after a crash between the flip and the moves runs them. */
+struct {
+	__uint(type, BPF_MAP_TYPE_ARRAY);
+	__uint(max_entries, DSE_MAX_RULES);
+	__uint(map_flags, BPF_F_MMAPABLE); /* userspace writes through a mapping */
+	__type(key, __u32);
+	__type(value, struct move_entry);
+	__uint(pinning, LIBBPF_PIN_BY_NAME);
+} dse_moves SEC(".maps");
+
 /* Masks by bank: entries [bank * DSE_MAX_MASKS, +DSE_MAX_MASKS), best
  * first, ended by a record with live == 0. */
 struct {

@@ -135,6 +135,25 @@ struct dse_state {
 	__u32 half;
 };
 
+/* What userspace is in the middle of, for a process that takes the maps
+ * over after this one died: the desired generation (the control plane's
+ * number) of the tables in force, and an install whose flip may have
+ * happened, with the counter moves that must follow that flip. The
+ * datapath program never reads it. */
+struct dse_journal {
+	__u64 desired;      /* desired generation of the tables in force */
+	__u64 next_desired; /* desired generation of the pending install */
+	__u32 next_flip;    /* dse_state.generation after its flip; 0: none pending */
+	__u32 moves;        /* entries of dse_moves to run once it flipped */
+};
+
+/* A rule's counts moving from the slot it leaves to the slot it takes
+ * (dse_move). */
+struct move_entry {
+	__u32 from;
+	__u32 to;
+};
+
 /* The last verdict on this CPU, for BPF_PROG_TEST_RUN callers. */
 struct dse_last {
 	__u32 kind;
@@ -169,6 +188,8 @@ _Static_assert(__builtin_offsetof(struct cache_value, terminal_port) == 14, "cac
 _Static_assert(sizeof(struct rule_counter) == (DSE_PROGRAM_VERSION >= 2 ? 24 : 16), "rule_counter");
 _Static_assert(sizeof(struct dse_stats) == 13 * 8, "dse_stats");
 _Static_assert(sizeof(struct dse_state) == 8, "dse_state");
+_Static_assert(sizeof(struct dse_journal) == 24, "dse_journal");
+_Static_assert(sizeof(struct move_entry) == 8, "move_entry");
 _Static_assert(sizeof(struct dse_last) == 16, "dse_last");
 
 #endif

@@ -1,0 +1,154 @@
+//! Adoption of a pinned XDP datapath by another process: the adopter runs
+//! exactly the rules it asks for, whatever the maps held before (both banks
+//! of subtable entries, both halves of rule slots), keeps the counters of
+//! the rules it keeps, and reports the desired generation it was given.
+//! Needs root and bpffs; under CI=true that is a failure.
+
+mod common;
+
+use common::bpf::PinDir;
+use dse_datapath::RuleSet;
+use dse_datapath::datapath::{Datapath, Transaction};
+use dse_datapath::pipeline::{DropReason, Verdict};
+use dse_datapath::xdp::{Program, XdpConfig, XdpDatapath, XdpLimits};
+use etherparse::PacketBuilder;
+
+fn udp(dport: u16) -> Vec<u8> {
+    let mut v = Vec::new();
+    PacketBuilder::ethernet2([2, 0, 0, 0, 0, 1], [2, 0, 0, 0, 0, 2])
+        .ipv4([10, 0, 0, 1], [10, 0, 0, 2], 64)
+        .udp(1000, dport)
+        .write(&mut v, b"payload")
+        .unwrap();
+    v
+}
+
+/// `n` exact rules from id `first`: UDP to port `port + i` goes out on p1.
+/// Port p0 drops what no rule matches.
+fn set(first: u32, port: u16, n: u16) -> RuleSet {
+    let rules: String = (0..n)
+        .map(|i| {
+            format!(
+                "- {{id: {}, priority: 10, match: {{in_port: p0, ip_proto: udp, l4_dst: {}}}, actions: [{{output: p1}}]}}\n",
+                first + u32::from(i),
+                port + i
+            )
+        })
+        .collect();
+    RuleSet::from_yaml(&format!(
+        "ports: [{{name: p0, index: 0, default: drop}}, {{name: p1, index: 1}}]\nrules:\n{rules}"
+    ))
+    .unwrap()
+}
+
+fn config(pins: &PinDir) -> XdpConfig {
+    XdpConfig {
+        pin_dir: pins.0.clone(),
+        interfaces: Default::default(),
+        skb_mode: false,
+        limits: XdpLimits::small(),
+        program: Program::V1,
+    }
+}
+
+const R1: (u32, u16) = (1, 1000);
+const R2: (u32, u16) = (5000, 3000);
+const N: u16 = 300;
+
+/// Asserts that `dp` forwards exactly the flows of `want` and none of `other`.
+fn forwards_only(dp: &XdpDatapath, want: (u32, u16), other: (u32, u16), when: &str) {
+    for i in [0, 1, N / 2, N - 1] {
+        assert_eq!(
+            dp.run_frame(0, &udp(want.1 + i)).unwrap().0,
+            Verdict::Output(1),
+            "{when}: a flow of the desired set (port {}) is forwarded",
+            want.1 + i
+        );
+        assert_eq!(
+            dp.run_frame(0, &udp(other.1 + i)).unwrap().0,
+            Verdict::Drop(DropReason::Miss),
+            "{when}: a flow only the replaced set matched (port {}) takes the port's default",
+            other.1 + i
+        );
+    }
+}
+
+#[test]
+fn an_adopter_runs_only_its_rules_after_r1_r2_r1() {
+    let Some(pins) = PinDir::new("adopt-r1r2") else {
+        return;
+    };
+    let first = XdpDatapath::start(set(R1.0, R1.1, N), config(&pins)).unwrap();
+    first
+        .apply(Transaction::Replace(set(R2.0, R2.1, N)))
+        .unwrap();
+    first
+        .apply(Transaction::Replace(set(R1.0, R1.1, N)))
+        .unwrap();
+    forwards_only(&first, R1, R2, "before any restart");
+    drop(first);
+    // Each adoption installs into the bank the one before left alone.
+    for restart in 1..=4 {
+        let dp = XdpDatapath::adopt(set(R1.0, R1.1, N), 7, config(&pins)).unwrap();
+        forwards_only(&dp, R1, R2, &format!("after restart {restart}"));
+        assert_eq!(
+            dp.generation(),
+            7,
+            "the adopter runs the generation it was given"
+        );
+    }
+}
+
+#[test]
+fn an_adopter_of_a_datapath_killed_mid_install_runs_only_its_rules() {
+    let Some(pins) = PinDir::new("adopt-mid") else {
+        return;
+    };
+    let first = XdpDatapath::start(set(R1.0, R1.1, N), config(&pins)).unwrap();
+    first
+        .apply(Transaction::Replace(set(R2.0, R2.1, N)))
+        .unwrap();
+    // Alternate the converged set so that both banks are written by
+    // adopters that found the other one's entries.
+    drop(first);
+    for restart in 0..4u64 {
+        let (want, other) = if restart % 2 == 0 { (R1, R2) } else { (R2, R1) };
+        let dp = XdpDatapath::adopt(set(want.0, want.1, N), 10 + restart, config(&pins)).unwrap();
+        forwards_only(&dp, want, other, &format!("after restart {restart}"));
+    }
+}
+
+#[test]
+fn counters_of_kept_rules_survive_adoption_and_changes() {
+    let Some(pins) = PinDir::new("adopt-count") else {
+        return;
+    };
+    let first = XdpDatapath::start(set(R1.0, R1.1, N), config(&pins)).unwrap();
+    for _ in 0..5 {
+        first.run_frame(0, &udp(R1.1)).unwrap();
+    }
+    // A whole-set change that keeps rule R1.0 (a fresh compile), then a
+    // patch that keeps it too.
+    let mut bigger = set(R1.0, R1.1, N);
+    bigger.rules.extend(set(R2.0, R2.1, N).rules);
+    first.apply(Transaction::Replace(bigger.clone())).unwrap();
+    first.run_frame(0, &udp(R1.1)).unwrap();
+    first
+        .apply(Transaction::Patch {
+            upsert: vec![],
+            remove: vec![R2.0],
+        })
+        .unwrap();
+    assert_eq!(first.rule_counters()[&R1.0].packets, 6);
+    drop(first);
+    bigger.rules.retain(|r| r.id != R2.0);
+    let dp = XdpDatapath::adopt(bigger, 3, config(&pins)).unwrap();
+    assert_eq!(dp.rule_counters()[&R1.0].packets, 6, "kept across adoption");
+    dp.run_frame(0, &udp(R1.1)).unwrap();
+    // A change of the rule's actions keeps its id, so its counters.
+    let mut changed = dp.rules();
+    let r = changed.rules.iter_mut().find(|r| r.id == R1.0).unwrap();
+    r.priority = 11;
+    dp.apply(Transaction::Replace(changed)).unwrap();
+    assert_eq!(dp.rule_counters()[&R1.0].packets, 7, "kept across a change");
+}
