@@ -174,8 +174,18 @@ pub enum RulesCommand {
         #[arg(long)]
         expect_generation: Option<u64>,
     },
-    /// Print the desired rules.
-    Get,
+    /// Print the desired rules: all of them, a page, or some by id.
+    Get {
+        /// Only these rule ids (comma-separated).
+        #[arg(long, value_delimiter = ',')]
+        ids: Vec<u32>,
+        /// Only rules with a greater id (the previous page's `next`).
+        #[arg(long)]
+        after: Option<u32>,
+        /// At most this many rules (1 to 100000).
+        #[arg(long)]
+        limit: Option<usize>,
+    },
     /// Add (or replace, by id) the rules in a file, keeping the others.
     Add {
         /// File of rules: a rule set's `rules:` or a list of rules (YAML or JSON).

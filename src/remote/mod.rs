@@ -170,10 +170,21 @@ fn dispatch(
                 bar.finish_and_clear();
                 print(&answer?, show::applied);
             }
-            RulesCommand::Get => print(
-                &send(rt, ep, Call::new(Method::GET, "/v1/rules"))?,
-                show::rules,
-            ),
+            RulesCommand::Get { ids, after, limit } => {
+                let mut query = Vec::new();
+                if !ids.is_empty() {
+                    let ids: Vec<String> = ids.iter().map(u32::to_string).collect();
+                    query.push(format!("ids={}", ids.join(",")));
+                }
+                query.extend(after.map(|a| format!("after={a}")));
+                query.extend(limit.map(|l| format!("limit={l}")));
+                let path = if query.is_empty() {
+                    "/v1/rules".to_string()
+                } else {
+                    format!("/v1/rules?{}", query.join("&"))
+                };
+                print(&send(rt, ep, Call::new(Method::GET, path))?, show::rules)
+            }
             RulesCommand::Add {
                 file,
                 expect_generation,

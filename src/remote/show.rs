@@ -126,6 +126,9 @@ pub fn rules(v: &Value) {
         })
         .collect();
     table(&["ID", "PRIORITY", "MATCH", "ACTIONS"], &rows);
+    if let Some(next) = v["next"].as_u64() {
+        dse::outln!("more: dse rules get --after {next}");
+    }
 }
 
 /// Per-rule counters by datapath.

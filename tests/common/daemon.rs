@@ -36,8 +36,14 @@ impl DaemonProcess {
             .append(true)
             .open(dir.join("serve.log"))
             .expect("opens the log");
+        let max_rules: &[&str] = if extra.contains(&"--xdp-max-rules") {
+            &[]
+        } else {
+            &["--xdp-max-rules", "262144"]
+        };
         let child = Command::new(env!("CARGO_BIN_EXE_dse"))
-            .args(["serve", "--xdp-max-rules", "262144", "--emu-workers", "1"])
+            .args(["serve", "--emu-workers", "1"])
+            .args(max_rules)
             .arg("--db")
             .arg(dir.join("dse.redb"))
             .arg("--bpffs")

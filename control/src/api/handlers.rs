@@ -84,16 +84,59 @@ pub async fn health(State(s): State<Arc<ApiState>>) -> Json<Value> {
     }))
 }
 
-/// `GET /v1/rules`
-pub async fn get_rules(State(s): State<Arc<ApiState>>) -> Answer {
+/// Query of `GET /v1/rules`: a page of the rules, or some by id.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RulesQuery {
+    after: Option<u32>,
+    limit: Option<usize>,
+    ids: Option<String>,
+}
+
+/// Most rules one page holds.
+const MAX_PAGE: usize = 100_000;
+
+/// `GET /v1/rules`: every rule, streamed as it is read; or, with `after`,
+/// `limit` or `ids`, one page with the id to continue after (`next`).
+pub async fn get_rules(State(s): State<Arc<ApiState>>, Query(q): Query<RulesQuery>) -> Answer {
     let daemon = Arc::clone(&s.daemon);
-    let body = blocking(move || {
-        let (generation, rules) = daemon.rules();
-        serde_json::to_vec(&json!({"generation": generation, "rules": rules}))
-    })
-    .await
-    .map_err(|e| ApiError::bad_request(e.to_string()))?;
-    Ok(([(header::CONTENT_TYPE, "application/json")], body).into_response())
+    if q.after.is_none() && q.limit.is_none() && q.ids.is_none() {
+        let body = axum::body::Body::new(super::stream::all_rules(daemon));
+        return Ok(([(header::CONTENT_TYPE, "application/json")], body).into_response());
+    }
+    let ids = q
+        .ids
+        .map(|list| {
+            list.split(',')
+                .map(|id| {
+                    id.trim().parse::<u32>().map_err(|_| {
+                        ApiError::bad_request(format!(
+                            "ids: {id:?} is not a rule id; give ids as 1,2,3"
+                        ))
+                    })
+                })
+                .collect::<Result<Vec<u32>, ApiError>>()
+        })
+        .transpose()?;
+    let limit = q.limit.unwrap_or(1000);
+    if limit == 0 || limit > MAX_PAGE {
+        return Err(ApiError::bad_request(format!(
+            "limit {limit}: give 1 to {MAX_PAGE} rules a page"
+        )));
+    }
+    let page = crate::daemon::RulesPage {
+        after: q.after,
+        limit,
+        ids,
+    };
+    let paged = page.ids.is_none();
+    let (generation, set) = blocking(move || daemon.rules_page(&page)).await;
+    let next = set
+        .rules
+        .last()
+        .filter(|_| paged && set.rules.len() == limit)
+        .map(|r| r.id);
+    Ok(Json(json!({"generation": generation, "rules": set, "next": next})).into_response())
 }
 
 /// Query of a whole-set apply.

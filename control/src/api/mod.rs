@@ -8,6 +8,7 @@ mod error;
 mod handlers;
 mod lifecycle;
 mod metrics;
+mod stream;
 
 pub use error::ApiError;
 pub use metrics::Metrics;

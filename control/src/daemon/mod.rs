@@ -31,6 +31,17 @@ use std::collections::BTreeMap;
 use std::path::PathBuf;
 use std::sync::{Mutex, RwLock};
 
+/// Which desired rules to read ([`Daemon::rules_page`]).
+#[derive(Debug, Clone, Default)]
+pub struct RulesPage {
+    /// Only rules with a greater id.
+    pub after: Option<u32>,
+    /// At most this many.
+    pub limit: usize,
+    /// Only these ids (then `after` and `limit` do not apply).
+    pub ids: Option<Vec<u32>>,
+}
+
 /// The audit result of a change that changes nothing.
 const NO_CHANGE: &str = "no change";
 
@@ -175,6 +186,41 @@ impl Daemon {
     pub fn rules(&self) -> (u64, RuleSet) {
         let d = self.read_desired();
         (d.generation, d.rule_set())
+    }
+
+    /// A page of the desired rules: at most `limit` of those with an id
+    /// above `after` (from the first without it), or only those of `ids`
+    /// that exist, in id order, with the generation they are of and the
+    /// ports and meters. Holds the desired state only while it copies
+    /// them, so that paging through a million rules never blocks a change
+    /// for long.
+    pub fn rules_page(&self, page: &RulesPage) -> (u64, RuleSet) {
+        let d = self.read_desired();
+        let rules = match &page.ids {
+            Some(ids) => ids
+                .iter()
+                .filter_map(|id| d.rules.get(id))
+                .cloned()
+                .collect(),
+            None => {
+                let from = page
+                    .after
+                    .map_or(std::ops::Bound::Unbounded, std::ops::Bound::Excluded);
+                d.rules
+                    .range((from, std::ops::Bound::Unbounded))
+                    .take(page.limit)
+                    .map(|(_, r)| r.clone())
+                    .collect()
+            }
+        };
+        (
+            d.generation,
+            RuleSet {
+                ports: d.ports.clone(),
+                meters: d.meters.clone(),
+                rules,
+            },
+        )
     }
 
     /// Refuses a change based on another generation than the desired one,
