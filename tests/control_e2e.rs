@@ -72,14 +72,6 @@ fn scrape(d: &DaemonProcess) -> String {
     answer
 }
 
-/// `dse datapath attach NAME --backend BACKEND` on the topology's two ports.
-fn attach(d: &DaemonProcess, t: &Topology, name: &str, backend: &str) -> std::process::Output {
-    let pa = format!("pa={}", t.va.outer);
-    let pb = format!("pb={}", t.vb.outer);
-    let args = ["datapath", "attach", name, "--backend", backend];
-    d.cli(&[&args[..], &["--port", &pa, "--port", &pb]].concat())
-}
-
 fn write(dir: &Path, name: &str, text: &str) -> String {
     let p = dir.join(name);
     std::fs::write(&p, text).unwrap();
@@ -136,7 +128,7 @@ fn offload_and_host_path_count_the_same_traffic_alike() {
 
     let mut per_backend = Vec::new();
     for (name, backend) in [("off", "xdp"), ("host", "emu")] {
-        let out = attach(&d, &t, name, backend);
+        let out = d.attach(&t, name, backend);
         assert!(
             out.status.success(),
             "attach {backend}: {}",
@@ -213,7 +205,7 @@ fn sigkill_mid_apply_keeps_one_generation_and_every_packet() {
     let small = write(&dir, "small.yaml", RULES);
     let big = write(&dir, "big.json", &big_rules(100_000));
     assert!(d.cli(&["rules", "apply", "-f", &small]).status.success());
-    let out = attach(&d, &t, "off", "xdp");
+    let out = d.attach(&t, "off", "xdp");
     assert!(out.status.success(), "{}", failure(&out).1);
 
     let stream = Stream::start(&t);

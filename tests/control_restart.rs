@@ -57,19 +57,7 @@ fn write(dir: &Path, name: &str, text: &str) -> String {
 }
 
 fn attach(d: &DaemonProcess, t: &Topology) {
-    let pa = format!("pa={}", t.va.outer);
-    let pb = format!("pb={}", t.vb.outer);
-    let out = d.cli(&[
-        "datapath",
-        "attach",
-        "off",
-        "--backend",
-        "xdp",
-        "--port",
-        &pa,
-        "--port",
-        &pb,
-    ]);
+    let out = d.attach(t, "off", "xdp");
     assert!(out.status.success(), "attach: {}", failure(&out).1);
 }
 

@@ -7,21 +7,11 @@
 mod common;
 
 use common::bpf::PinDir;
+use common::packets::udp_to as udp;
 use dse_datapath::RuleSet;
 use dse_datapath::datapath::{Datapath, Transaction};
 use dse_datapath::pipeline::{DropReason, Verdict};
 use dse_datapath::xdp::{Program, XdpConfig, XdpDatapath, XdpLimits};
-use etherparse::PacketBuilder;
-
-fn udp(dport: u16) -> Vec<u8> {
-    let mut v = Vec::new();
-    PacketBuilder::ethernet2([2, 0, 0, 0, 0, 1], [2, 0, 0, 0, 0, 2])
-        .ipv4([10, 0, 0, 1], [10, 0, 0, 2], 64)
-        .udp(1000, dport)
-        .write(&mut v, b"payload")
-        .unwrap();
-    v
-}
 
 /// `n` exact rules from id `first`: UDP to port `port + i` goes out on p1.
 /// Port p0 drops what no rule matches.

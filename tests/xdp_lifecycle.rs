@@ -5,6 +5,7 @@
 mod common;
 
 use common::bpf::PinDir;
+use common::packets::udp_to as udp;
 use dse_datapath::datapath::{Datapath, DatapathError, LifecycleState, Transaction};
 use dse_datapath::emu::{EmuConfig, EmuDatapath};
 use dse_datapath::pipeline::Verdict;
@@ -12,16 +13,6 @@ use dse_datapath::xdp::{Program, XdpConfig, XdpDatapath, XdpLimits};
 use dse_datapath::{Frame, RuleSet};
 use etherparse::PacketBuilder;
 use std::time::{Duration, Instant};
-
-fn udp(dport: u16) -> Vec<u8> {
-    let mut v = Vec::new();
-    PacketBuilder::ethernet2([2, 0, 0, 0, 0, 1], [2, 0, 0, 0, 0, 2])
-        .ipv4([10, 0, 0, 1], [10, 0, 0, 2], 64)
-        .udp(1000, dport)
-        .write(&mut v, b"payload")
-        .unwrap();
-    v
-}
 
 fn rules() -> RuleSet {
     RuleSet::from_yaml(

@@ -492,6 +492,7 @@ mod pod {
         super::State,
         super::Journal,
         super::MoveEntry,
+        super::MergeEntry,
         super::Last,
         super::OptionPool,
         super::BaselineKey,

@@ -118,6 +118,15 @@ impl DaemonProcess {
         paths
     }
 
+    /// `dse datapath attach NAME --backend BACKEND` on the topology's two
+    /// ports, `pa` and `pb`.
+    pub fn attach(&self, t: &super::topology::Topology, name: &str, backend: &str) -> Output {
+        let pa = format!("pa={}", t.va.outer);
+        let pb = format!("pb={}", t.vb.outer);
+        let args = ["datapath", "attach", name, "--backend", backend];
+        self.cli(&[&args[..], &["--port", &pa, "--port", &pb]].concat())
+    }
+
     /// SIGKILLs the daemon; its files and pins stay.
     pub fn kill(mut self) -> (PathBuf, PathBuf) {
         self.child.kill().expect("kills");

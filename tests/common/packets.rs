@@ -344,3 +344,15 @@ pub fn verify_checksums(frame: &[u8]) -> Result<(), String> {
         _ => Ok(()),
     }
 }
+
+/// An IPv4/UDP frame from 10.0.0.1:1000 to 10.0.0.2:`dport` with a small
+/// payload.
+pub fn udp_to(dport: u16) -> Vec<u8> {
+    let mut v = Vec::new();
+    PacketBuilder::ethernet2([2, 0, 0, 0, 0, 1], [2, 0, 0, 0, 0, 2])
+        .ipv4([10, 0, 0, 1], [10, 0, 0, 2], 64)
+        .udp(1000, dport)
+        .write(&mut v, b"payload")
+        .unwrap();
+    v
+}

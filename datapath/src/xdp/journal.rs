@@ -13,7 +13,6 @@
 use super::load::{XdpError, XdpInstance};
 use super::{batch, counters};
 use aya::maps::Array;
-use aya::programs::{TestRun, TestRunOptions, Xdp};
 use dse_ebpf::{Journal, MoveEntry, SubKey, SubValue, maps};
 use rustc_hash::FxHashMap;
 use std::time::{Duration, Instant};
@@ -189,43 +188,14 @@ impl XdpInstance {
             what: "counting CPUs",
             source,
         })?;
-        let prog: &Xdp = self
-            .ebpf()
-            .program(dse_ebpf::MOVE_PROGRAM)
-            .expect("the object has its programs")
-            .try_into()
-            .expect("an XDP program");
         for cpu in 0..cpus {
-            let _pinned = super::load::PinnedToCpu::new(cpu);
-            for chunk in moves.chunks(dse_ebpf::MOVE_BATCH) {
-                // SAFETY: MoveEntry is repr(C) plain integers without padding.
-                let bytes = unsafe {
-                    std::slice::from_raw_parts(
-                        chunk.as_ptr().cast::<u8>(),
-                        std::mem::size_of_val(chunk),
-                    )
-                };
-                // The kernel wants at least an Ethernet header's worth; an
-                // entry of zeroes moves slot 0 to itself, which is nothing.
-                let mut frame = bytes.to_vec();
-                frame.resize(frame.len().max(16), 0);
-                let mut opts = TestRunOptions::new();
-                opts.data_in = Some(&frame);
-                let r = prog.test_run(opts).map_err(|e| XdpError::Program {
-                    what: "counter move run",
-                    source: Box::new(e),
-                })?;
-                if r.return_value != 1 {
-                    return Err(XdpError::Link {
-                        what: "moving counters",
-                        path: self.pin_dir().to_path_buf(),
-                        reason: format!(
-                            "the move program returned {} (a slot out of range)",
-                            r.return_value
-                        ),
-                    });
-                }
-            }
+            self.run_entries(
+                dse_ebpf::MOVE_PROGRAM,
+                cpu,
+                moves,
+                dse_ebpf::MOVE_BATCH,
+                "moving counters",
+            )?;
         }
         Ok(())
     }

@@ -395,10 +395,6 @@ impl XdpInstance {
         self.fd(name)
     }
 
-    pub(super) fn ebpf(&self) -> &Ebpf {
-        &self.ebpf
-    }
-
     /// Installs `tables` as the next generation: what changed since the
     /// active generation is written (rule and action records into slots no
     /// active generation reads, masks and subtable entries into the inactive
@@ -1124,35 +1120,59 @@ impl XdpInstance {
             if entries.is_empty() {
                 continue;
             }
-            let _pinned = PinnedToCpu::new(cpu);
-            let merge = xdp_program(&self.ebpf, dse_ebpf::MERGE_PROGRAM);
-            for chunk in entries.chunks(dse_ebpf::MERGE_BATCH) {
-                // SAFETY: MergeEntry is repr(C) plain integers without padding.
-                let bytes = unsafe {
-                    std::slice::from_raw_parts(
-                        chunk.as_ptr().cast::<u8>(),
-                        std::mem::size_of_val(chunk),
-                    )
-                };
-                // The kernel wants at least an Ethernet header's worth.
-                let mut frame = bytes.to_vec();
-                frame.resize(frame.len().max(24), 0);
-                let mut opts = TestRunOptions::new();
-                opts.data_in = Some(&frame);
-                let r = merge.test_run(opts).map_err(|e| XdpError::Program {
-                    what: "counter merge run",
-                    source: Box::new(e),
-                })?;
-                if r.return_value != 1 {
-                    return Err(XdpError::Link {
-                        what: "merging counters",
-                        path: self.pin_dir.clone(),
-                        reason: format!(
-                            "the merge program returned {} (a slot out of range)",
-                            r.return_value
-                        ),
-                    });
-                }
+            self.run_entries(
+                dse_ebpf::MERGE_PROGRAM,
+                cpu,
+                &entries,
+                dse_ebpf::MERGE_BATCH,
+                "merging counters",
+            )?;
+        }
+        Ok(())
+    }
+
+    /// Runs program `name` on CPU `cpu` once per `batch` of `entries`, each
+    /// batch handed in as the frame. The frame is padded with zeroes to
+    /// whole entries of at least an Ethernet header's worth (the kernel's
+    /// minimum); the programs take an entry of zeroes as nothing to do.
+    /// The program must return `XDP_DROP`; anything else means an entry
+    /// named a slot out of range. `what` names the step in errors.
+    pub(super) fn run_entries<T: aya::Pod>(
+        &self,
+        name: &'static str,
+        cpu: usize,
+        entries: &[T],
+        batch: usize,
+        what: &'static str,
+    ) -> Result<(), XdpError> {
+        let _pinned = PinnedToCpu::new(cpu);
+        let prog = xdp_program(&self.ebpf, name);
+        let min = 14usize.next_multiple_of(size_of::<T>());
+        for chunk in entries.chunks(batch) {
+            // SAFETY: T is Pod: repr(C) plain integers without padding.
+            let bytes = unsafe {
+                std::slice::from_raw_parts(
+                    chunk.as_ptr().cast::<u8>(),
+                    std::mem::size_of_val(chunk),
+                )
+            };
+            let mut frame = bytes.to_vec();
+            frame.resize(frame.len().max(min), 0);
+            let mut opts = TestRunOptions::new();
+            opts.data_in = Some(&frame);
+            let r = prog.test_run(opts).map_err(|e| XdpError::Program {
+                what,
+                source: Box::new(e),
+            })?;
+            if r.return_value != 1 {
+                return Err(XdpError::Link {
+                    what,
+                    path: self.pin_dir.clone(),
+                    reason: format!(
+                        "{name} returned {} rather than XDP_DROP (a slot out of range)",
+                        r.return_value
+                    ),
+                });
             }
         }
         Ok(())
