@@ -114,6 +114,19 @@ pub enum Command {
         #[command(subcommand)]
         command: DpuCommand,
     },
+    /// The audit log: who asked for which change, when, and what came of
+    /// it (refusals and "no change" included).
+    Audit {
+        /// The newest entries, this many (the default: 20).
+        #[arg(long, conflicts_with = "after")]
+        last: Option<usize>,
+        /// The entries after this sequence number instead, oldest first.
+        #[arg(long)]
+        after: Option<u64>,
+        /// At most this many entries (up to 10000).
+        #[arg(long, default_value_t = 100)]
+        limit: usize,
+    },
     /// Statistics of each datapath.
     Stats,
     /// The daemon's health, the desired generation and each datapath's state.

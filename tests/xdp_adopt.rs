@@ -142,3 +142,82 @@ fn counters_of_kept_rules_survive_adoption_and_changes() {
     dp.apply(Transaction::Replace(changed)).unwrap();
     assert_eq!(dp.rule_counters()[&R1.0].packets, 7, "kept across a change");
 }
+
+/// Sends the flow to `port` twice and asserts that the second packet was
+/// served from the flow cache with verdict `want`.
+fn cached(dp: &XdpDatapath, port: u16, want: Verdict, when: &str) {
+    dp.run_frame(0, &udp(port)).unwrap();
+    let hits = dp.stats().cache_hits;
+    assert_eq!(dp.run_frame(0, &udp(port)).unwrap().0, want, "{when}");
+    assert_eq!(
+        dp.stats().cache_hits,
+        hits + 1,
+        "{when}: the flow to port {port} is in the flow cache"
+    );
+}
+
+/// The first packet of the flow to `port` takes `want`, looked up afresh:
+/// no cache entry of an older generation answered it.
+fn not_from_cache(dp: &XdpDatapath, port: u16, want: Verdict, when: &str) {
+    let misses = dp.stats().cache_misses;
+    assert_eq!(dp.run_frame(0, &udp(port)).unwrap().0, want, "{when}");
+    assert_eq!(
+        dp.stats().cache_misses,
+        misses + 1,
+        "{when}: the flow to port {port} was looked up, not answered by the cache"
+    );
+}
+
+#[test]
+fn no_flow_cache_entry_of_an_older_generation_forwards_after_adoption_or_a_change() {
+    let Some(pins) = PinDir::new("adopt-cache") else {
+        return;
+    };
+    let fwd = Verdict::Output(1);
+    let miss = Verdict::Drop(DropReason::Miss);
+    let first = XdpDatapath::start(set(R2.0, R2.1, N), config(&pins)).unwrap();
+    cached(&first, R2.1, fwd, "R2 runs");
+    cached(&first, R1.1, miss, "R2 runs");
+    drop(first);
+    // A restart that converges to R1: R2's cached flow takes R1's verdict.
+    let dp = XdpDatapath::adopt(set(R1.0, R1.1, N), 2, config(&pins)).unwrap();
+    not_from_cache(&dp, R2.1, miss, "after adopting R1");
+    not_from_cache(&dp, R1.1, fwd, "after adopting R1");
+    // A restart that keeps R1 and its generation: cached verdicts of the
+    // adopted generation are not trusted either, they are looked up again.
+    cached(&dp, R1.1 + 1, fwd, "R1 runs");
+    drop(dp);
+    let dp = XdpDatapath::adopt(set(R1.0, R1.1, N), 2, config(&pins)).unwrap();
+    not_from_cache(&dp, R1.1 + 1, fwd, "after adopting R1 again");
+    // Changes: a patch that deletes a cached flow's rule, one that sends
+    // another cached flow elsewhere, and a whole-set change.
+    cached(&dp, R1.1 + 2, fwd, "before the patches");
+    cached(&dp, R1.1 + 3, fwd, "before the patches");
+    dp.apply(Transaction::Patch {
+        upsert: vec![],
+        remove: vec![R1.0 + 2],
+    })
+    .unwrap();
+    not_from_cache(&dp, R1.1 + 2, miss, "after deleting its rule");
+    let mut dropping = dp
+        .rules()
+        .rules
+        .into_iter()
+        .find(|r| r.id == R1.0 + 3)
+        .unwrap();
+    dropping.actions = vec![dse_datapath::rule::Action::Drop];
+    dp.apply(Transaction::Patch {
+        upsert: vec![dropping],
+        remove: vec![],
+    })
+    .unwrap();
+    assert_eq!(
+        dp.run_frame(0, &udp(R1.1 + 3)).unwrap().0,
+        Verdict::Drop(DropReason::Rule),
+        "after its rule changed to drop"
+    );
+    cached(&dp, R1.1 + 4, fwd, "before the replace");
+    dp.apply(Transaction::Replace(set(R2.0, R2.1, N))).unwrap();
+    not_from_cache(&dp, R1.1 + 4, miss, "after replacing R1 by R2");
+    not_from_cache(&dp, R2.1, fwd, "after replacing R1 by R2");
+}

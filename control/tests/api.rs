@@ -196,6 +196,12 @@ fn bad_input_gets_a_clear_error_and_changes_nothing() {
             StatusCode::NOT_FOUND,
             vec!["/v1/nothing", "openapi.json"],
         ),
+        (
+            "the audit log both after a point and newest",
+            s.call(Method::GET, "/v1/audit?after=2&last=5", None),
+            StatusCode::BAD_REQUEST,
+            vec!["after", "last", "not both"],
+        ),
     ];
     for (what, answer, want, says) in cases {
         eprintln!("case: {what}");

@@ -65,6 +65,9 @@ fn generations_count_up_and_a_stale_expectation_conflicts() {
     assert!(lines[2].1.contains("conflict"), "{}", lines[2].1);
     assert_eq!(log.iter().map(|e| e.seq).collect::<Vec<_>>(), [1, 2, 3]);
     assert_eq!(store.audit(2, 100).unwrap().len(), 1, "entries after seq 2");
+    let newest: Vec<u64> = store.audit_last(2).unwrap().iter().map(|e| e.seq).collect();
+    assert_eq!(newest, [2, 3], "the newest two, oldest first");
+    assert_eq!(store.audit_last(10).unwrap().len(), 3, "all there are");
 }
 
 /// `set` with `upsert` added or replacing by id and `remove` gone, in id order.

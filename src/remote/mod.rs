@@ -305,6 +305,13 @@ fn dispatch(
         Command::Image { command } => lifecycle::image(rt, ep, json, command)?,
         Command::Lifecycle { command } => lifecycle::lifecycle(rt, ep, json, command)?,
         Command::Dpu { command } => lifecycle::dpu(rt, ep, command)?,
+        Command::Audit { last, after, limit } => {
+            let path = match after {
+                Some(after) => format!("/v1/audit?after={after}&limit={limit}"),
+                None => format!("/v1/audit?last={}&limit={limit}", last.unwrap_or(20)),
+            };
+            print(&send(rt, ep, Call::new(Method::GET, path))?, show::audit);
+        }
         Command::Stats => print(
             &send(rt, ep, Call::new(Method::GET, "/v1/stats"))?,
             show::stats,

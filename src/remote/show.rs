@@ -243,6 +243,32 @@ pub fn status(v: &Value) {
     }
 }
 
+/// One row per audit entry, its time in UTC.
+pub fn audit(v: &Value) {
+    let rows: Vec<Vec<String>> = v
+        .as_array()
+        .into_iter()
+        .flatten()
+        .map(|e| {
+            let at = e["at_unix_ms"].as_u64().map_or_else(
+                || "-".to_owned(),
+                |ms| {
+                    let t = std::time::UNIX_EPOCH + std::time::Duration::from_millis(ms);
+                    humantime::format_rfc3339_millis(t).to_string()
+                },
+            );
+            vec![
+                text(&e["seq"]),
+                at,
+                text(&e["who"]),
+                text(&e["what"]),
+                text(&e["result"]),
+            ]
+        })
+        .collect();
+    table(&["SEQ", "AT", "WHO", "WHAT", "RESULT"], &rows);
+}
+
 /// One row per DPU (a host without one gets a row of its own, and so does
 /// a cluster without hosts).
 pub fn clusters(v: &Value) {

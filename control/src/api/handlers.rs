@@ -338,13 +338,19 @@ pub struct AuditQuery {
     #[serde(default)]
     after: u64,
     limit: Option<usize>,
+    last: Option<usize>,
 }
 
 /// `GET /v1/audit`
 pub async fn audit(State(s): State<Arc<ApiState>>, Query(q): Query<AuditQuery>) -> Answer {
     let daemon = Arc::clone(&s.daemon);
     let limit = q.limit.unwrap_or(100).min(10_000);
-    let entries = blocking(move || daemon.audit(q.after, limit)).await?;
+    if q.last.is_some() && q.after != 0 {
+        return Err(ApiError::bad_request(
+            "give either after (entries from a sequence number on) or last (the newest entries), not both",
+        ));
+    }
+    let entries = blocking(move || daemon.audit(q.after, limit, q.last)).await?;
     Ok(Json(entries).into_response())
 }
 

@@ -723,7 +723,8 @@ impl Daemon {
         Ok(())
     }
 
-    /// The audit log after sequence number `after`, at most `limit` entries.
+    /// The audit log, oldest first: the entries after sequence number
+    /// `after`, at most `limit` of them, or with `last`, the newest `last`.
     ///
     /// # Errors
     /// [`ControlError::Store`].
@@ -731,7 +732,11 @@ impl Daemon {
         &self,
         after: u64,
         limit: usize,
+        last: Option<usize>,
     ) -> Result<Vec<crate::store::AuditEntry>, ControlError> {
-        Ok(self.store.audit(after, limit)?)
+        Ok(match last {
+            Some(n) => self.store.audit_last(n.min(limit))?,
+            None => self.store.audit(after, limit)?,
+        })
     }
 }

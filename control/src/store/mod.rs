@@ -486,6 +486,28 @@ impl Store {
             })
             .collect()
     }
+
+    /// The newest `last` audit entries, oldest first.
+    ///
+    /// # Errors
+    /// [`StoreError::Storage`] or [`StoreError::Corrupt`].
+    pub fn audit_last(&self, last: usize) -> Result<Vec<AuditEntry>, StoreError> {
+        self.committer.checkpoint()?;
+        let tx = self.db.begin_read().map_err(re("reading"))?;
+        let t = tx.open_table(AUDIT).map_err(re("reading"))?;
+        let mut entries = t
+            .iter()
+            .map_err(re("reading"))?
+            .rev()
+            .take(last)
+            .map(|e| {
+                let (k, v) = e.map_err(re("reading"))?;
+                decode("audit", k.value(), v.value())
+            })
+            .collect::<Result<Vec<AuditEntry>, StoreError>>()?;
+        entries.reverse();
+        Ok(entries)
+    }
 }
 
 fn append_audit(
