@@ -10,103 +10,12 @@ mod common;
 
 use common::bpf::PinDir;
 use common::daemon::{DaemonProcess, failure};
-use common::topology::{Topology, drain};
-use serde_json::{Value, json};
-use std::collections::BTreeMap;
-use std::path::Path;
+use common::restart::{
+    Steady, attach, datapath, delivered, forwards_only, kept_count, rule_set, write,
+};
+use common::topology::Topology;
 use std::process::Stdio;
-use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::time::{Duration, Instant};
-
-/// A rule set over ports `pa` (misses drop) and `pb`: `n` exact rules
-/// from id `first` that forward UDP to port `port + i` from A to B, and
-/// `kept` rules (ids 1..=kept, ports 7000..) that every set shares.
-fn rule_set(first: u32, port: u16, n: u32, kept: u16) -> String {
-    let exact = |id: u32, port: u32| {
-        json!({"id": id, "priority": 10,
-               "match": {"in_port": "pa", "ip_proto": "udp", "l4_dst": port},
-               "actions": [{"output": "pb"}]})
-    };
-    let mut rules: Vec<Value> = (0..u32::from(kept))
-        .map(|i| exact(1 + i, 7000 + i))
-        .collect();
-    // Ports beyond 65535 would be refused: the big sets match on the
-    // source address too.
-    for i in 0..n {
-        let mut r = exact(first + i, u32::from(port) + (i % 1000));
-        if i >= 1000 {
-            r["match"]["ip_src"] = json!(format!(
-                "10.{}.{}.{}/32",
-                100 + (i >> 16),
-                (i >> 8) & 255,
-                i & 255
-            ));
-        }
-        rules.push(r);
-    }
-    json!({"ports": [{"name": "pa", "index": 0, "default": "drop"}, {"name": "pb", "index": 1}],
-           "rules": rules})
-    .to_string()
-}
-
-fn write(dir: &Path, name: &str, text: &str) -> String {
-    let p = dir.join(name);
-    std::fs::write(&p, text).unwrap();
-    p.to_string_lossy().into_owned()
-}
-
-fn attach(d: &DaemonProcess, t: &Topology) {
-    let out = d.attach(t, "off", "xdp");
-    assert!(out.status.success(), "attach: {}", failure(&out).1);
-}
-
-/// How many of `n` datagrams sent from A to each of `ports` on B arrive,
-/// by port.
-fn delivered(t: &Topology, ports: &[u16], n: usize) -> BTreeMap<u16, usize> {
-    let socks: Vec<_> = ports.iter().map(|&p| (p, t.udp_in_b(p))).collect();
-    let tx = t.udp_in_a();
-    for &p in ports {
-        for i in 0..n {
-            tx.send_to(&(i as u64).to_be_bytes(), t.b_addr(p)).unwrap();
-        }
-    }
-    socks.iter().map(|(p, s)| (*p, drain(s).len())).collect()
-}
-
-/// The datapath list's one entry, with the store's generation.
-fn datapath(d: &DaemonProcess) -> (Value, u64) {
-    let listed = d.json(&["datapath", "list"]);
-    let status = d.json(&["status"]);
-    (
-        listed[0].clone(),
-        status["health"]["generation"].as_u64().unwrap(),
-    )
-}
-
-/// Checks that the datapath runs exactly the set whose flows start at
-/// `want` and none of `other`'s, on ports sent to before and, with
-/// `fresh` > 0, on ports `fresh` above them, never sent to before.
-fn forwards_only(t: &Topology, want: u16, other: u16, fresh: u16, when: &str) {
-    let mut ports = vec![want, other];
-    if fresh > 0 {
-        ports.extend([want + fresh, other + fresh]);
-    }
-    let got = delivered(t, &ports, 5);
-    for (p, n) in &got {
-        if (*p == want) || (fresh > 0 && *p == want + fresh) {
-            assert_eq!(
-                *n, 5,
-                "{when}: a flow of the desired set (port {p}): {got:?}"
-            );
-        } else {
-            assert_eq!(
-                *n, 0,
-                "{when}: a flow only the replaced set matched (port {p}): {got:?}"
-            );
-        }
-    }
-}
+use std::time::Instant;
 
 #[test]
 fn r1_r2_r1_then_ten_restarts_forward_only_the_desired_set() {
@@ -149,61 +58,6 @@ fn r1_r2_r1_then_ten_restarts_forward_only_the_desired_set() {
             "{when}: the kept rule counted on from where it was"
         );
         kept += 5;
-    }
-}
-
-/// The packets rule 1 (kept by every set) counted.
-fn kept_count(d: &DaemonProcess) -> u64 {
-    d.json(&["rules", "counters"])["off"]["1"]["packets"]
-        .as_u64()
-        .unwrap_or(0)
-}
-
-/// Datagrams from A to B's port 7000 (rule 1, in every set), paced, until
-/// [`Steady::finish`] says how many were sent and how many arrived.
-struct Steady {
-    stop: Arc<AtomicBool>,
-    sender: std::thread::JoinHandle<u64>,
-    receiver: std::thread::JoinHandle<u64>,
-}
-
-impl Steady {
-    fn start(t: &Topology) -> Steady {
-        let stop = Arc::new(AtomicBool::new(false));
-        let (tx, rx, to) = (t.udp_in_a(), t.udp_in_b(7000), t.b_addr(7000));
-        let s = stop.clone();
-        let sender = std::thread::spawn(move || {
-            let mut n = 0u64;
-            while !s.load(Ordering::Relaxed) {
-                tx.send_to(&n.to_be_bytes(), to).unwrap();
-                n += 1;
-                std::thread::sleep(Duration::from_micros(500));
-            }
-            n
-        });
-        let s = stop.clone();
-        let receiver = std::thread::spawn(move || {
-            let mut got = 0u64;
-            let mut buf = [0u8; 64];
-            loop {
-                match rx.recv(&mut buf) {
-                    Ok(_) => got += 1,
-                    // The socket's timeout after the sender stopped: all in.
-                    Err(_) if s.load(Ordering::Relaxed) => return got,
-                    Err(_) => {}
-                }
-            }
-        });
-        Steady {
-            stop,
-            sender,
-            receiver,
-        }
-    }
-
-    fn finish(self) -> (u64, u64) {
-        self.stop.store(true, Ordering::Relaxed);
-        (self.sender.join().unwrap(), self.receiver.join().unwrap())
     }
 }
 

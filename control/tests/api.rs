@@ -123,6 +123,26 @@ fn bad_input_gets_a_clear_error_and_changes_nothing() {
             vec!["rule 50", "l4_dst"],
         ),
         (
+            "batch with a rule of the wrong shape",
+            s.json(
+                Method::POST,
+                "/v1/rules/batch",
+                r#"{"add": [{"id": 51, "priority": 1, "match": {"l4_dst": "http"}, "actions": ["drop"]}]}"#,
+            ),
+            StatusCode::BAD_REQUEST,
+            vec!["rule 51", "field `match.l4_dst`"],
+        ),
+        (
+            "batch with a rule without an id",
+            s.json(
+                Method::POST,
+                "/v1/rules/batch",
+                r#"{"add": [{"id": 52, "priority": 1, "actions": ["drop"]}, {"priority": 1, "actions": ["drop"]}]}"#,
+            ),
+            StatusCode::BAD_REQUEST,
+            vec!["add[1]", "id"],
+        ),
+        (
             "batch with an unknown field",
             s.json(Method::POST, "/v1/rules/batch", r#"{"remove": [1]}"#),
             StatusCode::BAD_REQUEST,

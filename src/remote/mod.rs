@@ -17,6 +17,7 @@ use dse_control::lifecycle::depot::{Acceptance, DepotConfig};
 use dse_control::serve::ServeConfig;
 use dse_datapath::xdp::XdpLimits;
 use exit::Failure;
+use serde_json::value::RawValue;
 use serde_json::{Value, json};
 use std::process::ExitCode;
 
@@ -92,15 +93,22 @@ fn endpoint(c: &Connection) -> Result<Endpoint, Failure> {
 /// Sends `call` and returns the answer's JSON, or the failure the daemon
 /// (or the lack of one) reported.
 fn send(rt: &tokio::runtime::Runtime, ep: &Endpoint, call: Call) -> Result<Value, Failure> {
+    let body = send_bytes(rt, ep, call)?;
+    if body.is_empty() {
+        return Ok(Value::Null);
+    }
+    serde_json::from_slice(&body)
+        .map_err(|e| Failure::failed(format!("the daemon's answer is not JSON: {e}")))
+}
+
+/// Sends `call` and returns the body of a successful answer, or the
+/// daemon's error as a [`Failure`].
+fn send_bytes(rt: &tokio::runtime::Runtime, ep: &Endpoint, call: Call) -> Result<Bytes, Failure> {
     let (status, body) = rt
         .block_on(ep.send(call))
         .map_err(|e| Failure::unreachable(e.to_string()))?;
     if status.is_success() {
-        if body.is_empty() {
-            return Ok(Value::Null);
-        }
-        return serde_json::from_slice(&body)
-            .map_err(|e| Failure::failed(format!("the daemon's answer is not JSON: {e}")));
+        return Ok(body);
     }
     let answer = serde_json::from_slice::<Value>(&body).unwrap_or(Value::Null);
     let message = answer["error"].as_str().map_or_else(
@@ -147,6 +155,20 @@ fn dispatch(
             table(v);
         }
     };
+    // Large answers (every rule, every counter): with -o json, the bytes
+    // as they came, never a JSON tree of a million rules.
+    let show_answer =
+        |call: Call, table: fn(&Value)| -> Result<(), Failure> {
+            let body = send_bytes(rt, ep, call)?;
+            if json {
+                dse::outln!("{}", String::from_utf8_lossy(&body).trim_end());
+            } else {
+                table(&serde_json::from_slice(&body).map_err(|e| {
+                    Failure::failed(format!("the daemon's answer is not JSON: {e}"))
+                })?);
+            }
+            Ok(())
+        };
     match command {
         Command::Rules { command } => match command {
             RulesCommand::Apply {
@@ -183,15 +205,19 @@ fn dispatch(
                 } else {
                     format!("/v1/rules?{}", query.join("&"))
                 };
-                print(&send(rt, ep, Call::new(Method::GET, path))?, show::rules)
+                show_answer(Call::new(Method::GET, path), show::rules)?
             }
             RulesCommand::Add {
                 file,
                 expect_generation,
             } => {
                 let rules = read_rule_list(&file)?;
-                let body = json!({"add": rules, "expected_generation": expect_generation});
-                let call = Call::new(Method::POST, "/v1/rules/batch").json(body.to_string());
+                let body = format!(
+                    r#"{{"add": {}, "expected_generation": {}}}"#,
+                    rules.get(),
+                    json!(expect_generation)
+                );
+                let call = Call::new(Method::POST, "/v1/rules/batch").json(body);
                 print(&send(rt, ep, call)?, show::applied);
             }
             RulesCommand::Delete {
@@ -207,7 +233,7 @@ fn dispatch(
                     Some(d) => format!("/v1/counters?datapath={d}"),
                     None => "/v1/counters".into(),
                 };
-                print(&send(rt, ep, Call::new(Method::GET, path))?, show::counters);
+                show_answer(Call::new(Method::GET, path), show::counters)?;
             }
             RulesCommand::Check { .. } => unreachable!("handled offline"),
         },
@@ -356,23 +382,48 @@ fn read_document(path: &std::path::Path) -> Result<Value, Failure> {
 }
 
 /// The rules of a file that holds a rule set (`rules:` is used) or a list
-/// of rules, as JSON values for a batch.
-fn read_rule_list(path: &std::path::Path) -> Result<Vec<Value>, Failure> {
-    let doc = read_document(path)?;
+/// of rules, as the JSON text of a list for a batch. A JSON file is only
+/// checked for syntax and passed on as it is (the daemon validates): a
+/// YAML parse or a JSON tree of 100k rules costs seconds and hundreds of
+/// megabytes.
+fn read_rule_list(path: &std::path::Path) -> Result<Box<RawValue>, Failure> {
+    #[derive(serde::Deserialize)]
+    struct Set<'a> {
+        #[serde(borrow)]
+        rules: Option<&'a RawValue>,
+    }
     let not_rules = || {
         Failure::invalid(format!(
             "{}: expected a list of rules, or a document with `rules:`",
             path.display()
         ))
     };
-    match doc {
-        Value::Array(rules) => Ok(rules),
-        Value::Object(mut m) => match m.remove("rules") {
-            Some(Value::Array(rules)) => Ok(rules),
-            _ => Err(not_rules()),
-        },
-        _ => Err(not_rules()),
+    let text = std::fs::read_to_string(path)
+        .map_err(|e| Failure::invalid(format!("reading {}: {e}", path.display())))?;
+    let bad_json =
+        |e: serde_json::Error| Failure::invalid(format!("{}: not valid JSON: {e}", path.display()));
+    let list = match text.trim_start().as_bytes().first() {
+        Some(b'[') => serde_json::from_str::<&RawValue>(&text).map_err(bad_json)?,
+        Some(b'{') => serde_json::from_str::<Set>(&text)
+            .map_err(bad_json)?
+            .rules
+            .ok_or_else(not_rules)?,
+        _ => {
+            let rules = match read_document(path)? {
+                Value::Array(rules) => rules,
+                Value::Object(mut m) => match m.remove("rules") {
+                    Some(Value::Array(rules)) => rules,
+                    _ => return Err(not_rules()),
+                },
+                _ => return Err(not_rules()),
+            };
+            return Ok(serde_json::value::to_raw_value(&rules).expect("JSON values serialise"));
+        }
+    };
+    if !list.get().starts_with('[') {
+        return Err(not_rules());
     }
+    Ok(list.to_owned())
 }
 
 impl Failure {

@@ -9,5 +9,6 @@ pub mod fixtures;
 pub mod lab;
 pub mod netns;
 pub mod packets;
+pub mod restart;
 pub mod stream;
 pub mod topology;

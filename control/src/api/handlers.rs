@@ -12,6 +12,7 @@ use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use dse_datapath::rule::{Rule, RuleError, RuleSet};
 use serde::Deserialize;
+use serde_json::value::RawValue;
 use serde_json::{Value, json};
 use std::sync::Arc;
 
@@ -171,21 +172,30 @@ pub async fn put_rules(
     Ok(Json(applied).into_response())
 }
 
-/// Body of a batch change.
+/// Body of a batch change. Each rule is kept as its text until
+/// [`batch_rule`] reads it: a JSON tree of 100k rules would cost more than
+/// the rest of the change.
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
-struct Batch {
-    #[serde(default)]
-    add: Vec<Value>,
+struct Batch<'a> {
+    #[serde(default, borrow)]
+    add: Vec<&'a RawValue>,
     #[serde(default)]
     delete: Vec<u32>,
     expected_generation: Option<u64>,
 }
 
 /// Reads one rule of a batch, naming its id and the field that is wrong.
-fn batch_rule(i: usize, v: Value) -> Result<Rule, ApiError> {
-    let id = v.get("id").and_then(Value::as_u64);
-    serde_path_to_error::deserialize::<_, Rule>(&v).map_err(|e| {
+fn batch_rule(i: usize, raw: &RawValue) -> Result<Rule, ApiError> {
+    let mut de = serde_json::Deserializer::from_str(raw.get());
+    serde_path_to_error::deserialize::<_, Rule>(&mut de).map_err(|e| {
+        #[derive(Deserialize)]
+        struct Id {
+            id: Option<u64>,
+        }
+        let id = serde_json::from_str::<Id>(raw.get())
+            .ok()
+            .and_then(|r| r.id);
         let field = e.path().to_string();
         let reason = e.into_inner().to_string();
         ApiError::bad_request(match id {
@@ -204,12 +214,13 @@ pub async fn batch(
     let bytes = body(&s, raw)?;
     let daemon = Arc::clone(&s.daemon);
     let applied = blocking(move || {
-        let batch: Batch = parse_json(&bytes)?;
+        let batch: Batch = serde_json::from_slice(&bytes)
+            .map_err(|e| ApiError::bad_request(format!("request body: {e}")))?;
         let add = batch
             .add
-            .into_iter()
+            .iter()
             .enumerate()
-            .map(|(i, v)| batch_rule(i, v))
+            .map(|(i, raw)| batch_rule(i, raw))
             .collect::<Result<Vec<Rule>, ApiError>>()?;
         if add.is_empty() && batch.delete.is_empty() {
             return Err(ApiError::bad_request(
