@@ -42,6 +42,27 @@ pub enum ClientError {
     /// The exchange failed midway.
     #[error("talking to dse serve: {0}")]
     Http(#[from] hyper::Error),
+    /// The request cannot be made (a path that is not a URI).
+    #[error("building the request for {path:?}: {reason}")]
+    Request {
+        /// The path and query.
+        path: String,
+        /// What is wrong with it.
+        reason: String,
+    },
+}
+
+/// What a path segment must escape: everything but unreserved characters
+/// (RFC 3986), so that a name is always one segment, whatever it holds.
+const SEGMENT: &percent_encoding::AsciiSet = &percent_encoding::NON_ALPHANUMERIC
+    .remove(b'-')
+    .remove(b'.')
+    .remove(b'_')
+    .remove(b'~');
+
+/// `name` escaped as one URL path segment (or query value).
+pub fn segment(name: &str) -> percent_encoding::PercentEncode<'_> {
+    percent_encoding::utf8_percent_encode(name, SEGMENT)
 }
 
 /// A request body sent in chunks, reporting each chunk as it goes (for
@@ -130,9 +151,14 @@ impl Endpoint {
             endpoint: self.describe(),
             source,
         };
+        let path = call.path;
+        let bad_request = |e: hyper::http::Error| ClientError::Request {
+            path: path.clone(),
+            reason: e.to_string(),
+        };
         let mut req = Request::builder()
             .method(call.method)
-            .uri(call.path)
+            .uri(path.as_str())
             .header(hyper::header::HOST, "dse");
         if let Endpoint::Tcp { token, .. } = self {
             req = req.header(hyper::header::AUTHORIZATION, format!("Bearer {token}"));
@@ -146,7 +172,7 @@ impl Endpoint {
         let req = req
             .header(hyper::header::CONTENT_TYPE, content_type)
             .body(body)
-            .expect("a request from valid parts");
+            .map_err(bad_request)?;
         let resp = match self {
             Endpoint::Unix(path) => {
                 let s = tokio::net::UnixStream::connect(path)

@@ -112,7 +112,7 @@ fn each_bad_manifest_is_refused_by_name_and_nothing_is_imported() {
                 let community = r#""kind": "vendor-addon", "acceptance": "community-supported", "targets": ["host"]"#;
                 publish(depot, "addon", community, &key(1), "vendor");
             },
-            "acceptance level CommunitySupported is below the lowest allowed, PartnerSupported",
+            "acceptance level community-supported is below the lowest allowed, partner-supported",
         ),
         (
             "no signature",

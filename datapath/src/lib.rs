@@ -9,6 +9,7 @@ pub mod datapath;
 pub mod emu;
 pub mod frame;
 pub mod mem;
+pub mod name;
 pub mod netdev;
 pub mod pipeline;
 pub mod rule;

@@ -1,6 +1,6 @@
 //! `dse demo`: the whole system in one command.
 //!
-//! As root (with bpffs), the cluster demo ([`story`]): two hosts and three
+//! As root (mounting bpffs if it is missing), the cluster demo ([`story`]): two hosts and three
 //! DPUs in namespaces, the control plane with its store, a realistic rule
 //! set offloaded to XDP on every DPU, traffic and its counters, and a
 //! remediation to a new image under traffic that loses nothing. Without
@@ -18,20 +18,58 @@ pub mod traffic;
 use anyhow::Result;
 use std::path::Path;
 
-/// Why the cluster demo cannot run here, if it cannot.
+/// Where the cluster demo's XDP datapaths pin their maps.
+const BPFFS: &str = "/sys/fs/bpf";
+
+/// Why the cluster demo cannot run here, if it cannot. As root, mounts
+/// bpffs when it is missing, and says so.
 pub fn cluster_demo_missing() -> Option<String> {
     // SAFETY: geteuid has no preconditions.
     if unsafe { libc::geteuid() } != 0 {
         return Some("root (it makes network namespaces and veths and loads XDP programs)".into());
     }
-    let mounts = std::fs::read_to_string("/proc/mounts").unwrap_or_default();
-    if !mounts
-        .lines()
-        .any(|l| l.split_whitespace().nth(1) == Some("/sys/fs/bpf"))
-    {
-        return Some("bpffs at /sys/fs/bpf (mount -t bpf bpf /sys/fs/bpf)".into());
+    if bpffs_mounted() {
+        return None;
     }
-    None
+    match mount_bpffs() {
+        Ok(()) => {
+            crate::outln!("dse demo: bpffs was not mounted; mounted it at {BPFFS}.");
+            None
+        }
+        Err(e) => Some(format!(
+            "bpffs at {BPFFS}, and mounting it failed ({e}); mount it with `mount -t bpf bpf {BPFFS}`"
+        )),
+    }
+}
+
+fn bpffs_mounted() -> bool {
+    let mounts = std::fs::read_to_string("/proc/self/mounts").unwrap_or_default();
+    mounts.lines().any(|l| {
+        let mut f = l.split_whitespace();
+        f.nth(1) == Some(BPFFS) && f.next() == Some("bpf")
+    })
+}
+
+fn mount_bpffs() -> std::io::Result<()> {
+    std::fs::create_dir_all(BPFFS)?;
+    let c = |s: &str| std::ffi::CString::new(s).expect("no NUL");
+    let (source, target, fstype) = (c("bpf"), c(BPFFS), c("bpf"));
+    // SAFETY: the strings are valid and NUL-terminated for the call; no
+    // data argument.
+    let rc = unsafe {
+        libc::mount(
+            source.as_ptr(),
+            target.as_ptr(),
+            fstype.as_ptr(),
+            0,
+            std::ptr::null(),
+        )
+    };
+    if rc == 0 {
+        Ok(())
+    } else {
+        Err(std::io::Error::last_os_error())
+    }
 }
 
 /// Runs the cluster demo, or, if it cannot run here or `in_memory` asks

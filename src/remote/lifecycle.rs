@@ -5,7 +5,7 @@ use super::exit::{self, Failure};
 use super::send;
 use super::show::{table, text};
 use crate::cli::{DpuCommand, ImageCommand, LifecycleCommand};
-use dse_control::client::{Call, Endpoint, Method};
+use dse_control::client::{Call, Endpoint, Method, segment};
 use indicatif::{MultiProgress, ProgressBar, ProgressStyle};
 use serde_json::{Value, json};
 use std::collections::BTreeMap;
@@ -36,8 +36,11 @@ pub fn image(rt: &Rt, ep: &Endpoint, json: bool, command: ImageCommand) -> Resul
     if !components.is_empty() {
         image["components"] = components.iter().map(pick).collect();
     }
-    let call =
-        Call::new(Method::PUT, format!("/v1/clusters/{cluster}/image")).json(image.to_string());
+    let call = Call::new(
+        Method::PUT,
+        format!("/v1/clusters/{}/image", segment(&cluster)),
+    )
+    .json(image.to_string());
     let answer = send(rt, ep, call)?;
     if json {
         dse::outln!(
@@ -208,7 +211,10 @@ pub fn lifecycle(
             let v = send(
                 rt,
                 ep,
-                Call::new(Method::GET, format!("/v1/clusters/{cluster}/compliance")),
+                Call::new(
+                    Method::GET,
+                    format!("/v1/clusters/{}/compliance", segment(&cluster)),
+                ),
             )?;
             print(&v, compliance);
         }
@@ -216,7 +222,10 @@ pub fn lifecycle(
             let v = send(
                 rt,
                 ep,
-                Call::new(Method::POST, format!("/v1/clusters/{cluster}/precheck")),
+                Call::new(
+                    Method::POST,
+                    format!("/v1/clusters/{}/precheck", segment(&cluster)),
+                ),
             )?;
             print(&v, |v| {
                 for p in v["problems"].as_array().into_iter().flatten() {
@@ -240,7 +249,10 @@ pub fn lifecycle(
             let v = send(
                 rt,
                 ep,
-                Call::new(Method::POST, format!("/v1/clusters/{cluster}/stage")),
+                Call::new(
+                    Method::POST,
+                    format!("/v1/clusters/{}/stage", segment(&cluster)),
+                ),
             )?;
             print(&v, |v| {
                 let staged: Vec<String> = v["staged"]
@@ -261,8 +273,11 @@ pub fn lifecycle(
             no_wait,
         } => {
             let body = json!({"parallel": parallel, "keep_offload": keep_offload, "retries": retries, "dry_run": dry_run});
-            let call = Call::new(Method::POST, format!("/v1/clusters/{cluster}/remediate"))
-                .json(body.to_string());
+            let call = Call::new(
+                Method::POST,
+                format!("/v1/clusters/{}/remediate", segment(&cluster)),
+            )
+            .json(body.to_string());
             let v = send(rt, ep, call)?;
             if dry_run {
                 print(&v, compliance);
@@ -350,7 +365,11 @@ pub fn lifecycle(
         LifecycleCommand::Install { cluster, host } => {
             let call = Call::new(
                 Method::POST,
-                format!("/v1/clusters/{cluster}/hosts/{host}/install"),
+                format!(
+                    "/v1/clusters/{}/hosts/{}/install",
+                    segment(&cluster),
+                    segment(&host)
+                ),
             );
             let v = send(rt, ep, call)?;
             let as_cluster =
@@ -367,7 +386,7 @@ pub fn lifecycle(
                 ep,
                 Call::new(
                     Method::POST,
-                    format!("/v1/clusters/{cluster}/recommendations"),
+                    format!("/v1/clusters/{}/recommendations", segment(&cluster)),
                 ),
             )?;
         }
@@ -377,7 +396,7 @@ pub fn lifecycle(
                 ep,
                 Call::new(
                     Method::POST,
-                    format!("/v1/clusters/{cluster}/hardware-compatibility"),
+                    format!("/v1/clusters/{}/hardware-compatibility", segment(&cluster)),
                 ),
             )?;
         }
@@ -406,8 +425,11 @@ pub fn dpu(rt: &Rt, ep: &Endpoint, command: DpuCommand) -> Result<(), Failure> {
             "unreachable": unreachable,
         }
     });
-    let call =
-        Call::new(Method::PUT, format!("/v1/dpus/{serial}/emulation")).json(body.to_string());
+    let call = Call::new(
+        Method::PUT,
+        format!("/v1/dpus/{}/emulation", segment(&serial)),
+    )
+    .json(body.to_string());
     send(rt, ep, call)?;
     dse::outln!("DPU {serial}: boots in {boot_ms} ms");
     Ok(())

@@ -11,7 +11,7 @@ use crate::cli::{
 };
 use anyhow::Context;
 use bytes::Bytes;
-use dse_control::client::{Call, Endpoint, Method, StatusCode};
+use dse_control::client::{Call, Endpoint, Method, StatusCode, segment};
 use dse_control::daemon::DaemonConfig;
 use dse_control::lifecycle::depot::{Acceptance, DepotConfig};
 use dse_control::serve::ServeConfig;
@@ -230,7 +230,7 @@ fn dispatch(
             }
             RulesCommand::Counters { datapath } => {
                 let path = match datapath {
-                    Some(d) => format!("/v1/counters?datapath={d}"),
+                    Some(d) => format!("/v1/counters?datapath={}", segment(&d)),
                     None => "/v1/counters".into(),
                 };
                 show_answer(Call::new(Method::GET, path), show::counters)?;
@@ -260,7 +260,7 @@ fn dispatch(
                 send(
                     rt,
                     ep,
-                    Call::new(Method::DELETE, format!("/v1/datapaths/{name}")),
+                    Call::new(Method::DELETE, format!("/v1/datapaths/{}", segment(&name))),
                 )?;
                 if !json {
                     dse::outln!("detached {name}");
@@ -290,9 +290,13 @@ fn dispatch(
         },
         Command::Host { command } => match command {
             HostCommand::Add { cluster, file } => {
-                let host = read_document(&file)?;
-                let call = Call::new(Method::POST, format!("/v1/clusters/{cluster}/hosts"))
-                    .json(host.to_string());
+                let host = read_host(&file)?;
+                let body = serde_json::to_string(&host).expect("a host serialises");
+                let call = Call::new(
+                    Method::POST,
+                    format!("/v1/clusters/{}/hosts", segment(&cluster)),
+                )
+                .json(body);
                 let answer = send(rt, ep, call)?;
                 if json {
                     print(&answer, |_| {});
@@ -379,6 +383,15 @@ fn read_document(path: &std::path::Path) -> Result<Value, Failure> {
         .map_err(|e| Failure::invalid(format!("reading {}: {e}", path.display())))?;
     serde_norway::from_str(&text)
         .map_err(|e| Failure::invalid(format!("{}: not YAML or JSON: {e}", path.display())))
+}
+
+/// A host file (YAML or JSON) read as the inventory reads it, so that an
+/// error names the file, the field, and where in the file it is.
+fn read_host(path: &std::path::Path) -> Result<dse_control::lifecycle::Host, Failure> {
+    let text = std::fs::read_to_string(path)
+        .map_err(|e| Failure::invalid(format!("reading {}: {e}", path.display())))?;
+    // serde_norway's errors name the field and the line and column.
+    serde_norway::from_str(&text).map_err(|e| Failure::invalid(format!("{}: {e}", path.display())))
 }
 
 /// The rules of a file that holds a rule set (`rules:` is used) or a list

@@ -74,6 +74,7 @@ impl From<InventoryError> for ControlError {
                 what: format!("cluster named {name}: create it first (dse cluster create)"),
             },
             e @ InventoryError::ClusterExists(_) => ControlError::Exists(e.to_string()),
+            InventoryError::Invalid(e) => ControlError::BadRequest(e),
             InventoryError::Rules(broken) => ControlError::ClusterRules(broken),
             InventoryError::Image(broken) => ControlError::Image(broken),
             InventoryError::Store(e) => e.into(),

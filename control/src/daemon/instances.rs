@@ -404,16 +404,8 @@ pub fn check(
     instances: &BTreeMap<String, Running>,
 ) -> Result<(), ControlError> {
     let name = &record.name;
-    let valid = !name.is_empty()
-        && name.len() <= 32
-        && name
-            .chars()
-            .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_');
-    if !valid {
-        return Err(ControlError::BadRequest(format!(
-            "datapath name {name:?}: use 1 to 32 letters, digits, '-' or '_'"
-        )));
-    }
+    dse_datapath::name::check("datapath name", name)
+        .map_err(|e| ControlError::BadRequest(e.to_string()))?;
     if instances.contains_key(name) {
         return Err(ControlError::Exists(format!(
             "a datapath named {name} exists already: detach it first, or choose another name"

@@ -66,6 +66,8 @@ impl Daemon {
     /// [`DeviceError`] if it cannot be opened, or the serial is not in the
     /// inventory.
     pub fn device(&self, serial: &str) -> Result<Arc<dyn DpuDevice>, DeviceError> {
+        // The serial names a directory: never one outside `dpus/`.
+        dse_datapath::name::check("DPU serial", serial)?;
         let mut devices = self.devices.lock().unwrap_or_else(|p| p.into_inner());
         if let Some(d) = devices.get(serial) {
             return Ok(d.clone());

@@ -56,6 +56,18 @@ pub enum Acceptance {
     CommunitySupported,
 }
 
+/// Spelled as in manifests and flags: `partner-supported`.
+impl std::fmt::Display for Acceptance {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Acceptance::Certified => "certified",
+            Acceptance::Accepted => "accepted",
+            Acceptance::PartnerSupported => "partner-supported",
+            Acceptance::CommunitySupported => "community-supported",
+        })
+    }
+}
+
 /// The only solution allowed to add components to a DPU.
 pub const DPU_SOLUTION: &str = "nsx";
 
@@ -195,7 +207,7 @@ pub enum DepotError {
         actual: String,
     },
     /// Below the lowest acceptance level allowed.
-    #[error("{}: acceptance level {level:?} is below the lowest allowed, {lowest:?}", path.display())]
+    #[error("{}: acceptance level {level} is below the lowest allowed, {lowest}", path.display())]
     Acceptance {
         /// The manifest.
         path: PathBuf,

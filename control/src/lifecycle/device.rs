@@ -207,6 +207,9 @@ pub enum DeviceError {
     /// No DPU of this serial is in the inventory.
     #[error("no DPU {0} in the inventory")]
     Unknown(String),
+    /// The serial breaks the rule for names, so it names no directory.
+    #[error(transparent)]
+    BadSerial(#[from] dse_datapath::name::NameError),
     /// The device is booting; the operation needs it up.
     #[error("DPU {0} is booting: wait for it to come up")]
     Booting(String),

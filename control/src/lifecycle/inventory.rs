@@ -11,9 +11,15 @@ use std::str::FromStr;
 #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub struct Version(Vec<u32>);
 
-/// A version string that is not dotted numbers.
+/// The longest version string, in bytes.
+pub const MAX_VERSION: usize = 32;
+
+/// A version string that is not dotted numbers, or is too long.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[error("{0:?} is not a version: write numbers separated by dots, such as 8.0.3")]
+#[error(
+    "{} is not a version: write 1 to {MAX_VERSION} characters of numbers separated by dots, such as 8.0.3",
+    dse_datapath::name::shown(.0)
+)]
 pub struct BadVersion(pub String);
 
 impl Version {
@@ -27,6 +33,9 @@ impl FromStr for Version {
     type Err = BadVersion;
 
     fn from_str(s: &str) -> Result<Version, BadVersion> {
+        if s.len() > MAX_VERSION {
+            return Err(BadVersion(s.to_string()));
+        }
         let parts: Result<Vec<u32>, _> = s.split('.').map(str::parse).collect();
         match parts {
             Ok(p) if !p.is_empty() => Ok(Version(p)),
@@ -53,10 +62,30 @@ impl Serialize for Version {
     }
 }
 
+/// Reads a version from a string, or from a whole number (YAML's `8` is
+/// version "8"). A YAML decimal such as `24.10` is refused: as a number it
+/// has lost its trailing zero.
 impl<'de> Deserialize<'de> for Version {
     fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Version, D::Error> {
-        let s = String::deserialize(d)?;
-        s.parse().map_err(serde::de::Error::custom)
+        struct Visitor;
+        impl serde::de::Visitor<'_> for Visitor {
+            type Value = Version;
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str("a version such as \"8.0.3\"")
+            }
+            fn visit_str<E: serde::de::Error>(self, s: &str) -> Result<Version, E> {
+                s.parse().map_err(E::custom)
+            }
+            fn visit_u64<E: serde::de::Error>(self, n: u64) -> Result<Version, E> {
+                self.visit_str(&n.to_string())
+            }
+            fn visit_f64<E: serde::de::Error>(self, n: f64) -> Result<Version, E> {
+                Err(E::custom(format!(
+                    "the number {n} is not a version: quote it (\"{n}\"), since a number like 24.10 loses its trailing zero"
+                )))
+            }
+        }
+        d.deserialize_any(Visitor)
     }
 }
 
@@ -112,6 +141,42 @@ pub struct Host {
     /// Its DPUs: one or two.
     #[serde(default)]
     pub dpus: Vec<Dpu>,
+}
+
+impl Host {
+    /// Checks the host's name and its DPUs' serials, models and hardware
+    /// revisions against the one rule for names
+    /// ([`dse_datapath::name::check`]), and that no serial repeats within
+    /// the host.
+    ///
+    /// # Errors
+    /// The first field that breaks it, named by its path (`dpus[1].serial`).
+    pub fn check_names(&self) -> Result<(), String> {
+        use dse_datapath::name::check;
+        check("host name", &self.name).map_err(|e| e.to_string())?;
+        let host = &self.name;
+        for (i, d) in self.dpus.iter().enumerate() {
+            let fields = [
+                ("serial", "DPU serial", &d.serial),
+                ("model", "DPU model", &d.model),
+                (
+                    "hardware_revision",
+                    "hardware revision",
+                    &d.hardware_revision,
+                ),
+            ];
+            for (field, what, value) in fields {
+                check(what, value).map_err(|e| format!("host {host}: dpus[{i}].{field}: {e}"))?;
+            }
+            if let Some(j) = self.dpus[..i].iter().position(|o| o.serial == d.serial) {
+                return Err(format!(
+                    "host {host}: dpus[{i}].serial: DPU serial {} is also dpus[{j}]'s; each DPU has its own serial",
+                    d.serial
+                ));
+            }
+        }
+        Ok(())
+    }
 }
 
 /// How a cluster's software is managed.

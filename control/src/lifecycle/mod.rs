@@ -26,6 +26,9 @@ pub enum InventoryError {
     /// A cluster of this name exists already.
     #[error("a cluster named {0} exists already: pick another name")]
     ClusterExists(String),
+    /// A name or value is malformed: the field and what is allowed.
+    #[error("{0}")]
+    Invalid(String),
     /// The change would break cluster rules: each is listed.
     #[error("{}", list(.0))]
     Rules(Vec<RuleBroken>),
@@ -54,7 +57,16 @@ pub(crate) fn list<E: std::fmt::Display>(errors: &[E]) -> String {
 /// rule it breaks (host names and DPU serials are unique across clusters);
 /// [`InventoryError::Store`]. Nothing changes on an error.
 pub fn create_cluster(store: &Store, cluster: Cluster, who: &str) -> Result<(), InventoryError> {
-    let what = format!("create cluster {}", cluster.name);
+    let what = format!(
+        "create cluster {}",
+        dse_datapath::name::shown(&cluster.name)
+    );
+    dse_datapath::name::check("cluster name", &cluster.name)
+        .map_err(|e| InventoryError::Invalid(e.to_string()))?;
+    for (i, h) in cluster.hosts.iter().enumerate() {
+        h.check_names()
+            .map_err(|e| InventoryError::Invalid(format!("hosts[{i}]: {e}")))?;
+    }
     store.update_clusters(who, &what, |all| {
         if all.iter().any(|c| c.name == cluster.name) {
             return Err(InventoryError::ClusterExists(cluster.name.clone()));
@@ -86,7 +98,12 @@ pub fn create_cluster(store: &Store, cluster: Cluster, who: &str) -> Result<(), 
 /// rule the host would break; [`InventoryError::Store`]. Nothing changes
 /// on an error.
 pub fn add_host(store: &Store, cluster: &str, host: Host, who: &str) -> Result<(), InventoryError> {
-    let what = format!("add host {} to cluster {cluster}", host.name);
+    let what = format!(
+        "add host {} to cluster {}",
+        dse_datapath::name::shown(&host.name),
+        dse_datapath::name::shown(cluster)
+    );
+    host.check_names().map_err(InventoryError::Invalid)?;
     store.update_clusters(who, &what, |all| {
         let c = all
             .iter()

@@ -14,12 +14,8 @@ impl RuleSet {
         let mut names = HashSet::new();
         let mut indices = HashSet::new();
         for (i, p) in self.ports.iter().enumerate() {
-            if p.name.is_empty() {
-                return Err(RuleError::doc(
-                    format!("ports[{i}].name"),
-                    "a port needs a name",
-                ));
-            }
+            crate::name::check("port name", &p.name)
+                .map_err(|e| RuleError::doc(format!("ports[{i}].name"), e.to_string()))?;
             if !names.insert(p.name.as_str()) {
                 return Err(RuleError::doc(
                     format!("ports[{i}].name"),
@@ -52,6 +48,8 @@ impl RuleSet {
         }
         let mut meters = HashSet::new();
         for (i, m) in self.meters.iter().enumerate() {
+            crate::name::check("meter name", &m.name)
+                .map_err(|e| RuleError::doc(format!("meters[{i}].name"), e.to_string()))?;
             if !meters.insert(m.name.as_str()) {
                 return Err(RuleError::doc(
                     format!("meters[{i}].name"),
