@@ -46,7 +46,7 @@ const DEMO: &[Need] = &[
 /// datapath, started by the bench itself; no service, no kernel module).
 const TEST: &[Need] = &[
     program("clang", "clang"),
-    program("llc", "llvm"),
+    program("llvm-strip", "llvm"),
     program("make", "make"),
     Need {
         probe: Probe::File("/usr/include/bpf/bpf_helpers.h"),
