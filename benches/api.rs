@@ -160,6 +160,7 @@ fn main() {
         tcp: None,
         token_file: None,
         max_body: 1 << 30,
+        limits: Default::default(),
     };
     let rt = tokio::runtime::Runtime::new().expect("a runtime");
     let (stop, stopped) = tokio::sync::oneshot::channel::<()>();

@@ -144,9 +144,18 @@ pub struct ServeArgs {
     /// Also serve the API on TCP at this address (needs --token-file).
     #[arg(long)]
     pub listen: Option<SocketAddr>,
-    /// Largest request body, in bytes.
+    /// Largest request body, in bytes (checked against Content-Length
+    /// before reading; the default holds the largest rule set, 2Mi rules).
     #[arg(long, default_value_t = 512 << 20)]
     pub max_body: usize,
+    /// Seconds a client has to send a request's headers (also how long an
+    /// idle connection stays open).
+    #[arg(long, default_value_t = 10)]
+    pub header_timeout: u64,
+    /// Connections open at once on each listener (Unix socket, TCP); more
+    /// are closed as they arrive.
+    #[arg(long, default_value_t = 512)]
+    pub max_connections: usize,
     /// Worker threads of each host-path (emu) datapath.
     #[arg(long, default_value_t = 2)]
     pub emu_workers: usize,

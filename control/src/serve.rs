@@ -5,7 +5,7 @@
 //! the bearer token read from a file. A second daemon on the same socket
 //! or the same database is refused by name.
 
-use crate::api::{self, ApiState, Metrics, Peer, TokenDigest};
+use crate::api::{self, ApiState, Metrics, TokenDigest};
 use crate::daemon::{ControlError, Daemon, DaemonConfig};
 use std::net::SocketAddr;
 use std::os::unix::fs::PermissionsExt;
@@ -25,6 +25,8 @@ pub struct ServeConfig {
     pub token_file: Option<PathBuf>,
     /// The largest request body accepted, in bytes.
     pub max_body: usize,
+    /// Header timeout and connection cap of each listener.
+    pub limits: crate::api::conn::ConnLimits,
 }
 
 /// Why `dse serve` could not start or stopped.
@@ -108,6 +110,28 @@ fn read_token(path: &PathBuf) -> Result<TokenDigest, ServeError> {
     Ok(TokenDigest::of(&text))
 }
 
+/// Raises the soft limit on open files to the hard one: each listener may
+/// hold its full connection cap beside the datapaths' and the store's
+/// descriptors.
+fn raise_file_limit() {
+    let mut lim = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    // SAFETY: getrlimit and setrlimit only read and write `lim`.
+    unsafe {
+        if libc::getrlimit(libc::RLIMIT_NOFILE, &mut lim) == 0 && lim.rlim_cur < lim.rlim_max {
+            lim.rlim_cur = lim.rlim_max;
+            if libc::setrlimit(libc::RLIMIT_NOFILE, &lim) != 0 {
+                tracing::warn!(
+                    "raising the open-file limit: {}",
+                    std::io::Error::last_os_error()
+                );
+            }
+        }
+    }
+}
+
 /// Runs the daemon until `shutdown` completes. XDP datapaths stay pinned
 /// and forwarding after it returns; the next `dse serve` adopts them.
 ///
@@ -125,6 +149,7 @@ pub async fn serve(
     // The socket is claimed first, so that a second daemon on it brings up
     // nothing; it is bound only once the daemon holds the store, so that a
     // client that connects is answered by a daemon that can serve it.
+    raise_file_limit();
     claim_socket(&config.socket)?;
     let daemon_config = config.daemon.clone();
     let daemon = tokio::task::spawn_blocking(move || Daemon::open(daemon_config))
@@ -137,6 +162,7 @@ pub async fn serve(
         daemon,
         max_body: config.max_body,
         metrics: Metrics::default(),
+        large_bodies: tokio::sync::Semaphore::new(1),
     });
     let app = api::router(Arc::clone(&state));
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
@@ -144,37 +170,28 @@ pub async fn serve(
         shutdown.await;
         let _ = stop_tx.send(true);
     });
-    let stopped = |mut rx: tokio::sync::watch::Receiver<bool>| async move {
-        let _ = rx.wait_for(|s| *s).await;
-    };
     let mut servers = tokio::task::JoinSet::new();
     if let (Some(addr), Some(token)) = (config.tcp, token) {
-        let tcp = tokio::net::TcpListener::bind(addr)
-            .await
-            .map_err(listen_err(addr))?;
+        // A deep accept queue: a burst of connections waits to be
+        // accepted (or closed, over the cap) rather than retrying its SYN.
+        let socket = match addr {
+            SocketAddr::V4(_) => tokio::net::TcpSocket::new_v4(),
+            SocketAddr::V6(_) => tokio::net::TcpSocket::new_v6(),
+        }
+        .map_err(listen_err(addr))?;
+        socket.set_reuseaddr(true).map_err(listen_err(addr))?;
+        socket.bind(addr).map_err(listen_err(addr))?;
+        let tcp = socket.listen(4096).map_err(listen_err(addr))?;
         let app = app.clone().layer(axum::middleware::from_fn_with_state(
             token,
             api::require_token,
         ));
-        let rx = stop_rx.clone();
-        servers.spawn(async move {
-            axum::serve(tcp, app.into_make_service_with_connect_info::<Peer>())
-                .with_graceful_shutdown(stopped(rx))
-                .await
-        });
+        servers.spawn(api::conn::serve(tcp, app, config.limits, stop_rx.clone()));
         tracing::info!("API on tcp {addr} (bearer token required)");
     }
     tracing::info!("API on unix socket {}", config.socket.display());
-    servers.spawn(async move {
-        axum::serve(unix, app.into_make_service_with_connect_info::<Peer>())
-            .with_graceful_shutdown(stopped(stop_rx))
-            .await
-    });
-    while let Some(done) = servers.join_next().await {
-        if let Ok(Err(e)) = done {
-            tracing::error!("API server: {e}");
-        }
-    }
+    servers.spawn(api::conn::serve(unix, app, config.limits, stop_rx));
+    while servers.join_next().await.is_some() {}
     let _ = std::fs::remove_file(&config.socket);
     Ok(())
 }

@@ -40,6 +40,7 @@ pub fn serve_config(dir: &Path, pins: &Path) -> ServeConfig {
         tcp: None,
         token_file: None,
         max_body: 64 << 20,
+        limits: Default::default(),
     }
 }
 

@@ -52,6 +52,10 @@ pub fn serve(args: ServeArgs, connection: &Connection) -> anyhow::Result<()> {
         tcp: args.listen,
         token_file: connection.token_file.clone(),
         max_body: args.max_body,
+        limits: dse_control::api::conn::ConnLimits {
+            header_timeout: std::time::Duration::from_secs(args.header_timeout),
+            max_connections: args.max_connections,
+        },
     };
     let rt = tokio::runtime::Runtime::new().context("starting the async runtime")?;
     rt.block_on(async {

@@ -46,7 +46,19 @@ pub(super) fn json_body<T: serde::de::DeserializeOwned>(
 
 /// `bytes` parsed as JSON `T`, or 400 naming what is wrong.
 fn parse_json<T: serde::de::DeserializeOwned>(bytes: &[u8]) -> Result<T, ApiError> {
+    object(bytes)?;
     serde_json::from_slice(bytes).map_err(|e| ApiError::bad_request(format!("request body: {e}")))
+}
+
+/// Refuses a body that is not a JSON object: serde would read an array's
+/// items as a struct's fields in order.
+fn object(bytes: &[u8]) -> Result<(), ApiError> {
+    match bytes.iter().find(|b| !b.is_ascii_whitespace()) {
+        Some(b'{') => Ok(()),
+        _ => Err(ApiError::bad_request(
+            "request body: expected a JSON object ({...}); see /openapi.json for its fields",
+        )),
+    }
 }
 
 fn is_yaml(headers: &HeaderMap) -> bool {
@@ -187,6 +199,11 @@ struct Batch<'a> {
 
 /// Reads one rule of a batch, naming its id and the field that is wrong.
 fn batch_rule(i: usize, raw: &RawValue) -> Result<Rule, ApiError> {
+    if !raw.get().starts_with('{') {
+        return Err(ApiError::bad_request(format!(
+            "request body: add[{i}]: a rule is a JSON object"
+        )));
+    }
     let mut de = serde_json::Deserializer::from_str(raw.get());
     serde_path_to_error::deserialize::<_, Rule>(&mut de).map_err(|e| {
         #[derive(Deserialize)]
@@ -214,6 +231,7 @@ pub async fn batch(
     let bytes = body(&s, raw)?;
     let daemon = Arc::clone(&s.daemon);
     let applied = blocking(move || {
+        object(&bytes)?;
         let batch: Batch = serde_json::from_slice(&bytes)
             .map_err(|e| ApiError::bad_request(format!("request body: {e}")))?;
         let add = batch

@@ -4,7 +4,9 @@
 //! checked against the OpenAPI document (`control/openapi.json`, served at
 //! `/openapi.json`) by a test, so neither can drift from the other.
 
+pub mod conn;
 mod error;
+mod guard;
 mod handlers;
 mod lifecycle;
 mod metrics;
@@ -15,13 +17,11 @@ pub use metrics::Metrics;
 
 use crate::daemon::Daemon;
 use axum::Router;
-use axum::extract::connect_info::Connected;
 use axum::extract::{DefaultBodyLimit, Request, State};
 use axum::http::{Method, StatusCode, header};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use axum::routing::{MethodRouter, delete, get, post, put};
-use axum::serve::IncomingStream;
 use sha2::{Digest, Sha256};
 use std::sync::Arc;
 use subtle::ConstantTimeEq;
@@ -37,29 +37,13 @@ pub struct ApiState {
     pub max_body: usize,
     /// Request counters and timings.
     pub metrics: Metrics,
+    /// One large request body is read at a time.
+    pub large_bodies: tokio::sync::Semaphore,
 }
 
 /// Who is asking, for the audit log: the Unix user, or the TCP peer.
 #[derive(Debug, Clone)]
 pub struct Peer(pub String);
-
-impl Connected<IncomingStream<'_, tokio::net::UnixListener>> for Peer {
-    fn connect_info(stream: IncomingStream<'_, tokio::net::UnixListener>) -> Peer {
-        Peer(match stream.io().peer_cred() {
-            Ok(c) => match c.pid() {
-                Some(pid) => format!("uid {} (pid {pid})", c.uid()),
-                None => format!("uid {}", c.uid()),
-            },
-            Err(_) => "unix socket".into(),
-        })
-    }
-}
-
-impl Connected<IncomingStream<'_, tokio::net::TcpListener>> for Peer {
-    fn connect_info(stream: IncomingStream<'_, tokio::net::TcpListener>) -> Peer {
-        Peer(format!("token holder at {}", stream.remote_addr()))
-    }
-}
 
 /// Every endpoint: method, path (axum syntax) and handler.
 pub fn routes() -> Vec<(Method, &'static str, MethodRouter<Arc<ApiState>>)> {
@@ -165,6 +149,11 @@ pub fn router(state: Arc<ApiState>) -> Router {
             metrics::record,
         ))
         .layer(DefaultBodyLimit::max(limit))
+        .layer(axum::middleware::from_fn_with_state(
+            Arc::clone(&state),
+            guard::admit_body,
+        ))
+        .layer(axum::middleware::from_fn(guard::json_errors))
         .with_state(state)
 }
 

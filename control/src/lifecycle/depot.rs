@@ -376,6 +376,12 @@ pub fn import(
         .filter(|p| p.extension().is_some_and(|x| x == "json"))
         .collect();
     paths.sort();
+    if paths.is_empty() {
+        return Err(vec![DepotError::Malformed {
+            path: from.to_path_buf(),
+            reason: "no depot here: a depot directory holds manifests (NAME.json), each with its signature (NAME.json.sig) and payloads".into(),
+        }]);
+    }
     let (good, bad): (Vec<_>, Vec<_>) = paths
         .iter()
         .map(|p| verify(p, keys, lowest).map(|m| (p, m)))

@@ -52,6 +52,7 @@ pub fn config(dir: &TempDir) -> ServeConfig {
         tcp: None,
         token_file: None,
         max_body: 1 << 20,
+        limits: Default::default(),
     }
 }
 

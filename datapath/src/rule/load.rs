@@ -80,6 +80,21 @@ impl RuleSet {
     }
 
     fn parse_value(doc: Value) -> Result<RuleSet, RuleError> {
+        // serde would read a list's items as a struct's fields in order.
+        if !doc.is_object() {
+            return Err(RuleError::Syntax(
+                "a rule set is a mapping of `ports`, `meters` and `rules`".into(),
+            ));
+        }
+        if let Some(i) = doc["rules"]
+            .as_array()
+            .and_then(|rules| rules.iter().position(|r| !r.is_object()))
+        {
+            return Err(RuleError::doc(
+                format!("rules[{i}]"),
+                "a rule is a mapping of `id`, `priority`, `match` and `actions`",
+            ));
+        }
         serde_path_to_error::deserialize(&doc).map_err(|e| locate(&doc, e))
     }
 
@@ -108,7 +123,14 @@ struct Skimmed<'a> {
 /// parsed on every CPU. `None` if anything is wrong (the caller parses
 /// again, slowly, to name what).
 fn parse_parallel(bytes: &[u8]) -> Option<RuleSet> {
+    // Anything but a mapping of rule mappings takes the checked path.
+    if bytes.iter().find(|b| !b.is_ascii_whitespace()) != Some(&b'{') {
+        return None;
+    }
     let skimmed: Skimmed<'_> = serde_json::from_slice(bytes).ok()?;
+    if skimmed.rules.iter().any(|raw| !raw.get().starts_with('{')) {
+        return None;
+    }
     let threads = std::thread::available_parallelism().map_or(1, |n| n.get());
     let per = skimmed.rules.len().div_ceil(threads).max(1);
     let parts: Vec<Option<Vec<super::Rule>>> = std::thread::scope(|s| {

@@ -1,0 +1,154 @@
+//! Hostile clients against the real binary: 25,000 idle TCP connections
+//! leave the Unix socket answering (each listener holds at most its cap,
+//! and closes the rest as they come), and bodies announced over the limit
+//! are refused before they are read, three at once, with the daemon's
+//! memory checked.
+
+mod common;
+
+use common::daemon::DaemonProcess;
+use std::io::{BufRead, Read, Write};
+use std::net::TcpStream;
+use std::os::unix::net::UnixStream;
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+/// Resident memory of `pid`, in kB.
+fn rss_kb(pid: u32) -> u64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+        .expect("VmRSS")
+}
+
+/// Not a test on its own: with `DSE_HOLD` set to `ADDR COUNT`, opens
+/// COUNT connections to ADDR, says "ready", and holds them until its
+/// standard input closes. The test below runs two of these, since one
+/// process may not open 25,000 files.
+#[test]
+fn hold_idle_connections() {
+    let Ok(hold) = std::env::var("DSE_HOLD") else {
+        return;
+    };
+    let (addr, count) = hold.split_once(' ').unwrap();
+    let held: Vec<TcpStream> = (0..count.parse::<usize>().unwrap())
+        .map(|i| TcpStream::connect(addr).unwrap_or_else(|e| panic!("connection {i}: {e}")))
+        .collect();
+    println!("ready");
+    let _ = std::io::stdin().read_to_end(&mut Vec::new());
+    drop(held);
+}
+
+#[test]
+fn idle_connections_by_the_thousand_leave_the_unix_socket_answering() {
+    let (dir, bpffs) = DaemonProcess::paths("idle");
+    let token = dir.join("token");
+    std::fs::write(&token, "a-token\n").unwrap();
+    let addr = format!("127.0.0.1:{}", free_port());
+    let token_arg = token.to_string_lossy().into_owned();
+    let d = DaemonProcess::start_with(
+        dir.clone(),
+        bpffs,
+        &[
+            "--listen",
+            &addr,
+            "--token-file",
+            &token_arg,
+            "--max-connections",
+            "256",
+        ],
+    );
+    let me = std::env::current_exe().unwrap();
+    let holders: Vec<_> = (0..2)
+        .map(|_| {
+            let mut c = Command::new(&me)
+                .args([
+                    "--exact",
+                    "hold_idle_connections",
+                    "--nocapture",
+                    "--test-threads",
+                    "1",
+                ])
+                .env("DSE_HOLD", format!("{addr} 12500"))
+                .stdin(Stdio::piped())
+                .stdout(Stdio::piped())
+                .spawn()
+                .unwrap();
+            let mut out = std::io::BufReader::new(c.stdout.take().unwrap());
+            let mut line = String::new();
+            while !line.contains("ready") {
+                line.clear();
+                assert!(out.read_line(&mut line).unwrap() > 0, "a holder failed");
+            }
+            c
+        })
+        .collect();
+    let started = Instant::now();
+    let out = d.cli(&["status"]);
+    assert!(
+        out.status.success(),
+        "dse status answers beside 25,000 idle connections: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        started.elapsed() < Duration::from_secs(5),
+        "{:?}",
+        started.elapsed()
+    );
+    // The daemon holds at most its cap of them.
+    let fds = std::fs::read_dir(format!("/proc/{}/fd", d.child.id()))
+        .unwrap()
+        .count();
+    assert!(fds < 600, "the daemon holds {fds} descriptors");
+    for mut h in holders {
+        drop(h.stdin.take());
+        h.wait().unwrap();
+    }
+}
+
+#[test]
+fn bodies_over_the_limit_are_refused_before_they_are_read() {
+    let (dir, bpffs) = DaemonProcess::paths("bigbody");
+    let d = DaemonProcess::start_with(dir.clone(), bpffs, &["--max-body", "16777216"]);
+    let before = rss_kb(d.child.id());
+    // Three clients at once, each announcing 600 MB and sending 64 MB.
+    let senders: Vec<_> = (0..3)
+        .map(|_| {
+            let socket = d.socket();
+            std::thread::spawn(move || {
+                let mut c = UnixStream::connect(socket).unwrap();
+                c.write_all(b"PUT /v1/rules HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nContent-Length: 600000000\r\n\r\n")
+                    .unwrap();
+                let chunk = vec![b' '; 1 << 20];
+                for _ in 0..64 {
+                    // The daemon closes the connection after its answer.
+                    if c.write_all(&chunk).is_err() {
+                        break;
+                    }
+                }
+                c.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+                let mut answer = Vec::new();
+                let _ = c.read_to_end(&mut answer);
+                String::from_utf8_lossy(&answer).into_owned()
+            })
+        })
+        .collect();
+    for s in senders {
+        let answer = s.join().unwrap();
+        assert!(answer.starts_with("HTTP/1.1 413"), "{answer:?}");
+        assert!(answer.contains("body_too_large"), "{answer}");
+    }
+    let grew = rss_kb(d.child.id()).saturating_sub(before);
+    assert!(grew < 32 << 10, "the daemon grew by {grew} kB");
+    assert!(d.cli(&["status"]).status.success());
+}
