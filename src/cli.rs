@@ -131,6 +131,15 @@ pub enum Command {
     Stats,
     /// The daemon's health, the desired generation and each datapath's state.
     Status,
+    /// Print a shell completion script: `dse completions bash >
+    /// /etc/bash_completion.d/dse`.
+    Completions {
+        /// The shell.
+        #[arg(value_enum)]
+        shell: clap_complete::Shell,
+    },
+    /// Print the man page (roff): `dse man > /usr/share/man/man1/dse.1`.
+    Man,
 }
 
 #[derive(Args)]

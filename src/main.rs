@@ -5,7 +5,7 @@ mod cli;
 mod remote;
 
 use anyhow::{Context, Result};
-use clap::Parser;
+use clap::{CommandFactory, Parser};
 use cli::{Cli, Command, RulesCommand};
 use dse_datapath::{RuleSet, compile};
 use std::path::Path;
@@ -118,6 +118,20 @@ fn run() -> ExitCode {
         } => local(check(&file)),
         Command::Serve(args) => local(remote::serve(args, &cli.connection)),
         Command::Bench(args) => local(bench(args, cli.output)),
+        Command::Completions { shell } => {
+            let mut out = Vec::new();
+            clap_complete::generate(shell, &mut Cli::command(), "dse", &mut out);
+            dse::out!("{}", String::from_utf8_lossy(&out));
+            ExitCode::SUCCESS
+        }
+        Command::Man => local((|| {
+            let mut out = Vec::new();
+            clap_mangen::Man::new(Cli::command())
+                .render(&mut out)
+                .context("rendering the man page")?;
+            dse::out!("{}", String::from_utf8_lossy(&out));
+            Ok(())
+        })()),
         command => remote::run(&cli.connection, cli.output, command),
     }
 }

@@ -358,7 +358,11 @@ fn dispatch(
                 show::status,
             );
         }
-        Command::Demo { .. } | Command::Serve(_) | Command::Bench(_) => unreachable!("run locally"),
+        Command::Demo { .. }
+        | Command::Serve(_)
+        | Command::Bench(_)
+        | Command::Completions { .. }
+        | Command::Man => unreachable!("run locally"),
     }
     Ok(())
 }
