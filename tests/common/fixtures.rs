@@ -723,6 +723,83 @@ pub fn table() -> Vec<Fixture> {
             Output(1, v6_with_extensions(&[ext_frag(5, false)], Udp(1000, 53))),
         ),
         f(
+            "IPv6 later fragment naming hop-by-hop: L3 only",
+            "- {id: 1, priority: 20, match: {ip_proto: udp}, actions: [drop]}\n- {id: 2, priority: 10, match: {ip_proto: 0}, actions: [{output: p1}]}",
+            0,
+            v6_later_fragment(0, &[17, 0, 0, 0, 0, 0, 0, 0, 3, 232, 0, 53, 0, 8, 0, 0]),
+            Output(
+                1,
+                v6_later_fragment(0, &[17, 0, 0, 0, 0, 0, 0, 0, 3, 232, 0, 53, 0, 8, 0, 0]),
+            ),
+        ),
+        f(
+            "IPv6 later fragment naming routing: L3 only",
+            "- {id: 1, priority: 20, match: {ip_proto: udp}, actions: [drop]}\n- {id: 2, priority: 10, match: {ip_proto: 43}, actions: [{output: p1}]}",
+            0,
+            v6_later_fragment(43, &[17, 0, 0, 0, 0, 0, 0, 0, 3, 232, 0, 53, 0, 8, 0, 0]),
+            Output(
+                1,
+                v6_later_fragment(43, &[17, 0, 0, 0, 0, 0, 0, 0, 3, 232, 0, 53, 0, 8, 0, 0]),
+            ),
+        ),
+        f(
+            "IPv6 later fragment naming fragment: L3 only",
+            "- {id: 1, priority: 20, match: {ip_proto: udp}, actions: [drop]}\n- {id: 2, priority: 10, match: {ip_proto: 44}, actions: [{output: p1}]}",
+            0,
+            v6_later_fragment(44, &[17, 0, 0, 0, 0, 0, 0, 0, 3, 232, 0, 53, 0, 8, 0, 0]),
+            Output(
+                1,
+                v6_later_fragment(44, &[17, 0, 0, 0, 0, 0, 0, 0, 3, 232, 0, 53, 0, 8, 0, 0]),
+            ),
+        ),
+        f(
+            "IPv6 later fragment naming destination options: L3 only",
+            "- {id: 1, priority: 20, match: {ip_proto: udp}, actions: [drop]}\n- {id: 2, priority: 10, match: {ip_proto: 60}, actions: [{output: p1}]}",
+            0,
+            v6_later_fragment(60, &[17, 0, 0, 0, 0, 0, 0, 0, 3, 232, 0, 53, 0, 8, 0, 0]),
+            Output(
+                1,
+                v6_later_fragment(60, &[17, 0, 0, 0, 0, 0, 0, 0, 3, 232, 0, 53, 0, 8, 0, 0]),
+            ),
+        ),
+        f(
+            "IPv6 later fragment naming UDP: no L4 fields",
+            "- {id: 1, priority: 20, match: {ip_proto: udp, l4_dst: 53}, actions: [drop]}\n- {id: 2, priority: 10, match: {ip_proto: udp}, actions: [{output: p1}]}",
+            0,
+            v6_later_fragment(17, &[3, 232, 0, 53, 0, 16, 0, 0, 1, 2, 3, 4, 5, 6, 7, 8]),
+            Output(
+                1,
+                v6_later_fragment(17, &[3, 232, 0, 53, 0, 16, 0, 0, 1, 2, 3, 4, 5, 6, 7, 8]),
+            ),
+        ),
+        f(
+            "IPv6 later fragment naming TCP: no L4 fields",
+            "- {id: 1, priority: 20, match: {ip_proto: tcp, l4_dst: 53}, actions: [drop]}\n- {id: 2, priority: 10, match: {ip_proto: tcp}, actions: [{output: p1}]}",
+            0,
+            v6_later_fragment(
+                6,
+                &[
+                    3, 232, 0, 53, 0, 0, 0, 1, 0, 0, 0, 0, 0x50, 0x02, 0xff, 0xff, 0, 0, 0, 0,
+                ],
+            ),
+            Output(
+                1,
+                v6_later_fragment(
+                    6,
+                    &[
+                        3, 232, 0, 53, 0, 0, 0, 1, 0, 0, 0, 0, 0x50, 0x02, 0xff, 0xff, 0, 0, 0, 0,
+                    ],
+                ),
+            ),
+        ),
+        f(
+            "IPv6 later fragment naming ICMPv6: no L4 fields",
+            "- {id: 1, priority: 20, match: {ip_proto: icmpv6, l4_src: 128}, actions: [drop]}\n- {id: 2, priority: 10, match: {ip_proto: icmpv6}, actions: [{output: p1}]}",
+            0,
+            v6_later_fragment(58, &[128, 0, 0, 0, 0, 1, 0, 1]),
+            Output(1, v6_later_fragment(58, &[128, 0, 0, 0, 0, 1, 0, 1])),
+        ),
+        f(
             "IPv6 NAT with extension headers",
             "- {id: 1, priority: 10, actions: [{set_l4_dst: 5353}, {output: p1}]}",
             0,

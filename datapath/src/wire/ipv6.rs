@@ -91,7 +91,9 @@ impl<T: AsRef<[u8]> + AsMut<[u8]>> Packet<T> {
 /// Where the upper-layer header of an IPv6 packet is.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Chain {
-    /// The upper-layer protocol after the extension headers.
+    /// The upper-layer protocol after the extension headers; for a later
+    /// fragment, the protocol its fragment header names (the chain is not
+    /// walked past that header: the rest is fragment data).
     pub protocol: u8,
     /// Offset of the upper-layer header from the start of the IPv6 header.
     pub upper_offset: usize,
@@ -131,11 +133,15 @@ pub fn walk_chain(packet: &[u8]) -> Result<Chain> {
             ipproto::FRAGMENT => {
                 need("ipv6 fragment", at + 8, end)?;
                 chain.fragment = true;
-                if read_u16(packet, at + 2) & 0xfff8 != 0 {
-                    chain.later_fragment = true;
-                }
                 chain.protocol = packet[at];
                 chain.upper_offset = at + 8;
+                if read_u16(packet, at + 2) & 0xfff8 != 0 {
+                    // A later fragment: what follows is the middle of the
+                    // fragmentable part, not headers. Its protocol is what
+                    // the fragment header names.
+                    chain.later_fragment = true;
+                    return Ok(chain);
+                }
             }
             _ => return Ok(chain),
         }

@@ -186,10 +186,16 @@ static __always_inline int parse_frame(void *data, void *end, __u16 in_port,
 				h = AT(data, end, off + at, 8);
 				if (!h)
 					return -1;
-				if (rd16(h + 2) & 0xfff8)
-					later = 1;
 				proto = h[0];
 				at += 8;
+				/* A later fragment: what follows is the middle of
+				 * the fragmentable part, not headers; its protocol
+				 * is what the fragment header names. */
+				if (rd16(h + 2) & 0xfff8) {
+					later = 1;
+					done = 1;
+					break;
+				}
 			} else {
 				done = 1;
 				break;
