@@ -191,6 +191,33 @@ pub enum AcceptanceArg {
     CommunitySupported,
 }
 
+impl AcceptanceArg {
+    /// The level itself.
+    pub fn level(self) -> dse_control::lifecycle::depot::Acceptance {
+        use dse_control::lifecycle::depot::Acceptance;
+        match self {
+            AcceptanceArg::Certified => Acceptance::Certified,
+            AcceptanceArg::Accepted => Acceptance::Accepted,
+            AcceptanceArg::PartnerSupported => Acceptance::PartnerSupported,
+            AcceptanceArg::CommunitySupported => Acceptance::CommunitySupported,
+        }
+    }
+}
+
+/// Spelled as in manifests and messages (`partner-supported`).
+impl std::fmt::Display for AcceptanceArg {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        self.level().fmt(f)
+    }
+}
+
+impl DepotCommand {
+    /// Whether it runs without the daemon.
+    pub fn is_local(&self) -> bool {
+        matches!(self, DepotCommand::Keygen { .. } | DepotCommand::Add { .. })
+    }
+}
+
 #[derive(Subcommand)]
 pub enum RulesCommand {
     /// Make a rule file the desired rule set and apply it to every datapath.
@@ -305,6 +332,55 @@ pub enum DepotCommand {
     },
     /// The imported manifests.
     List,
+    /// Make an ed25519 key pair to sign depot manifests with: the secret
+    /// key goes to --out (mode 0600); the public half is printed as the
+    /// line `dse serve --trusted-keys` reads. Runs locally.
+    Keygen {
+        /// The key's id, as signatures and trusted-keys lines name it.
+        #[arg(long)]
+        id: String,
+        /// Where to write the secret key (never overwritten).
+        #[arg(long)]
+        out: PathBuf,
+    },
+    /// Add content to a depot directory: copy the payloads, write the
+    /// manifest (`NAME-VERSION.json`) with their SHA-256, and sign it.
+    /// Runs locally; import the directory with `dse depot import`.
+    Add {
+        /// The depot directory (created if missing).
+        depot: PathBuf,
+        /// base-image, vendor-addon, firmware-addon or component.
+        #[arg(long)]
+        kind: String,
+        /// Its name, such as dse-datapath.
+        #[arg(long)]
+        name: String,
+        /// Its version, such as 2.1.
+        #[arg(long)]
+        version: String,
+        /// How far it is vouched for.
+        #[arg(long, value_enum)]
+        acceptance: AcceptanceArg,
+        /// Where it installs: host, dpu or both (comma-separated).
+        #[arg(long, value_delimiter = ',', required = true)]
+        targets: Vec<String>,
+        /// The solution adding it (components; only nsx may add to a DPU).
+        #[arg(long)]
+        solution: Option<String>,
+        /// The DPU vendor it is made for (firmware and vendor add-ons):
+        /// nvidia-bluefield or amd-pensando.
+        #[arg(long)]
+        vendor: Option<String>,
+        /// The DPU models it is made for (comma-separated; none: any).
+        #[arg(long, value_delimiter = ',')]
+        models: Vec<String>,
+        /// A file to ship (repeat for several).
+        #[arg(long = "payload", required = true)]
+        payloads: Vec<PathBuf>,
+        /// The secret key from `dse depot keygen`.
+        #[arg(long)]
+        key: PathBuf,
+    },
 }
 
 #[derive(Subcommand)]

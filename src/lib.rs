@@ -3,5 +3,6 @@
 
 pub mod bench;
 pub mod demo;
+pub mod depot;
 pub mod lab;
 pub mod out;

@@ -82,6 +82,48 @@ fn local(result: Result<()>) -> ExitCode {
     }
 }
 
+/// `dse depot keygen` and `dse depot add`, which need no daemon.
+fn depot_tool(command: cli::DepotCommand) -> Result<()> {
+    match command {
+        cli::DepotCommand::Keygen { id, out } => {
+            let line = dse::depot::keygen(&id, &out)?;
+            eprintln!(
+                "wrote the secret key to {}; give dse serve this line in its --trusted-keys file:",
+                out.display()
+            );
+            dse::outln!("{line}");
+            Ok(())
+        }
+        cli::DepotCommand::Add {
+            depot,
+            kind,
+            name,
+            version,
+            acceptance,
+            targets,
+            solution,
+            vendor,
+            models,
+            payloads,
+            key,
+        } => {
+            let key = dse::depot::KeyFile::load(&key)?;
+            let fields = serde_json::json!({
+                "kind": kind, "name": name, "version": version,
+                "acceptance": acceptance.to_string(), "targets": targets,
+                "solution": solution, "vendor": vendor, "models": models,
+                "payloads": [],
+            });
+            let manifest = serde_path_to_error::deserialize(&fields)
+                .map_err(|e| anyhow::anyhow!("--{}: {}", e.path(), e.inner()))?;
+            let path = dse::depot::add(&depot, &key, dse::depot::Addition { manifest, payloads })?;
+            dse::outln!("added {}, signed by key {}", path.display(), key.id);
+            Ok(())
+        }
+        _ => unreachable!("only the local depot commands"),
+    }
+}
+
 fn main() -> ExitCode {
     // SIGPIPE stays ignored (Rust's default): a client or reader that goes
     // away is an error to handle, never the end of `dse serve` (see dse::out).
@@ -118,6 +160,7 @@ fn run() -> ExitCode {
         } => local(check(&file)),
         Command::Serve(args) => local(remote::serve(args, &cli.connection)),
         Command::Bench(args) => local(bench(args, cli.output)),
+        Command::Depot { command } if command.is_local() => local(depot_tool(command)),
         Command::Completions { shell } => {
             let mut out = Vec::new();
             clap_complete::generate(shell, &mut Cli::command(), "dse", &mut out);

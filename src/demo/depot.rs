@@ -3,28 +3,36 @@
 //! datapath 2.0 whose payload is the real XDP object), each manifest
 //! signed with a key the control plane is told to trust.
 
+use crate::depot::{Addition, KeyFile, add};
 use anyhow::{Context, Result};
-use ed25519_dalek::{Signer, SigningKey};
-use sha2::{Digest, Sha256};
+use ed25519_dalek::SigningKey;
 use std::path::Path;
 
-/// The name the demo's signing key goes by.
-const KEY_NAME: &str = "demo";
-
-fn publish(dir: &Path, key: &SigningKey, name: &str, manifest: &str, payload: &[u8]) -> Result<()> {
-    let file = format!("{name}.payload");
-    let write = |path: &Path, bytes: &[u8]| {
-        std::fs::write(path, bytes).with_context(|| format!("writing {}", path.display()))
-    };
-    write(&dir.join(&file), payload)?;
-    let sha = hex::encode(Sha256::digest(payload));
-    let manifest = manifest.replace("FILE", &file).replace("SHA", &sha);
-    write(&dir.join(format!("{name}.json")), manifest.as_bytes())?;
-    let sig = key.sign(manifest.as_bytes());
-    write(
-        &dir.join(format!("{name}.json.sig")),
-        format!("{KEY_NAME} {}\n", hex::encode(sig.to_bytes())).as_bytes(),
-    )
+/// Writes `payload` beside the depot and adds it to `depot` under
+/// `manifest` (its fields but the payloads), signed by `key`.
+fn publish(
+    depot: &Path,
+    key: &KeyFile,
+    name: &str,
+    manifest: serde_json::Value,
+    payload: &[u8],
+) -> Result<()> {
+    let staged = depot.with_extension("payloads");
+    std::fs::create_dir_all(&staged).with_context(|| format!("creating {}", staged.display()))?;
+    let file = staged.join(format!("{name}.payload"));
+    std::fs::write(&file, payload).with_context(|| format!("writing {}", file.display()))?;
+    let mut fields = manifest;
+    fields["payloads"] = serde_json::json!([]);
+    let manifest = serde_json::from_value(fields).context("a demo manifest")?;
+    add(
+        depot,
+        key,
+        Addition {
+            manifest,
+            payloads: vec![file],
+        },
+    )?;
+    Ok(())
 }
 
 /// Writes the depot under `dir/depot` and the trusted key to
@@ -34,25 +42,21 @@ fn publish(dir: &Path, key: &SigningKey, name: &str, manifest: &str, payload: &[
 /// A file that could not be written.
 pub fn write(dir: &Path) -> Result<std::path::PathBuf> {
     // A fixed key: the demo's depot is its own, rebuilt on every run.
-    let key = SigningKey::from_bytes(&[7; 32]);
+    let key = KeyFile {
+        id: "demo".into(),
+        key: SigningKey::from_bytes(&[7; 32]),
+    };
     let depot = dir.join("depot");
     std::fs::create_dir_all(&depot).with_context(|| format!("creating {}", depot.display()))?;
-    std::fs::write(
-        dir.join("trusted-keys"),
-        format!(
-            "{KEY_NAME} {}\n",
-            hex::encode(key.verifying_key().to_bytes())
-        ),
-    )
-    .context("writing the trusted keys")?;
+    std::fs::write(dir.join("trusted-keys"), key.trusted_line() + "\n")
+        .context("writing the trusted keys")?;
     for version in ["8.0.3", "8.0.4"] {
         publish(
             &depot,
             &key,
             &format!("esxi-{version}"),
-            &format!(
-                r#"{{"kind": "base-image", "name": "esxi", "version": "{version}", "acceptance": "certified", "targets": ["host", "dpu"], "payloads": [{{"file": "FILE", "sha256": "SHA"}}]}}"#
-            ),
+            serde_json::json!({"kind": "base-image", "name": "esxi", "version": version,
+                "acceptance": "certified", "targets": ["host", "dpu"]}),
             format!("esxi {version}").as_bytes(),
         )?;
     }
@@ -61,9 +65,9 @@ pub fn write(dir: &Path) -> Result<std::path::PathBuf> {
             &depot,
             &key,
             &format!("fw-{version}"),
-            &format!(
-                r#"{{"kind": "firmware-addon", "name": "bluefield-fw", "version": "{version}", "acceptance": "partner-supported", "targets": ["dpu"], "vendor": "nvidia-bluefield", "models": ["BlueField-3"], "payloads": [{{"file": "FILE", "sha256": "SHA"}}]}}"#
-            ),
+            serde_json::json!({"kind": "firmware-addon", "name": "bluefield-fw", "version": version,
+                "acceptance": "partner-supported", "targets": ["dpu"],
+                "vendor": "nvidia-bluefield", "models": ["BlueField-3"]}),
             format!("firmware {version}").as_bytes(),
         )?;
     }
@@ -71,7 +75,8 @@ pub fn write(dir: &Path) -> Result<std::path::PathBuf> {
         &depot,
         &key,
         "dse-datapath-2.0",
-        r#"{"kind": "component", "name": "dse-datapath", "version": "2.0", "acceptance": "certified", "targets": ["dpu"], "solution": "nsx", "payloads": [{"file": "FILE", "sha256": "SHA"}]}"#,
+        serde_json::json!({"kind": "component", "name": "dse-datapath", "version": "2.0",
+            "acceptance": "certified", "targets": ["dpu"], "solution": "nsx"}),
         dse_ebpf::object_v2(),
     )?;
     Ok(depot)

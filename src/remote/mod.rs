@@ -6,14 +6,14 @@ mod lifecycle;
 mod show;
 
 use crate::cli::{
-    AcceptanceArg, BackendArg, ClusterCommand, Command, Connection, DatapathCommand, DepotCommand,
-    HostCommand, Output, RulesCommand, ServeArgs,
+    BackendArg, ClusterCommand, Command, Connection, DatapathCommand, DepotCommand, HostCommand,
+    Output, RulesCommand, ServeArgs,
 };
 use anyhow::Context;
 use bytes::Bytes;
 use dse_control::client::{Call, Endpoint, Method, StatusCode, segment};
 use dse_control::daemon::DaemonConfig;
-use dse_control::lifecycle::depot::{Acceptance, DepotConfig};
+use dse_control::lifecycle::depot::DepotConfig;
 use dse_control::serve::ServeConfig;
 use dse_datapath::xdp::XdpLimits;
 use exit::Failure;
@@ -38,12 +38,7 @@ pub fn serve(args: ServeArgs, connection: &Connection) -> anyhow::Result<()> {
         xdp_skb_mode: args.xdp_skb,
         depot: DepotConfig {
             trusted_keys: args.trusted_keys,
-            lowest_acceptance: match args.lowest_acceptance {
-                AcceptanceArg::Certified => Acceptance::Certified,
-                AcceptanceArg::Accepted => Acceptance::Accepted,
-                AcceptanceArg::PartnerSupported => Acceptance::PartnerSupported,
-                AcceptanceArg::CommunitySupported => Acceptance::CommunitySupported,
-            },
+            lowest_acceptance: args.lowest_acceptance.level(),
         },
     };
     let config = ServeConfig {
@@ -334,6 +329,9 @@ fn dispatch(
                 } else {
                     show::manifests(&Value::Array(manifests));
                 }
+            }
+            DepotCommand::Keygen { .. } | DepotCommand::Add { .. } => {
+                unreachable!("run locally")
             }
         },
         Command::Image { command } => lifecycle::image(rt, ep, json, command)?,

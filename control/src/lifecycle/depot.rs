@@ -272,6 +272,11 @@ impl TrustedKeys {
         Ok(TrustedKeys(keys))
     }
 
+    /// Only `key`, named `id` (for checking what one signs oneself).
+    pub fn one(id: &str, key: VerifyingKey) -> TrustedKeys {
+        TrustedKeys(BTreeMap::from([(id.to_string(), key)]))
+    }
+
     /// The key with id `id`.
     pub fn get(&self, id: &str) -> Option<&VerifyingKey> {
         self.0.get(id)
