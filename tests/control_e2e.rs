@@ -2,7 +2,8 @@
 //! CLI driving it, traffic through veths between two namespaces.
 //!
 //! - The same rule set offloaded (xdp) and on the host path (emu over
-//!   AF_PACKET) counts the same traffic the same way.
+//!   AF_PACKET) counts the same traffic the same way, and loses none of it,
+//!   with busy loops on every core beside it.
 //! - SIGKILL of the daemon in the middle of a large apply: after a restart
 //!   the store and the XDP datapath hold one whole generation, and the XDP
 //!   datapath forwarded every packet throughout.
@@ -83,6 +84,9 @@ fn offload_and_host_path_count_the_same_traffic_alike() {
     if !privileged("e2e-probe") {
         return;
     }
+    // Busy loops on every core throughout, as on a loaded CI machine: at
+    // this rate neither path may lose a datagram all the same.
+    let _hogs = CpuHogs::start();
     let t = Topology::new("ce", 81);
     let (dir, bpffs) = DaemonProcess::paths("ce");
     // Nothing listens yet: exit code 5, and the message says what to do.
@@ -176,6 +180,43 @@ fn offload_and_host_path_count_the_same_traffic_alike() {
     assert_eq!(code, 7, "detaching twice: not found");
     let metrics = d.cli(&["status"]);
     assert!(metrics.status.success());
+}
+
+/// Processes that keep every core busy while they live; killed on drop.
+struct CpuHogs(Vec<std::process::Child>);
+
+impl CpuHogs {
+    fn start() -> CpuHogs {
+        let cores = std::thread::available_parallelism().map_or(2, |n| n.get());
+        CpuHogs(
+            (0..cores)
+                .map(|_| {
+                    use std::os::unix::process::CommandExt;
+                    let mut c = std::process::Command::new("sh");
+                    c.args(["-c", "exec yes > /dev/null"]);
+                    // A session of its own, so a scheduling group of its
+                    // own (autogroup), as another job's would be.
+                    // SAFETY: setsid is async-signal-safe.
+                    unsafe {
+                        c.pre_exec(|| {
+                            libc::setsid();
+                            Ok(())
+                        });
+                    }
+                    c.spawn().expect("starts a busy loop")
+                })
+                .collect(),
+        )
+    }
+}
+
+impl Drop for CpuHogs {
+    fn drop(&mut self) {
+        for c in &mut self.0 {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
 }
 
 /// A rule file of `RULES` plus `extra` exact rules that no test traffic hits.

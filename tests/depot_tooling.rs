@@ -17,15 +17,32 @@ fn a_depot_made_with_keygen_and_add_imports_and_a_changed_payload_is_refused() {
             .output()
             .expect("dse runs")
     };
-    let out = dse(&["depot", "keygen", "--id", "acme", "--out", key.to_str().unwrap()]);
+    let out = dse(&[
+        "depot",
+        "keygen",
+        "--id",
+        "acme",
+        "--out",
+        key.to_str().unwrap(),
+    ]);
     assert!(out.status.success(), "{}", failure(&out).1);
     let line = String::from_utf8(out.stdout).unwrap();
     let (id, public) = line.trim().split_once(' ').unwrap();
     assert_eq!((id, public.len()), ("acme", 64), "{line}");
     let mode = std::fs::metadata(&key).unwrap().permissions().mode();
     assert_eq!(mode & 0o777, 0o600, "the secret key is private");
-    let again = dse(&["depot", "keygen", "--id", "acme", "--out", key.to_str().unwrap()]);
-    assert!(!again.status.success(), "an existing key is never overwritten");
+    let again = dse(&[
+        "depot",
+        "keygen",
+        "--id",
+        "acme",
+        "--out",
+        key.to_str().unwrap(),
+    ]);
+    assert!(
+        !again.status.success(),
+        "an existing key is never overwritten"
+    );
     let trusted = dir.join("trusted-keys");
     std::fs::write(&trusted, &line).unwrap();
 
@@ -34,10 +51,25 @@ fn a_depot_made_with_keygen_and_add_imports_and_a_changed_payload_is_refused() {
     std::fs::write(&object, dse_ebpf::object_v2()).unwrap();
     let add = |depot: &std::path::Path, version: &str, extra: &[&str]| {
         let mut args = vec![
-            "depot", "add", depot.to_str().unwrap(), "--kind", "component", "--name",
-            "dse-datapath", "--version", version, "--acceptance", "partner-supported",
-            "--targets", "dpu", "--solution", "nsx", "--payload", object.to_str().unwrap(),
-            "--key", key.to_str().unwrap(),
+            "depot",
+            "add",
+            depot.to_str().unwrap(),
+            "--kind",
+            "component",
+            "--name",
+            "dse-datapath",
+            "--version",
+            version,
+            "--acceptance",
+            "partner-supported",
+            "--targets",
+            "dpu",
+            "--solution",
+            "nsx",
+            "--payload",
+            object.to_str().unwrap(),
+            "--key",
+            key.to_str().unwrap(),
         ];
         args.extend_from_slice(extra);
         dse(&args)
@@ -53,9 +85,23 @@ fn a_depot_made_with_keygen_and_add_imports_and_a_changed_payload_is_refused() {
         failure(&bad).1
     );
     let bad = dse(&[
-        "depot", "add", good.to_str().unwrap(), "--kind", "driver", "--name", "x",
-        "--version", "1", "--acceptance", "accepted", "--targets", "dpu", "--payload",
-        object.to_str().unwrap(), "--key", key.to_str().unwrap(),
+        "depot",
+        "add",
+        good.to_str().unwrap(),
+        "--kind",
+        "driver",
+        "--name",
+        "x",
+        "--version",
+        "1",
+        "--acceptance",
+        "accepted",
+        "--targets",
+        "dpu",
+        "--payload",
+        object.to_str().unwrap(),
+        "--key",
+        key.to_str().unwrap(),
     ]);
     assert!(failure(&bad).1.contains("--kind"), "{}", failure(&bad).1);
 

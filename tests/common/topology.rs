@@ -134,6 +134,11 @@ impl Topology {
             let s = UdpSocket::bind(addr).expect("binds in B");
             s.set_read_timeout(Some(Duration::from_millis(300)))
                 .unwrap();
+            // Room for a whole burst: on a busy machine the receiving
+            // thread may not run for a while, and a default-sized queue
+            // (about 300 small datagrams) then overflows in the test, not
+            // in the datapath (seen as B's UDP RcvbufErrors).
+            force_rcvbuf(&s, 8 << 20);
             s
         })
     }
@@ -146,6 +151,23 @@ impl Topology {
     pub fn b_addr(&self, port: u16) -> SocketAddr {
         format!("{}:{port}", self.b_ip).parse().unwrap()
     }
+}
+
+/// Sets `sock`'s receive buffer to `bytes`, past `net.core.rmem_max`
+/// (the tests run as root).
+fn force_rcvbuf(sock: &UdpSocket, bytes: libc::c_int) {
+    use std::os::fd::AsRawFd;
+    // SAFETY: setsockopt reads `bytes` for the length given.
+    let rc = unsafe {
+        libc::setsockopt(
+            sock.as_raw_fd(),
+            libc::SOL_SOCKET,
+            libc::SO_RCVBUFFORCE,
+            (&bytes as *const libc::c_int).cast(),
+            std::mem::size_of::<libc::c_int>() as libc::socklen_t,
+        )
+    };
+    assert_eq!(rc, 0, "SO_RCVBUFFORCE: {}", std::io::Error::last_os_error());
 }
 
 /// Datagrams `sock` receives before it times out.

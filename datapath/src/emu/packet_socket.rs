@@ -136,9 +136,26 @@ impl PacketSocket {
             tv_usec: timeout.subsec_micros() as libc::suseconds_t,
         };
         setsockopt(&fd, libc::SOL_SOCKET, libc::SO_RCVTIMEO, &tv, "SO_RCVTIMEO")?;
-        let buf: libc::c_int = 4 << 20;
-        setsockopt(&fd, libc::SOL_SOCKET, libc::SO_RCVBUF, &buf, "SO_RCVBUF")?;
-        setsockopt(&fd, libc::SOL_SOCKET, libc::SO_SNDBUF, &buf, "SO_SNDBUF")?;
+        // Queues that ride out a worker's scheduling delay on a busy
+        // machine: past net.core.rmem_max/wmem_max where allowed
+        // (CAP_NET_ADMIN), else as large as those allow.
+        let buf: libc::c_int = 8 << 20;
+        setsockopt(
+            &fd,
+            libc::SOL_SOCKET,
+            libc::SO_RCVBUFFORCE,
+            &buf,
+            "SO_RCVBUFFORCE",
+        )
+        .or_else(|_| setsockopt(&fd, libc::SOL_SOCKET, libc::SO_RCVBUF, &buf, "SO_RCVBUF"))?;
+        setsockopt(
+            &fd,
+            libc::SOL_SOCKET,
+            libc::SO_SNDBUFFORCE,
+            &buf,
+            "SO_SNDBUFFORCE",
+        )
+        .or_else(|_| setsockopt(&fd, libc::SOL_SOCKET, libc::SO_SNDBUF, &buf, "SO_SNDBUF"))?;
         let addr = Self::address(ifindex as i32, proto);
         // SAFETY: `addr` is a valid sockaddr_ll of the length given.
         let ret = unsafe {
