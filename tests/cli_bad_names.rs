@@ -32,6 +32,13 @@ fn bad_names_and_values_are_refused_whole_naming_the_field() {
         std::fs::write(&p, text).unwrap();
         p.to_string_lossy().into_owned()
     };
+    let host_add = |name: &str, text: &str| -> Vec<String> {
+        ["host", "add", "--cluster", "c1", "-f"]
+            .map(String::from)
+            .into_iter()
+            .chain([file(name, text)])
+            .collect()
+    };
     let good_dpu = "serial: S1, firmware: '24.1'";
     let long_version = format!("'{}'", "1.".repeat(100_000) + "1");
     let inventory = d.json(&["cluster", "list"]);
@@ -76,101 +83,52 @@ fn bad_names_and_values_are_refused_whole_naming_the_field() {
         ),
         (
             "an empty host name",
-            vec![
-                "host".into(),
-                "add".into(),
-                "--cluster".into(),
-                "c1".into(),
-                "-f".into(),
-                file("h-empty.yaml", &host("''", "'8.0.3'", &[good_dpu])),
-            ],
+            host_add("h-empty.yaml", &host("''", "'8.0.3'", &[good_dpu])),
             vec!["host name", "empty"],
         ),
         (
             "an empty DPU serial",
-            vec![
-                "host".into(),
-                "add".into(),
-                "--cluster".into(),
-                "c1".into(),
-                "-f".into(),
-                file(
-                    "h-noserial.yaml",
-                    &host("h1", "'8.0.3'", &["serial: '', firmware: '24.1'"]),
-                ),
-            ],
+            host_add(
+                "h-noserial.yaml",
+                &host("h1", "'8.0.3'", &["serial: '', firmware: '24.1'"]),
+            ),
             vec!["dpus[0].serial", "DPU serial", "empty"],
         ),
         (
             "a DPU serial that climbs out of a directory",
-            vec![
-                "host".into(),
-                "add".into(),
-                "--cluster".into(),
-                "c1".into(),
-                "-f".into(),
-                file(
-                    "h-dots.yaml",
-                    &host("h1", "'8.0.3'", &["serial: '../../x', firmware: '24.1'"]),
-                ),
-            ],
+            host_add(
+                "h-dots.yaml",
+                &host("h1", "'8.0.3'", &["serial: '../../x', firmware: '24.1'"]),
+            ),
             vec!["dpus[0].serial", "'/' is not allowed"],
         ),
         (
             "an absolute path as a DPU serial",
-            vec![
-                "host".into(),
-                "add".into(),
-                "--cluster".into(),
-                "c1".into(),
-                "-f".into(),
-                file(
-                    "h-abs.yaml",
-                    &host("h1", "'8.0.3'", &["serial: /etc/x, firmware: '24.1'"]),
-                ),
-            ],
+            host_add(
+                "h-abs.yaml",
+                &host("h1", "'8.0.3'", &["serial: /etc/x, firmware: '24.1'"]),
+            ),
             vec!["dpus[0].serial", "'/' is not allowed"],
         ),
         (
             "the same serial twice in one host",
-            vec![
-                "host".into(),
-                "add".into(),
-                "--cluster".into(),
-                "c1".into(),
-                "-f".into(),
-                file(
-                    "h-twice.yaml",
-                    &host("h1", "'8.0.3'", &[good_dpu, good_dpu]),
-                ),
-            ],
+            host_add(
+                "h-twice.yaml",
+                &host("h1", "'8.0.3'", &[good_dpu, good_dpu]),
+            ),
             vec!["dpus[1].serial", "also dpus[0]"],
         ),
         (
             "a 200 kB host version",
-            vec![
-                "host".into(),
-                "add".into(),
-                "--cluster".into(),
-                "c1".into(),
-                "-f".into(),
-                file("h-long.yaml", &host("h1", &long_version, &[good_dpu])),
-            ],
+            host_add("h-long.yaml", &host("h1", &long_version, &[good_dpu])),
             vec!["h-long.yaml", "version", "not a version", "line 2"],
         ),
         (
             "an unquoted decimal firmware version",
-            vec![
-                "host".into(),
-                "add".into(),
-                "--cluster".into(),
-                "c1".into(),
-                "-f".into(),
-                file(
-                    "h-float.yaml",
-                    &host("h1", "'8.0.3'", &["serial: S1, firmware: 24.10"]),
-                ),
-            ],
+            host_add(
+                "h-float.yaml",
+                &host("h1", "'8.0.3'", &["serial: S1, firmware: 24.10"]),
+            ),
             vec!["h-float.yaml", "dpus[0].firmware", "quote it", "line 4"],
         ),
         (

@@ -6,7 +6,7 @@
 
 mod common;
 
-use common::daemon::DaemonProcess;
+use common::daemon::{DaemonProcess, free_port, rss_kb};
 use serde_json::json;
 use std::io::{Read, Write};
 use std::net::TcpStream;
@@ -24,15 +24,6 @@ fn rules(n: u32) -> String {
         })
         .collect();
     json!({"ports": [{"name": "p0", "index": 0}], "rules": rules}).to_string()
-}
-
-/// A free loopback port (the daemon binds it right after).
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
 }
 
 #[test]
@@ -131,16 +122,6 @@ fn clients_that_close_before_reading_cost_the_daemon_nothing() {
         2,
         "{some}"
     );
-}
-
-/// Resident memory of `pid`, in kB.
-fn rss_kb(pid: u32) -> u64 {
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
-    status
-        .lines()
-        .find_map(|l| l.strip_prefix("VmRSS:"))
-        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
-        .expect("VmRSS")
 }
 
 #[test]

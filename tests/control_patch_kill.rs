@@ -14,7 +14,8 @@ mod common;
 use common::bpf::PinDir;
 use common::daemon::{DaemonProcess, failure};
 use common::restart::{
-    Steady, attach, datapath, delivered, exact_rules, packets_of, rule_set, write,
+    KillPoints, Steady, attach, datapath, delivered, exact_rules, kill_rounds, packets_of,
+    rule_set, write,
 };
 use common::topology::Topology;
 use serde_json::{Value, json};
@@ -148,10 +149,7 @@ fn sigkill_at_random_points_of_patches_keeps_the_datapath_equal_to_the_store() {
     if PinDir::new("patchkill-probe").is_none() {
         return;
     }
-    let rounds: u32 = std::env::var("DSE_KILL_ROUNDS")
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(20);
+    let rounds = kill_rounds();
     let t = Topology::new("pk", 87);
     let (dir, bpffs) = DaemonProcess::paths("pk");
     let serve = |dir, bpffs| DaemonProcess::start_with(dir, bpffs, &["--xdp-max-rules", MAX_RULES]);
@@ -200,8 +198,7 @@ fn sigkill_at_random_points_of_patches_keeps_the_datapath_equal_to_the_store() {
         took[0], took[1]
     );
     let steady = Steady::start(&t);
-    let mut seed = u64::from(std::process::id());
-    eprintln!("kill points seeded with {seed}");
+    let mut points = KillPoints::new();
     let watched = [1, LARGE.0, BASE.0];
     let mut counts = packets_of(&d, &watched);
     let mut generation_before = held(&d, "before the kills").1;
@@ -213,11 +210,7 @@ fn sigkill_at_random_points_of_patches_keeps_the_datapath_equal_to_the_store() {
             .stderr(Stdio::null())
             .spawn()
             .unwrap();
-        seed = seed
-            .wrapping_mul(6_364_136_223_846_793_005)
-            .wrapping_add(1_442_695_040_888_963_407);
-        let fraction = 1.2 * (seed >> 33) as f64 / (1u64 << 31) as f64;
-        let point = took[round as usize % 2].mul_f64(fraction);
+        let point = points.next(took[round as usize % 2]);
         std::thread::sleep(point);
         let (dir, bpffs) = d.kill();
         let acked = child.wait().unwrap().success();

@@ -11,7 +11,8 @@ mod common;
 use common::bpf::PinDir;
 use common::daemon::{DaemonProcess, failure};
 use common::restart::{
-    Steady, attach, datapath, delivered, forwards_only, kept_count, rule_set, write,
+    KillPoints, Steady, attach, datapath, delivered, forwards_only, kept_count, kill_rounds,
+    rule_set, write,
 };
 use common::topology::Topology;
 use std::process::Stdio;
@@ -75,10 +76,7 @@ fn sigkill_at_random_points_of_large_applies_keeps_the_datapath_equal_to_the_sto
     if PinDir::new("killloop-probe").is_none() {
         return;
     }
-    let rounds: u32 = std::env::var("DSE_KILL_ROUNDS")
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(20);
+    let rounds = kill_rounds();
     let n = 200_000;
     let t = Topology::new("rk", 85);
     let (dir, bpffs) = DaemonProcess::paths("rk");
@@ -96,10 +94,8 @@ fn sigkill_at_random_points_of_large_applies_keeps_the_datapath_equal_to_the_sto
     let apply_time = started.elapsed();
     attach(&d, &t);
     let steady = Steady::start(&t);
-    // A linear congruential generator: random points, reproducible from
-    // the seed printed.
-    let mut seed = u64::from(std::process::id());
-    eprintln!("kill points seeded with {seed}; an apply takes {apply_time:?}");
+    let mut points = KillPoints::new();
+    eprintln!("an apply takes {apply_time:?}");
     let (mut generation_before, mut kept) = (1u64, kept_count(&d));
     for round in 0..rounds {
         let file = &sets[(round as usize + 1) % 2];
@@ -109,10 +105,7 @@ fn sigkill_at_random_points_of_large_applies_keeps_the_datapath_equal_to_the_sto
             .stderr(Stdio::null())
             .spawn()
             .unwrap();
-        seed = seed
-            .wrapping_mul(6_364_136_223_846_793_005)
-            .wrapping_add(1_442_695_040_888_963_407);
-        let point = apply_time.mul_f64(1.2 * (seed >> 33) as f64 / (1u64 << 31) as f64);
+        let point = points.next(apply_time);
         std::thread::sleep(point);
         let (dir, bpffs) = d.kill();
         let acked = apply.wait().unwrap().success();

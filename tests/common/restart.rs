@@ -181,3 +181,32 @@ impl Steady {
         (self.sender.join().unwrap(), self.receiver.join().unwrap())
     }
 }
+
+/// How many kill rounds the kill loops run: `DSE_KILL_ROUNDS`, or 20.
+pub fn kill_rounds() -> u32 {
+    std::env::var("DSE_KILL_ROUNDS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(20)
+}
+
+/// Random kill points, reproducible from the seed printed: a linear
+/// congruential generator seeded with the test's pid.
+pub struct KillPoints(u64);
+
+impl KillPoints {
+    pub fn new() -> KillPoints {
+        let seed = u64::from(std::process::id());
+        eprintln!("kill points seeded with {seed}");
+        KillPoints(seed)
+    }
+
+    /// A point in the first 1.2 spans of `span` (some after it ends).
+    pub fn next(&mut self, span: Duration) -> Duration {
+        self.0 = self
+            .0
+            .wrapping_mul(6_364_136_223_846_793_005)
+            .wrapping_add(1_442_695_040_888_963_407);
+        span.mul_f64(1.2 * (self.0 >> 33) as f64 / (1u64 << 31) as f64)
+    }
+}
