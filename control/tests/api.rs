@@ -416,6 +416,14 @@ fn the_openapi_document_and_the_code_do_not_drift() {
         .map(|(m, p, _)| (m.to_string(), p.to_string()))
         .collect();
     assert_eq!(documented(&doc), code, "routes and the document differ");
+    for (path, item) in doc["paths"].as_object().unwrap() {
+        for (method, op) in item.as_object().unwrap() {
+            assert!(
+                op["responses"]["401"].is_object(),
+                "{method} {path} documents its 401 (over TCP without the token)"
+            );
+        }
+    }
 
     let s = Served::start("openapi");
     let (status, served) = s.call(Method::GET, "/openapi.json", None);

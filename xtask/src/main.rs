@@ -57,6 +57,13 @@ const TEST: &[Need] = &[
     program("nft", "nftables"),
     program("ovs-vswitchd", "openvswitch-switch"),
     program("unshare", "util-linux"),
+    // schemathesis, installed from PyPI into a virtual environment of
+    // the API conformance test's own.
+    program("python3", "python3"),
+    Need {
+        probe: Probe::File("/usr/share/doc/python3-venv"),
+        package: "python3-venv",
+    },
 ];
 
 const BPFFS: &str = "/sys/fs/bpf";

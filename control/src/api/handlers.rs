@@ -370,10 +370,18 @@ pub struct AuditQuery {
     last: Option<usize>,
 }
 
+/// The most audit entries one answer holds.
+const MAX_AUDIT: usize = 10_000;
+
 /// `GET /v1/audit`
 pub async fn audit(State(s): State<Arc<ApiState>>, Query(q): Query<AuditQuery>) -> Answer {
     let daemon = Arc::clone(&s.daemon);
-    let limit = q.limit.unwrap_or(100).min(10_000);
+    let limit = q.limit.unwrap_or(100);
+    if limit > MAX_AUDIT || q.last.is_some_and(|n| n > MAX_AUDIT) {
+        return Err(ApiError::bad_request(format!(
+            "limit and last: at most {MAX_AUDIT} entries at a time; page on with after"
+        )));
+    }
     if q.last.is_some() && q.after != 0 {
         return Err(ApiError::bad_request(
             "give either after (entries from a sequence number on) or last (the newest entries), not both",

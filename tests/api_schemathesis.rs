@@ -1,0 +1,109 @@
+//! The API against its own OpenAPI document, fuzzed by schemathesis (from
+//! PyPI, in a virtual environment of this test's own under the target
+//! directory): with the bearer token, and without it (every operation
+//! answers its documented 401). Every check runs but
+//! `positive_data_acceptance`: schema-valid requests that break a rule the
+//! document cannot state (an interface that does not exist, a cluster
+//! rule) are refused by design.
+//!
+//! Needs python3 with venv and PyPI; under CI=true their absence fails.
+
+mod common;
+
+use common::daemon::{DaemonProcess, free_port};
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+const SCHEMATHESIS: &str = "schemathesis==4.32.5";
+
+/// The `st` of a virtual environment with schemathesis, made on first use.
+fn schemathesis() -> Option<PathBuf> {
+    let venv = Path::new(env!("CARGO_TARGET_TMPDIR")).join("schemathesis-venv");
+    let st = venv.join("bin/st");
+    if st.exists() {
+        return Some(st);
+    }
+    let made = Command::new("python3")
+        .arg("-m")
+        .arg("venv")
+        .arg(&venv)
+        .status();
+    let installed = made.is_ok_and(|s| s.success())
+        && Command::new(venv.join("bin/pip"))
+            .args(["install", "--quiet", SCHEMATHESIS])
+            .status()
+            .is_ok_and(|s| s.success());
+    if !installed {
+        let _ = std::fs::remove_dir_all(&venv);
+        assert!(
+            std::env::var("CI").is_err(),
+            "CI needs python3-venv and PyPI to install {SCHEMATHESIS}"
+        );
+        return None;
+    }
+    Some(st)
+}
+
+/// Runs schemathesis on `schema` against `url`, with `extra` arguments;
+/// panics with its report unless it finds nothing.
+fn fuzz(st: &Path, schema: &str, url: &str, extra: &[&str], what: &str) {
+    let out = Command::new(st)
+        .args([
+            "run",
+            schema,
+            "--url",
+            url,
+            "--max-examples",
+            "10",
+            "--workers",
+            "1",
+        ])
+        .args([
+            "--seed",
+            "1",
+            "--exclude-checks",
+            "positive_data_acceptance",
+        ])
+        .args(extra)
+        .env("NO_COLOR", "1")
+        .output()
+        .expect("schemathesis runs");
+    let report = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{what}: schemathesis found failures:\n{report}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+#[test]
+fn schemathesis_finds_nothing_with_the_token_or_without_it() {
+    let Some(st) = schemathesis() else {
+        return;
+    };
+    let (dir, bpffs) = DaemonProcess::paths("schemathesis");
+    let token = dir.join("token");
+    std::fs::write(&token, "the-token\n").unwrap();
+    let addr = format!("127.0.0.1:{}", free_port());
+    let d = DaemonProcess::start_with(
+        dir.clone(),
+        bpffs,
+        &["--listen", &addr, "--token-file", token.to_str().unwrap()],
+    );
+    let url = format!("http://{addr}");
+    let served = format!("{url}/openapi.json");
+    fuzz(
+        &st,
+        &served,
+        &url,
+        &["--header", "Authorization: Bearer the-token"],
+        "with the token",
+    );
+    // Without it even the document is refused: fuzz from the file.
+    let file = concat!(env!("CARGO_MANIFEST_DIR"), "/control/openapi.json");
+    fuzz(&st, file, &url, &[], "without the token");
+    assert!(
+        d.cli(&["status"]).status.success(),
+        "the daemon answers after"
+    );
+}
