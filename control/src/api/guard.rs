@@ -1,6 +1,6 @@
 //! Middleware that holds the API to its promises whatever a client sends:
 //! a body over the limit is refused by its `Content-Length` before a byte
-//! of it is read, large bodies are read one at a time (changes are applied
+//! of it is kept, large bodies are read one at a time (changes are applied
 //! one at a time anyway), and every error is the documented JSON.
 
 use super::{ApiError, ApiState};
@@ -23,6 +23,10 @@ pub async fn admit_body(State(s): State<Arc<ApiState>>, req: Request, next: Next
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.parse::<u64>().ok());
     if length.is_some_and(|n| n > s.max_body as u64) {
+        // A lingering close, as web servers do: what the client is still
+        // sending is read and thrown away (for a while), so that it gets
+        // to read the 413 rather than a broken pipe.
+        discard(req.into_body()).await;
         return ApiError::too_large(s.max_body).into_response();
     }
     let has_body = matches!(*req.method(), Method::PUT | Method::POST | Method::PATCH);
@@ -33,6 +37,20 @@ pub async fn admit_body(State(s): State<Arc<ApiState>>, req: Request, next: Next
         return next.run(req).await;
     }
     next.run(req).await
+}
+
+/// Reads and drops `body` until it ends, nothing arrives for 250 ms, or
+/// 10 s have passed: memory stays flat whatever its length.
+async fn discard(body: axum::body::Body) {
+    use http_body_util::BodyExt;
+    let mut body = body;
+    let until = tokio::time::Instant::now() + std::time::Duration::from_secs(10);
+    while tokio::time::Instant::now() < until {
+        match tokio::time::timeout(std::time::Duration::from_millis(250), body.frame()).await {
+            Ok(Some(Ok(_))) => {}
+            _ => return,
+        }
+    }
 }
 
 /// Turns an error answer that is not JSON (axum's own rejections of a bad
