@@ -61,6 +61,32 @@ fn arrays_bad_queries_and_empty_depots_are_refused_with_json_errors() {
             "rules[0]",
         ),
         (
+            "a rule's match as an array",
+            s.json(
+                Method::PUT,
+                "/v1/rules",
+                r#"{"ports": [], "rules": [{"id": 1, "priority": 10, "match": ["p0"], "actions": ["drop"]}]}"#,
+            ),
+            StatusCode::BAD_REQUEST,
+            "rules[0].match",
+        ),
+        (
+            "a port as an array",
+            s.json(Method::PUT, "/v1/rules", r#"{"ports": [["p0", 0]], "rules": []}"#),
+            StatusCode::BAD_REQUEST,
+            "ports[0]",
+        ),
+        (
+            "a batch rule's match as an array",
+            s.json(
+                Method::POST,
+                "/v1/rules/batch",
+                r#"{"add": [{"id": 1, "priority": 10, "match": [null], "actions": ["drop"]}]}"#,
+            ),
+            StatusCode::BAD_REQUEST,
+            "add[0].match",
+        ),
+        (
             "a batch rule as an array",
             s.json(Method::POST, "/v1/rules/batch", r#"{"add": [[1, 10]]}"#),
             StatusCode::BAD_REQUEST,

@@ -204,6 +204,11 @@ fn batch_rule(i: usize, raw: &RawValue) -> Result<Rule, ApiError> {
             "request body: add[{i}]: a rule is a JSON object"
         )));
     }
+    if dse_datapath::rule::match_is_a_list(raw.get()) {
+        return Err(ApiError::bad_request(format!(
+            "request body: add[{i}].match: a mapping of fields to match, not a list"
+        )));
+    }
     let mut de = serde_json::Deserializer::from_str(raw.get());
     serde_path_to_error::deserialize::<_, Rule>(&mut de).map_err(|e| {
         #[derive(Deserialize)]
