@@ -1,4 +1,4 @@
-//! The lifecycle manager (issue 5): the inventory of clusters, hosts and
+//! The lifecycle manager: the inventory of clusters, hosts and
 //! their DPUs, and the cluster rules they follow. Images, the depot,
 //! compliance and remediation build on these.
 
