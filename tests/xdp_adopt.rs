@@ -11,7 +11,7 @@ use common::packets::udp_to as udp;
 use dse_datapath::RuleSet;
 use dse_datapath::datapath::{Datapath, Transaction};
 use dse_datapath::pipeline::{DropReason, Verdict};
-use dse_datapath::xdp::{Program, XdpConfig, XdpDatapath, XdpLimits};
+use dse_datapath::xdp::XdpDatapath;
 
 /// `n` exact rules from id `first`: UDP to port `port + i` goes out on p1.
 /// Port p0 drops what no rule matches.
@@ -29,16 +29,6 @@ fn set(first: u32, port: u16, n: u16) -> RuleSet {
         "ports: [{{name: p0, index: 0, default: drop}}, {{name: p1, index: 1}}]\nrules:\n{rules}"
     ))
     .unwrap()
-}
-
-fn config(pins: &PinDir) -> XdpConfig {
-    XdpConfig {
-        pin_dir: pins.0.clone(),
-        interfaces: Default::default(),
-        skb_mode: false,
-        limits: XdpLimits::small(),
-        program: Program::V1,
-    }
 }
 
 const R1: (u32, u16) = (1, 1000);
@@ -68,7 +58,7 @@ fn an_adopter_runs_only_its_rules_after_r1_r2_r1() {
     let Some(pins) = PinDir::new("adopt-r1r2") else {
         return;
     };
-    let first = XdpDatapath::start(set(R1.0, R1.1, N), config(&pins)).unwrap();
+    let first = XdpDatapath::start(set(R1.0, R1.1, N), pins.config()).unwrap();
     first
         .apply(Transaction::Replace(set(R2.0, R2.1, N)))
         .unwrap();
@@ -79,7 +69,7 @@ fn an_adopter_runs_only_its_rules_after_r1_r2_r1() {
     drop(first);
     // Each adoption installs into the bank the one before left alone.
     for restart in 1..=4 {
-        let dp = XdpDatapath::adopt(set(R1.0, R1.1, N), 7, config(&pins)).unwrap();
+        let dp = XdpDatapath::adopt(set(R1.0, R1.1, N), 7, pins.config()).unwrap();
         forwards_only(&dp, R1, R2, &format!("after restart {restart}"));
         assert_eq!(
             dp.generation(),
@@ -94,7 +84,7 @@ fn an_adopter_of_a_datapath_killed_mid_install_runs_only_its_rules() {
     let Some(pins) = PinDir::new("adopt-mid") else {
         return;
     };
-    let first = XdpDatapath::start(set(R1.0, R1.1, N), config(&pins)).unwrap();
+    let first = XdpDatapath::start(set(R1.0, R1.1, N), pins.config()).unwrap();
     first
         .apply(Transaction::Replace(set(R2.0, R2.1, N)))
         .unwrap();
@@ -103,7 +93,7 @@ fn an_adopter_of_a_datapath_killed_mid_install_runs_only_its_rules() {
     drop(first);
     for restart in 0..4u64 {
         let (want, other) = if restart % 2 == 0 { (R1, R2) } else { (R2, R1) };
-        let dp = XdpDatapath::adopt(set(want.0, want.1, N), 10 + restart, config(&pins)).unwrap();
+        let dp = XdpDatapath::adopt(set(want.0, want.1, N), 10 + restart, pins.config()).unwrap();
         forwards_only(&dp, want, other, &format!("after restart {restart}"));
     }
 }
@@ -113,7 +103,7 @@ fn counters_of_kept_rules_survive_adoption_and_changes() {
     let Some(pins) = PinDir::new("adopt-count") else {
         return;
     };
-    let first = XdpDatapath::start(set(R1.0, R1.1, N), config(&pins)).unwrap();
+    let first = XdpDatapath::start(set(R1.0, R1.1, N), pins.config()).unwrap();
     for _ in 0..5 {
         first.run_frame(0, &udp(R1.1)).unwrap();
     }
@@ -132,7 +122,7 @@ fn counters_of_kept_rules_survive_adoption_and_changes() {
     assert_eq!(first.rule_counters()[&R1.0].packets, 6);
     drop(first);
     bigger.rules.retain(|r| r.id != R2.0);
-    let dp = XdpDatapath::adopt(bigger, 3, config(&pins)).unwrap();
+    let dp = XdpDatapath::adopt(bigger, 3, pins.config()).unwrap();
     assert_eq!(dp.rule_counters()[&R1.0].packets, 6, "kept across adoption");
     dp.run_frame(0, &udp(R1.1)).unwrap();
     // A change of the rule's actions keeps its id, so its counters.
@@ -175,19 +165,19 @@ fn no_flow_cache_entry_of_an_older_generation_forwards_after_adoption_or_a_chang
     };
     let fwd = Verdict::Output(1);
     let miss = Verdict::Drop(DropReason::Miss);
-    let first = XdpDatapath::start(set(R2.0, R2.1, N), config(&pins)).unwrap();
+    let first = XdpDatapath::start(set(R2.0, R2.1, N), pins.config()).unwrap();
     cached(&first, R2.1, fwd, "R2 runs");
     cached(&first, R1.1, miss, "R2 runs");
     drop(first);
     // A restart that converges to R1: R2's cached flow takes R1's verdict.
-    let dp = XdpDatapath::adopt(set(R1.0, R1.1, N), 2, config(&pins)).unwrap();
+    let dp = XdpDatapath::adopt(set(R1.0, R1.1, N), 2, pins.config()).unwrap();
     not_from_cache(&dp, R2.1, miss, "after adopting R1");
     not_from_cache(&dp, R1.1, fwd, "after adopting R1");
     // A restart that keeps R1 and its generation: cached verdicts of the
     // adopted generation are not trusted either, they are looked up again.
     cached(&dp, R1.1 + 1, fwd, "R1 runs");
     drop(dp);
-    let dp = XdpDatapath::adopt(set(R1.0, R1.1, N), 2, config(&pins)).unwrap();
+    let dp = XdpDatapath::adopt(set(R1.0, R1.1, N), 2, pins.config()).unwrap();
     not_from_cache(&dp, R1.1 + 1, fwd, "after adopting R1 again");
     // Changes: a patch that deletes a cached flow's rule, one that sends
     // another cached flow elsewhere, and a whole-set change.

@@ -9,7 +9,7 @@ use common::packets::udp_to as udp;
 use dse_datapath::datapath::{Datapath, DatapathError, LifecycleState, Transaction};
 use dse_datapath::emu::{EmuConfig, EmuDatapath};
 use dse_datapath::pipeline::Verdict;
-use dse_datapath::xdp::{Program, XdpConfig, XdpDatapath, XdpLimits};
+use dse_datapath::xdp::{Program, XdpConfig, XdpDatapath};
 use dse_datapath::{Frame, RuleSet};
 use etherparse::PacketBuilder;
 use std::time::{Duration, Instant};
@@ -26,17 +26,7 @@ fn rules() -> RuleSet {
 }
 
 fn xdp(pins: &PinDir, set: RuleSet) -> XdpDatapath {
-    XdpDatapath::start(
-        set,
-        XdpConfig {
-            pin_dir: pins.0.clone(),
-            interfaces: Default::default(),
-            skb_mode: false,
-            limits: XdpLimits::small(),
-            program: Program::V1,
-        },
-    )
-    .expect("starts")
+    XdpDatapath::start(set, pins.config()).expect("starts")
 }
 
 #[test]
@@ -297,11 +287,8 @@ fn fingerprints_total_the_rule_counters() {
     let rebuilt = XdpDatapath::start_restored(
         &snap,
         XdpConfig {
-            pin_dir: fresh.0.clone(),
-            interfaces: Default::default(),
-            skb_mode: false,
-            limits: XdpLimits::small(),
             program: Program::V2,
+            ..fresh.config()
         },
     )
     .unwrap();

@@ -29,6 +29,18 @@ impl PinDir {
 }
 
 impl PinDir {
+    /// An XDP datapath pinned here: small limits, program v1, no
+    /// interfaces (runs go through `BPF_PROG_TEST_RUN`).
+    pub fn config(&self) -> dse_datapath::xdp::XdpConfig {
+        dse_datapath::xdp::XdpConfig {
+            pin_dir: self.0.clone(),
+            interfaces: Default::default(),
+            skb_mode: false,
+            limits: dse_datapath::xdp::XdpLimits::small(),
+            program: dse_datapath::xdp::Program::V1,
+        }
+    }
+
     /// The directory another process of this test made (removed on drop).
     pub fn adopt(dir: PathBuf) -> PinDir {
         PinDir(dir)

@@ -5,7 +5,7 @@
 use super::bpf::PinDir;
 use super::netns::{Netns, Veth, in_ns, mac_text};
 use dse_datapath::RuleSet;
-use dse_datapath::xdp::{Program, XdpConfig, XdpDatapath, XdpLimits};
+use dse_datapath::xdp::{XdpConfig, XdpDatapath};
 use std::net::{SocketAddr, UdpSocket};
 use std::time::Duration;
 
@@ -116,15 +116,12 @@ impl Topology {
     /// The configuration binding `pa` and `pb` to the two root-side veths.
     pub fn config(&self, pins: &PinDir) -> XdpConfig {
         XdpConfig {
-            pin_dir: pins.0.clone(),
             interfaces: [
                 ("pa".to_string(), self.va.outer.clone()),
                 ("pb".to_string(), self.vb.outer.clone()),
             ]
             .into(),
-            skb_mode: false,
-            limits: XdpLimits::small(),
-            program: Program::V1,
+            ..pins.config()
         }
     }
 
