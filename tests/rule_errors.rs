@@ -148,3 +148,52 @@ fn round_trips_through_yaml() {
     let set = RuleSet::from_yaml(&doc).unwrap();
     assert_eq!(RuleSet::from_yaml(&set.to_yaml()).unwrap(), set);
 }
+
+/// serde reads a list as a struct's fields in order; a rule file never is.
+#[test]
+fn lists_where_mappings_belong_are_refused_at_any_depth() {
+    let cases = [
+        (
+            "a port",
+            "ports[1]",
+            r#"{"ports": [{"name": "p0", "index": 0}, ["p1", 1]], "rules": []}"#,
+        ),
+        (
+            "a meter",
+            "meters[0]",
+            r#"{"ports": [], "meters": [["m", "pps", 10, 5]], "rules": []}"#,
+        ),
+        (
+            "a rule",
+            "rules[0]",
+            r#"{"ports": [], "rules": [[3, 1, {}, ["drop"]]]}"#,
+        ),
+        (
+            "a match",
+            "rule 4, field `match`",
+            r#"{"ports": [], "rules": [{"id": 4, "priority": 1, "match": ["p0"], "actions": ["drop"]}]}"#,
+        ),
+        (
+            "push_vlan's parameters",
+            "rule 5, field `actions[0].push_vlan`",
+            r#"{"ports": [{"name": "p0", "index": 0}], "rules": [{"id": 5, "priority": 1, "match": {}, "actions": [{"push_vlan": [100, 0, 33024]}, {"output": "p0"}]}]}"#,
+        ),
+        (
+            "encap_vxlan's parameters",
+            "rule 6, field `actions[0].encap_vxlan`",
+            r#"{"ports": [{"name": "p0", "index": 0}], "rules": [{"id": 6, "priority": 1, "match": {}, "actions": [{"encap_vxlan": [7, "02:00:00:00:00:01", "02:00:00:00:00:02", "192.0.2.1", "192.0.2.2"]}, {"output": "p0"}]}]}"#,
+        ),
+    ];
+    for (what, names, json) in cases {
+        // The fast parse, the checked one, and YAML (JSON is YAML) alike.
+        let errors = [
+            RuleSet::parse_json_bytes(json.as_bytes()).map(|_| ()),
+            RuleSet::from_json(json).map(|_| ()),
+            RuleSet::from_yaml(json).map(|_| ()),
+        ];
+        for e in errors {
+            let e = e.expect_err(what).to_string();
+            assert_names(&e, &[names, "a mapping of fields"]);
+        }
+    }
+}

@@ -71,7 +71,7 @@ fn bad_input_gets_a_clear_error_and_changes_nothing() {
                 "/v1/rules",
                 r#"{"ports": [{"name": "p0", "index": 0}], "rules": [{"id": 7, "priority": 1, "colour": "red", "actions": ["drop"]}]}"#,
             ),
-            StatusCode::BAD_REQUEST,
+            StatusCode::UNPROCESSABLE_ENTITY,
             vec!["rule 7", "colour"],
         ),
         (
@@ -129,7 +129,7 @@ fn bad_input_gets_a_clear_error_and_changes_nothing() {
                 "/v1/rules/batch",
                 r#"{"add": [{"id": 51, "priority": 1, "match": {"l4_dst": "http"}, "actions": ["drop"]}]}"#,
             ),
-            StatusCode::BAD_REQUEST,
+            StatusCode::UNPROCESSABLE_ENTITY,
             vec!["rule 51", "field `match.l4_dst`"],
         ),
         (
@@ -139,7 +139,7 @@ fn bad_input_gets_a_clear_error_and_changes_nothing() {
                 "/v1/rules/batch",
                 r#"{"add": [{"id": 52, "priority": 1, "actions": ["drop"]}, {"priority": 1, "actions": ["drop"]}]}"#,
             ),
-            StatusCode::BAD_REQUEST,
+            StatusCode::UNPROCESSABLE_ENTITY,
             vec!["add[1]", "id"],
         ),
         (
@@ -171,7 +171,7 @@ fn bad_input_gets_a_clear_error_and_changes_nothing() {
                 "/v1/datapaths",
                 r#"{"name": "a", "backend": "emu", "interfaces": {"p0": "dse-no-such0"}}"#,
             ),
-            StatusCode::BAD_REQUEST,
+            StatusCode::UNPROCESSABLE_ENTITY,
             vec!["dse-no-such0", "does not exist"],
         ),
         (
@@ -181,7 +181,7 @@ fn bad_input_gets_a_clear_error_and_changes_nothing() {
                 "/v1/datapaths",
                 r#"{"name": "a", "backend": "emu", "interfaces": {"uplink": "lo"}}"#,
             ),
-            StatusCode::BAD_REQUEST,
+            StatusCode::UNPROCESSABLE_ENTITY,
             vec!["uplink", "p0, p1"],
         ),
         (
@@ -219,7 +219,7 @@ fn bad_input_gets_a_clear_error_and_changes_nothing() {
         (
             "the audit log both after a point and newest",
             s.call(Method::GET, "/v1/audit?after=2&last=5", None),
-            StatusCode::BAD_REQUEST,
+            StatusCode::UNPROCESSABLE_ENTITY,
             vec!["after", "last", "not both"],
         ),
     ];

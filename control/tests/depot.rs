@@ -171,7 +171,7 @@ fn the_daemon_imports_a_depot_and_refuses_a_bad_one_whole() {
     let untrusting = Served::start("depot-api-nokeys");
     let (status, err) =
         untrusting.json(Method::POST, "/v1/depot/import", r#"{"path": "/nowhere"}"#);
-    assert_eq!(status, StatusCode::BAD_REQUEST, "{err}");
+    assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY, "{err}");
     assert!(
         err["error"].as_str().unwrap().contains("--trusted-keys"),
         "{err}"

@@ -1,4 +1,5 @@
-//! Hostile clients against the API: JSON arrays where objects belong, bad
+//! Hostile clients against the API: JSON arrays where objects belong (400
+//! for a body, 422 `invalid_rules` inside a rule set), bad
 //! query strings and methods, a depot import of a directory that holds no
 //! depot, connections that send nothing or half a header, and bodies whose
 //! `Content-Length` is over the limit. Each is refused with the documented
@@ -36,13 +37,13 @@ fn arrays_bad_queries_and_empty_depots_are_refused_with_json_errors() {
             "a cluster as an array",
             s.json(Method::POST, "/v1/clusters", r#"["c9", "image", "8.0.3"]"#),
             StatusCode::BAD_REQUEST,
-            "expected a JSON object",
+            "expected a mapping of fields (a JSON object)",
         ),
         (
             "an emulation as an array",
             s.json(Method::PUT, "/v1/dpus/S1/emulation", "[]"),
             StatusCode::BAD_REQUEST,
-            "expected a JSON object",
+            "expected a mapping of fields (a JSON object)",
         ),
         (
             "a rule set as an array",
@@ -57,7 +58,7 @@ fn arrays_bad_queries_and_empty_depots_are_refused_with_json_errors() {
                 "/v1/rules",
                 r#"{"ports": [], "rules": [[1, 10, {}, ["drop"]]]}"#,
             ),
-            StatusCode::BAD_REQUEST,
+            StatusCode::UNPROCESSABLE_ENTITY,
             "rules[0]",
         ),
         (
@@ -67,13 +68,13 @@ fn arrays_bad_queries_and_empty_depots_are_refused_with_json_errors() {
                 "/v1/rules",
                 r#"{"ports": [], "rules": [{"id": 1, "priority": 10, "match": ["p0"], "actions": ["drop"]}]}"#,
             ),
-            StatusCode::BAD_REQUEST,
-            "rules[0].match",
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "rule 1, field `match`",
         ),
         (
             "a port as an array",
             s.json(Method::PUT, "/v1/rules", r#"{"ports": [["p0", 0]], "rules": []}"#),
-            StatusCode::BAD_REQUEST,
+            StatusCode::UNPROCESSABLE_ENTITY,
             "ports[0]",
         ),
         (
@@ -83,14 +84,78 @@ fn arrays_bad_queries_and_empty_depots_are_refused_with_json_errors() {
                 "/v1/rules/batch",
                 r#"{"add": [{"id": 1, "priority": 10, "match": [null], "actions": ["drop"]}]}"#,
             ),
-            StatusCode::BAD_REQUEST,
-            "add[0].match",
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "rule 1, field `match`",
         ),
         (
             "a batch rule as an array",
             s.json(Method::POST, "/v1/rules/batch", r#"{"add": [[1, 10]]}"#),
-            StatusCode::BAD_REQUEST,
+            StatusCode::UNPROCESSABLE_ENTITY,
             "add[0]",
+        ),
+        (
+            "a cluster's host as an array",
+            s.json(
+                Method::POST,
+                "/v1/clusters",
+                r#"{"name": "c8", "management": "image", "manager_version": "8.0.3",
+                    "hosts": [["h1", "8.0.3", []]]}"#,
+            ),
+            StatusCode::BAD_REQUEST,
+            "hosts[0]",
+        ),
+        (
+            "a host's DPU as an array",
+            s.json(
+                Method::POST,
+                "/v1/clusters/c1/hosts",
+                r#"{"name": "h9", "version": "8.0.3", "dpus": [["S9", "nvidia_bluefield",
+                    "BlueField-3", 3, "A1", "24.1", "8.0.3", "1.0.0"]]}"#,
+            ),
+            StatusCode::BAD_REQUEST,
+            "dpus[0]",
+        ),
+        (
+            "an image's pick as an array",
+            s.json(
+                Method::PUT,
+                "/v1/clusters/c1/image",
+                r#"{"base_image": ["esxi", "8.0.3"]}"#,
+            ),
+            StatusCode::BAD_REQUEST,
+            "base_image",
+        ),
+        (
+            "an emulation's faults as an array",
+            s.json(
+                Method::PUT,
+                "/v1/dpus/S1/emulation",
+                r#"{"faults": [1, 0, 0, false]}"#,
+            ),
+            StatusCode::BAD_REQUEST,
+            "faults",
+        ),
+        (
+            "an action's parameters as an array",
+            s.json(
+                Method::PUT,
+                "/v1/rules",
+                r#"{"ports": [{"name": "p0", "index": 0}], "rules": [{"id": 4, "priority": 10,
+                    "match": {}, "actions": [{"push_vlan": [100]}, {"output": "p0"}]}]}"#,
+            ),
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "push_vlan",
+        ),
+        (
+            "a batch action's parameters as an array",
+            s.json(
+                Method::POST,
+                "/v1/rules/batch",
+                r#"{"add": [{"id": 5, "priority": 10, "match": {},
+                    "actions": [{"push_vlan": [100]}, "drop"]}]}"#,
+            ),
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "push_vlan",
         ),
         (
             "a query string that does not parse",

@@ -14,6 +14,7 @@ pub mod netdev;
 pub mod pipeline;
 pub mod rule;
 pub mod snapshot;
+pub mod strict;
 pub mod wire;
 pub mod xdp;
 

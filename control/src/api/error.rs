@@ -33,6 +33,16 @@ impl ApiError {
         }
     }
 
+    /// A 422: the request is well formed, but refused by a rule that the
+    /// API document cannot state (two parameters that exclude each other).
+    pub fn refused(message: impl Into<String>) -> ApiError {
+        ApiError {
+            status: StatusCode::UNPROCESSABLE_ENTITY,
+            code: "refused",
+            message: message.into(),
+        }
+    }
+
     /// A 413: the body is over the limit.
     pub fn too_large(limit: usize) -> ApiError {
         ApiError {
@@ -61,6 +71,7 @@ impl From<ControlError> for ApiError {
             ControlError::Rules(_) => (StatusCode::UNPROCESSABLE_ENTITY, "invalid_rules"),
             ControlError::Conflict { .. } => (StatusCode::CONFLICT, "generation_conflict"),
             ControlError::BadRequest(_) => (StatusCode::BAD_REQUEST, "bad_request"),
+            ControlError::Refused(_) => (StatusCode::UNPROCESSABLE_ENTITY, "refused"),
             ControlError::Exists(_) => (StatusCode::CONFLICT, "exists"),
             ControlError::NotFound { .. } => (StatusCode::NOT_FOUND, "not_found"),
             ControlError::Datapath { .. } => (StatusCode::INTERNAL_SERVER_ERROR, "datapath_failed"),

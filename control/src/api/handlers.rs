@@ -2,6 +2,7 @@
 //! threads and answers JSON; every failure is an [`ApiError`].
 
 use super::{ApiError, ApiState, Peer};
+use crate::daemon::ControlError;
 use crate::lifecycle::{Cluster, Host};
 use crate::store::DatapathInstance;
 use axum::Json;
@@ -44,21 +45,25 @@ pub(super) fn json_body<T: serde::de::DeserializeOwned>(
     parse_json(&body(state, raw)?)
 }
 
-/// `bytes` parsed as JSON `T`, or 400 naming what is wrong.
-fn parse_json<T: serde::de::DeserializeOwned>(bytes: &[u8]) -> Result<T, ApiError> {
-    object(bytes)?;
-    serde_json::from_slice(bytes).map_err(|e| ApiError::bad_request(format!("request body: {e}")))
+/// `bytes` parsed as JSON `T`, or 400 naming the field that is wrong. A
+/// list is never read where a struct belongs ([`dse_datapath::strict`]).
+fn parse_json<'de, T: serde::Deserialize<'de>>(bytes: &'de [u8]) -> Result<T, ApiError> {
+    let mut de = serde_json::Deserializer::from_slice(bytes);
+    let value = dse_datapath::strict::with_path(&mut de).map_err(body_error)?;
+    de.end()
+        .map_err(|e| ApiError::bad_request(format!("request body: {e}")))?;
+    Ok(value)
 }
 
-/// Refuses a body that is not a JSON object: serde would read an array's
-/// items as a struct's fields in order.
-fn object(bytes: &[u8]) -> Result<(), ApiError> {
-    match bytes.iter().find(|b| !b.is_ascii_whitespace()) {
-        Some(b'{') => Ok(()),
-        _ => Err(ApiError::bad_request(
-            "request body: expected a JSON object ({...}); see /openapi.json for its fields",
-        )),
-    }
+/// A 400 naming the body's field that did not read.
+pub(super) fn body_error(e: serde_path_to_error::Error<serde_json::Error>) -> ApiError {
+    let field = e.path().to_string();
+    let reason = e.into_inner();
+    ApiError::bad_request(if field == "." {
+        format!("request body: {reason}; see /openapi.json for its fields")
+    } else {
+        format!("request body: {field}: {reason}")
+    })
 }
 
 fn is_yaml(headers: &HeaderMap) -> bool {
@@ -68,8 +73,9 @@ fn is_yaml(headers: &HeaderMap) -> bool {
         .is_some_and(|v| v.contains("yaml"))
 }
 
-/// A rule set from a JSON or (by content type) YAML body: 400 if it is
-/// not shaped like one, 422 if it is but does not validate.
+/// A rule set from a JSON or (by content type) YAML body: 400 if the body
+/// is not a JSON or YAML mapping, 422 (`invalid_rules`, naming the rule and
+/// the field) for anything wrong inside it, whether its shape or a value.
 fn parse_rule_set(headers: &HeaderMap, bytes: &[u8]) -> Result<RuleSet, ApiError> {
     let parsed = if is_yaml(headers) {
         std::str::from_utf8(bytes)
@@ -78,9 +84,12 @@ fn parse_rule_set(headers: &HeaderMap, bytes: &[u8]) -> Result<RuleSet, ApiError
     } else {
         RuleSet::parse_json_bytes(bytes)
     };
-    let set = parsed.map_err(|e| ApiError::bad_request(format!("request body: {e}")))?;
+    let set = parsed.map_err(|e| match e {
+        RuleError::Syntax(_) => ApiError::bad_request(format!("request body: {e}")),
+        e => ApiError::from(ControlError::Rules(e)),
+    })?;
     set.validate()
-        .map_err(|e| ApiError::from(crate::daemon::ControlError::Rules(e)))?;
+        .map_err(|e| ApiError::from(ControlError::Rules(e)))?;
     Ok(set)
 }
 
@@ -120,13 +129,16 @@ pub async fn get_rules(State(s): State<Arc<ApiState>>, Query(q): Query<RulesQuer
     let ids = q
         .ids
         .map(|list| {
+            // A number past the largest id names no rule: left out, as
+            // ids that do not exist are.
             list.split(',')
-                .map(|id| {
-                    id.trim().parse::<u32>().map_err(|_| {
-                        ApiError::bad_request(format!(
-                            "ids: {id:?} is not a rule id; give ids as 1,2,3"
-                        ))
-                    })
+                .map(str::trim)
+                .filter_map(|id| match id.parse::<u32>() {
+                    Ok(id) => Some(Ok(id)),
+                    Err(_) if !id.is_empty() && id.bytes().all(|b| b.is_ascii_digit()) => None,
+                    Err(_) => Some(Err(ApiError::bad_request(format!(
+                        "ids: {id:?} is not a rule id; give ids as 1,2,3"
+                    )))),
                 })
                 .collect::<Result<Vec<u32>, ApiError>>()
         })
@@ -197,20 +209,11 @@ struct Batch<'a> {
     expected_generation: Option<u64>,
 }
 
-/// Reads one rule of a batch, naming its id and the field that is wrong.
+/// Reads one rule of a batch: 422 (`invalid_rules`) naming its id and the
+/// field that is wrong, as for a rule set.
 fn batch_rule(i: usize, raw: &RawValue) -> Result<Rule, ApiError> {
-    if !raw.get().starts_with('{') {
-        return Err(ApiError::bad_request(format!(
-            "request body: add[{i}]: a rule is a JSON object"
-        )));
-    }
-    if dse_datapath::rule::match_is_a_list(raw.get()) {
-        return Err(ApiError::bad_request(format!(
-            "request body: add[{i}].match: a mapping of fields to match, not a list"
-        )));
-    }
     let mut de = serde_json::Deserializer::from_str(raw.get());
-    serde_path_to_error::deserialize::<_, Rule>(&mut de).map_err(|e| {
+    dse_datapath::strict::with_path::<_, Rule>(&mut de).map_err(|e| {
         #[derive(Deserialize)]
         struct Id {
             id: Option<u64>,
@@ -219,11 +222,19 @@ fn batch_rule(i: usize, raw: &RawValue) -> Result<Rule, ApiError> {
             .ok()
             .and_then(|r| r.id);
         let field = e.path().to_string();
+        // The line and column are within the rule's own text: left out.
         let reason = e.into_inner().to_string();
-        ApiError::bad_request(match id {
-            Some(id) => format!("request body: rule {id}, field `{field}`: {reason}"),
-            None => format!("request body: add[{i}].{field}: {reason}"),
-        })
+        let reason = reason.split(" at line ").next().unwrap_or(&reason);
+        let message = match (id, field.as_str()) {
+            (_, ".") => format!("rules refused: add[{i}]: {reason}"),
+            (Some(id), _) => format!("rules refused: rule {id}, field `{field}`: {reason}"),
+            (None, _) => format!("rules refused: add[{i}].{field}: {reason}"),
+        };
+        ApiError {
+            status: StatusCode::UNPROCESSABLE_ENTITY,
+            code: "invalid_rules",
+            message,
+        }
     })
 }
 
@@ -236,9 +247,7 @@ pub async fn batch(
     let bytes = body(&s, raw)?;
     let daemon = Arc::clone(&s.daemon);
     let applied = blocking(move || {
-        object(&bytes)?;
-        let batch: Batch = serde_json::from_slice(&bytes)
-            .map_err(|e| ApiError::bad_request(format!("request body: {e}")))?;
+        let batch: Batch = parse_json(&bytes)?;
         let add = batch
             .add
             .iter()
@@ -388,7 +397,7 @@ pub async fn audit(State(s): State<Arc<ApiState>>, Query(q): Query<AuditQuery>) 
         )));
     }
     if q.last.is_some() && q.after != 0 {
-        return Err(ApiError::bad_request(
+        return Err(ApiError::refused(
             "give either after (entries from a sequence number on) or last (the newest entries), not both",
         ));
     }

@@ -2,8 +2,8 @@
 //! stage and remediation, the remediation history, and the emulated
 //! DPUs' behaviour.
 
-use super::handlers::{Answer, blocking, json_body};
-use super::{ApiState, Peer};
+use super::handlers::{Answer, blocking, body_error, json_body};
+use super::{ApiError, ApiState, Peer};
 use crate::daemon::Remediate;
 use crate::lifecycle::DesiredImage;
 use crate::lifecycle::device::Emulation;
@@ -14,7 +14,7 @@ use axum::extract::rejection::BytesRejection;
 use axum::extract::{ConnectInfo, Path, State};
 use axum::http::StatusCode;
 use axum::response::IntoResponse;
-use serde::Deserialize;
+use serde_json::Value;
 use std::sync::Arc;
 
 /// `PUT /v1/clusters/{name}/image`
@@ -54,14 +54,26 @@ pub async fn stage(
     Ok(Json(serde_json::json!({ "staged": staged })).into_response())
 }
 
-/// Body of `POST /v1/clusters/{name}/remediate`.
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct RemediateRequest {
-    #[serde(default, flatten)]
-    options: Options,
-    #[serde(default)]
-    dry_run: bool,
+/// The body of `POST /v1/clusters/{name}/remediate`: the [`Options`], and
+/// `dry_run`. Read as two steps rather than with `#[serde(flatten)]`, which
+/// buffers the fields and so reads them outside [`dse_datapath::strict`].
+fn remediate_request(body: Value) -> Result<(Options, bool), ApiError> {
+    let Value::Object(mut fields) = body else {
+        return Err(ApiError::bad_request(
+            "request body: expected a mapping of fields (a JSON object)",
+        ));
+    };
+    let dry_run = match fields.remove("dry_run") {
+        None => false,
+        Some(Value::Bool(b)) => b,
+        Some(other) => {
+            return Err(ApiError::bad_request(format!(
+                "request body: dry_run: {other} is not true or false"
+            )));
+        }
+    };
+    let options = dse_datapath::strict::with_path(Value::Object(fields)).map_err(body_error)?;
+    Ok((options, dry_run))
 }
 
 /// `POST /v1/clusters/{name}/remediate`: 202 with the remediation (follow
@@ -72,11 +84,9 @@ pub async fn remediate(
     Path(name): Path<String>,
     raw: Result<Bytes, BytesRejection>,
 ) -> Answer {
-    let request: RemediateRequest = json_body(&s, raw)?;
+    let (options, dry_run) = remediate_request(json_body(&s, raw)?)?;
     let daemon = Arc::clone(&s.daemon);
-    let answer =
-        blocking(move || daemon.remediate(&name, request.options, request.dry_run, &peer.0))
-            .await?;
+    let answer = blocking(move || daemon.remediate(&name, options, dry_run, &peer.0)).await?;
     let status = match answer {
         Remediate::Started(_) => StatusCode::ACCEPTED,
         Remediate::DryRun(_) => StatusCode::OK,

@@ -23,10 +23,14 @@ pub enum ControlError {
         /// The desired generation.
         current: u64,
     },
-    /// The request itself is wrong (a bad name, an unknown port or
-    /// interface).
+    /// The request itself is wrong (a bad name, a value out of range).
     #[error("{0}")]
     BadRequest(String),
+    /// The request is well formed, but what it names is not there or not
+    /// allowed here (a port the desired rules do not define, an interface
+    /// this host lacks, an import into a daemon that trusts no keys).
+    #[error("{0}")]
+    Refused(String),
     /// Something by that name or on that interface exists already.
     #[error("{0}")]
     Exists(String),

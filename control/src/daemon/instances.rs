@@ -396,8 +396,8 @@ pub fn remove_pins(config: &DaemonConfig, record: &DatapathInstance) {
 /// exist.
 ///
 /// # Errors
-/// [`ControlError::BadRequest`] or [`ControlError::Exists`], saying what is
-/// wrong.
+/// [`ControlError::BadRequest`], [`ControlError::Refused`] or
+/// [`ControlError::Exists`], saying what is wrong.
 pub fn check(
     record: &DatapathInstance,
     desired: &Desired,
@@ -419,7 +419,7 @@ pub fn check(
     let defined: Vec<&str> = desired.ports.iter().map(|p| p.name.as_str()).collect();
     for (port, ifname) in &record.interfaces {
         if !defined.contains(&port.as_str()) {
-            return Err(ControlError::BadRequest(format!(
+            return Err(ControlError::Refused(format!(
                 "datapath {name}: port {port:?} is not defined by the desired rules (ports: {}); apply rules that define it first",
                 if defined.is_empty() {
                     "none".to_string()
@@ -429,7 +429,7 @@ pub fn check(
             )));
         }
         interface_index(ifname).map_err(|_| {
-            ControlError::BadRequest(format!(
+            ControlError::Refused(format!(
                 "datapath {name}: interface {ifname:?} (port {port}) does not exist on this host"
             ))
         })?;

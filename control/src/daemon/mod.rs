@@ -564,7 +564,7 @@ impl Daemon {
     /// copied, into a directory of its own beside the store.
     ///
     /// # Errors
-    /// [`ControlError::BadRequest`] without trusted keys;
+    /// [`ControlError::Refused`] without trusted keys;
     /// [`ControlError::Depot`] naming every refused manifest;
     /// [`ControlError::Exists`] for a version imported before with other
     /// content; [`ControlError::Store`]. Nothing is imported on an error.
@@ -575,7 +575,7 @@ impl Daemon {
     ) -> Result<Vec<Manifest>, ControlError> {
         let config = &self.config.depot;
         let keys = config.trusted_keys.as_ref().ok_or_else(|| {
-            ControlError::BadRequest(
+            ControlError::Refused(
                 "dse serve trusts no keys, so it imports nothing: start it with --trusted-keys FILE".into(),
             )
         })?;
@@ -657,8 +657,9 @@ impl Daemon {
     /// records it.
     ///
     /// # Errors
-    /// [`ControlError::BadRequest`] for a bad name, a port the rules do not
-    /// define, or an interface that does not exist; [`ControlError::Exists`]
+    /// [`ControlError::BadRequest`] for a bad name; [`ControlError::Refused`]
+    /// for a port the rules do not define or an interface that does not
+    /// exist; [`ControlError::Exists`]
     /// for a name or interface already in use; [`ControlError::Datapath`] if
     /// the backend cannot start. Nothing is recorded or left running then.
     pub fn attach(

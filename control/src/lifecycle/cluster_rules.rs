@@ -88,6 +88,20 @@ pub enum RuleBroken {
         /// Where it is.
         cluster: String,
     },
+    /// Two DPUs of one host give the same serial.
+    #[error(
+        "host {host}: dpus[{second}].serial: DPU serial {serial} is also dpus[{first}]'s; each DPU has its own serial"
+    )]
+    RepeatedSerial {
+        /// The host.
+        host: String,
+        /// The serial.
+        serial: String,
+        /// The first DPU that gives it, by index.
+        first: usize,
+        /// The other.
+        second: usize,
+    },
 }
 
 /// Every rule `cluster` breaks, in the order of DESIGN.md's list (empty if
@@ -178,6 +192,19 @@ fn host_rules(host: &Host) -> Vec<RuleBroken> {
 /// rules `cluster` would break with it that it does not break already.
 pub fn check_join(cluster: &Cluster, host: &Host, all: &[Cluster]) -> Vec<RuleBroken> {
     let mut broken = Vec::new();
+    for (second, d) in host.dpus.iter().enumerate() {
+        if let Some(first) = host.dpus[..second]
+            .iter()
+            .position(|o| o.serial == d.serial)
+        {
+            broken.push(RuleBroken::RepeatedSerial {
+                host: host.name.clone(),
+                serial: d.serial.clone(),
+                first,
+                second,
+            });
+        }
+    }
     for c in all {
         if c.hosts.iter().any(|h| h.name == host.name) {
             broken.push(RuleBroken::Duplicate {

@@ -146,8 +146,8 @@ pub struct Host {
 impl Host {
     /// Checks the host's name and its DPUs' serials, models and hardware
     /// revisions against the one rule for names
-    /// ([`dse_datapath::name::check`]), and that no serial repeats within
-    /// the host.
+    /// ([`dse_datapath::name::check`]). A serial repeated within the host
+    /// is a cluster rule ([`super::RuleBroken::RepeatedSerial`]).
     ///
     /// # Errors
     /// The first field that breaks it, named by its path (`dpus[1].serial`).
@@ -167,12 +167,6 @@ impl Host {
             ];
             for (field, what, value) in fields {
                 check(what, value).map_err(|e| format!("host {host}: dpus[{i}].{field}: {e}"))?;
-            }
-            if let Some(j) = self.dpus[..i].iter().position(|o| o.serial == d.serial) {
-                return Err(format!(
-                    "host {host}: dpus[{i}].serial: DPU serial {} is also dpus[{j}]'s; each DPU has its own serial",
-                    d.serial
-                ));
             }
         }
         Ok(())

@@ -80,41 +80,13 @@ impl RuleSet {
     }
 
     fn parse_value(doc: Value) -> Result<RuleSet, RuleError> {
-        // serde would read a list's items as a struct's fields in order.
         if !doc.is_object() {
             return Err(RuleError::Syntax(
                 "a rule set is a mapping of `ports`, `meters` and `rules`".into(),
             ));
         }
-        let mappings = |key: &str| {
-            doc[key]
-                .as_array()
-                .and_then(|all| all.iter().position(|v| !v.is_object()))
-                .map(|i| format!("{key}[{i}]"))
-        };
-        if let Some(field) = mappings("ports").or_else(|| mappings("meters")) {
-            return Err(RuleError::doc(field, "a mapping of its fields, not a list"));
-        }
-        if let Some(i) = doc["rules"]
-            .as_array()
-            .and_then(|rules| rules.iter().position(|r| !r.is_object()))
-        {
-            return Err(RuleError::doc(
-                format!("rules[{i}]"),
-                "a rule is a mapping of `id`, `priority`, `match` and `actions`",
-            ));
-        }
-        if let Some(i) = doc["rules"].as_array().and_then(|rules| {
-            rules
-                .iter()
-                .position(|r| r.get("match").is_some_and(|m| !m.is_object()))
-        }) {
-            return Err(RuleError::doc(
-                format!("rules[{i}].match"),
-                "a mapping of fields to match, not a list",
-            ));
-        }
-        serde_path_to_error::deserialize(&doc).map_err(|e| locate(&doc, e))
+        // Strict: serde would read a list's items as a struct's fields in order.
+        crate::strict::with_path(&doc).map_err(|e| locate(&doc, e))
     }
 
     /// The rule set as YAML.
@@ -142,30 +114,18 @@ struct Skimmed<'a> {
 /// parsed on every CPU. `None` if anything is wrong (the caller parses
 /// again, slowly, to name what).
 fn parse_parallel(bytes: &[u8]) -> Option<RuleSet> {
-    // Anything but a mapping of rule mappings takes the checked path.
-    if bytes.iter().find(|b| !b.is_ascii_whitespace()) != Some(&b'{') {
-        return None;
-    }
-    let skimmed: Skimmed<'_> = serde_json::from_slice(bytes).ok()?;
-    let mapping = |raw: &&serde_json::value::RawValue| raw.get().starts_with('{');
-    if !skimmed.ports.iter().all(mapping)
-        || !skimmed.meters.iter().all(mapping)
-        || skimmed
-            .rules
-            .iter()
-            .any(|raw| !mapping(raw) || match_is_a_list(raw.get()))
-    {
-        return None;
-    }
+    // Strict throughout: a list where a struct belongs takes the checked
+    // path, which names it.
+    let skimmed: Skimmed<'_> = crate::strict::from_slice(bytes).ok()?;
     let ports = skimmed
         .ports
         .iter()
-        .map(|raw| serde_json::from_str(raw.get()).ok())
+        .map(|raw| crate::strict::from_str(raw.get()).ok())
         .collect::<Option<Vec<super::PortDef>>>()?;
     let meters = skimmed
         .meters
         .iter()
-        .map(|raw| serde_json::from_str(raw.get()).ok())
+        .map(|raw| crate::strict::from_str(raw.get()).ok())
         .collect::<Option<Vec<super::MeterDef>>>()?;
     let threads = std::thread::available_parallelism().map_or(1, |n| n.get());
     let per = skimmed.rules.len().div_ceil(threads).max(1);
@@ -176,7 +136,7 @@ fn parse_parallel(bytes: &[u8]) -> Option<RuleSet> {
             .map(|part| {
                 s.spawn(move || {
                     part.iter()
-                        .map(|raw| serde_json::from_str(raw.get()).ok())
+                        .map(|raw| crate::strict::from_str(raw.get()).ok())
                         .collect::<Option<Vec<super::Rule>>>()
                 })
             })
@@ -223,28 +183,4 @@ fn locate(doc: &Value, e: serde_path_to_error::Error<serde_json::Error>) -> Rule
         },
         reason,
     )
-}
-
-/// Whether the JSON rule `rule` gives `match` as a list, which serde would
-/// read as the mapping's fields in order: a scan for `"match": [`, then a
-/// parse to be sure (a port named "match" makes the scan hit).
-pub fn match_is_a_list(rule: &str) -> bool {
-    #[derive(serde::Deserialize)]
-    struct Shape<'a> {
-        #[serde(rename = "match", borrow, default)]
-        fields: Option<&'a serde_json::value::RawValue>,
-    }
-    let b = rule.as_bytes();
-    let candidate = rule.match_indices("\"match\"").any(|(i, m)| {
-        b[i + m.len()..]
-            .iter()
-            .filter(|c| !c.is_ascii_whitespace())
-            .nth(1)
-            == Some(&b'[')
-    });
-    candidate
-        && serde_json::from_str::<Shape>(rule)
-            .ok()
-            .and_then(|s| s.fields)
-            .is_some_and(|m| m.get().starts_with('['))
 }

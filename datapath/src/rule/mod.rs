@@ -11,7 +11,6 @@ mod validate;
 mod value;
 
 pub use error::RuleError;
-pub use load::match_is_a_list;
 pub(crate) use validate::encode_options as encode_geneve_options;
 pub use value::{EthType, IpPrefix, IpProto, Mac, Masked, TcpFlags, VlanMatch, ip_key_bytes};
 
