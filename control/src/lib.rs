@@ -10,6 +10,7 @@ pub mod api;
 pub mod client;
 pub mod daemon;
 pub mod desired;
+pub mod fleet;
 pub mod lifecycle;
 pub mod reconcile;
 pub mod serve;

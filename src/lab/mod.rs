@@ -1,12 +1,14 @@
 //! A lab of network namespaces and veth pairs that a run builds for itself
-//! and removes on drop, and the CPU placement that makes figures on a
+//! and removes on drop, etcd clusters of real processes, and the CPU placement that makes figures on a
 //! two-core machine comparable.
 
 pub mod control;
 mod cpu;
+mod etcd;
 mod netns;
 
 pub use cpu::{CpuBusy, cpu_busy, online_cpus, pin_napi, pin_napi_threads, pin_thread};
+pub use etcd::EtcdCluster;
 pub use netns::{Netns, Veth, mac_of, mac_text, run};
 
 /// What went wrong building or driving the lab.

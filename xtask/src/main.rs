@@ -33,11 +33,20 @@ const fn program(name: &'static str, package: &'static str) -> Need {
     }
 }
 
-/// The demo: namespaces, veths and their addresses, and sysctls.
+/// The demo: the build (etcd-client compiles etcd's protobuf API with
+/// protoc and its well-known types), namespaces, veths and their
+/// addresses, sysctls, and etcd for a fleet.
 const DEMO: &[Need] = &[
+    program("protoc", "protobuf-compiler"),
+    Need {
+        probe: Probe::File("/usr/include/google/protobuf/descriptor.proto"),
+        package: "libprotobuf-dev",
+    },
     program("ip", "iproute2"),
     program("sysctl", "procps"),
     program("ethtool", "ethtool"),
+    program("etcd", "etcd-server"),
+    program("etcdctl", "etcd-client"),
 ];
 
 /// The tests besides: clang and libbpf headers to rebuild the XDP objects

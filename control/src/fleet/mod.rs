@@ -1,0 +1,19 @@
+//! The fleet's shared state in etcd: the key layout, a client that names
+//! its endpoints and user in every error, rule sets written in chunks and
+//! made current by one transaction, watches that resume after a
+//! compaction, and the users and roles through which etcd itself keeps an
+//! agent to its own host's keys.
+//!
+//! We write no distributed store: etcd (Debian's `etcd-server`) is the
+//! store, as it is for Kubernetes, Cilium and Calico.
+
+mod auth;
+mod etcd;
+pub mod keys;
+mod rulesets;
+mod watch;
+
+pub use auth::{AGENT_ROLE_PREFIX, CONTROLLER_ROLE, Credentials, bootstrap_auth, grant_agent};
+pub use etcd::{Etcd, EtcdConfig, FleetError};
+pub use rulesets::{CHUNK_BYTES, Published, RuleSetText, fetch_rule_set, publish_rule_set};
+pub use watch::{Resumed, Watch, WatchEvent, watch_from};
