@@ -1,6 +1,8 @@
 //! The fleet's store on a real 3-member etcd (Debian's etcd-server, as
 //! processes on loopback): rule sets in chunks made current whole or not at
 //! all, through a member's death; watches that resume after a compaction;
+//! hosts that have one live agent each and turn unavailable within their
+//! lease's TTL;
 //! etcd's own roles keeping an agent to its host's keys; and clear errors
 //! for wrong credentials and unreachable endpoints.
 //!
@@ -9,9 +11,10 @@
 use dse::lab::EtcdCluster;
 use dse_control::fleet::{
     CHUNK_BYTES, Credentials, Etcd, EtcdConfig, FleetError, Resumed, WatchEvent, bootstrap_auth,
-    fetch_rule_set, grant_agent, keys, publish_rule_set, watch_from,
+    fetch_rule_set, grant_agent, keys, live_hosts, publish_rule_set, register, watch_from,
 };
 use std::path::PathBuf;
+use std::time::{Duration, Instant};
 
 fn cluster(name: &str) -> Option<EtcdCluster> {
     let present = std::process::Command::new("etcd")
@@ -303,4 +306,67 @@ fn unreachable_etcd_is_refused_naming_its_endpoints() {
     assert!(matches!(e, FleetError::Unreachable { .. }), "{e:?}");
     assert!(e.to_string().contains(&endpoints), "{e}");
     assert!(started.elapsed() < std::time::Duration::from_secs(10));
+}
+
+#[test]
+fn a_host_has_one_live_agent_and_is_unavailable_within_its_lease_ttl() {
+    let Some(mut etcd) = cluster("liveness") else {
+        return;
+    };
+    // Keep-alives run on the runtime's own threads while the test waits.
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let c = rt
+        .block_on(Etcd::connect(EtcdConfig::new(&etcd.endpoints_arg())))
+        .unwrap();
+    let ttl = Duration::from_secs(2);
+    let live = || rt.block_on(live_hosts(&c)).unwrap();
+    let h1 = rt
+        .block_on(register(&c, "h1", b"{\"up\": 1}", ttl))
+        .unwrap();
+    let h2 = rt.block_on(register(&c, "h2", b"{}", ttl)).unwrap();
+    assert_eq!(
+        live().get("h1").map(Vec::as_slice),
+        Some(&b"{\"up\": 1}"[..])
+    );
+
+    // Two agents claiming one host: the second is refused, by name.
+    let twice = rt.block_on(register(&c, "h1", b"{}", ttl));
+    let Err(e) = twice else {
+        panic!("a second agent took host h1")
+    };
+    assert!(matches!(e, FleetError::HostClaimed { .. }), "{e:?}");
+    assert!(e.to_string().contains("h1"), "{e}");
+
+    // h2's agent dies (its keep-alive stops, nothing is revoked): h2 is
+    // unavailable within the TTL, plus etcd's expiry tick.
+    drop(h2);
+    let died = Instant::now();
+    while live().contains_key("h2") {
+        assert!(
+            died.elapsed() < ttl + Duration::from_secs(2),
+            "h2 still live {:?} after its agent died",
+            died.elapsed()
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    eprintln!(
+        "h2 unavailable {:?} after its agent died (TTL {ttl:?})",
+        died.elapsed()
+    );
+    // Then another agent may take the name.
+    let h2 = rt.block_on(register(&c, "h2", b"{}", ttl)).unwrap();
+
+    // h1's agent lives on, through a member's death, for several TTLs.
+    etcd.kill(1);
+    std::thread::sleep(3 * ttl);
+    assert!(h1.is_alive() && live().contains_key("h1"), "h1 kept alive");
+    rt.block_on(h1.report(b"{\"up\": 2}")).unwrap();
+    assert_eq!(live()["h1"], b"{\"up\": 2}");
+    etcd.restart(1).unwrap();
+
+    // A clean stop makes the host unavailable at once.
+    rt.block_on(h1.release()).unwrap();
+    assert!(!live().contains_key("h1"));
+    assert!(live().contains_key("h2"));
+    drop(h2);
 }

@@ -83,6 +83,14 @@ pub enum FleetError {
         /// The user.
         user: String,
     },
+    /// Another live agent holds the host.
+    #[error(
+        "host {host} is registered by another live agent: one agent a host; stop that one, or give this one another --host"
+    )]
+    HostClaimed {
+        /// The host.
+        host: String,
+    },
     /// The change was based on another generation than the current one.
     #[error(
         "generation conflict on rule set {rule_set}: the change expected generation {expected}, but it is at {current}; read it again and retry"

@@ -10,10 +10,12 @@
 mod auth;
 mod etcd;
 pub mod keys;
+mod liveness;
 mod rulesets;
 mod watch;
 
 pub use auth::{AGENT_ROLE_PREFIX, CONTROLLER_ROLE, Credentials, bootstrap_auth, grant_agent};
 pub use etcd::{Etcd, EtcdConfig, FleetError};
+pub use liveness::{Registration, live_hosts, register, status_key};
 pub use rulesets::{CHUNK_BYTES, Published, RuleSetText, fetch_rule_set, publish_rule_set};
 pub use watch::{Resumed, Watch, WatchEvent, watch_from};

@@ -1,0 +1,184 @@
+//! An agent's registration: its host's status key, bound to an etcd lease
+//! that the agent keeps alive. When the agent dies the lease expires within
+//! its TTL, etcd deletes the key, and the host is `unavailable`. One host
+//! name has one live agent: a second claim is refused while the first's
+//! lease lives.
+
+use super::etcd::{Etcd, FleetError};
+use super::keys;
+use etcd_client::{Compare, CompareOp, GetOptions, PutOptions, Txn, TxnOp};
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
+
+/// `<prefix>/hosts/<host>/status`.
+pub fn status_key(prefix: &str, host: &str) -> String {
+    format!("{}status", keys::host(prefix, host))
+}
+
+/// A live registration: its lease is kept alive until it is dropped or
+/// [`Registration::release`]d. Dropping it without releasing (a crash)
+/// leaves the lease to expire within its TTL.
+pub struct Registration {
+    /// The host.
+    pub host: String,
+    /// The lease the status key is bound to.
+    pub lease: i64,
+    keeper: tokio::task::JoinHandle<()>,
+    alive: Arc<AtomicBool>,
+    etcd: Etcd,
+}
+
+/// Registers `host` with `status` (the agent's report, JSON) under a lease
+/// of `ttl`, and keeps the lease alive on the current runtime.
+///
+/// # Errors
+/// [`FleetError::HostClaimed`] when another live agent holds the host,
+/// or etcd's error.
+pub async fn register(
+    etcd: &Etcd,
+    host: &str,
+    status: &[u8],
+    ttl: Duration,
+) -> Result<Registration, FleetError> {
+    let key = status_key(etcd.prefix(), host);
+    let ttl_s = i64::try_from(ttl.as_secs().max(1)).unwrap_or(i64::MAX);
+    let lease = etcd
+        .retry("granting a lease", |mut c| async move {
+            c.lease_grant(ttl_s, None).await
+        })
+        .await?
+        .id();
+    // Only if no live agent holds the key: it exists exactly while some
+    // agent's lease lives.
+    let claim = Txn::new()
+        .when([Compare::create_revision(key.as_str(), CompareOp::Equal, 0)])
+        .and_then([TxnOp::put(
+            key.as_str(),
+            status,
+            Some(PutOptions::new().with_lease(lease)),
+        )])
+        .or_else([TxnOp::get(key.as_str(), None)]);
+    let mut client = etcd.client();
+    let done = client
+        .txn(claim)
+        .await
+        .map_err(|e| etcd.error(format!("registering host {host}"), e))?;
+    if !done.succeeded() {
+        let _ = client.lease_revoke(lease).await;
+        return Err(FleetError::HostClaimed {
+            host: host.to_string(),
+        });
+    }
+    let (mut keeper, mut answers) = client
+        .lease_keep_alive(lease)
+        .await
+        .map_err(|e| etcd.error(format!("keeping host {host}'s lease alive"), e))?;
+    let every = ttl / 3;
+    let alive = Arc::new(AtomicBool::new(true));
+    let still = Arc::clone(&alive);
+    let keeper = tokio::spawn(async move {
+        loop {
+            let answered = match keeper.keep_alive().await {
+                Ok(()) => answers.message().await.ok().flatten(),
+                Err(_) => None,
+            };
+            match answered {
+                Some(r) if r.ttl() > 0 => tokio::time::sleep(every).await,
+                Some(_) => {
+                    // Expired: etcd deleted the status key. The agent
+                    // registers again.
+                    still.store(false, Ordering::Release);
+                    return;
+                }
+                None => {
+                    // The stream broke (a member died): open another; the
+                    // lease lives while a round lands within its TTL.
+                    tokio::time::sleep(Duration::from_millis(200)).await;
+                    if let Ok((k, a)) = client.lease_keep_alive(lease).await {
+                        (keeper, answers) = (k, a);
+                    }
+                }
+            }
+        }
+    });
+    Ok(Registration {
+        host: host.to_string(),
+        lease,
+        keeper,
+        alive,
+        etcd: etcd.clone(),
+    })
+}
+
+impl Registration {
+    /// Whether the lease still lives, as far as the last keep-alive knows:
+    /// false once etcd answered that it expired.
+    pub fn is_alive(&self) -> bool {
+        self.alive.load(Ordering::Acquire)
+    }
+
+    /// Replaces the status the host reports, on the same lease.
+    ///
+    /// # Errors
+    /// etcd's error.
+    pub async fn report(&self, status: &[u8]) -> Result<(), FleetError> {
+        let key = status_key(self.etcd.prefix(), &self.host);
+        let lease = self.lease;
+        self.etcd
+            .retry(&format!("writing {key}"), |mut c| {
+                let (key, status) = (key.clone(), status.to_vec());
+                async move {
+                    c.put(key, status, Some(PutOptions::new().with_lease(lease)))
+                        .await
+                }
+            })
+            .await
+            .map(|_| ())
+    }
+
+    /// Ends the registration now: the host is `unavailable` at once.
+    ///
+    /// # Errors
+    /// etcd's error (the lease then expires within its TTL anyway).
+    pub async fn release(self) -> Result<(), FleetError> {
+        self.keeper.abort();
+        let lease = self.lease;
+        self.etcd
+            .retry("revoking a lease", |mut c| async move {
+                c.lease_revoke(lease).await
+            })
+            .await
+            .map(|_| ())
+    }
+}
+
+impl Drop for Registration {
+    fn drop(&mut self) {
+        self.keeper.abort();
+    }
+}
+
+/// Every registered host's status: the hosts absent from it are
+/// `unavailable`.
+///
+/// # Errors
+/// etcd's error.
+pub async fn live_hosts(etcd: &Etcd) -> Result<BTreeMap<String, Vec<u8>>, FleetError> {
+    let hosts = format!("{}/hosts/", etcd.prefix());
+    let r = etcd
+        .retry(&format!("reading {hosts}"), |mut c| {
+            let hosts = hosts.clone();
+            async move { c.get(hosts, Some(GetOptions::new().with_prefix())).await }
+        })
+        .await?;
+    Ok(r.kvs()
+        .iter()
+        .filter_map(|kv| {
+            let key = std::str::from_utf8(kv.key()).ok()?;
+            let host = key.strip_prefix(&hosts)?.strip_suffix("/status")?;
+            Some((host.to_string(), kv.value().to_vec()))
+        })
+        .collect())
+}
