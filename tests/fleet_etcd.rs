@@ -2,7 +2,8 @@
 //! processes on loopback): rule sets in chunks made current whole or not at
 //! all, through a member's death; watches that resume after a compaction;
 //! hosts that have one live agent each and turn unavailable within their
-//! lease's TTL;
+//! lease's TTL; a controller that takes over from a dead leader within the
+//! TTL, with the old leader fenced out;
 //! etcd's own roles keeping an agent to its host's keys; and clear errors
 //! for wrong credentials and unreachable endpoints.
 //!
@@ -11,7 +12,8 @@
 use dse::lab::EtcdCluster;
 use dse_control::fleet::{
     CHUNK_BYTES, Credentials, Etcd, EtcdConfig, FleetError, Resumed, WatchEvent, bootstrap_auth,
-    fetch_rule_set, grant_agent, keys, live_hosts, publish_rule_set, register, watch_from,
+    campaign, fetch_rule_set, grant_agent, keys, leader, live_hosts, publish_rule_set, register,
+    watch_from,
 };
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
@@ -369,4 +371,60 @@ fn a_host_has_one_live_agent_and_is_unavailable_within_its_lease_ttl() {
     assert!(!live().contains_key("h1"));
     assert!(live().contains_key("h2"));
     drop(h2);
+}
+
+#[test]
+fn another_controller_takes_over_within_the_lease_ttl_and_the_old_leader_is_fenced_out() {
+    let Some(etcd) = cluster("leader") else {
+        return;
+    };
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let c = rt
+        .block_on(Etcd::connect(EtcdConfig::new(&etcd.endpoints_arg())))
+        .unwrap();
+    let ttl = Duration::from_secs(2);
+    let a = rt.block_on(campaign(&c, "ctl-a", ttl)).unwrap();
+    assert_eq!(rt.block_on(leader(&c)).unwrap().as_deref(), Some("ctl-a"));
+
+    // B campaigns and waits while A leads.
+    let (tx, rx) = std::sync::mpsc::channel();
+    let cb = c.clone();
+    rt.spawn(async move {
+        let b = campaign(&cb, "ctl-b", ttl).await;
+        tx.send((Instant::now(), b)).unwrap();
+    });
+    assert!(
+        rx.recv_timeout(3 * ttl).is_err(),
+        "B waits while A keeps its lease"
+    );
+
+    // The leader's writes carry its fence.
+    let write = |fence: etcd_client::Compare, value: &str| {
+        let txn = etcd_client::Txn::new()
+            .when([fence])
+            .and_then([etcd_client::TxnOp::put(
+                format!("{}journal", keys::control(c.prefix())),
+                value,
+                None,
+            )]);
+        rt.block_on(c.client().txn(txn)).unwrap().succeeded()
+    };
+    assert!(write(a.fence(), "a1"), "A writes while it leads");
+
+    // A dies (no resignation): B leads within the TTL, plus etcd's tick.
+    let fence = a.fence();
+    drop(a);
+    let died = Instant::now();
+    let (took_over, b) = rx.recv_timeout(ttl + Duration::from_secs(3)).unwrap();
+    let b = b.unwrap();
+    let took = took_over - died;
+    eprintln!("B took over {took:?} after A died (TTL {ttl:?})");
+    assert!(took < ttl + Duration::from_secs(2), "{took:?}");
+    assert_eq!(rt.block_on(leader(&c)).unwrap().as_deref(), Some("ctl-b"));
+    assert!(!write(fence, "a2"), "A's fence holds no longer");
+    assert!(write(b.fence(), "b1"), "B writes");
+
+    // A clean resignation hands over at once.
+    rt.block_on(b.resign()).unwrap();
+    assert_eq!(rt.block_on(leader(&c)).unwrap(), None);
 }

@@ -25,8 +25,7 @@ pub struct Registration {
     pub host: String,
     /// The lease the status key is bound to.
     pub lease: i64,
-    keeper: tokio::task::JoinHandle<()>,
-    alive: Arc<AtomicBool>,
+    keeper: KeepAlive,
     etcd: Etcd,
 }
 
@@ -71,43 +70,13 @@ pub async fn register(
             host: host.to_string(),
         });
     }
-    let (mut keeper, mut answers) = client
-        .lease_keep_alive(lease)
+    let keeper = keep_alive(etcd, lease, ttl)
         .await
         .map_err(|e| etcd.error(format!("keeping host {host}'s lease alive"), e))?;
-    let every = ttl / 3;
-    let alive = Arc::new(AtomicBool::new(true));
-    let still = Arc::clone(&alive);
-    let keeper = tokio::spawn(async move {
-        loop {
-            let answered = match keeper.keep_alive().await {
-                Ok(()) => answers.message().await.ok().flatten(),
-                Err(_) => None,
-            };
-            match answered {
-                Some(r) if r.ttl() > 0 => tokio::time::sleep(every).await,
-                Some(_) => {
-                    // Expired: etcd deleted the status key. The agent
-                    // registers again.
-                    still.store(false, Ordering::Release);
-                    return;
-                }
-                None => {
-                    // The stream broke (a member died): open another; the
-                    // lease lives while a round lands within its TTL.
-                    tokio::time::sleep(Duration::from_millis(200)).await;
-                    if let Ok((k, a)) = client.lease_keep_alive(lease).await {
-                        (keeper, answers) = (k, a);
-                    }
-                }
-            }
-        }
-    });
     Ok(Registration {
         host: host.to_string(),
         lease,
         keeper,
-        alive,
         etcd: etcd.clone(),
     })
 }
@@ -116,7 +85,7 @@ impl Registration {
     /// Whether the lease still lives, as far as the last keep-alive knows:
     /// false once etcd answered that it expired.
     pub fn is_alive(&self) -> bool {
-        self.alive.load(Ordering::Acquire)
+        self.keeper.is_alive()
     }
 
     /// Replaces the status the host reports, on the same lease.
@@ -143,7 +112,7 @@ impl Registration {
     /// # Errors
     /// etcd's error (the lease then expires within its TTL anyway).
     pub async fn release(self) -> Result<(), FleetError> {
-        self.keeper.abort();
+        drop(self.keeper);
         let lease = self.lease;
         self.etcd
             .retry("revoking a lease", |mut c| async move {
@@ -151,12 +120,6 @@ impl Registration {
             })
             .await
             .map(|_| ())
-    }
-}
-
-impl Drop for Registration {
-    fn drop(&mut self) {
-        self.keeper.abort();
     }
 }
 
@@ -181,4 +144,64 @@ pub async fn live_hosts(etcd: &Etcd) -> Result<BTreeMap<String, Vec<u8>>, FleetE
             Some((host.to_string(), kv.value().to_vec()))
         })
         .collect())
+}
+
+/// A lease kept alive on the runtime: a round every third of its TTL,
+/// reopening the stream when it breaks (a member died). Dropping it stops
+/// the rounds, and the lease then expires within its TTL.
+pub(super) struct KeepAlive {
+    task: tokio::task::JoinHandle<()>,
+    alive: Arc<AtomicBool>,
+}
+
+impl KeepAlive {
+    /// Whether the lease still lives, as far as the last round knows:
+    /// false once etcd answered that it expired.
+    pub(super) fn is_alive(&self) -> bool {
+        self.alive.load(Ordering::Acquire)
+    }
+}
+
+impl Drop for KeepAlive {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+/// Starts keeping `lease` (of `ttl`) alive.
+pub(super) async fn keep_alive(
+    etcd: &Etcd,
+    lease: i64,
+    ttl: Duration,
+) -> Result<KeepAlive, etcd_client::Error> {
+    let mut client = etcd.client();
+    let (mut keeper, mut answers) = client.lease_keep_alive(lease).await?;
+    let every = ttl / 3;
+    let alive = Arc::new(AtomicBool::new(true));
+    let still = Arc::clone(&alive);
+    let task = tokio::spawn(async move {
+        loop {
+            let answered = match keeper.keep_alive().await {
+                Ok(()) => answers.message().await.ok().flatten(),
+                Err(_) => None,
+            };
+            match answered {
+                Some(r) if r.ttl() > 0 => tokio::time::sleep(every).await,
+                Some(_) => {
+                    // Expired: etcd deleted the keys bound to it.
+                    still.store(false, Ordering::Release);
+                    return;
+                }
+                None => {
+                    // The stream broke: open another; the lease lives
+                    // while a round lands within its TTL.
+                    tokio::time::sleep(Duration::from_millis(200)).await;
+                    if let Ok((k, a)) = client.lease_keep_alive(lease).await {
+                        (keeper, answers) = (k, a);
+                    }
+                }
+            }
+        }
+    });
+    Ok(KeepAlive { task, alive })
 }

@@ -10,12 +10,14 @@
 mod auth;
 mod etcd;
 pub mod keys;
+mod leader;
 mod liveness;
 mod rulesets;
 mod watch;
 
 pub use auth::{AGENT_ROLE_PREFIX, CONTROLLER_ROLE, Credentials, bootstrap_auth, grant_agent};
 pub use etcd::{Etcd, EtcdConfig, FleetError};
+pub use leader::{Leadership, campaign, leader, leader_key};
 pub use liveness::{Registration, live_hosts, register, status_key};
 pub use rulesets::{CHUNK_BYTES, Published, RuleSetText, fetch_rule_set, publish_rule_set};
 pub use watch::{Resumed, Watch, WatchEvent, watch_from};
