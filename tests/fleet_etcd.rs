@@ -323,16 +323,16 @@ fn a_host_has_one_live_agent_and_is_unavailable_within_its_lease_ttl() {
     let ttl = Duration::from_secs(2);
     let live = || rt.block_on(live_hosts(&c)).unwrap();
     let h1 = rt
-        .block_on(register(&c, "h1", b"{\"up\": 1}", ttl))
+        .block_on(register(&c, "h1", b"{\"up\": 1}", ttl, None))
         .unwrap();
-    let h2 = rt.block_on(register(&c, "h2", b"{}", ttl)).unwrap();
+    let h2 = rt.block_on(register(&c, "h2", b"{}", ttl, None)).unwrap();
     assert_eq!(
         live().get("h1").map(Vec::as_slice),
         Some(&b"{\"up\": 1}"[..])
     );
 
     // Two agents claiming one host: the second is refused, by name.
-    let twice = rt.block_on(register(&c, "h1", b"{}", ttl));
+    let twice = rt.block_on(register(&c, "h1", b"{}", ttl, None));
     let Err(e) = twice else {
         panic!("a second agent took host h1")
     };
@@ -356,7 +356,7 @@ fn a_host_has_one_live_agent_and_is_unavailable_within_its_lease_ttl() {
         died.elapsed()
     );
     // Then another agent may take the name.
-    let h2 = rt.block_on(register(&c, "h2", b"{}", ttl)).unwrap();
+    let h2 = rt.block_on(register(&c, "h2", b"{}", ttl, None)).unwrap();
 
     // h1's agent lives on, through a member's death, for several TTLs.
     etcd.kill(1);

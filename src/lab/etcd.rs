@@ -110,6 +110,22 @@ impl EtcdCluster {
         self.wait_healthy(&[i])
     }
 
+    /// Starts every member again on its data, after they were all killed
+    /// (one alone would wait for a quorum), and waits until they answer.
+    ///
+    /// # Errors
+    /// As [`EtcdCluster::start`].
+    pub fn restart_all(&mut self) -> Result<(), LabError> {
+        let all: Vec<usize> = (0..self.members.len()).collect();
+        for &i in &all {
+            self.kill(i);
+        }
+        for &i in &all {
+            self.spawn(i)?;
+        }
+        self.wait_healthy(&all)
+    }
+
     fn spawn(&mut self, i: usize) -> Result<(), LabError> {
         let initial = self
             .members

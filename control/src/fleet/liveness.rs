@@ -30,7 +30,10 @@ pub struct Registration {
 }
 
 /// Registers `host` with `status` (the agent's report, JSON) under a lease
-/// of `ttl`, and keeps the lease alive on the current runtime.
+/// of `ttl`, and keeps the lease alive on the current runtime. `previous`
+/// is the lease this agent registered with before it last stopped: if that
+/// lease still holds the host (the agent died and came back within the
+/// TTL), it is revoked and the host taken over.
 ///
 /// # Errors
 /// [`FleetError::HostClaimed`] when another live agent holds the host,
@@ -40,6 +43,7 @@ pub async fn register(
     host: &str,
     status: &[u8],
     ttl: Duration,
+    previous: Option<i64>,
 ) -> Result<Registration, FleetError> {
     let key = status_key(etcd.prefix(), host);
     let ttl_s = i64::try_from(ttl.as_secs().max(1)).unwrap_or(i64::MAX);
@@ -60,11 +64,25 @@ pub async fn register(
         )])
         .or_else([TxnOp::get(key.as_str(), None)]);
     let mut client = etcd.client();
-    let done = client
-        .txn(claim)
-        .await
-        .map_err(|e| etcd.error(format!("registering host {host}"), e))?;
-    if !done.succeeded() {
+    let mut tries = 0;
+    loop {
+        let done = client
+            .txn(claim.clone())
+            .await
+            .map_err(|e| etcd.error(format!("registering host {host}"), e))?;
+        if done.succeeded() {
+            break;
+        }
+        let holder = done.op_responses().into_iter().find_map(|r| match r {
+            etcd_client::TxnOpResponse::Get(g) => g.kvs().first().map(|kv| kv.lease()),
+            _ => None,
+        });
+        tries += 1;
+        if tries == 1 && holder.is_some() && holder == previous {
+            // Our own earlier run's: it is gone, so its lease goes too.
+            let _ = client.lease_revoke(holder.unwrap_or_default()).await;
+            continue;
+        }
         let _ = client.lease_revoke(lease).await;
         return Err(FleetError::HostClaimed {
             host: host.to_string(),

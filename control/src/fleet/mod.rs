@@ -7,6 +7,7 @@
 //! We write no distributed store: etcd (Debian's `etcd-server`) is the
 //! store, as it is for Kubernetes, Cilium and Calico.
 
+pub mod agent;
 mod auth;
 mod etcd;
 pub mod keys;

@@ -1,0 +1,415 @@
+//! The agent: one a host. It owns its host's datapaths through a daemon of
+//! its own (its embedded store is the local record of what it applied, and
+//! it adopts pinned XDP datapaths when it starts), registers the host under
+//! a lease, and keeps the datapaths equal to what etcd says the host should
+//! run: the host's desired record and the current generation of its rule
+//! set. It reports what it applied in its status key.
+//!
+//! Without etcd it keeps forwarding on what it last applied, and catches up
+//! when etcd answers again.
+
+use super::etcd::{Etcd, EtcdConfig, FleetError};
+use super::keys;
+use super::liveness::{Registration, register};
+use super::rulesets::fetch_rule_set;
+use super::watch::{Resumed, watch_from};
+use crate::daemon::{Daemon, DaemonConfig};
+use crate::store::DatapathInstance;
+use dse_datapath::rule::RuleSet;
+use serde::{Deserialize, Serialize};
+use sha2::{Digest, Sha256};
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+/// The rule set a host runs unless its desired record names another.
+pub const DEFAULT_RULE_SET: &str = "default";
+
+/// `<prefix>/hosts/<host>/desired`: what a controller wants the host to run.
+pub fn desired_key(prefix: &str, host: &str) -> String {
+    format!("{}desired", keys::host(prefix, host))
+}
+
+/// What a host should run, as a controller writes it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct HostDesired {
+    /// The named rule set its datapaths run.
+    #[serde(default = "default_rule_set")]
+    pub rule_set: String,
+    /// Its datapath instances.
+    #[serde(default)]
+    pub datapaths: Vec<DatapathInstance>,
+}
+
+fn default_rule_set() -> String {
+    DEFAULT_RULE_SET.to_string()
+}
+
+impl Default for HostDesired {
+    fn default() -> Self {
+        HostDesired {
+            rule_set: default_rule_set(),
+            datapaths: Vec::new(),
+        }
+    }
+}
+
+/// What the agent applied: written beside its store after each change,
+/// and reported (with the datapaths' state) in the host's status key.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AppliedRecord {
+    /// The rule set.
+    pub rule_set: String,
+    /// Its generation in etcd (0: none yet).
+    pub generation: u64,
+    /// The SHA-256 of its text, in hex.
+    pub sha256: String,
+}
+
+/// One datapath as the status reports it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DatapathReport {
+    /// Its name.
+    pub name: String,
+    /// `running` or `failed`.
+    pub state: String,
+    /// Whether it runs what the agent applied.
+    pub in_sync: bool,
+    /// Frames it received.
+    pub rx_packets: u64,
+}
+
+/// The host's status, as its agent reports it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct HostStatus {
+    /// The host.
+    pub host: String,
+    /// What it applied.
+    pub applied: AppliedRecord,
+    /// Its datapaths.
+    pub datapaths: Vec<DatapathReport>,
+    /// Why the last change was not applied, if it was not.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
+}
+
+/// How an agent runs.
+#[derive(Debug, Clone)]
+pub struct AgentConfig {
+    /// How to reach etcd.
+    pub etcd: EtcdConfig,
+    /// The host it runs for.
+    pub host: String,
+    /// Its own daemon: store, bpffs pins, backends.
+    pub daemon: DaemonConfig,
+    /// Its registration's lease.
+    pub ttl: Duration,
+}
+
+/// A host's agent.
+pub struct Agent {
+    config: AgentConfig,
+    daemon: Arc<Daemon>,
+    applied: std::sync::Mutex<AppliedRecord>,
+}
+
+impl Agent {
+    /// Opens its daemon (adopting pinned XDP datapaths, which keep
+    /// forwarding) and its record of what it applied. Needs no etcd.
+    ///
+    /// # Errors
+    /// The daemon's, naming what could not be opened.
+    pub fn open(config: AgentConfig) -> Result<Agent, crate::ControlError> {
+        let daemon = Arc::new(Daemon::open(config.daemon.clone())?);
+        let applied = std::fs::read(record_path(&config))
+            .ok()
+            .and_then(|b| serde_json::from_slice(&b).ok())
+            .unwrap_or_default();
+        Ok(Agent {
+            config,
+            daemon,
+            applied: std::sync::Mutex::new(applied),
+        })
+    }
+
+    /// Its daemon, which owns the host's datapaths.
+    pub fn daemon(&self) -> &Arc<Daemon> {
+        &self.daemon
+    }
+
+    /// What it applied last.
+    pub fn applied(&self) -> AppliedRecord {
+        self.applied
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
+    }
+
+    /// Runs until `stop` resolves: connects (again and again while etcd
+    /// does not answer), registers the host, and keeps its datapaths equal
+    /// to what etcd says, reporting each change.
+    ///
+    /// # Errors
+    /// [`FleetError::HostClaimed`] when another live agent holds the host,
+    /// and credential errors: what waiting does not mend.
+    pub async fn run(&self, stop: impl std::future::Future<Output = ()>) -> Result<(), FleetError> {
+        tokio::pin!(stop);
+        loop {
+            match self.connected(&mut stop).await {
+                Ok(()) => return Ok(()),
+                Err(
+                    e @ (FleetError::HostClaimed { .. }
+                    | FleetError::Credentials { .. }
+                    | FleetError::NoCredentials { .. }
+                    | FleetError::PermissionDenied { .. }),
+                ) => return Err(e),
+                Err(e) => {
+                    tracing::warn!(
+                        host = %self.config.host,
+                        "{e}; the datapaths keep what they run; trying again"
+                    );
+                    tokio::select! {
+                        () = stop.as_mut() => return Ok(()),
+                        () = tokio::time::sleep(Duration::from_secs(1)) => {}
+                    }
+                }
+            }
+        }
+    }
+
+    /// One connection's life: register, then sync and watch until an
+    /// error (`Err`), or until `stop` (`Ok`), when the registration is
+    /// released.
+    async fn connected(
+        &self,
+        stop: &mut std::pin::Pin<&mut impl std::future::Future<Output = ()>>,
+    ) -> Result<(), FleetError> {
+        let etcd = tokio::select! {
+            () = stop.as_mut() => return Ok(()),
+            r = Etcd::connect(self.config.etcd.clone()) => r?,
+        };
+        let status = serde_json::to_vec(&self.status(None)).expect("a status serializes");
+        let lease_file = self.config.daemon.db.with_file_name("lease");
+        let previous = std::fs::read_to_string(&lease_file)
+            .ok()
+            .and_then(|l| l.trim().parse().ok());
+        let registration =
+            register(&etcd, &self.config.host, &status, self.config.ttl, previous).await?;
+        std::fs::write(&lease_file, registration.lease.to_string()).map_err(|e| {
+            FleetError::Damaged {
+                what: lease_file.display().to_string(),
+                reason: format!("cannot be written: {e}"),
+            }
+        })?;
+        let watched = self.watch_loop(&etcd, &registration);
+        tokio::select! {
+            () = stop.as_mut() => {
+                if let Err(e) = registration.release().await {
+                    tracing::warn!("releasing host {}: {e}", self.config.host);
+                }
+                Ok(())
+            }
+            e = watched => Err(e),
+        }
+    }
+
+    /// Syncs, then watches, then syncs again, until an error.
+    async fn watch_loop(&self, etcd: &Etcd, registration: &Registration) -> FleetError {
+        match self.watching(etcd, registration).await {
+            Err(e) => e,
+        }
+    }
+
+    async fn watching(
+        &self,
+        etcd: &Etcd,
+        registration: &Registration,
+    ) -> Result<std::convert::Infallible, FleetError> {
+        loop {
+            if !registration.is_alive() {
+                return Err(FleetError::Unreachable {
+                    endpoints: self.config.etcd.endpoints.join(","),
+                    reason: format!("host {}'s lease expired", self.config.host),
+                });
+            }
+            let (rule_set, revision) = self.sync(etcd, registration).await?;
+            let prefix = etcd.prefix();
+            let mut desired =
+                watch_from(etcd, &desired_key(prefix, &self.config.host), revision + 1).await?;
+            let mut rules =
+                watch_from(etcd, &keys::current(prefix, &rule_set), revision + 1).await?;
+            // Any change, or a compaction, is met by syncing again: a sync
+            // reads everything afresh, so nothing is missed either way.
+            let changed = tokio::select! {
+                r = desired.next() => r?,
+                r = rules.next() => r?,
+            };
+            if let Resumed::Compacted { compacted } = changed {
+                tracing::info!(compacted, "history compacted; listing again");
+            }
+        }
+    }
+
+    /// Reads what the host should run and applies it; returns the rule
+    /// set's name and the lowest revision read, to watch on from.
+    async fn sync(
+        &self,
+        etcd: &Etcd,
+        registration: &Registration,
+    ) -> Result<(String, i64), FleetError> {
+        let key = desired_key(etcd.prefix(), &self.config.host);
+        let r = etcd
+            .retry(&format!("reading {key}"), |mut c| {
+                let key = key.clone();
+                async move { c.get(key, None).await }
+            })
+            .await?;
+        let desired_revision = r.header().map_or(0, |h| h.revision());
+        let desired: HostDesired = match r.kvs().first() {
+            None => HostDesired::default(),
+            Some(kv) => match dse_datapath::strict::from_slice(kv.value()) {
+                Ok(d) => d,
+                Err(e) => {
+                    let error = format!("{key} does not read: {e}");
+                    self.report(registration, Some(error)).await?;
+                    return Ok((DEFAULT_RULE_SET.to_string(), desired_revision));
+                }
+            },
+        };
+        let text = fetch_rule_set(etcd, &desired.rule_set).await?;
+        let revision = text
+            .as_ref()
+            .map_or(desired_revision, |t| t.revision.min(desired_revision));
+        let error = self.apply(&desired, text).await.err();
+        if let Some(e) = &error {
+            tracing::error!(host = %self.config.host, "{e}");
+        }
+        self.report(registration, error).await?;
+        Ok((desired.rule_set, revision))
+    }
+
+    /// Applies the rule set's text (when it is not what was applied) and
+    /// the datapath instances; the error says what was refused.
+    async fn apply(
+        &self,
+        desired: &HostDesired,
+        text: Option<super::RuleSetText>,
+    ) -> Result<(), String> {
+        let daemon = Arc::clone(&self.daemon);
+        let wanted = desired.datapaths.clone();
+        let mut record = self.applied();
+        let new = text.map(|t| {
+            let sha = hex::encode(Sha256::digest(&t.text));
+            (t, sha)
+        });
+        let changes_rules = new.as_ref().is_some_and(|(t, sha)| {
+            record.rule_set != desired.rule_set
+                || record.generation != t.generation
+                || &record.sha256 != sha
+        });
+        let rule_set = desired.rule_set.clone();
+        let host = self.config.host.clone();
+        let outcome =
+            tokio::task::spawn_blocking(move || -> Result<Option<AppliedRecord>, String> {
+                let who = format!("dse agent {host}");
+                let mut applied = None;
+                if changes_rules && let Some((t, sha)) = new {
+                    let set = RuleSet::parse_json_bytes(&t.text)
+                        .and_then(|s| s.validate().map(|()| s))
+                        .map_err(|e| {
+                            format!("rule set {rule_set} generation {}: {e}", t.generation)
+                        })?;
+                    daemon.apply(set, None, false, &who).map_err(|e| {
+                        format!("rule set {rule_set} generation {}: {e}", t.generation)
+                    })?;
+                    applied = Some(AppliedRecord {
+                        rule_set: rule_set.clone(),
+                        generation: t.generation,
+                        sha256: sha,
+                    });
+                }
+                reconcile_datapaths(&daemon, &wanted, &who)?;
+                Ok(applied)
+            })
+            .await
+            .expect("the agent's daemon work does not panic")?;
+        if let Some(applied) = outcome {
+            record = applied;
+            let path = record_path(&self.config);
+            let tmp = path.with_extension("json.tmp");
+            std::fs::write(
+                &tmp,
+                serde_json::to_vec(&record).expect("a record serializes"),
+            )
+            .and_then(|()| std::fs::rename(&tmp, &path))
+            .map_err(|e| format!("recording what was applied in {}: {e}", path.display()))?;
+            *self.applied.lock().unwrap_or_else(|p| p.into_inner()) = record;
+        }
+        Ok(())
+    }
+
+    /// The status to report.
+    fn status(&self, error: Option<String>) -> HostStatus {
+        let stats = self.daemon.stats();
+        HostStatus {
+            host: self.config.host.clone(),
+            applied: self.applied(),
+            datapaths: self
+                .daemon
+                .datapaths()
+                .into_iter()
+                .map(|d| DatapathReport {
+                    rx_packets: stats.get(&d.name).map_or(0, |s| s.rx_packets),
+                    name: d.name,
+                    state: d.state.to_string(),
+                    in_sync: d.in_sync,
+                })
+                .collect(),
+            error,
+        }
+    }
+
+    async fn report(
+        &self,
+        registration: &Registration,
+        error: Option<String>,
+    ) -> Result<(), FleetError> {
+        let status = serde_json::to_vec(&self.status(error)).expect("a status serializes");
+        registration.report(&status).await
+    }
+}
+
+/// `applied.json` beside the agent's store.
+fn record_path(config: &AgentConfig) -> PathBuf {
+    config.daemon.db.with_file_name("applied.json")
+}
+
+/// Attaches the instances of `wanted` the daemon lacks (or has otherwise)
+/// and detaches those it has that `wanted` lacks.
+fn reconcile_datapaths(
+    daemon: &Daemon,
+    wanted: &[DatapathInstance],
+    who: &str,
+) -> Result<(), String> {
+    let running = daemon.datapaths();
+    for r in &running {
+        let same = wanted
+            .iter()
+            .any(|w| w.name == r.name && w.backend == r.backend && w.interfaces == r.interfaces);
+        if !same {
+            daemon
+                .detach(&r.name, who)
+                .map_err(|e| format!("detaching datapath {}: {e}", r.name))?;
+        }
+    }
+    let running = daemon.datapaths();
+    for w in wanted {
+        if !running.iter().any(|r| r.name == w.name) {
+            daemon
+                .attach(w.clone(), who)
+                .map_err(|e| format!("attaching datapath {}: {e}", w.name))?;
+        }
+    }
+    Ok(())
+}

@@ -1,0 +1,207 @@
+//! A host's agent against a real 3-member etcd: it applies the rule set
+//! its host's desired record names and reports what it applied; a rule
+//! change reaches it; a rule set it cannot apply is reported, not applied;
+//! after a crash it restarts from its own store with etcd down, takes its
+//! host back from its dead run, and catches up, across a compaction, when
+//! etcd is back; a clean stop releases the host.
+//!
+//! Needs `etcd`; under CI=true its absence fails.
+
+use dse::lab::EtcdCluster;
+use dse_control::DaemonConfig;
+use dse_control::fleet::agent::{Agent, AgentConfig, HostDesired, HostStatus, desired_key};
+use dse_control::fleet::{Etcd, EtcdConfig, live_hosts, publish_rule_set};
+use dse_datapath::xdp::XdpLimits;
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+fn cluster(name: &str) -> Option<EtcdCluster> {
+    let present = std::process::Command::new("etcd")
+        .arg("--version")
+        .output()
+        .is_ok_and(|o| o.status.success());
+    if !present {
+        assert!(
+            std::env::var("CI").is_err(),
+            "CI needs etcd-server (cargo xtask setup)"
+        );
+        return None;
+    }
+    let dir = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join(format!("etcd-{name}"));
+    Some(EtcdCluster::start(&dir, 3).expect("a 3-member etcd starts"))
+}
+
+fn rules(n: u32, priority: u32) -> Vec<u8> {
+    let rules: Vec<String> = (1..=n)
+        .map(|id| {
+            format!(
+                r#"{{"id": {id}, "priority": {priority}, "match": {{"ip_proto": 17, "l4_dst": {id}}}, "actions": ["drop"]}}"#
+            )
+        })
+        .collect();
+    format!(
+        r#"{{"ports": [{{"name": "p0", "index": 0}}], "rules": [{}]}}"#,
+        rules.join(",")
+    )
+    .into_bytes()
+}
+
+fn agent_config(dir: &Path, endpoints: &str) -> AgentConfig {
+    AgentConfig {
+        etcd: EtcdConfig::new(endpoints),
+        host: "h1".into(),
+        daemon: DaemonConfig {
+            db: dir.join("agent.redb"),
+            bpffs: dir.join("pins"),
+            emu_workers: 1,
+            xdp_limits: XdpLimits::small(),
+            xdp_skb_mode: false,
+            depot: Default::default(),
+        },
+        ttl: Duration::from_secs(2),
+    }
+}
+
+/// Runs `agent` on `rt` until the returned sender is sent to (a clean
+/// stop) or the task is aborted (a crash: nothing is released).
+fn run(
+    rt: &tokio::runtime::Runtime,
+    agent: std::sync::Arc<Agent>,
+) -> (
+    tokio::sync::oneshot::Sender<()>,
+    tokio::task::JoinHandle<()>,
+) {
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let task = rt.spawn(async move {
+        agent
+            .run(async {
+                let _ = stopped.await;
+            })
+            .await
+            .expect("the agent runs");
+    });
+    (stop, task)
+}
+
+/// Waits up to 10 s for h1's status to satisfy `ok`; returns it and when.
+fn status_until(
+    rt: &tokio::runtime::Runtime,
+    c: &Etcd,
+    ok: impl Fn(&HostStatus) -> bool,
+) -> (HostStatus, Instant) {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let status = rt
+            .block_on(live_hosts(c))
+            .ok()
+            .and_then(|live| live.get("h1").cloned())
+            .and_then(|s| serde_json::from_slice::<HostStatus>(&s).ok());
+        if let Some(s) = status
+            && ok(&s)
+        {
+            return (s, Instant::now());
+        }
+        assert!(Instant::now() < deadline, "h1's status never got there");
+        std::thread::sleep(Duration::from_millis(10));
+    }
+}
+
+#[test]
+fn an_agent_applies_its_hosts_rule_set_reports_it_and_restarts_without_etcd() {
+    let Some(mut etcd) = cluster("agent") else {
+        return;
+    };
+    let dir = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("fleet-agent-h1");
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let endpoints = etcd.endpoints_arg();
+    let c = rt
+        .block_on(Etcd::connect(EtcdConfig::new(&endpoints)))
+        .unwrap();
+    let desired = HostDesired {
+        rule_set: "edge".into(),
+        datapaths: Vec::new(),
+    };
+    rt.block_on(c.client().put(
+        desired_key(c.prefix(), "h1"),
+        serde_json::to_vec(&desired).unwrap(),
+        None,
+    ))
+    .unwrap();
+    rt.block_on(publish_rule_set(&c, "edge", None, &rules(1000, 10)))
+        .unwrap();
+    // Another rule set, which h1 does not run.
+    rt.block_on(publish_rule_set(&c, "default", None, &rules(5, 1)))
+        .unwrap();
+
+    let agent = std::sync::Arc::new(Agent::open(agent_config(&dir, &endpoints)).unwrap());
+    let (_stop, task) = run(&rt, std::sync::Arc::clone(&agent));
+    let (s, _) = status_until(&rt, &c, |s| s.applied.generation == 1);
+    assert_eq!(s.applied.rule_set, "edge");
+    assert_eq!(s.error, None);
+    assert_eq!(agent.daemon().rules().1.rules.len(), 1000);
+
+    // A change reaches it.
+    let published = Instant::now();
+    rt.block_on(publish_rule_set(&c, "edge", Some(1), &rules(1200, 10)))
+        .unwrap();
+    let (_, applied) = status_until(&rt, &c, |s| s.applied.generation == 2);
+    eprintln!(
+        "generation 2 applied and reported {:?} after the publish",
+        applied - published
+    );
+    assert_eq!(agent.daemon().rules().1.rules.len(), 1200);
+
+    // A rule set it cannot apply is reported, and the datapaths keep
+    // generation 2.
+    let bad = br#"{"ports": [], "rules": [{"id": 1, "priority": 1, "match": {"in_port": "nowhere"}, "actions": ["drop"]}]}"#;
+    rt.block_on(publish_rule_set(&c, "edge", Some(2), bad))
+        .unwrap();
+    let (s, _) = status_until(&rt, &c, |s| s.error.is_some());
+    assert!(
+        s.error.as_deref().unwrap().contains("generation 3"),
+        "{s:?}"
+    );
+    assert_eq!(s.applied.generation, 2);
+    assert_eq!(agent.daemon().rules().1.rules.len(), 1200);
+
+    // It crashes (its lease still holds the host), and every etcd member
+    // goes down: it opens from its own store.
+    task.abort();
+    let _ = rt.block_on(task);
+    drop(agent);
+    std::thread::sleep(Duration::from_millis(200));
+    for i in 0..3 {
+        etcd.kill(i);
+    }
+    let agent = std::sync::Arc::new(Agent::open(agent_config(&dir, &endpoints)).unwrap());
+    assert_eq!(agent.applied().generation, 2);
+    assert_eq!(agent.daemon().rules().1.rules.len(), 1200);
+    let (stop, _task) = run(&rt, std::sync::Arc::clone(&agent));
+    std::thread::sleep(Duration::from_secs(2));
+
+    // etcd returns (keeping the crashed run's lease alive a while); the
+    // agent takes its host back from its own earlier run, and, with a
+    // fixed generation published and the history compacted meanwhile,
+    // lists again and catches up.
+    etcd.restart_all().unwrap();
+    let c = rt
+        .block_on(Etcd::connect(EtcdConfig::new(&endpoints)))
+        .unwrap();
+    let p = rt
+        .block_on(publish_rule_set(&c, "edge", Some(3), &rules(800, 10)))
+        .unwrap();
+    rt.block_on(c.client().compact(p.revision, None)).unwrap();
+    let (s, _) = status_until(&rt, &c, |s| s.applied.generation == 4);
+    assert_eq!(s.error, None);
+    assert_eq!(agent.daemon().rules().1.rules.len(), 800);
+
+    // A clean stop releases the host at once.
+    stop.send(()).unwrap();
+    let released = Instant::now();
+    while rt.block_on(live_hosts(&c)).unwrap().contains_key("h1") {
+        assert!(released.elapsed() < Duration::from_secs(1), "h1 released");
+        std::thread::sleep(Duration::from_millis(10));
+    }
+}
