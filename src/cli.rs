@@ -74,6 +74,9 @@ pub enum Command {
     Bench(BenchArgs),
     /// Run the daemon: hold the desired rules and keep every datapath equal to them.
     Serve(ServeArgs),
+    /// Run a host's agent in a fleet: own the host's datapaths, keep them
+    /// equal to what etcd says the host should run, and report it there.
+    Agent(AgentArgs),
     /// Rules: apply, get, add, delete, counters; check a file offline.
     Rules {
         #[command(subcommand)]
@@ -180,6 +183,43 @@ pub struct ServeArgs {
     /// The lowest acceptance level a depot manifest may have.
     #[arg(long, value_enum, default_value_t = AcceptanceArg::PartnerSupported)]
     pub lowest_acceptance: AcceptanceArg,
+}
+
+#[derive(Args)]
+pub struct AgentArgs {
+    /// etcd's client URLs, comma-separated.
+    #[arg(long)]
+    pub etcd: String,
+    /// The host this agent runs for (one live agent a host).
+    #[arg(long)]
+    pub host: String,
+    /// The etcd user, when etcd has authentication on (`dse-agent-<host>`).
+    #[arg(long, requires = "etcd_password_file")]
+    pub etcd_user: Option<String>,
+    /// The file holding the etcd user's password.
+    #[arg(long, requires = "etcd_user")]
+    pub etcd_password_file: Option<PathBuf>,
+    /// The key prefix the fleet lives under in etcd.
+    #[arg(long, default_value = dse_control::fleet::keys::DEFAULT_PREFIX)]
+    pub etcd_prefix: String,
+    /// Seconds the host stays registered after the agent stops answering.
+    #[arg(long, default_value_t = 5)]
+    pub lease_ttl: u64,
+    /// The agent's own store: what it applied (created if missing).
+    #[arg(long, default_value = "/var/lib/dse/agent.redb")]
+    pub db: PathBuf,
+    /// The bpffs directory the XDP datapaths pin under (one directory each).
+    #[arg(long, default_value = "/sys/fs/bpf/dse")]
+    pub bpffs: PathBuf,
+    /// Worker threads of each host-path (emu) datapath.
+    #[arg(long, default_value_t = 2)]
+    pub emu_workers: usize,
+    /// Rule slots of each XDP datapath (kernel memory grows with it).
+    #[arg(long, default_value_t = dse_ebpf::limits::MAX_RULES)]
+    pub xdp_max_rules: u32,
+    /// Attach XDP in generic (skb) mode, for drivers without native XDP.
+    #[arg(long)]
+    pub xdp_skb: bool,
 }
 
 /// Acceptance levels, most trusted first.

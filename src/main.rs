@@ -159,6 +159,7 @@ fn run() -> ExitCode {
             command: RulesCommand::Check { file },
         } => local(check(&file)),
         Command::Serve(args) => local(remote::serve(args, &cli.connection)),
+        Command::Agent(args) => local(remote::agent(args)),
         Command::Bench(args) => local(bench(args, cli.output)),
         Command::Depot { command } if command.is_local() => local(depot_tool(command)),
         Command::Completions { shell } => {

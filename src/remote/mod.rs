@@ -1,6 +1,7 @@
 //! The CLI commands that drive `dse serve` through its API, and `dse serve`
 //! itself.
 
+mod agent;
 pub mod exit;
 mod lifecycle;
 mod show;
@@ -9,6 +10,7 @@ use crate::cli::{
     BackendArg, ClusterCommand, Command, Connection, DatapathCommand, DepotCommand, HostCommand,
     Output, RulesCommand, ServeArgs,
 };
+pub use agent::agent;
 use anyhow::Context;
 use bytes::Bytes;
 use dse_control::client::{Call, Endpoint, Method, StatusCode, segment};
@@ -358,6 +360,7 @@ fn dispatch(
         }
         Command::Demo { .. }
         | Command::Serve(_)
+        | Command::Agent(_)
         | Command::Bench(_)
         | Command::Completions { .. }
         | Command::Man => unreachable!("run locally"),
