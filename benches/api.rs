@@ -161,6 +161,7 @@ fn main() {
         token_file: None,
         max_body: 1 << 30,
         limits: Default::default(),
+        fleet: None,
     };
     let rt = tokio::runtime::Runtime::new().expect("a runtime");
     let (stop, stopped) = tokio::sync::oneshot::channel::<()>();

@@ -112,6 +112,11 @@ pub enum Command {
         #[command(subcommand)]
         command: LifecycleCommand,
     },
+    /// The fleet: its controllers, the leader, etcd's members, agents alive.
+    Fleet {
+        #[command(subcommand)]
+        command: FleetCommand,
+    },
     /// The emulated DPUs: boot time and injected faults.
     Dpu {
         #[command(subcommand)]
@@ -183,6 +188,62 @@ pub struct ServeArgs {
     /// The lowest acceptance level a depot manifest may have.
     #[arg(long, value_enum, default_value_t = AcceptanceArg::PartnerSupported)]
     pub lowest_acceptance: AcceptanceArg,
+    /// Run as a fleet controller with its state in etcd at these client
+    /// URLs (comma-separated), instead of the single-machine daemon.
+    #[arg(long)]
+    pub etcd: Option<String>,
+    /// This controller's id, unique in the fleet (with --etcd; default:
+    /// the host name and process id).
+    #[arg(long, requires = "etcd")]
+    pub controller_id: Option<String>,
+    #[command(flatten)]
+    pub etcd_args: EtcdArgs,
+}
+
+/// How a fleet process reaches etcd.
+#[derive(Args)]
+pub struct EtcdArgs {
+    /// The etcd user, when etcd has authentication on (`dse-controller`,
+    /// or an agent's `dse-agent-<host>`).
+    #[arg(long, requires = "etcd_password_file")]
+    pub etcd_user: Option<String>,
+    /// The file holding the etcd user's password.
+    #[arg(long, requires = "etcd_user")]
+    pub etcd_password_file: Option<PathBuf>,
+    /// The key prefix the fleet lives under in etcd.
+    #[arg(long, default_value = dse_control::fleet::keys::DEFAULT_PREFIX)]
+    pub etcd_prefix: String,
+    /// Seconds a lease (an agent's host, a controller's leadership) lives
+    /// after its process stops answering.
+    #[arg(long, default_value_t = 5)]
+    pub lease_ttl: u64,
+}
+
+impl EtcdArgs {
+    /// The client's configuration for `endpoints`, with the password read
+    /// from its file.
+    ///
+    /// # Errors
+    /// The password file does not read.
+    pub fn config(&self, endpoints: &str) -> anyhow::Result<dse_control::fleet::EtcdConfig> {
+        use anyhow::Context;
+        let mut etcd = dse_control::fleet::EtcdConfig::new(endpoints);
+        etcd.prefix = self.etcd_prefix.clone();
+        if let (Some(user), Some(file)) = (&self.etcd_user, &self.etcd_password_file) {
+            let password = std::fs::read_to_string(file)
+                .with_context(|| format!("reading the etcd password file {}", file.display()))?;
+            etcd = etcd.with_credentials(dse_control::fleet::Credentials {
+                user: user.clone(),
+                password: password.trim().to_string(),
+            });
+        }
+        Ok(etcd)
+    }
+
+    /// The lease TTL.
+    pub fn ttl(&self) -> std::time::Duration {
+        std::time::Duration::from_secs(self.lease_ttl.max(1))
+    }
 }
 
 #[derive(Args)]
@@ -193,18 +254,8 @@ pub struct AgentArgs {
     /// The host this agent runs for (one live agent a host).
     #[arg(long)]
     pub host: String,
-    /// The etcd user, when etcd has authentication on (`dse-agent-<host>`).
-    #[arg(long, requires = "etcd_password_file")]
-    pub etcd_user: Option<String>,
-    /// The file holding the etcd user's password.
-    #[arg(long, requires = "etcd_user")]
-    pub etcd_password_file: Option<PathBuf>,
-    /// The key prefix the fleet lives under in etcd.
-    #[arg(long, default_value = dse_control::fleet::keys::DEFAULT_PREFIX)]
-    pub etcd_prefix: String,
-    /// Seconds the host stays registered after the agent stops answering.
-    #[arg(long, default_value_t = 5)]
-    pub lease_ttl: u64,
+    #[command(flatten)]
+    pub etcd_args: EtcdArgs,
     /// The agent's own store: what it applied (created if missing).
     #[arg(long, default_value = "/var/lib/dse/agent.redb")]
     pub db: PathBuf,
@@ -271,9 +322,15 @@ pub enum RulesCommand {
         /// Refuse unless the desired rules are still at this generation.
         #[arg(long)]
         expect_generation: Option<u64>,
+        /// The named rule set (a fleet keeps many; one machine runs `default`).
+        #[arg(long)]
+        rule_set: Option<String>,
     },
     /// Print the desired rules: all of them, a page, or some by id.
     Get {
+        /// The named rule set (a fleet keeps many; one machine runs `default`).
+        #[arg(long)]
+        rule_set: Option<String>,
         /// Only these rule ids (comma-separated).
         #[arg(long, value_delimiter = ',')]
         ids: Vec<u32>,
@@ -425,6 +482,22 @@ pub enum DepotCommand {
 
 #[derive(Subcommand)]
 pub enum HostCommand {
+    /// Each host: available or not (its agent's lease), the rule set and
+    /// generation it runs, its datapaths and its last report.
+    List,
+    /// What a fleet host should run: its rule set and datapath instances
+    /// (its agent applies them).
+    Set {
+        /// The host.
+        host: String,
+        /// The named rule set its datapaths run.
+        #[arg(long, default_value = "default")]
+        rule_set: String,
+        /// Its datapath instances: a YAML or JSON list of {name, backend,
+        /// interfaces} (none when not given).
+        #[arg(long, short)]
+        file: Option<PathBuf>,
+    },
     /// Add a host and its DPUs, described in a YAML or JSON file, to a cluster; the cluster rules are checked and each broken one is named.
     Add {
         /// The cluster.
@@ -434,6 +507,12 @@ pub enum HostCommand {
         #[arg(long, short)]
         file: PathBuf,
     },
+}
+
+#[derive(Subcommand)]
+pub enum FleetCommand {
+    /// Controllers (and which leads), etcd's members, hosts and agents alive.
+    Status,
 }
 
 #[derive(Subcommand)]

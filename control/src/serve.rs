@@ -7,6 +7,7 @@
 
 use crate::api::{self, ApiState, Metrics, TokenDigest};
 use crate::daemon::{ControlError, Daemon, DaemonConfig};
+use crate::fleet::controller::{Controller, ControllerConfig};
 use std::net::SocketAddr;
 use std::os::unix::fs::PermissionsExt;
 use std::path::PathBuf;
@@ -27,6 +28,20 @@ pub struct ServeConfig {
     pub max_body: usize,
     /// Header timeout and connection cap of each listener.
     pub limits: crate::api::conn::ConnLimits,
+    /// Run as a fleet controller on etcd instead of a single-machine
+    /// daemon.
+    pub fleet: Option<FleetServe>,
+}
+
+/// How a fleet controller runs (`dse serve --etcd`).
+#[derive(Debug, Clone)]
+pub struct FleetServe {
+    /// How to reach etcd.
+    pub etcd: crate::fleet::EtcdConfig,
+    /// This controller's id, unique in the fleet.
+    pub id: String,
+    /// The lease TTL of its leadership.
+    pub ttl: std::time::Duration,
 }
 
 /// Why `dse serve` could not start or stopped.
@@ -57,6 +72,9 @@ pub enum ServeError {
     /// The daemon could not start.
     #[error(transparent)]
     Daemon(#[from] ControlError),
+    /// The fleet controller could not start.
+    #[error(transparent)]
+    Fleet(#[from] crate::fleet::FleetError),
 }
 
 fn listen_err(what: impl std::fmt::Display) -> impl FnOnce(std::io::Error) -> ServeError {
@@ -151,20 +169,44 @@ pub async fn serve(
     // client that connects is answered by a daemon that can serve it.
     raise_file_limit();
     claim_socket(&config.socket)?;
-    let daemon_config = config.daemon.clone();
-    let daemon = tokio::task::spawn_blocking(move || Daemon::open(daemon_config))
-        .await
-        .expect("opening the daemon does not panic");
-    let daemon = Arc::new(daemon?);
-    daemon.resume_remediations();
+    let mut controller = None;
+    let app = match &config.fleet {
+        None => {
+            let daemon_config = config.daemon.clone();
+            let daemon = tokio::task::spawn_blocking(move || Daemon::open(daemon_config))
+                .await
+                .expect("opening the daemon does not panic");
+            let daemon = Arc::new(daemon?);
+            daemon.resume_remediations();
+            api::router(Arc::new(ApiState {
+                daemon,
+                max_body: config.max_body,
+                metrics: Metrics::default(),
+                large_bodies: tokio::sync::Semaphore::new(1),
+            }))
+        }
+        Some(fleet) => {
+            let api = match config.tcp {
+                Some(addr) => format!("http://{addr}"),
+                None => format!("unix:{}", config.socket.display()),
+            };
+            let started = Arc::new(
+                Controller::start(ControllerConfig {
+                    etcd: fleet.etcd.clone(),
+                    id: fleet.id.clone(),
+                    api,
+                    ttl: fleet.ttl,
+                })
+                .await?,
+            );
+            controller = Some(Arc::clone(&started));
+            api::fleet::fleet_router(Arc::new(api::fleet::FleetApi {
+                controller: started,
+                max_body: config.max_body,
+            }))
+        }
+    };
     let unix = bind_unix(&config.socket)?;
-    let state = Arc::new(ApiState {
-        daemon,
-        max_body: config.max_body,
-        metrics: Metrics::default(),
-        large_bodies: tokio::sync::Semaphore::new(1),
-    });
-    let app = api::router(Arc::clone(&state));
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
     tokio::spawn(async move {
         shutdown.await;
@@ -192,6 +234,9 @@ pub async fn serve(
     tracing::info!("API on unix socket {}", config.socket.display());
     servers.spawn(api::conn::serve(unix, app, config.limits, stop_rx));
     while servers.join_next().await.is_some() {}
+    if let Some(c) = controller {
+        c.stop().await;
+    }
     let _ = std::fs::remove_file(&config.socket);
     Ok(())
 }

@@ -41,6 +41,7 @@ pub fn serve_config(dir: &Path, pins: &Path) -> ServeConfig {
         token_file: None,
         max_body: 64 << 20,
         limits: Default::default(),
+        fleet: None,
     }
 }
 

@@ -4,10 +4,8 @@ use crate::cli::AgentArgs;
 use anyhow::Context;
 use dse_control::daemon::DaemonConfig;
 use dse_control::fleet::agent::{Agent, AgentConfig};
-use dse_control::fleet::{Credentials, EtcdConfig};
 use dse_control::lifecycle::depot::DepotConfig;
 use dse_datapath::xdp::XdpLimits;
-use std::time::Duration;
 
 /// Runs the agent for `args.host` until a signal stops it, releasing the
 /// host then. XDP datapaths stay pinned and forwarding.
@@ -17,16 +15,7 @@ use std::time::Duration;
 /// live agent on the host, or credentials etcd refuses.
 pub fn agent(args: AgentArgs) -> anyhow::Result<()> {
     dse_datapath::name::check("host name", &args.host)?;
-    let mut etcd = EtcdConfig::new(&args.etcd);
-    etcd.prefix = args.etcd_prefix;
-    if let (Some(user), Some(file)) = (args.etcd_user, args.etcd_password_file) {
-        let password = std::fs::read_to_string(&file)
-            .with_context(|| format!("reading the etcd password file {}", file.display()))?;
-        etcd = etcd.with_credentials(Credentials {
-            user,
-            password: password.trim().to_string(),
-        });
-    }
+    let etcd = args.etcd_args.config(&args.etcd)?;
     if let Some(dir) = args.db.parent() {
         std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
     }
@@ -45,7 +34,7 @@ pub fn agent(args: AgentArgs) -> anyhow::Result<()> {
             xdp_skb_mode: args.xdp_skb,
             depot: DepotConfig::default(),
         },
-        ttl: Duration::from_secs(args.lease_ttl.max(1)),
+        ttl: args.etcd_args.ttl(),
     };
     let host = config.host.clone();
     let rt = tokio::runtime::Runtime::new().context("starting the async runtime")?;

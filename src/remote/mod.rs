@@ -3,12 +3,13 @@
 
 mod agent;
 pub mod exit;
+mod fleet;
 mod lifecycle;
 mod show;
 
 use crate::cli::{
-    BackendArg, ClusterCommand, Command, Connection, DatapathCommand, DepotCommand, HostCommand,
-    Output, RulesCommand, ServeArgs,
+    BackendArg, ClusterCommand, Command, Connection, DatapathCommand, DepotCommand, FleetCommand,
+    HostCommand, Output, RulesCommand, ServeArgs,
 };
 pub use agent::agent;
 use anyhow::Context;
@@ -52,6 +53,25 @@ pub fn serve(args: ServeArgs, connection: &Connection) -> anyhow::Result<()> {
         limits: dse_control::api::conn::ConnLimits {
             header_timeout: std::time::Duration::from_secs(args.header_timeout),
             max_connections: args.max_connections,
+        },
+        fleet: match &args.etcd {
+            None => None,
+            Some(endpoints) => Some(dse_control::serve::FleetServe {
+                etcd: args.etcd_args.config(endpoints)?,
+                id: match &args.controller_id {
+                    Some(id) => {
+                        dse_datapath::name::check("controller id", id)?;
+                        id.clone()
+                    }
+                    None => format!(
+                        "{}-{}",
+                        std::fs::read_to_string("/proc/sys/kernel/hostname")
+                            .map_or_else(|_| "controller".into(), |h| h.trim().to_string()),
+                        std::process::id()
+                    ),
+                },
+                ttl: args.etcd_args.ttl(),
+            }),
         },
     };
     let rt = tokio::runtime::Runtime::new().context("starting the async runtime")?;
@@ -176,11 +196,15 @@ fn dispatch(
                 file,
                 dry_run,
                 expect_generation,
+                rule_set,
             } => {
                 let (content_type, data) = read_rules_file(&file)?;
                 let mut query = format!("/v1/rules?dry_run={dry_run}");
                 if let Some(g) = expect_generation {
                     query.push_str(&format!("&expected_generation={g}"));
+                }
+                if let Some(name) = rule_set {
+                    query.push_str(&format!("&rule_set={}", segment(&name)));
                 }
                 let (progress, bar) = show::upload_bar(data.len() as u64, !json);
                 let call = Call {
@@ -193,8 +217,14 @@ fn dispatch(
                 bar.finish_and_clear();
                 print(&answer?, show::applied);
             }
-            RulesCommand::Get { ids, after, limit } => {
+            RulesCommand::Get {
+                rule_set,
+                ids,
+                after,
+                limit,
+            } => {
                 let mut query = Vec::new();
+                query.extend(rule_set.map(|n| format!("rule_set={}", segment(&n))));
                 if !ids.is_empty() {
                     let ids: Vec<String> = ids.iter().map(u32::to_string).collect();
                     query.push(format!("ids={}", ids.join(",")));
@@ -290,6 +320,15 @@ fn dispatch(
             ),
         },
         Command::Host { command } => match command {
+            HostCommand::List => show_answer(fleet::host_list(), fleet::show_hosts)?,
+            HostCommand::Set {
+                host,
+                rule_set,
+                file,
+            } => {
+                let call = fleet::host_set(&host, &rule_set, file.as_deref())?;
+                print(&send(rt, ep, call)?, fleet::show_set);
+            }
             HostCommand::Add { cluster, file } => {
                 let host = read_host(&file)?;
                 let body = serde_json::to_string(&host).expect("a host serialises");
@@ -309,6 +348,9 @@ fn dispatch(
                 }
             }
         },
+        Command::Fleet {
+            command: FleetCommand::Status,
+        } => show_answer(fleet::status(), fleet::show_status)?,
         Command::Depot { command } => match command {
             DepotCommand::Import { dir } => {
                 let dir = std::fs::canonicalize(&dir)

@@ -59,6 +59,20 @@ pub fn upload_bar(total: u64, visible: bool) -> (Box<dyn FnMut(usize) + Send>, P
 
 /// The answer to a rule change.
 pub fn applied(v: &Value) {
+    if let Some(rule_set) = v["rule_set"].as_str() {
+        // A fleet controller's answer: the agents apply it.
+        let verb = if v["dry_run"] == Value::Bool(true) {
+            "dry run: valid; nothing changed; rule set"
+        } else {
+            "published rule set"
+        };
+        dse::outln!(
+            "{verb} {rule_set} generation {} ({} bytes); each host's agent applies it",
+            text(&v["generation"]),
+            text(&v["bytes"])
+        );
+        return;
+    }
     if v["dry_run"] == Value::Bool(true) {
         dse::outln!(
             "dry run against generation {}: nothing changed",

@@ -31,6 +31,17 @@ impl DaemonProcess {
 
     /// As [`DaemonProcess::start`], with `extra` arguments to `dse serve`.
     pub fn start_with(dir: PathBuf, bpffs: PathBuf, extra: &[&str]) -> DaemonProcess {
+        Self::start_probing(dir, bpffs, extra, &["status"])
+    }
+
+    /// As [`DaemonProcess::start_with`], ready once `dse PROBE` succeeds
+    /// against it.
+    pub fn start_probing(
+        dir: PathBuf,
+        bpffs: PathBuf,
+        extra: &[&str],
+        probe: &[&str],
+    ) -> DaemonProcess {
         let log = std::fs::OpenOptions::new()
             .create(true)
             .append(true)
@@ -58,7 +69,7 @@ impl DaemonProcess {
         let mut d = DaemonProcess { child, dir, bpffs };
         let deadline = Instant::now() + Duration::from_secs(60);
         loop {
-            if d.cli(&["status"]).status.success() {
+            if d.cli(probe).status.success() {
                 return d;
             }
             if let Some(status) = d.child.try_wait().unwrap() {

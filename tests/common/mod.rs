@@ -6,6 +6,7 @@ pub mod daemon;
 pub mod exchange;
 pub mod fabric;
 pub mod fixtures;
+pub mod fleet;
 pub mod lab;
 pub mod netns;
 pub mod packets;

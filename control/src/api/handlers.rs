@@ -27,10 +27,13 @@ pub(super) async fn blocking<T: Send + 'static>(f: impl FnOnce() -> T + Send + '
 }
 
 /// The body, or 413 over the limit / 400 if it could not be read.
-fn body(state: &ApiState, body: Result<Bytes, BytesRejection>) -> Result<Bytes, ApiError> {
+pub(super) fn body(
+    max_body: usize,
+    body: Result<Bytes, BytesRejection>,
+) -> Result<Bytes, ApiError> {
     body.map_err(|r| {
         if r.status() == StatusCode::PAYLOAD_TOO_LARGE {
-            ApiError::too_large(state.max_body)
+            ApiError::too_large(max_body)
         } else {
             ApiError::bad_request(format!("reading the request body: {r}"))
         }
@@ -42,12 +45,12 @@ pub(super) fn json_body<T: serde::de::DeserializeOwned>(
     state: &ApiState,
     raw: Result<Bytes, BytesRejection>,
 ) -> Result<T, ApiError> {
-    parse_json(&body(state, raw)?)
+    parse_json(&body(state.max_body, raw)?)
 }
 
 /// `bytes` parsed as JSON `T`, or 400 naming the field that is wrong. A
 /// list is never read where a struct belongs ([`dse_datapath::strict`]).
-fn parse_json<'de, T: serde::Deserialize<'de>>(bytes: &'de [u8]) -> Result<T, ApiError> {
+pub(super) fn parse_json<'de, T: serde::Deserialize<'de>>(bytes: &'de [u8]) -> Result<T, ApiError> {
     let mut de = serde_json::Deserializer::from_slice(bytes);
     let value = dse_datapath::strict::with_path(&mut de).map_err(body_error)?;
     de.end()
@@ -76,7 +79,7 @@ fn is_yaml(headers: &HeaderMap) -> bool {
 /// A rule set from a JSON or (by content type) YAML body: 400 if the body
 /// is not a JSON or YAML mapping, 422 (`invalid_rules`, naming the rule and
 /// the field) for anything wrong inside it, whether its shape or a value.
-fn parse_rule_set(headers: &HeaderMap, bytes: &[u8]) -> Result<RuleSet, ApiError> {
+pub(super) fn parse_rule_set(headers: &HeaderMap, bytes: &[u8]) -> Result<RuleSet, ApiError> {
     let parsed = if is_yaml(headers) {
         std::str::from_utf8(bytes)
             .map_err(|e| RuleError::Syntax(format!("the document is not UTF-8: {e}")))
@@ -110,6 +113,7 @@ pub async fn health(State(s): State<Arc<ApiState>>) -> Json<Value> {
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct RulesQuery {
+    rule_set: Option<String>,
     after: Option<u32>,
     limit: Option<usize>,
     ids: Option<String>,
@@ -121,6 +125,7 @@ const MAX_PAGE: usize = 100_000;
 /// `GET /v1/rules`: every rule, streamed as it is read; or, with `after`,
 /// `limit` or `ids`, one page with the id to continue after (`next`).
 pub async fn get_rules(State(s): State<Arc<ApiState>>, Query(q): Query<RulesQuery>) -> Answer {
+    super::hosts::only_default(q.rule_set.as_deref())?;
     let daemon = Arc::clone(&s.daemon);
     if q.after.is_none() && q.limit.is_none() && q.ids.is_none() {
         let body = axum::body::Body::new(super::stream::all_rules(daemon));
@@ -168,6 +173,7 @@ pub async fn get_rules(State(s): State<Arc<ApiState>>, Query(q): Query<RulesQuer
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct ApplyQuery {
+    rule_set: Option<String>,
     expected_generation: Option<u64>,
     #[serde(default)]
     dry_run: bool,
@@ -181,7 +187,8 @@ pub async fn put_rules(
     headers: HeaderMap,
     raw: Result<Bytes, BytesRejection>,
 ) -> Answer {
-    let bytes = body(&s, raw)?;
+    super::hosts::only_default(q.rule_set.as_deref())?;
+    let bytes = body(s.max_body, raw)?;
     let daemon = Arc::clone(&s.daemon);
     let applied = blocking(move || {
         let t = std::time::Instant::now();
@@ -244,7 +251,7 @@ pub async fn batch(
     ConnectInfo(peer): ConnectInfo<Peer>,
     raw: Result<Bytes, BytesRejection>,
 ) -> Answer {
-    let bytes = body(&s, raw)?;
+    let bytes = body(s.max_body, raw)?;
     let daemon = Arc::clone(&s.daemon);
     let applied = blocking(move || {
         let batch: Batch = parse_json(&bytes)?;

@@ -6,8 +6,10 @@
 
 pub mod conn;
 mod error;
+pub mod fleet;
 mod guard;
 mod handlers;
+mod hosts;
 mod lifecycle;
 mod metrics;
 mod stream;
@@ -119,12 +121,15 @@ pub fn routes() -> Vec<(Method, &'static str, MethodRouter<Arc<ApiState>>)> {
         (Method::GET, "/v1/depot", get(depot)),
         (Method::POST, "/v1/depot/import", post(depot_import)),
         (Method::GET, "/v1/audit", get(audit)),
+        (Method::GET, "/v1/hosts", get(hosts::hosts)),
+        (Method::PUT, "/v1/hosts/{host}", put(hosts::set_host)),
+        (Method::GET, "/v1/fleet", get(hosts::fleet)),
         (Method::GET, "/metrics", get(metrics)),
         (Method::GET, "/openapi.json", get(openapi)),
     ]
 }
 
-async fn no_such_endpoint(req: Request) -> ApiError {
+pub(crate) async fn no_such_endpoint(req: Request) -> ApiError {
     ApiError {
         status: StatusCode::NOT_FOUND,
         code: "no_such_endpoint",

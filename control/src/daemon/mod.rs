@@ -182,6 +182,16 @@ impl Daemon {
         self.read_desired().generation
     }
 
+    /// The SHA-256, in hex, of the desired rule set's JSON as the API
+    /// answers it: the digest a fleet agent reports of what it applied.
+    pub fn rules_digest(&self) -> String {
+        use sha2::{Digest, Sha256};
+        let (_, set) = self.rules();
+        let mut hasher = Sha256::new();
+        serde_json::to_writer(&mut hasher, &set).expect("a rule set serializes");
+        hex::encode(hasher.finalize())
+    }
+
     /// The desired rule set and its generation.
     pub fn rules(&self) -> (u64, RuleSet) {
         let d = self.read_desired();

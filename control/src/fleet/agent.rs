@@ -92,6 +92,9 @@ pub struct HostStatus {
     /// Why the last change was not applied, if it was not.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub error: Option<String>,
+    /// When the agent wrote it, in milliseconds since the Unix epoch.
+    #[serde(default)]
+    pub reported_unix_ms: u64,
 }
 
 /// How an agent runs.
@@ -351,23 +354,7 @@ impl Agent {
 
     /// The status to report.
     fn status(&self, error: Option<String>) -> HostStatus {
-        let stats = self.daemon.stats();
-        HostStatus {
-            host: self.config.host.clone(),
-            applied: self.applied(),
-            datapaths: self
-                .daemon
-                .datapaths()
-                .into_iter()
-                .map(|d| DatapathReport {
-                    rx_packets: stats.get(&d.name).map_or(0, |s| s.rx_packets),
-                    name: d.name,
-                    state: d.state.to_string(),
-                    in_sync: d.in_sync,
-                })
-                .collect(),
-            error,
-        }
+        host_status(&self.daemon, &self.config.host, self.applied(), error)
     }
 
     async fn report(
@@ -377,6 +364,35 @@ impl Agent {
     ) -> Result<(), FleetError> {
         let status = serde_json::to_vec(&self.status(error)).expect("a status serializes");
         registration.report(&status).await
+    }
+}
+
+/// Host `host`'s status: what `applied` records and the state of each of
+/// `daemon`'s datapaths.
+pub fn host_status(
+    daemon: &Daemon,
+    host: &str,
+    applied: AppliedRecord,
+    error: Option<String>,
+) -> HostStatus {
+    let stats = daemon.stats();
+    HostStatus {
+        host: host.to_string(),
+        applied,
+        datapaths: daemon
+            .datapaths()
+            .into_iter()
+            .map(|d| DatapathReport {
+                rx_packets: stats.get(&d.name).map_or(0, |s| s.rx_packets),
+                name: d.name,
+                state: d.state.to_string(),
+                in_sync: d.in_sync,
+            })
+            .collect(),
+        error,
+        reported_unix_ms: std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX)),
     }
 }
 

@@ -103,6 +103,14 @@ pub enum FleetError {
         /// What is current.
         current: u64,
     },
+    /// A write that only the leading controller may make, asked of one
+    /// that does not lead (or no longer does).
+    #[error("this controller does not lead, so it makes no changes: {leader}")]
+    NotLeader {
+        /// Which controller leads and where its API answers, or that none
+        /// leads yet.
+        leader: String,
+    },
     /// What etcd holds is not what dse wrote (a chunk missing, a digest
     /// that does not match).
     #[error("etcd holds a damaged {what}: {reason}")]

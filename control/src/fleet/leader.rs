@@ -121,11 +121,15 @@ impl Leadership {
     /// The compare that holds only while this controller still leads: put
     /// it in every transaction the leader writes.
     pub fn fence(&self) -> Compare {
-        Compare::create_revision(
-            leader_key(self.etcd.prefix()),
-            CompareOp::Equal,
-            self.revision,
-        )
+        self.fencing().compare(&self.etcd)
+    }
+
+    /// The fencing token of this leadership, to carry into writes made
+    /// away from it.
+    pub fn fencing(&self) -> Fence {
+        Fence {
+            revision: self.revision,
+        }
     }
 
     /// Whether the lease still lives, as far as the last keep-alive knows.
@@ -148,4 +152,92 @@ impl Leadership {
             .await
             .map(|_| ())
     }
+}
+
+/// A leadership's fencing token: the leader key's create revision. A
+/// transaction that carries [`Fence::compare`] commits only while that
+/// leadership lasts.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Fence {
+    /// The leader key's create revision when this leadership began.
+    pub revision: i64,
+}
+
+impl Fence {
+    /// The compare that holds only while the leadership lasts.
+    pub fn compare(self, etcd: &Etcd) -> Compare {
+        Compare::create_revision(leader_key(etcd.prefix()), CompareOp::Equal, self.revision)
+    }
+
+    /// Whether etcd still names the leadership's controller leader.
+    ///
+    /// # Errors
+    /// etcd's error.
+    pub async fn holds(self, etcd: &Etcd) -> Result<bool, FleetError> {
+        let key = leader_key(etcd.prefix());
+        let r = etcd
+            .retry("reading the leader", |mut c| {
+                let key = key.clone();
+                async move { c.get(key, None).await }
+            })
+            .await?;
+        Ok(r.kvs()
+            .first()
+            .is_some_and(|kv| kv.create_revision() == self.revision))
+    }
+}
+
+/// `<prefix>/control/controllers/<id>`: a running controller, bound to its
+/// lease.
+pub fn controller_key(prefix: &str, id: &str) -> String {
+    format!("{}controllers/{id}", keys::control(prefix))
+}
+
+/// A running controller, as it registers itself.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct ControllerInfo {
+    /// Its id.
+    pub id: String,
+    /// Where its API answers, as its clients would reach it.
+    pub api: String,
+}
+
+/// Every running controller, by id.
+///
+/// # Errors
+/// etcd's error.
+pub async fn controllers(etcd: &Etcd) -> Result<Vec<ControllerInfo>, FleetError> {
+    let dir = controller_key(etcd.prefix(), "");
+    let r = etcd
+        .retry("reading the controllers", |mut c| {
+            let dir = dir.clone();
+            async move {
+                c.get(dir, Some(etcd_client::GetOptions::new().with_prefix()))
+                    .await
+            }
+        })
+        .await?;
+    Ok(r.kvs()
+        .iter()
+        .filter_map(|kv| serde_json::from_slice(kv.value()).ok())
+        .collect())
+}
+
+/// Which controller leads and where its API answers, for an error that
+/// sends a client there.
+///
+/// # Errors
+/// etcd's error.
+pub async fn describe_leader(etcd: &Etcd) -> Result<String, FleetError> {
+    let Some(id) = leader(etcd).await? else {
+        return Ok("no controller leads yet; retry within the lease TTL".into());
+    };
+    let api = controllers(etcd)
+        .await?
+        .into_iter()
+        .find(|c| c.id == id)
+        .map_or_else(|| "an unknown address".to_string(), |c| c.api);
+    Ok(format!(
+        "controller {id} leads; send changes to its API at {api}"
+    ))
 }

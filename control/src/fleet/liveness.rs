@@ -17,6 +17,12 @@ pub fn status_key(prefix: &str, host: &str) -> String {
     format!("{}status", keys::host(prefix, host))
 }
 
+/// `<prefix>/hosts/<host>/report`: the host's last report, kept after its
+/// lease expires.
+pub fn report_key(prefix: &str, host: &str) -> String {
+    format!("{}report", keys::host(prefix, host))
+}
+
 /// A live registration: its lease is kept alive until it is dropped or
 /// [`Registration::release`]d. Dropping it without releasing (a crash)
 /// leaves the lease to expire within its TTL.
@@ -106,20 +112,27 @@ impl Registration {
         self.keeper.is_alive()
     }
 
-    /// Replaces the status the host reports, on the same lease.
+    /// Replaces the status the host reports, on the same lease, and the
+    /// host's last report (`report_key`), which outlives the lease so that
+    /// an unavailable host still shows what it last ran.
     ///
     /// # Errors
     /// etcd's error.
     pub async fn report(&self, status: &[u8]) -> Result<(), FleetError> {
         let key = status_key(self.etcd.prefix(), &self.host);
-        let lease = self.lease;
+        let last = report_key(self.etcd.prefix(), &self.host);
+        let txn = Txn::new().and_then([
+            TxnOp::put(
+                key.as_str(),
+                status,
+                Some(PutOptions::new().with_lease(self.lease)),
+            ),
+            TxnOp::put(last.as_str(), status, None),
+        ]);
         self.etcd
             .retry(&format!("writing {key}"), |mut c| {
-                let (key, status) = (key.clone(), status.to_vec());
-                async move {
-                    c.put(key, status, Some(PutOptions::new().with_lease(lease)))
-                        .await
-                }
+                let txn = txn.clone();
+                async move { c.txn(txn).await }
             })
             .await
             .map(|_| ())

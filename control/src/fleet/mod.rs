@@ -9,6 +9,7 @@
 
 pub mod agent;
 mod auth;
+pub mod controller;
 mod etcd;
 pub mod keys;
 mod leader;
@@ -18,7 +19,11 @@ mod watch;
 
 pub use auth::{AGENT_ROLE_PREFIX, CONTROLLER_ROLE, Credentials, bootstrap_auth, grant_agent};
 pub use etcd::{Etcd, EtcdConfig, FleetError};
-pub use leader::{Leadership, campaign, leader, leader_key};
-pub use liveness::{Registration, live_hosts, register, status_key};
-pub use rulesets::{CHUNK_BYTES, Published, RuleSetText, fetch_rule_set, publish_rule_set};
+pub use leader::{
+    ControllerInfo, Fence, Leadership, campaign, controllers, describe_leader, leader, leader_key,
+};
+pub use liveness::{Registration, live_hosts, register, report_key, status_key};
+pub use rulesets::{
+    CHUNK_BYTES, Published, RuleSetText, fetch_rule_set, publish_rule_set, publish_rule_set_as,
+};
 pub use watch::{Resumed, Watch, WatchEvent, watch_from};

@@ -10,6 +10,7 @@
 
 use super::etcd::{Etcd, FleetError};
 use super::keys;
+use super::leader::Fence;
 use etcd_client::{Compare, CompareOp, DeleteOptions, GetOptions, Txn, TxnOp};
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
@@ -93,7 +94,8 @@ async fn current(etcd: &Etcd, rule_set: &str) -> Result<(u64, i64, i64), FleetEr
 }
 
 /// Makes `text` the next generation of `rule_set`, if its generation is
-/// still `expected` (any, when `None`).
+/// still `expected` (any, when `None`). Unfenced: for a controller's
+/// writes, [`publish_rule_set_as`].
 ///
 /// # Errors
 /// [`FleetError::Conflict`] when another generation became current first
@@ -103,6 +105,33 @@ pub async fn publish_rule_set(
     rule_set: &str,
     expected: Option<u64>,
     text: &[u8],
+) -> Result<Published, FleetError> {
+    publish(etcd, rule_set, expected, text, None).await
+}
+
+/// [`publish_rule_set`] by the leading controller: the transaction that
+/// makes the generation current also holds the leader's fence, so that a
+/// controller that lost the lead without knowing changes nothing.
+///
+/// # Errors
+/// [`FleetError::NotLeader`] when the leadership `fence` is of has ended,
+/// and those of [`publish_rule_set`].
+pub async fn publish_rule_set_as(
+    fence: Fence,
+    etcd: &Etcd,
+    rule_set: &str,
+    expected: Option<u64>,
+    text: &[u8],
+) -> Result<Published, FleetError> {
+    publish(etcd, rule_set, expected, text, Some(fence)).await
+}
+
+async fn publish(
+    etcd: &Etcd,
+    rule_set: &str,
+    expected: Option<u64>,
+    text: &[u8],
+    fence: Option<Fence>,
 ) -> Result<Published, FleetError> {
     let prefix = etcd.prefix().to_string();
     let (g, mod_revision, _) = current(etcd, rule_set).await?;
@@ -134,7 +163,9 @@ pub async fn publish_rule_set(
     };
     let current_key = keys::current(&prefix, rule_set);
     let unchanged = Compare::mod_revision(current_key.as_str(), CompareOp::Equal, mod_revision);
-    let txn = Txn::new().when([unchanged]).and_then([
+    let mut compares = vec![unchanged];
+    compares.extend(fence.map(|f| f.compare(etcd)));
+    let txn = Txn::new().when(compares).and_then([
         TxnOp::put(current_key.as_str(), next.to_string(), None),
         TxnOp::put(
             keys::meta(&prefix, rule_set, next),
@@ -158,6 +189,13 @@ pub async fn publish_rule_set(
                     }
                 })
                 .await?;
+                if let Some(f) = fence
+                    && !f.holds(etcd).await?
+                {
+                    return Err(FleetError::NotLeader {
+                        leader: super::leader::describe_leader(etcd).await?,
+                    });
+                }
                 let (now, _, _) = current(etcd, rule_set).await?;
                 return Err(conflict(now));
             }

@@ -53,6 +53,7 @@ pub fn config(dir: &TempDir) -> ServeConfig {
         token_file: None,
         max_body: 1 << 20,
         limits: Default::default(),
+        fleet: None,
     }
 }
 

@@ -1,0 +1,237 @@
+//! The API of a controller on etcd (`dse serve --etcd`). It answers the
+//! rule endpoints from etcd, by named rule set, and the fleet's own
+//! endpoints (hosts, fleet status). A controller that does not lead serves
+//! reads and refuses changes (421 `not_leader`, naming the leader and its
+//! API). The single-machine endpoints it does not serve yet answer 501
+//! `not_in_fleet_mode`.
+
+use super::handlers::{blocking, parse_rule_set};
+use super::{ApiError, guard, routes};
+use crate::fleet::FleetError;
+use crate::fleet::agent::{DEFAULT_RULE_SET, HostDesired};
+use crate::fleet::controller::Controller;
+use axum::Json;
+use axum::Router;
+use axum::body::Bytes;
+use axum::extract::rejection::BytesRejection;
+use axum::extract::{DefaultBodyLimit, Path, Query, Request, State};
+use axum::http::{HeaderMap, Method, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{MethodRouter, get, put};
+use serde::Deserialize;
+use serde_json::value::RawValue;
+use serde_json::{Value, json};
+use std::sync::Arc;
+
+/// What the fleet handlers share.
+pub struct FleetApi {
+    /// This controller.
+    pub controller: Arc<Controller>,
+    /// The largest request body accepted, in bytes.
+    pub max_body: usize,
+}
+
+type Answer = Result<Response, ApiError>;
+
+impl From<FleetError> for ApiError {
+    fn from(e: FleetError) -> ApiError {
+        let (status, code) = match &e {
+            FleetError::NotLeader { .. } => (StatusCode::MISDIRECTED_REQUEST, "not_leader"),
+            FleetError::Conflict { .. } => (StatusCode::CONFLICT, "generation_conflict"),
+            FleetError::Unreachable { .. } => (StatusCode::SERVICE_UNAVAILABLE, "etcd_unreachable"),
+            FleetError::Damaged { .. } => (StatusCode::INTERNAL_SERVER_ERROR, "etcd_damaged"),
+            _ => (StatusCode::BAD_GATEWAY, "etcd_failed"),
+        };
+        ApiError {
+            status,
+            code,
+            message: e.to_string(),
+        }
+    }
+}
+
+/// The fleet controller's endpoints: method, path and handler. Every one
+/// is also in [`routes`] and the OpenAPI document.
+pub fn fleet_routes() -> Vec<(Method, &'static str, MethodRouter<Arc<FleetApi>>)> {
+    vec![
+        (Method::GET, "/v1/health", get(health)),
+        (Method::GET, "/v1/rules", get(get_rules)),
+        (Method::PUT, "/v1/rules", put(put_rules)),
+        (Method::GET, "/v1/hosts", get(hosts)),
+        (Method::PUT, "/v1/hosts/{host}", put(set_host)),
+        (Method::GET, "/v1/fleet", get(fleet)),
+        (Method::GET, "/openapi.json", get(super::handlers::openapi)),
+    ]
+}
+
+/// The fleet controller's router, with the body limit and JSON errors.
+pub fn fleet_router(state: Arc<FleetApi>) -> Router {
+    let limit = state.max_body;
+    let mut r = Router::new();
+    let ours: Vec<_> = fleet_routes();
+    for (_, path, handler) in &ours {
+        r = r.route(path, handler.clone());
+    }
+    // The single-machine endpoints this placement does not serve.
+    let mut elsewhere: std::collections::BTreeMap<&str, MethodRouter<Arc<FleetApi>>> =
+        Default::default();
+    for (method, path, _) in routes() {
+        if ours.iter().any(|(_, p, _)| *p == path) {
+            continue;
+        }
+        let entry = elsewhere.remove(path).unwrap_or_default();
+        let filter = axum::routing::MethodFilter::try_from(method).expect("a routable method");
+        elsewhere.insert(path, entry.on(filter, not_in_fleet_mode));
+    }
+    for (path, handler) in elsewhere {
+        r = r.route(path, handler);
+    }
+    r.fallback(super::no_such_endpoint)
+        .layer(DefaultBodyLimit::max(limit))
+        .layer(axum::middleware::from_fn(guard::json_errors))
+        .with_state(state)
+}
+
+async fn not_in_fleet_mode(req: Request) -> ApiError {
+    ApiError {
+        status: StatusCode::NOT_IMPLEMENTED,
+        code: "not_in_fleet_mode",
+        message: format!(
+            "{} {} is served by a single-machine dse serve (without --etcd), not yet by a fleet controller",
+            req.method(),
+            req.uri().path()
+        ),
+    }
+}
+
+/// `GET /v1/health`
+async fn health(State(s): State<Arc<FleetApi>>) -> Answer {
+    let leader = crate::fleet::leader(s.controller.etcd()).await?;
+    Ok(Json(json!({
+        "status": "ok",
+        "controller": s.controller.id(),
+        "role": if s.controller.is_leader() { "leader" } else { "follower" },
+        "leader": leader,
+    }))
+    .into_response())
+}
+
+/// A rule set's name, as every query that takes one has it.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RulesQuery {
+    rule_set: Option<String>,
+}
+
+fn rule_set_name(given: Option<String>) -> Result<String, ApiError> {
+    let name = given.unwrap_or_else(|| DEFAULT_RULE_SET.to_string());
+    dse_datapath::name::check("rule set name", &name)
+        .map_err(|e| ApiError::bad_request(e.to_string()))?;
+    Ok(name)
+}
+
+/// `GET /v1/rules?rule_set=NAME`: the current generation, read from etcd.
+async fn get_rules(State(s): State<Arc<FleetApi>>, Query(q): Query<RulesQuery>) -> Answer {
+    let name = rule_set_name(q.rule_set)?;
+    let body = match s.controller.rule_set(&name).await? {
+        None => json!({"rule_set": name, "generation": 0, "rules": {"rules": []}, "next": null})
+            .to_string(),
+        Some(t) => {
+            let text = String::from_utf8(t.text).map_err(|_| FleetError::Damaged {
+                what: format!("rule set {name}"),
+                reason: "its text is not UTF-8".into(),
+            })?;
+            let rules = RawValue::from_string(text).map_err(|e| FleetError::Damaged {
+                what: format!("rule set {name}"),
+                reason: format!("its text is not JSON: {e}"),
+            })?;
+            serde_json::to_string(&json!({
+                "rule_set": name,
+                "generation": t.generation,
+                "rules": rules,
+                "next": null,
+            }))
+            .expect("a page serializes")
+        }
+    };
+    Ok(([(header::CONTENT_TYPE, "application/json")], body).into_response())
+}
+
+/// Query of `PUT /v1/rules` on a fleet.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ApplyQuery {
+    rule_set: Option<String>,
+    expected_generation: Option<u64>,
+    #[serde(default)]
+    dry_run: bool,
+}
+
+/// `PUT /v1/rules?rule_set=NAME`: checks the rule set and, unless a dry
+/// run, makes it the next generation in etcd (leader only).
+async fn put_rules(
+    State(s): State<Arc<FleetApi>>,
+    Query(q): Query<ApplyQuery>,
+    headers: HeaderMap,
+    raw: Result<Bytes, BytesRejection>,
+) -> Answer {
+    let name = rule_set_name(q.rule_set)?;
+    let bytes = super::handlers::body(s.max_body, raw)?;
+    let text = blocking(move || -> Result<Vec<u8>, ApiError> {
+        let set = parse_rule_set(&headers, &bytes)?;
+        Ok(serde_json::to_vec(&set).expect("a rule set serializes"))
+    })
+    .await?;
+    if q.dry_run {
+        let current = s.controller.rule_set(&name).await?;
+        let generation = current.map_or(0, |t| t.generation);
+        return Ok(Json(json!({
+            "rule_set": name, "generation": generation, "dry_run": true, "bytes": text.len(),
+        }))
+        .into_response());
+    }
+    let published = s
+        .controller
+        .publish(&name, q.expected_generation, &text)
+        .await?;
+    Ok(Json(json!({
+        "rule_set": name,
+        "generation": published.generation,
+        "dry_run": false,
+        "bytes": text.len(),
+        "chunks": published.chunks,
+    }))
+    .into_response())
+}
+
+/// `GET /v1/hosts`: each host's liveness, desired record and last report.
+async fn hosts(State(s): State<Arc<FleetApi>>) -> Answer {
+    Ok(Json(s.controller.hosts().await?).into_response())
+}
+
+/// `PUT /v1/hosts/{host}`: what the host should run (leader only).
+async fn set_host(
+    State(s): State<Arc<FleetApi>>,
+    Path(host): Path<String>,
+    raw: Result<Bytes, BytesRejection>,
+) -> Answer {
+    dse_datapath::name::check("host name", &host)
+        .map_err(|e| ApiError::bad_request(e.to_string()))?;
+    let bytes = super::handlers::body(s.max_body, raw)?;
+    let desired: HostDesired = super::handlers::parse_json(&bytes)?;
+    dse_datapath::name::check("rule set name", &desired.rule_set)
+        .map_err(|e| ApiError::bad_request(format!("rule_set: {e}")))?;
+    for (i, d) in desired.datapaths.iter().enumerate() {
+        dse_datapath::name::check("datapath name", &d.name)
+            .map_err(|e| ApiError::bad_request(format!("datapaths[{i}].name: {e}")))?;
+    }
+    let revision = s.controller.set_host(&host, &desired).await?;
+    Ok(Json(json!({"host": host, "desired": desired, "revision": revision})).into_response())
+}
+
+/// `GET /v1/fleet`: controllers, the leader, etcd's members, agents alive.
+async fn fleet(State(s): State<Arc<FleetApi>>) -> Answer {
+    let status: Value =
+        serde_json::to_value(s.controller.status().await?).expect("a fleet status serializes");
+    Ok(Json(status).into_response())
+}

@@ -1,0 +1,324 @@
+//! The fleet as processes: a 3-member etcd, two `dse serve --etcd`
+//! controllers and `dse agent`s, driven through the CLI as a user would.
+//! One controller leads; the other serves reads and refuses changes,
+//! naming the leader. Named rule sets and host records written through the
+//! leader reach the agents. When the leader is SIGKILLed the other takes
+//! over within the lease TTL and its writes reach the agents. An agent
+//! SIGKILLed shows `unavailable` within its TTL, with its last report.
+//!
+//! Needs `etcd`; under CI=true its absence fails.
+
+mod common;
+
+use common::daemon::{DaemonProcess, failure};
+use common::fleet::{AgentProcess, etcd};
+use serde_json::Value;
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+const TTL: Duration = Duration::from_secs(2);
+
+fn rules_file(dir: &Path, name: &str, n: u32, priority: u32) -> String {
+    let rules: Vec<String> = (1..=n)
+        .map(|id| {
+            format!(
+                r#"{{"id": {id}, "priority": {priority}, "match": {{"ip_proto": 17, "l4_dst": {id}}}, "actions": ["drop"]}}"#
+            )
+        })
+        .collect();
+    let path = dir.join(name);
+    std::fs::write(
+        &path,
+        format!(
+            r#"{{"ports": [{{"name": "p0", "index": 0}}], "rules": [{}]}}"#,
+            rules.join(",")
+        ),
+    )
+    .unwrap();
+    path.display().to_string()
+}
+
+fn controller(tag: &str, endpoints: &str) -> DaemonProcess {
+    let (dir, bpffs) = DaemonProcess::paths(tag);
+    let ttl = TTL.as_secs().to_string();
+    DaemonProcess::start_probing(
+        dir,
+        bpffs,
+        &[
+            "--etcd",
+            endpoints,
+            "--controller-id",
+            tag,
+            "--lease-ttl",
+            &ttl,
+        ],
+        &["fleet", "status"],
+    )
+}
+
+/// Polls `probe` every 20 ms until it gives `Some`, for up to `within`.
+fn until<T>(within: Duration, what: &str, mut probe: impl FnMut() -> Option<T>) -> T {
+    let deadline = Instant::now() + within;
+    loop {
+        if let Some(v) = probe() {
+            return v;
+        }
+        assert!(Instant::now() < deadline, "never: {what}");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+fn host<'a>(hosts: &'a Value, name: &str) -> &'a Value {
+    hosts
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|h| h["host"] == name)
+        .unwrap_or(&Value::Null)
+}
+
+/// Whether every host of `want` (host, rule set, generation) is available
+/// and reports that rule set at that generation.
+fn applied(hosts: &Value, want: &[(&str, &str, u64)]) -> bool {
+    want.iter().all(|(name, rule_set, generation)| {
+        let h = host(hosts, name);
+        h["state"] == "available"
+            && h["report"]["applied"]["rule_set"] == *rule_set
+            && h["report"]["applied"]["generation"] == *generation
+    })
+}
+
+#[test]
+fn one_controller_leads_the_other_takes_over_and_agents_follow_their_writes() {
+    let Some(cluster) = etcd("fleet-controllers") else {
+        return;
+    };
+    let endpoints = cluster.endpoints_arg();
+    let a = controller("ctl-a", &endpoints);
+    let b = controller("ctl-b", &endpoints);
+    let tmp = std::path::PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("fleet-controllers");
+    let _ = std::fs::remove_dir_all(&tmp);
+    std::fs::create_dir_all(&tmp).unwrap();
+    let ttl = TTL.as_secs().to_string();
+    let mut agents: Vec<AgentProcess> = ["h1", "h2", "h3"]
+        .iter()
+        .map(|h| AgentProcess::start(tmp.join(h), &endpoints, h, &["--lease-ttl", &ttl]))
+        .collect();
+
+    // One leads; both say which.
+    let status = until(Duration::from_secs(10), "a leader", || {
+        let s = a.json(&["fleet", "status"]);
+        s["leader"].is_string().then_some(s)
+    });
+    let (leader, follower) = if status["leader"] == "ctl-a" {
+        (a, b)
+    } else {
+        (b, a)
+    };
+    let leader_id = status["leader"].as_str().unwrap().to_string();
+    assert_eq!(follower.json(&["fleet", "status"])["leader"], leader_id);
+    assert_eq!(status["controllers"].as_array().unwrap().len(), 2);
+    let members = status["etcd_members"].as_array().unwrap();
+    assert_eq!(members.len(), 3);
+    assert!(members.iter().all(|m| m["healthy"] == true), "{status}");
+    assert_eq!(
+        members.iter().filter(|m| m["leader"] == true).count(),
+        1,
+        "{status}"
+    );
+
+    // The follower refuses a change, naming the leader and its API.
+    let edge = rules_file(&tmp, "edge.json", 200, 10);
+    let out = follower.cli(&["rules", "apply", "-f", &edge, "--rule-set", "edge"]);
+    let (code, err) = failure(&out);
+    assert_ne!(code, 0);
+    assert!(
+        err.contains("does not lead")
+            && err.contains(&leader_id)
+            && err.contains(&leader.socket().display().to_string()),
+        "{err}"
+    );
+
+    // Through the leader: two named rule sets, and each host's record.
+    for (h, rule_set) in [("h1", "edge"), ("h2", "edge"), ("h3", "default")] {
+        let set = leader.json(&["host", "set", h, "--rule-set", rule_set]);
+        assert_eq!(set["desired"]["rule_set"], rule_set);
+    }
+    let core = rules_file(&tmp, "core.json", 50, 5);
+    let published = leader.json(&["rules", "apply", "-f", &core]);
+    assert_eq!(
+        (&published["rule_set"], &published["generation"]),
+        (&Value::from("default"), &Value::from(1))
+    );
+    let sent = Instant::now();
+    let published = leader.json(&["rules", "apply", "-f", &edge, "--rule-set", "edge"]);
+    assert_eq!(published["generation"], 1);
+    let want = [("h1", "edge", 1), ("h2", "edge", 1), ("h3", "default", 1)];
+    // Reads are served by either controller.
+    until(Duration::from_secs(10), "every agent applied", || {
+        applied(&follower.json(&["host", "list"]), &want).then_some(())
+    });
+    eprintln!(
+        "rule sets reached 3 agents {:?} after the answer",
+        sent.elapsed()
+    );
+    let got = follower.json(&["rules", "get", "--rule-set", "edge"]);
+    assert_eq!(got["generation"], 1);
+    assert_eq!(got["rules"]["rules"].as_array().unwrap().len(), 200);
+    assert_eq!(follower.json(&["fleet", "status"])["agents_alive"], 3);
+
+    // A stale expected generation is a conflict (exit 3).
+    let out = leader.cli(&[
+        "rules",
+        "apply",
+        "-f",
+        &edge,
+        "--rule-set",
+        "edge",
+        "--expect-generation",
+        "0",
+    ]);
+    assert_eq!(failure(&out).0, 3, "{}", failure(&out).1);
+
+    // The leader dies: the follower takes over within the TTL, and its
+    // writes reach the agents.
+    let mut leader = leader;
+    leader.child.kill().unwrap();
+    let died = Instant::now();
+    let follower_id = if leader_id == "ctl-a" {
+        "ctl-b"
+    } else {
+        "ctl-a"
+    };
+    until(TTL + Duration::from_secs(3), "the follower leads", || {
+        (follower.json(&["fleet", "status"])["leader"] == follower_id).then_some(())
+    });
+    let took = died.elapsed();
+    eprintln!("{follower_id} led {took:?} after {leader_id} died (TTL {TTL:?})");
+    assert!(took < TTL + Duration::from_secs(2), "{took:?}");
+    let edge2 = rules_file(&tmp, "edge2.json", 300, 20);
+    let published = until(Duration::from_secs(5), "the new leader writes", || {
+        let out = follower.cli(&[
+            "-o",
+            "json",
+            "rules",
+            "apply",
+            "-f",
+            &edge2,
+            "--rule-set",
+            "edge",
+        ]);
+        out.status
+            .success()
+            .then(|| serde_json::from_slice::<Value>(&out.stdout).unwrap())
+    });
+    assert_eq!(published["generation"], 2);
+    let want = [("h1", "edge", 2), ("h2", "edge", 2), ("h3", "default", 1)];
+    until(
+        Duration::from_secs(10),
+        "the new generation applied",
+        || applied(&follower.json(&["host", "list"]), &want).then_some(()),
+    );
+
+    // An agent dies: its host is unavailable within the TTL, its last
+    // report kept.
+    agents[2].kill();
+    let died = Instant::now();
+    let hosts = until(TTL + Duration::from_secs(3), "h3 unavailable", || {
+        let hosts = follower.json(&["host", "list"]);
+        (host(&hosts, "h3")["state"] == "unavailable").then_some(hosts)
+    });
+    eprintln!("h3 unavailable {:?} after its agent died", died.elapsed());
+    assert_eq!(host(&hosts, "h3")["report"]["applied"]["generation"], 1);
+    assert_eq!(host(&hosts, "h1")["state"], "available");
+    let table = follower.cli(&["host", "list"]);
+    let text = String::from_utf8_lossy(&table.stdout);
+    assert!(
+        text.contains("h3") && text.contains("unavailable"),
+        "{text}"
+    );
+    drop(leader);
+}
+
+#[test]
+fn fleet_input_is_checked_and_named() {
+    let Some(cluster) = etcd("fleet-input") else {
+        return;
+    };
+    let endpoints = cluster.endpoints_arg();
+    let c = controller("ctl-input", &endpoints);
+    until(Duration::from_secs(10), "it leads", || {
+        (c.json(&["fleet", "status"])["leader"] == "ctl-input").then_some(())
+    });
+    // A bad rule set name (400: exit 4), a bad host name (exit 4), rules
+    // that are wrong (422: exit 4, naming the rule), an endpoint a fleet
+    // does not serve yet (501, named).
+    let out = c.cli(&["rules", "get", "--rule-set", "a b"]);
+    let (code, err) = failure(&out);
+    assert_eq!(code, 4, "{err}");
+    assert!(err.contains("rule set name"), "{err}");
+    let out = c.cli(&["host", "set", "../x"]);
+    assert_eq!(failure(&out).0, 4, "{}", failure(&out).1);
+    let dir = std::path::PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("fleet-input");
+    std::fs::create_dir_all(&dir).unwrap();
+    let bad = dir.join("bad.json");
+    std::fs::write(
+        &bad,
+        r#"{"ports": [{"name": "p0", "index": 0}], "rules": [{"id": 1, "priority": 1, "match": {"ip_proto": 300}, "actions": ["drop"]}]}"#,
+    )
+    .unwrap();
+    let out = c.cli(&["rules", "apply", "-f", bad.to_str().unwrap()]);
+    let (code, err) = failure(&out);
+    assert_eq!(code, 4, "{err}");
+    assert!(err.contains("ip_proto"), "{err}");
+    let out = c.cli(&["datapath", "list"]);
+    let (code, err) = failure(&out);
+    assert_ne!(code, 0);
+    assert!(err.contains("single-machine"), "{err}");
+    let _ = std::fs::remove_dir_all(&dir);
+
+    // etcd that does not answer: the controller exits, naming it.
+    let (dir, bpffs) = DaemonProcess::paths("ctl-nowhere");
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_dse"))
+        .args(["serve", "--etcd", "http://127.0.0.1:9", "--socket"])
+        .arg(dir.join("dse.sock"))
+        .arg("--db")
+        .arg(dir.join("dse.redb"))
+        .arg("--bpffs")
+        .arg(&bpffs)
+        .output()
+        .unwrap();
+    let (code, err) = failure(&out);
+    assert_ne!(code, 0);
+    assert!(
+        err.contains("127.0.0.1:9") && err.contains("does not answer"),
+        "{err}"
+    );
+    let _ = std::fs::remove_dir_all(dir);
+}
+
+#[test]
+fn a_single_machine_lists_itself_and_runs_only_the_default_rule_set() {
+    let (dir, bpffs) = DaemonProcess::paths("single-hosts");
+    let d = DaemonProcess::start(dir, bpffs);
+    let hosts = d.json(&["host", "list"]);
+    let me = &hosts.as_array().unwrap()[0];
+    assert_eq!(me["state"], "available");
+    assert_eq!(me["report"]["applied"]["rule_set"], "default");
+    let out = d.cli(&["rules", "get", "--rule-set", "edge"]);
+    let (code, err) = failure(&out);
+    assert_eq!(code, 4, "{err}");
+    assert!(
+        err.contains("single-machine") && err.contains("edge"),
+        "{err}"
+    );
+    let out = d.cli(&["fleet", "status"]);
+    let (code, err) = failure(&out);
+    assert_eq!(code, 4, "{err}");
+    assert!(err.contains("--etcd"), "{err}");
+    // The default rule set by name is today's rule set.
+    assert_eq!(
+        d.json(&["rules", "get", "--rule-set", "default"])["generation"],
+        d.json(&["rules", "get"])["generation"]
+    );
+}

@@ -1,0 +1,316 @@
+//! The fleet at size: a 3-member etcd, two `dse serve --etcd` controllers
+//! and a hundred `dse agent` processes. Three of the agents run XDP
+//! datapaths on veths between namespaces and carry real traffic; the rest
+//! run the default rule set without datapaths. Every rule change reaches
+//! every agent; the leader is SIGKILLed under traffic, the other
+//! controller takes over, its change reaches every agent, and the
+//! offloaded traffic never stops.
+//!
+//! Needs root and etcd; under CI=true their absence fails.
+
+mod common;
+
+use common::bpf::PinDir;
+use common::daemon::DaemonProcess;
+use common::fleet::{AgentProcess, etcd};
+use common::topology::Topology;
+use serde_json::Value;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, Instant};
+
+const AGENTS: usize = 100;
+const XDP_AGENTS: usize = 3;
+const TTL: &str = "3";
+
+fn write(dir: &Path, name: &str, text: &str) -> String {
+    let path = dir.join(name);
+    std::fs::write(&path, text).unwrap();
+    path.display().to_string()
+}
+
+/// The default rule set, generation `g`: `n` drop rules on one port.
+fn default_rules(n: u32, g: u32) -> String {
+    let rules: Vec<String> = (1..=n)
+        .map(|id| {
+            format!(
+                r#"{{"id": {id}, "priority": {g}, "match": {{"ip_proto": 17, "l4_dst": {id}}}, "actions": ["drop"]}}"#
+            )
+        })
+        .collect();
+    format!(
+        r#"{{"ports": [{{"name": "p0", "index": 0}}], "rules": [{}]}}"#,
+        rules.join(",")
+    )
+}
+
+/// The offloaded hosts' rule set: UDP to 7000 from pa out of pb, and
+/// `extra` more rules that change with each generation.
+fn veth_rules(extra: u32) -> String {
+    let mut rules = vec![
+        r#"{"id": 1, "priority": 100, "match": {"in_port": "pa", "ip_proto": 17, "l4_dst": 7000}, "actions": [{"output": "pb"}]}"#.to_string(),
+    ];
+    rules.extend((0..extra).map(|i| {
+        format!(
+            r#"{{"id": {}, "priority": 10, "match": {{"ip_proto": 17, "l4_dst": {}}}, "actions": ["drop"]}}"#,
+            i + 2,
+            8000 + i
+        )
+    }));
+    format!(
+        r#"{{"ports": [{{"name": "pa", "index": 0}}, {{"name": "pb", "index": 1}}], "rules": [{}]}}"#,
+        rules.join(",")
+    )
+}
+
+fn controller(tag: &str, endpoints: &str) -> DaemonProcess {
+    let (dir, bpffs) = DaemonProcess::paths(tag);
+    DaemonProcess::start_probing(
+        dir,
+        bpffs,
+        &[
+            "--etcd",
+            endpoints,
+            "--controller-id",
+            tag,
+            "--lease-ttl",
+            TTL,
+        ],
+        &["fleet", "status"],
+    )
+}
+
+fn until<T>(within: Duration, what: &str, mut probe: impl FnMut() -> Option<T>) -> T {
+    let deadline = Instant::now() + within;
+    loop {
+        if let Some(v) = probe() {
+            return v;
+        }
+        assert!(Instant::now() < deadline, "never: {what}");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+/// Hosts whose report is not yet `rule_set` at `generation` with every
+/// datapath running and in sync.
+fn behind(hosts: &Value, want: &dyn Fn(&str) -> (&'static str, u64)) -> Vec<String> {
+    hosts
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|h| {
+            let (rule_set, generation) = want(h["host"].as_str().unwrap());
+            let r = &h["report"];
+            !(h["state"] == "available"
+                && r["applied"]["rule_set"] == rule_set
+                && r["applied"]["generation"] == generation
+                && r["error"].is_null()
+                && r["datapaths"]
+                    .as_array()
+                    .unwrap()
+                    .iter()
+                    .all(|d| d["state"] == "running" && d["in_sync"] == true))
+        })
+        .map(|h| h["host"].as_str().unwrap().to_string())
+        .collect()
+}
+
+fn name(i: usize) -> String {
+    format!("n{i:03}")
+}
+
+#[test]
+fn a_hundred_agents_follow_every_change_and_offloaded_traffic_survives_the_leaders_death() {
+    if PinDir::new("fleet-scale").is_none() {
+        return;
+    }
+    let Some(cluster) = etcd("fleet-scale") else {
+        return;
+    };
+    let endpoints = cluster.endpoints_arg();
+    let tmp = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("fleet-scale");
+    let _ = std::fs::remove_dir_all(&tmp);
+    std::fs::create_dir_all(&tmp).unwrap();
+    let a = controller("scale-a", &endpoints);
+    let b = controller("scale-b", &endpoints);
+    let topologies: Vec<Topology> = (0..XDP_AGENTS)
+        .map(|i| Topology::new(&format!("f{i}"), 90 + i as u8))
+        .collect();
+    let mut pins = Vec::new();
+    let started = Instant::now();
+    let agents: Vec<AgentProcess> = (0..AGENTS)
+        .map(|i| {
+            let dir = tmp.join(name(i));
+            if i < XDP_AGENTS {
+                let pin = PinDir::new(&format!("fleet-scale-{i}")).expect("bpffs");
+                let agent = AgentProcess::start_pinning(
+                    dir,
+                    &pin.0,
+                    &endpoints,
+                    &name(i),
+                    &["--lease-ttl", TTL],
+                );
+                pins.push(pin);
+                agent
+            } else {
+                AgentProcess::start(dir, &endpoints, &name(i), &["--lease-ttl", TTL])
+            }
+        })
+        .collect();
+    let status = until(Duration::from_secs(60), "every agent registered", || {
+        let s = a.json(&["fleet", "status"]);
+        (s["agents_alive"] == AGENTS && s["leader"].is_string()).then_some(s)
+    });
+    eprintln!(
+        "{AGENTS} agents registered {:?} after start",
+        started.elapsed()
+    );
+    let leader_id = status["leader"].as_str().unwrap().to_string();
+    let (leader, follower) = if leader_id == "scale-a" {
+        (a, b)
+    } else {
+        (b, a)
+    };
+
+    // What each host runs.
+    for (i, t) in topologies.iter().enumerate() {
+        let datapaths = format!(
+            "- {{name: off, backend: xdp, interfaces: {{pa: {}, pb: {}}}}}\n",
+            t.va.outer, t.vb.outer
+        );
+        let file = write(&tmp, &format!("dp{i}.yaml"), &datapaths);
+        leader.json(&["host", "set", &name(i), "--rule-set", "veth", "-f", &file]);
+    }
+    for i in XDP_AGENTS..AGENTS {
+        leader.json(&["host", "set", &name(i)]);
+    }
+    let veth = write(&tmp, "veth1.json", &veth_rules(10));
+    leader.json(&["rules", "apply", "-f", &veth, "--rule-set", "veth"]);
+
+    // Rule changes to the default rule set reach every agent.
+    for g in 1..=3u64 {
+        let file = write(
+            &tmp,
+            &format!("default{g}.json"),
+            &default_rules(100, g as u32),
+        );
+        let answered = Instant::now();
+        leader.json(&["rules", "apply", "-f", &file]);
+        let want = move |h: &str| {
+            if h < name(XDP_AGENTS).as_str() {
+                ("veth", 1)
+            } else {
+                ("default", g)
+            }
+        };
+        until(Duration::from_secs(30), "every agent applied", || {
+            let late = behind(&leader.json(&["host", "list"]), &want);
+            late.is_empty().then_some(())
+        });
+        eprintln!(
+            "generation {g} of default reached {} agents within {:?} of the answer",
+            AGENTS - XDP_AGENTS,
+            answered.elapsed()
+        );
+    }
+
+    // Traffic through each offloaded host, throughout what follows.
+    let stop = Arc::new(AtomicBool::new(false));
+    let flows: Vec<_> = topologies
+        .iter()
+        .enumerate()
+        .map(|(i, t)| {
+            let rx = t.udp_in_b(7000);
+            let tx = t.udp_in_a();
+            let to = t.b_addr(7000);
+            let stop = Arc::clone(&stop);
+            let sender = std::thread::spawn(move || {
+                let mut sent = 0u64;
+                while !stop.load(Ordering::Relaxed) {
+                    tx.send_to(&sent.to_be_bytes(), to).unwrap();
+                    sent += 1;
+                    std::thread::sleep(Duration::from_micros(500));
+                }
+                sent
+            });
+            let receiver = std::thread::spawn(move || {
+                let mut got = 0u64;
+                let mut buf = [0u8; 64];
+                let mut quiet = 0;
+                // Until the sender has stopped and the queue is empty.
+                while quiet < 3 {
+                    match rx.recv(&mut buf) {
+                        Ok(_) => {
+                            got += 1;
+                            quiet = 0;
+                        }
+                        Err(_) => quiet += 1,
+                    }
+                }
+                got
+            });
+            (i, sender, receiver)
+        })
+        .collect();
+    std::thread::sleep(Duration::from_millis(500));
+
+    // The leader dies; the other leads within the TTL plus etcd's tick,
+    // and its change reaches every agent, the offloaded ones included.
+    let mut leader = leader;
+    leader.child.kill().unwrap();
+    let died = Instant::now();
+    let follower_id = if leader_id == "scale-a" {
+        "scale-b"
+    } else {
+        "scale-a"
+    };
+    until(Duration::from_secs(10), "the follower leads", || {
+        (follower.json(&["fleet", "status"])["leader"] == follower_id).then_some(())
+    });
+    eprintln!(
+        "{follower_id} led {:?} after the leader died",
+        died.elapsed()
+    );
+    let veth2 = write(&tmp, "veth2.json", &veth_rules(20));
+    let default4 = write(&tmp, "default4.json", &default_rules(120, 4));
+    until(
+        Duration::from_secs(10),
+        "the new leader takes changes",
+        || {
+            follower
+                .cli(&["rules", "apply", "-f", &veth2, "--rule-set", "veth"])
+                .status
+                .success()
+                .then_some(())
+        },
+    );
+    follower.json(&["rules", "apply", "-f", &default4]);
+    let want = |h: &str| {
+        if h < name(XDP_AGENTS).as_str() {
+            ("veth", 2)
+        } else {
+            ("default", 4)
+        }
+    };
+    until(
+        Duration::from_secs(30),
+        "every agent applied the new leader's",
+        || {
+            behind(&follower.json(&["host", "list"]), &want)
+                .is_empty()
+                .then_some(())
+        },
+    );
+    std::thread::sleep(Duration::from_millis(500));
+    stop.store(true, Ordering::Relaxed);
+    for (i, sender, receiver) in flows {
+        let sent = sender.join().unwrap();
+        let got = receiver.join().unwrap();
+        eprintln!("offloaded host {}: {got} of {sent} datagrams", name(i));
+        assert!(sent > 1000, "{sent}");
+        assert_eq!(got, sent, "host {}: no datagram lost", name(i));
+    }
+    drop(agents);
+    drop(pins);
+}
