@@ -11,7 +11,7 @@
 mod common;
 
 use common::daemon::{DaemonProcess, failure};
-use common::fleet::{AgentProcess, etcd};
+use common::fleet::{agent, etcd};
 use serde_json::Value;
 use std::path::Path;
 use std::time::{Duration, Instant};
@@ -100,9 +100,9 @@ fn one_controller_leads_the_other_takes_over_and_agents_follow_their_writes() {
     let _ = std::fs::remove_dir_all(&tmp);
     std::fs::create_dir_all(&tmp).unwrap();
     let ttl = TTL.as_secs().to_string();
-    let mut agents: Vec<AgentProcess> = ["h1", "h2", "h3"]
+    let mut agents: Vec<_> = ["h1", "h2", "h3"]
         .iter()
-        .map(|h| AgentProcess::start(tmp.join(h), &endpoints, h, &["--lease-ttl", &ttl]))
+        .map(|h| agent(tmp.join(h), None, &endpoints, h, &["--lease-ttl", &ttl]))
         .collect();
 
     // One leads; both say which.

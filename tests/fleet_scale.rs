@@ -12,7 +12,7 @@ mod common;
 
 use common::bpf::PinDir;
 use common::daemon::DaemonProcess;
-use common::fleet::{AgentProcess, etcd};
+use common::fleet::{agent, etcd};
 use common::topology::Topology;
 use serde_json::Value;
 use std::path::{Path, PathBuf};
@@ -139,23 +139,20 @@ fn a_hundred_agents_follow_every_change_and_offloaded_traffic_survives_the_leade
         .collect();
     let mut pins = Vec::new();
     let started = Instant::now();
-    let agents: Vec<AgentProcess> = (0..AGENTS)
+    let agents: Vec<_> = (0..AGENTS)
         .map(|i| {
             let dir = tmp.join(name(i));
-            if i < XDP_AGENTS {
-                let pin = PinDir::new(&format!("fleet-scale-{i}")).expect("bpffs");
-                let agent = AgentProcess::start_pinning(
-                    dir,
-                    &pin.0,
-                    &endpoints,
-                    &name(i),
-                    &["--lease-ttl", TTL],
-                );
-                pins.push(pin);
-                agent
-            } else {
-                AgentProcess::start(dir, &endpoints, &name(i), &["--lease-ttl", TTL])
-            }
+            let pin =
+                (i < XDP_AGENTS).then(|| PinDir::new(&format!("fleet-scale-{i}")).expect("bpffs"));
+            let a = agent(
+                dir,
+                pin.as_ref().map(|p| p.0.as_path()),
+                &endpoints,
+                &name(i),
+                &["--lease-ttl", TTL],
+            );
+            pins.extend(pin);
+            a
         })
         .collect();
     let status = until(Duration::from_secs(60), "every agent registered", || {

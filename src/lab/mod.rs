@@ -5,6 +5,7 @@
 pub mod control;
 mod cpu;
 mod etcd;
+pub mod fleet;
 mod netns;
 
 pub use cpu::{CpuBusy, cpu_busy, online_cpus, pin_napi, pin_napi_threads, pin_thread};
