@@ -135,8 +135,13 @@ pub enum Command {
         #[arg(long, default_value_t = 100)]
         limit: usize,
     },
-    /// Statistics of each datapath.
-    Stats,
+    /// Statistics of each datapath (on a fleet, as each agent last
+    /// reported them, named host/datapath).
+    Stats {
+        /// Only this host's datapaths.
+        #[arg(long)]
+        host: Option<String>,
+    },
     /// The daemon's health, the desired generation and each datapath's state.
     Status,
     /// Print a shell completion script: `dse completions bash >
@@ -256,6 +261,10 @@ pub struct AgentArgs {
     pub host: String,
     #[command(flatten)]
     pub etcd_args: EtcdArgs,
+    /// Seconds between reports of the datapaths' statistics, while they
+    /// change (an idle host writes nothing).
+    #[arg(long, default_value_t = 10)]
+    pub report_every: u64,
     /// The agent's own store: what it applied (created if missing).
     #[arg(long, default_value = "/var/lib/dse/agent.redb")]
     pub db: PathBuf,
@@ -364,6 +373,9 @@ pub enum RulesCommand {
         /// Only this datapath.
         #[arg(long)]
         datapath: Option<String>,
+        /// Only this host's (a single machine is its one host).
+        #[arg(long)]
+        host: Option<String>,
     },
     /// Validate and compile a rule file offline; print what it compiles to.
     Check {

@@ -59,6 +59,7 @@ fn agent_config(dir: &Path, endpoints: &str) -> AgentConfig {
             depot: Default::default(),
         },
         ttl: Duration::from_secs(2),
+        report_every: Duration::from_secs(1),
     }
 }
 

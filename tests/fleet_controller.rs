@@ -12,6 +12,7 @@ mod common;
 
 use common::daemon::{DaemonProcess, failure};
 use common::fleet::{agent, etcd};
+use dse_control::fleet::{Credentials, Etcd, EtcdConfig, bootstrap_auth, grant_agent};
 use serde_json::Value;
 use std::path::Path;
 use std::time::{Duration, Instant};
@@ -90,7 +91,7 @@ fn applied(hosts: &Value, want: &[(&str, &str, u64)]) -> bool {
 
 #[test]
 fn one_controller_leads_the_other_takes_over_and_agents_follow_their_writes() {
-    let Some(cluster) = etcd("fleet-controllers") else {
+    let Some(mut cluster) = etcd("fleet-controllers") else {
         return;
     };
     let endpoints = cluster.endpoints_arg();
@@ -166,6 +167,13 @@ fn one_controller_leads_the_other_takes_over_and_agents_follow_their_writes() {
     assert_eq!(got["generation"], 1);
     assert_eq!(got["rules"]["rules"].as_array().unwrap().len(), 200);
     assert_eq!(follower.json(&["fleet", "status"])["agents_alive"], 3);
+    assert_eq!(
+        follower.json(&["stats", "--host", "h1"]),
+        serde_json::json!({})
+    );
+    let (code, err) = failure(&follower.cli(&["stats", "--host", "h9"]));
+    assert_eq!(code, 7, "{err}");
+    assert!(err.contains("h9"), "{err}");
 
     // A stale expected generation is a conflict (exit 3).
     let out = leader.cli(&[
@@ -196,6 +204,9 @@ fn one_controller_leads_the_other_takes_over_and_agents_follow_their_writes() {
     let took = died.elapsed();
     eprintln!("{follower_id} led {took:?} after {leader_id} died (TTL {TTL:?})");
     assert!(took < TTL + Duration::from_secs(2), "{took:?}");
+    // An etcd member dies too: the change still goes through, and the
+    // fleet status names the member unreachable.
+    cluster.kill(0);
     let edge2 = rules_file(&tmp, "edge2.json", 300, 20);
     let published = until(Duration::from_secs(5), "the new leader writes", || {
         let out = follower.cli(&[
@@ -230,7 +241,12 @@ fn one_controller_leads_the_other_takes_over_and_agents_follow_their_writes() {
     });
     eprintln!("h3 unavailable {:?} after its agent died", died.elapsed());
     assert_eq!(host(&hosts, "h3")["report"]["applied"]["generation"], 1);
-    assert_eq!(host(&hosts, "h1")["state"], "available");
+    assert_eq!(
+        host(&hosts, "h1")["state"],
+        "available",
+        "{hosts}\n{}",
+        agents[0].log()
+    );
     let table = follower.cli(&["host", "list"]);
     let text = String::from_utf8_lossy(&table.stdout);
     assert!(
@@ -316,9 +332,147 @@ fn a_single_machine_lists_itself_and_runs_only_the_default_rule_set() {
     let (code, err) = failure(&out);
     assert_eq!(code, 4, "{err}");
     assert!(err.contains("--etcd"), "{err}");
+    let (code, err) = failure(&d.cli(&["stats", "--host", "elsewhere"]));
+    assert_eq!(code, 7, "{err}");
+    assert!(err.contains("elsewhere"), "{err}");
+    let me = me["host"].as_str().unwrap();
+    assert!(d.json(&["stats", "--host", me]).is_object());
     // The default rule set by name is today's rule set.
     assert_eq!(
         d.json(&["rules", "get", "--rule-set", "default"])["generation"],
         d.json(&["rules", "get"])["generation"]
     );
+}
+
+#[test]
+fn controllers_and_agents_authenticate_and_etcd_keeps_each_agent_to_its_host() {
+    let Some(cluster) = etcd("fleet-auth") else {
+        return;
+    };
+    let endpoints = cluster.endpoints_arg();
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let root = rt
+        .block_on(Etcd::connect(EtcdConfig::new(&endpoints)))
+        .unwrap();
+    let controller_creds = Credentials {
+        user: "dse-controller".into(),
+        password: "controller-secret".into(),
+    };
+    rt.block_on(bootstrap_auth(&root, "root-secret", &controller_creds))
+        .unwrap();
+    let root = rt
+        .block_on(Etcd::connect(EtcdConfig::new(&endpoints).with_credentials(
+            Credentials {
+                user: "root".into(),
+                password: "root-secret".into(),
+            },
+        )))
+        .unwrap();
+    let h1 = rt.block_on(grant_agent(&root, "h1", "h1-secret")).unwrap();
+    let tmp = std::path::PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("fleet-auth");
+    let _ = std::fs::remove_dir_all(&tmp);
+    std::fs::create_dir_all(&tmp).unwrap();
+    let secret = |name: &str, text: &str| {
+        let path = tmp.join(name);
+        std::fs::write(&path, text).unwrap();
+        path.display().to_string()
+    };
+    let controller_pw = secret("controller.pw", "controller-secret\n");
+    let wrong_pw = secret("wrong.pw", "guess\n");
+    let h1_pw = secret("h1.pw", "h1-secret\n");
+
+    // Wrong credentials: the controller exits naming the user.
+    let (dir, bpffs) = DaemonProcess::paths("ctl-wrong");
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_dse"))
+        .args(["serve", "--etcd", &endpoints])
+        .args([
+            "--etcd-user",
+            "dse-controller",
+            "--etcd-password-file",
+            &wrong_pw,
+        ])
+        .arg("--socket")
+        .arg(dir.join("dse.sock"))
+        .arg("--bpffs")
+        .arg(&bpffs)
+        .output()
+        .unwrap();
+    let (code, err) = failure(&out);
+    assert_ne!(code, 0);
+    assert!(err.contains("refused user dse-controller"), "{err}");
+    let _ = std::fs::remove_dir_all(dir);
+    // No credentials where etcd wants them: named too.
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_dse"))
+        .args(["agent", "--etcd", &endpoints, "--host", "h1", "--db"])
+        .arg(tmp.join("nouser").join("agent.redb"))
+        .output()
+        .unwrap();
+    let (code, err) = failure(&out);
+    assert_ne!(code, 0);
+    assert!(err.contains("needs a user"), "{err}");
+
+    // The right ones: the controller leads, and h1's agent applies what
+    // it writes.
+    let ttl = TTL.as_secs().to_string();
+    let (dir, bpffs) = DaemonProcess::paths("ctl-auth");
+    let c = DaemonProcess::start_probing(
+        dir,
+        bpffs,
+        &[
+            "--etcd",
+            &endpoints,
+            "--controller-id",
+            "ctl-auth",
+            "--lease-ttl",
+            &ttl,
+            "--etcd-user",
+            "dse-controller",
+            "--etcd-password-file",
+            &controller_pw,
+        ],
+        &["fleet", "status"],
+    );
+    until(Duration::from_secs(10), "it leads", || {
+        (c.json(&["fleet", "status"])["leader"] == "ctl-auth").then_some(())
+    });
+    let user = [
+        "--etcd-user",
+        h1.user.as_str(),
+        "--etcd-password-file",
+        &h1_pw,
+    ];
+    let _h1 = agent(
+        tmp.join("h1"),
+        None,
+        &endpoints,
+        "h1",
+        &[&["--lease-ttl", &ttl][..], &user].concat(),
+    );
+    let rules = rules_file(&tmp, "rules.json", 20, 1);
+    c.json(&["host", "set", "h1"]);
+    c.json(&["rules", "apply", "-f", &rules]);
+    until(Duration::from_secs(10), "h1 applied", || {
+        applied(&c.json(&["host", "list"]), &[("h1", "default", 1)]).then_some(())
+    });
+
+    // h1's user run as h2's agent: etcd refuses it h2's keys.
+    let mut h2 = agent(
+        tmp.join("h2"),
+        None,
+        &endpoints,
+        "h2",
+        &[&["--lease-ttl", &ttl][..], &user].concat(),
+    );
+    let status = until(Duration::from_secs(10), "the impostor stops", || {
+        h2.child.try_wait().unwrap()
+    });
+    assert!(!status.success());
+    let log = h2.log();
+    assert!(
+        log.contains("permission denied") && log.contains(&h1.user),
+        "{log}"
+    );
+    let hosts = c.json(&["host", "list"]);
+    assert!(host(&hosts, "h2").is_null(), "{hosts}");
+    h2.kill();
 }

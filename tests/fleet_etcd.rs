@@ -428,3 +428,21 @@ fn another_controller_takes_over_within_the_lease_ttl_and_the_old_leader_is_fenc
     rt.block_on(b.resign()).unwrap();
     assert_eq!(rt.block_on(leader(&c)).unwrap(), None);
 }
+
+#[test]
+fn a_client_connects_and_writes_with_one_member_dead() {
+    let Some(mut etcd) = cluster("one-dead") else {
+        return;
+    };
+    etcd.kill(0);
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    for _ in 0..3 {
+        let started = Instant::now();
+        let c = rt
+            .block_on(Etcd::connect(EtcdConfig::new(&etcd.endpoints_arg())))
+            .expect("two members of three answer");
+        rt.block_on(publish_rule_set(&c, "default", None, b"{\"rules\": []}"))
+            .expect("writes go through");
+        eprintln!("connected and wrote in {:?}", started.elapsed());
+    }
+}

@@ -1,10 +1,11 @@
 //! The fleet at size: a 3-member etcd, two `dse serve --etcd` controllers
 //! and a hundred `dse agent` processes. Three of the agents run XDP
-//! datapaths on veths between namespaces and carry real traffic; the rest
-//! run the default rule set without datapaths. Every rule change reaches
-//! every agent; the leader is SIGKILLed under traffic, the other
-//! controller takes over, its change reaches every agent, and the
-//! offloaded traffic never stops.
+//! datapaths on veths between namespaces and a fourth runs the host path
+//! (emu), each carrying real traffic; the rest run the default rule set
+//! without datapaths. Every rule change reaches every agent; the leader is
+//! SIGKILLed under traffic, the other controller takes over, its change
+//! reaches every agent; then it is SIGKILLed too, and with no controller
+//! left the traffic goes on. No datagram is lost throughout.
 //!
 //! Needs root and etcd; under CI=true their absence fails.
 
@@ -21,7 +22,9 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 const AGENTS: usize = 100;
-const XDP_AGENTS: usize = 3;
+/// Agents with a datapath on veths: XDP on all but the last, which runs
+/// the host path.
+const DATAPATH_AGENTS: usize = 4;
 const TTL: &str = "3";
 
 fn write(dir: &Path, name: &str, text: &str) -> String {
@@ -134,7 +137,7 @@ fn a_hundred_agents_follow_every_change_and_offloaded_traffic_survives_the_leade
     std::fs::create_dir_all(&tmp).unwrap();
     let a = controller("scale-a", &endpoints);
     let b = controller("scale-b", &endpoints);
-    let topologies: Vec<Topology> = (0..XDP_AGENTS)
+    let topologies: Vec<Topology> = (0..DATAPATH_AGENTS)
         .map(|i| Topology::new(&format!("f{i}"), 90 + i as u8))
         .collect();
     let mut pins = Vec::new();
@@ -142,14 +145,14 @@ fn a_hundred_agents_follow_every_change_and_offloaded_traffic_survives_the_leade
     let agents: Vec<_> = (0..AGENTS)
         .map(|i| {
             let dir = tmp.join(name(i));
-            let pin =
-                (i < XDP_AGENTS).then(|| PinDir::new(&format!("fleet-scale-{i}")).expect("bpffs"));
+            let pin = (i < DATAPATH_AGENTS)
+                .then(|| PinDir::new(&format!("fleet-scale-{i}")).expect("bpffs"));
             let a = agent(
                 dir,
                 pin.as_ref().map(|p| p.0.as_path()),
                 &endpoints,
                 &name(i),
-                &["--lease-ttl", TTL],
+                &["--lease-ttl", TTL, "--report-every", "1"],
             );
             pins.extend(pin);
             a
@@ -173,13 +176,19 @@ fn a_hundred_agents_follow_every_change_and_offloaded_traffic_survives_the_leade
     // What each host runs.
     for (i, t) in topologies.iter().enumerate() {
         let datapaths = format!(
-            "- {{name: off, backend: xdp, interfaces: {{pa: {}, pb: {}}}}}\n",
-            t.va.outer, t.vb.outer
+            "- {{name: dp, backend: {}, interfaces: {{pa: {}, pb: {}}}}}\n",
+            if i + 1 < DATAPATH_AGENTS {
+                "xdp"
+            } else {
+                "emu"
+            },
+            t.va.outer,
+            t.vb.outer
         );
         let file = write(&tmp, &format!("dp{i}.yaml"), &datapaths);
         leader.json(&["host", "set", &name(i), "--rule-set", "veth", "-f", &file]);
     }
-    for i in XDP_AGENTS..AGENTS {
+    for i in DATAPATH_AGENTS..AGENTS {
         leader.json(&["host", "set", &name(i)]);
     }
     let veth = write(&tmp, "veth1.json", &veth_rules(10));
@@ -195,7 +204,7 @@ fn a_hundred_agents_follow_every_change_and_offloaded_traffic_survives_the_leade
         let answered = Instant::now();
         leader.json(&["rules", "apply", "-f", &file]);
         let want = move |h: &str| {
-            if h < name(XDP_AGENTS).as_str() {
+            if h < name(DATAPATH_AGENTS).as_str() {
                 ("veth", 1)
             } else {
                 ("default", g)
@@ -207,7 +216,7 @@ fn a_hundred_agents_follow_every_change_and_offloaded_traffic_survives_the_leade
         });
         eprintln!(
             "generation {g} of default reached {} agents within {:?} of the answer",
-            AGENTS - XDP_AGENTS,
+            AGENTS - DATAPATH_AGENTS,
             answered.elapsed()
         );
     }
@@ -284,7 +293,7 @@ fn a_hundred_agents_follow_every_change_and_offloaded_traffic_survives_the_leade
     );
     follower.json(&["rules", "apply", "-f", &default4]);
     let want = |h: &str| {
-        if h < name(XDP_AGENTS).as_str() {
+        if h < name(DATAPATH_AGENTS).as_str() {
             ("veth", 2)
         } else {
             ("default", 4)
@@ -299,12 +308,28 @@ fn a_hundred_agents_follow_every_change_and_offloaded_traffic_survives_the_leade
                 .then_some(())
         },
     );
-    std::thread::sleep(Duration::from_millis(500));
+    // Each offloaded host's statistics, as its agent reports them.
+    until(Duration::from_secs(10), "the agents report traffic", || {
+        let stats = follower.json(&["stats", "--host", &name(0)]);
+        (stats["dp"]["rx_packets"].as_u64()? > 100).then_some(())
+    });
+    let all = follower.json(&["stats"]);
+    assert!(
+        all[format!("{}/dp", name(DATAPATH_AGENTS - 1))].is_object(),
+        "{all}"
+    );
+
+    // No controller at all: the agents' datapaths, the host path among
+    // them, go on forwarding.
+    let mut follower = follower;
+    follower.child.kill().unwrap();
+    let _ = follower.child.wait();
+    std::thread::sleep(Duration::from_secs(1));
     stop.store(true, Ordering::Relaxed);
     for (i, sender, receiver) in flows {
         let sent = sender.join().unwrap();
         let got = receiver.join().unwrap();
-        eprintln!("offloaded host {}: {got} of {sent} datagrams", name(i));
+        eprintln!("host {}: {got} of {sent} datagrams", name(i));
         assert!(sent > 1000, "{sent}");
         assert_eq!(got, sent, "host {}: no datagram lost", name(i));
     }

@@ -35,6 +35,7 @@ pub fn agent(args: AgentArgs) -> anyhow::Result<()> {
             depot: DepotConfig::default(),
         },
         ttl: args.etcd_args.ttl(),
+        report_every: std::time::Duration::from_secs(args.report_every.max(1)),
     };
     let host = config.host.clone();
     let rt = tokio::runtime::Runtime::new().context("starting the async runtime")?;

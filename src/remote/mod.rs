@@ -259,10 +259,14 @@ fn dispatch(
                 let call = Call::new(Method::POST, "/v1/rules/batch").json(body.to_string());
                 print(&send(rt, ep, call)?, show::applied);
             }
-            RulesCommand::Counters { datapath } => {
-                let path = match datapath {
-                    Some(d) => format!("/v1/counters?datapath={}", segment(&d)),
-                    None => "/v1/counters".into(),
+            RulesCommand::Counters { datapath, host } => {
+                let mut query: Vec<String> = Vec::new();
+                query.extend(datapath.map(|d| format!("datapath={}", segment(&d))));
+                query.extend(host.map(|h| format!("host={}", segment(&h))));
+                let path = if query.is_empty() {
+                    "/v1/counters".to_string()
+                } else {
+                    format!("/v1/counters?{}", query.join("&"))
                 };
                 show_answer(Call::new(Method::GET, path), show::counters)?;
             }
@@ -388,10 +392,13 @@ fn dispatch(
             };
             print(&send(rt, ep, Call::new(Method::GET, path))?, show::audit);
         }
-        Command::Stats => print(
-            &send(rt, ep, Call::new(Method::GET, "/v1/stats"))?,
-            show::stats,
-        ),
+        Command::Stats { host } => {
+            let path = match host {
+                Some(h) => format!("/v1/stats?host={}", segment(&h)),
+                None => "/v1/stats".into(),
+            };
+            print(&send(rt, ep, Call::new(Method::GET, path))?, show::stats);
+        }
         Command::Status => {
             let health = send(rt, ep, Call::new(Method::GET, "/v1/health"))?;
             let datapaths = send(rt, ep, Call::new(Method::GET, "/v1/datapaths"))?;

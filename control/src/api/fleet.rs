@@ -60,6 +60,7 @@ pub fn fleet_routes() -> Vec<(Method, &'static str, MethodRouter<Arc<FleetApi>>)
         (Method::GET, "/v1/hosts", get(hosts)),
         (Method::PUT, "/v1/hosts/{host}", put(set_host)),
         (Method::GET, "/v1/fleet", get(fleet)),
+        (Method::GET, "/v1/stats", get(stats)),
         (Method::GET, "/openapi.json", get(super::handlers::openapi)),
     ]
 }
@@ -234,4 +235,43 @@ async fn fleet(State(s): State<Arc<FleetApi>>) -> Answer {
     let status: Value =
         serde_json::to_value(s.controller.status().await?).expect("a fleet status serializes");
     Ok(Json(status).into_response())
+}
+
+/// Query of `GET /v1/stats` on a fleet.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct StatsQuery {
+    host: Option<String>,
+}
+
+/// `GET /v1/stats[?host=H]`: each datapath's statistics as its agent last
+/// reported them, named `host/datapath` (only `datapath` with a host).
+async fn stats(State(s): State<Arc<FleetApi>>, Query(q): Query<StatsQuery>) -> Answer {
+    let hosts = s.controller.hosts().await?;
+    if let Some(h) = &q.host
+        && !hosts.iter().any(|v| &v.host == h)
+    {
+        return Err(ApiError {
+            status: StatusCode::NOT_FOUND,
+            code: "not_found",
+            message: format!("no host {h:?} in the fleet; dse host list names them"),
+        });
+    }
+    let mut out = serde_json::Map::new();
+    for view in hosts {
+        if q.host.as_ref().is_some_and(|h| *h != view.host) {
+            continue;
+        }
+        for d in view.report.into_iter().flat_map(|r| r.datapaths) {
+            let name = match &q.host {
+                Some(_) => d.name,
+                None => format!("{}/{}", view.host, d.name),
+            };
+            out.insert(
+                name,
+                serde_json::to_value(d.stats).expect("stats serialize"),
+            );
+        }
+    }
+    Ok(Json(Value::Object(out)).into_response())
 }

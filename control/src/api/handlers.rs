@@ -279,17 +279,27 @@ pub async fn batch(
 #[serde(deny_unknown_fields)]
 pub struct CountersQuery {
     datapath: Option<String>,
+    host: Option<String>,
 }
 
 /// `GET /v1/counters`
 pub async fn counters(State(s): State<Arc<ApiState>>, Query(q): Query<CountersQuery>) -> Answer {
+    super::hosts::only_this_host(q.host.as_deref())?;
     let daemon = Arc::clone(&s.daemon);
     let counters = blocking(move || daemon.counters(q.datapath.as_deref())).await?;
     Ok(Json(counters).into_response())
 }
 
+/// Query of `GET /v1/stats`.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct StatsQuery {
+    host: Option<String>,
+}
+
 /// `GET /v1/stats`
-pub async fn stats(State(s): State<Arc<ApiState>>) -> Answer {
+pub async fn stats(State(s): State<Arc<ApiState>>, Query(q): Query<StatsQuery>) -> Answer {
+    super::hosts::only_this_host(q.host.as_deref())?;
     let daemon = Arc::clone(&s.daemon);
     Ok(Json(blocking(move || daemon.stats()).await).into_response())
 }

@@ -13,7 +13,7 @@ use axum::response::IntoResponse;
 use std::sync::Arc;
 
 /// This machine's name, as the kernel has it.
-fn local_host() -> String {
+pub fn local_host() -> String {
     std::fs::read_to_string("/proc/sys/kernel/hostname")
         .map(|h| h.trim().to_string())
         .ok()
@@ -74,5 +74,24 @@ pub fn only_default(rule_set: Option<&str>) -> Result<(), ApiError> {
         Some(other) => Err(ApiError::refused(format!(
             "rule set {other:?}: a single-machine dse serve runs one rule set, {DEFAULT_RULE_SET}; named rule sets need a fleet (dse serve --etcd)"
         ))),
+    }
+}
+
+/// Refuses a host other than this machine, the one host a single-machine
+/// daemon has.
+///
+/// # Errors
+/// 404 `not_found`, naming this machine.
+pub fn only_this_host(host: Option<&str>) -> Result<(), ApiError> {
+    let here = local_host();
+    match host {
+        Some(h) if h != here => Err(ApiError {
+            status: StatusCode::NOT_FOUND,
+            code: "not_found",
+            message: format!(
+                "no host {h:?} here: this single-machine dse serve is host {here:?} (a fleet controller, dse serve --etcd, knows many)"
+            ),
+        }),
+        _ => Ok(()),
     }
 }

@@ -76,8 +76,9 @@ pub struct DatapathReport {
     pub state: String,
     /// Whether it runs what the agent applied.
     pub in_sync: bool,
-    /// Frames it received.
-    pub rx_packets: u64,
+    /// Its statistics when the agent reported (the agent reports again
+    /// every [`AgentConfig::report_every`] while they change).
+    pub stats: dse_datapath::pipeline::Stats,
 }
 
 /// The host's status, as its agent reports it.
@@ -108,6 +109,8 @@ pub struct AgentConfig {
     pub daemon: DaemonConfig,
     /// Its registration's lease.
     pub ttl: Duration,
+    /// How often it reports its datapaths' statistics while they change.
+    pub report_every: Duration,
 }
 
 /// A host's agent.
@@ -115,6 +118,8 @@ pub struct Agent {
     config: AgentConfig,
     daemon: Arc<Daemon>,
     applied: std::sync::Mutex<AppliedRecord>,
+    /// What it reported last.
+    reported: std::sync::Mutex<Option<HostStatus>>,
 }
 
 impl Agent {
@@ -133,6 +138,7 @@ impl Agent {
             config,
             daemon,
             applied: std::sync::Mutex::new(applied),
+            reported: std::sync::Mutex::new(None),
         })
     }
 
@@ -244,9 +250,21 @@ impl Agent {
                 watch_from(etcd, &keys::current(prefix, &rule_set), revision + 1).await?;
             // Any change, or a compaction, is met by syncing again: a sync
             // reads everything afresh, so nothing is missed either way.
-            let changed = tokio::select! {
-                r = desired.next() => r?,
-                r = rules.next() => r?,
+            // Meanwhile the statistics are reported while they change.
+            let changed = loop {
+                tokio::select! {
+                    r = desired.next() => break r?,
+                    r = rules.next() => break r?,
+                    () = tokio::time::sleep(self.config.report_every) => {
+                        self.report_if_changed(registration).await?;
+                    }
+                    () = registration.expired() => {
+                        return Err(FleetError::Unreachable {
+                            endpoints: self.config.etcd.endpoints.join(","),
+                            reason: format!("host {}'s lease expired", self.config.host),
+                        });
+                    }
+                }
             };
             if let Resumed::Compacted { compacted } = changed {
                 tracing::info!(compacted, "history compacted; listing again");
@@ -362,8 +380,29 @@ impl Agent {
         registration: &Registration,
         error: Option<String>,
     ) -> Result<(), FleetError> {
-        let status = serde_json::to_vec(&self.status(error)).expect("a status serializes");
-        registration.report(&status).await
+        let status = self.status(error);
+        let bytes = serde_json::to_vec(&status).expect("a status serializes");
+        registration.report(&bytes).await?;
+        *self.reported.lock().unwrap_or_else(|p| p.into_inner()) = Some(status);
+        Ok(())
+    }
+
+    /// Reports again if a datapath's state or statistics moved since the
+    /// last report: an idle host writes nothing.
+    async fn report_if_changed(&self, registration: &Registration) -> Result<(), FleetError> {
+        let last = self
+            .reported
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone();
+        let Some(last) = last else {
+            return self.report(registration, None).await;
+        };
+        let now = self.status(last.error.clone());
+        if now.datapaths != last.datapaths || now.applied != last.applied {
+            self.report(registration, last.error).await?;
+        }
+        Ok(())
     }
 }
 
@@ -383,7 +422,7 @@ pub fn host_status(
             .datapaths()
             .into_iter()
             .map(|d| DatapathReport {
-                rx_packets: stats.get(&d.name).map_or(0, |s| s.rx_packets),
+                stats: stats.get(&d.name).cloned().unwrap_or_default(),
                 name: d.name,
                 state: d.state.to_string(),
                 in_sync: d.in_sync,

@@ -173,15 +173,22 @@ impl Etcd {
         let etcd = Etcd { client, config };
         // A request that every user may make: does anyone answer, and does
         // etcd take this user?
-        let mut kv = etcd.client.kv_client();
+        // Retried like any request: a member that just died (an election
+        // under way) is no reason to give up on the others.
         let probe = format!("{}/", etcd.config.prefix);
-        kv.get(
-            probe.as_str(),
-            Some(etcd_client::GetOptions::new().with_count_only()),
-        )
+        etcd.retry("reading", |mut c| {
+            let probe = probe.clone();
+            async move {
+                c.get(
+                    probe.as_str(),
+                    Some(etcd_client::GetOptions::new().with_count_only()),
+                )
+                .await
+            }
+        })
         .await
         .map(|_| ())
-        .or_else(|e| match classify(&etcd.config, "reading", e) {
+        .or_else(|e| match e {
             // A user without read on the whole prefix is still a user.
             FleetError::PermissionDenied { .. } => Ok(()),
             other => Err(other),
@@ -270,6 +277,8 @@ fn classify(config: &EtcdConfig, what: impl Into<String>, e: etcd_client::Error)
                 FleetError::PermissionDenied { what, user }
             } else if i32::from(status.code()) == GRPC_UNAVAILABLE
                 || message.contains("transport error")
+                || message.contains("h2 protocol error")
+                || message.contains("tcp connect error")
                 || message.contains("leader changed")
                 || message.contains("no leader")
             {

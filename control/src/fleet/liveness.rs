@@ -72,10 +72,14 @@ pub async fn register(
     let mut client = etcd.client();
     let mut tries = 0;
     loop {
-        let done = client
-            .txn(claim.clone())
-            .await
-            .map_err(|e| etcd.error(format!("registering host {host}"), e))?;
+        // Retried while no member answers: a claim whose answer was lost
+        // shows as the key held by this very lease, which is success.
+        let done = etcd
+            .retry(&format!("registering host {host}"), |mut c| {
+                let claim = claim.clone();
+                async move { c.txn(claim).await }
+            })
+            .await?;
         if done.succeeded() {
             break;
         }
@@ -83,6 +87,9 @@ pub async fn register(
             etcd_client::TxnOpResponse::Get(g) => g.kvs().first().map(|kv| kv.lease()),
             _ => None,
         });
+        if holder == Some(lease) {
+            break;
+        }
         tries += 1;
         if tries == 1 && holder.is_some() && holder == previous {
             // Our own earlier run's: it is gone, so its lease goes too.
@@ -110,6 +117,12 @@ impl Registration {
     /// false once etcd answered that it expired.
     pub fn is_alive(&self) -> bool {
         self.keeper.is_alive()
+    }
+
+    /// Resolves once etcd answers that the lease expired (the host is then
+    /// unavailable until its agent registers again).
+    pub async fn expired(&self) {
+        self.keeper.expired().await;
     }
 
     /// Replaces the status the host reports, on the same lease, and the
@@ -183,6 +196,7 @@ pub async fn live_hosts(etcd: &Etcd) -> Result<BTreeMap<String, Vec<u8>>, FleetE
 pub(super) struct KeepAlive {
     task: tokio::task::JoinHandle<()>,
     alive: Arc<AtomicBool>,
+    expired: tokio::sync::watch::Receiver<bool>,
 }
 
 impl KeepAlive {
@@ -190,6 +204,12 @@ impl KeepAlive {
     /// false once etcd answered that it expired.
     pub(super) fn is_alive(&self) -> bool {
         self.alive.load(Ordering::Acquire)
+    }
+
+    /// Resolves once etcd answers that the lease expired.
+    pub(super) async fn expired(&self) {
+        let mut expired = self.expired.clone();
+        let _ = expired.wait_for(|e| *e).await;
     }
 }
 
@@ -206,10 +226,22 @@ pub(super) async fn keep_alive(
     ttl: Duration,
 ) -> Result<KeepAlive, etcd_client::Error> {
     let mut client = etcd.client();
-    let (mut keeper, mut answers) = client.lease_keep_alive(lease).await?;
+    // A member that just died may take the first attempts.
+    let deadline = tokio::time::Instant::now() + etcd.timeout();
+    let (mut keeper, mut answers) = loop {
+        match client.lease_keep_alive(lease).await {
+            Ok(opened) => break opened,
+            Err(e) if tokio::time::Instant::now() < deadline => {
+                tracing::debug!("opening a keep-alive stream: {e}");
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+            Err(e) => return Err(e),
+        }
+    };
     let every = ttl / 3;
     let alive = Arc::new(AtomicBool::new(true));
     let still = Arc::clone(&alive);
+    let (expire, expired) = tokio::sync::watch::channel(false);
     let task = tokio::spawn(async move {
         loop {
             let answered = match keeper.keep_alive().await {
@@ -221,6 +253,7 @@ pub(super) async fn keep_alive(
                 Some(_) => {
                     // Expired: etcd deleted the keys bound to it.
                     still.store(false, Ordering::Release);
+                    let _ = expire.send(true);
                     return;
                 }
                 None => {
@@ -234,5 +267,9 @@ pub(super) async fn keep_alive(
             }
         }
     });
-    Ok(KeepAlive { task, alive })
+    Ok(KeepAlive {
+        task,
+        alive,
+        expired,
+    })
 }

@@ -63,10 +63,11 @@ pub async fn watch_from(
         .with_prefix()
         .with_start_revision(start_revision);
     let stream = etcd
-        .client()
-        .watch(prefix, Some(options))
-        .await
-        .map_err(|e| etcd.error(format!("watching {prefix}"), e))?;
+        .retry(&format!("watching {prefix}"), |mut c| {
+            let options = options.clone();
+            async move { c.watch(prefix, Some(options)).await }
+        })
+        .await?;
     Ok(Watch {
         stream,
         prefix: prefix.to_string(),
@@ -78,21 +79,25 @@ pub async fn watch_from(
 impl Watch {
     /// The next changes, or [`Resumed::Compacted`]; waits for them.
     ///
+    /// A watch whose member goes away is opened again from the next
+    /// revision, through whichever member answers.
+    ///
     /// # Errors
-    /// etcd's error, or the watch ending (etcd went away): resume with
-    /// [`watch_from`] at [`Watch::next_revision`].
+    /// etcd's error when no member answers within the request timeout, or
+    /// etcd cancelling the watch.
     pub async fn next(&mut self) -> Result<Resumed, FleetError> {
         loop {
-            let message = self
-                .stream
-                .message()
-                .await
-                .map_err(|e| self.etcd.error(format!("watching {}", self.prefix), e))?;
-            let Some(r) = message else {
-                return Err(FleetError::Unreachable {
-                    endpoints: "the watch's member".into(),
-                    reason: format!("the watch on {} ended", self.prefix),
-                });
+            let r = match self.stream.message().await {
+                Ok(Some(r)) => r,
+                // The member went away: the watch goes on from the next
+                // revision through another (it fails only when none
+                // answers within the request timeout).
+                Ok(None) | Err(_) => {
+                    tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+                    let again = watch_from(&self.etcd, &self.prefix, self.next_revision).await?;
+                    self.stream = again.stream;
+                    continue;
+                }
             };
             if r.compact_revision() > 0 {
                 return Ok(Resumed::Compacted {
