@@ -14,7 +14,7 @@
 #[path = "../tests/common/mod.rs"]
 mod common;
 
-use common::fleet::{agent, etcd};
+use common::fleet::{agent, drop_rules, etcd};
 use dse::lab::fleet::FleetProcess;
 use dse_control::client::{Call, Endpoint, Method};
 use dse_control::fleet::agent::HostStatus;
@@ -27,20 +27,6 @@ use std::time::{Duration, Instant};
 const AGENTS: usize = 100;
 const CHANGES: u64 = 20;
 const TTL_S: u64 = 3;
-
-fn rules(n: u32, priority: u64) -> String {
-    let rules: Vec<String> = (1..=n)
-        .map(|id| {
-            format!(
-                r#"{{"id": {id}, "priority": {priority}, "match": {{"ip_proto": 17, "l4_dst": {id}}}, "actions": ["drop"]}}"#
-            )
-        })
-        .collect();
-    format!(
-        r#"{{"ports": [{{"name": "p0", "index": 0}}], "rules": [{}]}}"#,
-        rules.join(",")
-    )
-}
 
 fn controller(dir: &Path, endpoints: &str, id: &str) -> FleetProcess {
     let ttl = TTL_S.to_string();
@@ -61,7 +47,7 @@ async fn call(socket: &Path, call: Call) -> Option<(u16, serde_json::Value)> {
 }
 
 async fn publish(socket: &Path, g: u64) -> bool {
-    let put = Call::new(Method::PUT, "/v1/rules").json(rules(100, g));
+    let put = Call::new(Method::PUT, "/v1/rules").json(drop_rules(100, g));
     matches!(call(socket, put).await, Some((200, _)))
 }
 

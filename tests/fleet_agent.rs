@@ -7,7 +7,9 @@
 //!
 //! Needs `etcd`; under CI=true its absence fails.
 
-use dse::lab::EtcdCluster;
+mod common;
+
+use common::fleet::etcd as etcd_cluster;
 use dse_control::DaemonConfig;
 use dse_control::fleet::agent::{Agent, AgentConfig, HostDesired, HostStatus, desired_key};
 use dse_control::fleet::{Etcd, EtcdConfig, live_hosts, publish_rule_set};
@@ -15,35 +17,8 @@ use dse_datapath::xdp::XdpLimits;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
-fn cluster(name: &str) -> Option<EtcdCluster> {
-    let present = std::process::Command::new("etcd")
-        .arg("--version")
-        .output()
-        .is_ok_and(|o| o.status.success());
-    if !present {
-        assert!(
-            std::env::var("CI").is_err(),
-            "CI needs etcd-server (cargo xtask setup)"
-        );
-        return None;
-    }
-    let dir = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join(format!("etcd-{name}"));
-    Some(EtcdCluster::start(&dir, 3).expect("a 3-member etcd starts"))
-}
-
-fn rules(n: u32, priority: u32) -> Vec<u8> {
-    let rules: Vec<String> = (1..=n)
-        .map(|id| {
-            format!(
-                r#"{{"id": {id}, "priority": {priority}, "match": {{"ip_proto": 17, "l4_dst": {id}}}, "actions": ["drop"]}}"#
-            )
-        })
-        .collect();
-    format!(
-        r#"{{"ports": [{{"name": "p0", "index": 0}}], "rules": [{}]}}"#,
-        rules.join(",")
-    )
-    .into_bytes()
+fn rules(n: u32, priority: u64) -> Vec<u8> {
+    common::fleet::drop_rules(n, priority).into_bytes()
 }
 
 fn agent_config(dir: &Path, endpoints: &str) -> AgentConfig {
@@ -109,7 +84,7 @@ fn status_until(
 
 #[test]
 fn an_agent_applies_its_hosts_rule_set_reports_it_and_restarts_without_etcd() {
-    let Some(mut etcd) = cluster("agent") else {
+    let Some(mut etcd) = etcd_cluster("agent") else {
         return;
     };
     let dir = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("fleet-agent-h1");

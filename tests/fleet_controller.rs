@@ -11,7 +11,7 @@
 mod common;
 
 use common::daemon::{DaemonProcess, failure};
-use common::fleet::{agent, etcd};
+use common::fleet::{agent, controller, drop_rules, etcd, serve_fails, until};
 use dse_control::fleet::{Credentials, Etcd, EtcdConfig, bootstrap_auth, grant_agent};
 use serde_json::Value;
 use std::path::Path;
@@ -19,54 +19,10 @@ use std::time::{Duration, Instant};
 
 const TTL: Duration = Duration::from_secs(2);
 
-fn rules_file(dir: &Path, name: &str, n: u32, priority: u32) -> String {
-    let rules: Vec<String> = (1..=n)
-        .map(|id| {
-            format!(
-                r#"{{"id": {id}, "priority": {priority}, "match": {{"ip_proto": 17, "l4_dst": {id}}}, "actions": ["drop"]}}"#
-            )
-        })
-        .collect();
+fn rules_file(dir: &Path, name: &str, n: u32, priority: u64) -> String {
     let path = dir.join(name);
-    std::fs::write(
-        &path,
-        format!(
-            r#"{{"ports": [{{"name": "p0", "index": 0}}], "rules": [{}]}}"#,
-            rules.join(",")
-        ),
-    )
-    .unwrap();
+    std::fs::write(&path, drop_rules(n, priority)).unwrap();
     path.display().to_string()
-}
-
-fn controller(tag: &str, endpoints: &str) -> DaemonProcess {
-    let (dir, bpffs) = DaemonProcess::paths(tag);
-    let ttl = TTL.as_secs().to_string();
-    DaemonProcess::start_probing(
-        dir,
-        bpffs,
-        &[
-            "--etcd",
-            endpoints,
-            "--controller-id",
-            tag,
-            "--lease-ttl",
-            &ttl,
-        ],
-        &["fleet", "status"],
-    )
-}
-
-/// Polls `probe` every 20 ms until it gives `Some`, for up to `within`.
-fn until<T>(within: Duration, what: &str, mut probe: impl FnMut() -> Option<T>) -> T {
-    let deadline = Instant::now() + within;
-    loop {
-        if let Some(v) = probe() {
-            return v;
-        }
-        assert!(Instant::now() < deadline, "never: {what}");
-        std::thread::sleep(Duration::from_millis(20));
-    }
 }
 
 fn host<'a>(hosts: &'a Value, name: &str) -> &'a Value {
@@ -95,8 +51,8 @@ fn one_controller_leads_the_other_takes_over_and_agents_follow_their_writes() {
         return;
     };
     let endpoints = cluster.endpoints_arg();
-    let a = controller("ctl-a", &endpoints);
-    let b = controller("ctl-b", &endpoints);
+    let a = controller("ctl-a", &endpoints, TTL.as_secs(), &[]);
+    let b = controller("ctl-b", &endpoints, TTL.as_secs(), &[]);
     let tmp = std::path::PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("fleet-controllers");
     let _ = std::fs::remove_dir_all(&tmp);
     std::fs::create_dir_all(&tmp).unwrap();
@@ -262,7 +218,7 @@ fn fleet_input_is_checked_and_named() {
         return;
     };
     let endpoints = cluster.endpoints_arg();
-    let c = controller("ctl-input", &endpoints);
+    let c = controller("ctl-input", &endpoints, TTL.as_secs(), &[]);
     until(Duration::from_secs(10), "it leads", || {
         (c.json(&["fleet", "status"])["leader"] == "ctl-input").then_some(())
     });
@@ -294,23 +250,12 @@ fn fleet_input_is_checked_and_named() {
     let _ = std::fs::remove_dir_all(&dir);
 
     // etcd that does not answer: the controller exits, naming it.
-    let (dir, bpffs) = DaemonProcess::paths("ctl-nowhere");
-    let out = std::process::Command::new(env!("CARGO_BIN_EXE_dse"))
-        .args(["serve", "--etcd", "http://127.0.0.1:9", "--socket"])
-        .arg(dir.join("dse.sock"))
-        .arg("--db")
-        .arg(dir.join("dse.redb"))
-        .arg("--bpffs")
-        .arg(&bpffs)
-        .output()
-        .unwrap();
-    let (code, err) = failure(&out);
+    let (code, err) = serve_fails("ctl-nowhere", &["--etcd", "http://127.0.0.1:9"]);
     assert_ne!(code, 0);
     assert!(
         err.contains("127.0.0.1:9") && err.contains("does not answer"),
         "{err}"
     );
-    let _ = std::fs::remove_dir_all(dir);
 }
 
 #[test]
@@ -382,25 +327,19 @@ fn controllers_and_agents_authenticate_and_etcd_keeps_each_agent_to_its_host() {
     let h1_pw = secret("h1.pw", "h1-secret\n");
 
     // Wrong credentials: the controller exits naming the user.
-    let (dir, bpffs) = DaemonProcess::paths("ctl-wrong");
-    let out = std::process::Command::new(env!("CARGO_BIN_EXE_dse"))
-        .args(["serve", "--etcd", &endpoints])
-        .args([
+    let (code, err) = serve_fails(
+        "ctl-wrong",
+        &[
+            "--etcd",
+            &endpoints,
             "--etcd-user",
             "dse-controller",
             "--etcd-password-file",
             &wrong_pw,
-        ])
-        .arg("--socket")
-        .arg(dir.join("dse.sock"))
-        .arg("--bpffs")
-        .arg(&bpffs)
-        .output()
-        .unwrap();
-    let (code, err) = failure(&out);
+        ],
+    );
     assert_ne!(code, 0);
     assert!(err.contains("refused user dse-controller"), "{err}");
-    let _ = std::fs::remove_dir_all(dir);
     // No credentials where etcd wants them: named too.
     let out = std::process::Command::new(env!("CARGO_BIN_EXE_dse"))
         .args(["agent", "--etcd", &endpoints, "--host", "h1", "--db"])
@@ -414,23 +353,16 @@ fn controllers_and_agents_authenticate_and_etcd_keeps_each_agent_to_its_host() {
     // The right ones: the controller leads, and h1's agent applies what
     // it writes.
     let ttl = TTL.as_secs().to_string();
-    let (dir, bpffs) = DaemonProcess::paths("ctl-auth");
-    let c = DaemonProcess::start_probing(
-        dir,
-        bpffs,
+    let c = controller(
+        "ctl-auth",
+        &endpoints,
+        TTL.as_secs(),
         &[
-            "--etcd",
-            &endpoints,
-            "--controller-id",
-            "ctl-auth",
-            "--lease-ttl",
-            &ttl,
             "--etcd-user",
             "dse-controller",
             "--etcd-password-file",
             &controller_pw,
         ],
-        &["fleet", "status"],
     );
     until(Duration::from_secs(10), "it leads", || {
         (c.json(&["fleet", "status"])["leader"] == "ctl-auth").then_some(())

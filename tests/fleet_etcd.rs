@@ -9,30 +9,15 @@
 //!
 //! Needs `etcd` and `etcdctl`; under CI=true their absence fails.
 
-use dse::lab::EtcdCluster;
+mod common;
+
+use common::fleet::etcd as etcd_cluster;
 use dse_control::fleet::{
     CHUNK_BYTES, Credentials, Etcd, EtcdConfig, FleetError, Resumed, WatchEvent, bootstrap_auth,
     campaign, fetch_rule_set, grant_agent, keys, leader, live_hosts, publish_rule_set, register,
     watch_from,
 };
-use std::path::PathBuf;
 use std::time::{Duration, Instant};
-
-fn cluster(name: &str) -> Option<EtcdCluster> {
-    let present = std::process::Command::new("etcd")
-        .arg("--version")
-        .output()
-        .is_ok_and(|o| o.status.success());
-    if !present {
-        assert!(
-            std::env::var("CI").is_err(),
-            "CI needs etcd-server (cargo xtask setup)"
-        );
-        return None;
-    }
-    let dir = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join(format!("etcd-{name}"));
-    Some(EtcdCluster::start(&dir, 3).expect("a 3-member etcd starts"))
-}
 
 fn runtime() -> tokio::runtime::Runtime {
     tokio::runtime::Builder::new_current_thread()
@@ -61,7 +46,7 @@ fn text(bytes: usize, tag: u32) -> Vec<u8> {
 
 #[test]
 fn rule_sets_are_written_in_chunks_and_made_current_whole_through_a_members_death() {
-    let Some(mut etcd) = cluster("chunks") else {
+    let Some(mut etcd) = etcd_cluster("chunks") else {
         return;
     };
     let rt = runtime();
@@ -151,7 +136,7 @@ fn rule_sets_are_written_in_chunks_and_made_current_whole_through_a_members_deat
 
 #[test]
 fn a_watch_resumes_after_a_compaction_by_listing_again() {
-    let Some(etcd) = cluster("watch") else {
+    let Some(etcd) = etcd_cluster("watch") else {
         return;
     };
     let rt = runtime();
@@ -206,7 +191,7 @@ fn a_watch_resumes_after_a_compaction_by_listing_again() {
 
 #[test]
 fn etcd_keeps_each_agent_to_its_own_host_and_refuses_wrong_credentials() {
-    let Some(etcd) = cluster("auth") else {
+    let Some(etcd) = etcd_cluster("auth") else {
         return;
     };
     let rt = runtime();
@@ -312,7 +297,7 @@ fn unreachable_etcd_is_refused_naming_its_endpoints() {
 
 #[test]
 fn a_host_has_one_live_agent_and_is_unavailable_within_its_lease_ttl() {
-    let Some(mut etcd) = cluster("liveness") else {
+    let Some(mut etcd) = etcd_cluster("liveness") else {
         return;
     };
     // Keep-alives run on the runtime's own threads while the test waits.
@@ -323,16 +308,18 @@ fn a_host_has_one_live_agent_and_is_unavailable_within_its_lease_ttl() {
     let ttl = Duration::from_secs(2);
     let live = || rt.block_on(live_hosts(&c)).unwrap();
     let h1 = rt
-        .block_on(register(&c, "h1", b"{\"up\": 1}", ttl, None))
+        .block_on(register(&c, "h1", b"{\"up\": 1}", ttl, &[], |_| Ok(())))
         .unwrap();
-    let h2 = rt.block_on(register(&c, "h2", b"{}", ttl, None)).unwrap();
+    let h2 = rt
+        .block_on(register(&c, "h2", b"{}", ttl, &[], |_| Ok(())))
+        .unwrap();
     assert_eq!(
         live().get("h1").map(Vec::as_slice),
         Some(&b"{\"up\": 1}"[..])
     );
 
     // Two agents claiming one host: the second is refused, by name.
-    let twice = rt.block_on(register(&c, "h1", b"{}", ttl, None));
+    let twice = rt.block_on(register(&c, "h1", b"{}", ttl, &[], |_| Ok(())));
     let Err(e) = twice else {
         panic!("a second agent took host h1")
     };
@@ -356,7 +343,9 @@ fn a_host_has_one_live_agent_and_is_unavailable_within_its_lease_ttl() {
         died.elapsed()
     );
     // Then another agent may take the name.
-    let h2 = rt.block_on(register(&c, "h2", b"{}", ttl, None)).unwrap();
+    let h2 = rt
+        .block_on(register(&c, "h2", b"{}", ttl, &[], |_| Ok(())))
+        .unwrap();
 
     // h1's agent lives on, through a member's death, for several TTLs.
     etcd.kill(1);
@@ -375,7 +364,7 @@ fn a_host_has_one_live_agent_and_is_unavailable_within_its_lease_ttl() {
 
 #[test]
 fn another_controller_takes_over_within_the_lease_ttl_and_the_old_leader_is_fenced_out() {
-    let Some(etcd) = cluster("leader") else {
+    let Some(etcd) = etcd_cluster("leader") else {
         return;
     };
     let rt = tokio::runtime::Runtime::new().unwrap();
@@ -431,7 +420,7 @@ fn another_controller_takes_over_within_the_lease_ttl_and_the_old_leader_is_fenc
 
 #[test]
 fn a_client_connects_and_writes_with_one_member_dead() {
-    let Some(mut etcd) = cluster("one-dead") else {
+    let Some(mut etcd) = etcd_cluster("one-dead") else {
         return;
     };
     etcd.kill(0);

@@ -12,8 +12,7 @@
 mod common;
 
 use common::bpf::PinDir;
-use common::daemon::DaemonProcess;
-use common::fleet::{agent, etcd};
+use common::fleet::{agent, controller, drop_rules, etcd, until};
 use common::topology::Topology;
 use serde_json::Value;
 use std::path::{Path, PathBuf};
@@ -25,27 +24,13 @@ const AGENTS: usize = 100;
 /// Agents with a datapath on veths: XDP on all but the last, which runs
 /// the host path.
 const DATAPATH_AGENTS: usize = 4;
+const TTL_S: u64 = 3;
 const TTL: &str = "3";
 
 fn write(dir: &Path, name: &str, text: &str) -> String {
     let path = dir.join(name);
     std::fs::write(&path, text).unwrap();
     path.display().to_string()
-}
-
-/// The default rule set, generation `g`: `n` drop rules on one port.
-fn default_rules(n: u32, g: u32) -> String {
-    let rules: Vec<String> = (1..=n)
-        .map(|id| {
-            format!(
-                r#"{{"id": {id}, "priority": {g}, "match": {{"ip_proto": 17, "l4_dst": {id}}}, "actions": ["drop"]}}"#
-            )
-        })
-        .collect();
-    format!(
-        r#"{{"ports": [{{"name": "p0", "index": 0}}], "rules": [{}]}}"#,
-        rules.join(",")
-    )
 }
 
 /// The offloaded hosts' rule set: UDP to 7000 from pa out of pb, and
@@ -65,34 +50,6 @@ fn veth_rules(extra: u32) -> String {
         r#"{{"ports": [{{"name": "pa", "index": 0}}, {{"name": "pb", "index": 1}}], "rules": [{}]}}"#,
         rules.join(",")
     )
-}
-
-fn controller(tag: &str, endpoints: &str) -> DaemonProcess {
-    let (dir, bpffs) = DaemonProcess::paths(tag);
-    DaemonProcess::start_probing(
-        dir,
-        bpffs,
-        &[
-            "--etcd",
-            endpoints,
-            "--controller-id",
-            tag,
-            "--lease-ttl",
-            TTL,
-        ],
-        &["fleet", "status"],
-    )
-}
-
-fn until<T>(within: Duration, what: &str, mut probe: impl FnMut() -> Option<T>) -> T {
-    let deadline = Instant::now() + within;
-    loop {
-        if let Some(v) = probe() {
-            return v;
-        }
-        assert!(Instant::now() < deadline, "never: {what}");
-        std::thread::sleep(Duration::from_millis(50));
-    }
 }
 
 /// Hosts whose report is not yet `rule_set` at `generation` with every
@@ -135,8 +92,8 @@ fn a_hundred_agents_follow_every_change_and_offloaded_traffic_survives_the_leade
     let tmp = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("fleet-scale");
     let _ = std::fs::remove_dir_all(&tmp);
     std::fs::create_dir_all(&tmp).unwrap();
-    let a = controller("scale-a", &endpoints);
-    let b = controller("scale-b", &endpoints);
+    let a = controller("scale-a", &endpoints, TTL_S, &[]);
+    let b = controller("scale-b", &endpoints, TTL_S, &[]);
     let topologies: Vec<Topology> = (0..DATAPATH_AGENTS)
         .map(|i| Topology::new(&format!("f{i}"), 90 + i as u8))
         .collect();
@@ -196,11 +153,7 @@ fn a_hundred_agents_follow_every_change_and_offloaded_traffic_survives_the_leade
 
     // Rule changes to the default rule set reach every agent.
     for g in 1..=3u64 {
-        let file = write(
-            &tmp,
-            &format!("default{g}.json"),
-            &default_rules(100, g as u32),
-        );
+        let file = write(&tmp, &format!("default{g}.json"), &drop_rules(100, g));
         let answered = Instant::now();
         leader.json(&["rules", "apply", "-f", &file]);
         let want = move |h: &str| {
@@ -279,7 +232,7 @@ fn a_hundred_agents_follow_every_change_and_offloaded_traffic_survives_the_leade
         died.elapsed()
     );
     let veth2 = write(&tmp, "veth2.json", &veth_rules(20));
-    let default4 = write(&tmp, "default4.json", &default_rules(120, 4));
+    let default4 = write(&tmp, "default4.json", &drop_rules(120, 4));
     until(
         Duration::from_secs(10),
         "the new leader takes changes",

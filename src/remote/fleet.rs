@@ -1,7 +1,7 @@
 //! The fleet's commands: `dse host list`, `dse host set`, `dse fleet status`.
 
 use super::exit::Failure;
-use super::show::{table, text};
+use super::show::{table, text, texts};
 use dse_control::client::{Call, Method, segment};
 use serde_json::Value;
 
@@ -144,12 +144,7 @@ pub fn show_status(v: &Value) {
         .into_iter()
         .flatten()
         .map(|m| {
-            let urls: Vec<String> = m["client_urls"]
-                .as_array()
-                .into_iter()
-                .flatten()
-                .map(text)
-                .collect();
+            let urls = texts(&m["client_urls"]);
             vec![
                 text(&m["name"]),
                 if m["healthy"] == Value::Bool(true) {

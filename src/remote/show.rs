@@ -25,6 +25,12 @@ pub(super) fn table(header: &[&str], rows: &[Vec<String>]) {
     }
 }
 
+/// Each item of a list as a table cell.
+pub(super) fn texts(v: &Value) -> Vec<String> {
+    v.as_array().into_iter().flatten().map(text).collect()
+}
+
+/// A value as a table cell: a string without its quotes.
 pub(super) fn text(v: &Value) -> String {
     match v {
         Value::String(s) => s.clone(),
@@ -346,12 +352,7 @@ pub fn manifests(v: &Value) {
         .into_iter()
         .flatten()
         .map(|m| {
-            let targets: Vec<String> = m["targets"]
-                .as_array()
-                .into_iter()
-                .flatten()
-                .map(text)
-                .collect();
+            let targets = texts(&m["targets"]);
             vec![
                 text(&m["kind"]),
                 text(&m["name"]),

@@ -199,18 +199,32 @@ impl Agent {
             r = Etcd::connect(self.config.etcd.clone()) => r?,
         };
         let status = serde_json::to_vec(&self.status(None)).expect("a status serializes");
+        // The leases this agent registered with lately, newest first: any
+        // of them holding the host is this agent's own earlier run.
         let lease_file = self.config.daemon.db.with_file_name("lease");
-        let previous = std::fs::read_to_string(&lease_file)
-            .ok()
-            .and_then(|l| l.trim().parse().ok());
-        let registration =
-            register(&etcd, &self.config.host, &status, self.config.ttl, previous).await?;
-        std::fs::write(&lease_file, registration.lease.to_string()).map_err(|e| {
-            FleetError::Damaged {
-                what: lease_file.display().to_string(),
-                reason: format!("cannot be written: {e}"),
-            }
-        })?;
+        let previous: Vec<i64> = std::fs::read_to_string(&lease_file)
+            .unwrap_or_default()
+            .lines()
+            .filter_map(|l| l.trim().parse().ok())
+            .collect();
+        let registration = register(
+            &etcd,
+            &self.config.host,
+            &status,
+            self.config.ttl,
+            &previous,
+            |lease| {
+                let kept: Vec<String> = std::iter::once(lease)
+                    .chain(previous.iter().copied().take(3))
+                    .map(|l| l.to_string())
+                    .collect();
+                std::fs::write(&lease_file, kept.join("\n")).map_err(|e| FleetError::Damaged {
+                    what: lease_file.display().to_string(),
+                    reason: format!("cannot be written: {e}"),
+                })
+            },
+        )
+        .await?;
         let watched = self.watch_loop(&etcd, &registration);
         tokio::select! {
             () = stop.as_mut() => {

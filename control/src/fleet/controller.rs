@@ -11,7 +11,7 @@ use super::agent::{HostDesired, HostStatus, desired_key};
 use super::etcd::{Etcd, EtcdConfig, FleetError};
 use super::leader::{
     ControllerInfo, Fence, Leadership, campaign, controller_key, controllers, describe_leader,
-    leader,
+    leader, leader_record,
 };
 use super::liveness::{KeepAlive, keep_alive};
 use super::rulesets::{Published, RuleSetText, fetch_rule_set, publish_rule_set_as};
@@ -366,8 +366,8 @@ async fn campaign_loop(
                 .is_some_and(|l| l.is_alive() && l.revision == revision);
             // etcd's word settles it: a leader cut off from etcd for a
             // lease's TTL has been replaced whatever its keep-alive knows.
-            let named = match leader_revision(&etcd).await {
-                Ok(r) => r == Some(revision),
+            let named = match leader_record(&etcd).await {
+                Ok(r) => r.is_some_and(|(_, r)| r == revision),
                 Err(_) => alive,
             };
             if !(alive && named) {
@@ -377,16 +377,4 @@ async fn campaign_loop(
         tracing::warn!(controller = %id, "no longer leading");
         leading.lock().unwrap_or_else(|p| p.into_inner()).take();
     }
-}
-
-/// The leader key's create revision, if it exists.
-async fn leader_revision(etcd: &Etcd) -> Result<Option<i64>, FleetError> {
-    let key = super::leader::leader_key(etcd.prefix());
-    let r = etcd
-        .retry("reading the leader", |mut c| {
-            let key = key.clone();
-            async move { c.get(key, None).await }
-        })
-        .await?;
-    Ok(r.kvs().first().map(|kv| kv.create_revision()))
 }

@@ -105,6 +105,15 @@ pub async fn campaign(etcd: &Etcd, id: &str, ttl: Duration) -> Result<Leadership
 /// # Errors
 /// etcd's error.
 pub async fn leader(etcd: &Etcd) -> Result<Option<String>, FleetError> {
+    Ok(leader_record(etcd).await?.map(|(id, _)| id))
+}
+
+/// The leading controller's id and the leader key's create revision (its
+/// fencing token), if one leads.
+///
+/// # Errors
+/// etcd's error.
+pub async fn leader_record(etcd: &Etcd) -> Result<Option<(String, i64)>, FleetError> {
     let key = leader_key(etcd.prefix());
     let r = etcd
         .retry("reading the leader", |mut c| {
@@ -112,9 +121,12 @@ pub async fn leader(etcd: &Etcd) -> Result<Option<String>, FleetError> {
             async move { c.get(key, None).await }
         })
         .await?;
-    Ok(r.kvs()
-        .first()
-        .map(|kv| String::from_utf8_lossy(kv.value()).into_owned()))
+    Ok(r.kvs().first().map(|kv| {
+        (
+            String::from_utf8_lossy(kv.value()).into_owned(),
+            kv.create_revision(),
+        )
+    }))
 }
 
 impl Leadership {
@@ -174,16 +186,9 @@ impl Fence {
     /// # Errors
     /// etcd's error.
     pub async fn holds(self, etcd: &Etcd) -> Result<bool, FleetError> {
-        let key = leader_key(etcd.prefix());
-        let r = etcd
-            .retry("reading the leader", |mut c| {
-                let key = key.clone();
-                async move { c.get(key, None).await }
-            })
-            .await?;
-        Ok(r.kvs()
-            .first()
-            .is_some_and(|kv| kv.create_revision() == self.revision))
+        Ok(leader_record(etcd)
+            .await?
+            .is_some_and(|(_, revision)| revision == self.revision))
     }
 }
 

@@ -37,19 +37,23 @@ pub struct Registration {
 
 /// Registers `host` with `status` (the agent's report, JSON) under a lease
 /// of `ttl`, and keeps the lease alive on the current runtime. `previous`
-/// is the lease this agent registered with before it last stopped: if that
-/// lease still holds the host (the agent died and came back within the
-/// TTL), it is revoked and the host taken over.
+/// are leases this agent registered with before (its earlier runs and
+/// attempts): if one of them still holds the host (the agent died and came
+/// back within the TTL), it is revoked and the host taken over. `remember`
+/// is given the new lease before it claims the host, so that whatever
+/// happens after the claim, the agent's next attempt knows the holder as
+/// its own.
 ///
 /// # Errors
 /// [`FleetError::HostClaimed`] when another live agent holds the host,
-/// or etcd's error.
+/// what `remember` returns, or etcd's error.
 pub async fn register(
     etcd: &Etcd,
     host: &str,
     status: &[u8],
     ttl: Duration,
-    previous: Option<i64>,
+    previous: &[i64],
+    remember: impl FnOnce(i64) -> Result<(), FleetError>,
 ) -> Result<Registration, FleetError> {
     let key = status_key(etcd.prefix(), host);
     let ttl_s = i64::try_from(ttl.as_secs().max(1)).unwrap_or(i64::MAX);
@@ -59,6 +63,7 @@ pub async fn register(
         })
         .await?
         .id();
+    remember(lease)?;
     // Only if no live agent holds the key: it exists exactly while some
     // agent's lease lives.
     let claim = Txn::new()
@@ -91,9 +96,9 @@ pub async fn register(
             break;
         }
         tries += 1;
-        if tries == 1 && holder.is_some() && holder == previous {
+        if let Some(ours) = holder.filter(|h| tries == 1 && previous.contains(h)) {
             // Our own earlier run's: it is gone, so its lease goes too.
-            let _ = client.lease_revoke(holder.unwrap_or_default()).await;
+            let _ = client.lease_revoke(ours).await;
             continue;
         }
         let _ = client.lease_revoke(lease).await;
@@ -101,9 +106,14 @@ pub async fn register(
             host: host.to_string(),
         });
     }
-    let keeper = keep_alive(etcd, lease, ttl)
-        .await
-        .map_err(|e| etcd.error(format!("keeping host {host}'s lease alive"), e))?;
+    let keeper = match keep_alive(etcd, lease, ttl).await {
+        Ok(k) => k,
+        Err(e) => {
+            // Not kept: let the host go now rather than at the TTL.
+            let _ = client.lease_revoke(lease).await;
+            return Err(etcd.error(format!("keeping host {host}'s lease alive"), e));
+        }
+    };
     Ok(Registration {
         host: host.to_string(),
         lease,
