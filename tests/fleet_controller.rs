@@ -408,3 +408,111 @@ fn controllers_and_agents_authenticate_and_etcd_keeps_each_agent_to_its_host() {
     assert!(host(&hosts, "h2").is_null(), "{hosts}");
     h2.kill();
 }
+
+#[test]
+fn the_inventory_lives_in_etcd_under_the_cluster_rules_and_agents_report_their_dpus() {
+    let Some(cluster) = etcd("fleet-inventory") else {
+        return;
+    };
+    let endpoints = cluster.endpoints_arg();
+    let a = controller("inv-a", &endpoints, TTL.as_secs(), &[]);
+    until(Duration::from_secs(10), "it leads", || {
+        (a.json(&["fleet", "status"])["leader"] == "inv-a").then_some(())
+    });
+    let b = controller("inv-b", &endpoints, TTL.as_secs(), &[]);
+    let tmp = std::path::PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("fleet-inventory");
+    let _ = std::fs::remove_dir_all(&tmp);
+    std::fs::create_dir_all(&tmp).unwrap();
+    let ttl = TTL.as_secs().to_string();
+    let _h1 = agent(
+        tmp.join("h1"),
+        None,
+        &endpoints,
+        "h1",
+        &["--lease-ttl", &ttl],
+    );
+    let host_file = |name: &str, dpus: &[&str]| {
+        let dpus: String = dpus
+            .iter()
+            .map(|serial| {
+                format!(
+                    "  - {{serial: {serial}, vendor: nvidia-bluefield, model: BlueField-3, generation: 3, hardware_revision: A1, firmware: '32.41.0', os: '8.0.3', datapath: '1.0'}}\n"
+                )
+            })
+            .collect();
+        let path = tmp.join(format!("{name}.yaml"));
+        std::fs::write(
+            &path,
+            format!("name: {name}\nversion: '8.0.3'\ndpus:\n{dpus}"),
+        )
+        .unwrap();
+        path.display().to_string()
+    };
+
+    // Through the leader, under the same cluster rules as one machine.
+    a.json(&["cluster", "create", "c1", "--manager-version", "8.0.3"]);
+    let (code, err) = failure(&b.cli(&["cluster", "create", "c2", "--manager-version", "8.0.3"]));
+    assert_ne!(code, 0);
+    assert!(
+        err.contains("does not lead") && err.contains("inv-a"),
+        "{err}"
+    );
+    let (code, err) = failure(&a.cli(&["cluster", "create", "c1", "--manager-version", "8.0.3"]));
+    assert_eq!(code, 4, "{err}");
+    assert!(err.contains("c1"), "{err}");
+    a.json(&[
+        "host",
+        "add",
+        "--cluster",
+        "c1",
+        "-f",
+        &host_file("h1", &["S1"]),
+    ]);
+    // A serial already in the inventory breaks a cluster rule, named.
+    let (code, err) = failure(&a.cli(&[
+        "host",
+        "add",
+        "--cluster",
+        "c1",
+        "-f",
+        &host_file("h2", &["S1"]),
+    ]));
+    assert_eq!(code, 4, "{err}");
+    assert!(err.contains("S1"), "{err}");
+    let (code, err) = failure(&a.cli(&[
+        "host",
+        "add",
+        "--cluster",
+        "nowhere",
+        "-f",
+        &host_file("h3", &["S3"]),
+    ]));
+    assert_eq!(code, 7, "{err}");
+    let listed = b.json(&["cluster", "list"]);
+    assert_eq!(listed[0]["name"], "c1");
+    assert_eq!(listed[0]["hosts"].as_array().unwrap().len(), 1);
+
+    // h1's agent takes its cluster and reports its DPU from the device.
+    let hosts = until(Duration::from_secs(10), "h1 reports its DPU", || {
+        let hosts = b.json(&["host", "list"]);
+        (host(&hosts, "h1")["report"]["dpus"][0]["state"] == "up").then_some(hosts)
+    });
+    let report = &host(&hosts, "h1")["report"];
+    assert_eq!(report["cluster"], "c1");
+    let dpu = &report["dpus"][0];
+    assert_eq!(
+        (
+            &dpu["serial"],
+            &dpu["firmware"],
+            &dpu["os"],
+            &dpu["datapath"]
+        ),
+        (
+            &Value::from("S1"),
+            &Value::from("32.41.0"),
+            &Value::from("8.0.3"),
+            &Value::from("1.0")
+        ),
+        "{report}"
+    );
+}

@@ -7,9 +7,11 @@
 
 use super::handlers::{blocking, parse_rule_set};
 use super::{ApiError, guard, routes};
+use crate::daemon::ControlError;
 use crate::fleet::FleetError;
 use crate::fleet::agent::{DEFAULT_RULE_SET, HostDesired};
 use crate::fleet::controller::Controller;
+use crate::lifecycle::{Cluster, Host};
 use axum::Json;
 use axum::Router;
 use axum::body::Bytes;
@@ -17,7 +19,7 @@ use axum::extract::rejection::BytesRejection;
 use axum::extract::{DefaultBodyLimit, Path, Query, Request, State};
 use axum::http::{HeaderMap, Method, StatusCode, header};
 use axum::response::{IntoResponse, Response};
-use axum::routing::{MethodRouter, get, put};
+use axum::routing::{MethodRouter, get, post, put};
 use serde::Deserialize;
 use serde_json::value::RawValue;
 use serde_json::{Value, json};
@@ -61,6 +63,9 @@ pub fn fleet_routes() -> Vec<(Method, &'static str, MethodRouter<Arc<FleetApi>>)
         (Method::PUT, "/v1/hosts/{host}", put(set_host)),
         (Method::GET, "/v1/fleet", get(fleet)),
         (Method::GET, "/v1/stats", get(stats)),
+        (Method::GET, "/v1/clusters", get(clusters)),
+        (Method::POST, "/v1/clusters", post(create_cluster)),
+        (Method::POST, "/v1/clusters/{name}/hosts", post(add_host)),
         (Method::GET, "/openapi.json", get(super::handlers::openapi)),
     ]
 }
@@ -274,4 +279,38 @@ async fn stats(State(s): State<Arc<FleetApi>>, Query(q): Query<StatsQuery>) -> A
         }
     }
     Ok(Json(Value::Object(out)).into_response())
+}
+
+/// `GET /v1/clusters`: the fleet's inventory.
+async fn clusters(State(s): State<Arc<FleetApi>>) -> Answer {
+    Ok(Json(s.controller.clusters().await?).into_response())
+}
+
+/// `POST /v1/clusters` (leader only).
+async fn create_cluster(
+    State(s): State<Arc<FleetApi>>,
+    raw: Result<Bytes, BytesRejection>,
+) -> Answer {
+    let bytes = super::handlers::body(s.max_body, raw)?;
+    let cluster: Cluster = super::handlers::parse_json(&bytes)?;
+    s.controller
+        .create_cluster(cluster.clone())
+        .await?
+        .map_err(ControlError::from)?;
+    Ok((StatusCode::CREATED, Json(cluster)).into_response())
+}
+
+/// `POST /v1/clusters/{name}/hosts` (leader only).
+async fn add_host(
+    State(s): State<Arc<FleetApi>>,
+    Path(name): Path<String>,
+    raw: Result<Bytes, BytesRejection>,
+) -> Answer {
+    let bytes = super::handlers::body(s.max_body, raw)?;
+    let host: Host = super::handlers::parse_json(&bytes)?;
+    s.controller
+        .add_host(&name, host.clone())
+        .await?
+        .map_err(ControlError::from)?;
+    Ok((StatusCode::CREATED, Json(host)).into_response())
 }

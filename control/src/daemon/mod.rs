@@ -552,6 +552,25 @@ impl Daemon {
         Ok(lifecycle::create_cluster(&self.store, cluster, who)?)
     }
 
+    /// Makes `clusters` the whole inventory: a fleet agent's, its host's
+    /// cluster as the controller wrote it. Unchanged, it writes nothing.
+    ///
+    /// # Errors
+    /// [`ControlError::Store`].
+    pub fn replace_inventory(&self, clusters: Vec<Cluster>, who: &str) -> Result<(), ControlError> {
+        if self.store.clusters()? == clusters {
+            return Ok(());
+        }
+        Ok(self.store.update_clusters(
+            who,
+            "take the fleet's inventory",
+            |all| -> Result<(), lifecycle::InventoryError> {
+                *all = clusters;
+                Ok(())
+            },
+        )?)
+    }
+
     /// Adds `host` to cluster `cluster` (see [`lifecycle::add_host`]).
     ///
     /// # Errors

@@ -81,6 +81,21 @@ pub struct DatapathReport {
     pub stats: dse_datapath::pipeline::Stats,
 }
 
+/// One of the host's DPUs as its device reports it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DpuReport {
+    /// Its serial.
+    pub serial: String,
+    /// The firmware and OS of the slot it runs from.
+    pub firmware: String,
+    /// The DPU OS version.
+    pub os: String,
+    /// The datapath version it runs.
+    pub datapath: String,
+    /// `up`, `booting` or, if its device does not answer, why.
+    pub state: String,
+}
+
 /// The host's status, as its agent reports it.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct HostStatus {
@@ -93,6 +108,12 @@ pub struct HostStatus {
     /// Why the last change was not applied, if it was not.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub error: Option<String>,
+    /// Its cluster in the lifecycle inventory, once a controller added it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cluster: Option<String>,
+    /// Its DPUs, as their devices report them.
+    #[serde(default)]
+    pub dpus: Vec<DpuReport>,
     /// When the agent wrote it, in milliseconds since the Unix epoch.
     #[serde(default)]
     pub reported_unix_ms: u64,
@@ -258,8 +279,10 @@ impl Agent {
             }
             let (rule_set, revision) = self.sync(etcd, registration).await?;
             let prefix = etcd.prefix();
-            let mut desired =
-                watch_from(etcd, &desired_key(prefix, &self.config.host), revision + 1).await?;
+            // The host's keys: its desired record and its inventory (its
+            // own reports, also there, are no reason to sync).
+            let mut host =
+                watch_from(etcd, &keys::host(prefix, &self.config.host), revision + 1).await?;
             let mut rules =
                 watch_from(etcd, &keys::current(prefix, &rule_set), revision + 1).await?;
             // Any change, or a compaction, is met by syncing again: a sync
@@ -267,7 +290,16 @@ impl Agent {
             // Meanwhile the statistics are reported while they change.
             let changed = loop {
                 tokio::select! {
-                    r = desired.next() => break r?,
+                    r = host.next() => match r? {
+                        Resumed::Events(events) if !events.iter().any(|e| {
+                            let key = match e {
+                                super::WatchEvent::Put { key, .. }
+                                | super::WatchEvent::Delete { key, .. } => key,
+                            };
+                            key.ends_with("/desired") || key.ends_with("/inventory")
+                        }) => {}
+                        other => break other,
+                    },
                     r = rules.next() => break r?,
                     () = tokio::time::sleep(self.config.report_every) => {
                         self.report_if_changed(registration).await?;
@@ -312,16 +344,50 @@ impl Agent {
                 }
             },
         };
+        let inventory = self.adopt_inventory(etcd).await?;
         let text = fetch_rule_set(etcd, &desired.rule_set).await?;
         let revision = text
             .as_ref()
-            .map_or(desired_revision, |t| t.revision.min(desired_revision));
+            .map_or(desired_revision, |t| t.revision.min(desired_revision))
+            .min(inventory);
         let error = self.apply(&desired, text).await.err();
         if let Some(e) = &error {
             tracing::error!(host = %self.config.host, "{e}");
         }
         self.report(registration, error).await?;
         Ok((desired.rule_set, revision))
+    }
+
+    /// Takes the host's cluster, as the controller wrote it, into the
+    /// agent's own inventory (its DPUs' devices open from it); returns the
+    /// revision read at.
+    async fn adopt_inventory(&self, etcd: &Etcd) -> Result<i64, FleetError> {
+        let key = super::inventory::host_inventory_key(etcd.prefix(), &self.config.host);
+        let r = etcd
+            .retry(&format!("reading {key}"), |mut c| {
+                let key = key.clone();
+                async move { c.get(key, None).await }
+            })
+            .await?;
+        let revision = r.header().map_or(0, |h| h.revision());
+        let Some(kv) = r.kvs().first() else {
+            return Ok(revision);
+        };
+        let cluster: crate::lifecycle::Cluster =
+            serde_json::from_slice(kv.value()).map_err(|e| FleetError::Damaged {
+                what: key.clone(),
+                reason: format!("it does not read: {e}"),
+            })?;
+        let daemon = Arc::clone(&self.daemon);
+        let who = format!("dse agent {}", self.config.host);
+        tokio::task::spawn_blocking(move || daemon.replace_inventory(vec![cluster], &who))
+            .await
+            .expect("the agent's daemon work does not panic")
+            .map_err(|e| FleetError::Damaged {
+                what: "the agent's own store".into(),
+                reason: e.to_string(),
+            })?;
+        Ok(revision)
     }
 
     /// Applies the rule set's text (when it is not what was applied) and
@@ -429,6 +495,7 @@ pub fn host_status(
     error: Option<String>,
 ) -> HostStatus {
     let stats = daemon.stats();
+    let clusters = daemon.clusters().unwrap_or_default();
     HostStatus {
         host: host.to_string(),
         applied,
@@ -443,10 +510,42 @@ pub fn host_status(
             })
             .collect(),
         error,
+        cluster: clusters.first().map(|c| c.name.clone()),
+        dpus: clusters
+            .iter()
+            .flat_map(|c| c.dpus())
+            .map(|(_, d)| dpu_report(daemon, &d.serial))
+            .collect(),
         reported_unix_ms: std::time::SystemTime::now()
             .duration_since(std::time::UNIX_EPOCH)
             .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX)),
     }
+}
+
+/// DPU `serial` as its device reports it.
+fn dpu_report(daemon: &Daemon, serial: &str) -> DpuReport {
+    use crate::lifecycle::device::Power;
+    let mut report = DpuReport {
+        serial: serial.to_string(),
+        firmware: String::new(),
+        os: String::new(),
+        datapath: String::new(),
+        state: String::new(),
+    };
+    match daemon.device(serial).and_then(|d| d.status()) {
+        Ok(s) => {
+            report.firmware = s.running().firmware.to_string();
+            report.os = s.running().os.to_string();
+            report.datapath = s.datapath.to_string();
+            report.state = match s.power {
+                Power::Up => "up",
+                Power::Booting { .. } => "booting",
+            }
+            .to_string();
+        }
+        Err(e) => report.state = e.to_string(),
+    }
+    report
 }
 
 /// `applied.json` beside the agent's store.

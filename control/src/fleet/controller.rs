@@ -9,12 +9,14 @@
 
 use super::agent::{HostDesired, HostStatus, desired_key};
 use super::etcd::{Etcd, EtcdConfig, FleetError};
+use super::inventory::{read_inventory, update_inventory};
 use super::leader::{
     ControllerInfo, Fence, Leadership, campaign, controller_key, controllers, describe_leader,
     leader, leader_record,
 };
 use super::liveness::{KeepAlive, keep_alive};
 use super::rulesets::{Published, RuleSetText, fetch_rule_set, publish_rule_set_as};
+use crate::lifecycle::{Cluster, Host, InventoryError};
 use etcd_client::{GetOptions, PutOptions, Txn, TxnOp};
 use serde::Serialize;
 use std::collections::BTreeMap;
@@ -245,6 +247,54 @@ impl Controller {
             return Err(self.not_leader().await);
         }
         Ok(done.header().map_or(0, |h| h.revision()))
+    }
+
+    /// The lifecycle inventory: every cluster, its hosts and DPUs.
+    ///
+    /// # Errors
+    /// etcd's error.
+    pub async fn clusters(&self) -> Result<Vec<Cluster>, FleetError> {
+        Ok(read_inventory(&self.etcd).await?.0)
+    }
+
+    /// Adds `cluster` to the inventory, as [`crate::lifecycle::create_cluster`]
+    /// does on one machine.
+    ///
+    /// # Errors
+    /// The outer error: [`FleetError::NotLeader`] or etcd's; the inner one:
+    /// the inventory's refusal (a bad name, a cluster rule, a name taken).
+    pub async fn create_cluster(
+        &self,
+        cluster: Cluster,
+    ) -> Result<Result<(), InventoryError>, FleetError> {
+        if let Err(e) = crate::lifecycle::check_new_cluster(&cluster) {
+            return Ok(Err(e));
+        }
+        let fence = self.fence().await?;
+        update_inventory(&self.etcd, fence, |all| {
+            crate::lifecycle::insert_cluster(all, cluster.clone())
+        })
+        .await
+    }
+
+    /// Adds `host` to cluster `cluster`, as [`crate::lifecycle::add_host`]
+    /// does on one machine; its agent then sees its DPUs.
+    ///
+    /// # Errors
+    /// As [`Controller::create_cluster`].
+    pub async fn add_host(
+        &self,
+        cluster: &str,
+        host: Host,
+    ) -> Result<Result<(), InventoryError>, FleetError> {
+        if let Err(e) = host.check_names() {
+            return Ok(Err(InventoryError::Invalid(e)));
+        }
+        let fence = self.fence().await?;
+        update_inventory(&self.etcd, fence, |all| {
+            crate::lifecycle::insert_host(all, cluster, host.clone())
+        })
+        .await
     }
 
     /// Every host the fleet knows, by name: those with a desired record or

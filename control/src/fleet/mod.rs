@@ -11,6 +11,7 @@ pub mod agent;
 mod auth;
 pub mod controller;
 mod etcd;
+pub mod inventory;
 pub mod keys;
 mod leader;
 mod liveness;

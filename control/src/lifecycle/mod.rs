@@ -61,33 +61,50 @@ pub fn create_cluster(store: &Store, cluster: Cluster, who: &str) -> Result<(), 
         "create cluster {}",
         dse_datapath::name::shown(&cluster.name)
     );
+    check_new_cluster(&cluster)?;
+    store.update_clusters(who, &what, |all| insert_cluster(all, cluster))
+}
+
+/// Checks the names of a cluster about to be created and its hosts'.
+///
+/// # Errors
+/// [`InventoryError::Invalid`] naming the first bad name.
+pub fn check_new_cluster(cluster: &Cluster) -> Result<(), InventoryError> {
     dse_datapath::name::check("cluster name", &cluster.name)
         .map_err(|e| InventoryError::Invalid(e.to_string()))?;
     for (i, h) in cluster.hosts.iter().enumerate() {
         h.check_names()
             .map_err(|e| InventoryError::Invalid(format!("hosts[{i}]: {e}")))?;
     }
-    store.update_clusters(who, &what, |all| {
-        if all.iter().any(|c| c.name == cluster.name) {
-            return Err(InventoryError::ClusterExists(cluster.name.clone()));
-        }
-        let mut empty = cluster.clone();
-        empty.hosts.clear();
-        let mut broken = check_cluster(&empty);
-        let mut growing = empty;
-        let mut others = all.clone();
-        others.push(growing.clone());
-        for h in &cluster.hosts {
-            broken.extend(check_join(&growing, h, &others));
-            growing.hosts.push(h.clone());
-            *others.last_mut().expect("just pushed") = growing.clone();
-        }
-        if !broken.is_empty() {
-            return Err(InventoryError::Rules(broken));
-        }
-        all.push(cluster);
-        Ok(())
-    })
+    Ok(())
+}
+
+/// Adds `cluster` to the inventory `all`, wherever the inventory is kept
+/// (the daemon's store, or etcd): the cluster rules decide.
+///
+/// # Errors
+/// [`InventoryError::ClusterExists`]; [`InventoryError::Rules`]. `all` is
+/// unchanged on an error.
+pub fn insert_cluster(all: &mut Vec<Cluster>, cluster: Cluster) -> Result<(), InventoryError> {
+    if all.iter().any(|c| c.name == cluster.name) {
+        return Err(InventoryError::ClusterExists(cluster.name.clone()));
+    }
+    let mut empty = cluster.clone();
+    empty.hosts.clear();
+    let mut broken = check_cluster(&empty);
+    let mut growing = empty;
+    let mut others = all.clone();
+    others.push(growing.clone());
+    for h in &cluster.hosts {
+        broken.extend(check_join(&growing, h, &others));
+        growing.hosts.push(h.clone());
+        *others.last_mut().expect("just pushed") = growing.clone();
+    }
+    if !broken.is_empty() {
+        return Err(InventoryError::Rules(broken));
+    }
+    all.push(cluster);
+    Ok(())
 }
 
 /// Adds `host` to cluster `cluster`, by `who`, if the cluster rules hold
@@ -104,22 +121,30 @@ pub fn add_host(store: &Store, cluster: &str, host: Host, who: &str) -> Result<(
         dse_datapath::name::shown(cluster)
     );
     host.check_names().map_err(InventoryError::Invalid)?;
-    store.update_clusters(who, &what, |all| {
-        let c = all
-            .iter()
-            .find(|c| c.name == cluster)
-            .ok_or_else(|| InventoryError::NoCluster(cluster.to_string()))?;
-        let broken = check_join(c, &host, all);
-        if !broken.is_empty() {
-            return Err(InventoryError::Rules(broken));
-        }
-        let c = all
-            .iter_mut()
-            .find(|c| c.name == cluster)
-            .expect("found above");
-        c.hosts.push(host);
-        Ok(())
-    })
+    store.update_clusters(who, &what, |all| insert_host(all, cluster, host))
+}
+
+/// Adds `host` to cluster `cluster` of the inventory `all` (kept anywhere),
+/// if the cluster rules hold with it.
+///
+/// # Errors
+/// [`InventoryError::NoCluster`]; [`InventoryError::Rules`]. `all` is
+/// unchanged on an error.
+pub fn insert_host(all: &mut [Cluster], cluster: &str, host: Host) -> Result<(), InventoryError> {
+    let c = all
+        .iter()
+        .find(|c| c.name == cluster)
+        .ok_or_else(|| InventoryError::NoCluster(cluster.to_string()))?;
+    let broken = check_join(c, &host, all);
+    if !broken.is_empty() {
+        return Err(InventoryError::Rules(broken));
+    }
+    let c = all
+        .iter_mut()
+        .find(|c| c.name == cluster)
+        .expect("found above");
+    c.hosts.push(host);
+    Ok(())
 }
 
 /// Makes `image` the desired image of cluster `cluster`, by `who`, if
