@@ -4,8 +4,10 @@
 //! (emu), each carrying real traffic; the rest run the default rule set
 //! without datapaths. Every rule change reaches every agent; the leader is
 //! SIGKILLed under traffic, the other controller takes over, its change
-//! reaches every agent; then it is SIGKILLed too, and with no controller
-//! left the traffic goes on. No datagram is lost throughout.
+//! reaches every agent; an offloaded host's agent is SIGKILLed and started
+//! again, adopting its pinned datapath; then the last controller is
+//! SIGKILLed too, and with no controller left the traffic goes on. No
+//! datagram is lost throughout.
 //!
 //! Needs root and etcd; under CI=true their absence fails.
 
@@ -99,7 +101,7 @@ fn a_hundred_agents_follow_every_change_and_offloaded_traffic_survives_the_leade
         .collect();
     let mut pins = Vec::new();
     let started = Instant::now();
-    let agents: Vec<_> = (0..AGENTS)
+    let mut agents: Vec<_> = (0..AGENTS)
         .map(|i| {
             let dir = tmp.join(name(i));
             let pin = (i < DATAPATH_AGENTS)
@@ -261,6 +263,34 @@ fn a_hundred_agents_follow_every_change_and_offloaded_traffic_survives_the_leade
                 .then_some(())
         },
     );
+    // An offloaded host's agent crashes and is started again: it adopts
+    // its pinned XDP datapath, whose traffic never stops, and reports it
+    // in sync.
+    let unix_ms = || {
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .as_millis() as u64
+    };
+    let restarted_ms = unix_ms();
+    agents[0].restart().expect("the agent starts again");
+    let restarted = Instant::now();
+    until(Duration::from_secs(15), "n000 back and in sync", || {
+        let hosts = follower.json(&["host", "list"]);
+        let reported = hosts
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|h| h["host"] == name(0).as_str())?["report"]["reported_unix_ms"]
+            .as_u64()?;
+        (reported >= restarted_ms && behind(&hosts, &want).is_empty()).then_some(())
+    });
+    eprintln!(
+        "{} available and in sync {:?} after its agent was restarted",
+        name(0),
+        restarted.elapsed()
+    );
+
     // Each offloaded host's statistics, as its agent reports them.
     until(Duration::from_secs(10), "the agents report traffic", || {
         let stats = follower.json(&["stats", "--host", &name(0)]);

@@ -13,31 +13,41 @@ pub struct FleetProcess {
     /// Its directory: store, socket, log.
     pub dir: PathBuf,
     pins: Option<PathBuf>,
+    /// The program and its arguments, to start it again.
+    argv: Vec<std::ffi::OsString>,
 }
 
 impl FleetProcess {
     fn spawn(
-        mut command: Command,
+        command: Command,
         dir: &Path,
         pins: Option<PathBuf>,
     ) -> Result<FleetProcess, LabError> {
-        let io = |what: String| move |source| LabError::Io { what, source };
-        std::fs::create_dir_all(dir).map_err(io(format!("creating {}", dir.display())))?;
-        let log = std::fs::OpenOptions::new()
-            .create(true)
-            .append(true)
-            .open(dir.join("log"))
-            .map_err(io(format!("opening {}/log", dir.display())))?;
-        let child = command
-            .stdout(Stdio::null())
-            .stderr(log)
-            .spawn()
-            .map_err(io(format!("starting {command:?}")))?;
+        std::fs::create_dir_all(dir).map_err(|source| LabError::Io {
+            what: format!("creating {}", dir.display()),
+            source,
+        })?;
+        let argv: Vec<std::ffi::OsString> = std::iter::once(command.get_program())
+            .chain(command.get_args())
+            .map(std::ffi::OsStr::to_os_string)
+            .collect();
         Ok(FleetProcess {
-            child,
+            child: start(&argv, dir)?,
             dir: dir.to_path_buf(),
             pins,
+            argv,
         })
+    }
+
+    /// SIGKILLs it and starts it again on the same store, pins and
+    /// socket, as a crashed process restarted by its supervisor.
+    ///
+    /// # Errors
+    /// [`LabError::Io`] when it does not start.
+    pub fn restart(&mut self) -> Result<(), LabError> {
+        self.kill();
+        self.child = start(&self.argv, &self.dir)?;
+        Ok(())
     }
 
     /// Starts `BIN agent --host HOST` against `endpoints`, its store in
@@ -105,6 +115,22 @@ impl FleetProcess {
         let _ = self.child.kill();
         let _ = self.child.wait();
     }
+}
+
+/// Starts `argv`, its standard error appended to `dir/log`.
+fn start(argv: &[std::ffi::OsString], dir: &Path) -> Result<Child, LabError> {
+    let io = |what: String| move |source| LabError::Io { what, source };
+    let log = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(dir.join("log"))
+        .map_err(io(format!("opening {}/log", dir.display())))?;
+    Command::new(&argv[0])
+        .args(&argv[1..])
+        .stdout(Stdio::null())
+        .stderr(log)
+        .spawn()
+        .map_err(io(format!("starting {argv:?}")))
 }
 
 impl Drop for FleetProcess {
