@@ -6,7 +6,12 @@
 //! document cannot state refuses it (a cluster rule, a port the rules do
 //! not define), as the document says.
 //!
-//! Needs python3 with venv and PyPI; under CI=true their absence fails.
+//! A fleet controller (`dse serve --etcd`) is fuzzed the same way against
+//! the same document, on every operation it serves (the others answer
+//! their documented 501 `not_in_fleet_mode`, which a test checks).
+//!
+//! Needs python3 with venv and PyPI (and etcd for the fleet); under
+//! CI=true their absence fails.
 
 mod common;
 
@@ -18,6 +23,9 @@ const SCHEMATHESIS: &str = "schemathesis==4.32.5";
 
 /// The `st` of a virtual environment with schemathesis, made on first use.
 fn schemathesis() -> Option<PathBuf> {
+    // One test makes it; the others, run at the same time, wait for it.
+    static MAKING: std::sync::Mutex<()> = std::sync::Mutex::new(());
+    let _one = MAKING.lock().unwrap_or_else(|p| p.into_inner());
     let venv = Path::new(env!("CARGO_TARGET_TMPDIR")).join("schemathesis-venv");
     let st = venv.join("bin/st");
     if st.exists() {
@@ -54,7 +62,8 @@ expected-statuses = ["2xx", "401", "404", "409", "422"]
 /// Runs schemathesis on `schema` against `url`, with `extra` arguments;
 /// panics with its report unless it finds nothing.
 fn fuzz(st: &Path, schema: &str, url: &str, extra: &[&str], what: &str) {
-    let config = Path::new(env!("CARGO_TARGET_TMPDIR")).join("schemathesis.toml");
+    let name = format!("schemathesis-{}.toml", what.replace(' ', "-"));
+    let config = Path::new(env!("CARGO_TARGET_TMPDIR")).join(name);
     std::fs::write(&config, CONFIG).unwrap();
     let out = Command::new(st)
         .arg("--config-file")
@@ -114,4 +123,62 @@ fn schemathesis_finds_nothing_with_the_token_or_without_it() {
         d.cli(&["status"]).status.success(),
         "the daemon answers after"
     );
+}
+
+#[test]
+fn schemathesis_finds_nothing_on_a_fleet_controller() {
+    let Some(st) = schemathesis() else {
+        return;
+    };
+    let Some(cluster) = common::fleet::etcd("schemathesis") else {
+        return;
+    };
+    let token = Path::new(env!("CARGO_TARGET_TMPDIR")).join("schemathesis-fleet-token");
+    std::fs::write(&token, "the-token\n").unwrap();
+    let addr = format!("127.0.0.1:{}", free_port());
+    let c = common::fleet::controller(
+        "schemathesis-fleet",
+        &cluster.endpoints_arg(),
+        2,
+        &["--listen", &addr, "--token-file", token.to_str().unwrap()],
+    );
+    common::fleet::until(std::time::Duration::from_secs(10), "it leads", || {
+        (c.json(&["fleet", "status"])["leader"] == "schemathesis-fleet").then_some(())
+    });
+    let url = format!("http://{addr}");
+    // What a fleet serves, by operation id.
+    let served = [
+        "health",
+        "getRules",
+        "applyRules",
+        "stats",
+        "listClusters",
+        "createCluster",
+        "addHost",
+        "openapi",
+        "hosts",
+        "setHost",
+        "fleet",
+    ];
+    let only: Vec<&str> = served
+        .iter()
+        .flat_map(|id| ["--include-operation-id", id])
+        .collect();
+    let with_token = [&only[..], &["--header", "Authorization: Bearer the-token"]].concat();
+    fuzz(
+        &st,
+        &format!("{url}/openapi.json"),
+        &url,
+        &with_token,
+        "a fleet controller with the token",
+    );
+    let file = concat!(env!("CARGO_MANIFEST_DIR"), "/control/openapi.json");
+    fuzz(
+        &st,
+        file,
+        &url,
+        &only,
+        "a fleet controller without the token",
+    );
+    assert!(c.cli(&["fleet", "status"]).status.success());
 }

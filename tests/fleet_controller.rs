@@ -122,6 +122,28 @@ fn one_controller_leads_the_other_takes_over_and_agents_follow_their_writes() {
     let got = follower.json(&["rules", "get", "--rule-set", "edge"]);
     assert_eq!(got["generation"], 1);
     assert_eq!(got["rules"]["rules"].as_array().unwrap().len(), 200);
+    // Pages and rules by id, as a single machine answers them.
+    let page = follower.json(&[
+        "rules",
+        "get",
+        "--rule-set",
+        "edge",
+        "--after",
+        "100",
+        "--limit",
+        "50",
+    ]);
+    let ids: Vec<u64> = page["rules"]["rules"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| r["id"].as_u64().unwrap())
+        .collect();
+    assert_eq!(ids, (101..=150).collect::<Vec<u64>>());
+    assert_eq!(page["next"], 150);
+    let some = follower.json(&["rules", "get", "--rule-set", "edge", "--ids", "7,5,999"]);
+    assert_eq!(some["rules"]["rules"][0]["id"], 7);
+    assert_eq!(some["rules"]["rules"].as_array().unwrap().len(), 2);
     assert_eq!(follower.json(&["fleet", "status"])["agents_alive"], 3);
     assert_eq!(
         follower.json(&["stats", "--host", "h1"]),

@@ -20,6 +20,7 @@ use axum::extract::{DefaultBodyLimit, Path, Query, Request, State};
 use axum::http::{HeaderMap, Method, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{MethodRouter, get, post, put};
+use dse_datapath::rule::RuleSet;
 use serde::Deserialize;
 use serde_json::value::RawValue;
 use serde_json::{Value, json};
@@ -127,6 +128,9 @@ async fn health(State(s): State<Arc<FleetApi>>) -> Answer {
 #[serde(deny_unknown_fields)]
 struct RulesQuery {
     rule_set: Option<String>,
+    after: Option<u32>,
+    limit: Option<usize>,
+    ids: Option<String>,
 }
 
 fn rule_set_name(given: Option<String>) -> Result<String, ApiError> {
@@ -138,7 +142,10 @@ fn rule_set_name(given: Option<String>) -> Result<String, ApiError> {
 
 /// `GET /v1/rules?rule_set=NAME`: the current generation, read from etcd.
 async fn get_rules(State(s): State<Arc<FleetApi>>, Query(q): Query<RulesQuery>) -> Answer {
-    let name = rule_set_name(q.rule_set)?;
+    let name = rule_set_name(q.rule_set.clone())?;
+    if q.after.is_some() || q.limit.is_some() || q.ids.is_some() {
+        return rules_page(&s, &name, q).await;
+    }
     let body = match s.controller.rule_set(&name).await? {
         None => json!({"rule_set": name, "generation": 0, "rules": {"rules": []}, "next": null})
             .to_string(),
@@ -161,6 +168,39 @@ async fn get_rules(State(s): State<Arc<FleetApi>>, Query(q): Query<RulesQuery>) 
         }
     };
     Ok(([(header::CONTENT_TYPE, "application/json")], body).into_response())
+}
+
+/// A page of the rule set (`after`, `limit`) or its rules by id (`ids`),
+/// as a single machine answers it.
+async fn rules_page(s: &FleetApi, name: &str, q: RulesQuery) -> Answer {
+    let ids = super::handlers::rule_ids(q.ids)?;
+    let limit = super::handlers::page_limit(q.limit)?;
+    let (generation, set) = match s.controller.rule_set(name).await? {
+        None => (0, RuleSet::default()),
+        Some(t) => {
+            let set = RuleSet::parse_json_bytes(&t.text).map_err(|e| FleetError::Damaged {
+                what: format!("rule set {name}"),
+                reason: e.to_string(),
+            })?;
+            (t.generation, set)
+        }
+    };
+    let page = crate::daemon::RulesPage {
+        after: q.after,
+        limit,
+        ids,
+    };
+    let paged = page.ids.is_none();
+    let set = page.of(set);
+    let next = set
+        .rules
+        .last()
+        .filter(|_| paged && set.rules.len() == limit)
+        .map(|r| r.id);
+    Ok(
+        Json(json!({"rule_set": name, "generation": generation, "rules": set, "next": next}))
+            .into_response(),
+    )
 }
 
 /// Query of `PUT /v1/rules` on a fleet.
@@ -225,14 +265,51 @@ async fn set_host(
         .map_err(|e| ApiError::bad_request(e.to_string()))?;
     let bytes = super::handlers::body(s.max_body, raw)?;
     let desired: HostDesired = super::handlers::parse_json(&bytes)?;
-    dse_datapath::name::check("rule set name", &desired.rule_set)
-        .map_err(|e| ApiError::bad_request(format!("rule_set: {e}")))?;
-    for (i, d) in desired.datapaths.iter().enumerate() {
-        dse_datapath::name::check("datapath name", &d.name)
-            .map_err(|e| ApiError::bad_request(format!("datapaths[{i}].name: {e}")))?;
-    }
+    check_desired(&desired)?;
     let revision = s.controller.set_host(&host, &desired).await?;
     Ok(Json(json!({"host": host, "desired": desired, "revision": revision})).into_response())
+}
+
+/// Checks what can be checked away from the host: names, and each
+/// datapath's ports and interfaces (whether the interfaces exist, and the
+/// rule set defines the ports, its agent checks and reports).
+fn check_desired(desired: &HostDesired) -> Result<(), ApiError> {
+    use dse_datapath::name::check;
+    let bad = |e: String| Err(ApiError::bad_request(e));
+    check("rule set name", &desired.rule_set).or_else(|e| bad(format!("rule_set: {e}")))?;
+    let mut interfaces = std::collections::BTreeSet::new();
+    for (i, d) in desired.datapaths.iter().enumerate() {
+        check("datapath name", &d.name).or_else(|e| bad(format!("datapaths[{i}].name: {e}")))?;
+        if desired.datapaths[..i].iter().any(|o| o.name == d.name) {
+            return bad(format!(
+                "datapaths[{i}]: the name {} is given twice",
+                d.name
+            ));
+        }
+        if d.interfaces.is_empty() {
+            return bad(format!("datapaths[{i}]: give at least one port: interface"));
+        }
+        for (port, ifname) in &d.interfaces {
+            check("port name", port).or_else(|e| bad(format!("datapaths[{i}].interfaces: {e}")))?;
+            // Linux's rule, as the document states it: 1 to 15 printable
+            // ASCII characters, no '/', ':' or spaces.
+            let ok = (1..=15).contains(&ifname.len())
+                && ifname
+                    .bytes()
+                    .all(|b| b.is_ascii_graphic() && b != b'/' && b != b':');
+            if !ok {
+                return bad(format!(
+                    "datapaths[{i}].interfaces.{port}: {ifname:?} is not an interface name (1 to 15 printable ASCII characters, no '/', ':' or spaces)"
+                ));
+            }
+            if !interfaces.insert(ifname.as_str()) {
+                return bad(format!(
+                    "datapaths[{i}].interfaces.{port}: interface {ifname} is given twice"
+                ));
+            }
+        }
+    }
+    Ok(())
 }
 
 /// `GET /v1/fleet`: controllers, the leader, etcd's members, agents alive.

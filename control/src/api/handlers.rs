@@ -131,29 +131,8 @@ pub async fn get_rules(State(s): State<Arc<ApiState>>, Query(q): Query<RulesQuer
         let body = axum::body::Body::new(super::stream::all_rules(daemon));
         return Ok(([(header::CONTENT_TYPE, "application/json")], body).into_response());
     }
-    let ids = q
-        .ids
-        .map(|list| {
-            // A number past the largest id names no rule: left out, as
-            // ids that do not exist are.
-            list.split(',')
-                .map(str::trim)
-                .filter_map(|id| match id.parse::<u32>() {
-                    Ok(id) => Some(Ok(id)),
-                    Err(_) if !id.is_empty() && id.bytes().all(|b| b.is_ascii_digit()) => None,
-                    Err(_) => Some(Err(ApiError::bad_request(format!(
-                        "ids: {id:?} is not a rule id; give ids as 1,2,3"
-                    )))),
-                })
-                .collect::<Result<Vec<u32>, ApiError>>()
-        })
-        .transpose()?;
-    let limit = q.limit.unwrap_or(1000);
-    if limit == 0 || limit > MAX_PAGE {
-        return Err(ApiError::bad_request(format!(
-            "limit {limit}: give 1 to {MAX_PAGE} rules a page"
-        )));
-    }
+    let ids = rule_ids(q.ids)?;
+    let limit = page_limit(q.limit)?;
     let page = crate::daemon::RulesPage {
         after: q.after,
         limit,
@@ -167,6 +146,41 @@ pub async fn get_rules(State(s): State<Arc<ApiState>>, Query(q): Query<RulesQuer
         .filter(|_| paged && set.rules.len() == limit)
         .map(|r| r.id);
     Ok(Json(json!({"generation": generation, "rules": set, "next": next})).into_response())
+}
+
+/// The ids of `ids=1,2,3`. A number past the largest id names no rule:
+/// left out, as ids that do not exist are.
+///
+/// # Errors
+/// 400 naming what is not a rule id.
+pub(super) fn rule_ids(ids: Option<String>) -> Result<Option<Vec<u32>>, ApiError> {
+    ids.map(|list| {
+        list.split(',')
+            .map(str::trim)
+            .filter_map(|id| match id.parse::<u32>() {
+                Ok(id) => Some(Ok(id)),
+                Err(_) if !id.is_empty() && id.bytes().all(|b| b.is_ascii_digit()) => None,
+                Err(_) => Some(Err(ApiError::bad_request(format!(
+                    "ids: {id:?} is not a rule id; give ids as 1,2,3"
+                )))),
+            })
+            .collect::<Result<Vec<u32>, ApiError>>()
+    })
+    .transpose()
+}
+
+/// The rules a page holds: `limit`, 1000 unless given.
+///
+/// # Errors
+/// 400 outside 1 to [`MAX_PAGE`].
+pub(super) fn page_limit(limit: Option<usize>) -> Result<usize, ApiError> {
+    let limit = limit.unwrap_or(1000);
+    if limit == 0 || limit > MAX_PAGE {
+        return Err(ApiError::bad_request(format!(
+            "limit {limit}: give 1 to {MAX_PAGE} rules a page"
+        )));
+    }
+    Ok(limit)
 }
 
 /// Query of a whole-set apply.

@@ -42,6 +42,29 @@ pub struct RulesPage {
     pub ids: Option<Vec<u32>>,
 }
 
+impl RulesPage {
+    /// This page of `set`: its ports and meters, and the rules it selects
+    /// in id order (those of `ids` in their order).
+    pub fn of(&self, mut set: RuleSet) -> RuleSet {
+        set.rules.sort_by_key(|r| r.id);
+        set.rules = match &self.ids {
+            Some(ids) => ids
+                .iter()
+                .filter_map(|id| {
+                    let i = set.rules.binary_search_by_key(id, |r| r.id).ok()?;
+                    Some(set.rules[i].clone())
+                })
+                .collect(),
+            None => std::mem::take(&mut set.rules)
+                .into_iter()
+                .filter(|r| self.after.is_none_or(|a| r.id > a))
+                .take(self.limit)
+                .collect(),
+        };
+        set
+    }
+}
+
 /// The audit result of a change that changes nothing.
 const NO_CHANGE: &str = "no change";
 
