@@ -326,12 +326,7 @@ impl Agent {
         registration: &Registration,
     ) -> Result<(String, i64), FleetError> {
         let key = desired_key(etcd.prefix(), &self.config.host);
-        let r = etcd
-            .retry(&format!("reading {key}"), |mut c| {
-                let key = key.clone();
-                async move { c.get(key, None).await }
-            })
-            .await?;
+        let r = etcd.get(&key).await?;
         let desired_revision = r.header().map_or(0, |h| h.revision());
         let desired: HostDesired = match r.kvs().first() {
             None => HostDesired::default(),
@@ -363,12 +358,7 @@ impl Agent {
     /// revision read at.
     async fn adopt_inventory(&self, etcd: &Etcd) -> Result<i64, FleetError> {
         let key = super::inventory::host_inventory_key(etcd.prefix(), &self.config.host);
-        let r = etcd
-            .retry(&format!("reading {key}"), |mut c| {
-                let key = key.clone();
-                async move { c.get(key, None).await }
-            })
-            .await?;
+        let r = etcd.get(&key).await?;
         let revision = r.header().map_or(0, |h| h.revision());
         let Some(kv) = r.kvs().first() else {
             return Ok(revision);

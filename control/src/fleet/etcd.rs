@@ -239,6 +239,17 @@ impl Etcd {
         }
     }
 
+    /// Reads `key` (retried as [`Etcd::retry`] does).
+    ///
+    /// # Errors
+    /// etcd's error, classified.
+    pub async fn get(&self, key: &str) -> Result<etcd_client::GetResponse, FleetError> {
+        self.retry(&format!("reading {key}"), |mut c| async move {
+            c.get(key, None).await
+        })
+        .await
+    }
+
     /// The error for `e`, which came of `what`.
     pub fn error(&self, what: impl Into<String>, e: etcd_client::Error) -> FleetError {
         classify(&self.config, what, e)

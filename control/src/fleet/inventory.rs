@@ -29,12 +29,7 @@ pub fn host_inventory_key(prefix: &str, host: &str) -> String {
 /// etcd's error, or [`FleetError::Damaged`] if it does not read.
 pub async fn read_inventory(etcd: &Etcd) -> Result<(Vec<Cluster>, i64), FleetError> {
     let key = inventory_key(etcd.prefix());
-    let r = etcd
-        .retry(&format!("reading {key}"), |mut c| {
-            let key = key.clone();
-            async move { c.get(key, None).await }
-        })
-        .await?;
+    let r = etcd.get(&key).await?;
     match r.kvs().first() {
         None => Ok((Vec::new(), 0)),
         Some(kv) => {

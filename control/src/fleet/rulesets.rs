@@ -71,12 +71,7 @@ fn upload_dir(prefix: &str, rule_set: &str, g: u64, upload: &str) -> String {
 /// `current` key's modification revision (0 when absent).
 async fn current(etcd: &Etcd, rule_set: &str) -> Result<(u64, i64, i64), FleetError> {
     let key = keys::current(etcd.prefix(), rule_set);
-    let r = etcd
-        .retry(&format!("reading {key}"), |mut c| {
-            let key = key.clone();
-            async move { c.get(key, None).await }
-        })
-        .await?;
+    let r = etcd.get(&key).await?;
     let revision = r.header().map_or(0, |h| h.revision());
     match r.kvs().first() {
         None => Ok((0, 0, revision)),
