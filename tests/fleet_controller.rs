@@ -538,3 +538,50 @@ fn the_inventory_lives_in_etcd_under_the_cluster_rules_and_agents_report_their_d
         "{report}"
     );
 }
+
+#[test]
+fn a_paused_leader_is_fenced_out_and_comes_back_as_a_follower() {
+    let Some(cluster) = etcd("fleet-paused") else {
+        return;
+    };
+    let endpoints = cluster.endpoints_arg();
+    let a = controller("pause-a", &endpoints, TTL.as_secs(), &[]);
+    until(Duration::from_secs(10), "a leads", || {
+        (a.json(&["fleet", "status"])["leader"] == "pause-a").then_some(())
+    });
+    let b = controller("pause-b", &endpoints, TTL.as_secs(), &[]);
+    let signal = |sig| {
+        // SAFETY: kill has no memory preconditions; the pid is our child's.
+        unsafe { libc::kill(a.child.id() as i32, sig) };
+    };
+    // Paused past its lease: b leads, and a's registration is gone.
+    signal(libc::SIGSTOP);
+    until(TTL + Duration::from_secs(3), "b leads", || {
+        let s = b.json(&["fleet", "status"]);
+        (s["leader"] == "pause-b" && s["controllers"].as_array()?.len() == 1).then_some(())
+    });
+    signal(libc::SIGCONT);
+    // Back, a registers again, follows, and refuses changes naming b.
+    until(Duration::from_secs(10), "a registered again", || {
+        (b.json(&["fleet", "status"])["controllers"]
+            .as_array()?
+            .len()
+            == 2)
+            .then_some(())
+    });
+    let dir = std::path::PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("fleet-paused");
+    std::fs::create_dir_all(&dir).unwrap();
+    let rules = rules_file(&dir, "rules.json", 5, 1);
+    let (code, err) = until(Duration::from_secs(10), "a follows", || {
+        let out = a.cli(&["rules", "apply", "-f", &rules]);
+        let (code, err) = failure(&out);
+        err.contains("does not lead").then_some((code, err))
+    });
+    assert_ne!(code, 0);
+    assert!(
+        err.contains("pause-b") && err.contains(&b.socket().display().to_string()),
+        "{err}"
+    );
+    b.json(&["rules", "apply", "-f", &rules]);
+    let _ = std::fs::remove_dir_all(dir);
+}

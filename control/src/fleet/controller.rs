@@ -87,13 +87,47 @@ pub struct Controller {
     config: ControllerConfig,
     leading: Arc<Mutex<Option<Leadership>>>,
     campaign: tokio::task::JoinHandle<()>,
-    registration: (i64, KeepAlive),
+    /// Keeps the registration, registering again whenever its lease
+    /// expired (etcd unreachable for a TTL).
+    registering: tokio::task::JoinHandle<()>,
+    /// The registration's lease now.
+    lease: Arc<std::sync::atomic::AtomicI64>,
 }
 
 impl Drop for Controller {
     fn drop(&mut self) {
         self.campaign.abort();
+        self.registering.abort();
     }
+}
+
+/// Registers controller `info` under a lease of `ttl`, kept alive.
+async fn register_controller(
+    etcd: &Etcd,
+    info: &ControllerInfo,
+    ttl: Duration,
+) -> Result<(i64, KeepAlive), FleetError> {
+    let ttl_s = i64::try_from(ttl.as_secs().max(1)).unwrap_or(i64::MAX);
+    let lease = etcd
+        .retry("granting a lease", |mut c| async move {
+            c.lease_grant(ttl_s, None).await
+        })
+        .await?
+        .id();
+    let key = controller_key(etcd.prefix(), &info.id);
+    let value = serde_json::to_vec(info).expect("an info serializes");
+    etcd.retry(&format!("registering controller {}", info.id), |mut c| {
+        let (key, value) = (key.clone(), value.clone());
+        async move {
+            c.put(key, value, Some(PutOptions::new().with_lease(lease)))
+                .await
+        }
+    })
+    .await?;
+    let keeper = keep_alive(etcd, lease, ttl)
+        .await
+        .map_err(|e| etcd.error("keeping the controller's lease alive", e))?;
+    Ok((lease, keeper))
 }
 
 impl Controller {
@@ -104,30 +138,34 @@ impl Controller {
     /// or etcd's error.
     pub async fn start(config: ControllerConfig) -> Result<Controller, FleetError> {
         let etcd = Etcd::connect(config.etcd.clone()).await?;
-        let ttl_s = i64::try_from(config.ttl.as_secs().max(1)).unwrap_or(i64::MAX);
-        let lease = etcd
-            .retry("granting a lease", |mut c| async move {
-                c.lease_grant(ttl_s, None).await
-            })
-            .await?
-            .id();
         let info = ControllerInfo {
             id: config.id.clone(),
             api: config.api.clone(),
         };
-        let key = controller_key(etcd.prefix(), &config.id);
-        let value = serde_json::to_vec(&info).expect("an info serializes");
-        etcd.retry(&format!("registering controller {}", config.id), |mut c| {
-            let (key, value) = (key.clone(), value.clone());
+        let (first, keeper) = register_controller(&etcd, &info, config.ttl).await?;
+        let lease = Arc::new(std::sync::atomic::AtomicI64::new(first));
+        let registering = tokio::spawn({
+            let (etcd, ttl, lease) = (etcd.clone(), config.ttl, Arc::clone(&lease));
             async move {
-                c.put(key, value, Some(PutOptions::new().with_lease(lease)))
-                    .await
+                let mut keeper = keeper;
+                loop {
+                    keeper.expired().await;
+                    tracing::warn!(controller = %info.id, "registration expired; registering again");
+                    keeper = loop {
+                        match register_controller(&etcd, &info, ttl).await {
+                            Ok((id, k)) => {
+                                lease.store(id, std::sync::atomic::Ordering::Release);
+                                break k;
+                            }
+                            Err(e) => {
+                                tracing::warn!("registering: {e}");
+                                tokio::time::sleep(Duration::from_secs(1)).await;
+                            }
+                        }
+                    };
+                }
             }
-        })
-        .await?;
-        let keeper = keep_alive(&etcd, lease, config.ttl)
-            .await
-            .map_err(|e| etcd.error("keeping the controller's lease alive", e))?;
+        });
         let leading = Arc::new(Mutex::new(None));
         let campaign = tokio::spawn(campaign_loop(
             etcd.clone(),
@@ -140,7 +178,8 @@ impl Controller {
             config,
             leading,
             campaign,
-            registration: (lease, keeper),
+            registering,
+            lease,
         })
     }
 
@@ -166,13 +205,14 @@ impl Controller {
     /// Steps down and deregisters at once.
     pub async fn stop(&self) {
         self.campaign.abort();
+        self.registering.abort();
         let leadership = self.lock().take();
         if let Some(l) = leadership
             && let Err(e) = l.resign().await
         {
             tracing::warn!("resigning: {e}");
         }
-        let lease = self.registration.0;
+        let lease = self.lease.load(std::sync::atomic::Ordering::Acquire);
         let _ = self
             .etcd
             .retry("revoking a lease", |mut c| async move {
