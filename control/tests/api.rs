@@ -416,6 +416,13 @@ fn the_openapi_document_and_the_code_do_not_drift() {
         .map(|(m, p, _)| (m.to_string(), p.to_string()))
         .collect();
     assert_eq!(documented(&doc), code, "routes and the document differ");
+    // A fleet controller serves a part of the same document.
+    for (m, p, _) in dse_control::api::fleet::fleet_routes() {
+        assert!(
+            code.contains(&(m.to_string(), p.to_string())),
+            "the fleet's {m} {p} is not in the document"
+        );
+    }
     for (path, item) in doc["paths"].as_object().unwrap() {
         for (method, op) in item.as_object().unwrap() {
             assert!(
