@@ -72,7 +72,8 @@ pub enum Command {
     /// dse's offloaded path, its host path, nftables and Open vSwitch, rule
     /// installation rates, and scaling over rules and masks (needs root).
     Bench(BenchArgs),
-    /// Run the daemon: hold the desired rules and keep every datapath equal to them.
+    /// Run the daemon: hold the desired rules and keep every datapath equal to them
+    /// (with --etcd, a fleet controller whose state is in etcd).
     Serve(ServeArgs),
     /// Run a host's agent in a fleet: own the host's datapaths, keep them
     /// equal to what etcd says the host should run, and report it there.
@@ -92,7 +93,8 @@ pub enum Command {
         #[command(subcommand)]
         command: ClusterCommand,
     },
-    /// The lifecycle inventory's hosts: add one, with its DPUs, to a cluster.
+    /// Hosts: list them (liveness, what each runs, its last report), set what
+    /// a fleet host runs, add one with its DPUs to a cluster.
     Host {
         #[command(subcommand)]
         command: HostCommand,
