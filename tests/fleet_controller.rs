@@ -153,6 +153,30 @@ fn one_controller_leads_the_other_takes_over_and_agents_follow_their_writes() {
     assert_eq!(code, 7, "{err}");
     assert!(err.contains("h9"), "{err}");
 
+    // The audit log, in etcd, read through either controller: the
+    // follower's refusal and the leader's changes, with who asked.
+    let audit = follower.json(&["audit", "--last", "50"]);
+    let entries = audit.as_array().unwrap();
+    let refused = entries
+        .iter()
+        .find(|e| e["what"].as_str().unwrap().contains("rule_set=edge"))
+        .unwrap_or_else(|| panic!("{audit}"));
+    assert!(
+        refused["result"]
+            .as_str()
+            .unwrap()
+            .contains("does not lead"),
+        "{refused}"
+    );
+    let set = entries
+        .iter()
+        .find(|e| e["what"] == "PUT /v1/hosts/h1")
+        .unwrap_or_else(|| panic!("{audit}"));
+    assert_eq!(set["result"], "ok");
+    assert!(set["who"].as_str().unwrap().starts_with("uid 0"), "{set}");
+    let seqs: Vec<u64> = entries.iter().map(|e| e["seq"].as_u64().unwrap()).collect();
+    assert!(seqs.windows(2).all(|w| w[0] < w[1]), "{seqs:?}");
+
     // A stale expected generation is a conflict (exit 3).
     let out = leader.cli(&[
         "rules",
@@ -269,6 +293,19 @@ fn fleet_input_is_checked_and_named() {
     let (code, err) = failure(&out);
     assert_ne!(code, 0);
     assert!(err.contains("single-machine"), "{err}");
+    // One interface in two datapaths (422: exit 4, naming it); nothing is
+    // written.
+    let twice = dir.join("twice.yaml");
+    std::fs::write(
+        &twice,
+        "- {name: a, backend: emu, interfaces: {p0: veth7}}\n- {name: b, backend: emu, interfaces: {p0: veth7}}\n",
+    )
+    .unwrap();
+    let out = c.cli(&["host", "set", "h1", "-f", twice.to_str().unwrap()]);
+    let (code, err) = failure(&out);
+    assert_eq!(code, 4, "{err}");
+    assert!(err.contains("veth7") && err.contains("twice"), "{err}");
+    assert_eq!(c.json(&["host", "list"]), serde_json::json!([]));
     let _ = std::fs::remove_dir_all(&dir);
 
     // etcd that does not answer: the controller exits, naming it.

@@ -67,6 +67,7 @@ pub fn fleet_routes() -> Vec<(Method, &'static str, MethodRouter<Arc<FleetApi>>)
         (Method::GET, "/v1/clusters", get(clusters)),
         (Method::POST, "/v1/clusters", post(create_cluster)),
         (Method::POST, "/v1/clusters/{name}/hosts", post(add_host)),
+        (Method::GET, "/v1/audit", get(audit)),
         (Method::GET, "/openapi.json", get(super::handlers::openapi)),
     ]
 }
@@ -94,9 +95,57 @@ pub fn fleet_router(state: Arc<FleetApi>) -> Router {
         r = r.route(path, handler);
     }
     r.fallback(super::no_such_endpoint)
+        .layer(axum::middleware::from_fn_with_state(
+            Arc::clone(&state),
+            audited,
+        ))
         .layer(DefaultBodyLimit::max(limit))
         .layer(axum::middleware::from_fn(guard::json_errors))
         .with_state(state)
+}
+
+/// Records every request that may change something (any method but GET)
+/// in the fleet's audit log: who, what, and `ok` or the error answered.
+async fn audited(
+    State(s): State<Arc<FleetApi>>,
+    req: Request,
+    next: axum::middleware::Next,
+) -> Response {
+    if req.method() == Method::GET {
+        return next.run(req).await;
+    }
+    let who = req
+        .extensions()
+        .get::<axum::extract::ConnectInfo<super::Peer>>()
+        .map_or_else(|| "unknown".to_string(), |c| c.0.0.clone());
+    let what = format!(
+        "{} {}",
+        req.method(),
+        req.uri().path_and_query().map_or("", |p| p.as_str())
+    );
+    let resp = next.run(req).await;
+    let (resp, result) = if resp.status().is_success() {
+        (resp, "ok".to_string())
+    } else {
+        // An error's body is its small JSON: read it for the entry.
+        let (parts, body) = resp.into_parts();
+        let bytes = axum::body::to_bytes(body, 1 << 20)
+            .await
+            .unwrap_or_default();
+        let message = serde_json::from_slice::<Value>(&bytes)
+            .ok()
+            .and_then(|v| v["error"].as_str().map(str::to_string))
+            .unwrap_or_else(|| parts.status.to_string());
+        (
+            Response::from_parts(parts, axum::body::Body::from(bytes)),
+            message,
+        )
+    };
+    let c = &s.controller;
+    if let Err(e) = crate::fleet::audit::record(c.etcd(), c.id(), &who, &what, &result).await {
+        tracing::warn!("recording {what} in the audit log: {e}");
+    }
+    resp
 }
 
 async fn not_in_fleet_mode(req: Request) -> ApiError {
@@ -272,7 +321,9 @@ async fn set_host(
 
 /// Checks what can be checked away from the host: names, and each
 /// datapath's ports and interfaces (whether the interfaces exist, and the
-/// rule set defines the ports, its agent checks and reports).
+/// rule set defines the ports, its agent checks and reports). What the
+/// document states is a 400; a name or interface given twice, which it
+/// cannot state, a 422.
 fn check_desired(desired: &HostDesired) -> Result<(), ApiError> {
     use dse_datapath::name::check;
     let bad = |e: String| Err(ApiError::bad_request(e));
@@ -281,10 +332,10 @@ fn check_desired(desired: &HostDesired) -> Result<(), ApiError> {
     for (i, d) in desired.datapaths.iter().enumerate() {
         check("datapath name", &d.name).or_else(|e| bad(format!("datapaths[{i}].name: {e}")))?;
         if desired.datapaths[..i].iter().any(|o| o.name == d.name) {
-            return bad(format!(
+            return Err(ApiError::refused(format!(
                 "datapaths[{i}]: the name {} is given twice",
                 d.name
-            ));
+            )));
         }
         if d.interfaces.is_empty() {
             return bad(format!("datapaths[{i}]: give at least one port: interface"));
@@ -303,9 +354,9 @@ fn check_desired(desired: &HostDesired) -> Result<(), ApiError> {
                 ));
             }
             if !interfaces.insert(ifname.as_str()) {
-                return bad(format!(
+                return Err(ApiError::refused(format!(
                     "datapaths[{i}].interfaces.{port}: interface {ifname} is given twice"
-                ));
+                )));
             }
         }
     }
@@ -390,4 +441,22 @@ async fn add_host(
         .await?
         .map_err(ControlError::from)?;
     Ok((StatusCode::CREATED, Json(host)).into_response())
+}
+
+/// Query of `GET /v1/audit` on a fleet.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct AuditQuery {
+    #[serde(default)]
+    after: u64,
+    limit: Option<usize>,
+    last: Option<usize>,
+}
+
+/// `GET /v1/audit`: the fleet's audit log (sequence numbers are etcd
+/// revisions).
+async fn audit(State(s): State<Arc<FleetApi>>, Query(q): Query<AuditQuery>) -> Answer {
+    let limit = super::handlers::audit_limits(q.limit, q.last, q.after)?;
+    let entries = crate::fleet::audit::read(s.controller.etcd(), q.after, limit, q.last).await?;
+    Ok(Json(entries).into_response())
 }

@@ -418,20 +418,33 @@ pub struct AuditQuery {
 /// The most audit entries one answer holds.
 const MAX_AUDIT: usize = 10_000;
 
-/// `GET /v1/audit`
-pub async fn audit(State(s): State<Arc<ApiState>>, Query(q): Query<AuditQuery>) -> Answer {
-    let daemon = Arc::clone(&s.daemon);
-    let limit = q.limit.unwrap_or(100);
-    if limit > MAX_AUDIT || q.last.is_some_and(|n| n > MAX_AUDIT) {
+/// The entries an audit page holds (`limit`, 100 unless given).
+///
+/// # Errors
+/// 400 over [`MAX_AUDIT`]; 422 for `after` and `last` together.
+pub(super) fn audit_limits(
+    limit: Option<usize>,
+    last: Option<usize>,
+    after: u64,
+) -> Result<usize, ApiError> {
+    let limit = limit.unwrap_or(100);
+    if limit > MAX_AUDIT || last.is_some_and(|n| n > MAX_AUDIT) {
         return Err(ApiError::bad_request(format!(
             "limit and last: at most {MAX_AUDIT} entries at a time; page on with after"
         )));
     }
-    if q.last.is_some() && q.after != 0 {
+    if last.is_some() && after != 0 {
         return Err(ApiError::refused(
             "give either after (entries from a sequence number on) or last (the newest entries), not both",
         ));
     }
+    Ok(limit)
+}
+
+/// `GET /v1/audit`
+pub async fn audit(State(s): State<Arc<ApiState>>, Query(q): Query<AuditQuery>) -> Answer {
+    let daemon = Arc::clone(&s.daemon);
+    let limit = audit_limits(q.limit, q.last, q.after)?;
     let entries = blocking(move || daemon.audit(q.after, limit, q.last)).await?;
     Ok(Json(entries).into_response())
 }

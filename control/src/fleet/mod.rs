@@ -8,6 +8,7 @@
 //! store, as it is for Kubernetes, Cilium and Calico.
 
 pub mod agent;
+pub mod audit;
 mod auth;
 pub mod controller;
 mod etcd;
