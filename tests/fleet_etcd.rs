@@ -2,7 +2,8 @@
 //! processes on loopback): rule sets in chunks made current whole or not at
 //! all, through a member's death; watches that resume after a compaction;
 //! hosts that have one live agent each and turn unavailable within their
-//! lease's TTL; a controller that takes over from a dead leader within the
+//! lease's TTL, and that an agent takes back from its own crashed run; a
+//! controller that takes over from a dead leader within the
 //! TTL, with the old leader fenced out;
 //! etcd's own roles keeping an agent to its host's keys; and clear errors
 //! for wrong credentials and unreachable endpoints.
@@ -360,6 +361,40 @@ fn a_host_has_one_live_agent_and_is_unavailable_within_its_lease_ttl() {
     assert!(!live().contains_key("h1"));
     assert!(live().contains_key("h2"));
     drop(h2);
+}
+
+#[test]
+fn an_agent_takes_its_host_back_from_its_own_crashed_run_with_a_member_dead() {
+    let Some(mut etcd) = etcd_cluster("takeback") else {
+        return;
+    };
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let c = rt
+        .block_on(Etcd::connect(EtcdConfig::new(&etcd.endpoints_arg())))
+        .unwrap();
+    let ttl = Duration::from_secs(30);
+    // With one member of three dead, some of the client's requests go to
+    // it first; each take-back must still succeed (each try sends its
+    // requests anew, so twenty tries meet the dead member many times).
+    etcd.kill(2);
+    let mut earlier = rt
+        .block_on(register(&c, "h1", b"{}", ttl, &[], |_| Ok(())))
+        .unwrap();
+    for i in 0..20 {
+        let previous = [earlier.lease];
+        // The run crashes: its keep-alive stops, its lease still holds h1.
+        drop(earlier);
+        earlier = match rt.block_on(register(&c, "h1", b"{}", ttl, &previous, |_| Ok(()))) {
+            Ok(r) => r,
+            Err(e) => panic!("take-back {i} of host h1 from lease {previous:?}: {e}"),
+        };
+    }
+    // Another agent's lease is not taken over.
+    let Err(e) = rt.block_on(register(&c, "h1", b"{}", ttl, &[1], |_| Ok(()))) else {
+        panic!("host h1 taken from a live agent")
+    };
+    assert!(matches!(e, FleetError::HostClaimed { .. }), "{e:?}");
+    drop(earlier);
 }
 
 #[test]

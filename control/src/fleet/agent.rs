@@ -235,8 +235,11 @@ impl Agent {
             self.config.ttl,
             &previous,
             |lease| {
+                // Each attempt that got a lease adds one; a few attempts
+                // while etcd comes back must not push out the lease that
+                // holds the host.
                 let kept: Vec<String> = std::iter::once(lease)
-                    .chain(previous.iter().copied().take(3))
+                    .chain(previous.iter().copied().take(15))
                     .map(|l| l.to_string())
                     .collect();
                 std::fs::write(&lease_file, kept.join("\n")).map_err(|e| FleetError::Damaged {

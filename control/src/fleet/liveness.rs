@@ -96,9 +96,20 @@ pub async fn register(
             break;
         }
         tries += 1;
-        if let Some(ours) = holder.filter(|h| tries == 1 && previous.contains(h)) {
+        if let Some(ours) = holder.filter(|h| tries <= 3 && previous.contains(h)) {
             // Our own earlier run's: it is gone, so its lease goes too.
-            let _ = client.lease_revoke(ours).await;
+            // Retried while no member answers: a revoke that did not get
+            // through must not turn into "another agent holds the host".
+            // A lease that expired meanwhile is no error.
+            let revoked = etcd
+                .retry("revoking this agent's earlier lease", |mut c| async move {
+                    c.lease_revoke(ours).await
+                })
+                .await;
+            if let Err(e @ FleetError::Unreachable { .. }) = revoked {
+                let _ = client.lease_revoke(lease).await;
+                return Err(e);
+            }
             continue;
         }
         let _ = client.lease_revoke(lease).await;
