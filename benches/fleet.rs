@@ -8,7 +8,10 @@
 //! - controller fail-over: from SIGKILL of the leader until the other
 //!   controller accepts a change, three times, against the lease TTL;
 //! - etcd's load in steady state with 100 agents: raft proposals committed
-//!   and gRPC bytes received per second, over 20 s.
+//!   and gRPC bytes received per second, over 20 s;
+//! - a 100-host remediation's wall time (a firmware flash and a 1 s DPU
+//!   boot each host) at `--parallel` 1, 8 and 96, beside the median of one
+//!   host's own sequence in the same run.
 //!
 //! `cargo bench --bench fleet`. Needs etcd (Debian's etcd-server).
 
@@ -36,9 +39,57 @@ fn controller(dir: &Path, endpoints: &str, id: &str) -> FleetProcess {
         &dir.join(id),
         endpoints,
         id,
-        &["--lease-ttl", &ttl],
+        &["--lease-ttl", &ttl, "--trusted-keys", &keys(dir)],
     )
     .expect("starts a controller")
+}
+
+/// The trusted keys of the bench's depot, under `dir`.
+fn keys(dir: &Path) -> String {
+    dir.join("trusted-keys").display().to_string()
+}
+
+/// Remediates cluster `bench` to BlueField firmware `firmware`, `parallel`
+/// hosts at once, through the controller at `socket`: the wall time, and
+/// the median of one host's own sequence.
+async fn remediate(socket: &Path, firmware: &str, parallel: usize) -> (Duration, Duration) {
+    let image = serde_json::json!({
+        "base_image": {"name": "esxi", "version": "8.0.3"},
+        "firmware_addon": {"name": "bluefield-fw", "version": firmware},
+    });
+    let set = Call::new(Method::PUT, "/v1/clusters/bench/image").json(image.to_string());
+    assert!(
+        matches!(call(socket, set).await, Some((200, _))),
+        "sets the image"
+    );
+    let start = Call::new(Method::POST, "/v1/clusters/bench/remediate")
+        .json(serde_json::json!({"parallel": parallel}).to_string());
+    let Some((202, started)) = call(socket, start).await else {
+        panic!("starts the remediation")
+    };
+    let id = started["id"].as_u64().unwrap();
+    let done = loop {
+        let get = Call::new(Method::GET, format!("/v1/remediations/{id}"));
+        if let Some((200, r)) = call(socket, get).await
+            && r["finished_ms"].is_u64()
+        {
+            break r;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    let ms = |v: &serde_json::Value| v.as_u64().unwrap_or(0);
+    let mut each: Vec<Duration> = done["hosts"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|h| {
+            assert_eq!(h["result"], "OK", "{h}");
+            Duration::from_millis(ms(&h["finished_ms"]).saturating_sub(ms(&h["started_ms"])))
+        })
+        .collect();
+    each.sort();
+    let wall = Duration::from_millis(ms(&done["finished_ms"]) - ms(&done["started_ms"]));
+    (wall, percentile(&each, 0.5))
 }
 
 /// `call` against the controller at `socket`: the status and JSON body.
@@ -105,6 +156,8 @@ fn main() {
     let endpoints = cluster.endpoints_arg();
     let tmp = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("bench-fleet");
     let _ = std::fs::remove_dir_all(&tmp);
+    dse::demo::depot::write(&tmp).expect("writes the depot");
+    dse::demo::depot::add_firmware(&tmp, "24.3").expect("adds firmware 24.3");
     let mut controllers = [
         controller(&tmp, &endpoints, "ctl-0"),
         controller(&tmp, &endpoints, "ctl-1"),
@@ -118,7 +171,7 @@ fn main() {
                 None,
                 &endpoints,
                 &host,
-                &["--lease-ttl", &ttl],
+                &["--lease-ttl", &ttl, "--trusted-keys", &keys(&tmp)],
             )
         })
         .collect();
@@ -257,6 +310,37 @@ fn main() {
             rate(names[2], false),
             rate(names[3], true),
             rate(names[4], true),
+        );
+
+        // Remediations of all 100 hosts, firmware 24.0 -> 24.1 -> 24.2 ->
+        // 24.3, at --parallel 1, 8 and 96.
+        let socket = controllers[leading].socket();
+        let import = Call::new(Method::POST, "/v1/depot/import")
+            .json(serde_json::json!({"path": tmp.join("depot")}).to_string());
+        assert!(matches!(call(&socket, import).await, Some((201, _))), "imports");
+        let create = Call::new(Method::POST, "/v1/clusters").json(
+            serde_json::json!({"name": "bench", "management": "image", "manager_version": "8.0.3"})
+                .to_string(),
+        );
+        assert!(matches!(call(&socket, create).await, Some((201, _))), "creates");
+        for i in 0..AGENTS {
+            let mut host = dse::demo::depot::host(&format!("n{i:03}"), &[&format!("B{i:03}")]);
+            host["dpus"][0]["firmware"] = "24.0".into();
+            let add = Call::new(Method::POST, "/v1/clusters/bench/hosts").json(host.to_string());
+            assert!(matches!(call(&socket, add).await, Some((201, _))), "adds n{i:03}");
+        }
+        let mut walls = Vec::new();
+        for (parallel, firmware) in [(1, "24.1"), (8, "24.2"), (96, "24.3")] {
+            let (wall, one) = remediate(&socket, firmware, parallel).await;
+            walls.push(format!(
+                "--parallel {parallel}: {:.1} s (one host's sequence: median {:.2} s)",
+                wall.as_secs_f64(),
+                one.as_secs_f64()
+            ));
+        }
+        println!(
+            "{AGENTS}-host remediation, a firmware flash and a 1 s DPU boot each: {}",
+            walls.join("; ")
         );
 
         // Fail-over, three times: the leader is SIGKILLed, and the other

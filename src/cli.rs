@@ -282,6 +282,14 @@ pub struct AgentArgs {
     /// Attach XDP in generic (skb) mode, for drivers without native XDP.
     #[arg(long)]
     pub xdp_skb: bool,
+    /// The keys this agent trusts (`dse depot keygen` makes them): the
+    /// depot content a remediation brings is checked again with them
+    /// before the host's DPUs take it. Without it, the host takes no image.
+    #[arg(long)]
+    pub trusted_keys: Option<PathBuf>,
+    /// The lowest acceptance level a depot manifest may have.
+    #[arg(long, value_enum, default_value_t = AcceptanceArg::PartnerSupported)]
+    pub lowest_acceptance: AcceptanceArg,
 }
 
 /// Acceptance levels, most trusted first.
@@ -576,7 +584,7 @@ pub enum LifecycleCommand {
         /// The cluster.
         #[arg(long)]
         cluster: String,
-        /// Hosts remediated at once.
+        /// Hosts remediated at once: 1 to 96, as vCenter allows.
         #[arg(long, default_value_t = 1)]
         parallel: usize,
         /// Upgrade a dual-DPU host's DPUs one at a time (rolling) so one of them offloads throughout.

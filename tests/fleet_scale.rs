@@ -7,7 +7,8 @@
 //! reaches every agent; an offloaded host's agent is SIGKILLed and started
 //! again, adopting its pinned datapath; then the last controller is
 //! SIGKILLed too, and with no controller left the traffic goes on. No
-//! datagram is lost throughout.
+//! datagram is lost throughout. Before that, the hundred hosts are
+//! remediated to a new image 96 at once, and each ends OK on it.
 //!
 //! Needs root and etcd; under CI=true their absence fails.
 
@@ -94,8 +95,11 @@ fn a_hundred_agents_follow_every_change_and_offloaded_traffic_survives_the_leade
     let tmp = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("fleet-scale");
     let _ = std::fs::remove_dir_all(&tmp);
     std::fs::create_dir_all(&tmp).unwrap();
-    let a = controller("scale-a", &endpoints, TTL_S, &[]);
-    let b = controller("scale-b", &endpoints, TTL_S, &[]);
+    // The signed depot and the key every controller and agent trusts.
+    dse::demo::depot::write(&tmp).expect("the depot is written");
+    let keys = tmp.join("trusted-keys").display().to_string();
+    let a = controller("scale-a", &endpoints, TTL_S, &["--trusted-keys", &keys]);
+    let b = controller("scale-b", &endpoints, TTL_S, &["--trusted-keys", &keys]);
     let topologies: Vec<Topology> = (0..DATAPATH_AGENTS)
         .map(|i| Topology::new(&format!("f{i}"), 90 + i as u8))
         .collect();
@@ -111,7 +115,14 @@ fn a_hundred_agents_follow_every_change_and_offloaded_traffic_survives_the_leade
                 pin.as_ref().map(|p| p.0.as_path()),
                 &endpoints,
                 &name(i),
-                &["--lease-ttl", TTL, "--report-every", "1"],
+                &[
+                    "--lease-ttl",
+                    TTL,
+                    "--report-every",
+                    "1",
+                    "--trusted-keys",
+                    &keys,
+                ],
             );
             pins.extend(pin);
             a
@@ -290,6 +301,52 @@ fn a_hundred_agents_follow_every_change_and_offloaded_traffic_survives_the_leade
         name(0),
         restarted.elapsed()
     );
+
+    // Every host remediated to a new image, 96 at once, the offloaded
+    // ones under traffic.
+    follower.json(&["depot", "import", &tmp.join("depot").display().to_string()]);
+    follower.json(&["cluster", "create", "scale", "--manager-version", "8.0.3"]);
+    for i in 0..AGENTS {
+        let host = format!(
+            "name: {}\nversion: 8.0.3\ndpus:\n  - {{serial: S{i:03}, vendor: nvidia-bluefield, model: BlueField-3, generation: 3, hardware_revision: B1, firmware: \"24.1\", os: 8.0.3, datapath: \"1.0\"}}\n",
+            name(i)
+        );
+        let file = write(&tmp, &format!("host{i}.yaml"), &host);
+        follower.json(&["host", "add", "--cluster", "scale", "-f", &file]);
+    }
+    follower.json(&[
+        "image",
+        "set",
+        "--cluster",
+        "scale",
+        "--base",
+        "esxi=8.0.4",
+        "--firmware",
+        "bluefield-fw=24.2",
+    ]);
+    let began = Instant::now();
+    let done = follower.json(&[
+        "lifecycle",
+        "remediate",
+        "--cluster",
+        "scale",
+        "--parallel",
+        "96",
+    ]);
+    eprintln!(
+        "{AGENTS} hosts remediated, 96 at once, in {:?}",
+        began.elapsed()
+    );
+    let hosts = done["hosts"].as_array().unwrap();
+    assert_eq!(hosts.len(), AGENTS);
+    for h in hosts {
+        assert_eq!(h["result"], "OK", "{h}");
+    }
+    let clusters = follower.json(&["cluster", "list"]);
+    for h in clusters[0]["hosts"].as_array().unwrap() {
+        assert_eq!(h["version"], "8.0.4", "{h}");
+        assert_eq!(h["dpus"][0]["firmware"], "24.2", "{h}");
+    }
 
     // Each offloaded host's statistics, as its agent reports them.
     until(Duration::from_secs(10), "the agents report traffic", || {

@@ -196,6 +196,7 @@ pub async fn serve(
                     id: fleet.id.clone(),
                     api,
                     ttl: fleet.ttl,
+                    depot: config.daemon.depot.clone(),
                 })
                 .await?,
             );

@@ -35,17 +35,43 @@ fn publish(
     Ok(())
 }
 
+/// The demo's key: fixed, as the demo's depot is its own, rebuilt on
+/// every run.
+fn demo_key() -> KeyFile {
+    KeyFile {
+        id: "demo".into(),
+        key: SigningKey::from_bytes(&[7; 32]),
+    }
+}
+
+/// Adds BlueField firmware `version` to the depot [`write`] wrote under
+/// `dir/depot`, signed with the same key.
+///
+/// # Errors
+/// A file that could not be written.
+pub fn add_firmware(dir: &Path, version: &str) -> Result<()> {
+    publish(
+        &dir.join("depot"),
+        &demo_key(),
+        &format!("fw-{version}"),
+        firmware_manifest(version),
+        format!("firmware {version}").as_bytes(),
+    )
+}
+
+fn firmware_manifest(version: &str) -> serde_json::Value {
+    serde_json::json!({"kind": "firmware-addon", "name": "bluefield-fw", "version": version,
+        "acceptance": "partner-supported", "targets": ["dpu"],
+        "vendor": "nvidia-bluefield", "models": ["BlueField-3"]})
+}
+
 /// Writes the depot under `dir/depot` and the trusted key to
 /// `dir/trusted-keys`; returns the depot's directory.
 ///
 /// # Errors
 /// A file that could not be written.
 pub fn write(dir: &Path) -> Result<std::path::PathBuf> {
-    // A fixed key: the demo's depot is its own, rebuilt on every run.
-    let key = KeyFile {
-        id: "demo".into(),
-        key: SigningKey::from_bytes(&[7; 32]),
-    };
+    let key = demo_key();
     let depot = dir.join("depot");
     std::fs::create_dir_all(&depot).with_context(|| format!("creating {}", depot.display()))?;
     std::fs::write(dir.join("trusted-keys"), key.trusted_line() + "\n")
@@ -65,9 +91,7 @@ pub fn write(dir: &Path) -> Result<std::path::PathBuf> {
             &depot,
             &key,
             &format!("fw-{version}"),
-            serde_json::json!({"kind": "firmware-addon", "name": "bluefield-fw", "version": version,
-                "acceptance": "partner-supported", "targets": ["dpu"],
-                "vendor": "nvidia-bluefield", "models": ["BlueField-3"]}),
+            firmware_manifest(version),
             format!("firmware {version}").as_bytes(),
         )?;
     }

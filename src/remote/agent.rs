@@ -32,7 +32,10 @@ pub fn agent(args: AgentArgs) -> anyhow::Result<()> {
                 ..XdpLimits::default()
             },
             xdp_skb_mode: args.xdp_skb,
-            depot: DepotConfig::default(),
+            depot: DepotConfig {
+                trusted_keys: args.trusted_keys,
+                lowest_acceptance: args.lowest_acceptance.level(),
+            },
         },
         ttl: args.etcd_args.ttl(),
         report_every: std::time::Duration::from_secs(args.report_every.max(1)),

@@ -5,6 +5,7 @@
 //! API). The single-machine endpoints it does not serve yet answer 501
 //! `not_in_fleet_mode`.
 
+use super::fleet_lifecycle as fl;
 use super::handlers::{blocking, parse_rule_set};
 use super::{ApiError, guard, routes};
 use crate::daemon::ControlError;
@@ -68,6 +69,16 @@ pub fn fleet_routes() -> Vec<(Method, &'static str, MethodRouter<Arc<FleetApi>>)
         (Method::POST, "/v1/clusters", post(create_cluster)),
         (Method::POST, "/v1/clusters/{name}/hosts", post(add_host)),
         (Method::GET, "/v1/audit", get(audit)),
+        (Method::GET, "/v1/depot", get(fl::depot)),
+        (Method::POST, "/v1/depot/import", post(fl::depot_import)),
+        (Method::PUT, "/v1/clusters/{name}/image", put(fl::set_image)),
+        (
+            Method::POST,
+            "/v1/clusters/{name}/remediate",
+            post(fl::remediate),
+        ),
+        (Method::GET, "/v1/remediations", get(fl::remediations)),
+        (Method::GET, "/v1/remediations/{id}", get(fl::remediation)),
         (Method::GET, "/openapi.json", get(super::handlers::openapi)),
     ]
 }

@@ -390,7 +390,7 @@ pub async fn depot(State(s): State<Arc<ApiState>>) -> Answer {
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct ImportRequest {
-    path: std::path::PathBuf,
+    pub(super) path: std::path::PathBuf,
 }
 
 /// `POST /v1/depot/import`

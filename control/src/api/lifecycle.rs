@@ -57,7 +57,7 @@ pub async fn stage(
 /// The body of `POST /v1/clusters/{name}/remediate`: the [`Options`], and
 /// `dry_run`. Read as two steps rather than with `#[serde(flatten)]`, which
 /// buffers the fields and so reads them outside [`dse_datapath::strict`].
-fn remediate_request(body: Value) -> Result<(Options, bool), ApiError> {
+pub(super) fn remediate_request(body: Value) -> Result<(Options, bool), ApiError> {
     let Value::Object(mut fields) = body else {
         return Err(ApiError::bad_request(
             "request body: expected a mapping of fields (a JSON object)",

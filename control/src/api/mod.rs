@@ -7,6 +7,7 @@
 pub mod conn;
 mod error;
 pub mod fleet;
+mod fleet_lifecycle;
 mod guard;
 mod handlers;
 mod hosts;

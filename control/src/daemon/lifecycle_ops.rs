@@ -323,6 +323,20 @@ impl Daemon {
         *self.remediating.lock().unwrap_or_else(|p| p.into_inner())
     }
 
+    /// Whether a remediation runs now.
+    pub fn remediation_running(&self) -> bool {
+        self.running_remediation().is_some()
+    }
+
+    /// Host `host` of cluster `cluster`, as the inventory has it.
+    pub fn cluster_host(&self, cluster: &str, host: &str) -> Option<crate::lifecycle::Host> {
+        self.cluster(cluster)
+            .ok()?
+            .hosts
+            .into_iter()
+            .find(|h| h.name == host)
+    }
+
     /// Starts remediating cluster `name` to its image, in the background
     /// (or, for a dry run, says what it would do).
     ///
@@ -336,10 +350,11 @@ impl Daemon {
         dry_run: bool,
         who: &str,
     ) -> Result<Remediate, ControlError> {
-        if options.parallel == 0 {
-            return Err(ControlError::BadRequest(
-                "parallel must be at least 1".into(),
-            ));
+        if !(1..=96).contains(&options.parallel) {
+            return Err(ControlError::BadRequest(format!(
+                "parallel is {}: give 1 to 96 hosts at once",
+                options.parallel
+            )));
         }
         let check = self.precheck(name)?;
         if dry_run {

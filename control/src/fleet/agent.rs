@@ -22,6 +22,11 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
+mod remediation;
+
+/// How often an agent under remediation answers with its steps.
+const ANSWER_EVERY: Duration = Duration::from_millis(100);
+
 /// The rule set a host runs unless its desired record names another.
 pub const DEFAULT_RULE_SET: &str = "default";
 
@@ -141,6 +146,10 @@ pub struct Agent {
     applied: std::sync::Mutex<AppliedRecord>,
     /// What it reported last.
     reported: std::sync::Mutex<Option<HostStatus>>,
+    /// The host's remediation order, while it is under one.
+    order: std::sync::Mutex<Option<super::remediation::Order>>,
+    /// What it answered the order last.
+    answered: std::sync::Mutex<Option<super::remediation::Ack>>,
 }
 
 impl Agent {
@@ -151,6 +160,9 @@ impl Agent {
     /// The daemon's, naming what could not be opened.
     pub fn open(config: AgentConfig) -> Result<Agent, crate::ControlError> {
         let daemon = Arc::new(Daemon::open(config.daemon.clone())?);
+        // A remediation it was running when it stopped goes on, its step
+        // under way done again.
+        daemon.resume_remediations();
         let applied = std::fs::read(record_path(&config))
             .ok()
             .and_then(|b| serde_json::from_slice(&b).ok())
@@ -160,6 +172,8 @@ impl Agent {
             daemon,
             applied: std::sync::Mutex::new(applied),
             reported: std::sync::Mutex::new(None),
+            order: std::sync::Mutex::new(None),
+            answered: std::sync::Mutex::new(None),
         })
     }
 
@@ -299,13 +313,18 @@ impl Agent {
                                 super::WatchEvent::Put { key, .. }
                                 | super::WatchEvent::Delete { key, .. } => key,
                             };
-                            key.ends_with("/desired") || key.ends_with("/inventory")
+                            key.ends_with("/desired")
+                                || key.ends_with("/inventory")
+                                || key.ends_with("/remediation")
                         }) => {}
                         other => break other,
                     },
                     r = rules.next() => break r?,
                     () = tokio::time::sleep(self.config.report_every) => {
                         self.report_if_changed(registration).await?;
+                    }
+                    () = tokio::time::sleep(ANSWER_EVERY), if self.order().is_some() => {
+                        self.answer_order(etcd).await?;
                     }
                     () = registration.expired() => {
                         return Err(FleetError::Unreachable {
@@ -342,7 +361,14 @@ impl Agent {
                 }
             },
         };
-        let inventory = self.adopt_inventory(etcd).await?;
+        // Under remediation, the host's inventory is the remediation's
+        // until the controller records its result and withdraws the order.
+        let order = self.read_order(etcd).await?;
+        let inventory = if order.is_some() && self.daemon.clusters().is_ok_and(|c| !c.is_empty()) {
+            desired_revision
+        } else {
+            self.adopt_inventory(etcd).await?
+        };
         let text = fetch_rule_set(etcd, &desired.rule_set).await?;
         let revision = text
             .as_ref()
@@ -353,6 +379,7 @@ impl Agent {
             tracing::error!(host = %self.config.host, "{e}");
         }
         self.report(registration, error).await?;
+        self.take_order(etcd).await?;
         Ok((desired.rule_set, revision))
     }
 

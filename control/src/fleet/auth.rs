@@ -95,8 +95,8 @@ pub async fn bootstrap_auth(
 }
 
 /// Creates host `host`'s agent user (`dse-agent-<host>`, with `password`)
-/// and its role: read of the rule sets, read and write of its own host's
-/// keys. `etcd` is a connection as root or another user that may manage
+/// and its role: read of the rule sets and the depot, read and write of
+/// its own host's keys. `etcd` is a connection as root or another user that may manage
 /// users.
 ///
 /// # Errors
@@ -115,6 +115,7 @@ pub async fn grant_agent(
     )?;
     for permission in [
         Permission::read(keys::rule_sets(etcd.prefix())).with_prefix(),
+        Permission::read(super::depot::depot_dir(etcd.prefix())).with_prefix(),
         Permission::read_write(keys::host(etcd.prefix(), host)).with_prefix(),
     ] {
         created(

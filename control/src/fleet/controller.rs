@@ -23,6 +23,10 @@ use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+mod lifecycle;
+
+pub use lifecycle::FleetImportError;
+
 /// How a controller runs.
 #[derive(Debug, Clone)]
 pub struct ControllerConfig {
@@ -35,6 +39,8 @@ pub struct ControllerConfig {
     pub api: String,
     /// The lease of its leadership and registration.
     pub ttl: Duration,
+    /// How it checks what it imports into the fleet's depot.
+    pub depot: crate::lifecycle::depot::DepotConfig,
 }
 
 /// A host as the fleet sees it.
@@ -427,6 +433,9 @@ impl Controller {
     }
 }
 
+/// How often the leader looks at the remediations under way.
+const ORCHESTRATION_TICK: Duration = Duration::from_millis(100);
+
 /// Campaigns, leads while the lease lives and etcd names it leader, and
 /// campaigns again when it does not.
 async fn campaign_loop(
@@ -446,7 +455,23 @@ async fn campaign_loop(
         };
         tracing::info!(controller = %id, "leading");
         let revision = l.revision;
+        let fence = l.fencing();
         *leading.lock().unwrap_or_else(|p| p.into_inner()) = Some(l);
+        // The remediations, carried out while it leads (again after an
+        // error: the journal in etcd says where they stand).
+        let orchestration = tokio::spawn({
+            let etcd = etcd.clone();
+            async move {
+                loop {
+                    match super::remediation::orchestrate(&etcd, fence, ORCHESTRATION_TICK).await {
+                        Err(FleetError::NotLeader { .. }) => return,
+                        Err(e) => tracing::warn!("orchestrating remediations: {e}"),
+                        Ok(()) => {}
+                    }
+                    tokio::time::sleep(ORCHESTRATION_TICK).await;
+                }
+            }
+        });
         loop {
             tokio::time::sleep(ttl / 4).await;
             let alive = leading
@@ -464,6 +489,7 @@ async fn campaign_loop(
                 break;
             }
         }
+        orchestration.abort();
         tracing::warn!(controller = %id, "no longer leading");
         leading.lock().unwrap_or_else(|p| p.into_inner()).take();
     }

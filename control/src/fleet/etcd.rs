@@ -212,8 +212,9 @@ impl Etcd {
     }
 
     /// Runs the request `attempt` makes, again while it fails for want of a
-    /// member (one died and the client has not yet moved to another), for
-    /// up to the request timeout. Only for requests that may run twice.
+    /// member (one died and the client has not yet moved to another, or a
+    /// request timed out on it), for up to the request timeout and at least
+    /// twice. Only for requests that may run twice.
     ///
     /// # Errors
     /// The last error, classified.
@@ -223,13 +224,17 @@ impl Etcd {
         Fut: std::future::Future<Output = Result<T, etcd_client::Error>>,
     {
         let deadline = tokio::time::Instant::now() + self.config.timeout;
+        let mut tries = 0;
         loop {
+            tries += 1;
             match attempt(self.client.clone()).await {
                 Ok(v) => return Ok(v),
                 Err(e) => {
                     let e = self.error(what, e);
+                    // A request that waited out the timeout on a dead
+                    // member still gets another try, on another.
                     if !matches!(e, FleetError::Unreachable { .. })
-                        || tokio::time::Instant::now() > deadline
+                        || (tries > 1 && tokio::time::Instant::now() > deadline)
                     {
                         return Err(e);
                     }
@@ -292,6 +297,7 @@ fn classify(config: &EtcdConfig, what: impl Into<String>, e: etcd_client::Error)
                 || message.contains("tcp connect error")
                 || message.contains("leader changed")
                 || message.contains("no leader")
+                || message.contains("Timeout expired")
             {
                 FleetError::Unreachable {
                     endpoints,

@@ -11,11 +11,13 @@ pub mod agent;
 pub mod audit;
 mod auth;
 pub mod controller;
+pub mod depot;
 mod etcd;
 pub mod inventory;
 pub mod keys;
 mod leader;
 mod liveness;
+pub mod remediation;
 mod rulesets;
 mod watch;
 

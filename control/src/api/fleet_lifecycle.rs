@@ -1,0 +1,128 @@
+//! A fleet controller's lifecycle endpoints: the depot and images in etcd,
+//! and remediations ordered host by host. Same paths, bodies and answers
+//! as on one machine, so the CLI is the same.
+
+use super::ApiError;
+use super::fleet::FleetApi;
+use crate::daemon::ControlError;
+use crate::fleet::controller::FleetImportError;
+use crate::fleet::depot::ImportError;
+use crate::fleet::remediation::StartError;
+use crate::lifecycle::DesiredImage;
+use axum::Json;
+use axum::body::Bytes;
+use axum::extract::rejection::BytesRejection;
+use axum::extract::{ConnectInfo, Path, State};
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use std::sync::Arc;
+
+type Answer = Result<Response, ApiError>;
+
+impl From<FleetImportError> for ControlError {
+    fn from(e: FleetImportError) -> ControlError {
+        match e {
+            FleetImportError::NoKeys => ControlError::Refused(e.to_string()),
+            FleetImportError::Keys(k) => ControlError::Depot(vec![k]),
+            FleetImportError::Refused(ImportError::Refused(all)) => ControlError::Depot(all),
+            FleetImportError::Refused(e @ ImportError::TooLarge { .. }) => {
+                ControlError::Refused(e.to_string())
+            }
+            FleetImportError::Refused(e @ ImportError::Exists(_)) => {
+                ControlError::Exists(e.to_string())
+            }
+        }
+    }
+}
+
+impl From<StartError> for ControlError {
+    fn from(e: StartError) -> ControlError {
+        match e {
+            StartError::NoCluster(_) => ControlError::NotFound {
+                what: e.to_string(),
+            },
+            StartError::Options(m) => ControlError::BadRequest(m),
+            StartError::NoImage(_) | StartError::Busy(_) => ControlError::Lifecycle(e.to_string()),
+        }
+    }
+}
+
+/// `GET /v1/depot`: the fleet's depot.
+pub async fn depot(State(s): State<Arc<FleetApi>>) -> Answer {
+    Ok(Json(s.controller.depot().await?).into_response())
+}
+
+/// `POST /v1/depot/import` (leader only): a directory on the leader's
+/// machine, checked with its trusted keys, into etcd.
+pub async fn depot_import(
+    State(s): State<Arc<FleetApi>>,
+    raw: Result<Bytes, BytesRejection>,
+) -> Answer {
+    let bytes = super::handlers::body(s.max_body, raw)?;
+    let request: super::handlers::ImportRequest = super::handlers::parse_json(&bytes)?;
+    let manifests = s
+        .controller
+        .depot_import(&request.path)
+        .await?
+        .map_err(ControlError::from)?;
+    Ok((StatusCode::CREATED, Json(manifests)).into_response())
+}
+
+/// `PUT /v1/clusters/{name}/image` (leader only).
+pub async fn set_image(
+    State(s): State<Arc<FleetApi>>,
+    Path(name): Path<String>,
+    raw: Result<Bytes, BytesRejection>,
+) -> Answer {
+    let bytes = super::handlers::body(s.max_body, raw)?;
+    let image: DesiredImage = super::handlers::parse_json(&bytes)?;
+    s.controller
+        .set_image(&name, image.clone())
+        .await?
+        .map_err(ControlError::from)?;
+    Ok(Json(image).into_response())
+}
+
+/// `POST /v1/clusters/{name}/remediate` (leader only): 202 with the
+/// remediation, whose hosts the leader then orders. A dry run is not
+/// served on a fleet (422 `refused`).
+pub async fn remediate(
+    State(s): State<Arc<FleetApi>>,
+    ConnectInfo(peer): ConnectInfo<super::Peer>,
+    Path(name): Path<String>,
+    raw: Result<Bytes, BytesRejection>,
+) -> Answer {
+    let bytes = super::handlers::body(s.max_body, raw)?;
+    let (options, dry_run) =
+        super::lifecycle::remediate_request(super::handlers::parse_json(&bytes)?)?;
+    if dry_run {
+        return Err(ApiError::refused(
+            "a fleet does not dry-run a remediation: each host's agent plans its own; see each host's plan in the remediation",
+        ));
+    }
+    let r = s
+        .controller
+        .remediate(&name, options, &peer.0)
+        .await?
+        .map_err(ControlError::from)?;
+    Ok((StatusCode::ACCEPTED, Json(r)).into_response())
+}
+
+/// `GET /v1/remediations`: every remediation, with each host's steps.
+pub async fn remediations(State(s): State<Arc<FleetApi>>) -> Answer {
+    Ok(Json(s.controller.remediations().await?).into_response())
+}
+
+/// `GET /v1/remediations/{id}`.
+pub async fn remediation(State(s): State<Arc<FleetApi>>, Path(id): Path<u64>) -> Answer {
+    let r = s
+        .controller
+        .remediations()
+        .await?
+        .into_iter()
+        .find(|r| r.id == id)
+        .ok_or_else(|| ControlError::NotFound {
+            what: format!("remediation {id}: dse lifecycle history lists them"),
+        })?;
+    Ok(Json(r).into_response())
+}

@@ -1,0 +1,506 @@
+//! A fleet's remediation, split the way vLCM splits it: the leading
+//! controller orders the hosts (their order, how many at once, retries,
+//! each host's result), and each host's agent runs the host's own
+//! sequence with the single-machine engine, journaled in its own store.
+//!
+//! ```text
+//! <prefix>/control/remediations/<id>     the controller's journal
+//! <prefix>/hosts/<h>/remediation         the order: remediation, attempt, image, options
+//! <prefix>/hosts/<h>/remediation-status  the agent's answer: each step it finished
+//! ```
+//!
+//! The order exists exactly while the host is under remediation: the
+//! controller writes it with the journal in one transaction, and withdraws
+//! it once it has recorded the host's result and versions. An agent takes
+//! an order once (its own journal names the remediation and attempt), so
+//! a controller that dies and one that takes over meet the same agents
+//! mid-sequence; an agent killed mid-step resumes its journal and redoes
+//! that step.
+//!
+//! [`advance`] is the controller's whole decision, pure: what a look at the
+//! journal, the agents' answers and their liveness changes.
+
+use super::etcd::{Etcd, FleetError};
+use super::inventory::{read_inventory, update_inventory};
+use super::keys;
+use super::leader::Fence;
+use super::liveness::live_hosts;
+use crate::lifecycle::remediation::{HostResult, HostRun, Options, Remediation};
+use crate::lifecycle::{DesiredImage, Host};
+use etcd_client::{Compare, CompareOp, GetOptions, Txn, TxnOp};
+use serde::{Deserialize, Serialize};
+use std::collections::{BTreeMap, BTreeSet};
+use std::time::Duration;
+
+/// `<prefix>/control/remediations/`.
+pub fn journal_dir(prefix: &str) -> String {
+    format!("{}remediations/", keys::control(prefix))
+}
+
+/// `<prefix>/control/remediations/<id>`, zero-padded to sort by id.
+pub fn journal_key(prefix: &str, id: u64) -> String {
+    format!("{}{id:010}", journal_dir(prefix))
+}
+
+/// `<prefix>/hosts/<h>/remediation`: the host's order.
+pub fn order_key(prefix: &str, host: &str) -> String {
+    format!("{}remediation", keys::host(prefix, host))
+}
+
+/// `<prefix>/hosts/<h>/remediation-status`: its agent's answer.
+pub fn ack_key(prefix: &str, host: &str) -> String {
+    format!("{}remediation-status", keys::host(prefix, host))
+}
+
+/// What the controller wants of a host.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Order {
+    /// The remediation.
+    pub id: u64,
+    /// Which attempt at the host, from 1.
+    pub attempt: u32,
+    /// The host's cluster.
+    pub cluster: String,
+    /// The image to bring it to.
+    pub image: DesiredImage,
+    /// How the host's own sequence runs (`parallel` does not apply).
+    pub options: Options,
+}
+
+impl Order {
+    /// The tag of the agent's own remediation that carries this order out.
+    pub fn tag(&self) -> String {
+        format!("fleet remediation {} attempt {}", self.id, self.attempt)
+    }
+}
+
+/// What an agent answers: its own run of the host, step by step.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Ack {
+    /// The remediation.
+    pub id: u64,
+    /// The attempt.
+    pub attempt: u32,
+    /// The host's run as its agent journals it.
+    pub run: HostRun,
+    /// The host as its agent's inventory has it once the run is final:
+    /// the versions it runs.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub host: Option<Host>,
+}
+
+/// What [`advance`] decided besides the journal.
+#[derive(Debug, Default, PartialEq)]
+pub struct Decision {
+    /// Orders to write, by host.
+    pub orders: Vec<(String, Order)>,
+    /// Hosts whose order is withdrawn.
+    pub withdrawn: Vec<String>,
+    /// Hosts whose versions go into the inventory.
+    pub record: Vec<Host>,
+}
+
+/// Advances remediation `r` at `now_ms`, given each host's agent answer
+/// (`acks`), which hosts' agents are live, and since when each host under
+/// way has been seen unavailable (`away`, kept by the caller).
+///
+/// A host's result is its agent's final answer to its current attempt. A
+/// host whose agent stays unavailable past `boot_timeout_ms` is tried again
+/// while `retries` allow, then TIMED_OUT; the others go on. Hosts are
+/// ordered in their journal order, at most `parallel` under way.
+pub fn advance(
+    r: &mut Remediation,
+    acks: &BTreeMap<String, Ack>,
+    live: &BTreeSet<String>,
+    away: &mut BTreeMap<String, u64>,
+    now_ms: u64,
+) -> Decision {
+    let mut d = Decision::default();
+    let options = r.options.clone();
+    for h in &mut r.hosts {
+        match h.result {
+            HostResult::Running => {
+                let answer = acks
+                    .get(&h.host)
+                    .filter(|a| a.id == r.id && a.attempt == h.attempts);
+                if let Some(a) = answer.filter(|a| a.run.result.is_final()) {
+                    h.result = a.run.result;
+                    h.message.clone_from(&a.run.message);
+                    h.maintenance = false;
+                    h.finished_ms = Some(a.run.finished_ms.unwrap_or(now_ms));
+                    d.record.extend(a.host.clone());
+                    d.withdrawn.push(h.host.clone());
+                    away.remove(&h.host);
+                } else if live.contains(&h.host) {
+                    away.remove(&h.host);
+                } else {
+                    let since = *away.entry(h.host.clone()).or_insert(now_ms);
+                    let gone = now_ms.saturating_sub(since);
+                    if gone > options.boot_timeout_ms {
+                        let why = format!(
+                            "its agent was unavailable for {:.1} s (attempt {})",
+                            gone as f64 / 1000.0,
+                            h.attempts
+                        );
+                        h.finished_ms = Some(now_ms);
+                        away.remove(&h.host);
+                        if h.attempts <= options.retries {
+                            h.result = HostResult::RetryPending;
+                            h.message = Some(format!("{why}; trying again"));
+                        } else {
+                            h.result = HostResult::TimedOut;
+                            h.message = Some(why);
+                            d.withdrawn.push(h.host.clone());
+                        }
+                    }
+                }
+            }
+            HostResult::RetryPending => {
+                let due = h.finished_ms.unwrap_or(0) + options.retry_delay_ms;
+                if now_ms >= due {
+                    h.attempts += 1;
+                    h.result = HostResult::Running;
+                    h.finished_ms = None;
+                    d.orders.push((
+                        h.host.clone(),
+                        order(r.id, &r.cluster, &r.image, &options, h),
+                    ));
+                }
+            }
+            _ => {}
+        }
+    }
+    let mut running = r
+        .hosts
+        .iter()
+        .filter(|h| h.result == HostResult::Running)
+        .count();
+    for h in &mut r.hosts {
+        if running >= options.parallel.max(1) {
+            break;
+        }
+        if h.result == HostResult::Pending {
+            h.result = HostResult::Running;
+            h.attempts = 1;
+            h.started_ms = Some(now_ms);
+            running += 1;
+            d.orders.push((
+                h.host.clone(),
+                order(r.id, &r.cluster, &r.image, &options, h),
+            ));
+        }
+    }
+    if r.finished_ms.is_none() && r.hosts.iter().all(|h| h.result.is_final()) {
+        r.finished_ms = Some(now_ms);
+    }
+    d
+}
+
+fn order(id: u64, cluster: &str, image: &DesiredImage, options: &Options, h: &HostRun) -> Order {
+    Order {
+        id,
+        attempt: h.attempts,
+        cluster: cluster.to_string(),
+        image: image.clone(),
+        options: options.clone(),
+    }
+}
+
+/// Every remediation journal with its etcd revision, oldest first.
+async fn journals(etcd: &Etcd) -> Result<Vec<(Remediation, i64)>, FleetError> {
+    let dir = journal_dir(etcd.prefix());
+    let r = etcd
+        .retry(&format!("reading {dir}"), |mut c| {
+            let dir = dir.clone();
+            async move { c.get(dir, Some(GetOptions::new().with_prefix())).await }
+        })
+        .await?;
+    r.kvs()
+        .iter()
+        .map(|kv| {
+            serde_json::from_slice(kv.value())
+                .map(|j| (j, kv.mod_revision()))
+                .map_err(|e| FleetError::Damaged {
+                    what: String::from_utf8_lossy(kv.key()).into_owned(),
+                    reason: format!("it does not read: {e}"),
+                })
+        })
+        .collect()
+}
+
+/// The agents' answers of `hosts`.
+async fn acks(etcd: &Etcd, hosts: &[&str]) -> Result<BTreeMap<String, Ack>, FleetError> {
+    let mut out = BTreeMap::new();
+    // etcd takes at most 128 operations a transaction.
+    for batch in hosts.chunks(100) {
+        let txn = Txn::new().and_then(
+            batch
+                .iter()
+                .map(|h| TxnOp::get(ack_key(etcd.prefix(), h), None))
+                .collect::<Vec<_>>(),
+        );
+        let r = etcd
+            .retry("reading the agents' answers", |mut c| {
+                let txn = txn.clone();
+                async move { c.txn(txn).await }
+            })
+            .await?;
+        for (h, op) in batch.iter().zip(r.op_responses()) {
+            if let etcd_client::TxnOpResponse::Get(g) = op
+                && let Some(kv) = g.kvs().first()
+                && let Ok(a) = serde_json::from_slice::<Ack>(kv.value())
+            {
+                out.insert((*h).to_string(), a);
+            }
+        }
+    }
+    Ok(out)
+}
+
+/// Every remediation, oldest first, each host's steps as its agent
+/// answered them.
+///
+/// # Errors
+/// etcd's error.
+pub async fn list(etcd: &Etcd) -> Result<Vec<Remediation>, FleetError> {
+    let mut all: Vec<Remediation> = journals(etcd).await?.into_iter().map(|(r, _)| r).collect();
+    let hosts: BTreeSet<String> = all
+        .iter()
+        .flat_map(|r| r.hosts.iter().map(|h| h.host.clone()))
+        .collect();
+    let names: Vec<&str> = hosts.iter().map(String::as_str).collect();
+    let answers = acks(etcd, &names).await?;
+    for r in &mut all {
+        for h in &mut r.hosts {
+            if let Some(a) = answers.get(&h.host).filter(|a| a.id == r.id) {
+                h.steps.clone_from(&a.run.steps);
+                h.plan.clone_from(&a.run.plan);
+                if h.result == HostResult::Running {
+                    h.maintenance = a.run.maintenance;
+                }
+            }
+        }
+    }
+    Ok(all)
+}
+
+/// Why a remediation cannot start.
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    /// No such cluster.
+    #[error("no cluster named {0}: create it first (dse cluster create)")]
+    NoCluster(String),
+    /// The cluster has no image.
+    #[error("cluster {0} has no desired image: set one first (dse image set)")]
+    NoImage(String),
+    /// Another remediation is under way.
+    #[error("remediation {0} is under way: wait for it to finish (dse lifecycle history)")]
+    Busy(u64),
+    /// The options are wrong.
+    #[error("{0}")]
+    Options(String),
+}
+
+/// Journals a new remediation of `cluster` by `who` under `fence`; the
+/// leader's [`orchestrate`] then carries it out.
+///
+/// # Errors
+/// The outer error is etcd's or [`FleetError::NotLeader`]; the inner one
+/// why it cannot start (nothing is written then).
+pub async fn start(
+    etcd: &Etcd,
+    fence: Fence,
+    cluster: &str,
+    options: Options,
+    who: &str,
+) -> Result<Result<Remediation, StartError>, FleetError> {
+    if !(1..=96).contains(&options.parallel) {
+        return Ok(Err(StartError::Options(format!(
+            "parallel is {}: give 1 to 96 hosts at once",
+            options.parallel
+        ))));
+    }
+    let (clusters, _) = read_inventory(etcd).await?;
+    let Some(c) = clusters.iter().find(|c| c.name == cluster) else {
+        return Ok(Err(StartError::NoCluster(cluster.to_string())));
+    };
+    let Some(image) = c.image.clone() else {
+        return Ok(Err(StartError::NoImage(cluster.to_string())));
+    };
+    let all = journals(etcd).await?;
+    if let Some((r, _)) = all.iter().find(|(r, _)| !r.is_finished()) {
+        return Ok(Err(StartError::Busy(r.id)));
+    }
+    let id = all.last().map_or(1, |(r, _)| r.id + 1);
+    let r = Remediation {
+        id,
+        cluster: cluster.to_string(),
+        image,
+        options,
+        who: who.to_string(),
+        started_ms: crate::store::now_ms(),
+        finished_ms: None,
+        hosts: c
+            .hosts
+            .iter()
+            .map(|h| HostRun {
+                host: h.name.clone(),
+                result: HostResult::Pending,
+                attempts: 0,
+                maintenance: false,
+                message: None,
+                plan: None,
+                steps: Vec::new(),
+                started_ms: None,
+                finished_ms: None,
+            })
+            .collect(),
+    };
+    let key = journal_key(etcd.prefix(), id);
+    let txn = Txn::new()
+        .when([
+            fence.compare(etcd),
+            Compare::create_revision(key.as_str(), CompareOp::Equal, 0),
+        ])
+        .and_then([TxnOp::put(
+            key.as_str(),
+            serde_json::to_vec(&r).expect("a journal serializes"),
+            None,
+        )]);
+    let done = etcd
+        .retry(&format!("writing {key}"), |mut c| {
+            let txn = txn.clone();
+            async move { c.txn(txn).await }
+        })
+        .await?;
+    if !done.succeeded() {
+        if fence.holds(etcd).await? {
+            // Another start took the id first.
+            return Ok(Err(StartError::Busy(id)));
+        }
+        return Err(FleetError::NotLeader {
+            leader: super::leader::describe_leader(etcd).await?,
+        });
+    }
+    Ok(Ok(r))
+}
+
+/// Carries out every unfinished remediation while `fence` holds: looks at
+/// the journals, the agents' answers and liveness every `tick`, and writes
+/// what [`advance`] decides. Returns when the fence is lost.
+///
+/// # Errors
+/// [`FleetError::NotLeader`] once another leads; etcd's error otherwise
+/// (the caller starts it again).
+pub async fn orchestrate(etcd: &Etcd, fence: Fence, tick: Duration) -> Result<(), FleetError> {
+    let mut away: BTreeMap<(u64, String), u64> = BTreeMap::new();
+    loop {
+        for (mut r, revision) in journals(etcd).await? {
+            if r.is_finished() {
+                continue;
+            }
+            let names: Vec<&str> = r.hosts.iter().map(|h| h.host.as_str()).collect();
+            let answers = acks(etcd, &names).await?;
+            let live: BTreeSet<String> = live_hosts(etcd).await?.into_keys().collect();
+            let mut mine: BTreeMap<String, u64> = away
+                .iter()
+                .filter(|((id, _), _)| *id == r.id)
+                .map(|((_, h), t)| (h.clone(), *t))
+                .collect();
+            let before = r.clone();
+            let d = advance(&mut r, &answers, &live, &mut mine, crate::store::now_ms());
+            away.retain(|(id, _), _| *id != r.id);
+            away.extend(mine.into_iter().map(|(h, t)| ((r.id, h), t)));
+            if !d.record.is_empty() {
+                record_versions(etcd, fence, &r.cluster, &d.record).await?;
+            }
+            if r != before {
+                write(etcd, fence, &r, revision, &d).await?;
+            }
+        }
+        tokio::time::sleep(tick).await;
+    }
+}
+
+/// Writes the journal `r` (if still at `revision`) with `d`'s orders and
+/// withdrawals, in one fenced transaction.
+async fn write(
+    etcd: &Etcd,
+    fence: Fence,
+    r: &Remediation,
+    revision: i64,
+    d: &Decision,
+) -> Result<(), FleetError> {
+    let prefix = etcd.prefix();
+    let key = journal_key(prefix, r.id);
+    let mut ops = vec![TxnOp::put(
+        key.as_str(),
+        serde_json::to_vec(r).expect("a journal serializes"),
+        None,
+    )];
+    for (h, o) in &d.orders {
+        ops.push(TxnOp::put(
+            order_key(prefix, h),
+            serde_json::to_vec(o).expect("an order serializes"),
+            None,
+        ));
+    }
+    for h in &d.withdrawn {
+        ops.push(TxnOp::delete(order_key(prefix, h), None));
+    }
+    let txn = Txn::new()
+        .when([
+            fence.compare(etcd),
+            Compare::mod_revision(key.as_str(), CompareOp::Equal, revision),
+        ])
+        .and_then(ops);
+    let done = etcd
+        .retry(&format!("writing {key}"), |mut c| {
+            let txn = txn.clone();
+            async move { c.txn(txn).await }
+        })
+        .await?;
+    if !done.succeeded() && !fence.holds(etcd).await? {
+        return Err(FleetError::NotLeader {
+            leader: super::leader::describe_leader(etcd).await?,
+        });
+    }
+    // Not written with the fence held: the journal moved (this write's
+    // answer lost, or a start); the next look decides again.
+    Ok(())
+}
+
+/// Records each of `hosts`' versions in cluster `cluster` of the inventory.
+async fn record_versions(
+    etcd: &Etcd,
+    fence: Fence,
+    cluster: &str,
+    hosts: &[Host],
+) -> Result<(), FleetError> {
+    update_inventory(etcd, fence, |all| {
+        for host in hosts {
+            if let Some(h) = all
+                .iter_mut()
+                .filter(|c| c.name == cluster)
+                .flat_map(|c| c.hosts.iter_mut())
+                .find(|h| h.name == host.name)
+            {
+                h.version = host.version.clone();
+                for d in &mut h.dpus {
+                    if let Some(n) = host.dpus.iter().find(|n| n.serial == d.serial) {
+                        d.firmware = n.firmware.clone();
+                        d.os = n.os.clone();
+                        d.datapath = n.datapath.clone();
+                    }
+                }
+            }
+        }
+        Ok(())
+    })
+    .await?
+    .map_err(|e| FleetError::Damaged {
+        what: "the inventory".into(),
+        reason: e.to_string(),
+    })
+}
