@@ -593,6 +593,10 @@ pub enum LifecycleCommand {
         /// Further attempts of a host whose failure may pass.
         #[arg(long, default_value_t = 1)]
         retries: u32,
+        /// Longest wait for a DPU to come up (on a fleet, also for a
+        /// host's agent to come back), in milliseconds.
+        #[arg(long, default_value_t = 30_000)]
+        boot_timeout_ms: u64,
         /// Print the impact and touch nothing.
         #[arg(long)]
         dry_run: bool,

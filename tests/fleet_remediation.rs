@@ -15,32 +15,29 @@ mod common;
 
 use common::daemon::failure;
 use common::fabric::Delivery;
-use common::fleet::{agent, controller, etcd, until};
-use common::lab::{DPUS, HOSTS, Lab};
+use common::fleet::{cli, etcd, fleet_controller, json, lab_on_fleet, leader, until};
+use common::lab::Lab;
 use serde_json::Value;
 use std::time::{Duration, Instant};
 
-const TTL_S: u64 = 2;
+const TTL: &str = "2";
 
 /// Datagrams a second of each flow.
 const PPS: u64 = 2_000;
 
-fn write(dir: &std::path::Path, name: &str, text: &str) -> String {
-    let path = dir.join(name);
-    std::fs::write(&path, text).unwrap();
-    path.display().to_string()
-}
-
 /// The remediation as the API shows it.
-fn remediation(c: &common::daemon::DaemonProcess, id: u64) -> Option<Value> {
-    let out = c.cli(&[
-        "-o",
-        "json",
-        "lifecycle",
-        "history",
-        "--id",
-        &id.to_string(),
-    ]);
+fn remediation(c: &dse::lab::fleet::FleetProcess, id: u64) -> Option<Value> {
+    let out = cli(
+        c,
+        &[
+            "-o",
+            "json",
+            "lifecycle",
+            "history",
+            "--id",
+            &id.to_string(),
+        ],
+    );
     out.status
         .success()
         .then(|| serde_json::from_slice(&out.stdout).ok())
@@ -56,98 +53,49 @@ fn the_leader_orders_the_hosts_the_agents_run_them_and_a_new_leader_finishes() {
         return;
     };
     let endpoints = cluster.endpoints_arg();
-    let keys = lab.dir.join("trusted-keys");
-    let keys_arg = keys.to_str().unwrap();
-    let ttl = TTL_S.to_string();
-    let mut a = Some(controller(
-        "ctl-rem-a",
+    let keys = lab.dir.join("trusted-keys").display().to_string();
+    let mut a = Some(fleet_controller(
+        &lab.dir,
         &endpoints,
-        TTL_S,
-        &["--trusted-keys", keys_arg],
+        "ctl-rem-a",
+        TTL,
+        &keys,
     ));
     until(Duration::from_secs(10), "ctl-rem-a leads", || {
-        (a.as_ref().unwrap().json(&["fleet", "status"])["leader"] == "ctl-rem-a").then_some(())
+        (leader(a.as_ref().unwrap()).as_deref() == Some("ctl-rem-a")).then_some(())
     });
-    let b = controller(
-        "ctl-rem-b",
-        &endpoints,
-        TTL_S,
-        &["--trusted-keys", keys_arg],
-    );
-    let leader = a.as_ref().unwrap();
-
-    // The inventory, rules and datapaths, through the leader.
-    leader.json(&["depot", "import", lab.dir.join("depot").to_str().unwrap()]);
-    leader.json(&["cluster", "create", "c1", "--manager-version", "8.0.3"]);
-    for (i, h) in HOSTS.iter().enumerate() {
-        let file = write(&lab.dir, &format!("host{i}.yaml"), h);
-        leader.json(&["host", "add", "--cluster", "c1", "-f", &file]);
-    }
-    let rules = write(&lab.dir, "rules.yaml", &lab.rules);
-    leader.json(&["rules", "apply", "-f", &rules]);
-    for host in ["h1", "h2"] {
-        let datapaths: String = DPUS
-            .iter()
-            .zip(&lab.interfaces)
-            .filter(|((h, _), _)| *h == host)
-            .map(|((_, serial), ports)| {
-                let ports: Vec<String> = ports.iter().map(|(p, i)| format!("{p}: {i}")).collect();
-                format!(
-                    "- {{name: {serial}, backend: xdp, interfaces: {{{}}}}}\n",
-                    ports.join(", ")
-                )
-            })
-            .collect();
-        let file = write(&lab.dir, &format!("{host}-datapaths.yaml"), &datapaths);
-        leader.json(&["host", "set", host, "-f", &file]);
-    }
-    let mut agents: Vec<_> = ["h1", "h2"]
-        .iter()
-        .map(|h| {
-            let pins = lab.pins.0.join(h);
-            agent(
-                lab.dir.join(format!("agent-{h}")),
-                Some(&pins),
-                &endpoints,
-                h,
-                &["--lease-ttl", &ttl, "--trusted-keys", keys_arg],
-            )
-        })
-        .collect();
-    until(
-        Duration::from_secs(30),
-        "both hosts run their datapaths",
-        || {
-            let hosts = leader.json(&["host", "list"]);
-            let ok = hosts.as_array()?.iter().all(|h| {
-                h["state"] == "available"
-                    && h["report"]["datapaths"]
-                        .as_array()
-                        .is_some_and(|d| !d.is_empty() && d.iter().all(|d| d["state"] == "running"))
-            });
-            (ok && hosts.as_array()?.len() == 2).then_some(())
-        },
-    );
+    let b = fleet_controller(&lab.dir, &endpoints, "ctl-rem-b", TTL, &keys);
+    let leader_a = a.as_ref().unwrap();
+    let mut agents = lab_on_fleet(&lab, leader_a, &endpoints, TTL);
 
     // A bad image is refused by name; the new one is taken.
-    let out = leader.cli(&["image", "set", "--cluster", "c1", "--base", "esxi=9.9"]);
+    let out = cli(
+        leader_a,
+        &["image", "set", "--cluster", "c1", "--base", "esxi=9.9"],
+    );
     let (code, err) = failure(&out);
     assert_eq!(code, 4, "{err}");
     assert!(err.contains("esxi 9.9 is not in the depot"), "{err}");
-    leader.json(&[
-        "image",
-        "set",
-        "--cluster",
-        "c1",
-        "--base",
-        "esxi=8.0.4",
-        "--firmware",
-        "bluefield-fw=24.2",
-        "--component",
-        "dse-datapath=2.0",
-    ]);
+    json(
+        leader_a,
+        &[
+            "image",
+            "set",
+            "--cluster",
+            "c1",
+            "--base",
+            "esxi=8.0.4",
+            "--firmware",
+            "bluefield-fw=24.2",
+            "--component",
+            "dse-datapath=2.0",
+        ],
+    );
     // A follower refuses to start one, naming the leader.
-    let out = b.cli(&["lifecycle", "remediate", "--cluster", "c1", "--no-wait"]);
+    let out = cli(
+        &b,
+        &["lifecycle", "remediate", "--cluster", "c1", "--no-wait"],
+    );
     let (_, err) = failure(&out);
     assert!(err.contains("ctl-rem-a"), "{err}");
 
@@ -157,19 +105,25 @@ fn the_leader_orders_the_hosts_the_agents_run_them_and_a_new_leader_finishes() {
     std::thread::sleep(Duration::from_millis(500));
 
     // One host at a time, h1 first, each DPU's traffic kept.
-    let started = leader.json(&[
-        "lifecycle",
-        "remediate",
-        "--cluster",
-        "c1",
-        "--parallel",
-        "1",
-        "--keep-offload",
-        "--no-wait",
-    ]);
+    let started = json(
+        leader_a,
+        &[
+            "lifecycle",
+            "remediate",
+            "--cluster",
+            "c1",
+            "--parallel",
+            "1",
+            "--keep-offload",
+            "--no-wait",
+        ],
+    );
     let id = started["id"].as_u64().unwrap();
     // Another is refused while it runs.
-    let out = leader.cli(&["lifecycle", "remediate", "--cluster", "c1", "--no-wait"]);
+    let out = cli(
+        leader_a,
+        &["lifecycle", "remediate", "--cluster", "c1", "--no-wait"],
+    );
     let (_, err) = failure(&out);
     assert!(
         err.contains(&format!("remediation {id} is under way")),
@@ -178,15 +132,14 @@ fn the_leader_orders_the_hosts_the_agents_run_them_and_a_new_leader_finishes() {
 
     // h1 mid-sequence (its DPU flashed): the leader dies.
     until(Duration::from_secs(30), "h1 flashes its DPU", || {
-        let r = remediation(leader, id)?;
+        let r = remediation(leader_a, id)?;
         let steps = r["hosts"][0]["steps"].as_array()?.clone();
         steps.iter().any(|s| s["step"] == "flash").then_some(())
     });
     let killed = Instant::now();
-    let (dir, _) = a.take().unwrap().kill();
-    let _ = dir;
+    a.as_mut().unwrap().kill();
     until(Duration::from_secs(10), "ctl-rem-b leads", || {
-        (b.json(&["fleet", "status"])["leader"] == "ctl-rem-b").then_some(())
+        (leader(&b).as_deref() == Some("ctl-rem-b")).then_some(())
     });
     eprintln!("ctl-rem-b leads {:?} after the kill", killed.elapsed());
 
@@ -222,7 +175,7 @@ fn the_leader_orders_the_hosts_the_agents_run_them_and_a_new_leader_finishes() {
     }
     // The inventory holds what each host now runs, and each agent's
     // devices report it.
-    let clusters = b.json(&["cluster", "list"]);
+    let clusters = json(&b, &["cluster", "list"]);
     let c1 = &clusters.as_array().unwrap()[0];
     for h in c1["hosts"].as_array().unwrap() {
         assert_eq!(h["version"], "8.0.4", "{h}");
@@ -236,7 +189,7 @@ fn the_leader_orders_the_hosts_the_agents_run_them_and_a_new_leader_finishes() {
         Duration::from_secs(10),
         "the agents report the new image",
         || {
-            let hosts = b.json(&["host", "list"]);
+            let hosts = json(&b, &["host", "list"]);
             hosts
                 .as_array()?
                 .iter()

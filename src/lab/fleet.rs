@@ -32,7 +32,7 @@ impl FleetProcess {
             .map(std::ffi::OsStr::to_os_string)
             .collect();
         Ok(FleetProcess {
-            child: start(&argv, dir)?,
+            child: start(&argv, dir, &[])?,
             dir: dir.to_path_buf(),
             pins,
             argv,
@@ -45,9 +45,23 @@ impl FleetProcess {
     /// # Errors
     /// [`LabError::Io`] when it does not start.
     pub fn restart(&mut self) -> Result<(), LabError> {
+        self.restart_with_env(&[])
+    }
+
+    /// As [`FleetProcess::restart`], with `env` added for this run only
+    /// (fault injection: `DSE_CRASH_AT`).
+    ///
+    /// # Errors
+    /// [`LabError::Io`] when it does not start.
+    pub fn restart_with_env(&mut self, env: &[(&str, &str)]) -> Result<(), LabError> {
         self.kill();
-        self.child = start(&self.argv, &self.dir)?;
+        self.child = start(&self.argv, &self.dir, env)?;
         Ok(())
+    }
+
+    /// Whether it has exited (and how), without waiting.
+    pub fn exited(&mut self) -> Option<std::process::ExitStatus> {
+        self.child.try_wait().ok().flatten()
     }
 
     /// Starts `BIN agent --host HOST` against `endpoints`, its store in
@@ -117,8 +131,9 @@ impl FleetProcess {
     }
 }
 
-/// Starts `argv`, its standard error appended to `dir/log`.
-fn start(argv: &[std::ffi::OsString], dir: &Path) -> Result<Child, LabError> {
+/// Starts `argv` with `env` added, its standard error appended to
+/// `dir/log`.
+fn start(argv: &[std::ffi::OsString], dir: &Path, env: &[(&str, &str)]) -> Result<Child, LabError> {
     let io = |what: String| move |source| LabError::Io { what, source };
     let log = std::fs::OpenOptions::new()
         .create(true)
@@ -127,6 +142,7 @@ fn start(argv: &[std::ffi::OsString], dir: &Path) -> Result<Child, LabError> {
         .map_err(io(format!("opening {}/log", dir.display())))?;
     Command::new(&argv[0])
         .args(&argv[1..])
+        .envs(env.iter().copied())
         .stdout(Stdio::null())
         .stderr(log)
         .spawn()

@@ -269,10 +269,12 @@ pub fn lifecycle(
             parallel,
             keep_offload,
             retries,
+            boot_timeout_ms,
             dry_run,
             no_wait,
         } => {
-            let body = json!({"parallel": parallel, "keep_offload": keep_offload, "retries": retries, "dry_run": dry_run});
+            let body = json!({"parallel": parallel, "keep_offload": keep_offload, "retries": retries,
+                "boot_timeout_ms": boot_timeout_ms, "dry_run": dry_run});
             let call = Call::new(
                 Method::POST,
                 format!("/v1/clusters/{}/remediate", segment(&cluster)),

@@ -114,3 +114,140 @@ pub fn until<T>(within: Duration, what: &str, mut probe: impl FnMut() -> Option<
         std::thread::sleep(Duration::from_millis(20));
     }
 }
+
+/// `dse ARGS` against the fleet controller `c`.
+pub fn cli(c: &FleetProcess, args: &[&str]) -> std::process::Output {
+    Command::new(env!("CARGO_BIN_EXE_dse"))
+        .args(args)
+        .env("DSE_SOCKET", c.socket())
+        .output()
+        .expect("runs dse")
+}
+
+/// `dse -o json ARGS` against `c`, which must succeed.
+pub fn json(c: &FleetProcess, args: &[&str]) -> serde_json::Value {
+    let out = cli(c, &[&["-o", "json"][..], args].concat());
+    assert!(
+        out.status.success(),
+        "dse {args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    serde_json::from_slice(&out.stdout).expect("JSON output")
+}
+
+/// The controller that leads, as `c` sees it.
+pub fn leader(c: &FleetProcess) -> Option<String> {
+    let out = cli(c, &["-o", "json", "fleet", "status"]);
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).ok()?;
+    v["leader"].as_str().map(str::to_string)
+}
+
+/// A controller `id` of this build with its files under `dir`, trusting
+/// `keys`, its lease `ttl` seconds.
+pub fn fleet_controller(
+    dir: &Path,
+    endpoints: &str,
+    id: &str,
+    ttl: &str,
+    keys: &str,
+) -> FleetProcess {
+    FleetProcess::controller(
+        Path::new(env!("CARGO_BIN_EXE_dse")),
+        &dir.join(id),
+        endpoints,
+        id,
+        &["--lease-ttl", ttl, "--trusted-keys", keys],
+    )
+    .expect("starts a controller")
+}
+
+/// Puts the lifecycle lab `lab` on a fleet through its leader `c`: the
+/// depot, cluster c1 with hosts h1 and h2, the lab's rules, and each DPU's
+/// XDP datapath on its host; then starts an agent per host (lease `ttl`
+/// seconds, trusting the lab's key). Returns the agents once both hosts
+/// run their datapaths.
+pub fn lab_on_fleet(
+    lab: &super::lab::Lab,
+    c: &FleetProcess,
+    endpoints: &str,
+    ttl: &str,
+) -> Vec<FleetProcess> {
+    use super::lab::{DPUS, HOSTS};
+    let write = |name: &str, text: &str| {
+        let path = lab.dir.join(name);
+        std::fs::write(&path, text).unwrap();
+        path.display().to_string()
+    };
+    json(
+        c,
+        &["depot", "import", lab.dir.join("depot").to_str().unwrap()],
+    );
+    json(
+        c,
+        &["cluster", "create", "c1", "--manager-version", "8.0.3"],
+    );
+    for (i, h) in HOSTS.iter().enumerate() {
+        json(
+            c,
+            &[
+                "host",
+                "add",
+                "--cluster",
+                "c1",
+                "-f",
+                &write(&format!("host{i}.yaml"), h),
+            ],
+        );
+    }
+    json(
+        c,
+        &["rules", "apply", "-f", &write("rules.yaml", &lab.rules)],
+    );
+    for host in ["h1", "h2"] {
+        let datapaths: String = DPUS
+            .iter()
+            .zip(&lab.interfaces)
+            .filter(|((h, _), _)| *h == host)
+            .map(|((_, serial), ports)| {
+                let ports: Vec<String> = ports.iter().map(|(p, i)| format!("{p}: {i}")).collect();
+                format!(
+                    "- {{name: {serial}, backend: xdp, interfaces: {{{}}}}}\n",
+                    ports.join(", ")
+                )
+            })
+            .collect();
+        let file = write(&format!("{host}-datapaths.yaml"), &datapaths);
+        json(c, &["host", "set", host, "-f", &file]);
+    }
+    let keys = lab.dir.join("trusted-keys").display().to_string();
+    let agents = ["h1", "h2"]
+        .iter()
+        .map(|h| {
+            let pins = lab.pins.0.join(h);
+            agent(
+                lab.dir.join(format!("agent-{h}")),
+                Some(&pins),
+                endpoints,
+                h,
+                &["--lease-ttl", ttl, "--trusted-keys", &keys],
+            )
+        })
+        .collect();
+    until(
+        Duration::from_secs(30),
+        "both hosts run their datapaths",
+        || {
+            let hosts = json(c, &["host", "list"]);
+            let hosts = hosts.as_array()?;
+            let ok = hosts.len() == 2
+                && hosts.iter().all(|h| {
+                    h["state"] == "available"
+                        && h["report"]["datapaths"].as_array().is_some_and(|d| {
+                            !d.is_empty() && d.iter().all(|d| d["state"] == "running")
+                        })
+                });
+            ok.then_some(())
+        },
+    );
+    agents
+}

@@ -1,6 +1,7 @@
 //! The API of a controller on etcd (`dse serve --etcd`). It answers the
-//! rule endpoints from etcd, by named rule set, and the fleet's own
-//! endpoints (hosts, fleet status). A controller that does not lead serves
+//! rule endpoints from etcd, by named rule set, the fleet's own endpoints
+//! (hosts, fleet status, audit log), and the depot, images and remediations
+//! (see `fleet_lifecycle`). A controller that does not lead serves
 //! reads and refuses changes (421 `not_leader`, naming the leader and its
 //! API). The single-machine endpoints it does not serve yet answer 501
 //! `not_in_fleet_mode`.

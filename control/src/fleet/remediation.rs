@@ -197,6 +197,16 @@ pub fn advance(
     d
 }
 
+/// Fault injection: aborts the process at `point` of the controller's
+/// work when `DSE_CRASH_AT` is `fleet-<point>` (`started`, `ordered`,
+/// `recorded`), as a controller SIGKILLed right there.
+fn crash_point(point: &str) {
+    if std::env::var("DSE_CRASH_AT").is_ok_and(|v| v.strip_prefix("fleet-") == Some(point)) {
+        tracing::error!("fault injection: the controller crashes at fleet-{point}");
+        std::process::abort();
+    }
+}
+
 fn order(id: u64, cluster: &str, image: &DesiredImage, options: &Options, h: &HostRun) -> Order {
     Order {
         id,
@@ -383,6 +393,7 @@ pub async fn start(
             leader: super::leader::describe_leader(etcd).await?,
         });
     }
+    crash_point("started");
     Ok(Ok(r))
 }
 
@@ -414,9 +425,13 @@ pub async fn orchestrate(etcd: &Etcd, fence: Fence, tick: Duration) -> Result<()
             away.extend(mine.into_iter().map(|(h, t)| ((r.id, h), t)));
             if !d.record.is_empty() {
                 record_versions(etcd, fence, &r.cluster, &d.record).await?;
+                crash_point("recorded");
             }
             if r != before {
                 write(etcd, fence, &r, revision, &d).await?;
+                if !d.orders.is_empty() {
+                    crash_point("ordered");
+                }
             }
         }
         tokio::time::sleep(tick).await;
