@@ -14,35 +14,17 @@
 mod common;
 
 use common::daemon::failure;
-use common::fabric::Delivery;
-use common::fleet::{cli, etcd, fleet_controller, json, lab_on_fleet, leader, until};
+use common::fleet::{
+    cli, etcd, finished, fleet_controller, json, lab_on_fleet, leader, remediation, set_image,
+    until,
+};
 use common::lab::Lab;
-use serde_json::Value;
 use std::time::{Duration, Instant};
 
 const TTL: &str = "2";
 
 /// Datagrams a second of each flow.
 const PPS: u64 = 2_000;
-
-/// The remediation as the API shows it.
-fn remediation(c: &dse::lab::fleet::FleetProcess, id: u64) -> Option<Value> {
-    let out = cli(
-        c,
-        &[
-            "-o",
-            "json",
-            "lifecycle",
-            "history",
-            "--id",
-            &id.to_string(),
-        ],
-    );
-    out.status
-        .success()
-        .then(|| serde_json::from_slice(&out.stdout).ok())
-        .flatten()
-}
 
 #[test]
 fn the_leader_orders_the_hosts_the_agents_run_them_and_a_new_leader_finishes() {
@@ -76,21 +58,7 @@ fn the_leader_orders_the_hosts_the_agents_run_them_and_a_new_leader_finishes() {
     let (code, err) = failure(&out);
     assert_eq!(code, 4, "{err}");
     assert!(err.contains("esxi 9.9 is not in the depot"), "{err}");
-    json(
-        leader_a,
-        &[
-            "image",
-            "set",
-            "--cluster",
-            "c1",
-            "--base",
-            "esxi=8.0.4",
-            "--firmware",
-            "bluefield-fw=24.2",
-            "--component",
-            "dse-datapath=2.0",
-        ],
-    );
+    set_image(leader_a, "8.0.4", "24.2", Some("2.0"));
     // A follower refuses to start one, naming the leader.
     let out = cli(
         &b,
@@ -143,17 +111,8 @@ fn the_leader_orders_the_hosts_the_agents_run_them_and_a_new_leader_finishes() {
     });
     eprintln!("ctl-rem-b leads {:?} after the kill", killed.elapsed());
 
-    let done = until(Duration::from_secs(90), "the remediation ends", || {
-        let r = remediation(&b, id)?;
-        r["finished_ms"].is_u64().then_some(r)
-    });
-    std::thread::sleep(Duration::from_millis(500));
-    let flows: Vec<Delivery> = flows.into_iter().map(|f| f.finish()).collect();
-    for (f, name) in flows.iter().zip(["A->B", "C->D"]) {
-        eprintln!("{name}: {} sent, {} lost", f.sent, f.lost().len());
-        assert!(f.sent > 0, "{name} sent");
-        assert!(f.lost().is_empty(), "{name} lost {:?}", f.lost());
-    }
+    let done = finished(&b, id, Duration::from_secs(90));
+    common::fabric::assert_lossless(flows);
     for h in done["hosts"].as_array().unwrap() {
         assert_eq!(h["result"], "OK", "{h}");
         assert_eq!(h["attempts"], 1, "{h}");

@@ -16,10 +16,10 @@
 
 mod common;
 
-use common::fabric::Delivery;
-use common::fleet::{cli, etcd, fleet_controller, json, lab_on_fleet, leader, until};
+use common::fleet::{
+    cli, etcd, finished, fleet_controller, json, lab_on_fleet, leader, set_image, until,
+};
 use common::lab::Lab;
-use serde_json::Value;
 use std::time::Duration;
 
 const TTL: &str = "2";
@@ -82,21 +82,7 @@ fn controllers_and_an_agent_crash_at_each_journaled_point_and_every_host_ends_ok
         }
 
         let l = &ctl[leading];
-        let base_arg = format!("esxi={base}");
-        let fw_arg = format!("bluefield-fw={firmware}");
-        json(
-            l,
-            &[
-                "image",
-                "set",
-                "--cluster",
-                "c1",
-                "--base",
-                &base_arg,
-                "--firmware",
-                &fw_arg,
-            ],
-        );
+        set_image(l, base, firmware, None);
         let _ = cli(
             l,
             &[
@@ -125,21 +111,7 @@ fn controllers_and_an_agent_crash_at_each_journaled_point_and_every_host_ends_ok
             restarted_ms = unix_ms();
             agents[i].restart().unwrap();
         }
-        let done = until(Duration::from_secs(90), "the remediation ends", || {
-            let out = cli(
-                &ctl[survivor],
-                &[
-                    "-o",
-                    "json",
-                    "lifecycle",
-                    "history",
-                    "--id",
-                    &id.to_string(),
-                ],
-            );
-            let r: Value = serde_json::from_slice(&out.stdout).ok()?;
-            r["finished_ms"].is_u64().then_some(r)
-        });
+        let done = finished(&ctl[survivor], id, Duration::from_secs(90));
         for h in done["hosts"].as_array().unwrap() {
             assert_eq!(h["result"], "OK", "round {point}: {h}");
             assert_eq!(h["attempts"], 1, "round {point}: {h}");
@@ -195,21 +167,7 @@ fn controllers_and_an_agent_crash_at_each_journaled_point_and_every_host_ends_ok
     // retry, and h2 goes on (a hitless datapath upgrade).
     agents[0].kill();
     let l = &ctl[leading];
-    json(
-        l,
-        &[
-            "image",
-            "set",
-            "--cluster",
-            "c1",
-            "--base",
-            "esxi=8.0.4",
-            "--firmware",
-            "bluefield-fw=24.3",
-            "--component",
-            "dse-datapath=2.0",
-        ],
-    );
+    set_image(l, "8.0.4", "24.3", Some("2.0"));
     json(
         l,
         &[
@@ -226,11 +184,7 @@ fn controllers_and_an_agent_crash_at_each_journaled_point_and_every_host_ends_ok
             "--no-wait",
         ],
     );
-    let done = until(Duration::from_secs(60), "the remediation ends", || {
-        let out = cli(l, &["-o", "json", "lifecycle", "history", "--id", "4"]);
-        let r: Value = serde_json::from_slice(&out.stdout).ok()?;
-        r["finished_ms"].is_u64().then_some(r)
-    });
+    let done = finished(l, 4, Duration::from_secs(60));
     let hosts = done["hosts"].as_array().unwrap();
     assert_eq!(hosts[0]["host"], "h1");
     assert_eq!(hosts[0]["result"], "TIMED_OUT", "{}", hosts[0]);
@@ -244,11 +198,5 @@ fn controllers_and_an_agent_crash_at_each_journaled_point_and_every_host_ends_ok
     );
     assert_eq!(hosts[1]["result"], "OK", "{}", hosts[1]);
 
-    std::thread::sleep(Duration::from_millis(500));
-    let flows: Vec<Delivery> = flows.into_iter().map(|f| f.finish()).collect();
-    for (f, name) in flows.iter().zip(["A->B", "C->D"]) {
-        eprintln!("{name}: {} sent, {} lost", f.sent, f.lost().len());
-        assert!(f.sent > 0, "{name} sent");
-        assert!(f.lost().is_empty(), "{name} lost {:?}", f.lost());
-    }
+    common::fabric::assert_lossless(flows);
 }

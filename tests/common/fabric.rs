@@ -169,3 +169,15 @@ impl Fabric {
         Flow::from_sockets(tx, rx, dst, pps)
     }
 }
+
+/// Stops the fabric's two flows (A->B, C->D) half a second after now and
+/// asserts that each sent and lost nothing.
+pub fn assert_lossless(flows: [Flow; 2]) {
+    std::thread::sleep(std::time::Duration::from_millis(500));
+    for (f, name) in flows.into_iter().zip(["A->B", "C->D"]) {
+        let d: Delivery = f.finish();
+        eprintln!("{name}: {} sent, {} lost", d.sent, d.lost().len());
+        assert!(d.sent > 0, "{name} sent");
+        assert!(d.lost().is_empty(), "{name} lost {:?}", d.lost());
+    }
+}

@@ -251,3 +251,50 @@ pub fn lab_on_fleet(
     );
     agents
 }
+
+/// Remediation `id` as controller `c` shows it, if `c` answers.
+pub fn remediation(c: &FleetProcess, id: u64) -> Option<serde_json::Value> {
+    let out = cli(
+        c,
+        &[
+            "-o",
+            "json",
+            "lifecycle",
+            "history",
+            "--id",
+            &id.to_string(),
+        ],
+    );
+    out.status
+        .success()
+        .then(|| serde_json::from_slice(&out.stdout).ok())
+        .flatten()
+}
+
+/// Waits up to `within` for remediation `id` to end, as `c` shows it.
+pub fn finished(c: &FleetProcess, id: u64, within: Duration) -> serde_json::Value {
+    until(within, "the remediation ends", || {
+        remediation(c, id).filter(|r| r["finished_ms"].is_u64())
+    })
+}
+
+/// `dse image set --cluster c1` to ESXi `base`, BlueField firmware
+/// `firmware` and, if given, datapath `datapath`, through `c`.
+pub fn set_image(c: &FleetProcess, base: &str, firmware: &str, datapath: Option<&str>) {
+    let (base, firmware) = (format!("esxi={base}"), format!("bluefield-fw={firmware}"));
+    let mut args = vec![
+        "image",
+        "set",
+        "--cluster",
+        "c1",
+        "--base",
+        &base,
+        "--firmware",
+        &firmware,
+    ];
+    let component = datapath.map(|v| format!("dse-datapath={v}"));
+    if let Some(component) = &component {
+        args.extend(["--component", component]);
+    }
+    json(c, &args);
+}

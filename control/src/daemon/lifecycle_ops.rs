@@ -7,7 +7,7 @@ use super::{ControlError, Daemon};
 use crate::lifecycle::compliance::{self, ClusterCompliance, Status};
 use crate::lifecycle::device::{DeviceError, DpuDevice, EmulatedDpu, Emulation, SlotImage};
 use crate::lifecycle::engine::{DatapathState, DpuDatapaths, Engine};
-use crate::lifecycle::remediation::{HostResult, HostRun, Options, Remediation};
+use crate::lifecycle::remediation::{Options, Remediation};
 use crate::lifecycle::{self, Cluster, DesiredImage, Resolved};
 use dse_datapath::datapath::{Datapath, Fingerprint};
 use dse_datapath::pipeline::Count;
@@ -350,12 +350,7 @@ impl Daemon {
         dry_run: bool,
         who: &str,
     ) -> Result<Remediate, ControlError> {
-        if !(1..=96).contains(&options.parallel) {
-            return Err(ControlError::BadRequest(format!(
-                "parallel is {}: give 1 to 96 hosts at once",
-                options.parallel
-            )));
-        }
+        options.check().map_err(ControlError::BadRequest)?;
         let check = self.precheck(name)?;
         if dry_run {
             return Ok(Remediate::DryRun(check.compliance));
@@ -372,30 +367,8 @@ impl Daemon {
         }
         let c = self.cluster(name)?;
         let id = self.store.remediations()?.last().map_or(1, |r| r.id + 1);
-        let r = Remediation {
-            id,
-            cluster: name.to_string(),
-            image: c.image.clone().expect("pre-checked"),
-            options,
-            who: who.to_string(),
-            started_ms: crate::store::now_ms(),
-            finished_ms: None,
-            hosts: c
-                .hosts
-                .iter()
-                .map(|h| HostRun {
-                    host: h.name.clone(),
-                    result: HostResult::Pending,
-                    attempts: 0,
-                    maintenance: false,
-                    message: None,
-                    plan: None,
-                    steps: Vec::new(),
-                    started_ms: None,
-                    finished_ms: None,
-                })
-                .collect(),
-        };
+        let image = c.image.clone().expect("pre-checked");
+        let r = Remediation::new(id, &c, image, options, who);
         self.store.put_remediation(&r)?;
         self.store.audit_only(
             who,

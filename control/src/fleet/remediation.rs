@@ -325,11 +325,8 @@ pub async fn start(
     options: Options,
     who: &str,
 ) -> Result<Result<Remediation, StartError>, FleetError> {
-    if !(1..=96).contains(&options.parallel) {
-        return Ok(Err(StartError::Options(format!(
-            "parallel is {}: give 1 to 96 hosts at once",
-            options.parallel
-        ))));
+    if let Err(e) = options.check() {
+        return Ok(Err(StartError::Options(e)));
     }
     let (clusters, _) = read_inventory(etcd).await?;
     let Some(c) = clusters.iter().find(|c| c.name == cluster) else {
@@ -343,30 +340,7 @@ pub async fn start(
         return Ok(Err(StartError::Busy(r.id)));
     }
     let id = all.last().map_or(1, |(r, _)| r.id + 1);
-    let r = Remediation {
-        id,
-        cluster: cluster.to_string(),
-        image,
-        options,
-        who: who.to_string(),
-        started_ms: crate::store::now_ms(),
-        finished_ms: None,
-        hosts: c
-            .hosts
-            .iter()
-            .map(|h| HostRun {
-                host: h.name.clone(),
-                result: HostResult::Pending,
-                attempts: 0,
-                maintenance: false,
-                message: None,
-                plan: None,
-                steps: Vec::new(),
-                started_ms: None,
-                finished_ms: None,
-            })
-            .collect(),
-    };
+    let r = Remediation::new(id, c, image, options, who);
     let key = journal_key(etcd.prefix(), id);
     let txn = Txn::new()
         .when([

@@ -26,6 +26,24 @@ pub struct Options {
     pub boot_timeout_ms: u64,
 }
 
+impl Options {
+    /// Checks what the options' types cannot say: 1 to 96 hosts at once,
+    /// as vCenter allows.
+    ///
+    /// # Errors
+    /// What is wrong, naming the field.
+    pub fn check(&self) -> Result<(), String> {
+        if (1..=96).contains(&self.parallel) {
+            Ok(())
+        } else {
+            Err(format!(
+                "parallel is {}: give 1 to 96 hosts at once",
+                self.parallel
+            ))
+        }
+    }
+}
+
 impl Default for Options {
     fn default() -> Self {
         Options {
@@ -264,7 +282,49 @@ pub struct Remediation {
     pub hosts: Vec<HostRun>,
 }
 
+impl HostRun {
+    /// Host `host`, not started.
+    pub fn pending(host: &str) -> HostRun {
+        HostRun {
+            host: host.to_string(),
+            result: HostResult::Pending,
+            attempts: 0,
+            maintenance: false,
+            message: None,
+            plan: None,
+            steps: Vec::new(),
+            started_ms: None,
+            finished_ms: None,
+        }
+    }
+}
+
 impl Remediation {
+    /// Remediation `id` of `cluster` to `image`, asked for by `who` now,
+    /// every host pending.
+    pub fn new(
+        id: u64,
+        cluster: &super::Cluster,
+        image: DesiredImage,
+        options: Options,
+        who: &str,
+    ) -> Remediation {
+        Remediation {
+            id,
+            cluster: cluster.name.clone(),
+            image,
+            options,
+            who: who.to_string(),
+            started_ms: crate::store::now_ms(),
+            finished_ms: None,
+            hosts: cluster
+                .hosts
+                .iter()
+                .map(|h| HostRun::pending(&h.name))
+                .collect(),
+        }
+    }
+
     /// Whether every host is done with.
     pub fn is_finished(&self) -> bool {
         self.finished_ms.is_some()

@@ -71,27 +71,16 @@ impl Agent {
             return Ok(());
         }
         if let Err(e) = self.start(etcd, &order).await {
+            let now = crate::store::now_ms();
             let run = HostRun {
-                host: self.config.host.clone(),
                 result: HostResult::Error,
                 attempts: 1,
-                maintenance: false,
                 message: Some(e),
-                plan: None,
-                steps: Vec::new(),
-                started_ms: Some(crate::store::now_ms()),
-                finished_ms: Some(crate::store::now_ms()),
+                started_ms: Some(now),
+                finished_ms: Some(now),
+                ..HostRun::pending(&self.config.host)
             };
-            self.put_ack(
-                etcd,
-                Ack {
-                    id: order.id,
-                    attempt: order.attempt,
-                    run,
-                    host: None,
-                },
-            )
-            .await?;
+            self.put_ack(etcd, &order, run, None).await?;
         }
         Ok(())
     }
@@ -169,19 +158,24 @@ impl Agent {
             .is_finished()
             .then(|| self.daemon.cluster_host(&order.cluster, &self.config.host))
             .flatten();
-        self.put_ack(
-            etcd,
-            Ack {
-                id: order.id,
-                attempt: order.attempt,
-                run,
-                host,
-            },
-        )
-        .await
+        self.put_ack(etcd, &order, run, host).await
     }
 
-    async fn put_ack(&self, etcd: &Etcd, ack: Ack) -> Result<(), FleetError> {
+    /// Answers `order` with `run` (and the host's versions, once final),
+    /// unless that is what it answered last.
+    async fn put_ack(
+        &self,
+        etcd: &Etcd,
+        order: &Order,
+        run: HostRun,
+        host: Option<crate::lifecycle::Host>,
+    ) -> Result<(), FleetError> {
+        let ack = Ack {
+            id: order.id,
+            attempt: order.attempt,
+            run,
+            host,
+        };
         let mut last = self
             .answered
             .lock()
