@@ -56,8 +56,13 @@ pub enum Command {
     /// with --in-memory, traffic through the emulated datapath on in-memory ports).
     Demo {
         /// Run the in-memory demo even as root.
-        #[arg(long)]
+        #[arg(long, conflicts_with = "fleet")]
         in_memory: bool,
+        /// The hosts as a fleet: a 3-member etcd, two controllers and an
+        /// agent per host; the leader is killed during the remediation
+        /// (needs root and etcd).
+        #[arg(long)]
+        fleet: bool,
         /// Rule file of the in-memory demo (YAML or JSON).
         #[arg(long, default_value = "examples/demo.yaml")]
         rules: PathBuf,

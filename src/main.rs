@@ -150,10 +150,16 @@ fn run() -> ExitCode {
         .init();
     match cli.command {
         Command::Demo {
+            fleet: true,
+            in_memory: false,
+            ..
+        } => local(dse::demo::run_fleet()),
+        Command::Demo {
             in_memory,
             rules,
             packets,
             workers,
+            ..
         } => local(dse::demo::run(in_memory, &rules, packets, workers)),
         Command::Rules {
             command: RulesCommand::Check { file },

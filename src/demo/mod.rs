@@ -9,6 +9,7 @@
 
 pub mod cluster;
 pub mod depot;
+pub mod fleet;
 pub mod flows;
 pub mod memory;
 pub mod report;
@@ -89,4 +90,16 @@ pub fn run(in_memory: bool, rules: &Path, packets: u64, workers: usize) -> Resul
         }
     }
     memory::run(rules, packets, workers)
+}
+
+/// Runs the fleet demo ([`fleet`]); it needs what the cluster demo needs,
+/// and etcd.
+///
+/// # Errors
+/// What it needs and lacks, what failed, or a promise that did not hold.
+pub fn run_fleet() -> Result<()> {
+    if let Some(need) = cluster_demo_missing().or_else(fleet::etcd_missing) {
+        anyhow::bail!("the fleet demo needs {need}");
+    }
+    fleet::run()
 }
