@@ -152,6 +152,7 @@ fn schemathesis_finds_nothing_on_a_fleet_controller() {
         "getRules",
         "applyRules",
         "stats",
+        "counters",
         "listClusters",
         "createCluster",
         "addHost",

@@ -7,7 +7,8 @@
 //! on its agent's host path while it reboots). The leader is SIGKILLed
 //! while a host is mid-sequence: the other controller takes over from the
 //! journal in etcd, every host ends OK, on the new image, recorded in the
-//! inventory, and not one datagram is lost.
+//! inventory, and not one datagram is lost. Each DPU's per-rule counters,
+//! asked of its agent through etcd, show the traffic.
 //!
 //! Needs root and `etcd`; under CI=true their absence fails.
 
@@ -157,6 +158,30 @@ fn the_leader_orders_the_hosts_the_agents_run_them_and_a_new_leader_finishes() {
                 .then_some(())
         },
     );
+    // Per-rule counters, asked of the agents: every DPU's rules counted
+    // the traffic; one host's, one datapath's; a datapath that is not.
+    let all = json(&b, &["rules", "counters"]);
+    for dp in ["h1/S1", "h2/S2", "h2/S3"] {
+        let counted = all[dp].as_object().is_some_and(|rules| {
+            rules
+                .values()
+                .any(|c| c["packets"].as_u64().is_some_and(|n| n > 0))
+        });
+        assert!(counted, "{dp} counted: {all}");
+    }
+    let s2 = json(
+        &b,
+        &["rules", "counters", "--host", "h2", "--datapath", "S2"],
+    );
+    assert_eq!(s2.as_object().unwrap().len(), 1, "{s2}");
+    assert!(s2["S2"].is_object(), "{s2}");
+    let out = cli(
+        &b,
+        &["rules", "counters", "--host", "h2", "--datapath", "S9"],
+    );
+    let (code, err) = failure(&out);
+    assert_eq!(code, 7, "{err}");
+    assert!(err.contains("S9"), "{err}");
     for a in &mut agents {
         a.kill();
     }

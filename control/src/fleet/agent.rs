@@ -308,15 +308,25 @@ impl Agent {
             let changed = loop {
                 tokio::select! {
                     r = host.next() => match r? {
-                        Resumed::Events(events) if !events.iter().any(|e| {
-                            let key = match e {
-                                super::WatchEvent::Put { key, .. }
-                                | super::WatchEvent::Delete { key, .. } => key,
-                            };
-                            key.ends_with("/desired")
-                                || key.ends_with("/inventory")
-                                || key.ends_with("/remediation")
-                        }) => {}
+                        Resumed::Events(events) => {
+                            let keys: Vec<&str> = events
+                                .iter()
+                                .map(|e| match e {
+                                    super::WatchEvent::Put { key, .. }
+                                    | super::WatchEvent::Delete { key, .. } => key.as_str(),
+                                })
+                                .collect();
+                            if keys.iter().any(|k| k.ends_with("/counters-request")) {
+                                self.answer_counters(etcd).await?;
+                            }
+                            if keys.iter().any(|k| {
+                                k.ends_with("/desired")
+                                    || k.ends_with("/inventory")
+                                    || k.ends_with("/remediation")
+                            }) {
+                                break Resumed::Events(events);
+                            }
+                        }
                         other => break other,
                     },
                     r = rules.next() => break r?,
@@ -468,6 +478,40 @@ impl Agent {
             *self.applied.lock().unwrap_or_else(|p| p.into_inner()) = record;
         }
         Ok(())
+    }
+
+    /// Answers the counters request in its host's keys, if there is one.
+    async fn answer_counters(&self, etcd: &Etcd) -> Result<(), FleetError> {
+        use super::counters::{Answer, Request, answer_key, request_key};
+        let r = etcd
+            .get(&request_key(etcd.prefix(), &self.config.host))
+            .await?;
+        let Some(request) = r
+            .kvs()
+            .first()
+            .and_then(|kv| serde_json::from_slice::<Request>(kv.value()).ok())
+        else {
+            return Ok(());
+        };
+        let daemon = Arc::clone(&self.daemon);
+        let datapath = request.datapath.clone();
+        let got = tokio::task::spawn_blocking(move || {
+            daemon.counters(datapath.as_deref()).map_err(|e| {
+                let not_found = matches!(e, crate::ControlError::NotFound { .. });
+                (e.to_string(), not_found)
+            })
+        })
+        .await
+        .expect("the agent's daemon work does not panic");
+        let answer = Answer::of(&request, got);
+        let key = answer_key(etcd.prefix(), &self.config.host);
+        let value = serde_json::to_vec(&answer).expect("an answer serializes");
+        etcd.retry(&format!("writing {key}"), |mut c| {
+            let (key, value) = (key.clone(), value.clone());
+            async move { c.put(key, value, None).await }
+        })
+        .await
+        .map(|_| ())
     }
 
     /// The status to report.

@@ -91,6 +91,16 @@ pub enum FleetError {
         /// The host.
         host: String,
     },
+    /// A host's agent did not answer a request in time.
+    #[error(
+        "host {host}'s agent did not answer within {within:?}: is it available (dse host list)?"
+    )]
+    AgentSilent {
+        /// The host.
+        host: String,
+        /// How long it was given.
+        within: std::time::Duration,
+    },
     /// The change was based on another generation than the current one.
     #[error(
         "generation conflict on rule set {rule_set}: the change expected generation {expected}, but it is at {current}; read it again and retry"

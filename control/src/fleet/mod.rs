@@ -11,6 +11,7 @@ pub mod agent;
 pub mod audit;
 mod auth;
 pub mod controller;
+pub mod counters;
 pub mod depot;
 mod etcd;
 pub mod inventory;
