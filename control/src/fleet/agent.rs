@@ -22,6 +22,7 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
+mod counters;
 mod remediation;
 
 /// How often an agent under remediation answers with its steps.
@@ -478,40 +479,6 @@ impl Agent {
             *self.applied.lock().unwrap_or_else(|p| p.into_inner()) = record;
         }
         Ok(())
-    }
-
-    /// Answers the counters request in its host's keys, if there is one.
-    async fn answer_counters(&self, etcd: &Etcd) -> Result<(), FleetError> {
-        use super::counters::{Answer, Request, answer_key, request_key};
-        let r = etcd
-            .get(&request_key(etcd.prefix(), &self.config.host))
-            .await?;
-        let Some(request) = r
-            .kvs()
-            .first()
-            .and_then(|kv| serde_json::from_slice::<Request>(kv.value()).ok())
-        else {
-            return Ok(());
-        };
-        let daemon = Arc::clone(&self.daemon);
-        let datapath = request.datapath.clone();
-        let got = tokio::task::spawn_blocking(move || {
-            daemon.counters(datapath.as_deref()).map_err(|e| {
-                let not_found = matches!(e, crate::ControlError::NotFound { .. });
-                (e.to_string(), not_found)
-            })
-        })
-        .await
-        .expect("the agent's daemon work does not panic");
-        let answer = Answer::of(&request, got);
-        let key = answer_key(etcd.prefix(), &self.config.host);
-        let value = serde_json::to_vec(&answer).expect("an answer serializes");
-        etcd.retry(&format!("writing {key}"), |mut c| {
-            let (key, value) = (key.clone(), value.clone());
-            async move { c.put(key, value, None).await }
-        })
-        .await
-        .map(|_| ())
     }
 
     /// The status to report.
