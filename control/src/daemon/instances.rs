@@ -240,10 +240,10 @@ impl Running {
                     self.handle = other;
                     return Err(e);
                 }
-                if let Some(Handle::Host(host)) = other {
+                if let Some(Handle::Host(mut host)) = other {
                     // Frames the host path took before the program attached
-                    // are through its workers within moments.
-                    std::thread::sleep(std::time::Duration::from_millis(50));
+                    // go through it, however slowly its threads run.
+                    host.drain(std::time::Duration::from_secs(2));
                     let carried = host.rule_counters();
                     drop(host);
                     xdp.add_counts(&carried)?;

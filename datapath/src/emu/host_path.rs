@@ -39,7 +39,11 @@ pub struct IoCounters {
 pub struct HostPath {
     emu: Arc<EmuDatapath>,
     stop: Arc<AtomicBool>,
+    /// Set by [`HostPath::drain`]: receivers end once their socket is
+    /// empty, and then the transmitter once nothing is left to send.
+    draining: Arc<AtomicBool>,
     io: Arc<IoCounters>,
+    /// The receivers, then the transmitter last.
     threads: Vec<JoinHandle<()>>,
 }
 
@@ -95,25 +99,65 @@ impl HostPath {
         }
         let emu = Arc::new(EmuDatapath::start(rules, config)?);
         let stop = Arc::new(AtomicBool::new(false));
+        let draining = Arc::new(AtomicBool::new(false));
+        let drained = Arc::new(AtomicU64::new(0));
+        let taken = Arc::new(AtomicU64::new(0));
         let io = Arc::new(IoCounters::default());
         let mut threads = Vec::new();
+        let receivers = sockets.len() as u64;
         for (port, socket) in &sockets {
-            let (emu, stop, io) = (Arc::clone(&emu), Arc::clone(&stop), Arc::clone(&io));
+            let (emu, io) = (Arc::clone(&emu), Arc::clone(&io));
+            let ending = Ending {
+                stop: Arc::clone(&stop),
+                draining: Arc::clone(&draining),
+                drained: Arc::clone(&drained),
+                taken: Arc::clone(&taken),
+            };
             let (port, socket) = (port.clone(), Arc::clone(socket));
             threads.push(spawn(format!("dse-rx-{port}"), move || {
-                receive(&emu, &stop, &io, port, &socket)
+                receive(&emu, &ending, &io, port, &socket)
             })?);
         }
-        let (e, s, i) = (Arc::clone(&emu), Arc::clone(&stop), Arc::clone(&io));
+        let (e, i) = (Arc::clone(&emu), Arc::clone(&io));
+        let ending = Ending {
+            stop: Arc::clone(&stop),
+            draining: Arc::clone(&draining),
+            drained: Arc::clone(&drained),
+            taken: Arc::clone(&taken),
+        };
         threads.push(spawn("dse-tx".into(), move || {
-            transmit(&e, &s, &i, &sockets)
+            transmit(&e, &ending, receivers, &i, &sockets)
         })?);
         Ok(HostPath {
             emu,
             stop,
+            draining,
             io,
             threads,
         })
+    }
+
+    /// Lets every frame already queued to it through, then stops: each
+    /// receiver ends once its socket has been empty for a poll, and the
+    /// transmitter once the receivers ended and nothing was left to send
+    /// for a while. For a host path whose interfaces no longer bring it
+    /// frames (an XDP program took them back), so that none it took is
+    /// lost however slowly its threads are scheduled. Gives up after
+    /// `within` and stops at once.
+    pub fn drain(&mut self, within: Duration) {
+        self.draining.store(true, Ordering::Release);
+        let deadline = std::time::Instant::now() + within;
+        while self.threads.iter().any(|t| !t.is_finished()) {
+            if std::time::Instant::now() > deadline {
+                tracing::warn!("host path: not drained within {within:?}; stopping");
+                break;
+            }
+            std::thread::sleep(Duration::from_millis(5));
+        }
+        self.stop.store(true, Ordering::Relaxed);
+        for t in self.threads.drain(..) {
+            let _ = t.join();
+        }
     }
 
     /// What the I/O lost.
@@ -124,6 +168,12 @@ impl HostPath {
     /// The emulated datapath underneath.
     pub fn emu(&self) -> &EmuDatapath {
         &self.emu
+    }
+
+    /// The emulated datapath underneath, shared: to drive it from another
+    /// thread while this one drains.
+    pub fn shared_emu(&self) -> Arc<EmuDatapath> {
+        Arc::clone(&self.emu)
     }
 }
 
@@ -137,11 +187,29 @@ fn spawn(name: String, f: impl FnOnce() + Send + 'static) -> Result<JoinHandle<(
         })
 }
 
-fn receive(emu: &EmuDatapath, stop: &AtomicBool, io: &IoCounters, port: String, s: &PacketSocket) {
+/// How a host path's threads are told to end.
+struct Ending {
+    /// At once.
+    stop: Arc<AtomicBool>,
+    /// Once drained (see [`HostPath::drain`]).
+    draining: Arc<AtomicBool>,
+    /// Receivers that ended.
+    drained: Arc<AtomicU64>,
+    /// Frames the receivers handed to the workers.
+    taken: Arc<AtomicU64>,
+}
+
+impl Drop for Ending {
+    fn drop(&mut self) {
+        self.drained.fetch_add(1, Ordering::AcqRel);
+    }
+}
+
+fn receive(emu: &EmuDatapath, ending: &Ending, io: &IoCounters, port: String, s: &PacketSocket) {
     let mut bufs = vec![[0u8; MAX_FRAME]; BATCH];
     let mut lens = [0usize; BATCH];
     let mut ports = PortIndex::new();
-    while !stop.load(Ordering::Relaxed) {
+    while !ending.stop.load(Ordering::Relaxed) {
         let n = match s.recv_batch(&mut bufs, &mut lens) {
             Ok(n) => n,
             Err(e) => {
@@ -151,6 +219,10 @@ fn receive(emu: &EmuDatapath, stop: &AtomicBool, io: &IoCounters, port: String, 
             }
         };
         if n == 0 {
+            // A poll's wait with nothing received: the socket is empty.
+            if ending.draining.load(Ordering::Acquire) {
+                return;
+            }
             continue;
         }
         ports.refresh(emu, [&port]);
@@ -164,21 +236,30 @@ fn receive(emu: &EmuDatapath, stop: &AtomicBool, io: &IoCounters, port: String, 
             }
             // The port is in the rules just read; a concurrent change can
             // remove it, and then the frame is not ours to take.
-            let _ = emu.inject_blocking(index, Frame::new(&buf[..len]));
+            if emu.inject_blocking(index, Frame::new(&buf[..len])).is_ok() {
+                ending.taken.fetch_add(1, Ordering::Release);
+            }
         }
     }
 }
 
+/// How long the transmitter of a draining host path waits, with nothing
+/// to send once the workers went through every frame, for their last
+/// outputs.
+const SETTLE: Duration = Duration::from_millis(20);
+
 fn transmit(
     emu: &EmuDatapath,
-    stop: &AtomicBool,
+    ending: &Ending,
+    receivers: u64,
     io: &IoCounters,
     sockets: &BTreeMap<String, Arc<PacketSocket>>,
 ) {
     let mut ports = PortIndex::new();
     let mut frames: Vec<Frame> = Vec::with_capacity(BATCH);
     let backoff = crossbeam::utils::Backoff::new();
-    while !stop.load(Ordering::Relaxed) {
+    let mut idle_since: Option<std::time::Instant> = None;
+    while !ending.stop.load(Ordering::Relaxed) {
         ports.refresh(emu, sockets.keys());
         let mut moved = 0;
         for (name, &index) in &ports.index {
@@ -201,6 +282,19 @@ fn transmit(
         // The kernel already has its copy of every passed frame.
         while emu.recv_host().is_some() {
             moved += 1;
+        }
+        // Drained: the receivers ended, the workers went through every
+        // frame they took, and nothing moved for a while.
+        if moved == 0
+            && ending.drained.load(Ordering::Acquire) >= receivers
+            && emu.stats().rx_packets >= ending.taken.load(Ordering::Acquire)
+        {
+            let since = *idle_since.get_or_insert_with(std::time::Instant::now);
+            if since.elapsed() >= SETTLE {
+                return;
+            }
+        } else {
+            idle_since = None;
         }
         if moved == 0 {
             if backoff.is_completed() {
