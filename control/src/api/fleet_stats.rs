@@ -30,8 +30,19 @@ const COUNTERS_WITHIN: std::time::Duration = std::time::Duration::from_secs(5);
 pub async fn counters(State(s): State<Arc<FleetApi>>, Query(q): Query<CountersQuery>) -> Answer {
     let hosts = s.controller.hosts().await?;
     let targets: Vec<String> = match &q.host {
-        Some(h) if !hosts.iter().any(|v| &v.host == h) => return Err(no_host(h)),
-        Some(h) => vec![h.clone()],
+        Some(h) => match hosts.iter().find(|v| &v.host == h) {
+            None => return Err(no_host(h)),
+            Some(v) if v.state != "available" => {
+                return Err(ApiError {
+                    status: StatusCode::CONFLICT,
+                    code: "host_unavailable",
+                    message: format!(
+                        "host {h} is unavailable: no agent of it is live, so nothing answers for its counters (dse host list)"
+                    ),
+                });
+            }
+            Some(_) => vec![h.clone()],
+        },
         None => hosts
             .iter()
             .filter(|v| v.state == "available")

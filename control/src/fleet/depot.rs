@@ -200,22 +200,11 @@ fn manifest_files(dir: &Path) -> Result<Vec<(Manifest, Files)>, ImportError> {
 /// # Errors
 /// etcd's error, or [`FleetError::Damaged`] if a manifest does not read.
 pub async fn list(etcd: &Etcd) -> Result<Vec<Imported>, FleetError> {
-    let dir = depot_dir(etcd.prefix());
-    let r = etcd
-        .retry(&format!("reading {dir}"), |mut c| {
-            let dir = dir.clone();
-            async move {
-                c.get(dir, Some(GetOptions::new().with_prefix().with_keys_only()))
-                    .await
-            }
-        })
-        .await?;
-    let manifests: Vec<String> = r
-        .kvs()
-        .iter()
-        .filter_map(|kv| std::str::from_utf8(kv.key()).ok())
+    let manifests: Vec<String> = etcd
+        .keys(&depot_dir(etcd.prefix()))
+        .await?
+        .into_iter()
         .filter(|k| k.ends_with(".json"))
-        .map(str::to_string)
         .collect();
     let mut out = Vec::new();
     for key in manifests {

@@ -254,6 +254,31 @@ impl Etcd {
         }
     }
 
+    /// The keys under `prefix`, without their values, in key order
+    /// (retried as [`Etcd::retry`] does).
+    ///
+    /// # Errors
+    /// etcd's error, classified.
+    pub async fn keys(&self, prefix: &str) -> Result<Vec<String>, FleetError> {
+        let r = self
+            .retry(&format!("reading {prefix}"), |mut c| async move {
+                c.get(
+                    prefix,
+                    Some(
+                        etcd_client::GetOptions::new()
+                            .with_prefix()
+                            .with_keys_only(),
+                    ),
+                )
+                .await
+            })
+            .await?;
+        Ok(r.kvs()
+            .iter()
+            .filter_map(|kv| String::from_utf8(kv.key().to_vec()).ok())
+            .collect())
+    }
+
     /// Reads `key` (retried as [`Etcd::retry`] does).
     ///
     /// # Errors

@@ -211,6 +211,22 @@ pub async fn live_hosts(etcd: &Etcd) -> Result<BTreeMap<String, Vec<u8>>, FleetE
         .collect())
 }
 
+/// The hosts whose agent's lease lives, by name only (a keys-only read).
+///
+/// # Errors
+/// etcd's error.
+pub async fn live_host_names(
+    etcd: &Etcd,
+) -> Result<std::collections::BTreeSet<String>, FleetError> {
+    let hosts = format!("{}/hosts/", etcd.prefix());
+    Ok(etcd
+        .keys(&hosts)
+        .await?
+        .iter()
+        .filter_map(|k| Some(k.strip_prefix(&hosts)?.strip_suffix("/status")?.to_string()))
+        .collect())
+}
+
 /// A lease kept alive on the runtime: a round every third of its TTL,
 /// reopening the stream when it breaks (a member died). Dropping it stops
 /// the rounds, and the lease then expires within its TTL.

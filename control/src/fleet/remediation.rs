@@ -24,7 +24,7 @@ use super::etcd::{Etcd, FleetError};
 use super::inventory::{read_inventory, update_inventory};
 use super::keys;
 use super::leader::Fence;
-use super::liveness::live_hosts;
+use super::liveness::live_host_names;
 use crate::lifecycle::remediation::{HostResult, HostRun, Options, Remediation};
 use crate::lifecycle::{DesiredImage, Host};
 use etcd_client::{Compare, CompareOp, GetOptions, Txn, TxnOp};
@@ -379,24 +379,36 @@ pub async fn start(
 /// [`FleetError::NotLeader`] once another leads; etcd's error otherwise
 /// (the caller starts it again).
 pub async fn orchestrate(etcd: &Etcd, fence: Fence, tick: Duration) -> Result<(), FleetError> {
-    let mut away: BTreeMap<(u64, String), u64> = BTreeMap::new();
+    // Since when each host under way has been seen unavailable, by
+    // remediation; and the remediations known finished, read no more.
+    let mut away: BTreeMap<u64, BTreeMap<String, u64>> = BTreeMap::new();
+    let mut finished: BTreeSet<u64> = BTreeSet::new();
     loop {
-        for (mut r, revision) in journals(etcd).await? {
-            if r.is_finished() {
+        for id in journal_ids(etcd).await? {
+            if finished.contains(&id) {
                 continue;
             }
-            let names: Vec<&str> = r.hosts.iter().map(|h| h.host.as_str()).collect();
-            let answers = acks(etcd, &names).await?;
-            let live: BTreeSet<String> = live_hosts(etcd).await?.into_keys().collect();
-            let mut mine: BTreeMap<String, u64> = away
+            let key = journal_key(etcd.prefix(), id);
+            let Some((mut r, revision)) = journal(etcd, &key).await? else {
+                continue;
+            };
+            if r.is_finished() {
+                finished.insert(id);
+                away.remove(&id);
+                continue;
+            }
+            // Only the hosts under way have answers that matter.
+            let names: Vec<&str> = r
+                .hosts
                 .iter()
-                .filter(|((id, _), _)| *id == r.id)
-                .map(|((_, h), t)| (h.clone(), *t))
+                .filter(|h| h.result == HostResult::Running)
+                .map(|h| h.host.as_str())
                 .collect();
+            let answers = acks(etcd, &names).await?;
+            let live = live_host_names(etcd).await?;
             let before = r.clone();
-            let d = advance(&mut r, &answers, &live, &mut mine, crate::store::now_ms());
-            away.retain(|(id, _), _| *id != r.id);
-            away.extend(mine.into_iter().map(|(h, t)| ((r.id, h), t)));
+            let mine = away.entry(id).or_default();
+            let d = advance(&mut r, &answers, &live, mine, crate::store::now_ms());
             if !d.record.is_empty() {
                 record_versions(etcd, fence, &r.cluster, &d.record).await?;
                 crash_point("recorded");
@@ -410,6 +422,30 @@ pub async fn orchestrate(etcd: &Etcd, fence: Fence, tick: Duration) -> Result<()
         }
         tokio::time::sleep(tick).await;
     }
+}
+
+/// The remediations' ids, from their journals' keys (a keys-only read).
+async fn journal_ids(etcd: &Etcd) -> Result<Vec<u64>, FleetError> {
+    let dir = journal_dir(etcd.prefix());
+    Ok(etcd
+        .keys(&dir)
+        .await?
+        .iter()
+        .filter_map(|k| k.strip_prefix(&dir)?.parse().ok())
+        .collect())
+}
+
+/// The journal at `key` with its revision, if there is one.
+async fn journal(etcd: &Etcd, key: &str) -> Result<Option<(Remediation, i64)>, FleetError> {
+    let r = etcd.get(key).await?;
+    let Some(kv) = r.kvs().first() else {
+        return Ok(None);
+    };
+    let j = serde_json::from_slice(kv.value()).map_err(|e| FleetError::Damaged {
+        what: key.to_string(),
+        reason: format!("it does not read: {e}"),
+    })?;
+    Ok(Some((j, kv.mod_revision())))
 }
 
 /// Writes the journal `r` (if still at `revision`) with `d`'s orders and
