@@ -60,6 +60,18 @@ fn the_leader_orders_the_hosts_the_agents_run_them_and_a_new_leader_finishes() {
     assert_eq!(code, 4, "{err}");
     assert!(err.contains("esxi 9.9 is not in the depot"), "{err}");
     set_image(leader_a, "8.0.4", "24.2", Some("2.0"));
+    // Compliance, from what the agents report: every host behind, by a
+    // reboot; the same on the follower.
+    for c in [leader_a, &b] {
+        let before = json(c, &["lifecycle", "check", "--cluster", "c1"]);
+        assert_eq!(before["status"], "non_compliant", "{before}");
+        for h in before["hosts"].as_array().unwrap() {
+            assert_eq!(h["status"], "non_compliant", "{h}");
+            assert_eq!(h["impact"], "reboot", "{h}");
+        }
+    }
+    let pre = json(&b, &["lifecycle", "precheck", "--cluster", "c1"]);
+    assert_eq!(pre["ok"], true, "{pre}");
     // A follower refuses to start one, naming the leader.
     let out = cli(
         &b,
@@ -97,6 +109,21 @@ fn the_leader_orders_the_hosts_the_agents_run_them_and_a_new_leader_finishes() {
     assert!(
         err.contains(&format!("remediation {id} is under way")),
         "{err}"
+    );
+    // So says the pre-check, which fails.
+    let out = cli(
+        &b,
+        &["-o", "json", "lifecycle", "precheck", "--cluster", "c1"],
+    );
+    assert!(!out.status.success());
+    let pre: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(pre["ok"], false, "{pre}");
+    assert!(
+        pre["problems"].as_array().unwrap().iter().any(|p| p
+            .as_str()
+            .unwrap()
+            .contains(&format!("remediation {id} is under way"))),
+        "{pre}"
     );
 
     // h1 mid-sequence (its DPU flashed): the leader dies.
@@ -158,6 +185,9 @@ fn the_leader_orders_the_hosts_the_agents_run_them_and_a_new_leader_finishes() {
                 .then_some(())
         },
     );
+    let after = json(&b, &["lifecycle", "check", "--cluster", "c1"]);
+    assert_eq!(after["status"], "compliant", "{after}");
+    assert_eq!(after["hosts"].as_array().unwrap().len(), 2, "{after}");
     // Per-rule counters, asked of the agents: every DPU's rules counted
     // the traffic; one host's, one datapath's; a datapath that is not.
     let all = json(&b, &["rules", "counters"]);

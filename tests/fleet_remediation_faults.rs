@@ -197,6 +197,23 @@ fn controllers_and_an_agent_crash_at_each_journaled_point_and_every_host_ends_ok
         hosts[0]
     );
     assert_eq!(hosts[1]["result"], "OK", "{}", hosts[1]);
+    // Compliance: h1 unavailable, naming its agent; h2 compliant.
+    let c = json(l, &["lifecycle", "check", "--cluster", "c1"]);
+    assert_eq!(c["status"], "unavailable", "{c}");
+    let h1 = &c["hosts"][0];
+    assert_eq!(
+        (&h1["host"], &h1["status"]),
+        (&"h1".into(), &"unavailable".into()),
+        "{c}"
+    );
+    assert!(
+        h1["dpus"][0]["reason"]
+            .as_str()
+            .unwrap()
+            .contains("host h1's agent is unavailable"),
+        "{c}"
+    );
+    assert_eq!(c["hosts"][1]["status"], "compliant", "{c}");
     // Its counters cannot be asked of it: the error says so, at once.
     let asked = std::time::Instant::now();
     let out = cli(l, &["rules", "counters", "--host", "h1"]);

@@ -8,7 +8,7 @@
 //! again, adopting its pinned datapath; then the last controller is
 //! SIGKILLed too, and with no controller left the traffic goes on. No
 //! datagram is lost throughout. Before that, the hundred hosts are
-//! remediated to a new image 96 at once, and each ends OK on it.
+//! remediated to a new image 96 at once, and each ends OK and compliant.
 //!
 //! Needs root and etcd; under CI=true their absence fails.
 
@@ -347,6 +347,12 @@ fn a_hundred_agents_follow_every_change_and_offloaded_traffic_survives_the_leade
         assert_eq!(h["version"], "8.0.4", "{h}");
         assert_eq!(h["dpus"][0]["firmware"], "24.2", "{h}");
     }
+    // Compliance, by what each agent reports of its DPU: every host.
+    until(Duration::from_secs(10), "every host compliant", || {
+        let c = follower.json(&["lifecycle", "check", "--cluster", "scale"]);
+        let hosts = c["hosts"].as_array()?;
+        (hosts.len() == AGENTS && c["status"] == "compliant").then_some(())
+    });
 
     // Each offloaded host's statistics, as its agent reports them.
     until(Duration::from_secs(10), "the agents report traffic", || {

@@ -77,6 +77,26 @@ pub fn fleet_routes() -> Vec<(Method, &'static str, MethodRouter<Arc<FleetApi>>)
         (Method::POST, "/v1/depot/import", post(fl::depot_import)),
         (Method::PUT, "/v1/clusters/{name}/image", put(fl::set_image)),
         (
+            Method::GET,
+            "/v1/clusters/{name}/compliance",
+            get(fl::compliance),
+        ),
+        (
+            Method::POST,
+            "/v1/clusters/{name}/precheck",
+            post(fl::precheck),
+        ),
+        (
+            Method::POST,
+            "/v1/clusters/{name}/recommendations",
+            post(fl::recommendations),
+        ),
+        (
+            Method::POST,
+            "/v1/clusters/{name}/hardware-compatibility",
+            post(fl::hardware_compatibility),
+        ),
+        (
             Method::POST,
             "/v1/clusters/{name}/remediate",
             post(fl::remediate),

@@ -5,7 +5,7 @@
 use super::ApiError;
 use super::fleet::FleetApi;
 use crate::daemon::ControlError;
-use crate::fleet::controller::FleetImportError;
+use crate::fleet::controller::{ComplianceError, FleetImportError};
 use crate::fleet::depot::ImportError;
 use crate::fleet::remediation::StartError;
 use crate::lifecycle::DesiredImage;
@@ -45,6 +45,66 @@ impl From<StartError> for ControlError {
             StartError::NoImage(_) | StartError::Busy(_) => ControlError::Lifecycle(e.to_string()),
         }
     }
+}
+
+impl From<ComplianceError> for ControlError {
+    fn from(e: ComplianceError) -> ControlError {
+        match e {
+            ComplianceError::NoCluster(_) => ControlError::NotFound {
+                what: e.to_string(),
+            },
+            ComplianceError::NoImage(_) => ControlError::Lifecycle(e.to_string()),
+            ComplianceError::Image(broken) => ControlError::Image(broken),
+        }
+    }
+}
+
+/// `GET /v1/clusters/{name}/compliance`: each host by its agent's report;
+/// a host whose agent is not live is `unavailable`.
+pub async fn compliance(State(s): State<Arc<FleetApi>>, Path(name): Path<String>) -> Answer {
+    let c = s
+        .controller
+        .compliance(&name)
+        .await?
+        .map_err(ControlError::from)?;
+    Ok(Json(c).into_response())
+}
+
+/// `POST /v1/clusters/{name}/precheck`: as on one machine, by what the
+/// agents report.
+pub async fn precheck(State(s): State<Arc<FleetApi>>, Path(name): Path<String>) -> Answer {
+    let p = s
+        .controller
+        .precheck(&name)
+        .await?
+        .map_err(ControlError::from)?;
+    Ok(Json(p).into_response())
+}
+
+/// Refuses `what` on cluster `name`, as one machine does.
+async fn unsupported(s: &FleetApi, name: &str, what: &str) -> ApiError {
+    let clusters = match s.controller.clusters().await {
+        Ok(c) => c,
+        Err(e) => return e.into(),
+    };
+    match clusters.iter().find(|c| c.name == name) {
+        Some(c) => crate::daemon::unsupported(c, what).into(),
+        None => ControlError::from(ComplianceError::NoCluster(name.to_string())).into(),
+    }
+}
+
+/// `POST /v1/clusters/{name}/recommendations`: refused on a DPU cluster.
+pub async fn recommendations(State(s): State<Arc<FleetApi>>, Path(name): Path<String>) -> Answer {
+    Err(unsupported(&s, &name, "recommendation generation").await)
+}
+
+/// `POST /v1/clusters/{name}/hardware-compatibility`: refused on a DPU
+/// cluster.
+pub async fn hardware_compatibility(
+    State(s): State<Arc<FleetApi>>,
+    Path(name): Path<String>,
+) -> Answer {
+    Err(unsupported(&s, &name, "the hardware compatibility check").await)
 }
 
 /// `GET /v1/depot`: the fleet's depot.

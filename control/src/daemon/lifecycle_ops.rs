@@ -4,7 +4,7 @@
 //! DPU serial.
 
 use super::{ControlError, Daemon};
-use crate::lifecycle::compliance::{self, ClusterCompliance, Status};
+use crate::lifecycle::compliance::{self, ClusterCompliance, Precheck};
 use crate::lifecycle::device::{DeviceError, DpuDevice, EmulatedDpu, Emulation, SlotImage};
 use crate::lifecycle::engine::{DatapathState, DpuDatapaths, Engine};
 use crate::lifecycle::remediation::{Options, Remediation};
@@ -17,19 +17,6 @@ use serde::Serialize;
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
-
-/// What a pre-check found.
-#[derive(Debug, Clone, Serialize)]
-pub struct Precheck {
-    /// The cluster.
-    pub cluster: String,
-    /// Whether remediation can go ahead.
-    pub ok: bool,
-    /// Each problem, with what to do.
-    pub problems: Vec<String>,
-    /// The compliance it was checked against.
-    pub compliance: ClusterCompliance,
-}
 
 /// The answer to a remediation request.
 #[derive(Debug, Clone, Serialize)]
@@ -90,6 +77,11 @@ impl Daemon {
         Ok(dpu)
     }
 
+    /// What compliance reads of DPU `serial`: its device's state.
+    fn seen(&self, serial: &str) -> compliance::Seen {
+        compliance::Seen::device(serial, self.device(serial).and_then(|d| d.status()))
+    }
+
     /// Sets how the emulated DPU `serial` behaves (boot time, faults).
     ///
     /// # Errors
@@ -147,9 +139,7 @@ impl Daemon {
     /// [`ControlError::NotFound`]; [`ControlError::Lifecycle`] without an image.
     pub fn compliance(&self, name: &str) -> Result<ClusterCompliance, ControlError> {
         let (c, r) = self.resolved(name)?;
-        Ok(compliance::cluster(&c, &r, &|s: &str| {
-            self.device(s)?.status()
-        }))
+        Ok(compliance::cluster(&c, &r, &|s: &str| self.seen(s)))
     }
 
     /// Checks that cluster `name` can be remediated now.
@@ -158,31 +148,14 @@ impl Daemon {
     /// As [`Daemon::compliance`].
     pub fn precheck(&self, name: &str) -> Result<Precheck, ControlError> {
         let (c, r) = self.resolved(name)?;
-        let compliance = compliance::cluster(&c, &r, &|s: &str| self.device(s)?.status());
-        let mut problems: Vec<String> = lifecycle::check_cluster(&c)
-            .iter()
-            .map(ToString::to_string)
-            .collect();
-        for h in &compliance.hosts {
-            for reason in h.reason.iter() {
-                problems.push(format!("host {}: {reason}", h.host));
-            }
-            for d in h.dpus.iter().filter(|d| d.status >= Status::Unavailable) {
-                problems.push(format!(
-                    "host {}, DPU {}: {:?}: {}",
-                    h.host,
-                    d.serial,
-                    d.status,
-                    d.reason.as_deref().unwrap_or("")
-                ));
-            }
-        }
+        let compliance = compliance::cluster(&c, &r, &|s: &str| self.seen(s));
+        let mut elsewhere = Vec::new();
         if let Some(dp) = &r.datapath {
             let known = std::fs::read(&dp.object)
                 .ok()
                 .and_then(|b| dse_datapath::xdp::Program::identify(&b));
             if known.is_none() {
-                problems.push(format!(
+                elsewhere.push(format!(
                     "datapath {} ({}) is not an XDP object this control plane can load and migrate to",
                     dp.version,
                     dp.object.display()
@@ -190,14 +163,9 @@ impl Daemon {
             }
         }
         if let Some(id) = self.running_remediation() {
-            problems.push(busy(id));
+            elsewhere.push(busy(id));
         }
-        Ok(Precheck {
-            cluster: name.to_string(),
-            ok: problems.is_empty(),
-            problems,
-            compliance,
-        })
+        Ok(Precheck::of(&c, compliance, elsewhere))
     }
 
     /// Copies the image's payloads to every DPU of cluster `name` that is
@@ -226,15 +194,7 @@ impl Daemon {
     /// # Errors
     /// [`ControlError::Unsupported`] when the cluster has DPUs.
     pub fn refuse_on_dpu_cluster(&self, name: &str, what: &str) -> Result<(), ControlError> {
-        let c = self.cluster(name)?;
-        if c.dpus().next().is_some() {
-            return Err(ControlError::Unsupported(format!(
-                "{what} is unsupported on cluster {name}: its hosts have DPUs; pick the image by hand (dse image set)"
-            )));
-        }
-        Err(ControlError::Unsupported(format!(
-            "{what} is unsupported by dse: it manages DPU clusters"
-        )))
+        Err(unsupported(&self.cluster(name)?, what))
     }
 
     /// A fresh install of host `host` of cluster `name`: its DPUs imaged
@@ -292,7 +252,7 @@ impl Daemon {
             .iter()
             .find(|x| x.name == host)
             .expect("still there");
-        Ok(compliance::host(h, &r, &|s: &str| self.device(s)?.status()))
+        Ok(compliance::host(h, &r, &|s: &str| self.seen(s)))
     }
 
     fn install_host(&self, h: &crate::lifecycle::Host, r: &Resolved) -> Result<(), ControlError> {
@@ -573,8 +533,22 @@ impl DpuDatapaths for Daemon {
     }
 }
 
+/// Why `what` (recommendations, the hardware compatibility check) is
+/// refused on cluster `c`, as vLCM refuses it on a DPU cluster.
+pub(crate) fn unsupported(c: &Cluster, what: &str) -> ControlError {
+    if c.dpus().next().is_some() {
+        return ControlError::Unsupported(format!(
+            "{what} is unsupported on cluster {}: its hosts have DPUs; pick the image by hand (dse image set)",
+            c.name
+        ));
+    }
+    ControlError::Unsupported(format!(
+        "{what} is unsupported by dse: it manages DPU clusters"
+    ))
+}
+
 /// What holds the lifecycle: remediation `id`, or a fresh install (0).
-fn busy(id: u64) -> String {
+pub(crate) fn busy(id: u64) -> String {
     if id == 0 {
         "a fresh install is under way: wait for it to end".into()
     } else {

@@ -13,9 +13,11 @@ mod error;
 mod instances;
 mod lifecycle_ops;
 
+pub use crate::lifecycle::compliance::Precheck;
 pub use error::ControlError;
 pub use instances::{InstanceStatus, Running};
-pub use lifecycle_ops::{Precheck, Remediate};
+pub use lifecycle_ops::Remediate;
+pub(crate) use lifecycle_ops::{busy, unsupported};
 
 use crate::desired::{Desired, Summary};
 use crate::lifecycle::depot::{self, DepotConfig, Imported, Manifest, TrustedKeys};

@@ -1,6 +1,8 @@
 //! Compliance: how far each host and DPU is from its cluster's image, and
-//! what bringing it there costs. Pure: the device states come in.
+//! what bringing it there costs. Pure: what each DPU runs comes in, read
+//! from its device on one machine or from its agent's report on a fleet.
 
+use super::cluster_rules::check_cluster;
 use super::device::{DeviceError, DeviceState};
 use super::image::Resolved;
 use super::inventory::{Cluster, Host, Version};
@@ -106,7 +108,38 @@ fn compare(what: &str, from: &Version, to: &Version, changes: &mut Vec<Change>) 
     None
 }
 
-fn dpu(serial: &str, image: &Resolved, state: Result<DeviceState, DeviceError>) -> DpuCompliance {
+/// What compliance reads of a DPU.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Seen {
+    /// It is up and runs these.
+    Up {
+        /// The firmware of the slot it runs from.
+        firmware: Version,
+        /// Its DPU OS.
+        os: Version,
+        /// Its datapath.
+        datapath: Version,
+    },
+    /// What it runs cannot be read now; the reason.
+    Unavailable(String),
+}
+
+impl Seen {
+    /// What a device's state (or its error) shows.
+    pub fn device(serial: &str, state: Result<DeviceState, DeviceError>) -> Seen {
+        match state {
+            Ok(s) if s.is_up() => Seen::Up {
+                firmware: s.firmware().clone(),
+                os: s.os().clone(),
+                datapath: s.datapath.clone(),
+            },
+            Ok(_) => Seen::Unavailable(format!("DPU {serial} is booting")),
+            Err(e) => Seen::Unavailable(e.to_string()),
+        }
+    }
+}
+
+fn dpu(serial: &str, image: &Resolved, seen: Seen) -> DpuCompliance {
     let mut c = DpuCompliance {
         serial: serial.to_string(),
         status: Status::Unavailable,
@@ -114,29 +147,24 @@ fn dpu(serial: &str, image: &Resolved, state: Result<DeviceState, DeviceError>) 
         changes: Vec::new(),
         reason: None,
     };
-    let s = match state {
-        Ok(s) if s.is_up() => s,
-        Ok(_) => {
-            c.reason = Some(format!("DPU {serial} is booting"));
-            return c;
-        }
-        Err(e) => {
-            c.reason = Some(e.to_string());
+    let (firmware, os, datapath) = match seen {
+        Seen::Up {
+            firmware,
+            os,
+            datapath,
+        } => (firmware, os, datapath),
+        Seen::Unavailable(why) => {
+            c.reason = Some(why);
             return c;
         }
     };
     let mut downgrades = Vec::new();
     if let Some(fw) = &image.firmware {
-        downgrades.extend(compare("firmware", s.firmware(), fw, &mut c.changes));
+        downgrades.extend(compare("firmware", &firmware, fw, &mut c.changes));
     }
-    downgrades.extend(compare("os", s.os(), &image.dpu_os, &mut c.changes));
+    downgrades.extend(compare("os", &os, &image.dpu_os, &mut c.changes));
     if let Some(dp) = &image.datapath {
-        downgrades.extend(compare(
-            "datapath",
-            &s.datapath,
-            &dp.version,
-            &mut c.changes,
-        ));
+        downgrades.extend(compare("datapath", &datapath, &dp.version, &mut c.changes));
     }
     if !downgrades.is_empty() {
         c.status = Status::Incompatible;
@@ -158,12 +186,8 @@ fn dpu(serial: &str, image: &Resolved, state: Result<DeviceState, DeviceError>) 
     c
 }
 
-/// How `host` stands against `image`, its DPUs' states read by `device`.
-pub fn host(
-    host: &Host,
-    image: &Resolved,
-    device: &dyn Fn(&str) -> Result<DeviceState, DeviceError>,
-) -> HostCompliance {
+/// How `host` stands against `image`, what its DPUs run read by `device`.
+pub fn host(host: &Host, image: &Resolved, device: &dyn Fn(&str) -> Seen) -> HostCompliance {
     let mut changes = Vec::new();
     let reason = compare("host", &host.version, &image.host, &mut changes);
     let dpus: Vec<DpuCompliance> = host
@@ -195,7 +219,7 @@ pub fn host(
 pub fn cluster(
     cluster: &Cluster,
     image: &Resolved,
-    device: &dyn Fn(&str) -> Result<DeviceState, DeviceError>,
+    device: &dyn Fn(&str) -> Seen,
 ) -> ClusterCompliance {
     let hosts: Vec<HostCompliance> = cluster
         .hosts
@@ -209,5 +233,56 @@ pub fn cluster(
             .map(|h| h.status)
             .fold(Status::Compliant, Ord::max),
         hosts,
+    }
+}
+
+/// What a pre-check found.
+#[derive(Debug, Clone, Serialize)]
+pub struct Precheck {
+    /// The cluster.
+    pub cluster: String,
+    /// Whether remediation can go ahead.
+    pub ok: bool,
+    /// Each problem, with what to do.
+    pub problems: Vec<String>,
+    /// The compliance it was checked against.
+    pub compliance: ClusterCompliance,
+}
+
+impl Precheck {
+    /// The pre-check of `cluster`: its cluster rules, each host and DPU
+    /// that `compliance` finds unavailable or incompatible, then the
+    /// problems the caller found `elsewhere` (the datapath's object, a
+    /// remediation under way).
+    pub fn of(
+        cluster: &Cluster,
+        compliance: ClusterCompliance,
+        elsewhere: Vec<String>,
+    ) -> Precheck {
+        let mut problems: Vec<String> = check_cluster(cluster)
+            .iter()
+            .map(ToString::to_string)
+            .collect();
+        for h in &compliance.hosts {
+            for reason in h.reason.iter() {
+                problems.push(format!("host {}: {reason}", h.host));
+            }
+            for d in h.dpus.iter().filter(|d| d.status >= Status::Unavailable) {
+                problems.push(format!(
+                    "host {}, DPU {}: {:?}: {}",
+                    h.host,
+                    d.serial,
+                    d.status,
+                    d.reason.as_deref().unwrap_or("")
+                ));
+            }
+        }
+        problems.extend(elsewhere);
+        Precheck {
+            cluster: cluster.name.clone(),
+            ok: problems.is_empty(),
+            problems,
+            compliance,
+        }
     }
 }

@@ -12,6 +12,7 @@ mod dpu;
 use super::compliance::{self, Status};
 use super::device::{DeviceError, DeviceState, DpuDevice, Power};
 use super::image::Resolved;
+use super::ordering::advance;
 use super::remediation::{
     DpuPlan, HostPlan, HostResult, HostRun, Remediation, Step, StepRecord, StepState,
 };
@@ -20,8 +21,10 @@ use dse_datapath::datapath::Fingerprint;
 use dse_datapath::pipeline::Count;
 use dse_datapath::rule::RuleSet;
 use dse_datapath::snapshot::Snapshot;
-use std::collections::{BTreeMap, VecDeque};
+use std::collections::{BTreeMap, BTreeSet};
+use std::panic::AssertUnwindSafe;
 use std::path::{Path, PathBuf};
+use std::sync::mpsc;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -125,6 +128,13 @@ pub struct Engine<'a> {
     pub record: Mutex<Remediation>,
 }
 
+/// How a run ended early: the journal could not be written, or a host's
+/// attempt panicked (raised again once the other attempts end).
+enum Ended {
+    Journal(crate::store::StoreError),
+    Panic(Box<dyn std::any::Any + Send>),
+}
+
 fn now_ms() -> u64 {
     std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
@@ -134,49 +144,78 @@ fn now_ms() -> u64 {
 impl Engine<'_> {
     /// Runs (or resumes) the remediation to its end: every host final.
     ///
+    /// The hosts are ordered by [`advance`], as a fleet's leader orders
+    /// them (at most `parallel` at once, a retry once its delay is past);
+    /// each host under way runs its attempt here, on a thread of its own,
+    /// as a fleet's agent runs it. A host the journal holds under way is
+    /// resumed.
+    ///
     /// # Errors
     /// A store error writing the journal; the remediation is then left
     /// unfinished, to resume.
     pub fn run(&self) -> Result<Remediation, crate::store::StoreError> {
-        let (hosts, parallel) = {
-            let r = self.lock();
-            let hosts: VecDeque<usize> = (0..r.hosts.len())
-                .filter(|&h| !r.hosts[h].result.is_final())
-                .collect();
-            (hosts, r.options.parallel.max(1))
-        };
-        let queue = Mutex::new(hosts);
-        let failed_journal = Mutex::new(None);
+        // On one machine every host's agent is this process: always live.
+        let live: BTreeSet<String> = self.lock().hosts.iter().map(|h| h.host.clone()).collect();
+        let mut away = BTreeMap::new();
+        let (ended, attempts_end) = mpsc::channel();
+        let mut failed = None;
         std::thread::scope(|s| {
-            for _ in 0..parallel {
-                s.spawn(|| {
-                    loop {
-                        let next = queue.lock().unwrap_or_else(|p| p.into_inner()).pop_front();
-                        let Some(h) = next else { return };
-                        match self.host(h) {
-                            Ok(true) => {
-                                queue.lock().unwrap_or_else(|p| p.into_inner()).push_back(h)
-                            }
-                            Ok(false) => {}
-                            Err(e) => {
-                                *failed_journal.lock().unwrap_or_else(|p| p.into_inner()) = Some(e);
-                                return;
-                            }
-                        }
+            let mut under_way: BTreeSet<usize> = BTreeSet::new();
+            loop {
+                let mut r = self.lock();
+                let before = r.clone();
+                let now = now_ms();
+                advance(&mut r, &BTreeMap::new(), &live, &mut away, now);
+                if *r != before
+                    && let Err(e) = self.store.put_remediation(&r)
+                {
+                    failed = Some(Ended::Journal(e));
+                    break;
+                }
+                if r.finished_ms.is_some() {
+                    break;
+                }
+                let start: Vec<usize> = (0..r.hosts.len())
+                    .filter(|&h| r.hosts[h].result == HostResult::Running)
+                    .filter(|h| !under_way.contains(h))
+                    .collect();
+                // Until the next retry falls due, or an attempt ends.
+                let wait = r
+                    .hosts
+                    .iter()
+                    .filter(|h| h.result == HostResult::RetryPending)
+                    .map(|h| h.finished_ms.unwrap_or(0) + r.options.retry_delay_ms)
+                    .min()
+                    .map_or(Duration::from_secs(1), |due| {
+                        Duration::from_millis(due.saturating_sub(now))
+                    });
+                drop(r);
+                for h in start {
+                    under_way.insert(h);
+                    let ended = ended.clone();
+                    s.spawn(move || {
+                        let outcome = std::panic::catch_unwind(AssertUnwindSafe(|| self.host(h)));
+                        let _ = ended.send((h, outcome));
+                    });
+                }
+                if let Ok((h, outcome)) = attempts_end.recv_timeout(wait) {
+                    under_way.remove(&h);
+                    match outcome {
+                        Ok(Ok(())) => {}
+                        Ok(Err(e)) => failed = Some(Ended::Journal(e)),
+                        Err(panic) => failed = Some(Ended::Panic(panic)),
                     }
-                });
+                    if failed.is_some() {
+                        break;
+                    }
+                }
             }
         });
-        if let Some(e) = failed_journal
-            .into_inner()
-            .unwrap_or_else(|p| p.into_inner())
-        {
-            return Err(e);
+        match failed {
+            None => Ok(self.lock().clone()),
+            Some(Ended::Journal(e)) => Err(e),
+            Some(Ended::Panic(p)) => std::panic::resume_unwind(p),
         }
-        let mut r = self.lock();
-        r.finished_ms = Some(now_ms());
-        self.store.put_remediation(&r)?;
-        Ok(r.clone())
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, Remediation> {
@@ -198,43 +237,27 @@ impl Engine<'_> {
         self.lock().hosts[h].clone()
     }
 
-    /// One attempt at host `h` (or the rest of one under way). Returns
-    /// whether it is due again.
-    fn host(&self, h: usize) -> Result<bool, crate::store::StoreError> {
-        let run = self.run_of(h);
-        if run.result != HostResult::Running {
-            self.journal(h, |r| {
-                r.result = HostResult::Running;
-                r.attempts += 1;
-                r.started_ms.get_or_insert(now_ms());
-            })?;
-        }
+    /// One attempt at host `h` (or the rest of one under way), which
+    /// [`advance`] set under way, to its result: final, or RETRY_PENDING
+    /// for [`advance`] to order again once the retry delay is past.
+    fn host(&self, h: usize) -> Result<(), crate::store::StoreError> {
         let outcome = self.attempt(h);
-        let (retries, delay) = {
-            let r = self.lock();
-            (r.options.retries, r.options.retry_delay_ms)
-        };
+        let retries = self.lock().options.retries;
         let attempts = self.run_of(h).attempts;
-        let (result, message, again) = match outcome {
-            Ok(None) => (HostResult::Ok, None, false),
-            Ok(Some(why)) => (HostResult::Skipped, Some(why), false),
+        let (result, message) = match outcome {
+            Ok(None) => (HostResult::Ok, None),
+            Ok(Some(why)) => (HostResult::Skipped, Some(why)),
             Err(f) if f.retryable && attempts <= retries => {
-                (HostResult::RetryPending, Some(f.message), true)
+                (HostResult::RetryPending, Some(f.message))
             }
-            Err(f) if f.timed_out => (HostResult::TimedOut, Some(f.message), false),
-            Err(f) => (HostResult::Error, Some(f.message), false),
+            Err(f) if f.timed_out => (HostResult::TimedOut, Some(f.message)),
+            Err(f) => (HostResult::Error, Some(f.message)),
         };
         self.journal(h, |r| {
             r.result = result;
             r.message = message;
-            if result.is_final() {
-                r.finished_ms = Some(now_ms());
-            }
-        })?;
-        if again {
-            std::thread::sleep(Duration::from_millis(delay));
-        }
-        Ok(again)
+            r.finished_ms = Some(now_ms());
+        })
     }
 
     /// Takes `step` (on `dpu`) for host `h`: skipped if this attempt did it
@@ -422,8 +445,10 @@ impl Engine<'_> {
             .ok_or_else(|| {
                 Failure::fatal(format!("host {name} is no longer in cluster {cluster}"))
             })?;
-        let status = |serial: &str| (self.devices)(serial).and_then(|d| d.status());
-        let c = compliance::host(&host, &self.image, &status);
+        let seen = |serial: &str| {
+            compliance::Seen::device(serial, (self.devices)(serial).and_then(|d| d.status()))
+        };
+        let c = compliance::host(&host, &self.image, &seen);
         match c.status {
             Status::Compliant => return Ok(Err("compliant already".into())),
             Status::Incompatible | Status::Unavailable => {

@@ -9,6 +9,7 @@ pub mod device;
 pub mod engine;
 pub mod image;
 pub mod inventory;
+pub mod ordering;
 pub mod remediation;
 
 pub use cluster_rules::{RuleBroken, check_cluster, check_join};
