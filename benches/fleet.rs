@@ -2,7 +2,9 @@
 //! `dse serve --etcd` controllers and 100 `dse agent` processes:
 //!
 //! - rule-change fan-out: from the leader's answer to `PUT /v1/rules` until
-//!   each agent's report of the new generation arrives on a watch, over
+//!   each agent's report that its datapath (a memory datapath: the emulated
+//!   datapath on in-memory ports) runs the new generation arrives on a
+//!   watch, over
 //!   20 changes (2,000 samples): p50, p99, max; beside the floor of any
 //!   fan-out through etcd, one write until a watch delivers it;
 //! - controller fail-over: from SIGKILL of the leader until the other
@@ -190,6 +192,17 @@ fn main() {
             tokio::time::sleep(Duration::from_millis(100)).await;
         };
         let mut leading = usize::from(leader == "ctl-1");
+        // The rules first (a datapath binds only ports they define), then
+        // a memory datapath on every host.
+        assert!(publish(&controllers[leading].socket(), 1).await, "publishes");
+        for i in 0..AGENTS {
+            let desired = serde_json::json!({
+                "datapaths": [{"name": "dp", "backend": "memory", "interfaces": {}}]
+            });
+            let set = Call::new(Method::PUT, format!("/v1/hosts/n{i:03}")).json(desired.to_string());
+            let answer = call(&controllers[leading].socket(), set).await;
+            assert!(matches!(answer, Some((200, _))), "sets n{i:03}: {answer:?}");
+        }
 
         // Fan-out: each report of generation g, as a watch on the hosts'
         // keys delivers it.
@@ -214,7 +227,11 @@ fn main() {
                     if !kv.key().ends_with(b"/status") {
                         continue;
                     }
-                    if let Ok(s) = serde_json::from_slice::<HostStatus>(kv.value()) {
+                    // A generation counts once the host's datapath runs it.
+                    if let Ok(s) = serde_json::from_slice::<HostStatus>(kv.value())
+                        && s.datapaths.len() == 1
+                        && s.datapaths[0].in_sync
+                    {
                         let _ = seen_tx.send((s.host, s.applied.generation, at));
                     }
                 }
@@ -245,7 +262,7 @@ fn main() {
         floor.sort();
         let mut samples = Vec::new();
         let mut rounds = Vec::new();
-        for g in 1..=CHANGES {
+        for g in 2..=CHANGES + 1 {
             assert!(publish(&controllers[leading].socket(), g).await, "publishes");
             let answered = Instant::now();
             let mut reached = BTreeMap::new();
@@ -350,7 +367,7 @@ fn main() {
             let other = 1 - leading;
             controllers[leading].kill();
             let died = Instant::now();
-            let g = CHANGES + 1 + round;
+            let g = CHANGES + 2 + round;
             while !publish(&controllers[other].socket(), g).await {
                 tokio::time::sleep(Duration::from_millis(20)).await;
             }

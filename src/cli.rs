@@ -406,19 +406,23 @@ pub enum BackendArg {
     Xdp,
     /// The host's software path: the emulated datapath over AF_PACKET.
     Emu,
+    /// The emulated datapath on in-memory ports, bound to no interface (no
+    /// --port): it applies the rules and carries no traffic.
+    Memory,
 }
 
 #[derive(Subcommand)]
 pub enum DatapathCommand {
-    /// Run the desired rules on interfaces, offloaded (xdp) or on the host CPU (emu).
+    /// Run the desired rules on interfaces, offloaded (xdp) or on the host CPU (emu), or on in-memory ports (memory).
     Attach {
         /// A name for the instance.
         name: String,
         /// Which datapath runs the rules.
         #[arg(long, value_enum)]
         backend: BackendArg,
-        /// PORT=INTERFACE: the interface of a port the rules define (repeat).
-        #[arg(long = "port", required = true, value_parser = port_binding)]
+        /// PORT=INTERFACE: the interface of a port the rules define (repeat;
+        /// at least one for xdp and emu, none for memory).
+        #[arg(long = "port", value_parser = port_binding)]
         ports: Vec<(String, String)>,
     },
     /// Stop an instance (an XDP one leaves its interfaces).

@@ -305,6 +305,20 @@ fn fleet_input_is_checked_and_named() {
     let (code, err) = failure(&out);
     assert_eq!(code, 4, "{err}");
     assert!(err.contains("veth7") && err.contains("twice"), "{err}");
+    // A memory datapath bound to an interface (400: exit 4).
+    let bound = dir.join("bound.yaml");
+    std::fs::write(
+        &bound,
+        "- {name: m, backend: memory, interfaces: {p0: veth7}}\n",
+    )
+    .unwrap();
+    let out = c.cli(&["host", "set", "h1", "-f", bound.to_str().unwrap()]);
+    let (code, err) = failure(&out);
+    assert_eq!(code, 4, "{err}");
+    assert!(
+        err.contains("datapaths[0]") && err.contains("no interfaces"),
+        "{err}"
+    );
     assert_eq!(c.json(&["host", "list"]), serde_json::json!([]));
     let _ = std::fs::remove_dir_all(&dir);
 

@@ -2,7 +2,8 @@
 //! and a hundred `dse agent` processes. Three of the agents run XDP
 //! datapaths on veths between namespaces and a fourth runs the host path
 //! (emu), each carrying real traffic; the rest run the default rule set
-//! without datapaths. Every rule change reaches every agent; the leader is
+//! on a memory datapath each (the emulated datapath on in-memory ports).
+//! Every rule change reaches every agent's datapath; the leader is
 //! SIGKILLed under traffic, the other controller takes over, its change
 //! reaches every agent; an offloaded host's agent is SIGKILLed and started
 //! again, adopting its pinned datapath; then the last controller is
@@ -55,7 +56,7 @@ fn veth_rules(extra: u32) -> String {
     )
 }
 
-/// Hosts whose report is not yet `rule_set` at `generation` with every
+/// Hosts whose report is not yet `rule_set` at `generation` with its one
 /// datapath running and in sync.
 fn behind(hosts: &Value, want: &dyn Fn(&str) -> (&'static str, u64)) -> Vec<String> {
     hosts
@@ -69,11 +70,9 @@ fn behind(hosts: &Value, want: &dyn Fn(&str) -> (&'static str, u64)) -> Vec<Stri
                 && r["applied"]["rule_set"] == rule_set
                 && r["applied"]["generation"] == generation
                 && r["error"].is_null()
-                && r["datapaths"]
-                    .as_array()
-                    .unwrap()
-                    .iter()
-                    .all(|d| d["state"] == "running" && d["in_sync"] == true))
+                && r["datapaths"].as_array().is_some_and(|d| {
+                    d.len() == 1 && d[0]["state"] == "running" && d[0]["in_sync"] == true
+                }))
         })
         .map(|h| h["host"].as_str().unwrap().to_string())
         .collect()
@@ -158,8 +157,14 @@ fn a_hundred_agents_follow_every_change_and_offloaded_traffic_survives_the_leade
         let file = write(&tmp, &format!("dp{i}.yaml"), &datapaths);
         leader.json(&["host", "set", &name(i), "--rule-set", "veth", "-f", &file]);
     }
+    // The rest run the default rule set on a memory datapath each.
+    let memory = write(
+        &tmp,
+        "memory.yaml",
+        "- {name: dp, backend: memory, interfaces: {}}\n",
+    );
     for i in DATAPATH_AGENTS..AGENTS {
-        leader.json(&["host", "set", &name(i)]);
+        leader.json(&["host", "set", &name(i), "-f", &memory]);
     }
     let veth = write(&tmp, "veth1.json", &veth_rules(10));
     leader.json(&["rules", "apply", "-f", &veth, "--rule-set", "veth"]);

@@ -195,6 +195,26 @@ fn bad_input_gets_a_clear_error_and_changes_nothing() {
             vec!["datapath name"],
         ),
         (
+            "a memory datapath given an interface",
+            s.json(
+                Method::POST,
+                "/v1/datapaths",
+                r#"{"name": "a", "backend": "memory", "interfaces": {"p0": "lo"}}"#,
+            ),
+            StatusCode::BAD_REQUEST,
+            vec!["memory datapath", "give no port=interface"],
+        ),
+        (
+            "an emu datapath given no interface",
+            s.json(
+                Method::POST,
+                "/v1/datapaths",
+                r#"{"name": "a", "backend": "emu", "interfaces": {}}"#,
+            ),
+            StatusCode::BAD_REQUEST,
+            vec!["at least one port=interface"],
+        ),
+        (
             "an unknown backend",
             s.json(
                 Method::POST,
@@ -289,6 +309,46 @@ fn rules_apply_patch_and_dry_run() {
         (Some(2), Some(1), Some(0)),
         "{v}"
     );
+}
+
+#[test]
+fn a_memory_datapath_runs_each_generation_and_counts_it() {
+    let s = Served::start("memory");
+    s.json(Method::PUT, "/v1/rules", &rule_set_json(2));
+    let (status, v) = s.json(
+        Method::POST,
+        "/v1/datapaths",
+        r#"{"name": "m", "backend": "memory", "interfaces": {}}"#,
+    );
+    assert_eq!(status, StatusCode::CREATED, "{v}");
+    assert_eq!(
+        (&v["backend"], &v["state"]),
+        (&"memory".into(), &"running".into()),
+        "{v}"
+    );
+    assert_eq!(
+        (v["generation"].as_u64(), v["in_sync"].as_bool()),
+        (Some(1), Some(true)),
+        "{v}"
+    );
+    s.json(Method::PUT, "/v1/rules", &rule_set_json(3));
+    let (_, all) = s.call(Method::GET, "/v1/datapaths", None);
+    let m = &all[0];
+    assert_eq!(
+        (m["generation"].as_u64(), m["installs"].as_u64()),
+        (Some(2), Some(2)),
+        "{all}"
+    );
+    assert_eq!(m["in_sync"], true, "{all}");
+    let (status, counters) = s.call(Method::GET, "/v1/counters?datapath=m", None);
+    assert_eq!(status, StatusCode::OK, "{counters}");
+    assert_eq!(
+        counters["m"].as_object().map(|c| c.len()),
+        Some(3),
+        "{counters}"
+    );
+    let (status, _) = s.call(Method::DELETE, "/v1/datapaths/m", None);
+    assert_eq!(status, StatusCode::NO_CONTENT);
 }
 
 #[test]

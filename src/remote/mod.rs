@@ -281,6 +281,7 @@ fn dispatch(
                 let backend = match backend {
                     BackendArg::Xdp => "xdp",
                     BackendArg::Emu => "emu",
+                    BackendArg::Memory => "memory",
                 };
                 let interfaces: serde_json::Map<String, Value> = ports
                     .into_iter()

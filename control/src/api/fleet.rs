@@ -372,7 +372,13 @@ fn check_desired(desired: &HostDesired) -> Result<(), ApiError> {
                 d.name
             )));
         }
-        if d.interfaces.is_empty() {
+        let memory = d.backend == crate::store::Backend::Memory;
+        if memory && !d.interfaces.is_empty() {
+            return bad(format!(
+                "datapaths[{i}]: a memory datapath runs on in-memory ports, bound to no interface: give no interfaces"
+            ));
+        }
+        if !memory && d.interfaces.is_empty() {
             return bad(format!("datapaths[{i}]: give at least one port: interface"));
         }
         for (port, ifname) in &d.interfaces {

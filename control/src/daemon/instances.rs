@@ -6,17 +6,26 @@ use super::{ControlError, DaemonConfig};
 use crate::desired::Desired;
 use crate::store::{Backend, DatapathInstance};
 use dse_datapath::datapath::{Datapath, DatapathError};
-use dse_datapath::emu::{EmuConfig, HostPath};
+use dse_datapath::emu::{EmuConfig, EmuDatapath, HostPath};
 use dse_datapath::netdev::interface_index;
 use dse_datapath::rule::RuleSet;
 use dse_datapath::xdp::{Program, XdpConfig, XdpDatapath};
 use serde::Serialize;
 use std::collections::BTreeMap;
 
+/// A memory datapath: one worker, short queues (it carries no traffic).
+const MEMORY: EmuConfig = EmuConfig {
+    workers: 1,
+    cache_entries: 1024,
+    queue_depth: 64,
+    batch: 32,
+};
+
 /// The backend of a running instance.
 enum Handle {
     Xdp(Box<XdpDatapath>),
     Host(HostPath),
+    Memory(Box<EmuDatapath>),
 }
 
 /// A datapath instance as the daemon holds it: running, or failed with
@@ -122,10 +131,14 @@ impl Running {
                 };
                 HostPath::start(rules.clone(), emu, &record.interfaces).map(Handle::Host)
             }
+            Backend::Memory => {
+                EmuDatapath::start(rules.clone(), MEMORY).map(|m| Handle::Memory(Box::new(m)))
+            }
         }?;
         let dp: &dyn Datapath = match &handle {
             Handle::Xdp(x) => &**x,
             Handle::Host(h) => h,
+            Handle::Memory(m) => &**m,
         };
         if dp.generation() != generation {
             dp.set_generation(generation)?;
@@ -304,6 +317,7 @@ impl Running {
         match self.handle.as_ref()? {
             Handle::Xdp(x) => Some(&**x),
             Handle::Host(h) => Some(h),
+            Handle::Memory(m) => Some(&**m),
         }
     }
 
@@ -410,6 +424,14 @@ pub fn check(
         return Err(ControlError::Exists(format!(
             "a datapath named {name} exists already: detach it first, or choose another name"
         )));
+    }
+    if record.backend == Backend::Memory {
+        if !record.interfaces.is_empty() {
+            return Err(ControlError::BadRequest(format!(
+                "datapath {name}: a memory datapath runs on in-memory ports, bound to no interface: give no port=interface"
+            )));
+        }
+        return Ok(());
     }
     if record.interfaces.is_empty() {
         return Err(ControlError::BadRequest(format!(

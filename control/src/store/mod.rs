@@ -154,6 +154,10 @@ pub enum Backend {
     Xdp,
     /// The host's software path: the emulated datapath on the host CPU.
     Emu,
+    /// The emulated datapath on in-memory ports, bound to no interface:
+    /// it compiles and runs the rules but carries no traffic. For hosts
+    /// at scale, and for checking that a rule set applies.
+    Memory,
 }
 
 /// A datapath instance: a backend bound to interfaces, one per port.

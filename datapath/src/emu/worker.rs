@@ -6,6 +6,11 @@ use crate::frame::Frame;
 use crate::pipeline::{Pipeline, Verdict};
 use crossbeam::utils::Backoff;
 use std::sync::atomic::Ordering::{Acquire, SeqCst};
+use std::time::Duration;
+
+/// The first and the longest park of an idle worker.
+const IDLE_PARK_MIN: Duration = Duration::from_micros(200);
+const IDLE_PARK_MAX: Duration = Duration::from_millis(100);
 
 pub(super) fn run(shared: &Shared, index: usize, mut pipeline: Pipeline) {
     let queue = &shared.rx[index];
@@ -14,6 +19,7 @@ pub(super) fn run(shared: &Shared, index: usize, mut pipeline: Pipeline) {
     let mut frames: Vec<Frame> = Vec::with_capacity(shared.config.batch);
     let mut verdicts = Vec::with_capacity(shared.config.batch);
     let backoff = Backoff::new();
+    let mut idle = IDLE_PARK_MIN;
     while !shared.stop.load(Acquire) {
         // Announce a load before looking at the pause flag: a controller that
         // sees this worker IDLE knows it will see the flag (both SeqCst).
@@ -38,13 +44,19 @@ pub(super) fn run(shared: &Shared, index: usize, mut pipeline: Pipeline) {
         if frames.is_empty() {
             active.store(IDLE, SeqCst);
             if backoff.is_completed() {
-                std::thread::park_timeout(std::time::Duration::from_micros(200));
+                // Whatever gives a worker work unparks it (a frame queued,
+                // a pause lifted, the stop): the timeout is a safety net,
+                // and it grows while nothing comes, so an idle datapath
+                // costs next to no CPU (a host may run hundreds of them).
+                std::thread::park_timeout(idle);
+                idle = (idle * 2).min(IDLE_PARK_MAX);
             } else {
                 backoff.snooze();
             }
             continue;
         }
         backoff.reset();
+        idle = IDLE_PARK_MIN;
         // One generation for the whole batch: the atomicity of transactions.
         let installed = shared.current.load_full();
         active.store(installed.generation, SeqCst);
