@@ -373,6 +373,9 @@ pub enum RulesCommand {
         /// Refuse unless the desired rules are still at this generation.
         #[arg(long)]
         expect_generation: Option<u64>,
+        /// The named rule set (a fleet keeps many; one machine runs `default`).
+        #[arg(long)]
+        rule_set: Option<String>,
     },
     /// Delete rules by id.
     Delete {
@@ -382,6 +385,9 @@ pub enum RulesCommand {
         /// Refuse unless the desired rules are still at this generation.
         #[arg(long)]
         expect_generation: Option<u64>,
+        /// The named rule set (a fleet keeps many; one machine runs `default`).
+        #[arg(long)]
+        rule_set: Option<String>,
     },
     /// Per-rule packet and byte counters of each datapath.
     Counters {

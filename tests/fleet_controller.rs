@@ -3,7 +3,8 @@
 //! One controller leads; the other serves reads and refuses changes,
 //! naming the leader. Named rule sets and host records written through the
 //! leader reach the agents. When the leader is SIGKILLed the other takes
-//! over within the lease TTL and its writes reach the agents. An agent
+//! over within the lease TTL and its writes, whole rule sets and batches,
+//! reach the agents. An agent
 //! SIGKILLed shows `unavailable` within its TTL, with its last report.
 //!
 //! Needs `etcd`; under CI=true its absence fails.
@@ -233,6 +234,72 @@ fn one_controller_leads_the_other_takes_over_and_agents_follow_their_writes() {
         || applied(&follower.json(&["host", "list"]), &want).then_some(()),
     );
 
+    // A batch changes the current generation: rules added and replaced
+    // by id, others deleted; the agents apply the result.
+    let more = tmp.join("more.json");
+    std::fs::write(
+        &more,
+        r#"[{"id": 5, "priority": 99, "match": {"ip_proto": 6}, "actions": ["drop"]},
+            {"id": 1000, "priority": 1, "match": {"ip_proto": 17}, "actions": ["drop"]}]"#,
+    )
+    .unwrap();
+    let more = more.display().to_string();
+    let batch = follower.json(&["rules", "add", "-f", &more, "--rule-set", "edge"]);
+    assert_eq!(batch["generation"], 3, "{batch}");
+    assert_eq!(
+        batch["summary"],
+        serde_json::json!({"added": 1, "changed": 1, "removed": 0})
+    );
+    let deleted = follower.json(&["rules", "delete", "1", "2", "--rule-set", "edge"]);
+    assert_eq!(deleted["generation"], 4, "{deleted}");
+    let got = follower.json(&["rules", "get", "--rule-set", "edge"]);
+    let rules = got["rules"]["rules"].as_array().unwrap();
+    assert_eq!(rules.len(), 299, "300 + 1 - 2");
+    let five = rules.iter().find(|r| r["id"] == 5).unwrap();
+    assert_eq!(five["priority"], 99);
+    assert!(rules.iter().all(|r| r["id"] != 1 && r["id"] != 2));
+    let want = [("h1", "edge", 4), ("h2", "edge", 4), ("h3", "default", 1)];
+    until(Duration::from_secs(10), "the batch applied", || {
+        applied(&follower.json(&["host", "list"]), &want).then_some(())
+    });
+    // A stale generation is a conflict (exit 3); deleting a rule that is
+    // not there, or a rule that names an undefined port, is refused,
+    // naming it, and nothing is published.
+    let out = follower.cli(&[
+        "rules",
+        "delete",
+        "7",
+        "--rule-set",
+        "edge",
+        "--expect-generation",
+        "3",
+    ]);
+    assert_eq!(failure(&out).0, 3, "{}", failure(&out).1);
+    let (code, err) = failure(&follower.cli(&["rules", "delete", "1", "--rule-set", "edge"]));
+    assert_ne!(code, 0);
+    assert!(err.contains("rule 1") && err.contains("delete"), "{err}");
+    let bad = tmp.join("bad.json");
+    std::fs::write(
+        &bad,
+        r#"[{"id": 7, "priority": 1, "match": {"in_port": "p9"}, "actions": ["drop"]}]"#,
+    )
+    .unwrap();
+    let out = follower.cli(&[
+        "rules",
+        "add",
+        "-f",
+        bad.to_str().unwrap(),
+        "--rule-set",
+        "edge",
+    ]);
+    let (code, err) = failure(&out);
+    assert_ne!(code, 0);
+    assert!(err.contains("p9"), "{err}");
+    assert_eq!(
+        follower.json(&["rules", "get", "--rule-set", "edge"])["generation"],
+        4
+    );
+
     // An agent dies: its host is unavailable within the TTL, its last
     // report kept.
     agents[2].kill();
@@ -292,7 +359,10 @@ fn fleet_input_is_checked_and_named() {
     let out = c.cli(&["datapath", "list"]);
     let (code, err) = failure(&out);
     assert_ne!(code, 0);
-    assert!(err.contains("single-machine"), "{err}");
+    assert!(
+        err.contains("single-machine") && err.contains("dse host set"),
+        "{err}"
+    );
     // One interface in two datapaths (422: exit 4, naming it); nothing is
     // written.
     let twice = dir.join("twice.yaml");
@@ -346,6 +416,10 @@ fn a_single_machine_lists_itself_and_runs_only_the_default_rule_set() {
         err.contains("single-machine") && err.contains("edge"),
         "{err}"
     );
+    let out = d.cli(&["rules", "delete", "1", "--rule-set", "edge"]);
+    let (code, err) = failure(&out);
+    assert_eq!(code, 4, "{err}");
+    assert!(err.contains("edge") && err.contains("--etcd"), "{err}");
     let out = d.cli(&["fleet", "status"]);
     let (code, err) = failure(&out);
     assert_eq!(code, 4, "{err}");

@@ -149,6 +149,37 @@ impl Desired {
         Ok(())
     }
 
+    /// Checks a patch: [`Desired::check_patch`], and each rule it adds or
+    /// replaces against this set's ports and meters.
+    ///
+    /// # Errors
+    /// [`RuleError`] naming the rule and what is wrong.
+    pub fn check_batch(&self, upsert: &[Rule], remove: &[u32]) -> Result<(), RuleError> {
+        self.check_patch(upsert, remove)?;
+        RuleSet {
+            ports: self.ports.clone(),
+            meters: self.meters.clone(),
+            rules: upsert.to_vec(),
+        }
+        .validate()
+    }
+
+    /// What a checked patch would change, as counts.
+    pub fn patch_summary(&self, upsert: &[Rule], remove: &[u32]) -> Summary {
+        let mut s = Summary {
+            removed: remove.len(),
+            ..Summary::default()
+        };
+        for r in upsert {
+            match self.rules.get(&r.id) {
+                None => s.added += 1,
+                Some(old) if old != r => s.changed += 1,
+                Some(_) => {}
+            }
+        }
+        s
+    }
+
     /// Applies a checked patch as generation `generation`.
     pub fn patch(&mut self, upsert: Vec<Rule>, remove: &[u32], generation: u64) {
         for id in remove {

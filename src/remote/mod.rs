@@ -241,6 +241,7 @@ fn dispatch(
             RulesCommand::Add {
                 file,
                 expect_generation,
+                rule_set,
             } => {
                 let rules = read_rule_list(&file)?;
                 let body = format!(
@@ -248,15 +249,16 @@ fn dispatch(
                     rules.get(),
                     json!(expect_generation)
                 );
-                let call = Call::new(Method::POST, "/v1/rules/batch").json(body);
+                let call = Call::new(Method::POST, batch_path(rule_set)).json(body);
                 print(&send(rt, ep, call)?, show::applied);
             }
             RulesCommand::Delete {
                 ids,
                 expect_generation,
+                rule_set,
             } => {
                 let body = json!({"delete": ids, "expected_generation": expect_generation});
-                let call = Call::new(Method::POST, "/v1/rules/batch").json(body.to_string());
+                let call = Call::new(Method::POST, batch_path(rule_set)).json(body.to_string());
                 print(&send(rt, ep, call)?, show::applied);
             }
             RulesCommand::Counters { datapath, host } => {
@@ -511,5 +513,14 @@ impl Failure {
             _ => exit::FAILED,
         };
         Failure { code, message }
+    }
+}
+
+/// The path of a batch change of `rule_set` (the server's default unless
+/// given).
+fn batch_path(rule_set: Option<String>) -> String {
+    match rule_set {
+        Some(name) => format!("/v1/rules/batch?rule_set={}", segment(&name)),
+        None => "/v1/rules/batch".to_string(),
     }
 }

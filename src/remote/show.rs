@@ -77,6 +77,15 @@ pub fn applied(v: &Value) {
             text(&v["generation"]),
             text(&v["bytes"])
         );
+        let s = &v["summary"];
+        if s.is_object() {
+            dse::outln!(
+                "{} added, {} changed, {} removed",
+                text(&s["added"]),
+                text(&s["changed"]),
+                text(&s["removed"])
+            );
+        }
         return;
     }
     if v["dry_run"] == Value::Bool(true) {

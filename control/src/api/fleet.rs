@@ -7,12 +7,12 @@
 //! `not_in_fleet_mode`.
 
 use super::fleet_lifecycle as fl;
+use super::fleet_rules as fr;
 use super::fleet_stats as fs;
-use super::handlers::{blocking, parse_rule_set};
 use super::{ApiError, guard, routes};
 use crate::daemon::ControlError;
 use crate::fleet::FleetError;
-use crate::fleet::agent::{DEFAULT_RULE_SET, HostDesired};
+use crate::fleet::agent::HostDesired;
 use crate::fleet::controller::Controller;
 use crate::lifecycle::{Cluster, Host};
 use axum::Json;
@@ -20,12 +20,10 @@ use axum::Router;
 use axum::body::Bytes;
 use axum::extract::rejection::BytesRejection;
 use axum::extract::{DefaultBodyLimit, Path, Query, Request, State};
-use axum::http::{HeaderMap, Method, StatusCode, header};
+use axum::http::{Method, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{MethodRouter, get, post, put};
-use dse_datapath::rule::RuleSet;
 use serde::Deserialize;
-use serde_json::value::RawValue;
 use serde_json::{Value, json};
 use std::sync::Arc;
 
@@ -62,8 +60,9 @@ impl From<FleetError> for ApiError {
 pub fn fleet_routes() -> Vec<(Method, &'static str, MethodRouter<Arc<FleetApi>>)> {
     vec![
         (Method::GET, "/v1/health", get(health)),
-        (Method::GET, "/v1/rules", get(get_rules)),
-        (Method::PUT, "/v1/rules", put(put_rules)),
+        (Method::GET, "/v1/rules", get(fr::get_rules)),
+        (Method::PUT, "/v1/rules", put(fr::put_rules)),
+        (Method::POST, "/v1/rules/batch", post(fr::batch)),
         (Method::GET, "/v1/hosts", get(hosts)),
         (Method::PUT, "/v1/hosts/{host}", put(set_host)),
         (Method::GET, "/v1/fleet", get(fleet)),
@@ -184,14 +183,29 @@ async fn audited(
 }
 
 async fn not_in_fleet_mode(req: Request) -> ApiError {
+    let path = req.uri().path();
     ApiError {
         status: StatusCode::NOT_IMPLEMENTED,
         code: "not_in_fleet_mode",
         message: format!(
-            "{} {} is served by a single-machine dse serve (without --etcd), not yet by a fleet controller",
+            "{} {path} is served by a single-machine dse serve (without --etcd), not by a fleet controller{}",
             req.method(),
-            req.uri().path()
+            fleet_way(path)
         ),
+    }
+}
+
+/// What a fleet offers instead of single-machine endpoint `path`, if
+/// anything.
+fn fleet_way(path: &str) -> &'static str {
+    if path.starts_with("/v1/datapaths") {
+        "; on a fleet a host's datapaths are its desired record: dse host set HOST -f FILE (PUT /v1/hosts/{host}); what each runs: dse host list"
+    } else if path.ends_with("/stage") {
+        "; on a fleet each host stages its image as its remediation comes to it: dse lifecycle remediate"
+    } else if path == "/metrics" {
+        "; each host's counters and stats: dse stats --host HOST, dse rules counters --host HOST"
+    } else {
+        ""
     }
 }
 
@@ -203,133 +217,6 @@ async fn health(State(s): State<Arc<FleetApi>>) -> Answer {
         "controller": s.controller.id(),
         "role": if s.controller.is_leader() { "leader" } else { "follower" },
         "leader": leader,
-    }))
-    .into_response())
-}
-
-/// A rule set's name, as every query that takes one has it.
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
-struct RulesQuery {
-    rule_set: Option<String>,
-    after: Option<u32>,
-    limit: Option<usize>,
-    ids: Option<String>,
-}
-
-fn rule_set_name(given: Option<String>) -> Result<String, ApiError> {
-    let name = given.unwrap_or_else(|| DEFAULT_RULE_SET.to_string());
-    dse_datapath::name::check("rule set name", &name)
-        .map_err(|e| ApiError::bad_request(e.to_string()))?;
-    Ok(name)
-}
-
-/// `GET /v1/rules?rule_set=NAME`: the current generation, read from etcd.
-async fn get_rules(State(s): State<Arc<FleetApi>>, Query(q): Query<RulesQuery>) -> Answer {
-    let name = rule_set_name(q.rule_set.clone())?;
-    if q.after.is_some() || q.limit.is_some() || q.ids.is_some() {
-        return rules_page(&s, &name, q).await;
-    }
-    let body = match s.controller.rule_set(&name).await? {
-        None => json!({"rule_set": name, "generation": 0, "rules": {"rules": []}, "next": null})
-            .to_string(),
-        Some(t) => {
-            let text = String::from_utf8(t.text).map_err(|_| FleetError::Damaged {
-                what: format!("rule set {name}"),
-                reason: "its text is not UTF-8".into(),
-            })?;
-            let rules = RawValue::from_string(text).map_err(|e| FleetError::Damaged {
-                what: format!("rule set {name}"),
-                reason: format!("its text is not JSON: {e}"),
-            })?;
-            serde_json::to_string(&json!({
-                "rule_set": name,
-                "generation": t.generation,
-                "rules": rules,
-                "next": null,
-            }))
-            .expect("a page serializes")
-        }
-    };
-    Ok(([(header::CONTENT_TYPE, "application/json")], body).into_response())
-}
-
-/// A page of the rule set (`after`, `limit`) or its rules by id (`ids`),
-/// as a single machine answers it.
-async fn rules_page(s: &FleetApi, name: &str, q: RulesQuery) -> Answer {
-    let ids = super::handlers::rule_ids(q.ids)?;
-    let limit = super::handlers::page_limit(q.limit)?;
-    let (generation, set) = match s.controller.rule_set(name).await? {
-        None => (0, RuleSet::default()),
-        Some(t) => {
-            let set = RuleSet::parse_json_bytes(&t.text).map_err(|e| FleetError::Damaged {
-                what: format!("rule set {name}"),
-                reason: e.to_string(),
-            })?;
-            (t.generation, set)
-        }
-    };
-    let page = crate::daemon::RulesPage {
-        after: q.after,
-        limit,
-        ids,
-    };
-    let paged = page.ids.is_none();
-    let set = page.of(set);
-    let next = set
-        .rules
-        .last()
-        .filter(|_| paged && set.rules.len() == limit)
-        .map(|r| r.id);
-    Ok(
-        Json(json!({"rule_set": name, "generation": generation, "rules": set, "next": next}))
-            .into_response(),
-    )
-}
-
-/// Query of `PUT /v1/rules` on a fleet.
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
-struct ApplyQuery {
-    rule_set: Option<String>,
-    expected_generation: Option<u64>,
-    #[serde(default)]
-    dry_run: bool,
-}
-
-/// `PUT /v1/rules?rule_set=NAME`: checks the rule set and, unless a dry
-/// run, makes it the next generation in etcd (leader only).
-async fn put_rules(
-    State(s): State<Arc<FleetApi>>,
-    Query(q): Query<ApplyQuery>,
-    headers: HeaderMap,
-    raw: Result<Bytes, BytesRejection>,
-) -> Answer {
-    let name = rule_set_name(q.rule_set)?;
-    let bytes = super::handlers::body(s.max_body, raw)?;
-    let text = blocking(move || -> Result<Vec<u8>, ApiError> {
-        let set = parse_rule_set(&headers, &bytes)?;
-        Ok(serde_json::to_vec(&set).expect("a rule set serializes"))
-    })
-    .await?;
-    if q.dry_run {
-        let current = s.controller.rule_set(&name).await?;
-        let generation = current.map_or(0, |t| t.generation);
-        return Ok(Json(json!({
-            "rule_set": name, "generation": generation, "dry_run": true, "bytes": text.len(),
-        }))
-        .into_response());
-    }
-    let published = s
-        .controller
-        .publish(&name, q.expected_generation, &text)
-        .await?;
-    Ok(Json(json!({
-        "rule_set": name,
-        "generation": published.generation,
-        "dry_run": false,
-        "bytes": text.len(),
-        "chunks": published.chunks,
     }))
     .into_response())
 }

@@ -8,7 +8,7 @@ use crate::daemon::ControlError;
 use crate::fleet::controller::{ComplianceError, FleetImportError};
 use crate::fleet::depot::ImportError;
 use crate::fleet::remediation::StartError;
-use crate::lifecycle::DesiredImage;
+use crate::lifecycle::{DesiredImage, Unready};
 use axum::Json;
 use axum::body::Bytes;
 use axum::extract::rejection::BytesRejection;
@@ -38,11 +38,9 @@ impl From<FleetImportError> for ControlError {
 impl From<StartError> for ControlError {
     fn from(e: StartError) -> ControlError {
         match e {
-            StartError::NoCluster(_) => ControlError::NotFound {
-                what: e.to_string(),
-            },
+            StartError::Unready(u) => u.into(),
             StartError::Options(m) => ControlError::BadRequest(m),
-            StartError::NoImage(_) | StartError::Busy(_) => ControlError::Lifecycle(e.to_string()),
+            StartError::Busy(_) => ControlError::Lifecycle(e.to_string()),
         }
     }
 }
@@ -50,10 +48,7 @@ impl From<StartError> for ControlError {
 impl From<ComplianceError> for ControlError {
     fn from(e: ComplianceError) -> ControlError {
         match e {
-            ComplianceError::NoCluster(_) => ControlError::NotFound {
-                what: e.to_string(),
-            },
-            ComplianceError::NoImage(_) => ControlError::Lifecycle(e.to_string()),
+            ComplianceError::Unready(u) => u.into(),
             ComplianceError::Image(broken) => ControlError::Image(broken),
         }
     }
@@ -89,7 +84,7 @@ async fn unsupported(s: &FleetApi, name: &str, what: &str) -> ApiError {
     };
     match clusters.iter().find(|c| c.name == name) {
         Some(c) => crate::daemon::unsupported(c, what).into(),
-        None => ControlError::from(ComplianceError::NoCluster(name.to_string())).into(),
+        None => ControlError::from(Unready::NoCluster(name.to_string())).into(),
     }
 }
 

@@ -263,29 +263,61 @@ fn batch_rule(i: usize, raw: &RawValue) -> Result<Rule, ApiError> {
 pub async fn batch(
     State(s): State<Arc<ApiState>>,
     ConnectInfo(peer): ConnectInfo<Peer>,
+    Query(q): Query<BatchQuery>,
     raw: Result<Bytes, BytesRejection>,
 ) -> Answer {
+    super::hosts::only_default(q.rule_set.as_deref())?;
     let bytes = body(s.max_body, raw)?;
     let daemon = Arc::clone(&s.daemon);
     let applied = blocking(move || {
-        let batch: Batch = parse_json(&bytes)?;
-        let add = batch
-            .add
-            .iter()
-            .enumerate()
-            .map(|(i, raw)| batch_rule(i, raw))
-            .collect::<Result<Vec<Rule>, ApiError>>()?;
-        if add.is_empty() && batch.delete.is_empty() {
-            return Err(ApiError::bad_request(
-                "request body: the batch adds and deletes nothing; give `add`, `delete` or both",
-            ));
-        }
+        let batch = parse_batch(&bytes)?;
         daemon
-            .patch(add, batch.delete, batch.expected_generation, &peer.0)
+            .patch(batch.add, batch.delete, batch.expected_generation, &peer.0)
             .map_err(ApiError::from)
     })
     .await?;
     Ok(Json(applied).into_response())
+}
+
+/// Query of a batch change.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct BatchQuery {
+    /// The named rule set (`default` unless given).
+    pub rule_set: Option<String>,
+}
+
+/// A batch change read and checked for form: the rules to add or
+/// replace, the ids to delete, and the generation it expects.
+pub struct ParsedBatch {
+    /// Rules added, or replacing the rule of their id.
+    pub add: Vec<Rule>,
+    /// Ids of rules deleted.
+    pub delete: Vec<u32>,
+    /// Apply only at this generation.
+    pub expected_generation: Option<u64>,
+}
+
+/// Reads a batch body: 400 if it is malformed or changes nothing, 422
+/// naming the rule and field of a rule that is wrong.
+pub(super) fn parse_batch(bytes: &[u8]) -> Result<ParsedBatch, ApiError> {
+    let batch: Batch = parse_json(bytes)?;
+    let add = batch
+        .add
+        .iter()
+        .enumerate()
+        .map(|(i, raw)| batch_rule(i, raw))
+        .collect::<Result<Vec<Rule>, ApiError>>()?;
+    if add.is_empty() && batch.delete.is_empty() {
+        return Err(ApiError::bad_request(
+            "request body: the batch adds and deletes nothing; give `add`, `delete` or both",
+        ));
+    }
+    Ok(ParsedBatch {
+        add,
+        delete: batch.delete,
+        expected_generation: batch.expected_generation,
+    })
 }
 
 /// Query of the counters.

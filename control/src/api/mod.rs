@@ -8,6 +8,7 @@ pub mod conn;
 mod error;
 pub mod fleet;
 mod fleet_lifecycle;
+mod fleet_rules;
 mod fleet_stats;
 mod guard;
 mod handlers;

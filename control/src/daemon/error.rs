@@ -1,7 +1,7 @@
 //! Why a control-plane request failed.
 
 use crate::lifecycle::depot::DepotError;
-use crate::lifecycle::{ImageError, InventoryError, RuleBroken};
+use crate::lifecycle::{ImageError, InventoryError, RuleBroken, Unready};
 use crate::store::StoreError;
 use dse_datapath::datapath::DatapathError;
 use dse_datapath::rule::RuleError;
@@ -71,12 +71,21 @@ pub enum ControlError {
     Store(StoreError),
 }
 
+impl From<Unready> for ControlError {
+    fn from(e: Unready) -> ControlError {
+        match e {
+            Unready::NoCluster(name) => ControlError::NotFound {
+                what: format!("cluster named {name}: create it first (dse cluster create)"),
+            },
+            Unready::NoImage(_) => ControlError::Lifecycle(e.to_string()),
+        }
+    }
+}
+
 impl From<InventoryError> for ControlError {
     fn from(e: InventoryError) -> ControlError {
         match e {
-            InventoryError::NoCluster(name) => ControlError::NotFound {
-                what: format!("cluster named {name}: create it first (dse cluster create)"),
-            },
+            InventoryError::NoCluster(name) => Unready::NoCluster(name).into(),
             e @ InventoryError::ClusterExists(_) => ControlError::Exists(e.to_string()),
             InventoryError::Invalid(e) => ControlError::BadRequest(e),
             InventoryError::Rules(broken) => ControlError::ClusterRules(broken),

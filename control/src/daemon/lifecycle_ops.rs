@@ -8,7 +8,7 @@ use crate::lifecycle::compliance::{self, ClusterCompliance, Precheck};
 use crate::lifecycle::device::{DeviceError, DpuDevice, EmulatedDpu, Emulation, SlotImage};
 use crate::lifecycle::engine::{DatapathState, DpuDatapaths, Engine};
 use crate::lifecycle::remediation::{Options, Remediation};
-use crate::lifecycle::{self, Cluster, DesiredImage, Resolved};
+use crate::lifecycle::{self, Cluster, DesiredImage, Resolved, Unready};
 use dse_datapath::datapath::{Datapath, Fingerprint};
 use dse_datapath::pipeline::Count;
 use dse_datapath::rule::RuleSet;
@@ -37,13 +37,7 @@ impl Daemon {
     }
 
     fn cluster(&self, name: &str) -> Result<Cluster, ControlError> {
-        self.store
-            .clusters()?
-            .into_iter()
-            .find(|c| c.name == name)
-            .ok_or_else(|| ControlError::NotFound {
-                what: format!("cluster named {name}: create it first (dse cluster create)"),
-            })
+        Ok(Unready::cluster(self.store.clusters()?, name)?)
     }
 
     /// The device of DPU `serial`: the emulated DPU in the work directory,
@@ -122,13 +116,8 @@ impl Daemon {
 
     /// The cluster and its image, resolved against the depot.
     fn resolved(&self, name: &str) -> Result<(Cluster, Resolved), ControlError> {
-        let c = self.cluster(name)?;
-        let Some(image) = &c.image else {
-            return Err(ControlError::Lifecycle(format!(
-                "cluster {name} has no desired image: set one first (dse image set)"
-            )));
-        };
-        let r = lifecycle::image::resolve(image, &c, &self.store.depot()?)
+        let (c, image) = Unready::check(self.store.clusters()?, name)?;
+        let r = lifecycle::image::resolve(&image, &c, &self.store.depot()?)
             .map_err(ControlError::Image)?;
         Ok((c, r))
     }

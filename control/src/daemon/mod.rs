@@ -380,15 +380,7 @@ impl Daemon {
         self.check_expected(expected, who, &what)?;
         let diff = {
             let d = self.read_desired();
-            let checked = d.check_patch(&upsert, &remove).and_then(|()| {
-                RuleSet {
-                    ports: d.ports.clone(),
-                    meters: d.meters.clone(),
-                    rules: upsert.clone(),
-                }
-                .validate()
-            });
-            if let Err(e) = checked {
+            if let Err(e) = d.check_batch(&upsert, &remove) {
                 self.store.audit_only(who, &what, &e.to_string())?;
                 return Err(e.into());
             }

@@ -25,7 +25,7 @@ use std::time::Duration;
 
 mod lifecycle;
 
-pub use lifecycle::{ComplianceError, FleetImportError, seen_in_report};
+pub use lifecycle::{ComplianceError, FleetImportError};
 
 /// How a controller runs.
 #[derive(Debug, Clone)]

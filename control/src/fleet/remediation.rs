@@ -26,9 +26,9 @@ use super::inventory::{read_inventory, update_inventory};
 use super::keys;
 use super::leader::Fence;
 use super::liveness::live_host_names;
-use crate::lifecycle::Host;
 pub use crate::lifecycle::ordering::{Ack, Decision, Order, advance};
 use crate::lifecycle::remediation::{HostResult, Options, Remediation};
+use crate::lifecycle::{Host, Unready};
 use etcd_client::{Compare, CompareOp, GetOptions, Txn, TxnOp};
 use std::collections::{BTreeMap, BTreeSet};
 use std::time::Duration;
@@ -156,12 +156,9 @@ pub async fn under_way(etcd: &Etcd) -> Result<Option<u64>, FleetError> {
 /// Why a remediation cannot start.
 #[derive(Debug, thiserror::Error)]
 pub enum StartError {
-    /// No such cluster.
-    #[error("no cluster named {0}: create it first (dse cluster create)")]
-    NoCluster(String),
-    /// The cluster has no image.
-    #[error("cluster {0} has no desired image: set one first (dse image set)")]
-    NoImage(String),
+    /// The cluster is missing or has no image.
+    #[error(transparent)]
+    Unready(#[from] Unready),
     /// Another remediation is under way.
     #[error("remediation {0} is under way: wait for it to finish (dse lifecycle history)")]
     Busy(u64),
@@ -187,18 +184,16 @@ pub async fn start(
         return Ok(Err(StartError::Options(e)));
     }
     let (clusters, _) = read_inventory(etcd).await?;
-    let Some(c) = clusters.iter().find(|c| c.name == cluster) else {
-        return Ok(Err(StartError::NoCluster(cluster.to_string())));
-    };
-    let Some(image) = c.image.clone() else {
-        return Ok(Err(StartError::NoImage(cluster.to_string())));
+    let (c, image) = match Unready::check(clusters, cluster) {
+        Ok(ready) => ready,
+        Err(e) => return Ok(Err(e.into())),
     };
     let all = journals(etcd).await?;
     if let Some((r, _)) = all.iter().find(|(r, _)| !r.is_finished()) {
         return Ok(Err(StartError::Busy(r.id)));
     }
     let id = all.last().map_or(1, |(r, _)| r.id + 1);
-    let r = Remediation::new(id, c, image, options, who);
+    let r = Remediation::new(id, &c, image, options, who);
     let key = journal_key(etcd.prefix(), id);
     let txn = Txn::new()
         .when([

@@ -41,6 +41,43 @@ pub enum InventoryError {
     Store(#[from] StoreError),
 }
 
+/// Why a cluster is not ready for lifecycle work: missing, or without
+/// a desired image.
+#[derive(Debug, thiserror::Error)]
+pub enum Unready {
+    /// No such cluster.
+    #[error("no cluster named {0}: create it first (dse cluster create)")]
+    NoCluster(String),
+    /// The cluster has no image.
+    #[error("cluster {0} has no desired image: set one first (dse image set)")]
+    NoImage(String),
+}
+
+impl Unready {
+    /// Cluster `name` of `clusters`.
+    ///
+    /// # Errors
+    /// [`Unready::NoCluster`].
+    pub fn cluster(clusters: Vec<Cluster>, name: &str) -> Result<Cluster, Unready> {
+        clusters
+            .into_iter()
+            .find(|c| c.name == name)
+            .ok_or_else(|| Unready::NoCluster(name.to_string()))
+    }
+
+    /// Cluster `name` of `clusters` and its desired image.
+    ///
+    /// # Errors
+    /// [`Unready::NoCluster`] or [`Unready::NoImage`].
+    pub fn check(clusters: Vec<Cluster>, name: &str) -> Result<(Cluster, DesiredImage), Unready> {
+        let c = Unready::cluster(clusters, name)?;
+        match c.image.clone() {
+            Some(image) => Ok((c, image)),
+            None => Err(Unready::NoImage(name.to_string())),
+        }
+    }
+}
+
 /// The errors, one after another.
 pub(crate) fn list<E: std::fmt::Display>(errors: &[E]) -> String {
     errors

@@ -12,7 +12,7 @@ use crate::lifecycle::compliance::{self, ClusterCompliance, Precheck, Seen};
 use crate::lifecycle::depot::{Imported, Manifest, TrustedKeys};
 use crate::lifecycle::image::Resolved;
 use crate::lifecycle::remediation::{Options, Remediation};
-use crate::lifecycle::{Cluster, DesiredImage, ImageError, InventoryError, image};
+use crate::lifecycle::{Cluster, DesiredImage, ImageError, InventoryError, Unready, image};
 use std::collections::BTreeMap;
 
 /// Why a depot import on a fleet was refused.
@@ -34,12 +34,9 @@ pub enum FleetImportError {
 /// Why a fleet's compliance cannot be told.
 #[derive(Debug, thiserror::Error)]
 pub enum ComplianceError {
-    /// No such cluster.
-    #[error("no cluster named {0}: create it first (dse cluster create)")]
-    NoCluster(String),
-    /// The cluster has no image.
-    #[error("cluster {0} has no desired image: set one first (dse image set)")]
-    NoImage(String),
+    /// The cluster is missing or has no image.
+    #[error(transparent)]
+    Unready(#[from] Unready),
     /// Its image no longer resolves against the fleet's depot.
     #[error("its image does not resolve")]
     Image(Vec<ImageError>),
@@ -48,7 +45,7 @@ pub enum ComplianceError {
 /// What compliance reads of DPU `serial` of `host` on a fleet: what its
 /// agent last reported, while its agent is live (`report` is `None`
 /// otherwise).
-pub fn seen_in_report(host: &str, report: Option<&HostStatus>, serial: &str) -> Seen {
+fn seen_in_report(host: &str, report: Option<&HostStatus>, serial: &str) -> Seen {
     let Some(report) = report else {
         return Seen::Unavailable(format!(
             "host {host}'s agent is unavailable: start dse agent --host {host}"
@@ -136,15 +133,12 @@ impl Controller {
         &self,
         cluster: &str,
     ) -> Result<Result<(Cluster, Resolved, ClusterCompliance), ComplianceError>, FleetError> {
-        let clusters = self.clusters().await?;
-        let Some(c) = clusters.into_iter().find(|c| c.name == cluster) else {
-            return Ok(Err(ComplianceError::NoCluster(cluster.to_string())));
-        };
-        let Some(desired) = &c.image else {
-            return Ok(Err(ComplianceError::NoImage(cluster.to_string())));
+        let (c, desired) = match Unready::check(self.clusters().await?, cluster) {
+            Ok(ready) => ready,
+            Err(e) => return Ok(Err(e.into())),
         };
         let depot = depot::list(&self.etcd).await?;
-        let resolved = match image::resolve(desired, &c, &depot) {
+        let resolved = match image::resolve(&desired, &c, &depot) {
             Ok(r) => r,
             Err(broken) => return Ok(Err(ComplianceError::Image(broken))),
         };
