@@ -58,21 +58,6 @@ fn counts(d: &DaemonProcess, name: &str) -> BTreeMap<String, u64> {
         .collect()
 }
 
-/// `GET /metrics` over the daemon's socket, as Prometheus scrapes it.
-fn scrape(d: &DaemonProcess) -> String {
-    use std::io::{Read, Write};
-    let mut s = std::os::unix::net::UnixStream::connect(d.socket()).expect("connects");
-    write!(
-        s,
-        "GET /metrics HTTP/1.1\r\nHost: dse\r\nConnection: close\r\n\r\n"
-    )
-    .unwrap();
-    let mut answer = String::new();
-    s.read_to_string(&mut answer).unwrap();
-    assert!(answer.starts_with("HTTP/1.1 200"), "{answer}");
-    answer
-}
-
 fn write(dir: &Path, name: &str, text: &str) -> String {
     let p = dir.join(name);
     std::fs::write(&p, text).unwrap();
@@ -162,7 +147,7 @@ fn offload_and_host_path_count_the_same_traffic_alike() {
             stats[name]["rx_packets"].as_u64().unwrap() >= 500,
             "{stats}"
         );
-        let metrics = scrape(&d);
+        let metrics = d.scrape();
         let up = format!(r#"dse_datapath_up{{backend="{backend}",datapath="{name}"}} 1"#);
         assert!(metrics.contains(&up), "{metrics}");
         let rx = format!(r#"dse_datapath_packets_total{{datapath="{name}",outcome="rx"}}"#);

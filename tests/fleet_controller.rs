@@ -120,6 +120,30 @@ fn one_controller_leads_the_other_takes_over_and_agents_follow_their_writes() {
         "rule sets reached 3 agents {:?} after the answer",
         sent.elapsed()
     );
+    // Prometheus scrapes either controller: whether it leads, and each
+    // host's liveness and applied generation.
+    let m = |d: &DaemonProcess, name: &str, labels: &[&str]| {
+        DaemonProcess::metric(&d.scrape(), name, labels)
+    };
+    assert_eq!(m(&leader, "dse_controller_leader", &[]), Some(1.0));
+    assert_eq!(m(&follower, "dse_controller_leader", &[]), Some(0.0));
+    assert_eq!(m(&follower, "dse_host_up", &[r#"host="h3""#]), Some(1.0));
+    assert_eq!(
+        m(
+            &follower,
+            "dse_host_applied_generation",
+            &[r#"host="h1""#, r#"rule_set="edge""#]
+        ),
+        Some(1.0)
+    );
+    assert!(
+        m(
+            &follower,
+            "dse_api_requests_total",
+            &[r#"route="/v1/hosts""#, r#"status="200""#]
+        )
+        .is_some_and(|n| n >= 1.0)
+    );
     let got = follower.json(&["rules", "get", "--rule-set", "edge"]);
     assert_eq!(got["generation"], 1);
     assert_eq!(got["rules"]["rules"].as_array().unwrap().len(), 200);
@@ -309,6 +333,10 @@ fn one_controller_leads_the_other_takes_over_and_agents_follow_their_writes() {
         (host(&hosts, "h3")["state"] == "unavailable").then_some(hosts)
     });
     eprintln!("h3 unavailable {:?} after its agent died", died.elapsed());
+    assert_eq!(
+        DaemonProcess::metric(&follower.scrape(), "dse_host_up", &[r#"host="h3""#]),
+        Some(0.0)
+    );
     assert_eq!(host(&hosts, "h3")["report"]["applied"]["generation"], 1);
     assert_eq!(
         host(&hosts, "h1")["state"],

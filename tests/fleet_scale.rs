@@ -192,6 +192,21 @@ fn a_hundred_agents_follow_every_change_and_offloaded_traffic_survives_the_leade
         );
     }
 
+    // Prometheus, scraping the leader, sees every host up and each
+    // agent's datapath in sync.
+    let scrape = leader.scrape();
+    let ones = |metric: &str| {
+        scrape
+            .lines()
+            .filter(|l| l.starts_with(&format!("{metric}{{")) && l.ends_with(" 1"))
+            .count()
+    };
+    assert_eq!(ones("dse_host_up"), AGENTS, "{scrape}");
+    assert!(
+        ones("dse_datapath_in_sync") >= AGENTS - DATAPATH_AGENTS,
+        "{scrape}"
+    );
+
     // Traffic through each offloaded host, throughout what follows.
     let stop = Arc::new(AtomicBool::new(false));
     let flows: Vec<_> = topologies

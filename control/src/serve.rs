@@ -204,6 +204,8 @@ pub async fn serve(
             api::fleet::fleet_router(Arc::new(api::fleet::FleetApi {
                 controller: started,
                 max_body: config.max_body,
+                large_bodies: tokio::sync::Semaphore::new(1),
+                metrics: api::Metrics::default(),
             }))
         }
     };

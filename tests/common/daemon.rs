@@ -95,6 +95,39 @@ impl DaemonProcess {
         c
     }
 
+    /// `GET /metrics` over its socket, as Prometheus scrapes it: the
+    /// answer, status line and headers included (a 200, or it panics).
+    pub fn scrape(&self) -> String {
+        use std::io::{Read, Write};
+        let mut s = std::os::unix::net::UnixStream::connect(self.socket()).expect("connects");
+        write!(
+            s,
+            "GET /metrics HTTP/1.1\r\nHost: dse\r\nConnection: close\r\n\r\n"
+        )
+        .unwrap();
+        let mut answer = String::new();
+        s.read_to_string(&mut answer).unwrap();
+        assert!(answer.starts_with("HTTP/1.1 200"), "{answer}");
+        answer
+    }
+
+    /// The value of metric `name` whose labels include each of `labels`
+    /// (`key="value"`), in a scrape.
+    pub fn metric(scrape: &str, name: &str, labels: &[&str]) -> Option<f64> {
+        scrape.lines().find_map(|line| {
+            let rest = line.strip_prefix(name)?;
+            let (set, value) = match rest.strip_prefix('{') {
+                Some(r) => r.split_once("} ")?,
+                None => ("", rest.strip_prefix(' ')?),
+            };
+            let have: Vec<&str> = set.split(',').collect();
+            labels
+                .iter()
+                .all(|l| have.contains(l))
+                .then(|| value.trim().parse().ok())?
+        })
+    }
+
     /// Runs `dse ARGS` against this daemon.
     pub fn cli(&self, args: &[&str]) -> Output {
         self.command(args).output().expect("runs dse")
@@ -176,10 +209,19 @@ pub fn free_port() -> u16 {
 
 /// Resident memory of process `pid`, in kB.
 pub fn rss_kb(pid: u32) -> u64 {
+    status_kb(pid, "VmRSS")
+}
+
+/// The peak resident memory of process `pid` so far, in kB.
+pub fn peak_rss_kb(pid: u32) -> u64 {
+    status_kb(pid, "VmHWM")
+}
+
+fn status_kb(pid: u32, field: &str) -> u64 {
     let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
     status
         .lines()
-        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .find_map(|l| l.strip_prefix(field)?.strip_prefix(':'))
         .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
-        .expect("VmRSS")
+        .unwrap_or_else(|| panic!("{field} of process {pid}"))
 }

@@ -33,6 +33,25 @@ pub struct FleetApi {
     pub controller: Arc<Controller>,
     /// The largest request body accepted, in bytes.
     pub max_body: usize,
+    /// One large request body is read at a time.
+    pub large_bodies: tokio::sync::Semaphore,
+    /// Request counters and timings.
+    pub metrics: super::Metrics,
+}
+
+impl super::metrics::Measured for FleetApi {
+    fn metrics(&self) -> &super::Metrics {
+        &self.metrics
+    }
+}
+
+impl guard::BodyGate for FleetApi {
+    fn max_body(&self) -> usize {
+        self.max_body
+    }
+    fn large_bodies(&self) -> &tokio::sync::Semaphore {
+        &self.large_bodies
+    }
 }
 
 type Answer = Result<Response, ApiError>;
@@ -102,6 +121,7 @@ pub fn fleet_routes() -> Vec<(Method, &'static str, MethodRouter<Arc<FleetApi>>)
         ),
         (Method::GET, "/v1/remediations", get(fl::remediations)),
         (Method::GET, "/v1/remediations/{id}", get(fl::remediation)),
+        (Method::GET, "/metrics", get(metrics)),
         (Method::GET, "/openapi.json", get(super::handlers::openapi)),
     ]
 }
@@ -133,7 +153,15 @@ pub fn fleet_router(state: Arc<FleetApi>) -> Router {
             Arc::clone(&state),
             audited,
         ))
+        .layer(axum::middleware::from_fn_with_state(
+            Arc::clone(&state),
+            super::metrics::record::<FleetApi>,
+        ))
         .layer(DefaultBodyLimit::max(limit))
+        .layer(axum::middleware::from_fn_with_state(
+            Arc::clone(&state),
+            guard::admit_body::<FleetApi>,
+        ))
         .layer(axum::middleware::from_fn(guard::json_errors))
         .with_state(state)
 }
@@ -202,8 +230,6 @@ fn fleet_way(path: &str) -> &'static str {
         "; on a fleet a host's datapaths are its desired record: dse host set HOST -f FILE (PUT /v1/hosts/{host}); what each runs: dse host list"
     } else if path.ends_with("/stage") {
         "; on a fleet each host stages its image as its remediation comes to it: dse lifecycle remediate"
-    } else if path == "/metrics" {
-        "; each host's counters and stats: dse stats --host HOST, dse rules counters --host HOST"
     } else {
         ""
     }
@@ -296,6 +322,24 @@ async fn fleet(State(s): State<Arc<FleetApi>>) -> Answer {
     let status: Value =
         serde_json::to_value(s.controller.status().await?).expect("a fleet status serializes");
     Ok(Json(status).into_response())
+}
+
+/// `GET /metrics`: whether this controller leads, and each host's
+/// liveness, applied generation and datapaths from its agent's last report.
+async fn metrics(State(s): State<Arc<FleetApi>>) -> Answer {
+    let hosts = s.controller.hosts().await?;
+    let text = s
+        .metrics
+        .render_fleet(s.controller.is_leader(), &hosts)
+        .map_err(|e| ApiError::bad_request(format!("rendering the metrics: {e}")))?;
+    Ok((
+        [(
+            axum::http::header::CONTENT_TYPE,
+            "text/plain; version=0.0.4",
+        )],
+        text,
+    )
+        .into_response())
 }
 
 /// `GET /v1/clusters`: the fleet's inventory.

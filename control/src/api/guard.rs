@@ -3,7 +3,7 @@
 //! of it is kept, large bodies are read one at a time (changes are applied
 //! one at a time anyway), and every error is the documented JSON.
 
-use super::{ApiError, ApiState};
+use super::ApiError;
 use axum::extract::{Request, State};
 use axum::http::{Method, StatusCode, header};
 use axum::middleware::Next;
@@ -13,25 +13,39 @@ use std::sync::Arc;
 /// Bodies above this many bytes, or of unknown length, wait their turn.
 pub const LARGE_BODY: u64 = 1 << 20;
 
+/// The state of a router whose bodies [`admit_body`] guards: a single
+/// machine's and a fleet controller's.
+pub trait BodyGate: Send + Sync + 'static {
+    /// The largest body accepted, in bytes.
+    fn max_body(&self) -> usize;
+    /// One permit: the turn of a large body.
+    fn large_bodies(&self) -> &tokio::sync::Semaphore;
+}
+
 /// Refuses a body whose `Content-Length` is over the limit (413) before
 /// reading it, and admits large bodies one at a time, so that the memory
 /// bodies take stays near one limit whatever many clients send at once.
-pub async fn admit_body(State(s): State<Arc<ApiState>>, req: Request, next: Next) -> Response {
+pub async fn admit_body<S: BodyGate>(
+    State(s): State<Arc<S>>,
+    req: Request,
+    next: Next,
+) -> Response {
     let length = req
         .headers()
         .get(header::CONTENT_LENGTH)
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.parse::<u64>().ok());
-    if length.is_some_and(|n| n > s.max_body as u64) {
+    let max_body = s.max_body();
+    if length.is_some_and(|n| n > max_body as u64) {
         // A lingering close, as web servers do: what the client is still
         // sending is read and thrown away (for a while), so that it gets
         // to read the 413 rather than a broken pipe.
         discard(req.into_body()).await;
-        return ApiError::too_large(s.max_body).into_response();
+        return ApiError::too_large(max_body).into_response();
     }
     let has_body = matches!(*req.method(), Method::PUT | Method::POST | Method::PATCH);
     if has_body && length.is_none_or(|n| n > LARGE_BODY) {
-        let Ok(_turn) = s.large_bodies.acquire().await else {
+        let Ok(_turn) = s.large_bodies().acquire().await else {
             return ApiError::bad_request("the daemon is stopping").into_response();
         };
         return next.run(req).await;

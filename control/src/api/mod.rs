@@ -46,6 +46,21 @@ pub struct ApiState {
     pub large_bodies: tokio::sync::Semaphore,
 }
 
+impl metrics::Measured for ApiState {
+    fn metrics(&self) -> &Metrics {
+        &self.metrics
+    }
+}
+
+impl guard::BodyGate for ApiState {
+    fn max_body(&self) -> usize {
+        self.max_body
+    }
+    fn large_bodies(&self) -> &tokio::sync::Semaphore {
+        &self.large_bodies
+    }
+}
+
 /// Who is asking, for the audit log: the Unix user, or the TCP peer.
 #[derive(Debug, Clone)]
 pub struct Peer(pub String);
@@ -154,12 +169,12 @@ pub fn router(state: Arc<ApiState>) -> Router {
     r.fallback(no_such_endpoint)
         .layer(axum::middleware::from_fn_with_state(
             Arc::clone(&state),
-            metrics::record,
+            metrics::record::<ApiState>,
         ))
         .layer(DefaultBodyLimit::max(limit))
         .layer(axum::middleware::from_fn_with_state(
             Arc::clone(&state),
-            guard::admit_body,
+            guard::admit_body::<ApiState>,
         ))
         .layer(axum::middleware::from_fn(guard::json_errors))
         .with_state(state)
