@@ -138,14 +138,28 @@ pub(super) async fn put_rules(
         .controller
         .publish(&name, q.expected_generation, &text)
         .await?;
-    Ok(Json(json!({
+    Ok(published_answer(&name, &published, text.len(), None))
+}
+
+/// The answer to a change published as `published`: its `bytes` of text,
+/// and a batch's `summary`.
+fn published_answer(
+    name: &str,
+    published: &crate::fleet::Published,
+    bytes: usize,
+    summary: Option<serde_json::Value>,
+) -> Response {
+    let mut answer = json!({
         "rule_set": name,
         "generation": published.generation,
         "dry_run": false,
-        "bytes": text.len(),
+        "bytes": bytes,
         "chunks": published.chunks,
-    }))
-    .into_response())
+    });
+    if let Some(summary) = summary {
+        answer["summary"] = summary;
+    }
+    Json(answer).into_response()
 }
 
 /// `POST /v1/rules/batch?rule_set=NAME`: adds, replaces and deletes rules
@@ -199,15 +213,12 @@ pub(super) async fn batch(
         .into_response());
     }
     let published = s.controller.publish(&name, Some(generation), &text).await?;
-    Ok(Json(json!({
-        "rule_set": name,
-        "generation": published.generation,
-        "dry_run": false,
-        "bytes": text.len(),
-        "chunks": published.chunks,
-        "summary": counts,
-    }))
-    .into_response())
+    Ok(published_answer(
+        &name,
+        &published,
+        text.len(),
+        Some(counts),
+    ))
 }
 
 /// Rule set `name` as etcd holds it, parsed.
