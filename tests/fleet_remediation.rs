@@ -20,6 +20,7 @@ use common::fleet::{
     until,
 };
 use common::lab::Lab;
+use dse::lab::fleet::FleetProcess;
 use std::time::{Duration, Instant};
 
 const TTL: &str = "2";
@@ -72,6 +73,42 @@ fn the_leader_orders_the_hosts_the_agents_run_them_and_a_new_leader_finishes() {
     }
     let pre = json(&b, &["lifecycle", "precheck", "--cluster", "c1"]);
     assert_eq!(pre["ok"], true, "{pre}");
+    // Staged ahead: each agent brings the image's depot content into its
+    // own depot, checks it with its own keys, and stages it on its DPUs. A
+    // follower refuses, naming the leader.
+    let staged = json(leader_a, &["lifecycle", "stage", "--cluster", "c1"]);
+    assert_eq!(
+        staged["staged"],
+        serde_json::json!(["S1", "S2", "S3"]),
+        "{staged}"
+    );
+    let (_, err) = failure(&cli(&b, &["lifecycle", "stage", "--cluster", "c1"]));
+    assert!(err.contains("ctl-rem-a"), "{err}");
+    // A DPU's emulation is set through its host's agent: S2 made
+    // unreachable fails the pre-check by name, as on one machine, once h2's
+    // agent reports it; then it is back. A DPU no host has is not found.
+    let set = json(leader_a, &["dpu", "emulate", "S2", "--unreachable"]);
+    assert_eq!(set["faults"]["unreachable"], true, "{set}");
+    let precheck = |c: &FleetProcess| {
+        let out = cli(
+            c,
+            &["-o", "json", "lifecycle", "precheck", "--cluster", "c1"],
+        );
+        serde_json::from_slice::<serde_json::Value>(&out.stdout).unwrap()
+    };
+    until(Duration::from_secs(10), "the pre-check names S2", || {
+        let pre = precheck(&b);
+        (pre["ok"] == false && pre.to_string().contains("S2")).then_some(())
+    });
+    json(leader_a, &["dpu", "emulate", "S2"]);
+    until(
+        Duration::from_secs(10),
+        "the pre-check passes again",
+        || (precheck(&b)["ok"] == true).then_some(()),
+    );
+    let (code, err) = failure(&cli(leader_a, &["dpu", "emulate", "S9"]));
+    assert_eq!(code, 7, "{err}");
+    assert!(err.contains("S9"), "{err}");
     // A follower refuses to start one, naming the leader.
     let out = cli(
         &b,
@@ -104,6 +141,16 @@ fn the_leader_orders_the_hosts_the_agents_run_them_and_a_new_leader_finishes() {
     let out = cli(
         leader_a,
         &["lifecycle", "remediate", "--cluster", "c1", "--no-wait"],
+    );
+    let (_, err) = failure(&out);
+    assert!(
+        err.contains(&format!("remediation {id} is under way")),
+        "{err}"
+    );
+    // So is a fresh install.
+    let out = cli(
+        leader_a,
+        &["lifecycle", "install", "--cluster", "c1", "--host", "h2"],
     );
     let (_, err) = failure(&out);
     assert!(
@@ -212,6 +259,25 @@ fn the_leader_orders_the_hosts_the_agents_run_them_and_a_new_leader_finishes() {
     let (code, err) = failure(&out);
     assert_eq!(code, 7, "{err}");
     assert!(err.contains("S9"), "{err}");
+    // A fresh install of h2 through its agent: refused, naming the DPU,
+    // while S2 is unreachable; then done, and h2 compliant. A host the
+    // cluster does not have is not found.
+    let set = json(&b, &["dpu", "emulate", "S2", "--unreachable"]);
+    assert_eq!(set["faults"]["unreachable"], true, "{set}");
+    let install = ["lifecycle", "install", "--cluster", "c1", "--host", "h2"];
+    let (code, err) = failure(&cli(&b, &install));
+    assert_eq!(code, 4, "{err}");
+    assert!(err.contains("on host h2: installing DPU S2"), "{err}");
+    json(&b, &["dpu", "emulate", "S2", "--boot-ms", "100"]);
+    let installed = json(&b, &install);
+    assert_eq!(installed["host"], "h2", "{installed}");
+    assert_eq!(installed["status"], "compliant", "{installed}");
+    let (code, err) = failure(&cli(
+        &b,
+        &["lifecycle", "install", "--cluster", "c1", "--host", "h9"],
+    ));
+    assert_eq!(code, 7, "{err}");
+    assert!(err.contains("host h9 in cluster c1"), "{err}");
     for a in &mut agents {
         a.kill();
     }

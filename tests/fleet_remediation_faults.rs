@@ -226,5 +226,12 @@ fn controllers_and_an_agent_crash_at_each_journaled_point_and_every_host_ends_ok
         asked.elapsed()
     );
 
+    // Nor can its DPUs be staged: refused at once, naming it, and h2 is
+    // not staged either.
+    let out = cli(l, &["lifecycle", "stage", "--cluster", "c1"]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "{err}");
+    assert!(err.contains("host h1 is unavailable"), "{err}");
+
     common::fabric::assert_lossless(flows);
 }

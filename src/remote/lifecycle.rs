@@ -42,15 +42,22 @@ pub fn image(rt: &Rt, ep: &Endpoint, json: bool, command: ImageCommand) -> Resul
     )
     .json(image.to_string());
     let answer = send(rt, ep, call)?;
+    show(json, &answer, |a| {
+        dse::outln!("cluster {cluster} now wants {}", describe_image(a));
+    });
+    Ok(())
+}
+
+/// Prints `answer` as JSON, or as `human` tells it.
+fn show(json: bool, answer: &Value, human: impl FnOnce(&Value)) {
     if json {
         dse::outln!(
             "{}",
-            serde_json::to_string_pretty(&answer).unwrap_or_default()
+            serde_json::to_string_pretty(answer).unwrap_or_default()
         );
     } else {
-        dse::outln!("cluster {cluster} now wants {}", describe_image(&answer));
+        human(answer);
     }
-    Ok(())
 }
 
 fn describe_image(image: &Value) -> String {
@@ -199,13 +206,7 @@ pub fn lifecycle(
     json: bool,
     command: LifecycleCommand,
 ) -> Result<(), Failure> {
-    let print = |v: &Value, human: fn(&Value)| {
-        if json {
-            dse::outln!("{}", serde_json::to_string_pretty(v).unwrap_or_default());
-        } else {
-            human(v);
-        }
-    };
+    let print = |v: &Value, human: fn(&Value)| show(json, v, human);
     match command {
         LifecycleCommand::Check { cluster } => {
             let v = send(
@@ -407,7 +408,7 @@ pub fn lifecycle(
 }
 
 /// `dse dpu …`
-pub fn dpu(rt: &Rt, ep: &Endpoint, command: DpuCommand) -> Result<(), Failure> {
+pub fn dpu(rt: &Rt, ep: &Endpoint, json: bool, command: DpuCommand) -> Result<(), Failure> {
     let DpuCommand::Emulate {
         serial,
         boot_ms,
@@ -432,7 +433,8 @@ pub fn dpu(rt: &Rt, ep: &Endpoint, command: DpuCommand) -> Result<(), Failure> {
         format!("/v1/dpus/{}/emulation", segment(&serial)),
     )
     .json(body.to_string());
-    send(rt, ep, call)?;
-    dse::outln!("DPU {serial}: boots in {boot_ms} ms");
+    show(json, &send(rt, ep, call)?, |_| {
+        dse::outln!("DPU {serial}: boots in {boot_ms} ms");
+    });
     Ok(())
 }

@@ -387,7 +387,7 @@ fn dispatch(
         },
         Command::Image { command } => lifecycle::image(rt, ep, json, command)?,
         Command::Lifecycle { command } => lifecycle::lifecycle(rt, ep, json, command)?,
-        Command::Dpu { command } => lifecycle::dpu(rt, ep, command)?,
+        Command::Dpu { command } => lifecycle::dpu(rt, ep, json, command)?,
         Command::Audit { last, after, limit } => {
             let path = match after {
                 Some(after) => format!("/v1/audit?after={after}&limit={limit}"),

@@ -114,12 +114,19 @@ pub fn fleet_routes() -> Vec<(Method, &'static str, MethodRouter<Arc<FleetApi>>)
             "/v1/clusters/{name}/hardware-compatibility",
             post(fl::hardware_compatibility),
         ),
+        (Method::POST, "/v1/clusters/{name}/stage", post(fl::stage)),
+        (
+            Method::POST,
+            "/v1/clusters/{name}/hosts/{host}/install",
+            post(fl::fresh_install),
+        ),
         (
             Method::POST,
             "/v1/clusters/{name}/remediate",
             post(fl::remediate),
         ),
         (Method::GET, "/v1/remediations", get(fl::remediations)),
+        (Method::PUT, "/v1/dpus/{serial}/emulation", put(fl::emulate)),
         (Method::GET, "/v1/remediations/{id}", get(fl::remediation)),
         (Method::GET, "/metrics", get(metrics)),
         (Method::GET, "/openapi.json", get(super::handlers::openapi)),
@@ -228,8 +235,6 @@ async fn not_in_fleet_mode(req: Request) -> ApiError {
 fn fleet_way(path: &str) -> &'static str {
     if path.starts_with("/v1/datapaths") {
         "; on a fleet a host's datapaths are its desired record: dse host set HOST -f FILE (PUT /v1/hosts/{host}); what each runs: dse host list"
-    } else if path.ends_with("/stage") {
-        "; on a fleet each host stages its image as its remediation comes to it: dse lifecycle remediate"
     } else {
         ""
     }

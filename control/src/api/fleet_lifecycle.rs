@@ -5,9 +5,10 @@
 use super::ApiError;
 use super::fleet::FleetApi;
 use crate::daemon::ControlError;
-use crate::fleet::controller::{ComplianceError, FleetImportError};
+use crate::fleet::controller::{ComplianceError, EmulateError, FleetImportError, HostWorkError};
 use crate::fleet::depot::ImportError;
 use crate::fleet::remediation::StartError;
+use crate::lifecycle::device::Emulation;
 use crate::lifecycle::{DesiredImage, Unready};
 use axum::Json;
 use axum::body::Bytes;
@@ -74,6 +75,74 @@ pub async fn precheck(State(s): State<Arc<FleetApi>>, Path(name): Path<String>) 
         .await?
         .map_err(ControlError::from)?;
     Ok(Json(p).into_response())
+}
+
+/// `POST /v1/clusters/{name}/stage`: each host's agent stages the image
+/// on its DPUs (leader only); as on one machine, the serials staged on.
+pub async fn stage(State(s): State<Arc<FleetApi>>, Path(name): Path<String>) -> Answer {
+    let staged = s.controller.stage(&name).await?.map_err(host_work)?;
+    Ok(Json(serde_json::json!({ "staged": staged })).into_response())
+}
+
+/// `POST /v1/clusters/{name}/hosts/{host}/install`: the host's agent
+/// installs the image afresh on it and its DPUs (leader only); as on one
+/// machine, the host's compliance afterwards.
+pub async fn fresh_install(
+    State(s): State<Arc<FleetApi>>,
+    Path((name, host)): Path<(String, String)>,
+) -> Answer {
+    let installed = s
+        .controller
+        .fresh_install(&name, &host)
+        .await?
+        .map_err(host_work)?;
+    Ok(Json(installed).into_response())
+}
+
+/// The answer to work on hosts refused, with a single machine's codes.
+fn host_work(e: HostWorkError) -> ApiError {
+    match e {
+        HostWorkError::Unready(u) => ControlError::from(u).into(),
+        HostWorkError::Image(broken) => ControlError::Image(broken).into(),
+        HostWorkError::NoHost { cluster, host } => ControlError::NotFound {
+            what: format!("host {host} in cluster {cluster}"),
+        }
+        .into(),
+        HostWorkError::Unavailable(_) => ApiError {
+            status: StatusCode::CONFLICT,
+            code: "host_unavailable",
+            message: e.to_string(),
+        },
+        HostWorkError::Busy(_) | HostWorkError::Failed { .. } => {
+            ControlError::Lifecycle(e.to_string()).into()
+        }
+    }
+}
+
+/// `PUT /v1/dpus/{serial}/emulation`: set through the agent of the DPU's
+/// host (leader only); the settings are the answer, as on one machine.
+pub async fn emulate(
+    State(s): State<Arc<FleetApi>>,
+    Path(serial): Path<String>,
+    raw: Result<Bytes, BytesRejection>,
+) -> Answer {
+    let bytes = super::handlers::body(s.max_body, raw)?;
+    let emulation: Emulation = super::handlers::parse_json(&bytes)?;
+    s.controller
+        .emulate(&serial, &emulation)
+        .await?
+        .map_err(|e| match e {
+            EmulateError::NoDpu(_) => ApiError::from(ControlError::NotFound {
+                what: format!("DPU {serial} in the inventory: add its host first (dse host add)"),
+            }),
+            EmulateError::Unavailable(_) => ApiError {
+                status: StatusCode::CONFLICT,
+                code: "host_unavailable",
+                message: e.to_string(),
+            },
+            EmulateError::Refused(m) => ApiError::bad_request(m),
+        })?;
+    Ok(Json(emulation).into_response())
 }
 
 /// Refuses `what` on cluster `name`, as one machine does.

@@ -23,6 +23,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 mod counters;
+mod on_host;
 mod remediation;
 
 /// How often an agent under remediation answers with its steps.
@@ -320,6 +321,15 @@ impl Agent {
                             if keys.iter().any(|k| k.ends_with("/counters-request")) {
                                 self.answer_counters(etcd).await?;
                             }
+                            if keys.iter().any(|k| k.ends_with("/stage-request")) {
+                                self.answer_stage(etcd).await?;
+                            }
+                            if keys.iter().any(|k| k.ends_with("/emulation-request")) {
+                                self.answer_emulation(etcd).await?;
+                            }
+                            if keys.iter().any(|k| k.ends_with("/install-request")) {
+                                self.answer_install(etcd).await?;
+                            }
                             if keys.iter().any(|k| {
                                 k.ends_with("/desired")
                                     || k.ends_with("/inventory")
@@ -510,7 +520,7 @@ impl Agent {
             return self.report(registration, None).await;
         };
         let now = self.status(last.error.clone());
-        if now.datapaths != last.datapaths || now.applied != last.applied {
+        if now.datapaths != last.datapaths || now.applied != last.applied || now.dpus != last.dpus {
             self.report(registration, last.error).await?;
         }
         Ok(())

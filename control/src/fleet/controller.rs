@@ -25,7 +25,7 @@ use std::time::Duration;
 
 mod lifecycle;
 
-pub use lifecycle::{ComplianceError, FleetImportError};
+pub use lifecycle::{ComplianceError, EmulateError, FleetImportError, HostWorkError};
 
 /// How a controller runs.
 #[derive(Debug, Clone)]

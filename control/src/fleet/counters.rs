@@ -4,13 +4,12 @@
 //! a rule set may hold a million rules, so no agent reports them unasked.
 //!
 //! ```text
-//! <prefix>/hosts/<h>/counters-request   {nonce, datapath}
-//! <prefix>/hosts/<h>/counters           {nonce, counters | error}
+//! <prefix>/hosts/<h>/counters-request   {nonce, body: {datapath}}
+//! <prefix>/hosts/<h>/counters           {nonce, body: {counters | error}}
 //! ```
 
+use super::ask;
 use super::etcd::{Etcd, FleetError};
-use super::keys;
-use super::watch::{Resumed, WatchEvent, watch_from};
 use dse_datapath::pipeline::Count;
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
@@ -22,21 +21,12 @@ pub type Counters = BTreeMap<String, BTreeMap<u32, Count>>;
 /// The largest answer an agent writes: etcd refuses requests over 1.5 MiB.
 pub const MAX_ANSWER_BYTES: usize = 1 << 20;
 
-/// `<prefix>/hosts/<h>/counters-request`.
-pub fn request_key(prefix: &str, host: &str) -> String {
-    format!("{}counters-request", keys::host(prefix, host))
-}
-
-/// `<prefix>/hosts/<h>/counters`.
-pub fn answer_key(prefix: &str, host: &str) -> String {
-    format!("{}counters", keys::host(prefix, host))
-}
+/// The kind of request, as its keys name it.
+pub const KIND: &str = "counters";
 
 /// A controller's request.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Request {
-    /// Names this request; the answer carries it.
-    pub nonce: String,
     /// Only this datapath's.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub datapath: Option<String>,
@@ -45,8 +35,6 @@ pub struct Request {
 /// An agent's answer.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Answer {
-    /// The request's.
-    pub nonce: String,
     /// The counters, or none with `error`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub counters: Option<Counters>,
@@ -59,11 +47,10 @@ pub struct Answer {
 }
 
 impl Answer {
-    /// The answer to `request` of counters `got`, or the error if the
-    /// counters do not fit in one etcd value.
-    pub fn of(request: &Request, got: Result<Counters, (String, bool)>) -> Answer {
+    /// The answer of counters `got`, or the error if the counters do not
+    /// fit in one etcd value.
+    pub fn of(got: Result<Counters, (String, bool)>) -> Answer {
         let mut a = Answer {
-            nonce: request.nonce.clone(),
             counters: None,
             error: None,
             not_found: false,
@@ -100,49 +87,8 @@ pub async fn ask(
     datapath: Option<&str>,
     within: Duration,
 ) -> Result<Answer, FleetError> {
-    let nonce = format!(
-        "{}-{}",
-        std::process::id(),
-        std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map_or(0, |d| d.as_nanos())
-    );
     let request = Request {
-        nonce: nonce.clone(),
         datapath: datapath.map(str::to_string),
     };
-    let key = request_key(etcd.prefix(), host);
-    let value = serde_json::to_vec(&request).expect("a request serializes");
-    let put = etcd
-        .retry(&format!("writing {key}"), |mut c| {
-            let (key, value) = (key.clone(), value.clone());
-            async move { c.put(key, value, None).await }
-        })
-        .await?;
-    let revision = put.header().map_or(0, |h| h.revision());
-    let answer = answer_key(etcd.prefix(), host);
-    let mut watch = watch_from(etcd, &answer, revision).await?;
-    let waited = tokio::time::timeout(within, async {
-        loop {
-            if let Resumed::Events(events) = watch.next().await? {
-                for e in events {
-                    if let WatchEvent::Put { key, value, .. } = e
-                        && key == answer
-                        && let Ok(a) = serde_json::from_slice::<Answer>(&value)
-                        && a.nonce == nonce
-                    {
-                        return Ok(a);
-                    }
-                }
-            }
-        }
-    })
-    .await;
-    match waited {
-        Ok(answered) => answered,
-        Err(_) => Err(FleetError::AgentSilent {
-            host: host.to_string(),
-            within,
-        }),
-    }
+    ask::ask(etcd, host, KIND, request, within).await
 }

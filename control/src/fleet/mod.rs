@@ -8,6 +8,7 @@
 //! store, as it is for Kubernetes, Cilium and Calico.
 
 pub mod agent;
+pub mod ask;
 pub mod audit;
 mod auth;
 pub mod controller;
@@ -18,6 +19,7 @@ pub mod inventory;
 pub mod keys;
 mod leader;
 mod liveness;
+pub mod on_host;
 pub mod remediation;
 mod rulesets;
 mod watch;

@@ -87,33 +87,8 @@ impl Agent {
 
     /// Starts its own remediation of `order`; the error says why not.
     async fn start(&self, etcd: &Etcd, order: &Order) -> Result<(), String> {
-        let have: std::collections::BTreeSet<String> = self
-            .daemon
-            .depot()
-            .map_err(|e| e.to_string())?
-            .iter()
-            .map(crate::lifecycle::depot::Imported::key)
-            .collect();
-        let fleet = depot::list(etcd).await.map_err(|e| e.to_string())?;
-        let work = self
-            .config
-            .daemon
-            .db
-            .with_file_name(format!("fleet-depot-{}", order.id));
-        for m in fleet.iter().filter(|m| !have.contains(&m.key())) {
-            let _ = std::fs::remove_dir_all(&work);
-            depot::fetch_manifest(etcd, m, &work)
-                .await
-                .map_err(|e| e.to_string())?;
-            let daemon = Arc::clone(&self.daemon);
-            let (from, who) = (work.clone(), order.tag());
-            let imported =
-                tokio::task::spawn_blocking(move || daemon.depot_import(&from, &who)).await;
-            let _ = std::fs::remove_dir_all(&work);
-            imported
-                .expect("the agent's daemon work does not panic")
-                .map_err(|e| format!("the depot's {}: {e}", m.key()))?;
-        }
+        self.fetch_depot(etcd, &format!("fleet-depot-{}", order.id), &order.tag())
+            .await?;
         let daemon = Arc::clone(&self.daemon);
         let order = order.clone();
         tokio::task::spawn_blocking(move || {
@@ -130,6 +105,42 @@ impl Agent {
         })
         .await
         .expect("the agent's daemon work does not panic")
+    }
+
+    /// Brings what the fleet's depot holds and its own does not into its
+    /// own, by `who`, through work directory `work` beside its store; its
+    /// own trusted keys check each manifest again. The error names the
+    /// manifest refused.
+    pub(super) async fn fetch_depot(
+        &self,
+        etcd: &Etcd,
+        work: &str,
+        who: &str,
+    ) -> Result<(), String> {
+        let have: std::collections::BTreeSet<String> = self
+            .daemon
+            .depot()
+            .map_err(|e| e.to_string())?
+            .iter()
+            .map(crate::lifecycle::depot::Imported::key)
+            .collect();
+        let fleet = depot::list(etcd).await.map_err(|e| e.to_string())?;
+        let work = self.config.daemon.db.with_file_name(work);
+        for m in fleet.iter().filter(|m| !have.contains(&m.key())) {
+            let _ = std::fs::remove_dir_all(&work);
+            depot::fetch_manifest(etcd, m, &work)
+                .await
+                .map_err(|e| e.to_string())?;
+            let daemon = Arc::clone(&self.daemon);
+            let (from, who) = (work.clone(), who.to_string());
+            let imported =
+                tokio::task::spawn_blocking(move || daemon.depot_import(&from, &who)).await;
+            let _ = std::fs::remove_dir_all(&work);
+            imported
+                .expect("the agent's daemon work does not panic")
+                .map_err(|e| format!("the depot's {}: {e}", m.key()))?;
+        }
+        Ok(())
     }
 
     /// Answers the order it holds with its own run as it stands, if that

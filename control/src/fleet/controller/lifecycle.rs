@@ -7,9 +7,11 @@ use crate::fleet::agent::HostStatus;
 use crate::fleet::depot::{self, ImportError};
 use crate::fleet::etcd::FleetError;
 use crate::fleet::inventory::update_inventory;
+use crate::fleet::on_host::{self, ImageWork, SetEmulation};
 use crate::fleet::remediation::{self, StartError};
-use crate::lifecycle::compliance::{self, ClusterCompliance, Precheck, Seen};
+use crate::lifecycle::compliance::{self, ClusterCompliance, HostCompliance, Precheck, Seen};
 use crate::lifecycle::depot::{Imported, Manifest, TrustedKeys};
+use crate::lifecycle::device::Emulation;
 use crate::lifecycle::image::Resolved;
 use crate::lifecycle::remediation::{Options, Remediation};
 use crate::lifecycle::{Cluster, DesiredImage, ImageError, InventoryError, Unready, image};
@@ -41,6 +43,67 @@ pub enum ComplianceError {
     #[error("its image does not resolve")]
     Image(Vec<ImageError>),
 }
+
+/// Why staging or a fresh install on a fleet failed.
+#[derive(Debug, thiserror::Error)]
+pub enum HostWorkError {
+    /// The cluster is missing or has no image.
+    #[error(transparent)]
+    Unready(#[from] Unready),
+    /// Its image no longer resolves against the fleet's depot.
+    #[error("its image does not resolve")]
+    Image(Vec<ImageError>),
+    /// The cluster has no such host.
+    #[error("no host {host} in cluster {cluster}: its hosts are dse host list")]
+    NoHost {
+        /// The cluster.
+        cluster: String,
+        /// The host asked for.
+        host: String,
+    },
+    /// A host's agent is away.
+    #[error(
+        "host {0} is unavailable: no agent of it is live to do the work on its DPUs (dse host list)"
+    )]
+    Unavailable(String),
+    /// A remediation runs; a fresh install waits for it.
+    #[error("{}", crate::daemon::busy(*.0))]
+    Busy(u64),
+    /// A host's agent failed.
+    #[error("on host {host}: {reason}")]
+    Failed {
+        /// The host.
+        host: String,
+        /// Its agent's error.
+        reason: String,
+    },
+}
+
+/// Why a DPU's emulation on a fleet was not set.
+#[derive(Debug, thiserror::Error)]
+pub enum EmulateError {
+    /// No host of the inventory has the DPU.
+    #[error("no DPU {0} in the inventory: add its host first (dse host add)")]
+    NoDpu(String),
+    /// Its host's agent is away.
+    #[error(
+        "host {0} is unavailable: no agent of it is live, so nothing sets its DPU's emulation (dse host list)"
+    )]
+    Unavailable(String),
+    /// Its host's agent refused the settings.
+    #[error("{0}")]
+    Refused(String),
+}
+
+/// How long a host's agent has to set a DPU's emulation and answer.
+const EMULATE_WITHIN: std::time::Duration = std::time::Duration::from_secs(5);
+
+/// How long a host's agent has to stage and answer.
+const STAGE_WITHIN: std::time::Duration = std::time::Duration::from_secs(30);
+
+/// How long a host's agent has to install its host and DPUs, each DPU
+/// booting twice at most, and answer.
+const INSTALL_WITHIN: std::time::Duration = std::time::Duration::from_secs(150);
 
 /// What compliance reads of DPU `serial` of `host` on a fleet: what its
 /// agent last reported, while its agent is live (`report` is `None`
@@ -125,6 +188,150 @@ impl Controller {
             elsewhere.push(crate::daemon::busy(id));
         }
         Ok(Ok(Precheck::of(&c, compliance, elsewhere)))
+    }
+
+    /// Stages the image of cluster `cluster` on every DPU of its hosts,
+    /// asking each host's agent at once (leader only); the serials staged
+    /// on, in the cluster's order. Every host's agent must be live.
+    ///
+    /// # Errors
+    /// The outer error is etcd's, [`FleetError::NotLeader`], or
+    /// [`FleetError::AgentSilent`]; the inner one why it was not staged
+    /// everywhere.
+    pub async fn stage(
+        &self,
+        cluster: &str,
+    ) -> Result<Result<Vec<String>, HostWorkError>, FleetError> {
+        self.fence().await?;
+        let (c, desired) = match Unready::check(self.clusters().await?, cluster) {
+            Ok(ready) => ready,
+            Err(e) => return Ok(Err(e.into())),
+        };
+        if let Err(broken) = image::resolve(&desired, &c, &depot::list(&self.etcd).await?) {
+            return Ok(Err(HostWorkError::Image(broken)));
+        }
+        if let Some(away) = self
+            .first_away(c.hosts.iter().map(|h| h.name.as_str()))
+            .await?
+        {
+            return Ok(Err(HostWorkError::Unavailable(away)));
+        }
+        let mut asks = tokio::task::JoinSet::new();
+        for h in &c.hosts {
+            let (etcd, host) = (self.etcd.clone(), h.name.clone());
+            let work = ImageWork {
+                cluster: cluster.to_string(),
+                image: desired.clone(),
+            };
+            asks.spawn(async move {
+                let staged = on_host::stage(&etcd, &host, work, STAGE_WITHIN).await;
+                (host, staged)
+            });
+        }
+        let mut staged = BTreeMap::new();
+        while let Some(done) = asks.join_next().await {
+            let (host, answer) = done.expect("a stage request does not panic");
+            match answer? {
+                Ok(serials) => {
+                    staged.insert(host, serials);
+                }
+                Err(reason) => return Ok(Err(HostWorkError::Failed { host, reason })),
+            }
+        }
+        Ok(Ok(c
+            .hosts
+            .iter()
+            .flat_map(|h| staged.remove(&h.name).unwrap_or_default())
+            .collect()))
+    }
+
+    /// Installs cluster `cluster`'s image afresh on host `host` and its
+    /// DPUs, through the host's agent (leader only): both slots of each
+    /// DPU erased and booted with the image's DPU content, its datapaths
+    /// switched to the image's program. The host's compliance afterwards,
+    /// as its agent tells it. A remediation under way refuses it.
+    ///
+    /// # Errors
+    /// The outer error is etcd's, [`FleetError::NotLeader`], or
+    /// [`FleetError::AgentSilent`]; the inner one why it was not
+    /// installed.
+    pub async fn fresh_install(
+        &self,
+        cluster: &str,
+        host: &str,
+    ) -> Result<Result<HostCompliance, HostWorkError>, FleetError> {
+        self.fence().await?;
+        let (c, desired) = match Unready::check(self.clusters().await?, cluster) {
+            Ok(ready) => ready,
+            Err(e) => return Ok(Err(e.into())),
+        };
+        if !c.hosts.iter().any(|h| h.name == host) {
+            return Ok(Err(HostWorkError::NoHost {
+                cluster: cluster.to_string(),
+                host: host.to_string(),
+            }));
+        }
+        if let Err(broken) = image::resolve(&desired, &c, &depot::list(&self.etcd).await?) {
+            return Ok(Err(HostWorkError::Image(broken)));
+        }
+        if let Some(id) = remediation::under_way(&self.etcd).await? {
+            return Ok(Err(HostWorkError::Busy(id)));
+        }
+        if let Some(away) = self.first_away([host]).await? {
+            return Ok(Err(HostWorkError::Unavailable(away)));
+        }
+        let work = ImageWork {
+            cluster: cluster.to_string(),
+            image: desired,
+        };
+        let installed = on_host::install(&self.etcd, host, work, INSTALL_WITHIN).await?;
+        Ok(installed.map_err(|reason| HostWorkError::Failed {
+            host: host.to_string(),
+            reason,
+        }))
+    }
+
+    /// The first of `hosts` whose agent is not live, if any.
+    async fn first_away<'a>(
+        &self,
+        hosts: impl IntoIterator<Item = &'a str>,
+    ) -> Result<Option<String>, FleetError> {
+        let live = self.hosts().await?;
+        Ok(hosts
+            .into_iter()
+            .find(|h| !live.iter().any(|v| v.host == *h && v.state == "available"))
+            .map(str::to_string))
+    }
+
+    /// Gives DPU `serial` the settings `emulation`, through the agent of
+    /// its host (leader only).
+    ///
+    /// # Errors
+    /// The outer error is etcd's, [`FleetError::NotLeader`] or
+    /// [`FleetError::AgentSilent`]; the inner one why it was not set.
+    pub async fn emulate(
+        &self,
+        serial: &str,
+        emulation: &Emulation,
+    ) -> Result<Result<(), EmulateError>, FleetError> {
+        self.fence().await?;
+        let clusters = self.clusters().await?;
+        let Some(host) = clusters
+            .iter()
+            .flat_map(|c| &c.hosts)
+            .find(|h| h.dpus.iter().any(|d| d.serial == serial))
+        else {
+            return Ok(Err(EmulateError::NoDpu(serial.to_string())));
+        };
+        if let Some(away) = self.first_away([host.name.as_str()]).await? {
+            return Ok(Err(EmulateError::Unavailable(away)));
+        }
+        let set = SetEmulation {
+            serial: serial.to_string(),
+            emulation: emulation.clone(),
+        };
+        let set = on_host::emulate(&self.etcd, &host.name, set, EMULATE_WITHIN).await?;
+        Ok(set.map_err(EmulateError::Refused))
     }
 
     /// Cluster `cluster`, its image resolved against the fleet's depot,
