@@ -3,14 +3,14 @@
 //! threads run: [`HostPath::drain`] ends when its sockets and queues are
 //! empty, where a fixed wait lost what a busy machine had not yet
 //! scheduled. Here its workers are held while a burst queues up, and let
-//! go only after the drain began. Needs root.
+//! go only after the drain began, on AF_XDP and on AF_PACKET. Needs root.
 
 mod common;
 
 use common::exchange::exchange;
 use dse::bench::topology::Topology;
 use dse_datapath::RuleSet;
-use dse_datapath::emu::{EmuConfig, HostPath};
+use dse_datapath::emu::{EmuConfig, HostIo, HostPath, IoChoice};
 use std::time::Duration;
 
 const RULES: &str = r#"
@@ -39,6 +39,15 @@ fn a_draining_host_path_lets_through_every_frame_it_took() {
         assert!(std::env::var("CI").is_err(), "CI runs this as root");
         return;
     }
+    for (choice, io) in [
+        (IoChoice::AfXdp, HostIo::AfXdp),
+        (IoChoice::AfPacket, HostIo::AfPacket),
+    ] {
+        drains(choice, io);
+    }
+}
+
+fn drains(choice: IoChoice, io: HostIo) {
     let topo = Topology::build(&format!("dr{}", std::process::id() % 100_000)).unwrap();
     let set = RuleSet::from_yaml(RULES).unwrap();
     let interfaces = topo.interfaces();
@@ -48,9 +57,10 @@ fn a_draining_host_path_lets_through_every_frame_it_took() {
     };
     let mut host = topo
         .dut
-        .run(|| HostPath::start(set, config, &interfaces))
+        .run(|| HostPath::start_with(set, config, &interfaces, choice))
         .unwrap()
         .unwrap();
+    assert_eq!(host.io().0, io);
     // The workers are held: what arrives waits in the host path.
     host.emu().hold();
     const N: u16 = 500;
@@ -69,5 +79,9 @@ fn a_draining_host_path_lets_through_every_frame_it_took() {
         releaser.join().unwrap();
         sink.join().unwrap()
     });
-    assert_eq!(got.len(), usize::from(N), "every frame taken came out");
+    assert_eq!(
+        got.len(),
+        usize::from(N),
+        "{io:?}: every frame taken came out"
+    );
 }

@@ -4,6 +4,35 @@
 /// Headroom a new frame gets; enough for an IPv6 Geneve encap with options.
 pub const HEADROOM: usize = 128;
 
+/// What the pipeline needs of a frame's buffer: its bytes, and room to
+/// gain or lose headers at the front and to be cut short. A [`Frame`] on
+/// the heap is one; so is a frame in place in an AF_XDP UMEM.
+pub trait FrameBuf {
+    /// The frame's bytes.
+    fn data(&self) -> &[u8];
+    /// The frame's bytes, writable.
+    fn data_mut(&mut self) -> &mut [u8];
+    /// Length of the frame.
+    fn len(&self) -> usize {
+        self.data().len()
+    }
+    /// Whether the frame is empty.
+    fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+    /// Grows the frame by `n` bytes at the front (contents unspecified);
+    /// `false`, and the frame unchanged, if its buffer has no room for
+    /// them (the XDP datapath's `bpf_xdp_adjust_head` failing).
+    fn push_front(&mut self, n: usize) -> bool;
+    /// Removes `n` bytes from the front.
+    ///
+    /// # Panics
+    /// If the frame is shorter than `n`.
+    fn pull_front(&mut self, n: usize);
+    /// Shortens the frame to `len` bytes (no-op if it is not longer).
+    fn truncate(&mut self, len: usize);
+}
+
 /// A packet: `buf[head..]` is the frame.
 #[derive(Clone, PartialEq, Eq)]
 pub struct Frame {
@@ -98,5 +127,31 @@ impl Frame {
     /// Shortens the frame to `len` bytes (no-op if it is not longer).
     pub fn truncate(&mut self, len: usize) {
         self.buf.truncate(self.head + len);
+    }
+}
+
+impl FrameBuf for Frame {
+    #[inline]
+    fn data(&self) -> &[u8] {
+        Frame::data(self)
+    }
+    #[inline]
+    fn data_mut(&mut self) -> &mut [u8] {
+        Frame::data_mut(self)
+    }
+    #[inline]
+    fn len(&self) -> usize {
+        Frame::len(self)
+    }
+    /// Always room: the buffer grows when the headroom is used up.
+    fn push_front(&mut self, n: usize) -> bool {
+        Frame::push_front(self, n);
+        true
+    }
+    fn pull_front(&mut self, n: usize) {
+        Frame::pull_front(self, n);
+    }
+    fn truncate(&mut self, len: usize) {
+        Frame::truncate(self, len);
     }
 }

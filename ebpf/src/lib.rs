@@ -42,6 +42,36 @@ pub fn trafgen_object() -> &'static [u8] {
     &TRAFGEN_ALIGNED.0
 }
 
+static HOSTPATH_ALIGNED: &Aligned<[u8]> = &Aligned(*include_bytes!("../hostpath.bpf.o"));
+
+/// The host path's AF_XDP programs (`src/hostpath.bpf.c`):
+/// [`XSK_PROGRAM`] redirects each frame into the socket of its receive
+/// queue in map [`XSK_MAP`]; [`PASS_PROGRAM`] hands a frame to the kernel
+/// stack, run with live frames.
+pub fn hostpath_object() -> &'static [u8] {
+    &HOSTPATH_ALIGNED.0
+}
+
+/// The redirect program in [`hostpath_object`].
+pub const XSK_PROGRAM: &str = "dse_xsk";
+
+/// The hand-over program in [`hostpath_object`].
+pub const PASS_PROGRAM: &str = "dse_pass";
+
+/// The XSKMAP in [`hostpath_object`]: an interface's base in
+/// [`XSK_BASES`] plus a receive queue -> AF_XDP socket.
+pub const XSK_MAP: &str = "dse_xsks";
+
+/// The hash in [`hostpath_object`]: ifindex -> the interface's first
+/// entry in [`XSK_MAP`].
+pub const XSK_BASES: &str = "dse_xsk_bases";
+
+/// Interfaces a host path can take frames from.
+pub const XSK_IFACES: u32 = 64;
+
+/// Receive queues per interface a host path can take frames from.
+pub const XSK_QUEUES: u32 = 64;
+
 /// The generator program in [`trafgen_object`].
 pub const GEN_PROGRAM: &str = "dse_gen";
 

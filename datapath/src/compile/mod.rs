@@ -240,6 +240,12 @@ impl Compiler {
                 options: Arc::new(Vec::new()),
                 subtables: Vec::new(),
                 ports: Arc::new(ports),
+                port_names: Arc::new(
+                    set.ports
+                        .iter()
+                        .map(|p| (p.name.clone(), p.index))
+                        .collect(),
+                ),
                 meters: Arc::new(meters),
                 meter_names: Arc::new(set.meters.iter().map(|m| m.name.clone()).collect()),
             },

@@ -203,6 +203,8 @@ pub struct CompiledTables {
     pub subtables: Vec<Arc<Subtable>>,
     /// Port slots by index, [`MAX_PORTS`] of them.
     pub ports: Arc<Vec<PortRecord>>,
+    /// Each port's name and index, in rule-set order.
+    pub port_names: Arc<Vec<(String, u16)>>,
     /// Meters, in rule-set order.
     pub meters: Arc<Vec<MeterRecord>>,
     /// Meter names, parallel to `meters`.
@@ -210,6 +212,14 @@ pub struct CompiledTables {
 }
 
 impl CompiledTables {
+    /// The index of the port named `name`, if the rules have it.
+    pub fn port_index(&self, name: &str) -> Option<u16> {
+        self.port_names
+            .iter()
+            .find(|(n, _)| n == name)
+            .map(|&(_, i)| i)
+    }
+
     /// Whether a miss on `port` drops.
     #[inline]
     pub fn miss_drops(&self, port: u16) -> bool {

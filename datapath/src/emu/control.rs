@@ -93,11 +93,24 @@ pub struct EmuDatapath {
 }
 
 impl EmuDatapath {
-    /// Compiles `rules` as generation 1 and starts the workers.
+    /// Compiles `rules` as generation 1 and starts the workers on the
+    /// in-memory queues.
     ///
     /// # Errors
     /// [`DatapathError::Rules`] if the rules do not compile.
     pub fn start(rules: RuleSet, config: EmuConfig) -> Result<EmuDatapath, DatapathError> {
+        Self::start_with(rules, config, |shared, i| {
+            worker::QueueIo::new(Arc::clone(shared), i)
+        })
+    }
+
+    /// As [`EmuDatapath::start`], with worker `i`'s frames coming and
+    /// going through `io(shared, i)`.
+    pub(super) fn start_with<I: worker::WorkerIo>(
+        rules: RuleSet,
+        config: EmuConfig,
+        mut io: impl FnMut(&Arc<Shared>, usize) -> I,
+    ) -> Result<EmuDatapath, DatapathError> {
         let config = EmuConfig {
             workers: config.workers.max(1),
             batch: config.batch.max(1),
@@ -132,9 +145,10 @@ impl EmuDatapath {
             stats.push(Arc::clone(pipeline.stats()));
             counters.push(Arc::clone(pipeline.counters()));
             let s = Arc::clone(&shared);
+            let io = io(&shared, i);
             let t = std::thread::Builder::new()
                 .name(format!("dse-emu-{i}"))
-                .spawn(move || worker::run(&s, i, pipeline))
+                .spawn(move || worker::run(&s, i, pipeline, io))
                 .map_err(|source| DatapathError::Io {
                     what: format!("spawning worker {i}"),
                     source,

@@ -1,10 +1,15 @@
-//! The host's software path on real interfaces: the emulated datapath fed
-//! by AF_PACKET sockets, one per port that has an interface.
+//! The host's software path on real interfaces: the emulated datapath on
+//! AF_XDP sockets where the kernel allows them, else on AF_PACKET sockets.
 //!
-//! One receive thread per interface reads batches and queues them to the
-//! workers; one transmit thread drains the workers' output queues into the
-//! sockets of the output ports. Frames the rules `pass` are left to the
-//! kernel, which received its own copy (AF_PACKET taps, it does not steal).
+//! On AF_XDP (see `afxdp`), an XDP program takes every frame of the
+//! interfaces into the sockets and one worker processes them in place, run
+//! to completion; the kernel stack sees only what the rules `pass`.
+//!
+//! On AF_PACKET, one receive thread per interface reads batches and queues
+//! them to the workers; one transmit thread drains the workers' output
+//! queues into the sockets of the output ports. Frames the rules `pass` are
+//! left to the kernel, which received its own copy (AF_PACKET taps, it does
+//! not steal).
 
 use super::packet_socket::{MAX_FRAME, PacketSocket};
 use super::{EmuConfig, EmuDatapath};
@@ -32,12 +37,58 @@ pub struct IoCounters {
     pub truncated: AtomicU64,
     /// Frames that a full socket refused.
     pub not_sent: AtomicU64,
+    /// Frames the rules passed that the kernel stack did not take.
+    pub not_passed: AtomicU64,
+    /// AF_XDP: frames the kernel dropped for a full RX ring (the host
+    /// path fell behind), as of the worker's last look.
+    pub rx_ring_full: AtomicU64,
+    /// AF_XDP: frames the kernel dropped for want of a fill-ring chunk.
+    pub fill_empty: AtomicU64,
+    /// AF_XDP: frames the kernel dropped otherwise (longer than a chunk).
+    pub rx_dropped: AtomicU64,
+}
+
+/// How a host path takes and sends frames.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum HostIo {
+    /// AF_XDP sockets fed by an XDP program: frames are taken, processed
+    /// in place.
+    AfXdp,
+    /// AF_PACKET sockets: frames are tapped and copied.
+    AfPacket,
+}
+
+impl HostIo {
+    /// Its name, as the datapath's status gives it.
+    pub fn name(self) -> &'static str {
+        match self {
+            HostIo::AfXdp => "af_xdp",
+            HostIo::AfPacket => "af_packet",
+        }
+    }
+}
+
+/// Which I/O a host path may use.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum IoChoice {
+    /// AF_XDP, or AF_PACKET where the kernel refuses AF_XDP.
+    #[default]
+    Auto,
+    /// AF_XDP only.
+    AfXdp,
+    /// AF_PACKET only.
+    AfPacket,
 }
 
 /// The emulated datapath on real interfaces. Dropping it stops the I/O
 /// threads, then the workers.
 pub struct HostPath {
     emu: Arc<EmuDatapath>,
+    /// What carries its frames, and why not AF_XDP if it fell back.
+    mode: (HostIo, Option<String>),
+    /// AF_XDP: the worker's count of sweeps that found every socket empty.
+    quiet: Option<Arc<AtomicU64>>,
     stop: Arc<AtomicBool>,
     /// Set by [`HostPath::drain`]: receivers end once their socket is
     /// empty, and then the transmitter once nothing is left to send.
@@ -75,15 +126,88 @@ impl PortIndex {
 }
 
 impl HostPath {
-    /// Starts the emulated datapath on `rules` and opens a packet socket on
-    /// the interface of each port named in `interfaces` (port name ->
-    /// interface name).
+    /// Starts the emulated datapath on `rules` on the interface of each
+    /// port named in `interfaces` (port name -> interface name): on AF_XDP,
+    /// or on AF_PACKET where AF_XDP is refused ([`HostPath::io`] says which
+    /// and why).
+    ///
+    /// # Errors
+    /// As [`HostPath::start_with`].
+    pub fn start(
+        rules: RuleSet,
+        config: EmuConfig,
+        interfaces: &BTreeMap<String, String>,
+    ) -> Result<HostPath, DatapathError> {
+        Self::start_with(rules, config, interfaces, IoChoice::Auto)
+    }
+
+    /// As [`HostPath::start`], on the I/O `choice` allows. On AF_XDP one
+    /// worker runs, whatever `config.workers` says.
     ///
     /// # Errors
     /// [`DatapathError::Rules`] for invalid rules; [`DatapathError::Io`]
     /// naming an interface that does not exist or a socket that cannot be
-    /// opened (AF_PACKET needs CAP_NET_RAW). Nothing keeps running then.
-    pub fn start(
+    /// opened (both need CAP_NET_RAW; AF_XDP also needs its XDP program
+    /// attached, which fails where another program holds the interface).
+    /// Nothing keeps running then.
+    pub fn start_with(
+        rules: RuleSet,
+        config: EmuConfig,
+        interfaces: &BTreeMap<String, String>,
+        choice: IoChoice,
+    ) -> Result<HostPath, DatapathError> {
+        let refused = match choice {
+            IoChoice::AfPacket => None,
+            IoChoice::AfXdp | IoChoice::Auto => {
+                match Self::start_af_xdp(rules.clone(), config.clone(), interfaces) {
+                    Ok(host) => return Ok(host),
+                    Err(e @ DatapathError::Rules(_)) => return Err(e),
+                    Err(e) if choice == IoChoice::AfXdp => return Err(e),
+                    Err(e) => {
+                        tracing::warn!("host path: AF_XDP refused ({e}); on AF_PACKET");
+                        Some(e.to_string())
+                    }
+                }
+            }
+        };
+        let mut host = Self::start_af_packet(rules, config, interfaces)?;
+        host.mode.1 = refused;
+        Ok(host)
+    }
+
+    fn start_af_xdp(
+        rules: RuleSet,
+        config: EmuConfig,
+        interfaces: &BTreeMap<String, String>,
+    ) -> Result<HostPath, DatapathError> {
+        // Checked before any interface is taken.
+        crate::compile::Compiler::new(rules.clone())?;
+        let io = Arc::new(IoCounters::default());
+        let quiet = Arc::new(AtomicU64::new(0));
+        let mut xsk = Some(super::afxdp::open(
+            interfaces,
+            Arc::clone(&io),
+            Arc::clone(&quiet),
+        )?);
+        let config = EmuConfig {
+            workers: 1,
+            ..config
+        };
+        let emu = EmuDatapath::start_with(rules, config, |_, _| {
+            xsk.take().expect("one worker, one set of sockets")
+        })?;
+        Ok(HostPath {
+            emu: Arc::new(emu),
+            mode: (HostIo::AfXdp, None),
+            quiet: Some(quiet),
+            stop: Arc::new(AtomicBool::new(false)),
+            draining: Arc::new(AtomicBool::new(false)),
+            io,
+            threads: Vec::new(),
+        })
+    }
+
+    fn start_af_packet(
         rules: RuleSet,
         config: EmuConfig,
         interfaces: &BTreeMap<String, String>,
@@ -130,11 +254,19 @@ impl HostPath {
         })?);
         Ok(HostPath {
             emu,
+            mode: (HostIo::AfPacket, None),
+            quiet: None,
             stop,
             draining,
             io,
             threads,
         })
+    }
+
+    /// What carries its frames, and why not AF_XDP if it fell back to
+    /// AF_PACKET.
+    pub fn io(&self) -> (HostIo, Option<&str>) {
+        (self.mode.0, self.mode.1.as_deref())
     }
 
     /// Lets every frame already queued to it through, then stops: each
@@ -147,6 +279,19 @@ impl HostPath {
     pub fn drain(&mut self, within: Duration) {
         self.draining.store(true, Ordering::Release);
         let deadline = std::time::Instant::now() + within;
+        if let Some(quiet) = &self.quiet {
+            // Two sweeps that found every socket empty and nothing in
+            // flight, both begun after the drain did.
+            let from = quiet.load(Ordering::Acquire);
+            while quiet.load(Ordering::Acquire) < from + 2 {
+                if std::time::Instant::now() > deadline {
+                    tracing::warn!("host path: not drained within {within:?}; stopping");
+                    break;
+                }
+                std::thread::sleep(Duration::from_millis(1));
+            }
+            return;
+        }
         while self.threads.iter().any(|t| !t.is_finished()) {
             if std::time::Instant::now() > deadline {
                 tracing::warn!("host path: not drained within {within:?}; stopping");

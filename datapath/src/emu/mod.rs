@@ -7,13 +7,15 @@
 //! queue. A transaction swaps in a whole new [`Installed`] generation with
 //! one atomic pointer store; each batch runs under the generation it loaded.
 
+mod afxdp;
 mod control;
 mod host_path;
 mod packet_socket;
 mod worker;
+mod xsk;
 
 pub use control::EmuDatapath;
-pub use host_path::{HostPath, IoCounters};
+pub use host_path::{HostIo, HostPath, IoChoice, IoCounters};
 pub use packet_socket::{MAX_FRAME, PacketSocket};
 
 use crate::frame::Frame;

@@ -1,10 +1,11 @@
-//! The worker loop.
+//! The worker loop, and the in-memory queues it runs on by default.
 
 use super::Egress;
 use super::control::{IDLE, LOADING, PARKED, Shared};
 use crate::frame::Frame;
-use crate::pipeline::{Pipeline, Verdict};
+use crate::pipeline::{Installed, Pipeline, Verdict};
 use crossbeam::utils::Backoff;
+use std::sync::Arc;
 use std::sync::atomic::Ordering::{Acquire, SeqCst};
 use std::time::Duration;
 
@@ -12,12 +13,29 @@ use std::time::Duration;
 const IDLE_PARK_MIN: Duration = Duration::from_micros(200);
 const IDLE_PARK_MAX: Duration = Duration::from_millis(100);
 
-pub(super) fn run(shared: &Shared, index: usize, mut pipeline: Pipeline) {
-    let queue = &shared.rx[index];
+/// Where a worker's frames come from and where they go: the in-memory
+/// queues ([`QueueIo`]), or a host path's AF_XDP sockets, whose frames are
+/// processed in place. The worker loop calls `take`, then `process` under
+/// one generation, then `emit`, so that a transaction or a pause is seen
+/// between batches only.
+pub(crate) trait WorkerIo: Send + 'static {
+    /// Takes up to `max` frames that arrived; how many it took.
+    fn take(&mut self, max: usize) -> usize;
+    /// Runs the frames taken through `pipeline` under `installed`.
+    fn process(&mut self, pipeline: &mut Pipeline, installed: &Installed, now_ns: u64);
+    /// Sends the processed frames on their way, or drops them.
+    fn emit(&mut self);
+    /// Waits up to `wait` for frames, with nothing to do: whatever brings
+    /// this worker work (a frame, a pause lifted, the stop) may end it early
+    /// by unparking the thread.
+    fn idle(&mut self, wait: Duration) {
+        std::thread::park_timeout(wait);
+    }
+}
+
+/// Runs worker `index` with `io` until the datapath stops.
+pub(super) fn run(shared: &Shared, index: usize, mut pipeline: Pipeline, mut io: impl WorkerIo) {
     let active = &shared.active[index];
-    let mut ports: Vec<u16> = Vec::with_capacity(shared.config.batch);
-    let mut frames: Vec<Frame> = Vec::with_capacity(shared.config.batch);
-    let mut verdicts = Vec::with_capacity(shared.config.batch);
     let backoff = Backoff::new();
     let mut idle = IDLE_PARK_MIN;
     while !shared.stop.load(Acquire) {
@@ -32,23 +50,12 @@ pub(super) fn run(shared: &Shared, index: usize, mut pipeline: Pipeline) {
             active.store(IDLE, SeqCst);
             continue;
         }
-        while frames.len() < shared.config.batch {
-            match queue.pop() {
-                Some((port, frame)) => {
-                    ports.push(port);
-                    frames.push(frame);
-                }
-                None => break,
-            }
-        }
-        if frames.is_empty() {
+        if io.take(shared.config.batch) == 0 {
             active.store(IDLE, SeqCst);
             if backoff.is_completed() {
-                // Whatever gives a worker work unparks it (a frame queued,
-                // a pause lifted, the stop): the timeout is a safety net,
-                // and it grows while nothing comes, so an idle datapath
+                // The wait grows while nothing comes, so an idle datapath
                 // costs next to no CPU (a host may run hundreds of them).
-                std::thread::park_timeout(idle);
+                io.idle(idle);
                 idle = (idle * 2).min(IDLE_PARK_MAX);
             } else {
                 backoff.snooze();
@@ -60,24 +67,81 @@ pub(super) fn run(shared: &Shared, index: usize, mut pipeline: Pipeline) {
         // One generation for the whole batch: the atomicity of transactions.
         let installed = shared.current.load_full();
         active.store(installed.generation, SeqCst);
-        let now = shared.now_ns();
-        verdicts.clear();
+        io.process(&mut pipeline, &installed, shared.now_ns());
+        drop(installed);
+        active.store(IDLE, SeqCst);
+        io.emit();
+    }
+    active.store(IDLE, SeqCst);
+}
+
+/// A worker's in-memory queues: frames injected into its input queue,
+/// out onto per-port output queues and the host queue.
+pub(super) struct QueueIo {
+    shared: Arc<Shared>,
+    index: usize,
+    ports: Vec<u16>,
+    frames: Vec<Frame>,
+    verdicts: Vec<Verdict>,
+}
+
+impl QueueIo {
+    pub(super) fn new(shared: Arc<Shared>, index: usize) -> QueueIo {
+        let batch = shared.config.batch;
+        QueueIo {
+            shared,
+            index,
+            ports: Vec::with_capacity(batch),
+            frames: Vec::with_capacity(batch),
+            verdicts: Vec::with_capacity(batch),
+        }
+    }
+}
+
+impl WorkerIo for QueueIo {
+    fn take(&mut self, max: usize) -> usize {
+        let queue = &self.shared.rx[self.index];
+        while self.frames.len() < max {
+            match queue.pop() {
+                Some((port, frame)) => {
+                    self.ports.push(port);
+                    self.frames.push(frame);
+                }
+                None => break,
+            }
+        }
+        self.frames.len()
+    }
+
+    fn process(&mut self, pipeline: &mut Pipeline, installed: &Installed, now_ns: u64) {
+        self.verdicts.clear();
         let mut start = 0;
-        while start < frames.len() {
-            let port = ports[start];
-            let end = start + ports[start..].iter().take_while(|&&p| p == port).count();
+        while start < self.frames.len() {
+            let port = self.ports[start];
+            let end = start
+                + self.ports[start..]
+                    .iter()
+                    .take_while(|&&p| p == port)
+                    .count();
             pipeline.process_batch(
-                &installed,
-                &mut frames[start..end],
+                installed,
+                &mut self.frames[start..end],
                 port,
-                now,
-                &mut verdicts,
+                now_ns,
+                &mut self.verdicts,
             );
             start = end;
         }
-        drop(installed);
-        active.store(IDLE, SeqCst);
-        for ((frame, port), verdict) in frames.drain(..).zip(ports.drain(..)).zip(verdicts.iter()) {
+    }
+
+    fn emit(&mut self) {
+        let (shared, index) = (&self.shared, self.index);
+        for ((frame, port), verdict) in self
+            .frames
+            .drain(..)
+            .zip(self.ports.drain(..))
+            .zip(self.verdicts.iter())
+        {
             let out = match *verdict {
                 Verdict::Output(p) => shared.out_queue(index, p),
                 Verdict::Tx => shared.out_queue(index, port),
@@ -95,5 +159,4 @@ pub(super) fn run(shared: &Shared, index: usize, mut pipeline: Pipeline) {
             }
         }
     }
-    active.store(IDLE, SeqCst);
 }

@@ -3,7 +3,7 @@
 
 use super::parse::{Layout, parse, udp_dst};
 use crate::compile::{ActionRecord, FLAG_FIXED_SRC, FLAG_V6, FlowKey, encap};
-use crate::frame::Frame;
+use crate::frame::FrameBuf;
 use crate::wire::{
     checksum, ethernet, ethertype, geneve, ipproto, ipv4, ipv6, read_u16, tcp, udp, udpport, vxlan,
     write_u16,
@@ -12,7 +12,7 @@ use crate::wire::{
 /// Rewrites the IP source or destination of a frame of the address's family
 /// and fixes the IPv4 header checksum and the TCP/UDP/ICMPv6 checksum.
 /// A frame of the other family, or not IP, is left alone.
-pub(crate) fn set_ip(frame: &mut Frame, l: &Layout, a: &ActionRecord, src: bool) {
+pub(crate) fn set_ip<F: FrameBuf>(frame: &mut F, l: &Layout, a: &ActionRecord, src: bool) {
     if l.l3 == 0 || l.v6 != (a.flags & FLAG_V6 != 0) {
         return;
     }
@@ -60,7 +60,7 @@ fn fix_l4_checksum(data: &mut [u8], l: &Layout, old: &[u8], new: &[u8]) {
 }
 
 /// Rewrites a TCP or UDP port, fixing the checksum; other frames are left alone.
-pub(crate) fn set_l4(frame: &mut Frame, l: &Layout, port: u16, src: bool) {
+pub(crate) fn set_l4<F: FrameBuf>(frame: &mut F, l: &Layout, port: u16, src: bool) {
     if l.l4 == 0 || !(l.l4_proto == ipproto::TCP || l.l4_proto == ipproto::UDP) {
         return;
     }
@@ -71,17 +71,22 @@ pub(crate) fn set_l4(frame: &mut Frame, l: &Layout, port: u16, src: bool) {
     fix_l4_checksum(data, l, &old, &port.to_be_bytes());
 }
 
-/// Pushes an outer VLAN tag with `tci` and `tpid`.
-pub(crate) fn push_vlan(frame: &mut Frame, tci: u16, tpid: u16) {
-    frame.push_front(4);
+/// Pushes an outer VLAN tag with `tci` and `tpid`; `false` if the frame's
+/// buffer has no room for it.
+#[must_use]
+pub(crate) fn push_vlan<F: FrameBuf>(frame: &mut F, tci: u16, tpid: u16) -> bool {
+    if !frame.push_front(4) {
+        return false;
+    }
     let d = frame.data_mut();
     d.copy_within(4..16, 0);
     write_u16(d, 12, tpid);
     write_u16(d, 14, tci);
+    true
 }
 
 /// Pops the outer VLAN tag, if there is one.
-pub(crate) fn pop_vlan(frame: &mut Frame) {
+pub(crate) fn pop_vlan<F: FrameBuf>(frame: &mut F) {
     let d = frame.data_mut();
     let tpid = read_u16(d, 12);
     if (tpid == ethertype::VLAN || tpid == ethertype::QINQ) && d.len() >= 18 {
@@ -96,16 +101,18 @@ pub fn entropy_port(key: &FlowKey) -> u16 {
     0xc000 | (key.portable_hash() >> 50) as u16
 }
 
-/// Wraps the frame in Ethernet / IPv4 or IPv6 / UDP / VXLAN or Geneve.
+/// Wraps the frame in Ethernet / IPv4 or IPv6 / UDP / VXLAN or Geneve;
+/// `false` if the frame's buffer has no room for the outer headers.
 // Not inlined: the entropy hash must not be hoisted into every packet's path.
 #[inline(never)]
-pub(crate) fn encap(
-    frame: &mut Frame,
+#[must_use]
+pub(crate) fn encap<F: FrameBuf>(
+    frame: &mut F,
     a: &ActionRecord,
     key: &FlowKey,
     geneve_opts: &[u8],
     is_geneve: bool,
-) {
+) -> bool {
     let v6 = a.flags & FLAG_V6 != 0;
     let ip_len = if v6 {
         ipv6::HEADER_LEN
@@ -120,7 +127,9 @@ pub(crate) fn encap(
     let inner = frame.len();
     let udp_len = (udp::HEADER_LEN + tun_len + inner) as u16;
     let outer = 14 + ip_len + udp::HEADER_LEN + tun_len;
-    frame.push_front(outer);
+    if !frame.push_front(outer) {
+        return false;
+    }
     let d = frame.data_mut();
     d[0..6].copy_from_slice(&a.data[encap::ETH_DST]);
     d[6..12].copy_from_slice(&a.data[encap::ETH_SRC]);
@@ -159,12 +168,13 @@ pub(crate) fn encap(
         let c = !checksum::fold(checksum::accumulate(sum, &d[u..u + usize::from(udp_len)]));
         write_u16(d, u + udp::CHECKSUM_OFFSET, if c == 0 { 0xffff } else { c });
     }
+    true
 }
 
 /// Strips a VXLAN or Geneve tunnel (recognized by its UDP destination port)
 /// and returns the VNI, or `None` if the frame is not a well-formed tunnel
 /// packet carrying Ethernet.
-pub(crate) fn decap(frame: &mut Frame, l: &Layout) -> Option<u32> {
+pub(crate) fn decap<F: FrameBuf>(frame: &mut F, l: &Layout) -> Option<u32> {
     let d = frame.data();
     let port = udp_dst(d, l)?;
     let udp_end = l.l4 + usize::from(read_u16(d, l.l4 + 4)).min(l.ip_end - l.l4);
@@ -194,7 +204,7 @@ pub(crate) fn decap(frame: &mut Frame, l: &Layout) -> Option<u32> {
 }
 
 /// Re-derives the layout after a structural change.
-pub(crate) fn relayout(frame: &Frame, key: &FlowKey) -> Option<Layout> {
+pub(crate) fn relayout<F: FrameBuf>(frame: &F, key: &FlowKey) -> Option<Layout> {
     parse(frame.data(), key.in_port, key.tun_id)
         .ok()
         .map(|(_, l)| l)

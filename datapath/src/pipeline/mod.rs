@@ -19,7 +19,7 @@ pub use parse::{Layout, parse, parse_hashed, parse_into};
 pub use search::{MAX_SEARCH_BATCH, search, search_batch};
 
 use crate::compile::{CompiledTables, FlowKey, NO_RULE, TUNNEL_PRESENT, encap as enc, op};
-use crate::frame::Frame;
+use crate::frame::FrameBuf;
 use crate::mem::prefetch;
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -152,10 +152,10 @@ impl Pipeline {
 
     /// Processes one frame that arrived on port `in_port` at `now_ns`,
     /// rewriting it in place, and returns its verdict.
-    pub fn process(
+    pub fn process<F: FrameBuf>(
         &mut self,
         inst: &Installed,
-        frame: &mut Frame,
+        frame: &mut F,
         in_port: u16,
         now_ns: u64,
     ) -> Verdict {
@@ -182,10 +182,10 @@ impl Pipeline {
     /// twice that distance behind (compare the key, count, act). A steady
     /// number of cache misses is thus in flight while other frames compute,
     /// rather than a burst per stage that overflows the CPU's miss buffers.
-    pub fn process_batch(
+    pub fn process_batch<F: FrameBuf>(
         &mut self,
         inst: &Installed,
-        frames: &mut [Frame],
+        frames: &mut [F],
         in_port: u16,
         now_ns: u64,
         verdicts: &mut Vec<Verdict>,
@@ -271,10 +271,10 @@ impl Pipeline {
 
     /// Parses one frame and classifies it (the cache, else the search);
     /// `None` if it is malformed.
-    fn parse_and_classify(
+    fn parse_and_classify<F: FrameBuf>(
         &mut self,
         inst: &Installed,
-        frame: &Frame,
+        frame: &F,
         in_port: u16,
         tun_id: u32,
     ) -> Option<Parsed> {
@@ -288,10 +288,10 @@ impl Pipeline {
     /// Everything after the first classification: count, run the actions,
     /// and on `decap` classify the inner frame once more.
     #[inline(always)]
-    fn finish(
+    fn finish<F: FrameBuf>(
         &mut self,
         inst: &Installed,
-        frame: &mut Frame,
+        frame: &mut F,
         in_port: u16,
         now_ns: u64,
         first: &Parsed,
@@ -305,10 +305,10 @@ impl Pipeline {
     /// Counts the packet against its rule and runs the rule's actions (or
     /// the port's miss action when no rule matched).
     #[inline(always)]
-    fn apply(
+    fn apply<F: FrameBuf>(
         &mut self,
         inst: &Installed,
-        frame: &mut Frame,
+        frame: &mut F,
         in_port: u16,
         now_ns: u64,
         p: &Parsed,
@@ -334,10 +334,10 @@ impl Pipeline {
     /// decap drops.
     #[cold]
     #[inline(never)]
-    fn recirculate(
+    fn recirculate<F: FrameBuf>(
         &mut self,
         inst: &Installed,
-        frame: &mut Frame,
+        frame: &mut F,
         in_port: u16,
         now_ns: u64,
         vni: u32,
@@ -430,10 +430,10 @@ fn terminal(opcode: u8, port: u16) -> Option<Verdict> {
     }
 }
 
-fn run_actions(
+fn run_actions<F: FrameBuf>(
     inst: &Installed,
     slot: u32,
-    frame: &mut Frame,
+    frame: &mut F,
     mut layout: Layout,
     key: &FlowKey,
     now_ns: u64,
@@ -451,9 +451,12 @@ fn run_actions(
             op::SET_L4_SRC => actions::set_l4(frame, &layout, a.arg16, true),
             op::SET_L4_DST => actions::set_l4(frame, &layout, a.arg16, false),
             op::PUSH_VLAN | op::POP_VLAN | op::ENCAP_VXLAN | op::ENCAP_GENEVE => {
-                match a.op {
+                let room = match a.op {
                     op::PUSH_VLAN => actions::push_vlan(frame, a.arg16, a.arg32 as u16),
-                    op::POP_VLAN => actions::pop_vlan(frame),
+                    op::POP_VLAN => {
+                        actions::pop_vlan(frame);
+                        true
+                    }
                     _ => {
                         let off =
                             u32::from_le_bytes(a.data[enc::OPT_OFF].try_into().expect("4 bytes"))
@@ -467,8 +470,12 @@ fn run_actions(
                             key,
                             &tables.options[off..off + len],
                             a.op == op::ENCAP_GENEVE,
-                        );
+                        )
                     }
+                };
+                if !room {
+                    // As the XDP datapath drops a frame bpf_xdp_adjust_head fails on.
+                    return Step::Done(Verdict::Drop(DropReason::Malformed));
                 }
                 // The frame was valid and only gained or lost whole headers.
                 layout = actions::relayout(frame, key).unwrap_or_default();

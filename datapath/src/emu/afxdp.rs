@@ -1,0 +1,351 @@
+//! The host path's frames on AF_XDP: an XDP program on each of its
+//! interfaces redirects every frame into the AF_XDP socket of the queue it
+//! arrived on, and one worker runs the pipeline on them in place in the
+//! sockets' UMEMs, run to completion: receive a batch, process it, send.
+//!
+//! Frames the program takes never reach the kernel stack, so the
+//! interfaces may carry addresses: the stack sees a frame only when the
+//! rules `pass` it, handed over with `dse_pass` under BPF_PROG_TEST_RUN
+//! with live frames (one call per frame: `pass` is the exception on a host
+//! path, not its traffic).
+
+use super::host_path::IoCounters;
+use super::worker::WorkerIo;
+use super::xsk::{Batch, MAX_FRAME, XskDrops, XskPort};
+use crate::datapath::DatapathError;
+use crate::frame::FrameBuf;
+use crate::netdev::interface_index;
+use crate::pipeline::{Installed, Pipeline, Verdict};
+use crate::rule::MAX_PORTS;
+use aya::maps::XskMap;
+use aya::programs::{TestRun, TestRunAttrs, TestRunOptions, Xdp, XdpMode};
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
+
+/// The host path's XDP program on its interfaces, its sockets' map, and
+/// the hand-over to the stack. Dropping it detaches the program: frames go
+/// to the kernel stack again.
+pub(super) struct Taker {
+    ebpf: aya::Ebpf,
+    xsks: XskMap<aya::maps::MapData>,
+    bases: aya::maps::HashMap<aya::maps::MapData, u32, u32>,
+}
+
+impl Taker {
+    /// Loads the programs (attached nowhere yet).
+    pub(super) fn load() -> Result<Taker, DatapathError> {
+        let mut ebpf = aya::EbpfLoader::new()
+            .load(dse_ebpf::hostpath_object())
+            .map_err(|e| refused(format!("loading its XDP object: {e}")))?;
+        for name in [dse_ebpf::XSK_PROGRAM, dse_ebpf::PASS_PROGRAM] {
+            program(&mut ebpf, name)?
+                .load()
+                .map_err(|e| refused(format!("verifying {name}: {e}")))?;
+        }
+        let map = ebpf
+            .take_map(dse_ebpf::XSK_MAP)
+            .ok_or_else(|| refused(format!("no map {}", dse_ebpf::XSK_MAP)))?;
+        let xsks = XskMap::try_from(map).map_err(|e| refused(e.to_string()))?;
+        let map = ebpf
+            .take_map(dse_ebpf::XSK_BASES)
+            .ok_or_else(|| refused(format!("no map {}", dse_ebpf::XSK_BASES)))?;
+        let bases = aya::maps::HashMap::try_from(map).map_err(|e| refused(e.to_string()))?;
+        Ok(Taker { ebpf, xsks, bases })
+    }
+
+    /// Gives interface `ifindex`, the `nth` of the host path, its entries
+    /// in the sockets' map.
+    fn add_interface(&mut self, ifindex: u32, nth: u32) -> Result<(), DatapathError> {
+        self.bases
+            .insert(ifindex, nth * dse_ebpf::XSK_QUEUES, 0)
+            .map_err(|e| refused(format!("adding interface {ifindex}: {e}")))
+    }
+
+    /// Puts socket `fd` in the map for receive queue `queue` of the `nth`
+    /// interface.
+    fn bind(&mut self, nth: u32, queue: u32, fd: std::os::fd::RawFd) -> Result<(), DatapathError> {
+        self.xsks
+            .set(nth * dse_ebpf::XSK_QUEUES + queue, fd, 0)
+            .map_err(|e| refused(format!("adding the socket of queue {queue}: {e}")))
+    }
+
+    /// Hands `frame` to the kernel stack as if it arrived on `ifindex`:
+    /// `dse_pass` run on it with live frames.
+    fn hand_to_stack(&mut self, ifindex: u32, frame: &[u8]) -> Result<(), DatapathError> {
+        let prog = program(&mut self.ebpf, dse_ebpf::PASS_PROGRAM)?;
+        // struct xdp_md: data, data_end, data_meta, ingress_ifindex, ...
+        let mut ctx = [0u8; 24];
+        ctx[4..8].copy_from_slice(&(frame.len() as u32).to_ne_bytes());
+        ctx[12..16].copy_from_slice(&ifindex.to_ne_bytes());
+        let mut opts = TestRunOptions::new();
+        opts.data_in = Some(frame);
+        opts.ctx_in = Some(&ctx);
+        opts.repeat = 1;
+        opts.attrs = TestRunAttrs::new().xdp_live_frames(1);
+        prog.test_run(opts)
+            .map(drop)
+            .map_err(|e| refused(format!("live frame: {e}")))
+    }
+
+    /// Attaches the redirect program to interface `ifname` (native mode).
+    fn attach(&mut self, ifname: &str) -> Result<(), DatapathError> {
+        program(&mut self.ebpf, dse_ebpf::XSK_PROGRAM)?
+            .attach(ifname, XdpMode::Driver)
+            .map(drop)
+            .map_err(|e| refused(format!("attaching to {ifname}: {e}")))
+    }
+}
+
+fn program<'a>(ebpf: &'a mut aya::Ebpf, name: &str) -> Result<&'a mut Xdp, DatapathError> {
+    ebpf.program_mut(name)
+        .ok_or_else(|| refused(format!("no program {name}")))?
+        .try_into()
+        .map_err(|e: aya::programs::ProgramError| refused(e.to_string()))
+}
+
+/// Why AF_XDP cannot carry a host path, as an I/O error (the host path
+/// then falls back to AF_PACKET).
+fn refused(reason: String) -> DatapathError {
+    DatapathError::Io {
+        what: "AF_XDP".into(),
+        source: std::io::Error::other(reason),
+    }
+}
+
+/// One socket and the port it serves.
+struct Socket {
+    /// The port's name in the rules.
+    port: String,
+    /// Its interface.
+    ifindex: u32,
+    xsk: XskPort,
+}
+
+/// Opens a socket on every receive queue of each interface in
+/// `interfaces` (port name -> interface name), fills the program's map
+/// and attaches it: from then on, the interfaces' frames are the host
+/// path's. Refused, with nothing attached, where AF_XDP is not available.
+pub(super) fn open(
+    interfaces: &BTreeMap<String, String>,
+    io: Arc<IoCounters>,
+    quiet: Arc<AtomicU64>,
+) -> Result<XskIo, DatapathError> {
+    let mut taker = Taker::load()?;
+    let mut sockets = Vec::new();
+    if interfaces.len() > dse_ebpf::XSK_IFACES as usize {
+        return Err(refused(format!(
+            "{} interfaces: a host path takes frames from {} at most",
+            interfaces.len(),
+            dse_ebpf::XSK_IFACES
+        )));
+    }
+    for (nth, (port, ifname)) in (0u32..).zip(interfaces) {
+        let ifindex = interface_index(ifname)?;
+        taker.add_interface(ifindex, nth)?;
+        let mtu = crate::netdev::mtu(ifname)?;
+        // A frame is its MTU, an Ethernet header and two VLAN tags.
+        if mtu + 22 > MAX_FRAME {
+            return Err(refused(format!(
+                "interface {ifname} has MTU {mtu}: one chunk holds frames of {MAX_FRAME} bytes (set the MTU to {} or less)",
+                MAX_FRAME - 22
+            )));
+        }
+        for queue in 0..crate::netdev::rx_queues(ifname)? {
+            if queue >= dse_ebpf::XSK_QUEUES {
+                return Err(refused(format!(
+                    "interface {ifname} has more than {} receive queues",
+                    dse_ebpf::XSK_QUEUES
+                )));
+            }
+            let xsk = XskPort::open(ifindex, queue)
+                .map_err(|e| refused(format!("{ifname} queue {queue}: {e}")))?;
+            taker.bind(nth, queue, xsk.fd())?;
+            sockets.push(Socket {
+                port: port.clone(),
+                ifindex,
+                xsk,
+            });
+        }
+    }
+    for ifname in interfaces.values() {
+        taker.attach(ifname)?;
+    }
+    Ok(XskIo {
+        taker,
+        sockets,
+        next: 0,
+        from: 0,
+        batch: Batch::with_capacity(256),
+        verdicts: Vec::new(),
+        index_of: IndexOf::default(),
+        io,
+        quiet,
+    })
+}
+
+/// Port index -> the socket to send out of, as of one generation's rules.
+#[derive(Default)]
+struct IndexOf {
+    generation: u64,
+    /// Port index -> socket; the first socket of the port's interface.
+    out: Vec<Option<usize>>,
+    /// Socket -> its port's index.
+    port: Vec<Option<u16>>,
+}
+
+/// The worker's sockets: [`WorkerIo`] on AF_XDP. Dropping it detaches
+/// the program first, then closes the sockets.
+pub(super) struct XskIo {
+    taker: Taker,
+    sockets: Vec<Socket>,
+    /// The socket `take` looks at first next time (round robin).
+    next: usize,
+    /// The socket the batch in hand came from.
+    from: usize,
+    batch: Batch,
+    verdicts: Vec<Verdict>,
+    index_of: IndexOf,
+    io: Arc<IoCounters>,
+    /// Sweeps of `take` that found every socket empty and nothing in
+    /// flight: a drain waits for two.
+    quiet: Arc<AtomicU64>,
+}
+
+impl XskIo {
+    fn refresh(&mut self, installed: &Installed) {
+        if self.index_of.generation == installed.generation && !self.index_of.port.is_empty() {
+            return;
+        }
+        let tables = &installed.tables;
+        let mut out = vec![None; usize::from(MAX_PORTS)];
+        let mut port = Vec::with_capacity(self.sockets.len());
+        for (i, s) in self.sockets.iter().enumerate() {
+            let index = tables.port_index(&s.port);
+            if let Some(x) = index {
+                out[usize::from(x)].get_or_insert(i);
+            }
+            port.push(index);
+        }
+        self.index_of = IndexOf {
+            generation: installed.generation,
+            out,
+            port,
+        };
+    }
+
+    /// Publishes what the kernel side of every socket dropped.
+    fn publish_drops(&self) {
+        let d = self.sockets.iter().fold(XskDrops::default(), |a, s| {
+            let d = s.xsk.drops();
+            XskDrops {
+                rx_ring_full: a.rx_ring_full + d.rx_ring_full,
+                fill_empty: a.fill_empty + d.fill_empty,
+                rx_dropped: a.rx_dropped + d.rx_dropped,
+            }
+        });
+        self.io
+            .rx_ring_full
+            .store(d.rx_ring_full, Ordering::Relaxed);
+        self.io.fill_empty.store(d.fill_empty, Ordering::Relaxed);
+        self.io.rx_dropped.store(d.rx_dropped, Ordering::Relaxed);
+    }
+}
+
+impl WorkerIo for XskIo {
+    fn take(&mut self, max: usize) -> usize {
+        let n = self.sockets.len();
+        for k in 0..n {
+            let i = (self.next + k) % n;
+            let s = &mut self.sockets[i].xsk;
+            s.refill();
+            if s.sending() {
+                self.io
+                    .not_sent
+                    .fetch_add(s.flush() as u64, Ordering::Relaxed);
+            }
+            self.batch.limit(max);
+            let got = s.recv(&mut self.batch);
+            if got > 0 {
+                self.from = i;
+                self.next = (i + 1) % n;
+                return got;
+            }
+        }
+        if !self.sockets.iter().any(|s| s.xsk.sending()) {
+            self.publish_drops();
+            self.quiet.fetch_add(1, Ordering::Release);
+        }
+        0
+    }
+
+    fn process(&mut self, pipeline: &mut Pipeline, installed: &Installed, now_ns: u64) {
+        self.refresh(installed);
+        self.verdicts.clear();
+        match self.index_of.port[self.from] {
+            Some(port) => pipeline.process_batch(
+                installed,
+                self.batch.frames(),
+                port,
+                now_ns,
+                &mut self.verdicts,
+            ),
+            // Its port left the rules: nothing of it is processed.
+            None => self.verdicts.clear(),
+        }
+    }
+
+    fn emit(&mut self) {
+        let from = self.from;
+        let mut verdicts = std::mem::take(&mut self.verdicts);
+        verdicts.resize(
+            self.batch.frames().len(),
+            Verdict::Drop(crate::pipeline::DropReason::Miss),
+        );
+        let frames: Vec<_> = self.batch.drain().collect();
+        for (frame, verdict) in frames.into_iter().zip(verdicts.iter()) {
+            let to = match *verdict {
+                Verdict::Output(p) => self.index_of.out.get(usize::from(p)).copied().flatten(),
+                Verdict::Tx => Some(from),
+                Verdict::Pass => {
+                    let ifindex = self.sockets[from].ifindex;
+                    if let Err(e) = self.taker.hand_to_stack(ifindex, frame.data()) {
+                        self.io.not_passed.fetch_add(1, Ordering::Relaxed);
+                        tracing::debug!("host path: handing a frame to the stack: {e}");
+                    }
+                    None
+                }
+                Verdict::Drop(_) => None,
+            };
+            match to {
+                Some(to) if to == from => self.sockets[from].xsk.send_own(frame),
+                Some(to) => {
+                    if !self.sockets[to].xsk.send_copy(frame.data()) {
+                        self.io.not_sent.fetch_add(1, Ordering::Relaxed);
+                    }
+                    self.sockets[from].xsk.free(frame);
+                }
+                None => self.sockets[from].xsk.free(frame),
+            }
+        }
+        self.verdicts = verdicts;
+        for s in &mut self.sockets {
+            let dropped = s.xsk.flush();
+            self.io
+                .not_sent
+                .fetch_add(dropped as u64, Ordering::Relaxed);
+        }
+    }
+
+    fn idle(&mut self, wait: Duration) {
+        // Frames in flight need their kicks; otherwise wait on the first
+        // socket (most host paths have one queue per interface and two).
+        if self.sockets.iter().any(|s| s.xsk.sending()) {
+            return;
+        }
+        if let Some(s) = self.sockets.first() {
+            s.xsk.wait(wait.min(Duration::from_millis(10)));
+        }
+    }
+}
