@@ -1,9 +1,9 @@
 //! End to end through the real binary: `dse serve` started as a child, the
 //! CLI driving it, traffic through veths between two namespaces.
 //!
-//! - The same rule set offloaded (xdp) and on the host path (emu over
-//!   AF_PACKET) counts the same traffic the same way, and loses none of it,
-//!   with busy loops on every core beside it.
+//! - The same rule set offloaded (xdp) and on the host path (emu, on
+//!   AF_XDP, as its status says) counts the same traffic the same way, and
+//!   loses none of it, with busy loops on every core beside it.
 //! - SIGKILL of the daemon in the middle of a large apply: after a restart
 //!   the store and the XDP datapath hold one whole generation, and the XDP
 //!   datapath forwarded every packet throughout.
@@ -125,6 +125,13 @@ fn offload_and_host_path_count_the_same_traffic_alike() {
         );
         let listed = d.json(&["datapath", "list"]);
         assert_eq!(listed[0]["state"], "running", "{listed}");
+        // The host path takes its frames on AF_XDP; the offload has none.
+        let host_io = if backend == "emu" { "af_xdp" } else { "" };
+        assert_eq!(
+            listed[0]["host_io"].as_str().unwrap_or_default(),
+            host_io,
+            "{listed}"
+        );
         let rx = t.udp_in_b(7000);
         // Received while sent: the socket's queue is smaller than the burst.
         let receiver = std::thread::spawn(move || drain(&rx));

@@ -236,6 +236,12 @@ pub fn datapaths(v: &Value) {
             if let Some(e) = d["error"].as_str() {
                 state = format!("{state}: {e}");
             }
+            if let Some(io) = d["host_io"].as_str() {
+                state = format!("{state}, host path on {io}");
+                if let Some(why) = d["host_io_fallback"].as_str() {
+                    state = format!("{state} ({why})");
+                }
+            }
             let sync = match (&d["in_sync"], &d["generation"]) {
                 (Value::Bool(true), _) => "in sync".to_string(),
                 (_, Value::Null) => "-".to_string(),

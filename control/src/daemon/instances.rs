@@ -6,7 +6,7 @@ use super::{ControlError, DaemonConfig};
 use crate::desired::Desired;
 use crate::store::{Backend, DatapathInstance};
 use dse_datapath::datapath::{Datapath, DatapathError};
-use dse_datapath::emu::{EmuConfig, EmuDatapath, HostPath};
+use dse_datapath::emu::{EmuConfig, EmuDatapath, HostIo, HostPath};
 use dse_datapath::netdev::interface_index;
 use dse_datapath::rule::RuleSet;
 use dse_datapath::xdp::{Program, XdpConfig, XdpDatapath};
@@ -75,6 +75,12 @@ pub struct InstanceStatus {
     /// Why it failed.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub error: Option<String>,
+    /// What carries the host path's frames, when the host path runs it.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub host_io: Option<HostIo>,
+    /// Why the host path runs on AF_PACKET rather than AF_XDP.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub host_io_fallback: Option<String>,
 }
 
 impl Running {
@@ -329,6 +335,10 @@ impl Running {
             (Some(_), false) => "running",
         };
         let generation = self.datapath().map(|d| d.generation());
+        let host_io = match &self.handle {
+            Some(Handle::Host(h)) => Some(h.io()),
+            _ => None,
+        };
         InstanceStatus {
             name: self.record.name.clone(),
             backend: self.record.backend,
@@ -340,6 +350,8 @@ impl Running {
             installs: self.datapath().map(|d| d.installs()),
             adopted: self.adopted,
             error: self.error.clone(),
+            host_io: host_io.map(|(io, _)| io),
+            host_io_fallback: host_io.and_then(|(_, why)| why.map(str::to_string)),
         }
     }
 

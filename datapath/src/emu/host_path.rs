@@ -27,6 +27,9 @@ use std::time::Duration;
 
 /// Frames per receive or send call.
 const BATCH: usize = 32;
+/// The least batch on AF_XDP: the kernel sends at most 32 frames per kick
+/// in copy mode, and a bigger batch spreads each kick over more frames.
+const AF_XDP_BATCH: usize = 64;
 /// How long a receive waits before looking at the stop flag.
 const POLL: Duration = Duration::from_millis(50);
 
@@ -191,6 +194,7 @@ impl HostPath {
         )?);
         let config = EmuConfig {
             workers: 1,
+            batch: config.batch.max(AF_XDP_BATCH),
             ..config
         };
         let emu = EmuDatapath::start_with(rules, config, |_, _| {
