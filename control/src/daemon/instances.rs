@@ -184,15 +184,18 @@ impl Running {
             workers: config.emu_workers,
             ..EmuConfig::default()
         };
-        let host = HostPath::start(rules.clone(), emu, &self.record.interfaces)?;
+        let pin_dir = xdp_config(config, &self.record, Program::V1).pin_dir;
+        let mut host = HostPath::take_over(rules.clone(), emu, &self.record.interfaces, &pin_dir)?;
         host.set_generation(xdp.generation())?;
         host.quiesce()?;
+        // On AF_XDP the links are the host path's already; on AF_PACKET
+        // the program leaves the interfaces here.
         let last = xdp.detach().and_then(|()| xdp.snapshot());
         let last = match last {
             Ok(s) => s,
             Err(e) => {
                 // Put the program back on the interfaces before the host path goes.
-                if let Err(again) = xdp.attach() {
+                if let Err(again) = host.give_back(&pin_dir).and_then(|()| xdp.attach()) {
                     tracing::error!("datapath {}: reattaching: {again}", self.record.name);
                 }
                 return Err(e);
@@ -253,8 +256,24 @@ impl Running {
                         return Err(e);
                     }
                 };
-                if let Err(e) = xdp.attach() {
+                // The host path's links, pinned where the XDP datapath
+                // finds them: its attach moves each to its program.
+                let pin_dir = xdp_config(config, &record, program).pin_dir;
+                let mut other = other;
+                let handed = match &mut other {
+                    Some(Handle::Host(host)) => host.give_back(&pin_dir),
+                    _ => Ok(()),
+                };
+                if let Err(e) = handed.and_then(|()| xdp.attach()) {
                     drop(xdp);
+                    if let Some(Handle::Host(host)) = &mut other
+                        && let Err(again) = host.reclaim(&pin_dir)
+                    {
+                        tracing::error!(
+                            "datapath {}: host path taking its links back: {again}",
+                            record.name
+                        );
+                    }
                     remove_pins(config, &record);
                     self.handle = other;
                     return Err(e);

@@ -18,41 +18,60 @@ use crate::netdev::interface_index;
 use crate::pipeline::{Installed, Pipeline, Verdict};
 use crate::rule::MAX_PORTS;
 use aya::maps::XskMap;
+use aya::programs::links::{FdLink, PinnedLink};
+use aya::programs::xdp::{XdpLink, XdpLinkId};
 use aya::programs::{TestRun, TestRunAttrs, TestRunOptions, Xdp, XdpMode};
 use std::collections::BTreeMap;
+use std::path::Path;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
-/// The host path's XDP program on its interfaces, its sockets' map, and
-/// the hand-over to the stack. Dropping it detaches the program: frames go
-/// to the kernel stack again.
+/// The host path's XDP program on its interfaces, and its sockets' map.
+/// It holds the interfaces' links: dropping it detaches the program (frames
+/// go to the kernel stack again), unless it gave its links back first.
 pub(super) struct Taker {
     ebpf: aya::Ebpf,
     xsks: XskMap<aya::maps::MapData>,
     bases: aya::maps::HashMap<aya::maps::MapData, u32, u32>,
+    /// Interface name -> the link that runs the program there.
+    links: BTreeMap<String, XdpLinkId>,
+    /// The interfaces it runs on, or ran on before it gave its links back.
+    ifnames: Vec<String>,
+}
+
+/// The object loaded with program `names` verified.
+fn load(names: &[&str]) -> Result<aya::Ebpf, DatapathError> {
+    let mut ebpf = aya::EbpfLoader::new()
+        .load(dse_ebpf::hostpath_object())
+        .map_err(|e| refused(format!("loading its XDP object: {e}")))?;
+    for &name in names {
+        program(&mut ebpf, name)?
+            .load()
+            .map_err(|e| refused(format!("verifying {name}: {e}")))?;
+    }
+    Ok(ebpf)
 }
 
 impl Taker {
-    /// Loads the programs (attached nowhere yet).
-    pub(super) fn load() -> Result<Taker, DatapathError> {
-        let mut ebpf = aya::EbpfLoader::new()
-            .load(dse_ebpf::hostpath_object())
-            .map_err(|e| refused(format!("loading its XDP object: {e}")))?;
-        for name in [dse_ebpf::XSK_PROGRAM, dse_ebpf::PASS_PROGRAM] {
-            program(&mut ebpf, name)?
-                .load()
-                .map_err(|e| refused(format!("verifying {name}: {e}")))?;
-        }
-        let map = ebpf
-            .take_map(dse_ebpf::XSK_MAP)
-            .ok_or_else(|| refused(format!("no map {}", dse_ebpf::XSK_MAP)))?;
-        let xsks = XskMap::try_from(map).map_err(|e| refused(e.to_string()))?;
-        let map = ebpf
-            .take_map(dse_ebpf::XSK_BASES)
-            .ok_or_else(|| refused(format!("no map {}", dse_ebpf::XSK_BASES)))?;
-        let bases = aya::maps::HashMap::try_from(map).map_err(|e| refused(e.to_string()))?;
-        Ok(Taker { ebpf, xsks, bases })
+    /// Loads the redirect program (attached nowhere yet) and its maps.
+    fn load() -> Result<Taker, DatapathError> {
+        let mut ebpf = load(&[dse_ebpf::XSK_PROGRAM])?;
+        let mut take = |name: &str| {
+            ebpf.take_map(name)
+                .ok_or_else(|| refused(format!("no map {name}")))
+        };
+        let xsks =
+            XskMap::try_from(take(dse_ebpf::XSK_MAP)?).map_err(|e| refused(e.to_string()))?;
+        let bases = aya::maps::HashMap::try_from(take(dse_ebpf::XSK_BASES)?)
+            .map_err(|e| refused(e.to_string()))?;
+        Ok(Taker {
+            ebpf,
+            xsks,
+            bases,
+            links: BTreeMap::new(),
+            ifnames: Vec::new(),
+        })
     }
 
     /// Gives interface `ifindex`, the `nth` of the host path, its entries
@@ -71,10 +90,83 @@ impl Taker {
             .map_err(|e| refused(format!("adding the socket of queue {queue}: {e}")))
     }
 
-    /// Hands `frame` to the kernel stack as if it arrived on `ifindex`:
-    /// `dse_pass` run on it with live frames.
-    fn hand_to_stack(&mut self, ifindex: u32, frame: &[u8]) -> Result<(), DatapathError> {
-        let prog = program(&mut self.ebpf, dse_ebpf::PASS_PROGRAM)?;
+    /// Runs the redirect program on interface `ifname`: on the link pinned
+    /// at `pin` if there is one (another XDP program's: one
+    /// `BPF_LINK_UPDATE` moves the interface's frames from it to this one,
+    /// and the link becomes this host path's), else on a new link (native
+    /// mode).
+    fn take(&mut self, ifname: &str, pin: Option<&Path>) -> Result<(), DatapathError> {
+        let prog = program(&mut self.ebpf, dse_ebpf::XSK_PROGRAM)?;
+        let id = match pin.filter(|p| p.exists()) {
+            Some(pin) => {
+                let fail = |what: &str, e: &dyn std::fmt::Display| {
+                    refused(format!("{what} {}: {e}", pin.display()))
+                };
+                let pinned = PinnedLink::from_pin(pin).map_err(|e| fail("opening", &e))?;
+                let link = XdpLink::try_from(FdLink::from(pinned))
+                    .map_err(|e| fail("an XDP link at", &e))?;
+                let id = prog
+                    .attach_to_link(link)
+                    .map_err(|e| fail("moving to the host path the link at", &e))?;
+                // The link is this host path's now, not the pin's.
+                std::fs::remove_file(pin).map_err(|e| fail("unpinning", &e))?;
+                id
+            }
+            None => prog
+                .attach(ifname, XdpMode::Driver)
+                .map_err(|e| refused(format!("attaching to {ifname}: {e}")))?,
+        };
+        self.links.insert(ifname.to_string(), id);
+        if !self.ifnames.iter().any(|n| n == ifname) {
+            self.ifnames.push(ifname.to_string());
+        }
+        Ok(())
+    }
+
+    /// Takes back the links it gave to `pin_dir` ([`Taker::give_back`])
+    /// and that are still pinned there.
+    pub(super) fn reclaim(&mut self, pin_dir: &Path) -> Result<(), DatapathError> {
+        for ifname in self.ifnames.clone() {
+            if !self.links.contains_key(&ifname) {
+                self.take(&ifname, Some(&crate::xdp::link_pin(pin_dir, &ifname)))?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Pins each of its links where an XDP datapath pinned in `pin_dir`
+    /// looks for its own ([`crate::xdp::link_pin`]), still running the
+    /// redirect program: that datapath's attach then moves each to its
+    /// program with one `BPF_LINK_UPDATE`, and no frame meets neither.
+    pub(super) fn give_back(&mut self, pin_dir: &Path) -> Result<(), DatapathError> {
+        let prog = program(&mut self.ebpf, dse_ebpf::XSK_PROGRAM)?;
+        for (ifname, id) in std::mem::take(&mut self.links) {
+            let pin = crate::xdp::link_pin(pin_dir, &ifname);
+            let fail = |what: &str, e: &dyn std::fmt::Display| {
+                refused(format!("{what} of {ifname} at {}: {e}", pin.display()))
+            };
+            let link = prog
+                .take_link(id)
+                .map_err(|e| fail("taking the link", &e))?;
+            let fd = FdLink::try_from(link).map_err(|e| fail("the link", &e))?;
+            fd.pin(&pin).map_err(|e| fail("pinning the link", &e))?;
+        }
+        Ok(())
+    }
+}
+
+/// The hand-over of a frame to the kernel stack: `dse_pass` run on it with
+/// live frames.
+struct Passer(aya::Ebpf);
+
+impl Passer {
+    fn load() -> Result<Passer, DatapathError> {
+        load(&[dse_ebpf::PASS_PROGRAM]).map(Passer)
+    }
+
+    /// Hands `frame` to the kernel stack as if it arrived on `ifindex`.
+    fn pass(&mut self, ifindex: u32, frame: &[u8]) -> Result<(), DatapathError> {
+        let prog = program(&mut self.0, dse_ebpf::PASS_PROGRAM)?;
         // struct xdp_md: data, data_end, data_meta, ingress_ifindex, ...
         let mut ctx = [0u8; 24];
         ctx[4..8].copy_from_slice(&(frame.len() as u32).to_ne_bytes());
@@ -87,14 +179,6 @@ impl Taker {
         prog.test_run(opts)
             .map(drop)
             .map_err(|e| refused(format!("live frame: {e}")))
-    }
-
-    /// Attaches the redirect program to interface `ifname` (native mode).
-    fn attach(&mut self, ifname: &str) -> Result<(), DatapathError> {
-        program(&mut self.ebpf, dse_ebpf::XSK_PROGRAM)?
-            .attach(ifname, XdpMode::Driver)
-            .map(drop)
-            .map_err(|e| refused(format!("attaching to {ifname}: {e}")))
     }
 }
 
@@ -125,14 +209,18 @@ struct Socket {
 
 /// Opens a socket on every receive queue of each interface in
 /// `interfaces` (port name -> interface name), fills the program's map
-/// and attaches it: from then on, the interfaces' frames are the host
-/// path's. Refused, with nothing attached, where AF_XDP is not available.
+/// and runs it on the interfaces (on the links an XDP datapath pinned in
+/// `links`, if given and there): from then on, the interfaces' frames are
+/// the host path's. Refused, with nothing attached, where AF_XDP is not
+/// available.
 pub(super) fn open(
     interfaces: &BTreeMap<String, String>,
+    links: Option<&Path>,
     io: Arc<IoCounters>,
     quiet: Arc<AtomicU64>,
-) -> Result<XskIo, DatapathError> {
+) -> Result<(Taker, XskIo), DatapathError> {
     let mut taker = Taker::load()?;
+    let passer = Passer::load()?;
     let mut sockets = Vec::new();
     if interfaces.len() > dse_ebpf::XSK_IFACES as usize {
         return Err(refused(format!(
@@ -170,10 +258,17 @@ pub(super) fn open(
         }
     }
     for ifname in interfaces.values() {
-        taker.attach(ifname)?;
+        let pin = links.map(|dir| crate::xdp::link_pin(dir, ifname));
+        if let Err(e) = taker.take(ifname, pin.as_deref()) {
+            // Links taken over go back where they were.
+            if let Some(dir) = links {
+                let _ = taker.give_back(dir);
+            }
+            return Err(e);
+        }
     }
-    Ok(XskIo {
-        taker,
+    let io = XskIo {
+        passer,
         sockets,
         next: 0,
         from: 0,
@@ -182,7 +277,8 @@ pub(super) fn open(
         index_of: IndexOf::default(),
         io,
         quiet,
-    })
+    };
+    Ok((taker, io))
 }
 
 /// Port index -> the socket to send out of, as of one generation's rules.
@@ -195,10 +291,9 @@ struct IndexOf {
     port: Vec<Option<u16>>,
 }
 
-/// The worker's sockets: [`WorkerIo`] on AF_XDP. Dropping it detaches
-/// the program first, then closes the sockets.
+/// The worker's sockets: [`WorkerIo`] on AF_XDP.
 pub(super) struct XskIo {
-    taker: Taker,
+    passer: Passer,
     sockets: Vec<Socket>,
     /// The socket `take` looks at first next time (round robin).
     next: usize,
@@ -310,7 +405,7 @@ impl WorkerIo for XskIo {
                 Verdict::Tx => Some(from),
                 Verdict::Pass => {
                     let ifindex = self.sockets[from].ifindex;
-                    if let Err(e) = self.taker.hand_to_stack(ifindex, frame.data()) {
+                    if let Err(e) = self.passer.pass(ifindex, frame.data()) {
                         self.io.not_passed.fetch_add(1, Ordering::Relaxed);
                         tracing::debug!("host path: handing a frame to the stack: {e}");
                     }

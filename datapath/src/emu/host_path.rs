@@ -92,6 +92,8 @@ pub struct HostPath {
     mode: (HostIo, Option<String>),
     /// AF_XDP: the worker's count of sweeps that found every socket empty.
     quiet: Option<Arc<AtomicU64>>,
+    /// AF_XDP: the program on the interfaces, and their links.
+    taker: Option<Box<super::afxdp::Taker>>,
     stop: Arc<AtomicBool>,
     /// Set by [`HostPath::drain`]: receivers end once their socket is
     /// empty, and then the transmitter once nothing is left to send.
@@ -162,7 +164,7 @@ impl HostPath {
         let refused = match choice {
             IoChoice::AfPacket => None,
             IoChoice::AfXdp | IoChoice::Auto => {
-                match Self::start_af_xdp(rules.clone(), config.clone(), interfaces) {
+                match Self::start_af_xdp(rules.clone(), config.clone(), interfaces, None) {
                     Ok(host) => return Ok(host),
                     Err(e @ DatapathError::Rules(_)) => return Err(e),
                     Err(e) if choice == IoChoice::AfXdp => return Err(e),
@@ -178,20 +180,76 @@ impl HostPath {
         Ok(host)
     }
 
+    /// Takes the traffic of the XDP datapath pinned in `pin_dir` on
+    /// `interfaces`: on AF_XDP, its links move to the host path's program
+    /// one by one, each with one `BPF_LINK_UPDATE`, so that every frame
+    /// meets one program or the other; the XDP datapath's program then
+    /// runs nowhere. Where AF_XDP is refused, the host path starts on
+    /// AF_PACKET and the XDP datapath keeps its links: detach it then, and
+    /// each frame meets one or the other too (AF_PACKET sees a frame only
+    /// once no XDP program takes it).
+    ///
+    /// # Errors
+    /// As [`HostPath::start_with`].
+    pub fn take_over(
+        rules: RuleSet,
+        config: EmuConfig,
+        interfaces: &BTreeMap<String, String>,
+        pin_dir: &std::path::Path,
+    ) -> Result<HostPath, DatapathError> {
+        match Self::start_af_xdp(rules.clone(), config.clone(), interfaces, Some(pin_dir)) {
+            Ok(host) => Ok(host),
+            Err(e @ DatapathError::Rules(_)) => Err(e),
+            Err(e) => {
+                tracing::warn!("host path: AF_XDP refused ({e}); on AF_PACKET");
+                let mut host = Self::start_af_packet(rules, config, interfaces)?;
+                host.mode.1 = Some(e.to_string());
+                Ok(host)
+            }
+        }
+    }
+
+    /// Pins its interfaces' links where the XDP datapath pinned in
+    /// `pin_dir` looks for its own, still running the host path's program:
+    /// that datapath's attach then moves each to its own program with one
+    /// `BPF_LINK_UPDATE`. Drain the host path afterwards. Nothing to do on
+    /// AF_PACKET.
+    ///
+    /// # Errors
+    /// [`DatapathError::Io`] if a link cannot be pinned there.
+    pub fn give_back(&mut self, pin_dir: &std::path::Path) -> Result<(), DatapathError> {
+        match &mut self.taker {
+            Some(t) => t.give_back(pin_dir),
+            None => Ok(()),
+        }
+    }
+
+    /// Takes back the links [`HostPath::give_back`] pinned in `pin_dir`,
+    /// where the XDP datapath did not take them: for when that datapath
+    /// failed to attach.
+    ///
+    /// # Errors
+    /// [`DatapathError::Io`] if a link cannot be taken back.
+    pub fn reclaim(&mut self, pin_dir: &std::path::Path) -> Result<(), DatapathError> {
+        match &mut self.taker {
+            Some(t) => t.reclaim(pin_dir),
+            None => Ok(()),
+        }
+    }
+
     fn start_af_xdp(
         rules: RuleSet,
         config: EmuConfig,
         interfaces: &BTreeMap<String, String>,
+        links: Option<&std::path::Path>,
     ) -> Result<HostPath, DatapathError> {
         // Checked before any interface is taken.
         crate::compile::Compiler::new(rules.clone())?;
         let io = Arc::new(IoCounters::default());
         let quiet = Arc::new(AtomicU64::new(0));
-        let mut xsk = Some(super::afxdp::open(
-            interfaces,
-            Arc::clone(&io),
-            Arc::clone(&quiet),
-        )?);
+        let (taker, xsk) =
+            super::afxdp::open(interfaces, links, Arc::clone(&io), Arc::clone(&quiet))?;
+        let mut xsk = Some(xsk);
         let config = EmuConfig {
             workers: 1,
             batch: config.batch.max(AF_XDP_BATCH),
@@ -204,6 +262,7 @@ impl HostPath {
             emu: Arc::new(emu),
             mode: (HostIo::AfXdp, None),
             quiet: Some(quiet),
+            taker: Some(Box::new(taker)),
             stop: Arc::new(AtomicBool::new(false)),
             draining: Arc::new(AtomicBool::new(false)),
             io,
@@ -260,6 +319,7 @@ impl HostPath {
             emu,
             mode: (HostIo::AfPacket, None),
             quiet: None,
+            taker: None,
             stop,
             draining,
             io,

@@ -197,7 +197,7 @@ impl XdpDatapath {
     pub fn detach(&self) -> Result<(), DatapathError> {
         let _c = self.control();
         for ifname in self.config.interfaces.values() {
-            let pin = self.config.pin_dir.join(format!("link_{ifname}"));
+            let pin = super::link_pin(&self.config.pin_dir, ifname);
             match std::fs::remove_file(&pin) {
                 Ok(()) => {}
                 Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}

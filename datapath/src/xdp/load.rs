@@ -920,7 +920,7 @@ impl XdpInstance {
 
     /// The pin of the link that attaches the program to `ifname`.
     fn link_pin(&self, ifname: &str) -> PathBuf {
-        self.pin_dir.join(format!("link_{ifname}"))
+        super::link_pin(&self.pin_dir, ifname)
     }
 
     fn program_mut(&mut self) -> &mut Xdp {

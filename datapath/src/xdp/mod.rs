@@ -17,3 +17,11 @@ mod records;
 
 pub use backend::{PreparedUpgrade, UpgradeReport, XdpConfig, XdpDatapath};
 pub use load::{Program, XdpError, XdpInstance, XdpLimits};
+
+/// Where the link of an XDP datapath pinned in `pin_dir` to interface
+/// `ifname` is pinned: whoever holds that link holds the interface's
+/// frames, and moving it from one program to another (`BPF_LINK_UPDATE`)
+/// leaves no frame without a program.
+pub fn link_pin(pin_dir: &std::path::Path, ifname: &str) -> std::path::PathBuf {
+    pin_dir.join(format!("link_{ifname}"))
+}
