@@ -18,6 +18,8 @@ fn main() {
     println!("cargo:rerun-if-changed=src/trafgen.bpf.c");
     println!("cargo:rerun-if-changed=hostpath.bpf.o");
     println!("cargo:rerun-if-changed=src/hostpath.bpf.c");
+    println!("cargo:rerun-if-changed=limit.bpf.o");
+    println!("cargo:rerun-if-changed=src/limit.bpf.c");
     if std::env::var_os("DSE_BUILD_EBPF").is_none_or(|v| v != "1") {
         return;
     }

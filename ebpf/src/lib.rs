@@ -72,6 +72,21 @@ pub const XSK_IFACES: u32 = 64;
 /// Receive queues per interface a host path can take frames from.
 pub const XSK_QUEUES: u32 = 64;
 
+static LIMIT_ALIGNED: &Aligned<[u8]> = &Aligned(*include_bytes!("../limit.bpf.o"));
+
+/// `dse bench`'s limit (`src/limit.bpf.c`): [`LIMIT_PROGRAM`] parses
+/// nothing and redirects every frame to the interface at entry 0 of the
+/// devmap [`LIMIT_PORT`].
+pub fn limit_object() -> &'static [u8] {
+    &LIMIT_ALIGNED.0
+}
+
+/// The program in [`limit_object`].
+pub const LIMIT_PROGRAM: &str = "dse_limit";
+
+/// The devmap in [`limit_object`]: entry 0, the egress interface.
+pub const LIMIT_PORT: &str = "limit_port";
+
 /// The generator program in [`trafgen_object`].
 pub const GEN_PROGRAM: &str = "dse_gen";
 

@@ -64,7 +64,7 @@ fn counted(running: &Running) -> Option<u64> {
     match running {
         Running::Xdp(x) => Some(x.datapath().fingerprint().packets),
         Running::Emu(dp) => Some(dp.fingerprint().packets),
-        Running::Nft(_) | Running::Ovs(_) => None,
+        Running::Nft(_) | Running::Ovs(_) | Running::Limit(_) => None,
     }
 }
 
@@ -156,13 +156,15 @@ pub fn counted_window(
     })
 }
 
-/// The tool name a subject's rule installation is reported under.
-fn install_tool(subject: Subject) -> &'static str {
+/// The tool name a subject's rule installation is reported under (the
+/// limit installs none).
+fn install_tool(subject: Subject) -> Option<&'static str> {
     match subject {
-        Subject::Xdp => "dse library (xdp)",
-        Subject::Emu => "dse library (emu)",
-        Subject::Nft => "nft -f",
-        Subject::Ovs => "ovs-ofctl add-flows --bundle",
+        Subject::Xdp => Some("dse library (xdp)"),
+        Subject::Emu => Some("dse library (emu)"),
+        Subject::Nft => Some("nft -f"),
+        Subject::Ovs => Some("ovs-ofctl add-flows --bundle"),
+        Subject::Limit => None,
     }
 }
 
@@ -245,8 +247,8 @@ fn run_in(
                 .map_or("-".into(), |n| format!("{n:.0}")),
             win.dut_busy_share * 100.0,
         );
-        if record_install {
-            installs.push(Install::new(install_tool(subject), w, took));
+        if let Some(tool) = install_tool(subject).filter(|_| record_install) {
+            installs.push(Install::new(tool, w, took));
         }
         Ok(win)
     };

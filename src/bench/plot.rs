@@ -4,11 +4,12 @@ use super::report::{Forwarding, Report};
 use super::{Mix, Subject};
 use plotters::prelude::*;
 
-const COLORS: [RGBColor; 4] = [
+const COLORS: [RGBColor; 5] = [
     RGBColor(0x1f, 0x77, 0xb4),
     RGBColor(0xff, 0x7f, 0x0e),
     RGBColor(0x2c, 0xa0, 0x2c),
     RGBColor(0xd6, 0x27, 0x28),
+    RGBColor(0x55, 0x55, 0x55),
 ];
 
 fn color(s: Subject) -> RGBColor {
@@ -55,8 +56,9 @@ pub fn all(report: &Report) -> Vec<(&'static str, String)> {
     out
 }
 
-/// Bars: delivered Mpps per subject, one group per mix, at the base
-/// workload.
+/// Bars: delivered Mpps per subject, one labelled group per mix, at the
+/// base workload; each bar with its value and its ratio to nftables, the
+/// limit as a dashed line across its group, and a legend.
 fn forwarding(report: &Report) -> String {
     let mut svg = String::new();
     let base = report.forwarding.first().map(|f| f.workload);
@@ -69,25 +71,29 @@ fn forwarding(report: &Report) -> String {
         .into_iter()
         .filter(|m| rows.iter().any(|f| f.mix == *m))
         .collect();
+    let bars: Vec<Subject> = Subject::ALL
+        .into_iter()
+        .filter(|s| *s != Subject::Limit && rows.iter().any(|f| f.subject == *s))
+        .collect();
+    let mpps = |mix: Mix, s: Subject| {
+        rows.iter()
+            .find(|f| f.mix == mix && f.subject == s)
+            .map(|f| f.delivered_pps() / 1e6)
+    };
     let top = rows
         .iter()
         .map(|f| f.delivered_pps() / 1e6)
         .fold(0.1, f64::max)
-        * 1.15;
+        * 1.3;
     {
-        let area = SVGBackend::with_string(&mut svg, (720, 420)).into_drawing_area();
+        let area = SVGBackend::with_string(&mut svg, (820, 460)).into_drawing_area();
         let _ = area.fill(&WHITE);
         let title = format!(
-            "Delivered Mpps, {} rules ({})",
-            base.map_or(0, |w| w.rules),
-            mixes
-                .iter()
-                .map(|m| m.label())
-                .collect::<Vec<_>>()
-                .join(" | ")
+            "Delivered Mpps, {} rules: bars labelled Mpps (x nftables)",
+            base.map_or(0, |w| w.rules)
         );
         let Ok(mut chart) = ChartBuilder::on(&area)
-            .caption(title, ("sans-serif", 20))
+            .caption(title, ("sans-serif", 18))
             .margin(10)
             .x_label_area_size(30)
             .y_label_area_size(50)
@@ -98,34 +104,72 @@ fn forwarding(report: &Report) -> String {
         let _ = chart
             .configure_mesh()
             .disable_x_mesh()
-            .x_labels(0)
-            .y_desc("Mpps")
+            .x_labels(mixes.len().max(1) * 2 + 1)
+            .x_label_formatter(&|x| {
+                // A group's label at its middle; nothing elsewhere.
+                let i = x.floor() as usize;
+                match mixes.get(i) {
+                    Some(m) if (x - i as f64 - 0.5).abs() < 0.01 => m.label().to_string(),
+                    _ => String::new(),
+                }
+            })
+            .y_desc("Mpps delivered")
             .draw();
-        let width = 0.8 / Subject::ALL.len() as f64;
-        for (mi, mix) in mixes.iter().enumerate() {
-            for (si, s) in Subject::ALL.iter().enumerate() {
-                let Some(f) = rows.iter().find(|f| f.mix == *mix && f.subject == *s) else {
+        let width = 0.8 / bars.len().max(1) as f64;
+        for (mi, &mix) in mixes.iter().enumerate() {
+            let nft = mpps(mix, Subject::Nft).filter(|v| *v > 0.0);
+            for (si, &s) in bars.iter().enumerate() {
+                let Some(v) = mpps(mix, s) else {
                     continue;
                 };
                 let x0 = mi as f64 + 0.1 + si as f64 * width;
-                let v = f.delivered_pps() / 1e6;
-                let _ = chart.draw_series(std::iter::once(Rectangle::new(
-                    [(x0, 0.0), (x0 + width * 0.9, v)],
-                    color(*s).filled(),
+                let bar = Rectangle::new([(x0, 0.0), (x0 + width * 0.9, v)], color(s).filled());
+                let drawn = chart.draw_series(std::iter::once(bar));
+                if mi == 0
+                    && let Ok(series) = drawn
+                {
+                    series.label(s.label()).legend(move |(x, y)| {
+                        Rectangle::new([(x, y - 5), (x + 14, y + 5)], color(s).filled())
+                    });
+                }
+                let text = match nft {
+                    Some(n) => format!("{v:.2} ({:.2}x)", v / n),
+                    None => format!("{v:.2}"),
+                };
+                let _ = chart.draw_series(std::iter::once(Text::new(
+                    text,
+                    (x0, v + top * 0.02),
+                    ("sans-serif", 11).into_font().color(&BLACK),
+                )));
+            }
+            if let Some(limit) = mpps(mix, Subject::Limit) {
+                let c = color(Subject::Limit);
+                let line = DashedLineSeries::new(
+                    [(mi as f64 + 0.05, limit), (mi as f64 + 0.95, limit)],
+                    6,
+                    4,
+                    c.stroke_width(2),
+                );
+                if let Ok(series) = chart.draw_series(line)
+                    && mi == 0
+                {
+                    series
+                        .label(Subject::Limit.label())
+                        .legend(move |(x, y)| PathElement::new(vec![(x, y), (x + 14, y)], c));
+                }
+                let _ = chart.draw_series(std::iter::once(Text::new(
+                    format!("limit {limit:.2}"),
+                    (mi as f64 + 0.8, limit + top * 0.02),
+                    ("sans-serif", 11).into_font().color(&c),
                 )));
             }
         }
-        for (i, s) in Subject::ALL
-            .iter()
-            .filter(|s| rows.iter().any(|f| f.subject == **s))
-            .enumerate()
-        {
-            let _ = area.draw(&Text::new(
-                s.label(),
-                (80 + 160 * i as i32, 395),
-                ("sans-serif", 14).into_font().color(&color(*s)),
-            ));
-        }
+        let _ = chart
+            .configure_series_labels()
+            .position(SeriesLabelPosition::UpperRight)
+            .background_style(WHITE.mix(0.8))
+            .border_style(BLACK)
+            .draw();
         let _ = area.present();
     }
     svg

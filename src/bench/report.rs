@@ -179,8 +179,19 @@ impl Report {
     /// The ratio of `value` to the nftables figure of the same workload
     /// and mix, as text (`-` without a baseline).
     fn ratio(&self, f: &Forwarding, value: impl Fn(&Forwarding) -> Option<f64>) -> String {
+        self.ratio_to(Subject::Nft, f, value)
+    }
+
+    /// The ratio of `value` to `base`'s figure of the same workload and
+    /// mix, as text (`-` without one).
+    fn ratio_to(
+        &self,
+        base: Subject,
+        f: &Forwarding,
+        value: impl Fn(&Forwarding) -> Option<f64>,
+    ) -> String {
         let base = self
-            .row(f.workload, f.mix, Subject::Nft)
+            .row(f.workload, f.mix, base)
             .and_then(&value)
             .filter(|b| *b > 0.0);
         match (value(f), base) {
@@ -206,7 +217,7 @@ impl Report {
         let header = |t: &mut String, title: &str| {
             writeln!(
                 t,
-                "\n{title}\n{:<22} {:>8} {:>6} {:>5} {:>11} {:>11} {:>7} {:>9} {:>9} {:>9}",
+                "\n{title}\n{:<22} {:>8} {:>6} {:>5} {:>11} {:>11} {:>7} {:>9} {:>9} {:>9} {:>9}",
                 "subject",
                 "rules",
                 "masks",
@@ -216,14 +227,15 @@ impl Report {
                 "loss",
                 "ns/pkt",
                 "x Mpps",
-                "x ns/pkt"
+                "x ns/pkt",
+                "of limit"
             )
             .ok();
         };
         let line = |t: &mut String, f: &Forwarding| {
             writeln!(
                 t,
-                "{:<22} {:>8} {:>6} {:>5} {:>11.3} {:>11.3} {:>6.1}% {:>9} {:>9} {:>9}",
+                "{:<22} {:>8} {:>6} {:>5} {:>11.3} {:>11.3} {:>6.1}% {:>9} {:>9} {:>9} {:>9}",
                 f.subject.label(),
                 f.workload.rules,
                 f.workload.masks,
@@ -234,13 +246,14 @@ impl Report {
                 f.ns_per_packet().map_or("-".into(), |n| format!("{n:.0}")),
                 self.ratio(f, |f| Some(f.delivered_pps())),
                 self.ratio(f, Forwarding::ns_per_packet),
+                self.ratio_to(Subject::Limit, f, |f| Some(f.delivered_pps())),
             )
             .ok();
         };
         let base = self.forwarding.first().map(|f| f.workload);
         header(
             &mut t,
-            "forwarding (x: ratio to Linux nftables on the same rules and traffic)",
+            "forwarding (x: ratio to Linux nftables on the same rules and traffic; of limit: to the limit, same traffic)",
         );
         for f in self.forwarding.iter().filter(|f| Some(f.workload) == base) {
             if f.mix != Mix::Small || f.windows.len() == self.rounds {
@@ -254,36 +267,45 @@ impl Report {
         if !self.lossless.is_empty() {
             writeln!(
                 t,
-                "\nthroughput at <= {}% loss (64-byte frames, paced AF_PACKET offers, binary search)\n{:<22} {:>8} {:>10} {:>8} {:>9}",
+                "\nthroughput at <= {}% loss (64-byte frames, paced offers, binary search)\n{:<22} {:>8} {:>10} {:>8} {:>9} {:>9}",
                 super::lossless::TOLERANCE * 100.0,
                 "subject",
                 "rules",
                 "Mpps",
                 "probes",
-                "x nft"
+                "x nft",
+                "of limit"
             )
             .ok();
             // A capped baseline has no ratio; a capped subject, a floor.
-            let nft = self
-                .lossless
-                .iter()
-                .find(|l| l.subject == Subject::Nft && !l.found.capped)
-                .map(|l| l.found.pps)
-                .filter(|p| *p > 0.0);
+            let uncapped = |s: Subject| {
+                self.lossless
+                    .iter()
+                    .find(|l| l.subject == s && !l.found.capped)
+                    .map(|l| l.found.pps)
+                    .filter(|p| *p > 0.0)
+            };
+            let (nft, limit) = (uncapped(Subject::Nft), uncapped(Subject::Limit));
             for l in &self.lossless {
+                let ratio = |base: Option<f64>| {
+                    base.map_or("-".into(), |n| {
+                        format!(
+                            "{}{:.2}x",
+                            if l.found.capped { ">=" } else { "" },
+                            l.found.pps / n
+                        )
+                    })
+                };
                 writeln!(
                     t,
-                    "{:<22} {:>8} {:>9.3}{} {:>8} {:>9}",
+                    "{:<22} {:>8} {:>9.3}{} {:>8} {:>9} {:>9}",
                     l.subject.label(),
                     l.workload.rules,
                     l.found.pps / 1e6,
                     if l.found.capped { "+" } else { " " },
                     l.found.probes.len(),
-                    nft.map_or("-".into(), |n| format!(
-                        "{}{:.2}x",
-                        if l.found.capped { ">=" } else { "" },
-                        l.found.pps / n
-                    ))
+                    ratio(nft),
+                    ratio(limit)
                 )
                 .ok();
             }

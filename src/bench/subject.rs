@@ -20,18 +20,34 @@ use std::time::{Duration, Instant};
 pub enum Subject {
     /// dse's offloaded path: the XDP datapath on the DUT's veths.
     Xdp,
-    /// dse's host path: the emulated datapath over AF_PACKET, one worker.
+    /// dse's host path: the emulated datapath on AF_XDP (AF_PACKET where
+    /// the kernel refuses AF_XDP), one worker.
     Emu,
     /// Linux: nftables `netdev` ingress chains with `fwd`, translated from
     /// the same rules (the baseline of the ratios).
     Nft,
     /// Open vSwitch's userspace datapath with translated OpenFlow flows.
     Ovs,
+    /// The limit: an XDP program that redirects every frame to the egress
+    /// port and parses nothing, the fastest this machine forwards on the
+    /// same path (it ignores the rules).
+    Limit,
 }
 
 impl Subject {
     /// Every subject, in table order.
-    pub const ALL: [Subject; 4] = [Subject::Xdp, Subject::Emu, Subject::Nft, Subject::Ovs];
+    pub const ALL: [Subject; 5] = [
+        Subject::Xdp,
+        Subject::Emu,
+        Subject::Nft,
+        Subject::Ovs,
+        Subject::Limit,
+    ];
+
+    /// Whether it forwards by the rules (the limit forwards every frame).
+    pub fn follows_rules(self) -> bool {
+        self != Subject::Limit
+    }
 
     /// How it is named in tables.
     pub fn label(self) -> &'static str {
@@ -40,6 +56,7 @@ impl Subject {
             Subject::Emu => "dse emu (host path)",
             Subject::Nft => "Linux nftables",
             Subject::Ovs => "OVS userspace",
+            Subject::Limit => "limit (XDP redirect)",
         }
     }
 
@@ -102,6 +119,9 @@ impl Drop for PinnedXdp {
     }
 }
 
+/// The limit program on the ingress interface; dropping it detaches it.
+pub struct LimitProgram(#[allow(dead_code)] aya::Ebpf);
+
 /// A subject forwarding in the DUT namespace.
 pub enum Running {
     /// The XDP datapath.
@@ -112,6 +132,8 @@ pub enum Running {
     Nft(NftTable),
     /// Open vSwitch.
     Ovs(Ovs),
+    /// The limit.
+    Limit(LimitProgram),
 }
 
 /// Where a set-up subject keeps its files.
@@ -187,6 +209,11 @@ pub fn set_up(
             let took = peers::nft_load(&topo.dut, &file)?;
             Ok((Running::Nft(guard), took))
         }
+        Subject::Limit => {
+            let (ingress, egress) = (interfaces["pa"].clone(), interfaces["pb"].clone());
+            let program = topo.dut.run(|| limit(&ingress, &egress))?.map_err(failed)?;
+            Ok((Running::Limit(program), Duration::ZERO))
+        }
         Subject::Ovs => {
             let flows = openflow::translate(rules, &interfaces)?;
             let file = write(&at.work, "flows.of", &flows)?;
@@ -205,6 +232,29 @@ pub fn set_up(
             Ok((Running::Ovs(ovs), took))
         }
     }
+}
+
+/// The limit program, redirecting every frame of `ingress` to `egress`.
+fn limit(ingress: &str, egress: &str) -> Result<LimitProgram, String> {
+    let mut ebpf = aya::EbpfLoader::new()
+        .load(dse_ebpf::limit_object())
+        .map_err(|e| format!("loading its object: {e}"))?;
+    let out = dse_datapath::netdev::interface_index(egress).map_err(|e| e.to_string())?;
+    let mut port: aya::maps::DevMap<_> = ebpf
+        .map_mut(dse_ebpf::LIMIT_PORT)
+        .ok_or("no devmap")?
+        .try_into()
+        .map_err(|e: aya::maps::MapError| e.to_string())?;
+    port.set(0, out, None, 0).map_err(|e| e.to_string())?;
+    let prog: &mut aya::programs::Xdp = ebpf
+        .program_mut(dse_ebpf::LIMIT_PROGRAM)
+        .ok_or("no program")?
+        .try_into()
+        .map_err(|e: aya::programs::ProgramError| e.to_string())?;
+    prog.load().map_err(|e| format!("verifying: {e}"))?;
+    prog.attach(ingress, aya::programs::XdpMode::Driver)
+        .map_err(|e| format!("attaching to {ingress}: {e}"))?;
+    Ok(LimitProgram(ebpf))
 }
 
 /// The time `dp` takes to apply `rules` as one transaction, in the DUT
