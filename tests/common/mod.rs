@@ -10,6 +10,7 @@ pub mod fleet;
 pub mod lab;
 pub mod netns;
 pub mod packets;
+pub mod random;
 pub mod restart;
 pub mod stream;
 pub mod topology;

@@ -1,13 +1,19 @@
-//! The fixture table through the host path on real interfaces: three
-//! veths into the host path's namespace, one per port, each fixture's
-//! frame sent in at its port's peer. The same verdicts and output bytes as
-//! the reference pipeline: what leaves a port arrives at its peer, as the
-//! expected bytes; a `pass` reaches the kernel stack of the host path's
-//! interface (on AF_XDP, where the stack sees nothing else, as the
-//! expected bytes); every verdict is counted once. On AF_XDP, and on
-//! AF_PACKET forced (where a frame the kernel drops before any packet
-//! socket, a cut VLAN tag, is dropped unseen, as the table wants it
-//! dropped). Needs root; under CI=true that is a failure.
+//! The host path on real interfaces: three veths into its namespace, one
+//! per port, each frame sent in at its port's peer.
+//!
+//! - The fixture table, on AF_XDP and on AF_PACKET forced: the same
+//!   verdicts and output bytes as the reference pipeline. What leaves a
+//!   port arrives at its peer as the expected bytes; a `pass` reaches the
+//!   kernel stack of the host path's interface (on AF_XDP, where the stack
+//!   sees nothing else, as the expected bytes); every verdict is counted
+//!   once. On AF_PACKET a frame the kernel drops before any packet socket
+//!   (a cut VLAN tag) is dropped unseen, as the table wants it dropped.
+//! - Random rule sets and packets, well-formed and malformed, on AF_XDP:
+//!   the reference's verdict and bytes for each, and its rule counters.
+//! - With addresses on its interfaces, the stack answers only what the
+//!   rules pass.
+//!
+//! Needs root; under CI=true that is a failure.
 
 mod common;
 
@@ -297,4 +303,98 @@ fn on_af_xdp_the_stack_answers_only_what_the_rules_pass() {
     assert!(!ping(2), "the stack hears only what the rules pass");
     let s = host.stats();
     assert!(s.pass >= 2 && s.output == 10, "{s:?}");
+}
+
+/// Rule sets of the randomized differential, and packets per set.
+const RANDOM_SETS: u64 = 8;
+const RANDOM_PACKETS: usize = 400;
+
+#[test]
+fn on_af_xdp_random_rules_and_packets_agree_with_the_reference() {
+    use common::random::{Rng, packet, rule_set};
+    use dse_datapath::Frame;
+    use dse_datapath::pipeline::{Installed, Pipeline, Verdict};
+    // SAFETY: geteuid has no preconditions.
+    if unsafe { libc::geteuid() } != 0 {
+        assert!(std::env::var("CI").is_err(), "CI runs this as root");
+        return;
+    }
+    let w = Wires::build(&format!("r{}", std::process::id() % 10_000));
+    let wire: Vec<PacketSocket> = w.veths.iter().map(|v| socket(&w.wire, &v.b)).collect();
+    let stack: Vec<PacketSocket> = w.veths.iter().map(|v| socket(&w.dut, &v.a)).collect();
+    let interfaces = w.interfaces();
+    let mut mismatches = Vec::new();
+    for round in 0..RANDOM_SETS {
+        let mut rng = Rng(0xaf_0000 + round * 0x9e37_79b9);
+        let set = rule_set(&mut rng);
+        let inst = Installed::build(1, &set).expect("builds");
+        let mut reference = Pipeline::new(1024);
+        let host = w
+            .dut
+            .run(|| {
+                HostPath::start_with(
+                    set.clone(),
+                    EmuConfig::default(),
+                    &interfaces,
+                    IoChoice::AfXdp,
+                )
+            })
+            .unwrap()
+            .unwrap();
+        for s in wire.iter().chain(&stack) {
+            frames(s);
+        }
+        for i in 0..RANDOM_PACKETS {
+            let input = packet(&mut rng);
+            let in_port = rng.below(3) as u16;
+            let mut frame = Frame::new(&input);
+            let want = reference.process(&inst, &mut frame, in_port, 0);
+            let want_bytes = frame.data().to_vec();
+            let before = host.stats().processed();
+            wire[usize::from(in_port)].send_batch(&[&input]).unwrap();
+            if !within_a_second(|| host.stats().processed() > before) {
+                mismatches.push(format!("set {round} packet {i}: never processed"));
+                continue;
+            }
+            let at = |s: &PacketSocket| {
+                let mut got = Vec::new();
+                within_a_second(|| {
+                    got.extend(frames(s));
+                    !got.is_empty()
+                });
+                got
+            };
+            let got = match want {
+                Verdict::Output(p) => at(&wire[usize::from(p)]),
+                Verdict::Tx => at(&wire[usize::from(in_port)]),
+                Verdict::Pass => at(&stack[usize::from(in_port)]),
+                Verdict::Drop(_) => Vec::new(),
+            };
+            let same = match want {
+                Verdict::Drop(_) => true,
+                _ => got == [want_bytes.clone()],
+            };
+            if !same && mismatches.len() < 10 {
+                mismatches.push(format!(
+                    "set {round} packet {i} in_port {in_port}: reference {want:?}\n  input {input:02x?}\n  want {want_bytes:02x?}\n  got  {got:02x?}\n  rules {}",
+                    serde_json::to_string(&set.rules).unwrap()
+                ));
+            }
+        }
+        // Nothing came out that the reference did not send, and the
+        // counts agree.
+        std::thread::sleep(Duration::from_millis(20));
+        let stray: usize = wire.iter().chain(&stack).map(|s| frames(s).len()).sum();
+        if stray > 0 {
+            mismatches.push(format!("set {round}: {stray} frames nobody expected"));
+        }
+        let want = reference.counts(&inst);
+        let got = host.rule_counters();
+        if want != got {
+            mismatches.push(format!(
+                "set {round}: rule counters\n  reference {want:?}\n  host path {got:?}"
+            ));
+        }
+    }
+    assert!(mismatches.is_empty(), "{}", mismatches.join("\n"));
 }
