@@ -1,6 +1,6 @@
 //! Forwarding on veth, one core each: the host's software path (the
-//! emulated datapath over AF_PACKET) next to the offloaded path (XDP), on
-//! the same traffic and the same rules.
+//! emulated datapath, on AF_XDP where the kernel allows it) next to the
+//! offloaded path (XDP), on the same traffic and the same rules.
 //!
 //! A generator in namespace A sends 64-byte UDP frames (256 flows) from
 //! CPU 0 through an AF_PACKET socket (no UDP/IP stack on the way); they
@@ -239,7 +239,7 @@ fn main() {
         med(per_core.1) / 1e3
     );
     println!(
-        "host_path/forward_64B_udp_one_core: host path (emu over AF_PACKET) {:.0} kpps, offloaded (xdp) {:.0} kpps, offered {:.0} kpps; xdp/host {:.1}x (median of per-round ratios)",
+        "host_path/forward_64B_udp_one_core: host path (emu) {:.0} kpps, offloaded (xdp) {:.0} kpps, offered {:.0} kpps; xdp/host {:.1}x (median of per-round ratios)",
         med(host) / 1e3,
         med(xdp) / 1e3,
         med(offered) / 1e3,

@@ -8,6 +8,12 @@
 //! rules `pass` it, handed over with `dse_pass` under BPF_PROG_TEST_RUN
 //! with live frames (one call per frame: `pass` is the exception on a host
 //! path, not its traffic).
+//!
+//! As for the XDP datapath, a frame carries no pending checksum offload:
+//! a sender on a veth in a namespace must finish its checksums (TX
+//! checksum offload off, as the labs set it). Frames longer than a chunk
+//! would need `XDP_USE_SG`; the host path refuses an interface whose MTU
+//! allows them instead, and runs on AF_PACKET there.
 
 use super::host_path::IoCounters;
 use super::worker::WorkerIo;
