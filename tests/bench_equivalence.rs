@@ -2,7 +2,7 @@
 //! translated from a dse rule set forward and drop exactly the packets
 //! that dse's reference pipeline forwards and drops, on the same traffic
 //! through the bench's own topology (and so do dse's two backends); the
-//! limit forwards every frame.
+//! limit and the host path's AF_XDP floor forward every frame.
 //!
 //! Needs root, bpffs, nft and Open vSwitch (CI installs both; a subject
 //! that is not installed fails the test rather than passing it silently).
@@ -163,7 +163,7 @@ fn translations_forward_and_drop_what_dse_does() {
         cpu: 0,
     };
     let mut failures = Vec::new();
-    // The limit parses nothing: it forwards every frame.
+    // The limit and the floor parse nothing: they forward every frame.
     let mut everything: Vec<&str> = frames.iter().map(|(n, _)| *n).collect();
     everything.sort();
     for subject in Subject::ALL {

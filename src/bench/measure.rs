@@ -64,7 +64,7 @@ fn counted(running: &Running) -> Option<u64> {
     match running {
         Running::Xdp(x) => Some(x.datapath().fingerprint().packets),
         Running::Emu(dp) => Some(dp.fingerprint().packets),
-        Running::Nft(_) | Running::Ovs(_) | Running::Limit(_) => None,
+        Running::Nft(_) | Running::Ovs(_) | Running::Limit(_) | Running::Floor(_) => None,
     }
 }
 
@@ -164,7 +164,7 @@ fn install_tool(subject: Subject) -> Option<&'static str> {
         Subject::Emu => Some("dse library (emu)"),
         Subject::Nft => Some("nft -f"),
         Subject::Ovs => Some("ovs-ofctl add-flows --bundle"),
-        Subject::Limit => None,
+        Subject::Limit | Subject::Floor => None,
     }
 }
 

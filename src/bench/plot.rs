@@ -4,12 +4,13 @@ use super::report::{Forwarding, Report};
 use super::{Mix, Subject};
 use plotters::prelude::*;
 
-const COLORS: [RGBColor; 5] = [
+const COLORS: [RGBColor; 6] = [
     RGBColor(0x1f, 0x77, 0xb4),
     RGBColor(0xff, 0x7f, 0x0e),
     RGBColor(0x2c, 0xa0, 0x2c),
     RGBColor(0xd6, 0x27, 0x28),
     RGBColor(0x55, 0x55, 0x55),
+    RGBColor(0xff, 0xbb, 0x78),
 ];
 
 fn color(s: Subject) -> RGBColor {

@@ -6,7 +6,7 @@ use super::peers::{self, Ovs, nft, openflow};
 use super::topology::Topology;
 use crate::lab::pin_thread;
 use dse_datapath::datapath::{Datapath, Transaction};
-use dse_datapath::emu::{EmuConfig, HostPath};
+use dse_datapath::emu::{AfXdpFloor, EmuConfig, HostPath};
 use dse_datapath::rule::RuleSet;
 use dse_datapath::xdp::{Program, XdpConfig, XdpDatapath, XdpLimits};
 use std::path::{Path, PathBuf};
@@ -32,21 +32,26 @@ pub enum Subject {
     /// port and parses nothing, the fastest this machine forwards on the
     /// same path (it ignores the rules).
     Limit,
+    /// The host path's floor: its AF_XDP sockets and copies with no
+    /// pipeline, every frame out of the egress port (it ignores the rules).
+    Floor,
 }
 
 impl Subject {
     /// Every subject, in table order.
-    pub const ALL: [Subject; 5] = [
+    pub const ALL: [Subject; 6] = [
         Subject::Xdp,
         Subject::Emu,
         Subject::Nft,
         Subject::Ovs,
         Subject::Limit,
+        Subject::Floor,
     ];
 
-    /// Whether it forwards by the rules (the limit forwards every frame).
+    /// Whether it forwards by the rules (the limit and the floor forward
+    /// every frame).
     pub fn follows_rules(self) -> bool {
-        self != Subject::Limit
+        !matches!(self, Subject::Limit | Subject::Floor)
     }
 
     /// How it is named in tables.
@@ -57,6 +62,7 @@ impl Subject {
             Subject::Nft => "Linux nftables",
             Subject::Ovs => "OVS userspace",
             Subject::Limit => "limit (XDP redirect)",
+            Subject::Floor => "AF_XDP floor",
         }
     }
 
@@ -134,6 +140,8 @@ pub enum Running {
     Ovs(Ovs),
     /// The limit.
     Limit(LimitProgram),
+    /// The host path's floor.
+    Floor(AfXdpFloor),
 }
 
 /// Where a set-up subject keeps its files.
@@ -213,6 +221,19 @@ pub fn set_up(
             let (ingress, egress) = (interfaces["pa"].clone(), interfaces["pb"].clone());
             let program = topo.dut.run(|| limit(&ingress, &egress))?.map_err(failed)?;
             Ok((Running::Limit(program), Duration::ZERO))
+        }
+        Subject::Floor => {
+            let (ingress, egress) = (&interfaces["pa"], &interfaces["pb"]);
+            let cpu = at.cpu;
+            // Its thread inherits the namespace and the CPU.
+            let floor = topo
+                .dut
+                .run(|| {
+                    let _ = pin_thread(cpu);
+                    AfXdpFloor::start(ingress, egress)
+                })?
+                .map_err(|e| failed(e.to_string()))?;
+            Ok((Running::Floor(floor), Duration::ZERO))
         }
         Subject::Ovs => {
             let flows = openflow::translate(rules, &interfaces)?;

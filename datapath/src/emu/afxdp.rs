@@ -354,6 +354,97 @@ impl XskIo {
     }
 }
 
+impl XskIo {
+    /// Sends every frame of the batch in hand out of the first socket of
+    /// port `to`, unchanged: the floor of the host path's I/O, with no
+    /// pipeline (see [`super::AfXdpFloor`]).
+    fn forward_bare(&mut self, to: &str) {
+        let from = self.from;
+        let to = self.sockets.iter().position(|s| s.port == to);
+        let frames: Vec<_> = self.batch.drain().collect();
+        for frame in frames {
+            match to {
+                Some(to) if to == from => self.sockets[from].xsk.send_own(frame),
+                Some(to) => {
+                    if !self.sockets[to].xsk.send_copy(frame.data()) {
+                        self.io.not_sent.fetch_add(1, Ordering::Relaxed);
+                    }
+                    self.sockets[from].xsk.free(frame);
+                }
+                None => self.sockets[from].xsk.free(frame),
+            }
+        }
+        for s in &mut self.sockets {
+            let dropped = s.xsk.flush();
+            self.io
+                .not_sent
+                .fetch_add(dropped as u64, Ordering::Relaxed);
+        }
+    }
+}
+
+/// The floor of the host path on AF_XDP: the same sockets, program and
+/// copies between UMEMs, run to completion on one thread, with no
+/// pipeline: every frame of one interface leaves by the other. What the
+/// host path costs beyond it is the pipeline's.
+pub struct AfXdpFloor {
+    stop: Arc<std::sync::atomic::AtomicBool>,
+    io: Arc<IoCounters>,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+impl AfXdpFloor {
+    /// Forwards every frame of interface `ingress` out of `egress`.
+    ///
+    /// # Errors
+    /// [`DatapathError::Io`] where AF_XDP is refused.
+    pub fn start(ingress: &str, egress: &str) -> Result<AfXdpFloor, DatapathError> {
+        let interfaces = [("in", ingress), ("out", egress)]
+            .into_iter()
+            .map(|(p, i)| (p.to_string(), i.to_string()))
+            .collect();
+        let io = Arc::new(IoCounters::default());
+        let (taker, mut xsk) = open(&interfaces, None, Arc::clone(&io), Arc::default())?;
+        let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let halt = Arc::clone(&stop);
+        let thread = std::thread::Builder::new()
+            .name("dse-xsk-floor".into())
+            .spawn(move || {
+                let _taker = taker;
+                while !halt.load(Ordering::Relaxed) {
+                    if xsk.take(64) > 0 {
+                        xsk.forward_bare("out");
+                    } else {
+                        xsk.idle(Duration::from_millis(1));
+                    }
+                }
+            })
+            .map_err(|source| DatapathError::Io {
+                what: "spawning the AF_XDP floor".into(),
+                source,
+            })?;
+        Ok(AfXdpFloor {
+            stop,
+            io,
+            thread: Some(thread),
+        })
+    }
+
+    /// What its I/O lost.
+    pub fn io_counters(&self) -> &IoCounters {
+        &self.io
+    }
+}
+
+impl Drop for AfXdpFloor {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::Relaxed);
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
+}
+
 impl WorkerIo for XskIo {
     fn take(&mut self, max: usize) -> usize {
         let n = self.sockets.len();

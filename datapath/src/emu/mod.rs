@@ -14,6 +14,7 @@ mod packet_socket;
 mod worker;
 mod xsk;
 
+pub use afxdp::AfXdpFloor;
 pub use control::EmuDatapath;
 pub use host_path::{HostIo, HostPath, IoChoice, IoCounters};
 pub use packet_socket::{MAX_FRAME, PacketSocket};
