@@ -4,31 +4,14 @@
 
 mod common;
 
+use common::forward::{PA_TO_PB, marked};
+
 use common::exchange::exchange;
 use dse::bench::topology::Topology;
 use dse_datapath::RuleSet;
 use dse_datapath::datapath::Datapath;
 use dse_datapath::emu::{EmuConfig, HostIo, HostPath, IoChoice};
 use std::time::Duration;
-
-const RULES: &str = r#"
-ports:
-  - {name: pa, index: 0, default: drop}
-  - {name: pb, index: 1, default: drop}
-rules:
-  - {id: 1, priority: 10, match: {in_port: pa, ip_proto: udp}, actions: [{output: pb}]}
-"#;
-
-/// An IPv4/UDP frame with marker `n`.
-fn frame(n: u16) -> Vec<u8> {
-    let mut v = Vec::new();
-    etherparse::PacketBuilder::ethernet2([2, 0, 0, 0, 0, 1], [2, 0, 0, 0, 0, 2])
-        .ipv4([10, 0, 0, 1], [10, 0, 0, 2], 64)
-        .udp(1, 2)
-        .write(&mut v, &n.to_be_bytes())
-        .unwrap();
-    v
-}
 
 #[test]
 fn frames_cross_the_host_path_on_af_xdp_in_order() {
@@ -38,7 +21,7 @@ fn frames_cross_the_host_path_on_af_xdp_in_order() {
         return;
     }
     let topo = Topology::build(&format!("ax{}", std::process::id() % 100_000)).unwrap();
-    let set = RuleSet::from_yaml(RULES).unwrap();
+    let set = RuleSet::from_yaml(PA_TO_PB).unwrap();
     let interfaces = topo.interfaces();
     let host = topo
         .dut
@@ -46,8 +29,8 @@ fn frames_cross_the_host_path_on_af_xdp_in_order() {
         .unwrap()
         .unwrap();
     assert_eq!(host.io(), (HostIo::AfXdp, None));
-    const N: u16 = 300;
-    let frames: Vec<Vec<u8>> = (0..N).map(frame).collect();
+    const N: u32 = 300;
+    let frames: Vec<Vec<u8>> = (0..N).map(marked).collect();
     let views: Vec<&[u8]> = frames.iter().map(Vec::as_slice).collect();
     let got = exchange(&topo, &views, Duration::from_secs(1));
     let s = host.stats();

@@ -7,30 +7,13 @@
 
 mod common;
 
+use common::forward::{PA_TO_PB, marked};
+
 use common::exchange::exchange;
 use dse::bench::topology::Topology;
 use dse_datapath::RuleSet;
 use dse_datapath::emu::{EmuConfig, HostIo, HostPath, IoChoice};
 use std::time::Duration;
-
-const RULES: &str = r#"
-ports:
-  - {name: pa, index: 0, default: drop}
-  - {name: pb, index: 1, default: drop}
-rules:
-  - {id: 1, priority: 10, match: {in_port: pa, ip_proto: udp}, actions: [{output: pb}]}
-"#;
-
-/// An IPv4/UDP frame with marker `n`.
-fn frame(n: u16) -> Vec<u8> {
-    let mut v = Vec::new();
-    etherparse::PacketBuilder::ethernet2([2, 0, 0, 0, 0, 1], [2, 0, 0, 0, 0, 2])
-        .ipv4([10, 0, 0, 1], [10, 0, 0, 2], 64)
-        .udp(1, 2)
-        .write(&mut v, &n.to_be_bytes())
-        .unwrap();
-    v
-}
 
 #[test]
 fn a_draining_host_path_lets_through_every_frame_it_took() {
@@ -49,7 +32,7 @@ fn a_draining_host_path_lets_through_every_frame_it_took() {
 
 fn drains(choice: IoChoice, io: HostIo) {
     let topo = Topology::build(&format!("dr{}", std::process::id() % 100_000)).unwrap();
-    let set = RuleSet::from_yaml(RULES).unwrap();
+    let set = RuleSet::from_yaml(PA_TO_PB).unwrap();
     let interfaces = topo.interfaces();
     let config = EmuConfig {
         workers: 1,
@@ -63,8 +46,8 @@ fn drains(choice: IoChoice, io: HostIo) {
     assert_eq!(host.io().0, io);
     // The workers are held: what arrives waits in the host path.
     host.emu().hold();
-    const N: u16 = 500;
-    let frames: Vec<Vec<u8>> = (0..N).map(frame).collect();
+    const N: u32 = 500;
+    let frames: Vec<Vec<u8>> = (0..N).map(marked).collect();
     let views: Vec<&[u8]> = frames.iter().map(Vec::as_slice).collect();
     let got = std::thread::scope(|s| {
         let sink = s.spawn(|| exchange(&topo, &views, Duration::from_secs(3)));
@@ -79,9 +62,5 @@ fn drains(choice: IoChoice, io: HostIo) {
         releaser.join().unwrap();
         sink.join().unwrap()
     });
-    assert_eq!(
-        got.len(),
-        usize::from(N),
-        "{io:?}: every frame taken came out"
-    );
+    assert_eq!(got.len(), N as usize, "{io:?}: every frame taken came out");
 }

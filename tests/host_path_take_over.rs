@@ -7,6 +7,8 @@
 
 mod common;
 
+use common::forward::{PA_TO_PB, marked, marker};
+
 use common::bpf::PinDir;
 use dse::bench::topology::Topology;
 use dse_datapath::RuleSet;
@@ -16,28 +18,9 @@ use dse_datapath::netdev::interface_index;
 use dse_datapath::xdp::{Program, XdpConfig, XdpDatapath, XdpLimits};
 use std::time::{Duration, Instant};
 
-const RULES: &str = r#"
-ports:
-  - {name: pa, index: 0, default: drop}
-  - {name: pb, index: 1, default: drop}
-rules:
-  - {id: 1, priority: 10, match: {in_port: pa, ip_proto: udp}, actions: [{output: pb}]}
-"#;
-
 /// Frames sent, one every `GAP`.
 const FRAMES: u32 = 3000;
 const GAP: Duration = Duration::from_micros(200);
-
-/// An IPv4/UDP frame with marker `n`.
-fn frame(n: u32) -> Vec<u8> {
-    let mut v = Vec::new();
-    etherparse::PacketBuilder::ethernet2([2, 0, 0, 0, 0, 1], [2, 0, 0, 0, 0, 2])
-        .ipv4([10, 0, 0, 1], [10, 0, 0, 2], 64)
-        .udp(1, 2)
-        .write(&mut v, &n.to_be_bytes())
-        .unwrap();
-    v
-}
 
 fn socket(ns: &dse::lab::Netns, ifname: &str) -> PacketSocket {
     let ifname = ifname.to_string();
@@ -54,7 +37,7 @@ fn the_host_path_takes_an_xdp_datapaths_links_and_gives_them_back_losing_nothing
         return;
     };
     let topo = Topology::build(&format!("to{}", std::process::id() % 100_000)).unwrap();
-    let set = RuleSet::from_yaml(RULES).unwrap();
+    let set = RuleSet::from_yaml(PA_TO_PB).unwrap();
     let interfaces = topo.interfaces();
     let config = XdpConfig {
         pin_dir: pins.0.clone(),
@@ -85,7 +68,7 @@ fn the_host_path_takes_an_xdp_datapaths_links_and_gives_them_back_losing_nothing
                     last = Instant::now();
                 }
                 for (b, &l) in bufs.iter().zip(&lens).take(n) {
-                    got.push(u32::from_be_bytes(b[l - 4..l].try_into().unwrap()));
+                    got.push(marker(&b[..l]));
                 }
             }
             got
@@ -97,7 +80,7 @@ fn the_host_path_takes_an_xdp_datapaths_links_and_gives_them_back_losing_nothing
                 if let Some(wait) = at.checked_duration_since(Instant::now()) {
                     std::thread::sleep(wait);
                 }
-                assert_eq!(tx.send_batch(&[&frame(n)]).expect("sends"), 1);
+                assert_eq!(tx.send_batch(&[&marked(n)]).expect("sends"), 1);
             }
         });
         // A third of the way in, the host path takes the links.

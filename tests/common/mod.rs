@@ -7,6 +7,7 @@ pub mod exchange;
 pub mod fabric;
 pub mod fixtures;
 pub mod fleet;
+pub mod forward;
 pub mod lab;
 pub mod netns;
 pub mod packets;

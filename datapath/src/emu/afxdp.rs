@@ -359,21 +359,33 @@ impl XskIo {
     /// port `to`, unchanged: the floor of the host path's I/O, with no
     /// pipeline (see [`super::AfXdpFloor`]).
     fn forward_bare(&mut self, to: &str) {
-        let from = self.from;
         let to = self.sockets.iter().position(|s| s.port == to);
-        let frames: Vec<_> = self.batch.drain().collect();
-        for frame in frames {
-            match to {
-                Some(to) if to == from => self.sockets[from].xsk.send_own(frame),
-                Some(to) => {
-                    if !self.sockets[to].xsk.send_copy(frame.data()) {
-                        self.io.not_sent.fetch_add(1, Ordering::Relaxed);
-                    }
-                    self.sockets[from].xsk.free(frame);
-                }
-                None => self.sockets[from].xsk.free(frame),
-            }
+        let mut batch = std::mem::replace(&mut self.batch, Batch::with_capacity(0));
+        for frame in batch.drain() {
+            self.send(frame, to);
         }
+        self.batch = batch;
+        self.flush();
+    }
+
+    /// Sends `frame`, one of the batch in hand, out of socket `to` (its
+    /// own socket's TX ring as it is; another's as a copy), or drops it.
+    fn send(&mut self, frame: xdp::Packet, to: Option<usize>) {
+        let from = self.from;
+        match to {
+            Some(to) if to == from => self.sockets[from].xsk.send_own(frame),
+            Some(to) => {
+                if !self.sockets[to].xsk.send_copy(frame.data()) {
+                    self.io.not_sent.fetch_add(1, Ordering::Relaxed);
+                }
+                self.sockets[from].xsk.free(frame);
+            }
+            None => self.sockets[from].xsk.free(frame),
+        }
+    }
+
+    /// Hands what every socket queued to its TX ring, and kicks it.
+    fn flush(&mut self) {
         for s in &mut self.sockets {
             let dropped = s.xsk.flush();
             self.io
@@ -495,8 +507,8 @@ impl WorkerIo for XskIo {
             self.batch.frames().len(),
             Verdict::Drop(crate::pipeline::DropReason::Miss),
         );
-        let frames: Vec<_> = self.batch.drain().collect();
-        for (frame, verdict) in frames.into_iter().zip(verdicts.iter()) {
+        let mut batch = std::mem::replace(&mut self.batch, Batch::with_capacity(0));
+        for (frame, verdict) in batch.drain().zip(verdicts.iter()) {
             let to = match *verdict {
                 Verdict::Output(p) => self.index_of.out.get(usize::from(p)).copied().flatten(),
                 Verdict::Tx => Some(from),
@@ -510,24 +522,11 @@ impl WorkerIo for XskIo {
                 }
                 Verdict::Drop(_) => None,
             };
-            match to {
-                Some(to) if to == from => self.sockets[from].xsk.send_own(frame),
-                Some(to) => {
-                    if !self.sockets[to].xsk.send_copy(frame.data()) {
-                        self.io.not_sent.fetch_add(1, Ordering::Relaxed);
-                    }
-                    self.sockets[from].xsk.free(frame);
-                }
-                None => self.sockets[from].xsk.free(frame),
-            }
+            self.send(frame, to);
         }
+        self.batch = batch;
         self.verdicts = verdicts;
-        for s in &mut self.sockets {
-            let dropped = s.xsk.flush();
-            self.io
-                .not_sent
-                .fetch_add(dropped as u64, Ordering::Relaxed);
-        }
+        self.flush();
     }
 
     fn idle(&mut self, wait: Duration) {
