@@ -327,6 +327,9 @@ fn classify(config: &EtcdConfig, what: impl Into<String>, e: etcd_client::Error)
             } else if message.contains("permission denied") {
                 FleetError::PermissionDenied { what, user }
             } else if i32::from(status.code()) == GRPC_UNAVAILABLE
+                // No request of ours is cancelled on purpose: a cancelled
+                // one lost its connection (a member died under it).
+                || i32::from(status.code()) == GRPC_CANCELLED
                 || message.contains("transport error")
                 || message.contains("h2 protocol error")
                 || message.contains("tcp connect error")
@@ -349,3 +352,7 @@ fn classify(config: &EtcdConfig, what: impl Into<String>, e: etcd_client::Error)
 /// gRPC's status code `Unavailable` (tonic, which names it, is the
 /// client's dependency, not ours).
 const GRPC_UNAVAILABLE: i32 = 14;
+
+/// gRPC's status code `Cancelled`: what the client answers when the
+/// connection a request was on closes.
+const GRPC_CANCELLED: i32 = 1;
