@@ -66,12 +66,7 @@ pub async fn ask<Q: Serialize, A: DeserializeOwned>(
     };
     let key = request_key(etcd.prefix(), host, kind);
     let value = serde_json::to_vec(&request).expect("a request serializes");
-    let put = etcd
-        .retry(&format!("writing {key}"), |mut c| {
-            let (key, value) = (key.clone(), value.clone());
-            async move { c.put(key, value, None).await }
-        })
-        .await?;
+    let put = etcd.put(&key, value).await?;
     let revision = put.header().map_or(0, |h| h.revision());
     let answer = answer_key(etcd.prefix(), host, kind);
     let mut watch = watch_from(etcd, &answer, revision).await?;
@@ -133,10 +128,5 @@ pub async fn answer<A: Serialize>(
         body: answer,
     })
     .expect("an answer serializes");
-    etcd.retry(&format!("writing {key}"), |mut c| {
-        let (key, value) = (key.clone(), value.clone());
-        async move { c.put(key, value, None).await }
-    })
-    .await
-    .map(|_| ())
+    etcd.put(&key, value).await.map(|_| ())
 }

@@ -46,12 +46,7 @@ pub async fn record(
         result: result.to_string(),
     })
     .expect("an entry serializes");
-    etcd.retry(&format!("writing {key}"), |mut c| {
-        let (key, value) = (key.clone(), value.clone());
-        async move { c.put(key, value, None).await }
-    })
-    .await
-    .map(|_| ())
+    etcd.put(&key, value).await.map(|_| ())
 }
 
 /// Up to `limit` entries after sequence number `after`, oldest first; or,

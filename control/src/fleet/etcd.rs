@@ -290,6 +290,23 @@ impl Etcd {
         .await
     }
 
+    /// Writes `value` at `key` (retried as [`Etcd::retry`] does: a put may
+    /// run twice).
+    ///
+    /// # Errors
+    /// etcd's error, classified.
+    pub async fn put(
+        &self,
+        key: &str,
+        value: Vec<u8>,
+    ) -> Result<etcd_client::PutResponse, FleetError> {
+        self.retry(&format!("writing {key}"), |mut c| {
+            let value = value.clone();
+            async move { c.put(key, value, None).await }
+        })
+        .await
+    }
+
     /// The error for `e`, which came of `what`.
     pub fn error(&self, what: impl Into<String>, e: etcd_client::Error) -> FleetError {
         classify(&self.config, what, e)

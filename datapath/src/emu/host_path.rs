@@ -161,23 +161,7 @@ impl HostPath {
         interfaces: &BTreeMap<String, String>,
         choice: IoChoice,
     ) -> Result<HostPath, DatapathError> {
-        let refused = match choice {
-            IoChoice::AfPacket => None,
-            IoChoice::AfXdp | IoChoice::Auto => {
-                match Self::start_af_xdp(rules.clone(), config.clone(), interfaces, None) {
-                    Ok(host) => return Ok(host),
-                    Err(e @ DatapathError::Rules(_)) => return Err(e),
-                    Err(e) if choice == IoChoice::AfXdp => return Err(e),
-                    Err(e) => {
-                        tracing::warn!("host path: AF_XDP refused ({e}); on AF_PACKET");
-                        Some(e.to_string())
-                    }
-                }
-            }
-        };
-        let mut host = Self::start_af_packet(rules, config, interfaces)?;
-        host.mode.1 = refused;
-        Ok(host)
+        Self::start_on(rules, config, interfaces, None, choice)
     }
 
     /// Takes the traffic of the XDP datapath pinned in `pin_dir` on
@@ -197,16 +181,35 @@ impl HostPath {
         interfaces: &BTreeMap<String, String>,
         pin_dir: &std::path::Path,
     ) -> Result<HostPath, DatapathError> {
-        match Self::start_af_xdp(rules.clone(), config.clone(), interfaces, Some(pin_dir)) {
-            Ok(host) => Ok(host),
-            Err(e @ DatapathError::Rules(_)) => Err(e),
-            Err(e) => {
-                tracing::warn!("host path: AF_XDP refused ({e}); on AF_PACKET");
-                let mut host = Self::start_af_packet(rules, config, interfaces)?;
-                host.mode.1 = Some(e.to_string());
-                Ok(host)
+        Self::start_on(rules, config, interfaces, Some(pin_dir), IoChoice::Auto)
+    }
+
+    /// On AF_XDP (on the links pinned in `links`, if given and there), or
+    /// on AF_PACKET as `choice` allows, saying why not AF_XDP.
+    fn start_on(
+        rules: RuleSet,
+        config: EmuConfig,
+        interfaces: &BTreeMap<String, String>,
+        links: Option<&std::path::Path>,
+        choice: IoChoice,
+    ) -> Result<HostPath, DatapathError> {
+        let refused = match choice {
+            IoChoice::AfPacket => None,
+            IoChoice::AfXdp | IoChoice::Auto => {
+                match Self::start_af_xdp(rules.clone(), config.clone(), interfaces, links) {
+                    Ok(host) => return Ok(host),
+                    Err(e @ DatapathError::Rules(_)) => return Err(e),
+                    Err(e) if choice == IoChoice::AfXdp => return Err(e),
+                    Err(e) => {
+                        tracing::warn!("host path: AF_XDP refused ({e}); on AF_PACKET");
+                        Some(e.to_string())
+                    }
+                }
             }
-        }
+        };
+        let mut host = Self::start_af_packet(rules, config, interfaces)?;
+        host.mode.1 = refused;
+        Ok(host)
     }
 
     /// Pins its interfaces' links where the XDP datapath pinned in

@@ -197,11 +197,7 @@ impl Agent {
         }
         let key = ack_key(etcd.prefix(), &self.config.host);
         let value = serde_json::to_vec(&ack).expect("an answer serializes");
-        etcd.retry(&format!("writing {key}"), |mut c| {
-            let (key, value) = (key.clone(), value.clone());
-            async move { c.put(key, value, None).await }
-        })
-        .await?;
+        etcd.put(&key, value).await?;
         last = Some(ack);
         *self.answered.lock().unwrap_or_else(|p| p.into_inner()) = last;
         Ok(())
