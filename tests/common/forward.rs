@@ -27,3 +27,13 @@ pub fn marked(n: u32) -> Vec<u8> {
 pub fn marker(frame: &[u8]) -> u32 {
     u32::from_be_bytes(frame[frame.len() - 4..].try_into().unwrap())
 }
+
+/// Why this machine cannot run the host path on AF_XDP, if it cannot (see
+/// `af_xdp_refusal`: a kernel that refuses XDP live frames), said on
+/// stderr: a test of AF_XDP then stops there. The fixture-table test checks
+/// that the host path falls back to AF_PACKET with this reason.
+pub fn af_xdp_refused() -> Option<String> {
+    let why = dse_datapath::emu::af_xdp_refusal()?;
+    eprintln!("the host path cannot run on AF_XDP here, not tested: {why}");
+    Some(why)
+}

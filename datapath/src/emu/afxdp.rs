@@ -166,8 +166,34 @@ impl Taker {
 struct Passer(aya::Ebpf);
 
 impl Passer {
+    /// Loads the hand-over program and checks that the kernel runs it on
+    /// live frames: some kernels refuse them (EPERM), and without them
+    /// AF_XDP cannot give the stack what `pass` hands it.
     fn load() -> Result<Passer, DatapathError> {
-        load(&[dse_ebpf::PASS_PROGRAM]).map(Passer)
+        let mut passer = load(&[dse_ebpf::PASS_PROGRAM]).map(Passer)?;
+        passer.probe()?;
+        Ok(passer)
+    }
+
+    /// Hands the loopback's stack (no ingress interface given) one header
+    /// addressed to no one, with the IEEE's local experimental EtherType:
+    /// the stack drops it.
+    fn probe(&mut self) -> Result<(), DatapathError> {
+        let mut frame = [0u8; 14];
+        frame[..6].copy_from_slice(&[0x02, 0, 0, 0, 0, 0x01]);
+        frame[12..].copy_from_slice(&0x88b5u16.to_be_bytes());
+        let prog = program(&mut self.0, dse_ebpf::PASS_PROGRAM)?;
+        let mut opts = TestRunOptions::new();
+        opts.data_in = Some(&frame);
+        opts.repeat = 1;
+        opts.attrs = TestRunAttrs::new().xdp_live_frames(1);
+        prog.test_run(opts).map(drop).map_err(|e| {
+            let cause = std::error::Error::source(&e).map(|s| format!(": {s}"));
+            refused(format!(
+                "handing frames to the kernel stack needs XDP live frames, which this kernel refuses ({e}{})",
+                cause.unwrap_or_default()
+            ))
+        })
     }
 
     /// Hands `frame` to the kernel stack as if it arrived on `ifindex`.
@@ -202,6 +228,14 @@ fn refused(reason: String) -> DatapathError {
         what: "AF_XDP".into(),
         source: std::io::Error::other(reason),
     }
+}
+
+/// Why the host path cannot run on AF_XDP here, if it cannot: its
+/// hand-over program does not load, or the kernel refuses to run it on
+/// live frames. [`HostPath::start`](super::HostPath::start) then falls back
+/// to AF_PACKET, giving this reason.
+pub fn af_xdp_refusal() -> Option<String> {
+    Passer::load().err().map(|e| e.to_string())
 }
 
 /// One socket and the port it serves.
