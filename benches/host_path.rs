@@ -151,7 +151,7 @@ impl Bench {
         stop.store(true, Ordering::Relaxed);
         g.join().unwrap();
         let secs = (t1 - t0).as_secs_f64();
-        let (_, busy) = j1.since(&j0);
+        let busy = (j1.since(&j0) / secs).min(1.0);
         ((s1 - s0) as f64 / secs, (c1 - c0) as f64 / secs, busy)
     }
 }

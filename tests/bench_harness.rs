@@ -3,6 +3,7 @@
 //! bpffs and nft.
 
 use dse::bench::generator::{Generator, GeneratorKind, Mix, Sink};
+use dse::bench::lossless::{STEPS, TRIALS, passes};
 use dse::bench::measure::{Cpus, warm_up, window};
 use dse::bench::report::Report;
 use dse::bench::subject::{Places, Running, Subject, set_up};
@@ -11,16 +12,26 @@ use dse::bench::{Options, Workload};
 use dse_datapath::datapath::Datapath;
 use std::time::Duration;
 
+/// The tests take turns: each offers traffic from CPU 0 and measures
+/// windows on CPU 1, and two at once would share both.
+static TURN: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
+fn turn() -> std::sync::MutexGuard<'static, ()> {
+    TURN.lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
+}
+
 fn tag(name: &str) -> String {
     format!("{name}{}", std::process::id() % 100_000)
 }
 
-#[test]
-fn a_window_reports_exactly_what_the_counters_counted() {
-    let topo = Topology::build(&tag("fc")).unwrap();
+/// A topology named after `name`, the places of its subject's files, and
+/// a small workload (300 exact rules in one mask, 64 flows).
+fn lab(name: &str) -> (Topology, Places, Workload) {
+    let topo = Topology::build(&tag(name)).unwrap();
     let places = Places {
-        pins: format!("/sys/fs/bpf/dse-test-fc-{}", std::process::id()).into(),
-        work: std::env::temp_dir().join(format!("dse-test-fc-{}", std::process::id())),
+        pins: format!("/sys/fs/bpf/dse-test-{name}-{}", std::process::id()).into(),
+        work: std::env::temp_dir().join(format!("dse-test-{name}-{}", std::process::id())),
         cpu: Cpus::pick().dut,
     };
     let w = Workload {
@@ -28,6 +39,13 @@ fn a_window_reports_exactly_what_the_counters_counted() {
         masks: 1,
         flows: 64,
     };
+    (topo, places, w)
+}
+
+#[test]
+fn a_window_reports_exactly_what_the_counters_counted() {
+    let _turn = turn();
+    let (topo, places, w) = lab("fc");
     let sink = Sink::attach(&topo).unwrap();
     let mut generator = Generator::load(GeneratorKind::Auto, &topo, w.flows).unwrap();
     let (running, _) = set_up(Subject::Xdp, &topo, &w.rule_set(), &places).unwrap();
@@ -85,6 +103,7 @@ fn a_window_reports_exactly_what_the_counters_counted() {
 
 #[test]
 fn the_report_prints_the_figures_of_its_windows() {
+    let _turn = turn();
     let mut o = Options::quick();
     o.tag = tag("rp");
     o.subjects = vec![Subject::Xdp, Subject::Nft];
@@ -118,10 +137,18 @@ fn the_report_prints_the_figures_of_its_windows() {
     for l in &report.lossless {
         let f = &l.found;
         assert_eq!(f.pps, dse::bench::lossless::best(&f.probes));
-        assert!(
-            f.probes.len() == 1 + dse::bench::lossless::STEPS || f.capped,
-            "{f:?}"
-        );
+        // One unpaced probe, then each step's rate in up to TRIALS
+        // windows, the last of them the only one that may pass.
+        let mut rates: Vec<Option<f64>> = f.probes.iter().map(|(r, _)| *r).collect();
+        rates.dedup();
+        assert!(rates.len() == 1 + STEPS || f.capped, "{f:?}");
+        for rate in &rates[1..] {
+            let trials: Vec<_> = f.probes.iter().filter(|(r, _)| r == rate).collect();
+            assert!((1..=TRIALS).contains(&trials.len()), "{f:?}");
+            let (last, failed) = trials.split_last().unwrap();
+            assert!(failed.iter().all(|(_, w)| !passes(w)), "{f:?}");
+            assert!(passes(&last.1) || trials.len() == TRIALS, "{f:?}");
+        }
         assert!(
             f.pps > 0.0,
             "{}: some rate passes: {f:?}",
@@ -149,4 +176,35 @@ fn the_report_prints_the_figures_of_its_windows() {
         );
     }
     let _ = std::fs::remove_dir_all(&o.out);
+}
+
+/// Each socket sender offers what a paced window asks for, frame by frame,
+/// and the XDP datapath forwards all of it at that modest rate.
+#[test]
+fn a_paced_offer_offers_the_rate_asked_for() {
+    let _turn = turn();
+    let (topo, places, w) = lab("pc");
+    let sink = Sink::attach(&topo).unwrap();
+    let (running, _) = set_up(Subject::Xdp, &topo, &w.rule_set(), &places).unwrap();
+    let (pps, span) = (20_000.0, Duration::from_millis(500));
+    for kind in [GeneratorKind::AfXdp, GeneratorKind::AfPacket] {
+        let mut generator = Generator::load(kind, &topo, w.flows).unwrap();
+        let (d0, _) = sink.counts().unwrap();
+        let offered = generator
+            .offer_paced(&topo, Mix::Small, w.flows, span, Some(pps))
+            .unwrap();
+        std::thread::sleep(Duration::from_millis(100));
+        let (d1, _) = sink.counts().unwrap();
+        let asked = pps * offered.elapsed.as_secs_f64();
+        let got = offered.packets as f64;
+        // At most one frame early; a sender that fell behind forgoes what
+        // it owed beyond a few frames, so allow a little short.
+        assert!(
+            got <= asked + 1.0 && got >= asked * 0.9,
+            "{kind:?}: offered {got} of {asked:.0}"
+        );
+        assert_eq!(d1 - d0, offered.packets, "{kind:?}: all of it delivered");
+    }
+    drop(running);
+    let _ = std::fs::remove_dir_all(&places.work);
 }

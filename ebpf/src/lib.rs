@@ -13,6 +13,14 @@
 #[repr(C, align(32))]
 pub struct Aligned<B: ?Sized>(pub B);
 
+/// Asserts a record's size and its fields' offsets at compile time.
+macro_rules! layout {
+    ($t:ty, $size:expr $(, $field:ident == $off:expr)*) => {
+        const _: () = assert!(core::mem::size_of::<$t>() == $size);
+        $(const _: () = assert!(core::mem::offset_of!($t, $field) == $off);)*
+    };
+}
+
 static OBJECT_ALIGNED: &Aligned<[u8]> = &Aligned(*include_bytes!("../dse.bpf.o"));
 
 static OBJECT_V2_ALIGNED: &Aligned<[u8]> = &Aligned(*include_bytes!("../dse_v2.bpf.o"));
@@ -118,8 +126,34 @@ pub struct GenConfig {
     /// 0: every frame as long as handed in; 1: simple IMIX (7:4:1 of 64,
     /// 594 and 1518 bytes on the wire), from a frame of [`IMIX_FRAME`].
     pub imix: u32,
+    /// 0: every run sends a frame; otherwise the window, nanoseconds from
+    /// the first run, after which every run drops its frame.
+    pub window_ns: u64,
+    /// Within a window, 0: every run sends; otherwise one frame is sent
+    /// each interval (nanoseconds) and the runs between drop theirs.
+    pub interval_ns: u64,
 }
-const _: () = assert!(core::mem::size_of::<GenConfig>() == 32);
+layout!(
+    GenConfig,
+    48,
+    flows == 24,
+    window_ns == 32,
+    interval_ns == 40
+);
+
+/// The generator's per-CPU state (`struct gen_state`, map `gen_state`):
+/// zero it before each timed offer.
+#[repr(C)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct GenState {
+    /// CLOCK_MONOTONIC nanoseconds when the window opened; 0: not yet.
+    pub start_ns: u64,
+    /// When the next paced frame is due.
+    pub next_ns: u64,
+    /// Frames sent (returned XDP_TX).
+    pub sent: u64,
+}
+layout!(GenState, 24, next_ns == 8, sent == 16);
 
 /// The key of `baseline_flows`: addresses and ports as on the wire.
 #[repr(C)]
@@ -252,13 +286,6 @@ pub mod verdict {
     pub const TX: u32 = 3;
     /// Dropped for [`super::Last::reason`].
     pub const DROP: u32 = 4;
-}
-
-macro_rules! layout {
-    ($t:ty, $size:expr $(, $field:ident == $off:expr)*) => {
-        const _: () = assert!(core::mem::size_of::<$t>() == $size);
-        $(const _: () = assert!(core::mem::offset_of!($t, $field) == $off);)*
-    };
 }
 
 /// `struct flow_key`: every field a rule matches, host order.
@@ -541,6 +568,7 @@ mod pod {
         super::Last,
         super::OptionPool,
         super::BaselineKey,
-        super::GenConfig
+        super::GenConfig,
+        super::GenState
     );
 }

@@ -8,6 +8,15 @@
  * only the frame's length is reset by the kernel. A frame's flow (its UDP
  * source port) and, for IMIX, its size follow a per-CPU sequence.
  *
+ * With a window set, the program also times its offer: the window opens at
+ * its first run, and once it has closed every frame is dropped. With an
+ * interval set too, it sends a frame only when one is due (a frame each
+ * interval, with at most PACE_CREDIT frames of catch-up) and drops the
+ * others, which the kernel recycles at once: the offer is paced frame by
+ * frame inside one long test run, whose set-up and tear-down (tens of
+ * milliseconds) would otherwise break it into bursts. gen_state counts the
+ * frames sent.
+ *
  * dse_sink runs on the receiving veth: it counts the datagrams addressed
  * to the bench's port and drops every frame, so that the receiver costs the
  * same, and little, for every datapath under test. */
@@ -32,6 +41,17 @@ struct gen_config {
 	__u16 dport;      /* host order */
 	__u32 flows;      /* at least 1 */
 	__u32 imix;       /* 0: every frame as handed in; 1: simple IMIX */
+	__u64 window_ns;   /* 0: no window, every run sends */
+	__u64 interval_ns; /* within a window, 0: every run sends */
+};
+
+/* Frames a paced offer may send back to back to catch up. */
+#define PACE_CREDIT 8
+
+struct gen_state {
+	__u64 start_ns; /* when the window opened; 0: not yet */
+	__u64 next_ns;  /* when the next paced frame is due */
+	__u64 sent;     /* frames returned XDP_TX */
 };
 
 struct {
@@ -47,6 +67,13 @@ struct {
 	__type(key, __u32);
 	__type(value, __u64);
 } gen_seq SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
+	__uint(max_entries, 1);
+	__type(key, __u32);
+	__type(value, struct gen_state);
+} gen_state SEC(".maps");
 
 /* Index 0: the UDP port the sink counts (host order). */
 struct {
@@ -83,18 +110,47 @@ static __always_inline __u32 imix_size(__u64 n)
 	return slot < 7 ? IMIX_SMALL : slot < 11 ? IMIX_MEDIUM : IMIX_MAX;
 }
 
+/* Whether a frame is due now in `cfg`'s window and pace. */
+static __always_inline int due(const struct gen_config *cfg, struct gen_state *st)
+{
+	__u64 now, credit;
+
+	if (!cfg->window_ns)
+		return 1;
+	now = bpf_ktime_get_ns();
+	if (!st->start_ns) {
+		st->start_ns = now;
+		st->next_ns = now;
+	}
+	if (now - st->start_ns >= cfg->window_ns)
+		return 0;
+	if (!cfg->interval_ns)
+		return 1;
+	credit = PACE_CREDIT * cfg->interval_ns;
+	if (st->next_ns + credit < now)
+		st->next_ns = now - credit;
+	if (now < st->next_ns)
+		return 0;
+	st->next_ns += cfg->interval_ns;
+	return 1;
+}
+
 SEC("xdp")
 int dse_gen(struct xdp_md *ctx)
 {
 	__u32 zero = 0;
 	struct gen_config *cfg = bpf_map_lookup_elem(&gen_config, &zero);
+	struct gen_state *st = bpf_map_lookup_elem(&gen_state, &zero);
 	__u64 *seq = bpf_map_lookup_elem(&gen_seq, &zero);
 	__u8 *d, *end;
 	__u32 len;
 	__u64 n;
 
-	if (!cfg || !seq)
+	if (!cfg || !st || !seq)
 		return XDP_ABORTED;
+	if (!due(cfg, st))
+		return XDP_DROP;
+	st->sent++;
 	n = (*seq)++;
 	if (cfg->imix) {
 		len = ctx->data_end - ctx->data;

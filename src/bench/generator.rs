@@ -1,18 +1,19 @@
 //! Traffic in, counts out: the generator that offers the workload's flows
 //! from the generator namespace, and the sink that counts what arrives.
 //!
-//! The generator is `dse_gen` under BPF_PROG_TEST_RUN with live frames
-//! (about 9 Mpps of 64-byte frames from one core here), or an AF_PACKET
-//! socket (`sendmmsg`, about 0.25–1 Mpps) where live frames are refused.
-//! Either way it runs on CPU 0, and the sink (`dse_sink`, XDP) counts the
-//! datagrams that reach the far namespace, then drops them.
+//! The generator is `dse_gen` under BPF_PROG_TEST_RUN with live frames,
+//! which paces itself frame by frame (see `trafgen.bpf.c`); where the
+//! kernel refuses live frames, an AF_XDP socket, and where it refuses that
+//! too, an AF_PACKET socket (see [`super::sender`]). Either way it runs on
+//! CPU 0, and the sink (`dse_sink`, XDP) counts the datagrams that reach
+//! the far namespace, then drops them.
 
+use super::sender;
 use super::topology::Topology;
 use super::workload::{DPORT, DST_IP, SPORT_BASE, SRC_IP};
 use crate::lab::{LabError, pin_thread};
-use aya::maps::{Array, PerCpuArray};
+use aya::maps::{Array, PerCpuArray, PerCpuValues};
 use aya::programs::{TestRun, TestRunAttrs, TestRunOptions, Xdp, XdpMode};
-use dse_datapath::emu::PacketSocket;
 use dse_datapath::netdev::interface_index;
 use std::time::{Duration, Instant};
 
@@ -42,10 +43,13 @@ impl Mix {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, clap::ValueEnum)]
 #[serde(rename_all = "kebab-case")]
 pub enum GeneratorKind {
-    /// XDP live frames, falling back to AF_PACKET if they are refused.
+    /// XDP live frames, falling back to AF_XDP and then to AF_PACKET where
+    /// the kernel refuses them.
     Auto,
     /// XDP live frames (BPF_PROG_TEST_RUN) only.
     LiveFrames,
+    /// An AF_XDP socket only.
+    AfXdp,
     /// An AF_PACKET socket only.
     AfPacket,
 }
@@ -138,6 +142,10 @@ pub struct Generator {
     ebpf: Option<aya::Ebpf>,
     /// What `gen_config` holds.
     config: dse_ebpf::GenConfig,
+    /// Program runs a second once its window has closed (each drops its
+    /// frame), measured at load: how long a test run of n runs takes past
+    /// its window, which sizes each timed offer's run.
+    drops_per_second: f64,
 }
 
 impl Generator {
@@ -151,13 +159,40 @@ impl Generator {
         topo: &Topology,
         flows: u16,
     ) -> Result<Generator, TrafficError> {
-        if kind == GeneratorKind::AfPacket {
-            return Ok(Generator {
-                kind,
-                ebpf: None,
-                config: dse_ebpf::GenConfig::default(),
-            });
+        let socket = |kind| Generator {
+            kind,
+            ebpf: None,
+            config: dse_ebpf::GenConfig::default(),
+            drops_per_second: 0.0,
+        };
+        match kind {
+            GeneratorKind::AfPacket | GeneratorKind::AfXdp => return Ok(socket(kind)),
+            GeneratorKind::Auto | GeneratorKind::LiveFrames => {}
         }
+        let live = Generator::load_live(topo, flows);
+        if kind == GeneratorKind::LiveFrames {
+            return live;
+        }
+        let e = match live {
+            Ok(generator) => return Ok(generator),
+            Err(e) => e,
+        };
+        match sender::af_xdp_available(topo) {
+            Ok(()) => {
+                tracing::warn!("XDP live frames refused ({e}); offering over AF_XDP");
+                Ok(socket(GeneratorKind::AfXdp))
+            }
+            Err(x) => {
+                tracing::warn!(
+                    "XDP live frames refused ({e}), and AF_XDP ({x}); offering over AF_PACKET"
+                );
+                Ok(socket(GeneratorKind::AfPacket))
+            }
+        }
+    }
+
+    /// Loads the live-frame generator and calibrates it.
+    fn load_live(topo: &Topology, flows: u16) -> Result<Generator, TrafficError> {
         let mut ebpf = load_verified(dse_ebpf::GEN_PROGRAM)?;
         let config = dse_ebpf::GenConfig {
             dst_mac: topo.sink_mac,
@@ -167,26 +202,17 @@ impl Generator {
             sport_base: SPORT_BASE,
             dport: DPORT,
             flows: u32::from(flows.max(1)),
-            imix: 0,
+            ..Default::default()
         };
         set_first(&mut ebpf, "gen_config", config)?;
         let mut generator = Generator {
             kind: GeneratorKind::LiveFrames,
             ebpf: Some(ebpf),
             config,
+            drops_per_second: 0.0,
         };
-        match generator.offer_live(topo, Mix::Small, 64) {
-            Ok(_) => Ok(generator),
-            Err(e) if kind == GeneratorKind::Auto => {
-                tracing::warn!("XDP live frames refused ({e}); offering over AF_PACKET");
-                Ok(Generator {
-                    kind: GeneratorKind::AfPacket,
-                    ebpf: None,
-                    config,
-                })
-            }
-            Err(e) => Err(e),
-        }
+        generator.calibrate(topo)?;
+        Ok(generator)
     }
 
     /// Which generator this is (never `Auto`).
@@ -205,148 +231,196 @@ impl Generator {
         flows: u16,
         window: Duration,
     ) -> Result<Offered, TrafficError> {
-        match self.kind {
-            GeneratorKind::AfPacket => offer_af_packet(topo, mix, flows, window, None),
-            _ => {
-                let start = Instant::now();
-                let mut total = Offered::default();
-                // Large repeats: each call sets up and tears down a page pool.
-                let chunk: u32 = match mix {
-                    Mix::Small => 2_000_000,
-                    Mix::Imix => 1_000_000,
-                };
-                while start.elapsed() < window {
-                    let o = self.offer_live(topo, mix, chunk)?;
-                    total.packets += o.packets;
-                }
-                total.elapsed = start.elapsed();
-                Ok(total)
-            }
-        }
+        self.offer_paced(topo, mix, flows, window, None)
     }
 
-    /// Offers `mix` for `window` at `pps` frames a second, paced in small
-    /// batches over an AF_PACKET socket (whatever this generator's kind),
-    /// or as fast as that socket goes if `pps` is `None`.
+    /// Offers `mix` for `window` at `pps` frames a second, or as fast as
+    /// the generator goes if `pps` is `None`. Live frames are paced frame by
+    /// frame by the generator program, socket senders in user space (see
+    /// [`super::sender`]).
     ///
     /// # Errors
     /// [`TrafficError`] if sending fails.
     pub fn offer_paced(
-        &self,
+        &mut self,
         topo: &Topology,
         mix: Mix,
         flows: u16,
         window: Duration,
         pps: Option<f64>,
     ) -> Result<Offered, TrafficError> {
-        offer_af_packet(topo, mix, flows, window, pps)
+        match self.kind {
+            GeneratorKind::AfPacket => sender::offer_af_packet(topo, mix, flows, window, pps),
+            GeneratorKind::AfXdp => sender::offer_af_xdp(topo, mix, flows, window, pps),
+            GeneratorKind::Auto | GeneratorKind::LiveFrames => {
+                self.offer_live(topo, mix, window, pps)
+            }
+        }
     }
 
-    fn offer_live(
+    /// Checks that live frames run here and measures how fast the program
+    /// runs past its window ([`Generator::drops_per_second`]).
+    fn calibrate(&mut self, topo: &Topology) -> Result<(), TrafficError> {
+        // A window of 1 ns: the first run sends, every later one drops.
+        let ebpf = self.configured(Mix::Small, 1, 0)?;
+        let (short, long) = (1u32 << 18, 1u32 << 21);
+        let (short_s, long_s) = live_in(topo, ebpf, Mix::Small, |prog, seed, ctx| {
+            let took = |repeat| -> Result<f64, TrafficError> {
+                let start = Instant::now();
+                run_live(prog, seed, ctx, repeat)?;
+                Ok(start.elapsed().as_secs_f64())
+            };
+            Ok((took(short)?, took(long)?))
+        })?;
+        // The difference cancels each test run's fixed set-up and tear-down.
+        self.drops_per_second = f64::from(long - short) / (long_s - short_s).max(1e-6);
+        Ok(())
+    }
+
+    /// The live-frame program's object, with `gen_config` set for `mix`,
+    /// `window_ns` and `interval_ns`, and `gen_state` zeroed on every CPU.
+    fn configured(
         &mut self,
-        topo: &Topology,
         mix: Mix,
-        repeat: u32,
-    ) -> Result<Offered, TrafficError> {
+        window_ns: u64,
+        interval_ns: u64,
+    ) -> Result<&aya::Ebpf, TrafficError> {
         let ebpf = self
             .ebpf
             .as_mut()
             .ok_or_else(|| bpf("live frames")("not loaded".into()))?;
-        let imix = u32::from(mix == Mix::Imix);
-        if self.config.imix != imix {
-            self.config.imix = imix;
-            set_first(ebpf, "gen_config", self.config)?;
-        }
-        let prog: &Xdp = program(ebpf, dse_ebpf::GEN_PROGRAM)?;
-        let seed = frames(topo, mix, 1).remove(0);
-        let seed = match mix {
-            Mix::Small => seed,
-            Mix::Imix => {
-                let mut f = seed;
-                f.resize(dse_ebpf::IMIX_FRAME, 0);
-                f
-            }
+        let config = dse_ebpf::GenConfig {
+            imix: u32::from(mix == Mix::Imix),
+            window_ns,
+            interval_ns,
+            ..self.config
         };
-        let iface = topo.ingress.a.clone();
-        topo.gen_ns.run(|| {
-            let _ = pin_thread(0);
-            let ifindex =
-                interface_index(&iface).map_err(|e| bpf("the generator's veth")(e.to_string()))?;
-            let mut ctx = [0u8; 24];
-            ctx[4..8].copy_from_slice(&(seed.len() as u32).to_ne_bytes());
-            ctx[12..16].copy_from_slice(&ifindex.to_ne_bytes());
-            let mut opts = TestRunOptions::new();
-            opts.data_in = Some(&seed);
-            opts.ctx_in = Some(&ctx);
-            opts.repeat = repeat;
-            opts.attrs = TestRunAttrs::new().xdp_live_frames(64);
-            let start = Instant::now();
-            prog.test_run(opts)
-                .map_err(|e| bpf("XDP live frames")(e.to_string()))?;
-            Ok(Offered {
-                packets: u64::from(repeat),
-                elapsed: start.elapsed(),
-            })
-        })?
+        if self.config != config {
+            set_first(ebpf, "gen_config", config)?;
+            self.config = config;
+        }
+        let cpus =
+            aya::util::nr_cpus().map_err(|(what, e)| bpf("gen_state")(format!("{what}: {e}")))?;
+        let zeros = PerCpuValues::try_from(vec![dse_ebpf::GenState::default(); cpus])
+            .map_err(|e| bpf("gen_state")(e.to_string()))?;
+        let map = ebpf
+            .map_mut("gen_state")
+            .ok_or_else(|| bpf("gen_state")("no such map".into()))?;
+        PerCpuArray::<_, dse_ebpf::GenState>::try_from(map)
+            .and_then(|mut state| state.set(0, zeros, 0))
+            .map_err(|e| bpf("gen_state")(e.to_string()))?;
+        Ok(ebpf)
+    }
+
+    /// Offers `mix` for `window` from live frames, one frame each `1/pps`
+    /// seconds or as fast as the program runs. The program keeps the
+    /// window and the pace (see `trafgen.bpf.c`) inside test runs sized to
+    /// outlast the window; another test run follows only if one ends early.
+    fn offer_live(
+        &mut self,
+        topo: &Topology,
+        mix: Mix,
+        window: Duration,
+        pps: Option<f64>,
+    ) -> Result<Offered, TrafficError> {
+        let window_ns = u64::try_from(window.as_nanos()).unwrap_or(u64::MAX).max(1);
+        let interval_ns = pps.map_or(0, |pps| (1e9 / pps.max(1.0)).round().max(1.0) as u64);
+        let drops_per_second = self.drops_per_second;
+        let ebpf = self.configured(mix, window_ns, interval_ns)?;
+        live_in(topo, ebpf, mix, |prog, seed, ctx| {
+            let mut left = window;
+            loop {
+                // Enough runs to outlast the window even if each dropped
+                // its frame: a run that sends takes longer.
+                let repeat = (drops_per_second * left.as_secs_f64() * 1.1)
+                    .clamp(4096.0, f64::from(u32::MAX));
+                run_live(prog, seed, ctx, repeat as u32)?;
+                let (start_ns, sent) = gen_state(ebpf)?;
+                let ends = start_ns.saturating_add(window_ns);
+                let now = monotonic_ns();
+                if now >= ends {
+                    return Ok(Offered {
+                        packets: sent,
+                        elapsed: window,
+                    });
+                }
+                left = Duration::from_nanos(ends - now);
+            }
+        })
     }
 }
 
-/// Frames per paced send: small, so that a paced offer has no bursts a
-/// slow subject's rings cannot take.
-const PACED_BATCH: usize = 4;
+/// When `gen_state`'s window opened (CLOCK_MONOTONIC nanoseconds; the
+/// latest of the CPUs') and the frames sent in it.
+fn gen_state(ebpf: &aya::Ebpf) -> Result<(u64, u64), TrafficError> {
+    let map = ebpf
+        .map("gen_state")
+        .ok_or_else(|| bpf("gen_state")("no such map".into()))?;
+    let all = PerCpuArray::<_, dse_ebpf::GenState>::try_from(map)
+        .and_then(|state| state.get(&0, 0))
+        .map_err(|e| bpf("gen_state")(e.to_string()))?;
+    let start = all.iter().map(|s| s.start_ns).max().unwrap_or(0);
+    Ok((start, all.iter().map(|s| s.sent).sum()))
+}
 
-fn offer_af_packet(
+/// CLOCK_MONOTONIC now, in nanoseconds: the clock of `bpf_ktime_get_ns`.
+fn monotonic_ns() -> u64 {
+    let mut ts = libc::timespec {
+        tv_sec: 0,
+        tv_nsec: 0,
+    };
+    // SAFETY: clock_gettime writes only the timespec it is given.
+    unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC, &mut ts) };
+    (ts.tv_sec as u64) * 1_000_000_000 + ts.tv_nsec as u64
+}
+
+/// Runs `f` with the generator program of `ebpf`, `mix`'s seed frame and
+/// its `xdp_md` on a thread in the generator's namespace, pinned to CPU 0.
+fn live_in<T: Send>(
     topo: &Topology,
+    ebpf: &aya::Ebpf,
     mix: Mix,
-    flows: u16,
-    window: Duration,
-    pace: Option<f64>,
-) -> Result<Offered, TrafficError> {
-    let frames = frames(topo, mix, flows.max(12));
+    f: impl FnOnce(&Xdp, &[u8], &[u8; 24]) -> Result<T, TrafficError> + Send,
+) -> Result<T, TrafficError> {
+    let prog: &Xdp = ebpf
+        .program(dse_ebpf::GEN_PROGRAM)
+        .ok_or_else(|| bpf(dse_ebpf::GEN_PROGRAM)("no such program".into()))?
+        .try_into()
+        .map_err(|e: aya::programs::ProgramError| bpf(dse_ebpf::GEN_PROGRAM)(e.to_string()))?;
+    let seed = seed(topo, mix);
     let iface = topo.ingress.a.clone();
     topo.gen_ns.run(|| {
         let _ = pin_thread(0);
         let ifindex =
             interface_index(&iface).map_err(|e| bpf("the generator's veth")(e.to_string()))?;
-        let socket = PacketSocket::open(ifindex, Duration::from_millis(50))
-            .map_err(|e| bpf("an AF_PACKET socket")(e.to_string()))?;
-        let views: Vec<&[u8]> = frames.iter().map(Vec::as_slice).collect();
-        let start = Instant::now();
-        let mut packets = 0u64;
-        match pace {
-            None => {
-                while start.elapsed() < window {
-                    for batch in views.chunks(32) {
-                        packets += socket.send_batch(batch).unwrap_or(0) as u64;
-                    }
-                }
-            }
-            Some(pps) => {
-                let mut next = 0usize;
-                let mut due = 0u64;
-                while start.elapsed() < window {
-                    let at = start + Duration::from_secs_f64(due as f64 / pps);
-                    if let Some(wait) = at.checked_duration_since(Instant::now()) {
-                        // Sleeps are coarse; spin the last stretch.
-                        if wait > Duration::from_micros(200) {
-                            std::thread::sleep(wait - Duration::from_micros(100));
-                        }
-                        continue;
-                    }
-                    let batch: Vec<&[u8]> = (0..PACED_BATCH)
-                        .map(|k| views[(next + k) % views.len()])
-                        .collect();
-                    next = (next + PACED_BATCH) % views.len();
-                    due += PACED_BATCH as u64;
-                    packets += socket.send_batch(&batch).unwrap_or(0) as u64;
-                }
-            }
-        }
-        Ok(Offered {
-            packets,
-            elapsed: start.elapsed(),
-        })
+        let mut ctx = [0u8; 24];
+        ctx[4..8].copy_from_slice(&(seed.len() as u32).to_ne_bytes());
+        ctx[12..16].copy_from_slice(&ifindex.to_ne_bytes());
+        f(prog, &seed, &ctx)
     })?
+}
+
+/// The frame the generator program starts from for `mix`.
+fn seed(topo: &Topology, mix: Mix) -> Vec<u8> {
+    let mut seed = frames(topo, mix, 1).remove(0);
+    if mix == Mix::Imix {
+        seed.resize(dse_ebpf::IMIX_FRAME, 0);
+    }
+    seed
+}
+
+/// Runs `prog` `repeat` times on live frames from `seed`.
+fn run_live(prog: &Xdp, seed: &[u8], ctx: &[u8; 24], repeat: u32) -> Result<(), TrafficError> {
+    let mut opts = TestRunOptions::new();
+    opts.data_in = Some(seed);
+    opts.ctx_in = Some(ctx);
+    opts.repeat = repeat;
+    opts.attrs = TestRunAttrs::new().xdp_live_frames(64);
+    prog.test_run(opts).map(drop).map_err(|e| {
+        // The syscall's errno is the error's source, not in its text.
+        let cause = std::error::Error::source(&e).map(|s| format!(": {s}"));
+        bpf("XDP live frames")(format!("{e}{}", cause.unwrap_or_default()))
+    })
 }
 
 /// The sink: `dse_sink` attached to the sink namespace's veth.

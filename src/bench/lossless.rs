@@ -2,10 +2,11 @@
 //! subject forwards with at most [`TOLERANCE`] of it lost, found by a
 //! binary search over paced offers.
 //!
-//! The paced offers go over an AF_PACKET socket (small batches on a
-//! schedule): XDP live frames cannot be paced without tiny repeats, which
-//! set up a page pool each. The search is therefore capped by that
-//! socket's rate; a subject that keeps up with it is reported as capped.
+//! Each probe is paced frame by frame (see [`super::generator`]): by the
+//! live-frame program, or by the AF_XDP sender. The search starts from an
+//! unpaced probe, so it is capped by the generator's own rate: a subject
+//! that keeps up with it is reported as capped. Over the AF_PACKET
+//! fallback the figures are upper bounds (see [`super::sender`]).
 
 use super::generator::{Generator, Mix, Sink};
 use super::measure::{Cpus, Window, counted_window};
@@ -20,6 +21,15 @@ pub const TOLERANCE: f64 = 0.001;
 /// Halvings of the search interval after the unpaced probe.
 pub const STEPS: usize = 6;
 
+/// Windows a paced rate gets before it fails: it passes if any of them
+/// does.
+/// This machine's CPUs are virtual, and the host now and then takes the
+/// DUT's away for a millisecond or more, while its receive ring (256
+/// frames on a veth) fills; a rate the subject carries can lose a few
+/// hundred frames to that in one window and not in the next. A rate that
+/// fails every window is one the subject cannot carry.
+pub const TRIALS: usize = 3;
+
 /// What the search found.
 #[derive(Debug, Clone, serde::Serialize)]
 pub struct Lossless {
@@ -29,7 +39,8 @@ pub struct Lossless {
     /// Whether the unpaced probe passed: the subject kept up with the
     /// generator, whose rate is then all `pps` says.
     pub capped: bool,
-    /// Each probe: the rate asked for (`None`: unpaced) and its window.
+    /// Each window: the rate asked for (`None`: unpaced) and what it
+    /// counted; a rate's failed trials come before its passing one.
     pub probes: Vec<(Option<f64>, Window)>,
 }
 
@@ -54,7 +65,7 @@ pub fn best(probes: &[(Option<f64>, Window)]) -> f64 {
 /// # Errors
 /// [`BenchError`] if a probe fails.
 pub fn search(
-    generator: &Generator,
+    generator: &mut Generator,
     sink: &Sink,
     topo: &Topology,
     running: &Running,
@@ -64,13 +75,22 @@ pub fn search(
 ) -> Result<Lossless, BenchError> {
     let mut probes = Vec::new();
     let mut probe = |pps: Option<f64>| -> Result<Window, BenchError> {
-        let w = counted_window(sink, running, cpus, || {
-            generator.offer_paced(topo, Mix::Small, workload.flows, window, pps)
-        })?;
-        probes.push((pps, w));
-        // Let the subject's queues drain before the next probe.
-        std::thread::sleep(Duration::from_millis(100));
-        Ok(w)
+        // The unpaced probe overloads most subjects: one window is enough.
+        let trials = if pps.is_some() { TRIALS } else { 1 };
+        let mut last = None;
+        for _ in 0..trials {
+            let w = counted_window(sink, running, cpus, || {
+                generator.offer_paced(topo, Mix::Small, workload.flows, window, pps)
+            })?;
+            probes.push((pps, w));
+            // Let the subject's queues drain before the next window.
+            std::thread::sleep(Duration::from_millis(100));
+            if passes(&w) {
+                return Ok(w);
+            }
+            last = Some(w);
+        }
+        Ok(last.expect("at least one trial"))
     };
     let top = probe(None)?;
     let capped = passes(&top);

@@ -144,13 +144,22 @@ pub fn counted_window(
     let busy1 = cpu_busy(cpus.dut);
     let (d1, b1) = sink.counts()?;
     let counted1 = counted(running);
-    let (busy_s, share) = busy1.since(&busy0);
+    let busy_s = busy1.since(&busy0);
+    // The share is of the window alone: the offer may take longer (the
+    // live-frame program runs on past its window, dropping), and the DUT
+    // is idle then.
+    let seconds = offered.elapsed.as_secs_f64();
+    let share = if seconds > 0.0 {
+        (busy_s / seconds).min(1.0)
+    } else {
+        0.0
+    };
     Ok(Window {
         offered: offered.packets,
         delivered: d1 - d0,
         delivered_bytes: b1 - b0,
         counted: counted0.zip(counted1).map(|(a, b)| b - a),
-        seconds: offered.elapsed.as_secs_f64(),
+        seconds,
         dut_busy_seconds: busy_s,
         dut_busy_share: share,
     })
@@ -283,8 +292,15 @@ fn run_in(
             let (running, _) = set_up(s, topo, &set, at)?;
             pin_napi(&topo.dut, &topo.ingress.b, cpus.dut)?;
             warm_up(&mut generator, topo, Mix::Small, base.flows)?;
-            let found =
-                super::lossless::search(&generator, &sink, topo, &running, base, o.window, cpus)?;
+            let found = super::lossless::search(
+                &mut generator,
+                &sink,
+                topo,
+                &running,
+                base,
+                o.window,
+                cpus,
+            )?;
             drop(running);
             eprintln!(
                 "bench: {:<22} {:>9} rules without loss: {:.0} kpps{}",

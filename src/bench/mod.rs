@@ -16,6 +16,7 @@ pub mod measure;
 pub mod peers;
 pub mod plot;
 pub mod report;
+pub mod sender;
 pub mod subject;
 pub mod topology;
 pub mod workload;

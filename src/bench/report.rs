@@ -19,6 +19,9 @@ pub struct Machine {
     pub generator_cpu: usize,
     /// The DUT's CPU (whose busy time is the CPU cost).
     pub dut_cpu: usize,
+    /// How often the DUT's CPU was taken from a thread spinning on it for
+    /// a second: while it is, nothing serves the DUT's receive ring.
+    pub dut_stalls: crate::lab::Stalls,
 }
 
 impl Machine {
@@ -31,6 +34,7 @@ impl Machine {
             generator,
             generator_cpu: cpus.generator,
             dut_cpu: cpus.dut,
+            dut_stalls: crate::lab::stalls(cpus.dut, Duration::from_secs(1)),
         }
     }
 }
@@ -211,6 +215,16 @@ impl Report {
             m.cpus, m.kernel, m.generator, m.generator_cpu, m.dut_cpu, self.window_seconds, self.rounds
         )
         .ok();
+        let st = &m.dut_stalls;
+        writeln!(
+            t,
+            "DUT CPU: {} stalls over {} us in {:.1} s of spinning on it, the longest {:.2} ms",
+            st.count,
+            crate::lab::STALL.as_micros(),
+            st.seconds,
+            st.longest * 1e3,
+        )
+        .ok();
         for (s, why) in &self.skipped {
             writeln!(t, "skipped: {}: {why}", s.label()).ok();
         }
@@ -272,7 +286,7 @@ impl Report {
                 "subject",
                 "rules",
                 "Mpps",
-                "probes",
+                "windows",
                 "x nft",
                 "of limit"
             )

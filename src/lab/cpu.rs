@@ -75,18 +75,14 @@ pub fn pin_napi_threads(iface: &str, cpu: usize) -> Result<(), LabError> {
 #[derive(Debug, Clone, Copy, Default)]
 pub struct CpuBusy {
     busy: u64,
-    total: u64,
 }
 
 impl CpuBusy {
-    /// The busy seconds from `earlier` to `self`, and the share of the
-    /// time between them that was busy (0 to 1).
-    pub fn since(&self, earlier: &CpuBusy) -> (f64, f64) {
+    /// The busy seconds from `earlier` to `self`.
+    pub fn since(&self, earlier: &CpuBusy) -> f64 {
         // SAFETY: sysconf has no preconditions.
         let hz = unsafe { libc::sysconf(libc::_SC_CLK_TCK) }.max(1) as f64;
-        let busy = self.busy.saturating_sub(earlier.busy) as f64;
-        let total = self.total.saturating_sub(earlier.total).max(1) as f64;
-        (busy / hz, busy / total)
+        self.busy.saturating_sub(earlier.busy) as f64 / hz
     }
 }
 
@@ -105,8 +101,47 @@ pub fn cpu_busy(cpu: usize) -> CpuBusy {
     // user nice system idle iowait irq softirq steal (guest is in user).
     let total: u64 = v.iter().take(8).sum();
     let idle = v.get(3).copied().unwrap_or(0) + v.get(4).copied().unwrap_or(0);
-    CpuBusy {
-        busy: total - idle,
-        total,
-    }
+    CpuBusy { busy: total - idle }
+}
+
+/// How often a CPU was taken from a thread that wanted it all.
+#[derive(Debug, Clone, Copy, Default, serde::Serialize)]
+pub struct Stalls {
+    /// Gaps longer than [`STALL`] between two clock reads.
+    pub count: u64,
+    /// The longest gap, in seconds.
+    pub longest: f64,
+    /// How long the thread spun, in seconds.
+    pub seconds: f64,
+}
+
+/// The shortest gap [`stalls`] counts.
+pub const STALL: Duration = Duration::from_micros(100);
+
+/// Spins a thread on `cpu` for `spin` and records the gaps between its
+/// clock reads: the time the CPU ran something else (an interrupt, another
+/// thread) or, on a virtual machine, nothing at all, because the host ran
+/// something else. A receive queue served on `cpu` waits as long.
+pub fn stalls(cpu: usize, spin: Duration) -> Stalls {
+    std::thread::scope(|s| {
+        s.spawn(|| {
+            let _ = pin_thread(cpu);
+            let start = std::time::Instant::now();
+            let mut last = start;
+            let mut out = Stalls::default();
+            while last - start < spin {
+                let now = std::time::Instant::now();
+                let gap = now - last;
+                if gap > STALL {
+                    out.count += 1;
+                    out.longest = out.longest.max(gap.as_secs_f64());
+                }
+                last = now;
+            }
+            out.seconds = (last - start).as_secs_f64();
+            out
+        })
+        .join()
+        .unwrap_or_default()
+    })
 }

@@ -8,7 +8,9 @@ mod etcd;
 pub mod fleet;
 mod netns;
 
-pub use cpu::{CpuBusy, cpu_busy, online_cpus, pin_napi, pin_napi_threads, pin_thread};
+pub use cpu::{
+    CpuBusy, STALL, Stalls, cpu_busy, online_cpus, pin_napi, pin_napi_threads, pin_thread, stalls,
+};
 pub use etcd::EtcdCluster;
 pub use netns::{Netns, Veth, mac_of, mac_text, run};
 

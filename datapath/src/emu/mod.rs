@@ -14,10 +14,11 @@ mod packet_socket;
 mod worker;
 mod xsk;
 
-pub use afxdp::AfXdpFloor;
+pub use afxdp::{AfXdpFloor, af_xdp_refusal};
 pub use control::EmuDatapath;
 pub use host_path::{HostIo, HostPath, IoChoice, IoCounters};
 pub use packet_socket::{MAX_FRAME, PacketSocket};
+pub use xsk::XskPort;
 
 use crate::frame::Frame;
 

@@ -318,6 +318,11 @@ impl XskPort {
         self.in_flight > 0
     }
 
+    /// Frames handed to the TX ring that the kernel has not completed.
+    pub fn in_flight(&self) -> usize {
+        self.in_flight
+    }
+
     /// Waits up to `wait` for a frame to arrive.
     pub fn wait(&self, wait: std::time::Duration) {
         let _ = self.socket.poll_read(PollTimeout::new(Some(wait)));
