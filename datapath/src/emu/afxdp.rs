@@ -251,16 +251,22 @@ struct Socket {
 /// `interfaces` (port name -> interface name), fills the program's map
 /// and runs it on the interfaces (on the links an XDP datapath pinned in
 /// `links`, if given and there): from then on, the interfaces' frames are
-/// the host path's. Refused, with nothing attached, where AF_XDP is not
-/// available.
+/// the host path's. With `to_stack`, it can hand frames to the kernel
+/// stack (which needs XDP live frames). Refused, with nothing attached,
+/// where AF_XDP is not available.
 pub(super) fn open(
     interfaces: &BTreeMap<String, String>,
     links: Option<&Path>,
     io: Arc<IoCounters>,
     quiet: Arc<AtomicU64>,
+    to_stack: bool,
 ) -> Result<(Taker, XskIo), DatapathError> {
     let mut taker = Taker::load()?;
-    let passer = Passer::load()?;
+    let passer = if to_stack {
+        Some(Passer::load()?)
+    } else {
+        None
+    };
     let mut sockets = Vec::new();
     if interfaces.len() > dse_ebpf::XSK_IFACES as usize {
         return Err(refused(format!(
@@ -333,7 +339,8 @@ struct IndexOf {
 
 /// The worker's sockets: [`WorkerIo`] on AF_XDP.
 pub(super) struct XskIo {
-    passer: Passer,
+    /// The hand-over to the stack, if it was asked for.
+    passer: Option<Passer>,
     sockets: Vec<Socket>,
     /// The socket `take` looks at first next time (round robin).
     next: usize,
@@ -450,7 +457,7 @@ impl AfXdpFloor {
             .map(|(p, i)| (p.to_string(), i.to_string()))
             .collect();
         let io = Arc::new(IoCounters::default());
-        let (taker, mut xsk) = open(&interfaces, None, Arc::clone(&io), Arc::default())?;
+        let (taker, mut xsk) = open(&interfaces, None, Arc::clone(&io), Arc::default(), false)?;
         let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
         let halt = Arc::clone(&stop);
         let thread = std::thread::Builder::new()
@@ -548,7 +555,11 @@ impl WorkerIo for XskIo {
                 Verdict::Tx => Some(from),
                 Verdict::Pass => {
                     let ifindex = self.sockets[from].ifindex;
-                    if let Err(e) = self.passer.pass(ifindex, frame.data()) {
+                    let passed = match &mut self.passer {
+                        Some(p) => p.pass(ifindex, frame.data()),
+                        None => Err(refused("no hand-over to the stack".into())),
+                    };
+                    if let Err(e) = passed {
                         self.io.not_passed.fetch_add(1, Ordering::Relaxed);
                         tracing::debug!("host path: handing a frame to the stack: {e}");
                     }

@@ -251,7 +251,7 @@ impl HostPath {
         let io = Arc::new(IoCounters::default());
         let quiet = Arc::new(AtomicU64::new(0));
         let (taker, xsk) =
-            super::afxdp::open(interfaces, links, Arc::clone(&io), Arc::clone(&quiet))?;
+            super::afxdp::open(interfaces, links, Arc::clone(&io), Arc::clone(&quiet), true)?;
         let mut xsk = Some(xsk);
         let config = EmuConfig {
             workers: 1,
