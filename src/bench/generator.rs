@@ -388,15 +388,26 @@ fn live_in<T: Send>(
         .try_into()
         .map_err(|e: aya::programs::ProgramError| bpf(dse_ebpf::GEN_PROGRAM)(e.to_string()))?;
     let seed = seed(topo, mix);
+    on_generator_cpu(topo, |ifindex| {
+        let mut ctx = [0u8; 24];
+        ctx[4..8].copy_from_slice(&(seed.len() as u32).to_ne_bytes());
+        ctx[12..16].copy_from_slice(&ifindex.to_ne_bytes());
+        f(prog, &seed, &ctx)
+    })
+}
+
+/// Runs `f` on a thread in the generator's namespace, pinned to CPU 0,
+/// with the index of the generator's veth: where every generator sends.
+pub(super) fn on_generator_cpu<T: Send>(
+    topo: &Topology,
+    f: impl FnOnce(u32) -> Result<T, TrafficError> + Send,
+) -> Result<T, TrafficError> {
     let iface = topo.ingress.a.clone();
     topo.gen_ns.run(|| {
         let _ = pin_thread(0);
         let ifindex =
             interface_index(&iface).map_err(|e| bpf("the generator's veth")(e.to_string()))?;
-        let mut ctx = [0u8; 24];
-        ctx[4..8].copy_from_slice(&(seed.len() as u32).to_ne_bytes());
-        ctx[12..16].copy_from_slice(&ifindex.to_ne_bytes());
-        f(prog, &seed, &ctx)
+        f(ifindex)
     })?
 }
 

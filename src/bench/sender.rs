@@ -9,11 +9,9 @@
 //! peer's ring refuses and counts none of them, so its offers hide what
 //! the subject dropped there: its lossless figures are upper bounds.
 
-use super::generator::{Mix, Offered, TrafficError, frames};
+use super::generator::{Mix, Offered, TrafficError, frames, on_generator_cpu};
 use super::topology::Topology;
-use crate::lab::pin_thread;
 use dse_datapath::emu::{PacketSocket, XskPort};
-use dse_datapath::netdev::interface_index;
 use std::time::{Duration, Instant};
 
 /// The most frames a sender hands over at once: unpaced, or catching up.
@@ -74,8 +72,8 @@ impl Pace {
     }
 }
 
-/// Runs `f` on a thread in the generator's namespace, pinned to CPU 0,
-/// with the generator veth's index and `mix`'s frames for `flows` flows.
+/// Runs `f` where the generator sends (see [`on_generator_cpu`]), with the
+/// generator veth's index and `mix`'s frames for `flows` flows.
 fn sending<T: Send>(
     topo: &Topology,
     mix: Mix,
@@ -84,15 +82,7 @@ fn sending<T: Send>(
 ) -> Result<T, TrafficError> {
     // At least one of each IMIX size, whatever the flows.
     let frames = frames(topo, mix, flows.max(12));
-    let iface = topo.ingress.a.clone();
-    topo.gen_ns.run(|| {
-        let _ = pin_thread(0);
-        let ifindex = interface_index(&iface).map_err(|e| TrafficError::Bpf {
-            what: "the generator's veth",
-            detail: e.to_string(),
-        })?;
-        f(ifindex, &frames)
-    })?
+    on_generator_cpu(topo, |ifindex| f(ifindex, &frames))
 }
 
 fn socket_error(what: &'static str) -> impl FnOnce(std::io::Error) -> TrafficError {
