@@ -8,7 +8,7 @@
 #[path = "../tests/common/mod.rs"]
 mod common;
 
-use common::blackout::{header, remediate_under_traffic, report, scenarios};
+use common::blackout::{PPS, header, remediate_under_traffic, report, scenarios};
 
 fn main() {
     if std::env::args().any(|a| a == "--list") {
@@ -16,7 +16,7 @@ fn main() {
     }
     header();
     for sc in scenarios() {
-        match remediate_under_traffic(sc.tag, sc.image, sc.options) {
+        match remediate_under_traffic(sc.tag, sc.image, sc.options, PPS) {
             Some(o) => report(sc.kind, &o),
             None => {
                 eprintln!("remediation: skipped (needs root and bpffs)");

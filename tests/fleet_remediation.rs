@@ -119,7 +119,7 @@ fn the_leader_orders_the_hosts_the_agents_run_them_and_a_new_leader_finishes() {
 
     // Traffic across both hosts, A->B (S1, S2) and C->D (S1, S3).
     let fabric = lab.fabric.as_ref().unwrap();
-    let flows = [fabric.flow(0, 1, PPS), fabric.flow(2, 3, PPS)];
+    let flows = fabric.flows(PPS);
     std::thread::sleep(Duration::from_millis(500));
 
     // One host at a time, h1 first, each DPU's traffic kept.

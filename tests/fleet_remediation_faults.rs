@@ -44,7 +44,7 @@ fn controllers_and_an_agent_crash_at_each_journaled_point_and_every_host_ends_ok
     let mut leading = usize::from(lead == "ctl-y");
     let mut agents = lab_on_fleet(&lab, &ctl[leading], &endpoints, TTL);
     let fabric = lab.fabric.as_ref().unwrap();
-    let flows = [fabric.flow(0, 1, PPS), fabric.flow(2, 3, PPS)];
+    let flows = fabric.flows(PPS);
     std::thread::sleep(Duration::from_millis(500));
 
     let rounds = [

@@ -7,7 +7,8 @@ mod common;
 use common::TempDir;
 use dse_control::Store;
 use dse_control::lifecycle::{
-    Cluster, Dpu, Host, InventoryError, Management, RuleBroken, Vendor, add_host, create_cluster,
+    Bond, BondKind, Cluster, Dpu, Host, InventoryError, Management, RuleBroken, Vendor, add_host,
+    create_cluster,
 };
 
 fn dpu(serial: &str) -> Dpu {
@@ -28,6 +29,24 @@ fn host(name: &str, dpus: Vec<Dpu>) -> Host {
         name: name.into(),
         version: "8.0.3".parse().unwrap(),
         dpus,
+        bond: None,
+    }
+}
+
+/// Host `name` with DPUs `serials` and bond0 with members `members`
+/// (serial, interface).
+fn bonded(name: &str, serials: &[&str], members: &[(&str, &str)]) -> Host {
+    Host {
+        bond: Some(Bond {
+            name: "bond0".into(),
+            kind: BondKind::Bond,
+            netns: None,
+            members: members
+                .iter()
+                .map(|(s, m)| (s.to_string(), m.to_string()))
+                .collect(),
+        }),
+        ..host(name, serials.iter().map(|s| dpu(s)).collect())
     }
 }
 
@@ -142,6 +161,44 @@ fn each_cluster_rule_refuses_a_host_with_its_own_error() {
             host("h2", vec![dpu("S2")]),
             Some("no cluster named nope"),
         ),
+        (
+            "c1",
+            bonded("h2", &["S2"], &[("S2", "m2")]),
+            Some("host h2: bond: it has 1 DPU(s), and a bond fails over between two"),
+        ),
+        (
+            "c1",
+            bonded("h2", &["S2", "S3"], &[("S2", "m2"), ("S4", "m3")]),
+            Some(
+                "host h2: bond: its members are named for DPUs [\"S2\", \"S4\"], but its DPUs are [\"S2\", \"S3\"]",
+            ),
+        ),
+        (
+            "c1",
+            bonded("h2", &["S2", "S3"], &[("S2", "m2"), ("S3", "m2")]),
+            Some("bond bond0 and its members [\"m2\", \"m2\"] must be three different interfaces"),
+        ),
+        (
+            "c1",
+            bonded(
+                "h2",
+                &["S2", "S3"],
+                &[("S2", "member-of-s2-dpu"), ("S3", "m3")],
+            ),
+            Some(
+                "host h2: bond.members.S2: interface name \"member-of-s2-dpu\" is 16 bytes long; Linux takes at most 15",
+            ),
+        ),
+        (
+            "c1",
+            bonded("h2", &["S2", "S3"], &[("S2", "m/2"), ("S3", "m3")]),
+            Some("host h2: bond.members.S2: interface name \"m/2\": '/' is not allowed"),
+        ),
+        (
+            "c1",
+            bonded("h4", &["E1", "E2"], &[("E1", "m1"), ("E2", "m2")]),
+            None,
+        ),
         // Generations may differ; two matching DPUs are fine.
         ("c1", host("h2", vec![newer_generation]), None),
         ("c1", host("h3", vec![dpu("D1"), dpu("D2")]), None),
@@ -160,8 +217,11 @@ fn each_cluster_rule_refuses_a_host_with_its_own_error() {
                     "{name} into {cluster}: {err}"
                 );
                 assert_eq!(store.clusters().unwrap(), before, "{name}: nothing changed");
-                let last = store.audit(0, usize::MAX).unwrap().pop().unwrap();
-                assert_eq!(last.result, err.to_string(), "the refusal is audited");
+                // A bad name is refused before the store is asked.
+                if !matches!(err, InventoryError::Invalid(_)) {
+                    let last = store.audit(0, usize::MAX).unwrap().pop().unwrap();
+                    assert_eq!(last.result, err.to_string(), "the refusal is audited");
+                }
             }
             None => {
                 got.unwrap_or_else(|e| panic!("{name} joins {cluster}: {e}"));
@@ -175,7 +235,7 @@ fn each_cluster_rule_refuses_a_host_with_its_own_error() {
         .find(|c| c.name == "c1")
         .unwrap();
     let hosts: Vec<&str> = c1.hosts.iter().map(|h| h.name.as_str()).collect();
-    assert_eq!(hosts, ["h1", "h2", "h3"]);
+    assert_eq!(hosts, ["h1", "h4", "h2", "h3"]);
 }
 
 #[test]

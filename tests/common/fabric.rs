@@ -1,29 +1,50 @@
-//! Two hosts' worth of namespaces joined through the lab's DPUs: VM
-//! namespaces A and C on h1 (through S1), B on h2 through S2 and D on h2
-//! through S3, and two wires (root-namespace veth pairs) between the
-//! hosts' DPUs. Flows A->B and C->D cross two DPUs each.
+//! Two hosts' worth of namespaces joined through the lab's DPUs and a
+//! learning bridge, as a rack's hosts are joined through a switch:
+//!
+//! ```text
+//!   host h1: 10.79.1.1 ────────vm── S1 ──up──┐
+//!                                              ├── br0 (wire namespace)
+//!   host h2: uplink0 10.79.1.2 ┬ m2 ──vm── S2 ──up──┤
+//!                              └ m3 ──vm── S3 ──up──┘
+//! ```
+//!
+//! h2's uplink is an active-backup bond (m2 active) with a member through
+//! each of its DPUs: a remediation that keeps the offload on moves it to
+//! the partner DPU while a DPU reboots, and a gratuitous ARP tells the
+//! wire's bridge where h2 now is. The bond takes in what comes through
+//! its backup member too, so frames that were on their way through the
+//! old DPU when it moved still arrive. This kernel has no bonding, so the
+//! bond is a bridge made active-backup by its ports' flags
+//! ([`BondKind::Bridge`]). Every DPU port is a root-namespace veth end;
+//! the hosts and the wire are namespaces.
 
 #![allow(dead_code)]
 
-use super::netns::{Netns, Veth, in_ns, mac_text};
+use super::netns::{Netns, Veth, in_ns};
 pub use dse::demo::flows::{Delivery, Flow};
+use dse_control::lifecycle::{Bond, BondKind};
 use std::collections::BTreeMap;
 use std::net::{SocketAddr, UdpSocket};
-use std::process::Command;
 
 /// The rules of the fabric: each DPU forwards the flows' datagrams (UDP to
-/// port 7000) between its VM port and its uplink, both ways. Only those:
-/// the root namespace's own chatter on the wires (DHCP, say) must not
-/// reach a counter the tests compare with the datagrams sent.
+/// port 7000) and ARP between its host port and its uplink, both ways.
+/// Only those: the hosts' other chatter (IPv6 neighbour discovery, say)
+/// must not reach a counter the tests compare with the datagrams sent.
 pub const RULES: &str = r#"
-ports: [{name: vm, index: 0}, {name: up, index: 1}, {name: vm2, index: 2}, {name: up2, index: 3}]
+ports: [{name: vm, index: 0}, {name: up, index: 1}]
 rules:
   - {id: 1, priority: 10, match: {in_port: vm, ip_proto: udp, l4_dst: 7000}, actions: [{output: up}]}
   - {id: 2, priority: 10, match: {in_port: up, ip_proto: udp, l4_dst: 7000}, actions: [{output: vm}]}
-  - {id: 3, priority: 10, match: {in_port: vm2, ip_proto: udp, l4_dst: 7000}, actions: [{output: up2}]}
-  - {id: 4, priority: 10, match: {in_port: up2, ip_proto: udp, l4_dst: 7000}, actions: [{output: vm2}]}
+  - {id: 3, priority: 5, match: {in_port: vm, eth_type: arp}, actions: [{output: up}]}
+  - {id: 4, priority: 5, match: {in_port: up, eth_type: arp}, actions: [{output: vm}]}
   - {id: 9, priority: 1, match: {ip_proto: tcp}, actions: [drop]}
 "#;
+
+/// h2's uplink, the bond over its two DPUs.
+pub const UPLINK: &str = "uplink0";
+
+/// The hosts' addresses (h1, h2).
+pub const ADDRS: [&str; 2] = ["10.79.1.1", "10.79.1.2"];
 
 /// Turns IPv6 off on root-namespace interface `ifname`, so that it sends
 /// nothing of its own (no link-local address, no neighbour discovery).
@@ -34,147 +55,190 @@ fn quiet(ifname: &str) {
     );
 }
 
-/// A veth pair with both ends in the root namespace: a wire between two
-/// DPUs. Removed on drop.
-pub struct Wire {
-    pub a: String,
-    pub b: String,
-}
-
-impl Wire {
-    fn new(a: &str, b: &str) -> Wire {
-        let _ = Command::new("ip").args(["link", "del", a]).output();
-        let run = |args: &[&str]| {
-            let out = Command::new("ip").args(args).output().expect("runs ip");
-            assert!(
-                out.status.success(),
-                "ip {args:?}: {}",
-                String::from_utf8_lossy(&out.stderr)
-            );
-        };
-        run(&["link", "add", a, "type", "veth", "peer", "name", b]);
-        for end in [a, b] {
-            quiet(end);
-            run(&["link", "set", end, "up"]);
-            // A frame redirected into a veth whose peer runs no XDP program
-            // (a DPU that failed over) is delivered only with NAPI on.
-            let _ = Command::new("ethtool")
-                .args(["-K", end, "gro", "on"])
-                .output();
-        }
-        Wire {
-            a: a.into(),
-            b: b.into(),
-        }
+/// Turns IPv6 off in namespace `ns`, for the interfaces made after.
+fn quiet_ns(ns: &Netns) {
+    for scope in ["all", "default"] {
+        in_ns(
+            &ns.name,
+            &[
+                "sysctl",
+                "-qw",
+                &format!("net.ipv6.conf.{scope}.disable_ipv6=1"),
+            ],
+        );
     }
 }
 
-impl Drop for Wire {
-    fn drop(&mut self) {
-        let _ = Command::new("ip").args(["link", "del", &self.a]).output();
-    }
-}
-
-/// The fabric's namespaces, veths and wires.
+/// The fabric's namespaces and veths.
 pub struct Fabric {
+    /// Host h1, host h2, the wire.
     pub ns: Vec<Netns>,
-    pub vms: Vec<Veth>,
-    pub wires: Vec<Wire>,
-    /// Address of each VM namespace (A, B, C, D).
-    pub addrs: Vec<String>,
+    /// h1's link (through S1), h2's members m2 (through S2) and m3
+    /// (through S3).
+    pub hosts: Vec<Veth>,
+    /// The DPUs' uplinks to the bridge (S1, S2, S3).
+    pub uplinks: Vec<Veth>,
 }
 
 impl Fabric {
     /// Builds it; `tag` (a few characters) keeps names apart.
     pub fn new(tag: &str) -> Fabric {
-        let names = ["a", "b", "c", "d"];
-        let addrs: Vec<String> = ["10.79.1.1", "10.79.1.2", "10.79.2.1", "10.79.2.2"]
-            .iter()
-            .map(|s| s.to_string())
-            .collect();
-        let ns: Vec<Netns> = names
+        let ns: Vec<Netns> = ["h1", "h2", "w"]
             .iter()
             .map(|n| Netns::new(&format!("dse-fab-{tag}-{n}")))
             .collect();
-        let vms: Vec<Veth> = names
+        for n in &ns {
+            quiet_ns(n);
+        }
+        let run = |ns: &Netns, cmd: &[&str]| in_ns(&ns.name, cmd);
+        let h1 = Veth::new(
+            &format!("df{tag}a"),
+            &format!("df{tag}ai"),
+            &ns[0],
+            &format!("{}/24", ADDRS[0]),
+        );
+        // Interfaces are made in the root namespace before they move, so
+        // even the namespace ends' names carry the tag.
+        let m2 = Veth::with(&format!("df{tag}m2"), &format!("df{tag}m2i"), &ns[1], None);
+        let m3 = Veth::with(&format!("df{tag}m3"), &format!("df{tag}m3i"), &ns[1], None);
+        // This kernel has no bonding (CONFIG_BONDING is not set): the
+        // uplink is a bridge kept active-backup by its ports' flags, as
+        // the product drives it (`BondKind::Bridge`).
+        run(
+            &ns[1],
+            &[
+                "ip",
+                "link",
+                "add",
+                UPLINK,
+                "type",
+                "bridge",
+                "stp_state",
+                "0",
+            ],
+        );
+        for (m, on) in [(&m2.inner, "on"), (&m3.inner, "off")] {
+            run(&ns[1], &["ip", "link", "set", m, "master", UPLINK]);
+            let flags = [
+                "isolated",
+                "on",
+                "learning",
+                on,
+                "flood",
+                on,
+                "mcast_flood",
+                on,
+                "bcast_flood",
+                on,
+            ];
+            let set = ["ip", "link", "set", m, "type", "bridge_slave"];
+            run(&ns[1], &[&set[..], &flags[..]].concat());
+        }
+        let uplink_addr = format!("{}/24", ADDRS[1]);
+        run(&ns[1], &["ip", "addr", "add", &uplink_addr, "dev", UPLINK]);
+        run(&ns[1], &["ip", "link", "set", UPLINK, "up"]);
+        // Full checksums in the frames, as on the members (see `Veth`).
+        run(&ns[1], &["ethtool", "-K", UPLINK, "tx", "off"]);
+        run(
+            &ns[2],
+            &[
+                "ip",
+                "link",
+                "add",
+                "br0",
+                "type",
+                "bridge",
+                "stp_state",
+                "0",
+            ],
+        );
+        run(&ns[2], &["ip", "link", "set", "br0", "up"]);
+        let uplinks: Vec<Veth> = ["1", "2", "3"]
             .iter()
-            .zip(&ns)
-            .zip(&addrs)
-            .map(|((n, ns), addr)| {
-                Veth::new(
-                    &format!("df{tag}{n}"),
-                    &format!("df{tag}{n}i"),
-                    ns,
-                    &format!("{addr}/24"),
-                )
+            .map(|i| {
+                let v = Veth::with(
+                    &format!("df{tag}u{i}"),
+                    &format!("df{tag}u{i}i"),
+                    &ns[2],
+                    None,
+                );
+                run(&ns[2], &["ip", "link", "set", &v.inner, "master", "br0"]);
+                v
             })
             .collect();
-        for v in &vms {
+        let hosts = vec![h1, m2, m3];
+        for v in hosts.iter().chain(&uplinks) {
             quiet(&v.outer);
         }
-        let wires = vec![
-            Wire::new(&format!("df{tag}w1a"), &format!("df{tag}w1b")),
-            Wire::new(&format!("df{tag}w2a"), &format!("df{tag}w2b")),
-        ];
-        // Static neighbours, end to end: the DPUs forward frames unchanged.
-        for (x, y) in [(0, 1), (1, 0), (2, 3), (3, 2)] {
-            in_ns(
-                &ns[x].name,
-                &[
-                    "ip",
-                    "neigh",
-                    "add",
-                    &addrs[y],
-                    "lladdr",
-                    &mac_text(vms[y].inner_mac),
-                    "dev",
-                    &vms[x].inner,
-                ],
-            );
-        }
-        Fabric {
-            ns,
-            vms,
-            wires,
-            addrs,
-        }
+        Fabric { ns, hosts, uplinks }
     }
 
     /// Port -> interface of each DPU of the lab (S1, S2, S3).
     pub fn interfaces(&self) -> Vec<BTreeMap<String, String>> {
-        let m = |pairs: &[(&str, &String)]| {
-            pairs
-                .iter()
-                .map(|(p, i)| (p.to_string(), i.to_string()))
-                .collect::<BTreeMap<_, _>>()
-        };
-        vec![
-            m(&[
-                ("vm", &self.vms[0].outer),
-                ("up", &self.wires[0].a),
-                ("vm2", &self.vms[2].outer),
-                ("up2", &self.wires[1].a),
-            ]),
-            m(&[("vm", &self.vms[1].outer), ("up", &self.wires[0].b)]),
-            m(&[("vm2", &self.vms[3].outer), ("up2", &self.wires[1].b)]),
-        ]
+        self.hosts
+            .iter()
+            .zip(&self.uplinks)
+            .map(|(host, up)| {
+                [
+                    ("vm".to_string(), host.outer.clone()),
+                    ("up".to_string(), up.outer.clone()),
+                ]
+                .into()
+            })
+            .collect()
     }
 
-    /// Starts a paced flow from VM `from` to VM `to`'s UDP port 7000.
+    /// h2's bond, as its inventory names it (its members are `df<tag>m2i`
+    /// and `df<tag>m3i`, shown as m2 and m3 above).
+    pub fn bond(&self) -> Bond {
+        Bond {
+            name: UPLINK.into(),
+            kind: BondKind::Bridge,
+            netns: Some(self.ns[1].name.clone()),
+            members: [
+                ("S2".into(), self.hosts[1].inner.clone()),
+                ("S3".into(), self.hosts[2].inner.clone()),
+            ]
+            .into(),
+        }
+    }
+
+    /// The active member of h2's bond: the port that learns.
+    pub fn active_member(&self) -> String {
+        for m in [&self.hosts[1].inner, &self.hosts[2].inner] {
+            let out = std::process::Command::new("ip")
+                .args(["-n", &self.ns[1].name, "-d", "-j", "link", "show", "dev", m])
+                .output()
+                .expect("runs ip");
+            let link: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap_or_default();
+            if link[0]["linkinfo"]["info_slave_data"]["learning"] == true {
+                return m.clone();
+            }
+        }
+        String::new()
+    }
+
+    /// Starts a paced flow from host `from` (0: h1, 1: h2) to the other's
+    /// UDP port 7000.
     pub fn flow(&self, from: usize, to: usize, pps: u64) -> Flow {
-        let dst: SocketAddr = format!("{}:7000", self.addrs[to]).parse().unwrap();
-        let src: SocketAddr = format!("{}:0", self.addrs[from]).parse().unwrap();
+        let dst: SocketAddr = format!("{}:7000", ADDRS[to]).parse().unwrap();
+        let src: SocketAddr = format!("{}:0", ADDRS[from]).parse().unwrap();
         let rx = self.ns[to].run(|| UdpSocket::bind(dst).expect("binds the receiver"));
         let tx = self.ns[from].run(|| UdpSocket::bind(src).expect("binds the sender"));
         Flow::from_sockets(tx, rx, dst, pps)
     }
+
+    /// Flows h1->h2 and h2->h1, `pps` datagrams a second each.
+    pub fn flows(&self, pps: u64) -> [Flow; 2] {
+        [self.flow(0, 1, pps), self.flow(1, 0, pps)]
+    }
 }
 
-/// Stops the fabric's two flows (A->B, C->D) half a second after now and
-/// asserts that each sent and lost nothing.
+/// Stops the fabric's two flows (h1->h2, h2->h1) half a second after now
+/// and asserts that each sent and lost nothing.
 pub fn assert_lossless(flows: [Flow; 2]) {
     std::thread::sleep(std::time::Duration::from_millis(500));
-    for (f, name) in flows.into_iter().zip(["A->B", "C->D"]) {
+    for (f, name) in flows.into_iter().zip(["h1->h2", "h2->h1"]) {
         let d: Delivery = f.finish();
         eprintln!("{name}: {} sent, {} lost", d.sent, d.lost().len());
         assert!(d.sent > 0, "{name} sent");

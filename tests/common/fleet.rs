@@ -172,7 +172,7 @@ pub fn lab_on_fleet(
     endpoints: &str,
     ttl: &str,
 ) -> Vec<FleetProcess> {
-    use super::lab::{DPUS, HOSTS};
+    use super::lab::DPUS;
     let write = |name: &str, text: &str| {
         let path = lab.dir.join(name);
         std::fs::write(&path, text).unwrap();
@@ -186,7 +186,8 @@ pub fn lab_on_fleet(
         c,
         &["cluster", "create", "c1", "--manager-version", "8.0.3"],
     );
-    for (i, h) in HOSTS.iter().enumerate() {
+    for (i, h) in lab.hosts().iter().enumerate() {
+        let text = serde_norway::to_string(h).unwrap();
         json(
             c,
             &[
@@ -195,7 +196,7 @@ pub fn lab_on_fleet(
                 "--cluster",
                 "c1",
                 "-f",
-                &write(&format!("host{i}.yaml"), h),
+                &write(&format!("host{i}.yaml"), &text),
             ],
         );
     }

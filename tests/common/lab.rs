@@ -12,7 +12,7 @@ use super::netns::{Netns, Veth, in_ns, mac_of, mac_text};
 use dse_control::daemon::{Daemon, DaemonConfig};
 use dse_control::lifecycle::device::Emulation;
 use dse_control::lifecycle::remediation::Remediation;
-use dse_control::lifecycle::{Cluster, DesiredImage};
+use dse_control::lifecycle::{Cluster, DesiredImage, Host};
 use dse_control::store::{Backend, DatapathInstance};
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -148,6 +148,21 @@ impl Lab {
         dse::demo::depot::write(&self.dir).expect("the depot is written");
     }
 
+    /// The lab's hosts: [`HOSTS`], h2 with the fabric's bond when the lab
+    /// has a fabric.
+    pub fn hosts(&self) -> Vec<Host> {
+        HOSTS
+            .iter()
+            .map(|text| {
+                let mut h: Host = serde_norway::from_str(text).unwrap();
+                if h.name == "h2" {
+                    h.bond = self.fabric.as_ref().map(Fabric::bond);
+                }
+                h
+            })
+            .collect()
+    }
+
     /// Opens the daemon, imports the depot, makes the cluster, applies
     /// the rules and attaches each DPU's XDP datapath; DPUs boot in
     /// `boot_ms`.
@@ -160,9 +175,8 @@ impl Lab {
                 .unwrap();
         d.create_cluster(cluster, "lab")
             .expect("the cluster is made");
-        for h in HOSTS {
-            d.add_host("c1", serde_norway::from_str(h).unwrap(), "lab")
-                .expect("the host joins");
+        for h in self.hosts() {
+            d.add_host("c1", h, "lab").expect("the host joins");
         }
         d.apply(
             dse_datapath::RuleSet::from_yaml(&self.rules).unwrap(),

@@ -92,11 +92,21 @@ impl Veth {
     /// the namespace end (a veth delivers redirected frames only with
     /// NAPI on) and its checksum offload off.
     pub fn new(outer: &str, inner: &str, ns: &Netns, addr: &str) -> Veth {
+        Self::with(outer, inner, ns, Some(addr))
+    }
+
+    /// As [`Veth::new`], the namespace end without an address (`None`) to
+    /// be enslaved to a bridge.
+    pub fn with(outer: &str, inner: &str, ns: &Netns, addr: Option<&str>) -> Veth {
         let _ = Command::new("ip").args(["link", "del", outer]).output();
         ip(&["link", "add", outer, "type", "veth", "peer", "name", inner]);
         ip(&["link", "set", inner, "netns", &ns.name]);
         ip(&["link", "set", outer, "up"]);
-        in_ns(&ns.name, &["ip", "addr", "add", addr, "dev", inner]);
+        if let Some(addr) = addr {
+            in_ns(&ns.name, &["ip", "addr", "add", addr, "dev", inner]);
+        }
+        // Up before GRO goes on: a veth turns NAPI on when GRO is switched
+        // on while it is up.
         in_ns(&ns.name, &["ip", "link", "set", inner, "up"]);
         in_ns(&ns.name, &["ethtool", "-K", inner, "gro", "on"]);
         // Full checksums in the frames themselves: a veth otherwise leaves

@@ -38,9 +38,11 @@ pub struct Running {
     pub error: Option<String>,
     /// Whether it was adopted from an earlier run rather than started.
     pub adopted: bool,
-    /// Whether its DPU is away (rebooting) and the host path carries its
-    /// traffic.
+    /// Whether its DPU is away (rebooting) and the host path or the
+    /// partner DPU carries its traffic.
     pub failed_over: bool,
+    /// Whether the partner DPU carries it (the datapath stood down).
+    pub on_partner: bool,
     /// A program loaded ahead of a swap, with the object it came from.
     prepared: Option<(
         Option<std::path::PathBuf>,
@@ -100,6 +102,7 @@ impl Running {
                 error: Some(e.to_string()),
                 adopted: false,
                 failed_over: false,
+                on_partner: false,
                 prepared: None,
             },
         }
@@ -155,6 +158,7 @@ impl Running {
             error: None,
             adopted,
             failed_over: false,
+            on_partner: false,
             prepared: None,
         })
     }
@@ -204,6 +208,43 @@ impl Running {
         self.handle = Some(Handle::Host(host));
         remove_pins(config, &self.record);
         self.failed_over = true;
+        self.error = None;
+        Ok(Some(last))
+    }
+
+    /// Stands this XDP instance down, about to lose its DPU while the
+    /// partner DPU carries its traffic (the host's bond was steered away
+    /// from it): the program leaves its interfaces, so a frame that still
+    /// comes is not forwarded, as on a rebooting DPU. Returns its last
+    /// state, read once it no longer counts (it must be quiesced), or
+    /// `None` if it was away already.
+    ///
+    /// # Errors
+    /// The detach's or the snapshot's error; it is then left running.
+    pub fn stand_down(
+        &mut self,
+        config: &DaemonConfig,
+    ) -> Result<Option<dse_datapath::snapshot::Snapshot>, DatapathError> {
+        if self.failed_over {
+            return Ok(None);
+        }
+        let Some(Handle::Xdp(xdp)) = &self.handle else {
+            return Err(not_running(&self.record.name));
+        };
+        let last = xdp.detach().and_then(|()| xdp.snapshot());
+        let last = match last {
+            Ok(s) => s,
+            Err(e) => {
+                if let Err(again) = xdp.attach() {
+                    tracing::error!("datapath {}: reattaching: {again}", self.record.name);
+                }
+                return Err(e);
+            }
+        };
+        self.handle = None;
+        remove_pins(config, &self.record);
+        self.failed_over = true;
+        self.on_partner = true;
         self.error = None;
         Ok(Some(last))
     }
@@ -291,6 +332,7 @@ impl Running {
         }
         self.record = record;
         self.failed_over = false;
+        self.on_partner = false;
         self.error = None;
         Ok(())
     }
@@ -349,6 +391,7 @@ impl Running {
     /// Its status, compared with desired generation `desired`.
     pub fn status(&self, desired: u64) -> InstanceStatus {
         let state = match (&self.handle, self.failed_over) {
+            (None, true) if self.on_partner => "on_partner",
             (None, _) => "failed",
             (Some(_), true) => "failed_over",
             (Some(_), false) => "running",

@@ -4,9 +4,10 @@
 //! DPU serial.
 
 use super::{ControlError, Daemon};
+use crate::lifecycle::Bond;
 use crate::lifecycle::compliance::{self, ClusterCompliance, Precheck};
 use crate::lifecycle::device::{DeviceError, DpuDevice, EmulatedDpu, Emulation, SlotImage};
-use crate::lifecycle::engine::{DatapathState, DpuDatapaths, Engine};
+use crate::lifecycle::engine::{Away, DatapathState, DpuDatapaths, Engine};
 use crate::lifecycle::remediation::{Options, Remediation};
 use crate::lifecycle::{self, Cluster, DesiredImage, Resolved, Unready};
 use dse_datapath::datapath::{Datapath, Fingerprint};
@@ -466,10 +467,19 @@ impl DpuDatapaths for Daemon {
         self.with_datapath(serial, |dp| dp.snapshot())
     }
 
-    fn fail_over(&self, serial: &str, rules: &RuleSet) -> Result<Option<Snapshot>, String> {
+    fn fail_over(
+        &self,
+        serial: &str,
+        rules: &RuleSet,
+        to: Away,
+    ) -> Result<Option<Snapshot>, String> {
         let config = self.config.clone();
         self.with_instance(serial, |r| {
-            r.fail_over(&config, rules).map_err(|e| e.to_string())
+            match to {
+                Away::HostPath => r.fail_over(&config, rules),
+                Away::Partner => r.stand_down(&config),
+            }
+            .map_err(|e| e.to_string())
         })
     }
 
@@ -519,6 +529,14 @@ impl DpuDatapaths for Daemon {
 
     fn resume(&self, serial: &str) -> Result<(), String> {
         self.with_datapath(serial, |dp| dp.resume())
+    }
+
+    fn bond_active(&self, bond: &Bond) -> Result<Option<String>, String> {
+        super::bond::active(bond).map_err(|e| e.to_string())
+    }
+
+    fn steer(&self, bond: &Bond, member: &str) -> Result<(), String> {
+        super::bond::make_active(bond, member).map_err(|e| e.to_string())
     }
 }
 

@@ -9,6 +9,7 @@
 //! it back to the store's generation, so the two again hold one whole
 //! generation.
 
+mod bond;
 mod error;
 mod instances;
 mod lifecycle_ops;

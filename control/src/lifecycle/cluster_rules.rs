@@ -88,6 +88,14 @@ pub enum RuleBroken {
         /// Where it is.
         cluster: String,
     },
+    /// A host's bond does not fit its DPUs.
+    #[error("host {host}: bond: {problem}")]
+    BadBond {
+        /// The host.
+        host: String,
+        /// What does not fit, and what to do.
+        problem: String,
+    },
     /// Two DPUs of one host give the same serial.
     #[error(
         "host {host}: dpus[{second}].serial: DPU serial {serial} is also dpus[{first}]'s; each DPU has its own serial"
@@ -102,6 +110,34 @@ pub enum RuleBroken {
         /// The other.
         second: usize,
     },
+}
+
+/// What is wrong with a host's bond, for [`RuleBroken::BadBond`].
+fn bond_problem(host: &Host) -> Option<String> {
+    let b = host.bond.as_ref()?;
+    if host.dpus.len() != 2 {
+        return Some(format!(
+            "it has {} DPU(s), and a bond fails over between two; give a bond only to a dual-DPU host",
+            host.dpus.len()
+        ));
+    }
+    let serials: Vec<&str> = host.dpus.iter().map(|d| d.serial.as_str()).collect();
+    let named: Vec<&str> = b.members.keys().map(String::as_str).collect();
+    let mut want = serials.clone();
+    want.sort_unstable();
+    if named != want {
+        return Some(format!(
+            "its members are named for DPUs {named:?}, but its DPUs are {serials:?}: give one member for each DPU, by serial"
+        ));
+    }
+    let ifaces: Vec<&String> = b.members.values().collect();
+    if ifaces[0] == ifaces[1] || ifaces.contains(&&b.name) {
+        return Some(format!(
+            "bond {} and its members {ifaces:?} must be three different interfaces",
+            b.name
+        ));
+    }
+    None
 }
 
 /// Every rule `cluster` breaks, in the order of DESIGN.md's list (empty if
@@ -182,6 +218,12 @@ fn host_rules(host: &Host) -> Vec<RuleBroken> {
             host: host.name.clone(),
             count: more.len(),
         }),
+    }
+    if let Some(problem) = bond_problem(host) {
+        broken.push(RuleBroken::BadBond {
+            host: host.name.clone(),
+            problem,
+        });
     }
     broken.extend(below_floor(|| format!("host {}", host.name), &host.version));
     broken

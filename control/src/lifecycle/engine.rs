@@ -12,9 +12,10 @@ mod dpu;
 use super::compliance::{self, Status};
 use super::device::{DeviceError, DeviceState, DpuDevice, Power};
 use super::image::Resolved;
+use super::inventory::Bond;
 use super::ordering::advance;
 use super::remediation::{
-    DpuPlan, HostPlan, HostResult, HostRun, Remediation, Step, StepRecord, StepState,
+    DpuPlan, HostPlan, HostResult, HostRun, PlannedBond, Remediation, Step, StepRecord, StepState,
 };
 use crate::store::Store;
 use dse_datapath::datapath::Fingerprint;
@@ -37,6 +38,16 @@ pub struct DatapathState {
     pub object: Option<PathBuf>,
 }
 
+/// Where a DPU's traffic goes while the DPU reboots.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Away {
+    /// The host path takes the datapath's interfaces and rules.
+    HostPath,
+    /// The partner DPU carries it: the host's bond was steered to the
+    /// partner's member, and the datapath only stands down.
+    Partner,
+}
+
 /// The DPUs' datapaths, as the engine drives them (the daemon's datapath
 /// instances, named by DPU serial). Every operation is idempotent.
 pub trait DpuDatapaths: Send + Sync {
@@ -46,11 +57,19 @@ pub trait DpuDatapaths: Send + Sync {
     fn quiesce(&self, serial: &str) -> Result<(), String>;
     /// Its state (it must be quiesced).
     fn snapshot(&self, serial: &str) -> Result<Snapshot, String>;
-    /// Moves its traffic to the host path, with `rules`; returns its last
-    /// state, read once it no longer counts (`None` if it was away already).
-    fn fail_over(&self, serial: &str, rules: &RuleSet) -> Result<Option<Snapshot>, String>;
+    /// Takes it away from its interfaces, about to lose its DPU: to the host
+    /// path with `rules`, or standing down while the partner DPU carries
+    /// the traffic; returns its last state, read once it no longer counts
+    /// (`None` if it was away already).
+    fn fail_over(
+        &self,
+        serial: &str,
+        rules: &RuleSet,
+        to: Away,
+    ) -> Result<Option<Snapshot>, String>;
     /// Brings it back from `snapshot` running `object` (none: the built-in
-    /// program), taking its traffic back from the host path; leaves it quiesced.
+    /// program), taking its traffic back from the host path if that had
+    /// it; leaves it quiesced.
     fn restore(
         &self,
         serial: &str,
@@ -68,6 +87,24 @@ pub trait DpuDatapaths: Send + Sync {
     fn current(&self, serial: &str) -> Result<(RuleSet, BTreeMap<u32, Count>), String>;
     /// Unfreezes its rules.
     fn resume(&self, serial: &str) -> Result<(), String>;
+    /// The active member of a host's bond (none while no member is up).
+    fn bond_active(&self, bond: &Bond) -> Result<Option<String>, String>;
+    /// Makes `member` the active member of a host's bond (idempotent).
+    fn steer(&self, bond: &Bond, member: &str) -> Result<(), String>;
+}
+
+/// The partner DPU that carries a DPU's traffic while it reboots.
+#[derive(Debug, Clone, Copy)]
+struct Partner<'a> {
+    /// The host's bond.
+    bond: &'a Bond,
+    /// The partner's serial.
+    serial: &'a str,
+    /// The partner's member of the bond.
+    member: &'a str,
+    /// The member to make active once the rebooting DPU is restored: the
+    /// one active when the plan was fixed (else its own).
+    home: &'a str,
 }
 
 /// Finds the device of a DPU by serial.
@@ -415,7 +452,29 @@ impl Engine<'_> {
             .unwrap_or_else(|| "an earlier step failed".into())
     }
 
-    /// Resumes every datapath and takes the host out of maintenance.
+    /// The partner that carries DPU `d`'s traffic while it reboots: the
+    /// other DPU of a bonded host, when the DPUs go one at a time
+    /// (`keep_offload`) and the partner's datapath runs on its DPU.
+    fn partner<'p>(
+        &self,
+        plan: &'p HostPlan,
+        d: &DpuPlan,
+        keep_offload: bool,
+    ) -> Option<Partner<'p>> {
+        let b = plan.bond.as_ref().filter(|_| keep_offload)?;
+        let (serial, member) = b.bond.partner(&d.serial)?;
+        let state = self.datapaths.datapath_state(serial)?;
+        (!state.failed_over).then_some(Partner {
+            bond: &b.bond,
+            serial,
+            member,
+            home: b.active.as_deref().or_else(|| b.bond.member(&d.serial))?,
+        })
+    }
+
+    /// Resumes every datapath, gives a bonded host's bond back the member
+    /// it had active before (if that DPU's datapath is on its DPU), and
+    /// takes the host out of maintenance.
     fn finish(&self, h: usize, plan: &HostPlan) -> Result<(), Failure> {
         for d in plan.dpus.iter().filter(|d| d.has_datapath) {
             self.step(h, Step::Resume, Some(&d.serial), || {
@@ -424,7 +483,32 @@ impl Engine<'_> {
             })?;
         }
         self.step(h, Step::ExitMaintenance, None, || {
-            Ok("out of maintenance".into())
+            let Some(PlannedBond {
+                bond,
+                active: Some(active),
+            }) = &plan.bond
+            else {
+                return Ok("out of maintenance".into());
+            };
+            let home = bond.members.iter().find(|(_, m)| *m == active);
+            let on_dpu = home.is_some_and(|(serial, _)| {
+                self.datapaths
+                    .datapath_state(serial)
+                    .is_none_or(|s| !s.failed_over)
+            });
+            if !on_dpu {
+                return Ok(format!(
+                    "out of maintenance; bond {}'s member {active} stays backup: its DPU's datapath is away",
+                    bond.name
+                ));
+            }
+            self.datapaths
+                .steer(bond, active)
+                .map_err(Failure::fatal)?;
+            Ok(format!(
+                "out of maintenance; bond {}'s active member is {active}",
+                bond.name
+            ))
         })?;
         self.journal(h, |r| r.maintenance = false)?;
         Ok(())
@@ -489,10 +573,18 @@ impl Engine<'_> {
                 has_datapath: dp.is_some(),
             });
         }
+        let bond = match &host.bond {
+            Some(b) => Some(PlannedBond {
+                active: self.datapaths.bond_active(b).map_err(Failure::fatal)?,
+                bond: b.clone(),
+            }),
+            None => None,
+        };
         let plan = HostPlan {
             host_from: host.version.clone(),
             host_to: self.image.host.clone(),
             dpus,
+            bond,
         };
         let detail = serde_json::to_string(&c.dpus).unwrap_or_default();
         self.step(h, Step::Plan, None, || Ok(detail))?;
@@ -523,7 +615,10 @@ impl Engine<'_> {
             let results: Vec<Result<(), Failure>> = std::thread::scope(|s| {
                 let running: Vec<_> = group
                     .iter()
-                    .map(|d| s.spawn(move || self.upgrade_dpu(h, d)))
+                    .map(|d| {
+                        let partner = self.partner(plan, d, keep_offload);
+                        s.spawn(move || self.upgrade_dpu(h, d, partner))
+                    })
                     .collect();
                 running
                     .into_iter()

@@ -4,6 +4,7 @@
 //! cluster's hosts and DPUs must follow are in [`super::cluster_rules`].
 
 use serde::{Deserialize, Serialize};
+use std::collections::BTreeMap;
 use std::fmt;
 use std::str::FromStr;
 
@@ -141,7 +142,69 @@ pub struct Host {
     /// Its DPUs: one or two.
     #[serde(default)]
     pub dpus: Vec<Dpu>,
+    /// The uplink bond of a dual-DPU host: one member through each DPU,
+    /// so that either DPU carries the host's traffic while the other
+    /// reboots. Without one, a rebooting DPU's traffic goes to the host path.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub bond: Option<Bond>,
 }
+
+/// A host's uplink bond (active-backup, see [`BondKind`]): one member
+/// interface through each of its two DPUs. During a `--keep-offload`
+/// remediation the agent makes the partner DPU's member the active one
+/// before a DPU reboots, and moves it back once that DPU's datapath is
+/// restored; the bond's gratuitous ARPs tell the wire where the host is.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Bond {
+    /// The bond interface, such as `bond0`.
+    pub name: String,
+    /// What makes it active-backup.
+    #[serde(default)]
+    pub kind: BondKind,
+    /// The network namespace (as `ip netns` names it) the bond is in; none:
+    /// the agent's own.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub netns: Option<String>,
+    /// Each DPU's member interface, by DPU serial.
+    pub members: BTreeMap<String, String>,
+}
+
+/// What makes a host's uplink active-backup.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum BondKind {
+    /// Linux bonding in mode `active-backup` (best with
+    /// `all_slaves_active 1`, so that frames still on their way through
+    /// the old member arrive).
+    #[default]
+    Bond,
+    /// For kernels built without bonding: a Linux bridge whose member
+    /// ports are all `isolated` (no frame crosses from one to another),
+    /// the active one learning and flooding, the backup one neither, so
+    /// that the host sends through the active one only and takes in what
+    /// comes through either. The agent sends the gratuitous ARP that
+    /// bonding sends itself.
+    Bridge,
+}
+
+impl Bond {
+    /// The member of DPU `serial`.
+    pub fn member(&self, serial: &str) -> Option<&str> {
+        self.members.get(serial).map(String::as_str)
+    }
+
+    /// The other DPU's serial and member: the partner of DPU `serial`.
+    pub fn partner(&self, serial: &str) -> Option<(&str, &str)> {
+        self.members
+            .iter()
+            .find(|(s, _)| *s != serial)
+            .map(|(s, m)| (s.as_str(), m.as_str()))
+    }
+}
+
+/// The longest interface name Linux takes, in bytes.
+pub const MAX_IFNAME: usize = 15;
 
 impl Host {
     /// Checks the host's name and its DPUs' serials, models and hardware
@@ -167,6 +230,31 @@ impl Host {
             ];
             for (field, what, value) in fields {
                 check(what, value).map_err(|e| format!("host {host}: dpus[{i}].{field}: {e}"))?;
+            }
+        }
+        if let Some(b) = &self.bond {
+            let ifname = |field: &str, value: &str| {
+                check("interface name", value)
+                    .map_err(|e| e.to_string())
+                    .and_then(|()| {
+                        if value.len() > MAX_IFNAME {
+                            Err(format!(
+                                "interface name {value:?} is {} bytes long; Linux takes at most {MAX_IFNAME}",
+                                value.len()
+                            ))
+                        } else {
+                            Ok(())
+                        }
+                    })
+                    .map_err(|e| format!("host {host}: bond.{field}: {e}"))
+            };
+            ifname("name", &b.name)?;
+            for (serial, member) in &b.members {
+                ifname(&format!("members.{serial}"), member)?;
+            }
+            if let Some(ns) = &b.netns {
+                check("network namespace", ns)
+                    .map_err(|e| format!("host {host}: bond.netns: {e}"))?;
             }
         }
         Ok(())

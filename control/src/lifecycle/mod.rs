@@ -14,7 +14,7 @@ pub mod remediation;
 
 pub use cluster_rules::{RuleBroken, check_cluster, check_join};
 pub use image::{DesiredImage, ImageError, Pick, Resolved};
-pub use inventory::{BadVersion, Cluster, Dpu, Host, Management, Vendor, Version};
+pub use inventory::{BadVersion, Bond, BondKind, Cluster, Dpu, Host, Management, Vendor, Version};
 
 use crate::store::{Store, StoreError};
 

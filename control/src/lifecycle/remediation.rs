@@ -100,7 +100,8 @@ pub enum Step {
     Snapshot,
     /// Copy the image's payloads to a DPU.
     Stage,
-    /// Move a DPU's traffic to the host path.
+    /// Move a DPU's traffic to its partner DPU through the host's bond,
+    /// or to the host path.
     FailOver,
     /// Write the new image into a DPU's spare slot.
     Flash,
@@ -236,6 +237,19 @@ pub struct HostPlan {
     pub host_to: Version,
     /// Its DPUs.
     pub dpus: Vec<DpuPlan>,
+    /// Its uplink bond, if it has one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub bond: Option<PlannedBond>,
+}
+
+/// A host's uplink bond, as the plan found it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PlannedBond {
+    /// The bond.
+    pub bond: crate::lifecycle::Bond,
+    /// Its active member when the plan was fixed, which it gets back at
+    /// the end (none: none was up).
+    pub active: Option<String>,
 }
 
 /// A host's remediation.

@@ -1,23 +1,29 @@
 //! The engine's steps on one DPU: stage, snapshot or fingerprint, fail
 //! over, flash, reboot, restore, the hitless swap, verify, roll back.
 
-use super::{Engine, Failure, write_atomically};
+use super::{Away, Engine, Failure, Partner, write_atomically};
 use crate::lifecycle::device::{BootOutcome, SlotImage};
 use crate::lifecycle::remediation::{DpuPlan, Step};
 use dse_datapath::datapath::Fingerprint;
 use std::path::{Path, PathBuf};
-use std::time::Instant;
+use std::time::{Duration, Instant};
+
+/// How long frames already on their way to a DPU (sent before the wire
+/// learned from the bond's gratuitous ARP that the host moved) get to
+/// cross it before its datapath stands down.
+const SETTLE: Duration = Duration::from_millis(100);
 
 impl Engine<'_> {
-    /// Moves DPU `serial`'s traffic to the host path and saves the
-    /// datapath's last state as its snapshot: counted to the last frame it
-    /// forwarded. A datapath that a restarted control plane brought up
-    /// afresh counts from zero: its counts are added to the saved ones.
-    pub(super) fn fail_over(&self, serial: &str) -> Result<(), Failure> {
+    /// Moves DPU `serial`'s traffic to the host path, or stands its
+    /// datapath down (`to` the partner), and saves the datapath's last
+    /// state as its snapshot: counted to the last frame it forwarded. A
+    /// datapath that a restarted control plane brought up afresh counts
+    /// from zero: its counts are added to the saved ones.
+    pub(super) fn fail_over(&self, serial: &str, to: Away) -> Result<(), Failure> {
         let saved = self.saved_snapshot(serial)?;
         let Some(mut last) = self
             .datapaths
-            .fail_over(serial, &saved.rules)
+            .fail_over(serial, &saved.rules, to)
             .map_err(Failure::fatal)?
         else {
             return Ok(());
@@ -86,7 +92,14 @@ impl Engine<'_> {
         self.snapshot_path(serial).with_extension("fingerprint")
     }
 
-    pub(super) fn upgrade_dpu(&self, h: usize, d: &DpuPlan) -> Result<(), Failure> {
+    /// Upgrades DPU `d`; while it reboots, `partner` carries its traffic
+    /// (none: the host path).
+    pub(super) fn upgrade_dpu(
+        &self,
+        h: usize,
+        d: &DpuPlan,
+        partner: Option<Partner<'_>>,
+    ) -> Result<(), Failure> {
         let serial = d.serial.as_str();
         let object = if d.swaps_datapath() {
             d.datapath_to.as_ref().map(|(_, o)| o.clone())
@@ -96,8 +109,19 @@ impl Engine<'_> {
         if d.reboots() {
             if d.has_datapath {
                 self.step(h, Step::FailOver, Some(serial), || {
-                    self.fail_over(serial)?;
-                    Ok("the host path carries its traffic".into())
+                    let Some(p) = partner else {
+                        self.fail_over(serial, Away::HostPath)?;
+                        return Ok("the host path carries its traffic".into());
+                    };
+                    self.datapaths
+                        .steer(p.bond, p.member)
+                        .map_err(Failure::fatal)?;
+                    std::thread::sleep(SETTLE);
+                    self.fail_over(serial, Away::Partner)?;
+                    Ok(format!(
+                        "the partner DPU {} carries its traffic: {} is bond {}'s active member",
+                        p.serial, p.member, p.bond.name
+                    ))
                 })?;
             }
             self.step(h, Step::Flash, Some(serial), || {
@@ -129,6 +153,15 @@ impl Engine<'_> {
                     self.datapaths
                         .restore(serial, &snap, object.as_deref())
                         .map_err(Failure::fatal)?;
+                    if let Some(p) = partner {
+                        self.datapaths
+                            .steer(p.bond, p.home)
+                            .map_err(Failure::fatal)?;
+                        return Ok(format!(
+                            "restored; bond {}'s active member is {} again",
+                            p.bond.name, p.home
+                        ));
+                    }
                     Ok("restored; the offload carries its traffic again".into())
                 })?;
             }
@@ -227,7 +260,7 @@ impl Engine<'_> {
             }
             if *s.running() != d.from {
                 if d.has_datapath {
-                    self.fail_over(serial)?;
+                    self.fail_over(serial, Away::HostPath)?;
                 }
                 dev.flash(&d.from)?;
                 self.reboot_into(serial, &d.from)?;
