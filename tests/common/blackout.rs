@@ -14,7 +14,8 @@ use dse_control::lifecycle::remediation::{Options, Remediation};
 use std::collections::{BTreeMap, BTreeSet};
 use std::time::Duration;
 
-/// Datagrams a second, each flow.
+/// Datagrams a second, each flow, that the lifecycle tests have always
+/// offered: the least the fabric must carry.
 pub const PPS: u64 = 5_000;
 
 /// One remediation under traffic: what it is, a tag for its lab's names,
@@ -71,8 +72,10 @@ pub fn scenarios() -> Vec<Scenario> {
 
 /// The header of [`report`]'s table.
 pub fn header() {
-    eprintln!("| upgrade | datagrams | lost | longest gap | per host | total |");
-    eprintln!("|---|---|---|---|---|---|");
+    eprintln!(
+        "| upgrade | load | datagrams/s each flow | datagrams | lost | longest gap | per host | total |"
+    );
+    eprintln!("|---|---|---|---|---|---|---|---|");
 }
 
 /// What a remediation under traffic did.
@@ -167,8 +170,9 @@ pub fn lost_by_phase(o: &Outcome) -> BTreeMap<String, u64> {
     by
 }
 
-/// Prints `o` as a row of [`header`]'s table, and its losses by phase.
-pub fn report(kind: &str, o: &Outcome) {
+/// Prints `o` as a row of [`header`]'s table (at `load`, such as "50%"),
+/// and its losses by phase.
+pub fn report(kind: &str, load: &str, o: &Outcome) {
     let lost: u64 = o.flows.iter().map(|f| f.lost().len() as u64).sum();
     let sent: u64 = o.flows.iter().map(|f| f.sent).sum();
     let gap = o.flows.iter().map(Delivery::longest_gap).max().unwrap();
@@ -183,7 +187,8 @@ pub fn report(kind: &str, o: &Outcome) {
         .collect();
     let total = o.remediation.finished_ms.unwrap() - o.remediation.started_ms;
     eprintln!(
-        "| {kind} | {sent} | {lost} | {:.1} ms | {} | {:.2} s |",
+        "| {kind} | {load} | {} | {sent} | {lost} | {:.1} ms | {} | {:.2} s |",
+        o.flows[0].pps,
         gap.as_secs_f64() * 1000.0,
         per_host.join(", "),
         total as f64 / 1000.0

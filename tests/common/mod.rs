@@ -9,6 +9,7 @@ pub mod fixtures;
 pub mod fleet;
 pub mod forward;
 pub mod lab;
+pub mod load;
 pub mod netns;
 pub mod packets;
 pub mod random;
