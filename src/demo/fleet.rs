@@ -119,7 +119,7 @@ pub fn run() -> Result<()> {
 
     step(
         1,
-        "a cluster in namespaces: host h1 with DPU S1, host h2 with DPUs S2 and S3, four VMs",
+        "a cluster in namespaces: host h1 with DPU S1 and VMs A and C, host h2 with DPUs S2 and S3 behind a bond",
     );
     let cluster = Cluster::build(&tag)?;
 
@@ -192,12 +192,11 @@ pub fn run() -> Result<()> {
         Some(&json!({"name": "c1", "management": "image", "manager_version": "8.0.3"})),
     )?;
     for (host, serials) in HOSTS {
-        api.ok(
-            l,
-            Method::POST,
-            "/v1/clusters/c1/hosts",
-            Some(&depot::host(host, serials)),
-        )?;
+        let mut spec = depot::host(host, serials);
+        if serials.len() == 2 {
+            spec["bond"] = serde_json::to_value(cluster.bond())?;
+        }
+        api.ok(l, Method::POST, "/v1/clusters/c1/hosts", Some(&spec))?;
     }
 
     step(
@@ -249,17 +248,14 @@ pub fn run() -> Result<()> {
         },
     )?;
     crate::outln!("    h1 and h2 report generation 1 applied, every datapath running");
+    // h2 tells the wire where it is, as a bond does when it comes up.
+    dse_control::daemon::announce(&cluster.bond())?;
 
     step(
         4,
         "traffic: A -> B over Geneve, C -> D on VLAN 42, across both hosts",
     );
-    let [a, b, c, d] = [
-        &cluster.vms[0],
-        &cluster.vms[1],
-        &cluster.vms[2],
-        &cluster.vms[3],
-    ];
+    let [a, b, c, d] = [cluster.vm(0), cluster.vm(1), cluster.vm(2), cluster.vm(3)];
     let to = |i: usize| -> Result<std::net::SocketAddr> {
         format!("{}:7000", VM_ADDRS[i])
             .parse()

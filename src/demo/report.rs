@@ -129,13 +129,13 @@ pub fn report(o: &Outcome) -> Vec<String> {
             nat.sent,
         ),
         (
-            "S2 rule 32 (overlay -> B) = A -> B and service delivered",
-            c("S2", 32),
+            "S2 + S3 rule 32 (overlay -> B) = A -> B and service delivered",
+            c("S2", 32) + c("S3", 32),
             ab.delivered() + nat.delivered(),
         ),
         (
-            "S3 rule 41 (VLAN pop -> D) = C -> D delivered + metered passed",
-            c("S3", 41),
+            "S2 + S3 rule 41 (VLAN pop -> D) = C -> D delivered + metered passed",
+            c("S2", 41) + c("S3", 41),
             cd.delivered() + metered,
         ),
     ];

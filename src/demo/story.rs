@@ -116,17 +116,17 @@ pub fn run() -> Result<()> {
 
     step(
         1,
-        "a cluster in namespaces: host h1 with DPU S1, host h2 with DPUs S2 and S3, four VMs",
+        "a cluster in namespaces: host h1 with DPU S1, host h2 with DPUs S2 and S3 behind a bond",
     );
     let cluster = Cluster::build(&tag)?;
     crate::outln!(
-        "    VM A {} and VM C {} on h1 (S1); VM B {} on h2 (S2); VM D {} on h2 (S3)",
+        "    VM A {} and VM C {} on h1 (S1); B {} and D {} on h2, whose bond has a member through S2 (active) and one through S3",
         VM_ADDRS[0],
         VM_ADDRS[2],
         VM_ADDRS[1],
         VM_ADDRS[3]
     );
-    crate::outln!("    wires: S1 <-> S2 and S1 <-> S3 (the two hosts' uplinks)");
+    crate::outln!("    wire: a learning bridge joins the DPUs' uplinks, as a rack's switch");
 
     step(
         2,
@@ -149,11 +149,11 @@ pub fn run() -> Result<()> {
         Some(&json!({"name": "c1", "management": "image", "manager_version": "8.0.3"})),
     )?;
     for (host, serials) in HOSTS {
-        cp.call(
-            Method::POST,
-            "/v1/clusters/c1/hosts",
-            Some(&depot::host(host, serials)),
-        )?;
+        let mut spec = depot::host(host, serials);
+        if serials.len() == 2 {
+            spec["bond"] = serde_json::to_value(cluster.bond())?;
+        }
+        cp.call(Method::POST, "/v1/clusters/c1/hosts", Some(&spec))?;
         crate::outln!(
             "    host {host}: ESXi 8.0.3, DPUs {} (BlueField-3, firmware 24.1, datapath 1.0)",
             serials.join(", ")
@@ -186,17 +186,14 @@ pub fn run() -> Result<()> {
         let ports: Vec<String> = interfaces.iter().map(|(p, i)| format!("{p}={i}")).collect();
         crate::outln!("    DPU {serial}: XDP datapath on {}", ports.join(" "));
     }
+    // h2 tells the wire where it is, as a bond does when it comes up.
+    dse_control::daemon::announce(&cluster.bond())?;
 
     step(
         4,
         "traffic: A -> B over Geneve, C -> D on VLAN 42, A -> the service address (NAT), telnet, a metered burst",
     );
-    let [a, b, c, d] = [
-        &cluster.vms[0],
-        &cluster.vms[1],
-        &cluster.vms[2],
-        &cluster.vms[3],
-    ];
+    let [a, b, c, d] = [cluster.vm(0), cluster.vm(1), cluster.vm(2), cluster.vm(3)];
     let ab = Flow::start(
         a,
         VM_ADDRS[0],
@@ -315,28 +312,28 @@ pub fn run() -> Result<()> {
 /// journaled.
 fn follow(cp: &ControlPlane, id: u64) -> Result<Value> {
     let deadline = Instant::now() + Duration::from_secs(180);
-    let mut shown = 0usize;
+    let mut shown = std::collections::BTreeSet::new();
     loop {
         let r = cp.call(Method::GET, &format!("/v1/remediations/{id}"), None)?;
-        let steps: Vec<String> = r["hosts"]
-            .as_array()
-            .into_iter()
-            .flatten()
-            .flat_map(|h| {
-                h["steps"].as_array().into_iter().flatten().map(move |s| {
-                    format!(
-                        "    {} {}{}",
-                        h["host"].as_str().unwrap_or("?"),
-                        s["step"].as_str().unwrap_or("?"),
-                        s["dpu"].as_str().map_or(String::new(), |d| format!(" {d}")),
-                    )
-                })
-            })
-            .collect();
-        for line in steps.iter().skip(shown) {
-            crate::outln!("{line}");
+        for h in r["hosts"].as_array().into_iter().flatten() {
+            let host = h["host"].as_str().unwrap_or("?");
+            for (i, s) in h["steps"].as_array().into_iter().flatten().enumerate() {
+                // Each step once it has ended, with where each DPU's
+                // traffic went while it rebooted.
+                if s["state"] == "started" || !shown.insert((host.to_string(), i)) {
+                    continue;
+                }
+                let detail = match (s["step"].as_str(), s["detail"].as_str()) {
+                    (Some("fail-over"), Some(d)) => format!(": {d}"),
+                    _ => String::new(),
+                };
+                crate::outln!(
+                    "    {host} {}{}{detail}",
+                    s["step"].as_str().unwrap_or("?"),
+                    s["dpu"].as_str().map_or(String::new(), |d| format!(" {d}")),
+                );
+            }
         }
-        shown = shown.max(steps.len());
         if !r["finished_ms"].is_null() {
             return Ok(r);
         }

@@ -194,7 +194,8 @@ pub fn report(kind: &str, load: &str, o: &Outcome) {
         total as f64 / 1000.0
     );
     eprintln!(
-        "  lost by phase: {:?}; duplicates: {:?}",
+        "  lost h1->h2, h2->h1: {:?}; by phase: {:?}; duplicates: {:?}",
+        o.flows.iter().map(|f| f.lost()).collect::<Vec<_>>(),
         lost_by_phase(o),
         o.flows.iter().map(|f| f.duplicates).collect::<Vec<_>>()
     );

@@ -117,22 +117,8 @@ impl Fabric {
                 "0",
             ],
         );
-        for (m, on) in [(&m2.inner, "on"), (&m3.inner, "off")] {
+        for m in [&m2.inner, &m3.inner] {
             run(&ns[1], &["ip", "link", "set", m, "master", UPLINK]);
-            let flags = [
-                "isolated",
-                "on",
-                "learning",
-                on,
-                "flood",
-                on,
-                "mcast_flood",
-                on,
-                "bcast_flood",
-                on,
-            ];
-            let set = ["ip", "link", "set", m, "type", "bridge_slave"];
-            run(&ns[1], &[&set[..], &flags[..]].concat());
         }
         let uplink_addr = format!("{}/24", ADDRS[1]);
         run(&ns[1], &["ip", "addr", "add", &uplink_addr, "dev", UPLINK]);
@@ -170,7 +156,13 @@ impl Fabric {
         for v in hosts.iter().chain(&uplinks) {
             quiet(&v.outer);
         }
-        Fabric { ns, hosts, uplinks }
+        let fabric = Fabric { ns, hosts, uplinks };
+        // As an operator would: the bond's members and its active one,
+        // set the way the agent steers them.
+        let bond = fabric.bond();
+        dse_control::daemon::steer_bond(&bond, bond.member("S2").unwrap())
+            .expect("the bond takes its first member");
+        fabric
     }
 
     /// Port -> interface of each DPU of the lab (S1, S2, S3).
@@ -203,19 +195,11 @@ impl Fabric {
         }
     }
 
-    /// The active member of h2's bond: the port that learns.
+    /// The active member of h2's bond, as the agent reads it.
     pub fn active_member(&self) -> String {
-        for m in [&self.hosts[1].inner, &self.hosts[2].inner] {
-            let out = std::process::Command::new("ip")
-                .args(["-n", &self.ns[1].name, "-d", "-j", "link", "show", "dev", m])
-                .output()
-                .expect("runs ip");
-            let link: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap_or_default();
-            if link[0]["linkinfo"]["info_slave_data"]["learning"] == true {
-                return m.clone();
-            }
-        }
-        String::new()
+        dse_control::daemon::bond_active(&self.bond())
+            .expect("the bond is read")
+            .unwrap_or_default()
     }
 
     /// Starts a paced flow from host `from` (0: h1, 1: h2) to the other's

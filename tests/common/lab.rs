@@ -207,6 +207,10 @@ impl Lab {
             )
             .expect("the DPU is emulated");
         }
+        if let Some(f) = &self.fabric {
+            // h2 tells the wire where it is, as a bond coming up does.
+            dse_control::daemon::announce(&f.bond()).expect("h2's bond announces itself");
+        }
         d
     }
 

@@ -17,8 +17,9 @@ pub const LOADS: [f64; 3] = [0.1, 0.5, 0.9];
 /// How long each rate is offered.
 const WINDOW: Duration = Duration::from_millis(1000);
 
-/// Windows per rate; a rate passes if one of them loses nothing (the
-/// machine's other work can take a window away).
+/// Windows per rate; a rate passes if every one of them loses nothing:
+/// the rate is one the fabric carries whatever else the machine does
+/// then, not its best window.
 const TRIALS: usize = 2;
 
 /// The lowest rate searched, and the highest (datagrams a second, each flow).
@@ -80,17 +81,16 @@ fn window(lab: &Lab, pps: u64) -> Window {
     }
 }
 
-/// `Ok` if one of [`TRIALS`] windows at `pps` is clean, else how the last
-/// went.
+/// `Ok` if each of [`TRIALS`] windows at `pps` is clean, else how the
+/// first that was not went.
 fn passes(lab: &Lab, pps: u64) -> Result<(), Window> {
-    let mut last = Window::Lost;
     for _ in 0..TRIALS {
-        last = window(lab, pps);
-        if last == Window::Clean {
-            return Ok(());
+        match window(lab, pps) {
+            Window::Clean => {}
+            w => return Err(w),
         }
     }
-    Err(last)
+    Ok(())
 }
 
 /// The highest rate, to within an eighth, at which the fabric loses

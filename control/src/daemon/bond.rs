@@ -3,8 +3,9 @@
 //! Through iproute2's `ip` (its `-n` flag enters the bond's namespace),
 //! the tool every host that runs a bond has: reading and setting a few
 //! attributes twice per DPU reboot is not worth a netlink stack. A bond
-//! of kind [`BondKind::Bridge`] gets its gratuitous ARP from here, sent
-//! on a packet socket in the bond's namespace.
+//! of kind [`BondKind::Bridge`] keeps the host's own frames off its backup
+//! members with an nftables table (`nft`), and gets its gratuitous ARP
+//! from here, sent on a packet socket in the bond's namespace.
 
 use crate::lifecycle::{Bond, BondKind};
 use serde_json::Value;
@@ -169,14 +170,21 @@ pub fn active(bond: &Bond) -> Result<Option<String>, BondError> {
                 .map(str::to_string))
         }
         BondKind::Bridge => {
+            if !egress_table_exists(bond)? {
+                return Ok(None);
+            }
+            let mut flooding = Vec::new();
             for member in bond.members.values() {
                 let l = member_link(bond, member)?;
-                let port = &l["linkinfo"]["info_slave_data"];
-                if port["learning"] == true && port["flood"] == true {
-                    return Ok(Some(member.clone()));
+                if l["linkinfo"]["info_slave_data"]["flood"] == true {
+                    flooding.push(member.clone());
                 }
             }
-            Ok(None)
+            Ok(if flooding.len() == 1 {
+                flooding.pop()
+            } else {
+                None
+            })
         }
     }
 }
@@ -199,20 +207,22 @@ pub fn make_active(bond: &Bond, member: &str) -> Result<(), BondError> {
             ip(bond, &[&set[..], &["active_slave", member]].concat())?;
         }
         BondKind::Bridge => {
-            let port = |ifname: &str, on: &str, flush: &[&'static str]| {
-                let mut args = vec!["link", "set", "dev", ifname, "type", "bridge_slave"];
-                args.extend(["isolated", "on", "learning", on, "flood", on]);
-                args.extend(["mcast_flood", on, "bcast_flood", on]);
-                args.extend(flush);
-                ip(bond, &args).map(drop)
+            // The bridge learns nothing, so every frame the host sends to
+            // another host is flooded: out of the ports that flood. The new
+            // member floods first (its own frames still dropped by the
+            // table); then, in one nftables transaction, the host's frames
+            // leave through it and no longer through the old one; then the
+            // old one stops flooding. No frame is sent twice or not at all.
+            let port = |ifname: &str, flood: &str| {
+                let set = ["link", "set", "dev", ifname, "type", "bridge_slave"];
+                let flags = ["isolated", "on", "learning", "off", "flood", flood];
+                ip(bond, &[&set[..], &flags[..]].concat()).map(drop)
             };
-            // The new one first: both isolated, a moment with two active
-            // members sends a broadcast twice and loops nothing.
-            port(member, "on", &[])?;
-            for other in bond.members.values().filter(|m| *m != member) {
-                // Forget what was learned behind the old member, so that
-                // the host sends through the new one.
-                port(other, "off", &["fdb_flush"])?;
+            port(member, "on")?;
+            let others: Vec<&String> = bond.members.values().filter(|m| *m != member).collect();
+            nft(bond, &egress_script(bond, &others))?;
+            for other in others {
+                port(other, "off")?;
             }
             announce(bond)?;
         }
@@ -220,9 +230,85 @@ pub fn make_active(bond: &Bond, member: &str) -> Result<(), BondError> {
     Ok(())
 }
 
+/// The nftables table (bridge family, in the bond's namespace) that keeps
+/// a bridge-kind bond's own frames off its backup members.
+fn egress_table(bond: &Bond) -> String {
+    let name: String = bond
+        .name
+        .chars()
+        .map(|c| if c.is_ascii_alphanumeric() { c } else { '_' })
+        .collect();
+    format!("dse_bond_{name}")
+}
+
+/// An nftables script that replaces [`egress_table`] with one dropping
+/// the host's own frames out of `backups`, in one transaction.
+fn egress_script(bond: &Bond, backups: &[&String]) -> String {
+    let t = egress_table(bond);
+    let names: Vec<String> = backups.iter().map(|m| format!("\"{m}\"")).collect();
+    format!(
+        "table bridge {t}\ndelete table bridge {t}\ntable bridge {t} {{\n  chain out {{\n    type filter hook output priority 0; policy accept;\n    oifname {{ {} }} drop\n  }}\n}}\n",
+        names.join(", ")
+    )
+}
+
+/// Whether [`egress_table`] exists: whether the bond was steered once.
+fn egress_table_exists(bond: &Bond) -> Result<bool, BondError> {
+    let list = format!("list table bridge {}", egress_table(bond));
+    match nft(bond, &list) {
+        Ok(()) => Ok(true),
+        Err(BondError::Refused { .. }) => Ok(false),
+        Err(e) => Err(e),
+    }
+}
+
+/// Runs nftables script `script` in `bond`'s namespace.
+fn nft(bond: &Bond, script: &str) -> Result<(), BondError> {
+    use std::io::Write;
+    let mut cmd = match &bond.netns {
+        Some(ns) => {
+            let mut c = Command::new("ip");
+            c.args(["netns", "exec", ns, "nft", "-f", "-"]);
+            c
+        }
+        None => {
+            let mut c = Command::new("nft");
+            c.args(["-f", "-"]);
+            c
+        }
+    };
+    let spawn = |source| BondError::Spawn {
+        bond: bond.name.clone(),
+        source,
+    };
+    let mut child = cmd
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .map_err(spawn)?;
+    if let Some(mut stdin) = child.stdin.take() {
+        stdin.write_all(script.as_bytes()).map_err(spawn)?;
+    }
+    let out = child.wait_with_output().map_err(spawn)?;
+    if !out.status.success() {
+        return Err(BondError::Refused {
+            bond: bond.name.clone(),
+            ns: in_ns(bond),
+            args: format!("nft -f - <<< {script:?}"),
+            stderr: String::from_utf8_lossy(&out.stderr).trim().to_string(),
+        });
+    }
+    Ok(())
+}
+
 /// Sends a gratuitous ARP for each IPv4 address of `bond`, from its MAC,
-/// out of its active member.
-fn announce(bond: &Bond) -> Result<(), BondError> {
+/// out of its active member (a bridge-kind bond; a bonding one sends its
+/// own), so that the wire learns where the host is.
+///
+/// # Errors
+/// [`BondError`]: `ip` failed, or the frames could not be sent.
+pub fn announce(bond: &Bond) -> Result<(), BondError> {
     let l = link(bond, &bond.name)?;
     let mac = l["address"].as_str().and_then(parse_mac);
     let out = ip(bond, &["-j", "-4", "addr", "show", "dev", &bond.name])?;

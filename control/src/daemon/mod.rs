@@ -15,6 +15,7 @@ mod instances;
 mod lifecycle_ops;
 
 pub use crate::lifecycle::compliance::Precheck;
+pub use bond::{BondError, active as bond_active, announce, make_active as steer_bond};
 pub use error::ControlError;
 pub use instances::{InstanceStatus, Running};
 pub use lifecycle_ops::Remediate;

@@ -180,11 +180,12 @@ pub enum BondKind {
     #[default]
     Bond,
     /// For kernels built without bonding: a Linux bridge whose member
-    /// ports are all `isolated` (no frame crosses from one to another),
-    /// the active one learning and flooding, the backup one neither, so
-    /// that the host sends through the active one only and takes in what
-    /// comes through either. The agent sends the gratuitous ARP that
-    /// bonding sends itself.
+    /// ports are all `isolated` (no frame crosses from one to another)
+    /// and learn nothing, only the active one flooding, and an nftables
+    /// table (bridge family, output hook) that drops the host's own
+    /// frames out of the backup ones. The host sends through the active
+    /// member only and takes in what comes through either. The agent
+    /// sends the gratuitous ARP that bonding sends itself.
     Bridge,
 }
 
