@@ -194,8 +194,15 @@ pub fn report(kind: &str, load: &str, o: &Outcome) {
         total as f64 / 1000.0
     );
     eprintln!(
-        "  lost h1->h2, h2->h1: {:?}; by phase: {:?}; duplicates: {:?}",
-        o.flows.iter().map(|f| f.lost()).collect::<Vec<_>>(),
+        "  lost h1->h2, h2->h1 (how many, the first): {:?}; by phase: {:?}; duplicates: {:?}",
+        o.flows
+            .iter()
+            .map(|f| {
+                let lost = f.lost();
+                let head: Vec<u64> = lost.iter().take(8).copied().collect();
+                format!("{} {head:?}", lost.len())
+            })
+            .collect::<Vec<_>>(),
         lost_by_phase(o),
         o.flows.iter().map(|f| f.duplicates).collect::<Vec<_>>()
     );

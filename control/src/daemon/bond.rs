@@ -218,9 +218,10 @@ pub fn make_active(bond: &Bond, member: &str) -> Result<(), BondError> {
                 let flags = ["isolated", "on", "learning", "off", "flood", flood];
                 ip(bond, &[&set[..], &flags[..]].concat()).map(drop)
             };
+            let fresh = !egress_table_exists(bond)?;
             port(member, "on")?;
             let others: Vec<&String> = bond.members.values().filter(|m| *m != member).collect();
-            nft(bond, &egress_script(bond, &others))?;
+            nft(bond, &egress_script(bond, &others, fresh))?;
             for other in others {
                 port(other, "off")?;
             }
@@ -241,15 +242,28 @@ fn egress_table(bond: &Bond) -> String {
     format!("dse_bond_{name}")
 }
 
-/// An nftables script that replaces [`egress_table`] with one dropping
-/// the host's own frames out of `backups`, in one transaction.
-fn egress_script(bond: &Bond, backups: &[&String]) -> String {
+/// An nftables script that makes `backups` the members the host's own
+/// frames may not leave by, in one transaction: the set's elements change
+/// at its commit, so no frame meets both the old set and the new. The
+/// table, its set and its chain are made the first time (`fresh`); a
+/// chain made again would be a second hook, live before the first goes.
+fn egress_script(bond: &Bond, backups: &[&String], fresh: bool) -> String {
     let t = egress_table(bond);
     let names: Vec<String> = backups.iter().map(|m| format!("\"{m}\"")).collect();
-    format!(
-        "table bridge {t}\ndelete table bridge {t}\ntable bridge {t} {{\n  chain out {{\n    type filter hook output priority 0; policy accept;\n    oifname {{ {} }} drop\n  }}\n}}\n",
-        names.join(", ")
-    )
+    let mut script = String::new();
+    if fresh {
+        script.push_str(&format!(
+            "table bridge {t} {{\n  set backups {{ type ifname; }}\n  chain out {{\n    type filter hook output priority 0; policy accept;\n    oifname @backups drop\n  }}\n}}\n"
+        ));
+    }
+    script.push_str(&format!("flush set bridge {t} backups\n"));
+    if !names.is_empty() {
+        script.push_str(&format!(
+            "add element bridge {t} backups {{ {} }}\n",
+            names.join(", ")
+        ));
+    }
+    script
 }
 
 /// Whether [`egress_table`] exists: whether the bond was steered once.

@@ -4,6 +4,7 @@
 
 use super::{ControlError, DaemonConfig};
 use crate::desired::Desired;
+use crate::lifecycle::engine::Away;
 use crate::store::{Backend, DatapathInstance};
 use dse_datapath::datapath::{Datapath, DatapathError};
 use dse_datapath::emu::{EmuConfig, EmuDatapath, HostIo, HostPath};
@@ -163,20 +164,24 @@ impl Running {
         })
     }
 
-    /// Hands the traffic of this XDP instance to the host path, about to
-    /// lose its DPU: the host path starts on the same interfaces with
-    /// `rules`, then the XDP program leaves them, so each frame meets one
-    /// or the other. Returns the XDP datapath's last state, read once it no
-    /// longer counts (it must be quiesced), or `None` if it was failed over
+    /// Takes this XDP instance off its interfaces, about to lose its DPU:
+    /// to the host path, which starts on the same interfaces with `rules`
+    /// before the XDP program leaves them, so each frame meets one or the
+    /// other; or, while the partner DPU carries the traffic (the host's
+    /// bond was steered away from it), standing down: the program leaves
+    /// the interfaces, so a frame that still comes is not forwarded, as on
+    /// a rebooting DPU. Returns the XDP datapath's last state, read once it
+    /// no longer counts (it must be quiesced), or `None` if it was away
     /// already.
     ///
     /// # Errors
-    /// The host path's or the snapshot's error; the XDP datapath is then
-    /// left running.
+    /// The host path's, the detach's or the snapshot's error; the XDP
+    /// datapath is then left running.
     pub fn fail_over(
         &mut self,
         config: &DaemonConfig,
         rules: &RuleSet,
+        to: Away,
     ) -> Result<Option<dse_datapath::snapshot::Snapshot>, DatapathError> {
         if self.failed_over {
             return Ok(None);
@@ -184,67 +189,42 @@ impl Running {
         let Some(Handle::Xdp(xdp)) = &self.handle else {
             return Err(not_running(&self.record.name));
         };
-        let emu = EmuConfig {
-            workers: config.emu_workers,
-            ..EmuConfig::default()
-        };
         let pin_dir = xdp_config(config, &self.record, Program::V1).pin_dir;
-        let mut host = HostPath::take_over(rules.clone(), emu, &self.record.interfaces, &pin_dir)?;
-        host.set_generation(xdp.generation())?;
-        host.quiesce()?;
-        // On AF_XDP the links are the host path's already; on AF_PACKET
-        // the program leaves the interfaces here.
+        let mut host = match to {
+            Away::Partner => None,
+            Away::HostPath => {
+                let emu = EmuConfig {
+                    workers: config.emu_workers,
+                    ..EmuConfig::default()
+                };
+                let host =
+                    HostPath::take_over(rules.clone(), emu, &self.record.interfaces, &pin_dir)?;
+                host.set_generation(xdp.generation())?;
+                host.quiesce()?;
+                Some(host)
+            }
+        };
+        // On AF_XDP the links are the host path's already; otherwise the
+        // program leaves the interfaces here.
         let last = xdp.detach().and_then(|()| xdp.snapshot());
         let last = match last {
             Ok(s) => s,
             Err(e) => {
                 // Put the program back on the interfaces before the host path goes.
-                if let Err(again) = host.give_back(&pin_dir).and_then(|()| xdp.attach()) {
+                let back = match &mut host {
+                    Some(h) => h.give_back(&pin_dir),
+                    None => Ok(()),
+                };
+                if let Err(again) = back.and_then(|()| xdp.attach()) {
                     tracing::error!("datapath {}: reattaching: {again}", self.record.name);
                 }
                 return Err(e);
             }
         };
-        self.handle = Some(Handle::Host(host));
+        self.handle = host.map(Handle::Host);
         remove_pins(config, &self.record);
         self.failed_over = true;
-        self.error = None;
-        Ok(Some(last))
-    }
-
-    /// Stands this XDP instance down, about to lose its DPU while the
-    /// partner DPU carries its traffic (the host's bond was steered away
-    /// from it): the program leaves its interfaces, so a frame that still
-    /// comes is not forwarded, as on a rebooting DPU. Returns its last
-    /// state, read once it no longer counts (it must be quiesced), or
-    /// `None` if it was away already.
-    ///
-    /// # Errors
-    /// The detach's or the snapshot's error; it is then left running.
-    pub fn stand_down(
-        &mut self,
-        config: &DaemonConfig,
-    ) -> Result<Option<dse_datapath::snapshot::Snapshot>, DatapathError> {
-        if self.failed_over {
-            return Ok(None);
-        }
-        let Some(Handle::Xdp(xdp)) = &self.handle else {
-            return Err(not_running(&self.record.name));
-        };
-        let last = xdp.detach().and_then(|()| xdp.snapshot());
-        let last = match last {
-            Ok(s) => s,
-            Err(e) => {
-                if let Err(again) = xdp.attach() {
-                    tracing::error!("datapath {}: reattaching: {again}", self.record.name);
-                }
-                return Err(e);
-            }
-        };
-        self.handle = None;
-        remove_pins(config, &self.record);
-        self.failed_over = true;
-        self.on_partner = true;
+        self.on_partner = to == Away::Partner;
         self.error = None;
         Ok(Some(last))
     }

@@ -475,11 +475,7 @@ impl DpuDatapaths for Daemon {
     ) -> Result<Option<Snapshot>, String> {
         let config = self.config.clone();
         self.with_instance(serial, |r| {
-            match to {
-                Away::HostPath => r.fail_over(&config, rules),
-                Away::Partner => r.stand_down(&config),
-            }
-            .map_err(|e| e.to_string())
+            r.fail_over(&config, rules, to).map_err(|e| e.to_string())
         })
     }
 
