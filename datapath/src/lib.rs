@@ -4,6 +4,7 @@
 //! executes the same way; [`pipeline`] is the reference execution of those
 //! tables, and [`emu`] runs it on worker threads behind the [`Datapath`] trait.
 
+pub mod analysis;
 pub mod compile;
 pub mod datapath;
 pub mod emu;
