@@ -5,11 +5,8 @@
 mod common;
 
 use common::bpf::PinDir;
-use common::fixtures::{Expect, document, table};
-use dse_datapath::RuleSet;
-use dse_datapath::compile::Compiler;
-use dse_datapath::pipeline::Verdict;
-use dse_datapath::xdp::{XdpInstance, XdpLimits};
+use common::fixtures::table;
+use dse_datapath::verify::{Subject, Xdp, check};
 
 #[test]
 fn xdp_program_runs_the_table() {
@@ -18,34 +15,18 @@ fn xdp_program_runs_the_table() {
         let Some(pins) = PinDir::new(&format!("fx{i}")) else {
             return;
         };
-        let set = RuleSet::from_yaml(&document(fx.rules))
-            .unwrap_or_else(|e| panic!("{}: rules do not load: {e}", fx.name));
-        let compiler = Compiler::new(set).unwrap_or_else(|e| panic!("{}: {e}", fx.name));
-        let mut xdp = XdpInstance::load(&pins.0, XdpLimits::small()).expect("loads");
-        let slots: Vec<u32> = compiler.tables().live_rules().map(|(s, _)| s).collect();
-        xdp.install(compiler.tables(), &slots).expect("installs");
-        if fx.input.len() < 14 {
+        let case = fx.case();
+        let mut xdp = Xdp::load(&case.rules, &pins.0).expect("loads");
+        if case.input.len() < 14 {
             // The kernel hands no XDP program a frame shorter than an
             // Ethernet header: BPF_PROG_TEST_RUN refuses it, and on a link
             // it never reaches the program.
-            assert!(xdp.run(fx.in_port, &fx.input).is_err(), "{}", fx.name);
+            assert!(xdp.run(case.in_port, &case.input).is_err(), "{}", fx.name);
             continue;
         }
         for round in ["miss", "cached"] {
-            let (verdict, bytes) = xdp
-                .run(fx.in_port, &fx.input)
-                .unwrap_or_else(|e| panic!("{} ({} bytes): {e}", fx.name, fx.input.len()));
-            let got = match verdict {
-                Verdict::Output(p) => Expect::Output(p, bytes),
-                Verdict::Pass => Expect::Pass(bytes),
-                Verdict::Tx => Expect::Tx(bytes),
-                Verdict::Drop(r) => Expect::Drop(r),
-            };
-            if got != fx.expect {
-                failures.push(format!(
-                    "{} ({round}):\n  want {:?}\n  got  {:?}",
-                    fx.name, fx.expect, got
-                ));
+            if let Err(m) = check(&case, &mut xdp) {
+                failures.push(format!("{m} ({round})"));
             }
         }
     }

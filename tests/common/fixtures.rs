@@ -4,7 +4,9 @@
 #![allow(dead_code)]
 
 use super::packets::*;
-use dse_datapath::pipeline::DropReason;
+use dse_datapath::RuleSet;
+use dse_datapath::pipeline::{DropReason, Verdict};
+use dse_datapath::verify::{Case, Outcome, Subject, check};
 
 /// What a fixture expects.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -28,6 +30,49 @@ pub struct Fixture {
     pub in_port: u16,
     pub input: Vec<u8>,
     pub expect: Expect,
+}
+
+impl Fixture {
+    /// The fixture as the library's case.
+    pub fn case(&self) -> Case {
+        let rules = RuleSet::from_yaml(&document(self.rules))
+            .unwrap_or_else(|e| panic!("{}: rules do not load: {e}", self.name));
+        let (verdict, bytes) = match &self.expect {
+            Expect::Output(p, b) => (Verdict::Output(*p), b.clone()),
+            Expect::Pass(b) => (Verdict::Pass, b.clone()),
+            Expect::Tx(b) => (Verdict::Tx, b.clone()),
+            Expect::Drop(r) => (Verdict::Drop(*r), Vec::new()),
+        };
+        Case {
+            name: self.name.to_string(),
+            rules,
+            in_port: self.in_port,
+            input: self.input.clone(),
+            expect: Outcome::new(verdict, bytes),
+        }
+    }
+}
+
+/// Runs each fixture `rounds` times through the subject `start` makes for
+/// it (`None`: stop, the backend cannot run here); the failures, one line
+/// each.
+pub fn run_table(
+    rounds: &[&str],
+    mut start: impl FnMut(usize, &Case) -> Option<Box<dyn Subject>>,
+) -> Vec<String> {
+    let mut failures = Vec::new();
+    for (i, fx) in table().into_iter().enumerate() {
+        let case = fx.case();
+        let Some(mut subject) = start(i, &case) else {
+            return failures;
+        };
+        for round in rounds {
+            if let Err(m) = check(&case, subject.as_mut()) {
+                failures.push(format!("{m} ({round})"));
+            }
+        }
+    }
+    failures
 }
 
 /// The rule-set document of a fixture.
