@@ -38,6 +38,10 @@
 //! // check(&case, &mut xdp)?;
 //! ```
 
+mod probes;
+
+pub use probes::{Probe, probes};
+
 use crate::compile::Compiler;
 use crate::emu::{EmuConfig, EmuDatapath};
 use crate::pipeline::{DropReason, Installed, Pipeline, Verdict};
