@@ -77,6 +77,12 @@ pub enum Command {
     /// dse's offloaded path, its host path, nftables and Open vSwitch, rule
     /// installation rates, and scaling over rules and masks (needs root).
     Bench(BenchArgs),
+    /// Check the backends against the reference pipeline, frame by frame: for
+    /// each rule a probe frame it takes and one just outside each field it
+    /// matches, through the reference and each backend; every disagreement
+    /// with a reproducer (the rules involved and the frame). Also warns of
+    /// rules no packet reaches. Exits 0 only if every frame agrees. Offline.
+    Verify(VerifyArgs),
     /// Run the daemon: hold the desired rules and keep every datapath equal to them
     /// (with --etcd, a fleet controller whose state is in etcd).
     Serve(ServeArgs),
@@ -398,11 +404,31 @@ pub enum RulesCommand {
         #[arg(long)]
         host: Option<String>,
     },
-    /// Validate and compile a rule file offline; print what it compiles to.
+    /// Validate and compile a rule file offline; print what it compiles to and
+    /// warn of rules no packet reaches (covered by rules above them, or
+    /// matching fields no packet has together).
     Check {
         /// Rule file (YAML or JSON).
         file: PathBuf,
     },
+}
+
+/// `dse verify`'s options.
+#[derive(Args)]
+pub struct VerifyArgs {
+    /// Rule file (YAML or JSON).
+    #[arg(short = 'f', long)]
+    pub file: PathBuf,
+    /// Backends to check (comma-separated); xdp needs root and bpffs.
+    #[arg(long, value_delimiter = ',', default_value = "xdp,emu")]
+    pub backend: Vec<dse::verify::Backend>,
+    /// Write a reproducer of each disagreement here.
+    #[arg(long)]
+    pub out: Option<PathBuf>,
+    /// The bpffs mount the XDP program pins its maps under (in a directory
+    /// of its own, removed afterwards).
+    #[arg(long, default_value = "/sys/fs/bpf")]
+    pub bpffs: PathBuf,
 }
 
 /// A backend, as the CLI names it.

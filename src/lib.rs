@@ -6,3 +6,4 @@ pub mod demo;
 pub mod depot;
 pub mod lab;
 pub mod out;
+pub mod verify;

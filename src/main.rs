@@ -31,7 +31,22 @@ fn check(file: &Path) -> Result<()> {
         t.actions.len(),
         t.heap_bytes() / 1024
     );
+    for f in dse_datapath::analysis::unreached(&set) {
+        dse::outln!("warning: {f}");
+    }
     Ok(())
+}
+
+/// `dse verify`: the report, then the exit code (non-zero on a disagreement).
+fn verify(args: &cli::VerifyArgs, output: cli::Output) -> Result<()> {
+    let set = load(&args.file)?;
+    compile(&set).with_context(|| format!("{} refused", args.file.display()))?;
+    let r = dse::verify::run(&set, &args.backend, &args.bpffs, args.out.as_deref())?;
+    match output {
+        cli::Output::Json => dse::outln!("{}", dse::verify::json(&r)),
+        cli::Output::Table => dse::verify::print(&r),
+    }
+    dse::verify::verdict(&r)
 }
 
 /// `dse bench`: the options from the command line, the run, the tables
@@ -164,6 +179,7 @@ fn run() -> ExitCode {
         Command::Rules {
             command: RulesCommand::Check { file },
         } => local(check(&file)),
+        Command::Verify(args) => local(verify(&args, cli.output)),
         Command::Serve(args) => local(remote::serve(args, &cli.connection)),
         Command::Agent(args) => local(remote::agent(args)),
         Command::Bench(args) => local(bench(args, cli.output)),

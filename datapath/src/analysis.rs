@@ -96,28 +96,43 @@ pub fn unreached(set: &RuleSet) -> Vec<Finding> {
 }
 
 /// The rules among `above` (id, cube, in rank order) that together cover
-/// `cube`, each of them taking a part of it; `None` if they do not (or the
-/// remainder grew past [`MAX_PIECES`]).
+/// `cube`, each of them taking a part of it, in rank order; `None` if they
+/// do not (or the remainder grew past [`MAX_PIECES`]). A union covers
+/// whatever order it is subtracted in, so the cubes that fix the fewest
+/// bits `cube` leaves free go first: they split it into the fewest pieces.
 fn covered<'a>(
     cube: &MaskedKey,
     above: impl Iterator<Item = (u32, &'a MaskedKey)>,
 ) -> Option<Vec<u32>> {
+    let mut candidates: Vec<(u32, usize, u32, &MaskedKey)> = above
+        .enumerate()
+        .filter(|(_, (_, c))| intersects(cube, c))
+        .map(|(rank, (id, c))| (extra_bits(cube, c), rank, id, c))
+        .collect();
+    candidates.sort_by_key(|(bits, rank, _, _)| (*bits, *rank));
     let mut left = vec![*cube];
     let mut by = Vec::new();
-    for (id, c) in above {
+    for (_, rank, id, c) in candidates {
         if !left.iter().any(|piece| intersects(piece, c)) {
             continue;
         }
         left = left.iter().flat_map(|piece| subtract(piece, c)).collect();
-        by.push(id);
+        by.push((rank, id));
         if left.is_empty() {
-            return Some(by);
+            by.sort_unstable();
+            return Some(by.into_iter().map(|(_, id)| id).collect());
         }
         if left.len() > MAX_PIECES {
             return None;
         }
     }
     None
+}
+
+/// How many bits `b` fixes that `a` leaves free.
+fn extra_bits(a: &MaskedKey, b: &MaskedKey) -> u32 {
+    let (am, bm) = (a.mask.words(), b.mask.words());
+    (0..8).map(|i| (bm[i] & !am[i]).count_ones()).sum()
 }
 
 /// Whether some key is in both `a` and `b`: they agree on every bit both fix.

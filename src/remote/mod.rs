@@ -414,6 +414,7 @@ fn dispatch(
         | Command::Serve(_)
         | Command::Agent(_)
         | Command::Bench(_)
+        | Command::Verify(_)
         | Command::Completions { .. }
         | Command::Man => unreachable!("run locally"),
     }

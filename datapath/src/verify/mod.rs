@@ -38,8 +38,10 @@
 //! // check(&case, &mut xdp)?;
 //! ```
 
+mod compare;
 mod probes;
 
+pub use compare::{Disagreement, candidates, compare, reproducer};
 pub use probes::{Probe, probes};
 
 use crate::compile::Compiler;
