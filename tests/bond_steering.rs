@@ -16,16 +16,6 @@ use std::time::{Duration, Instant};
 /// The host's address on its bond.
 const ADDR: [u8; 4] = [10, 77, 0, 2];
 
-fn root() -> bool {
-    // SAFETY: geteuid has no preconditions.
-    let root = unsafe { libc::geteuid() } == 0;
-    assert!(
-        root || std::env::var("CI").as_deref() != Ok("true"),
-        "CI runs this test as root"
-    );
-    root
-}
-
 /// A namespace with bridge `up0` over members `m2` and `m3`, each a veth
 /// whose other end (`p2`, `p3`) stays in the namespace to watch the wire.
 fn host(tag: &str) -> (Netns, Bond) {
@@ -139,7 +129,7 @@ fn send(ns: &Netns) {
 
 #[test]
 fn the_host_sends_through_the_active_member_only_and_a_switch_announces_it() {
-    if !root() {
+    if !common::root() {
         return;
     }
     let (ns, bond) = host("st");
@@ -218,7 +208,7 @@ fn the_host_sends_through_the_active_member_only_and_a_switch_announces_it() {
 
 #[test]
 fn bad_steering_is_refused_by_name_and_changes_nothing() {
-    if !root() {
+    if !common::root() {
         return;
     }
     let (ns, bond) = host("bad");

@@ -4,6 +4,8 @@
 //! named with the rules that cover them. Needs root and bpffs for the XDP
 //! backend; under CI=true that is a failure.
 
+mod common;
+
 use std::process::Command;
 
 fn dse(args: &[&str]) -> std::process::Output {
@@ -15,19 +17,9 @@ fn dse(args: &[&str]) -> std::process::Output {
 
 const EXAMPLE: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/examples/verify.yaml");
 
-fn root() -> bool {
-    // SAFETY: geteuid has no preconditions.
-    let root = unsafe { libc::geteuid() } == 0;
-    assert!(
-        root || std::env::var("CI").as_deref() != Ok("true"),
-        "CI runs this test as root"
-    );
-    root
-}
-
 #[test]
 fn every_probe_of_the_example_agrees_on_xdp_and_the_host_path() {
-    if !root() {
+    if !common::root() {
         return;
     }
     let out = dse(&["-o", "json", "verify", "-f", EXAMPLE]);

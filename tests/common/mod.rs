@@ -16,3 +16,15 @@ pub mod random;
 pub mod restart;
 pub mod stream;
 pub mod topology;
+
+/// Whether this test runs as root; under `CI=true` it must.
+#[allow(dead_code)]
+pub fn root() -> bool {
+    // SAFETY: geteuid has no preconditions.
+    let root = unsafe { libc::geteuid() } == 0;
+    assert!(
+        root || std::env::var("CI").as_deref() != Ok("true"),
+        "CI runs this test as root"
+    );
+    root
+}

@@ -60,23 +60,7 @@ fn tcp_step(
     dp: u16,
     flags: u8,
 ) -> etherparse::PacketBuilderStep<etherparse::TcpHeader> {
-    let mut t = step.tcp(sp, dp, 1000, 4096);
-    if flags & 0x02 != 0 {
-        t = t.syn();
-    }
-    if flags & 0x10 != 0 {
-        t = t.ack(1);
-    }
-    if flags & 0x01 != 0 {
-        t = t.fin();
-    }
-    if flags & 0x04 != 0 {
-        t = t.rst();
-    }
-    if flags & 0x08 != 0 {
-        t = t.psh();
-    }
-    t
+    dse_datapath::verify::tcp_with_flags(step, sp, dp, 1000, flags)
 }
 
 /// Ethernet / [VLAN] / IPv4 / L4.

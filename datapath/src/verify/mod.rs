@@ -42,7 +42,7 @@ mod compare;
 mod probes;
 
 pub use compare::{Disagreement, candidates, compare, reproducer};
-pub use probes::{Probe, probes};
+pub use probes::{Probe, probes, tcp_with_flags};
 
 use crate::compile::Compiler;
 use crate::emu::{EmuConfig, EmuDatapath};

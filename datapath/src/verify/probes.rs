@@ -6,7 +6,7 @@
 
 use crate::rule::{IpPrefix, Match, Rule, RuleSet, VlanMatch};
 use crate::wire::{ethertype, ipproto};
-use etherparse::{PacketBuilder, VlanId};
+use etherparse::{IpHeaders, PacketBuilder, PacketBuilderStep, TcpHeader, VlanId};
 use std::net::IpAddr;
 
 /// A frame to run, and why it was made.
@@ -226,32 +226,7 @@ fn frame_for(set: &RuleSet, m: &Match) -> Option<(u16, Vec<u8>)> {
     let written = match proto {
         ipproto::TCP => {
             let flags = m.tcp_flags.map_or(0, |f| f.0.value);
-            let mut t = l3.tcp(sport, dport, 1, 4096);
-            if flags & 0x02 != 0 {
-                t = t.syn();
-            }
-            if flags & 0x10 != 0 {
-                t = t.ack(1);
-            }
-            if flags & 0x01 != 0 {
-                t = t.fin();
-            }
-            if flags & 0x04 != 0 {
-                t = t.rst();
-            }
-            if flags & 0x08 != 0 {
-                t = t.psh();
-            }
-            if flags & 0x20 != 0 {
-                t = t.urg(0);
-            }
-            if flags & 0x40 != 0 {
-                t = t.ece();
-            }
-            if flags & 0x80 != 0 {
-                t = t.cwr();
-            }
-            t.write(&mut frame, &payload)
+            tcp_with_flags(l3, sport, dport, 1, flags).write(&mut frame, &payload)
         }
         ipproto::ICMP if !v6 => l3
             .icmpv4_raw(sport as u8, dport as u8, [0; 4])
@@ -269,6 +244,36 @@ fn frame_for(set: &RuleSet, m: &Match) -> Option<(u16, Vec<u8>)> {
     };
     written.ok()?;
     Some((in_port, frame))
+}
+
+/// `l3`'s TCP header from `sport` to `dport`, sequence number `seq`, with
+/// the flags of `flags` (the header's flag byte) set; ACK acknowledges 1.
+pub fn tcp_with_flags(
+    l3: PacketBuilderStep<IpHeaders>,
+    sport: u16,
+    dport: u16,
+    seq: u32,
+    flags: u8,
+) -> PacketBuilderStep<TcpHeader> {
+    type Step = PacketBuilderStep<TcpHeader>;
+    type Setter = fn(Step) -> Step;
+    let setters: [(u8, Setter); 8] = [
+        (0x01, |t| t.fin()),
+        (0x02, |t| t.syn()),
+        (0x04, |t| t.rst()),
+        (0x08, |t| t.psh()),
+        (0x10, |t| t.ack(1)),
+        (0x20, |t| t.urg(0)),
+        (0x40, |t| t.ece()),
+        (0x80, |t| t.cwr()),
+    ];
+    let mut t = l3.tcp(sport, dport, seq, 4096);
+    for (bit, set) in setters {
+        if flags & bit != 0 {
+            t = set(t);
+        }
+    }
+    t
 }
 
 #[cfg(test)]
