@@ -6,4 +6,5 @@ pub mod demo;
 pub mod depot;
 pub mod lab;
 pub mod out;
+pub mod pcap;
 pub mod verify;

@@ -2,10 +2,14 @@
 //! and each backend, every disagreement with a reproducer, and the rules
 //! no packet reaches.
 
+use crate::pcap::Place;
 use anyhow::{Context, Result, bail};
 use dse_datapath::RuleSet;
 use dse_datapath::analysis::{Finding, unreached};
-use dse_datapath::verify::{Disagreement, Emu, Subject, Xdp, compare, probes, reproducer};
+use dse_datapath::pipeline::Verdict;
+use dse_datapath::verify::{
+    Disagreement, Emu, Got, Probe, Subject, Xdp, compare, probes, reproducer,
+};
 use serde_json::{Value, json};
 use std::path::{Path, PathBuf};
 
@@ -41,8 +45,9 @@ impl Drop for Pins {
     }
 }
 
-/// Checks `set` (read from `file`) on `backends`; XDP pins under `bpffs`;
-/// reproducers go under `out`.
+/// Checks `set` on `backends`; XDP pins under `bpffs`. With `out`, writes
+/// there what each backend (and the reference) sent, as
+/// `<backend>.pcapng`, and a reproducer of each disagreement.
 ///
 /// # Errors
 /// A backend that cannot start (XDP without root or bpffs, say), or a
@@ -69,26 +74,50 @@ pub fn run(
         });
     }
     let frames = probes(set);
-    let disagreements = compare(set, &frames, &mut subjects)?;
+    let c = compare(set, &frames, &mut subjects)?;
     let mut written = Vec::new();
     if let Some(dir) = out {
         std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
-        for (i, d) in disagreements.iter().enumerate() {
+        for (name, outcomes) in &c.outcomes {
+            let path = dir.join(format!("{name}.pcapng"));
+            crate::pcap::write(&path, set, frames_out(&frames, outcomes))?;
+        }
+        for (i, d) in c.disagreements.iter().enumerate() {
             written.push(write_reproducer(dir, i + 1, set, d)?);
         }
     }
     Ok(Report {
         probes: frames.len(),
         backends: subjects.iter().map(|s| s.name().to_string()).collect(),
-        disagreements,
+        disagreements: c.disagreements,
         unreached: unreached(set),
         written,
     })
 }
 
+/// The frames a backend sent, where it sent them: out of a port (`output`,
+/// or `tx` out of the one it came in on), or to the host stack.
+fn frames_out<'a>(
+    probes: &'a [Probe],
+    outcomes: &'a [Got],
+) -> impl Iterator<Item = (Place, &'a [u8])> {
+    probes.iter().zip(outcomes).filter_map(|(p, got)| {
+        let Got::Outcome(o) = got else {
+            return None;
+        };
+        let place = match o.verdict {
+            Verdict::Output(port) => Place::Port(port),
+            Verdict::Tx => Place::Port(p.in_port),
+            Verdict::Pass => Place::Host,
+            Verdict::Drop(_) => return None,
+        };
+        Some((place, o.bytes.as_slice()))
+    })
+}
+
 /// Writes disagreement `n`'s reproducer under `dir`: `disagreement-N.yaml`,
 /// the rules involved (all of them when none matched), and
-/// `disagreement-N.frame`, the port and the frame in hex.
+/// `disagreement-N.pcapng`, the frame on the port it arrives on.
 fn write_reproducer(dir: &Path, n: usize, set: &RuleSet, d: &Disagreement) -> Result<PathBuf> {
     let small = if d.rules.is_empty() {
         set.clone()
@@ -96,17 +125,17 @@ fn write_reproducer(dir: &Path, n: usize, set: &RuleSet, d: &Disagreement) -> Re
         reproducer(set, &d.rules)
     };
     let rules = dir.join(format!("disagreement-{n}.yaml"));
-    let text = serde_norway::to_string(&small).context("writing the rules")?;
-    std::fs::write(&rules, text).with_context(|| format!("writing {}", rules.display()))?;
-    let frame = dir.join(format!("disagreement-{n}.frame"));
     let text = format!(
-        "# {} on {}: in_port {}\n{}\n",
+        "# {} on {}: disagreement-{n}.pcapng arrives on port index {}\n{}",
         d.probe.why,
         d.subject,
         d.probe.in_port,
-        hex::encode(&d.probe.frame)
+        serde_norway::to_string(&small).context("writing the rules")?
     );
-    std::fs::write(&frame, text).with_context(|| format!("writing {}", frame.display()))?;
+    std::fs::write(&rules, text).with_context(|| format!("writing {}", rules.display()))?;
+    let frame = dir.join(format!("disagreement-{n}.pcapng"));
+    let input = [(Place::Port(d.probe.in_port), d.probe.frame.as_slice())];
+    crate::pcap::write(&frame, &small, input)?;
     Ok(rules)
 }
 

@@ -77,3 +77,91 @@ fn a_missing_backend_capability_is_named() {
     );
     assert!(String::from_utf8_lossy(&out.stdout).contains("every frame agrees"));
 }
+
+/// tcpdump's one line per packet of `path`, or `None` without tcpdump
+/// (under CI=true that is a failure: `cargo xtask setup` installs it).
+fn tcpdump(path: &std::path::Path) -> Option<Vec<String>> {
+    let out = match Command::new("tcpdump")
+        .args(["-nn", "-e", "-r"])
+        .arg(path)
+        .output()
+    {
+        Ok(o) => o,
+        Err(e) => {
+            assert!(
+                std::env::var("CI").as_deref() != Ok("true"),
+                "CI has tcpdump: {e}"
+            );
+            eprintln!("no tcpdump here ({e}): the pcaps are not read back");
+            return None;
+        }
+    };
+    assert!(
+        out.status.success(),
+        "tcpdump reads {}: {}",
+        path.display(),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    Some(
+        String::from_utf8_lossy(&out.stdout)
+            .lines()
+            .map(str::to_string)
+            .collect(),
+    )
+}
+
+#[test]
+fn the_frames_each_backend_sent_are_pcaps_tcpdump_reads() {
+    let dir = std::env::temp_dir().join(format!("dse-verify-pcap-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    let out = dse(&[
+        "-o",
+        "json",
+        "verify",
+        "-f",
+        EXAMPLE,
+        "--backend",
+        "emu",
+        "--out",
+        dir.to_str().unwrap(),
+    ]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let report: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(report["agree"], true);
+    let Some(reference) = tcpdump(&dir.join("reference.pcapng")) else {
+        return;
+    };
+    let emu = tcpdump(&dir.join("emu.pcapng")).unwrap();
+    // The backends agree, so they sent the same frames: every probe
+    // that was not dropped, and some were.
+    assert_eq!(reference, emu);
+    let probes = report["probes"].as_u64().unwrap() as usize;
+    assert!(
+        (10..probes).contains(&reference.len()),
+        "{} frames sent of {probes} probes",
+        reference.len()
+    );
+    // Rule 4 rewrote its frame: to 192.168.77.1:5353 from 172.16.0.9:33000.
+    assert!(
+        reference
+            .iter()
+            .any(|l| l.contains("172.16.0.9.33000 > 192.168.77.1.5353: ")),
+        "{reference:#?}"
+    );
+    // Rule 10's VXLAN and rule 5's VLAN tag are on the wire as sent.
+    assert!(
+        reference
+            .iter()
+            .any(|l| l.contains("VXLAN, flags [I] (0x08), vni 42")),
+        "{reference:#?}"
+    );
+    assert!(
+        reference.iter().any(|l| l.contains("vlan 100")),
+        "{reference:#?}"
+    );
+    let _ = std::fs::remove_dir_all(&dir);
+}

@@ -37,8 +37,19 @@ pub fn candidates(set: &RuleSet, in_port: u16, frame: &[u8]) -> Vec<u32> {
     ranked.iter().map(|r| r.id).collect()
 }
 
+/// What each backend did with each probe, and where one differed from
+/// the reference.
+#[derive(Debug, Clone)]
+pub struct Comparison {
+    /// Each backend's name and what it did with each probe, in probe
+    /// order; the reference first.
+    pub outcomes: Vec<(String, Vec<Got>)>,
+    /// Every disagreement, in probe order.
+    pub disagreements: Vec<Disagreement>,
+}
+
 /// Runs each probe through the reference pipeline running `set` and
-/// through each subject; every disagreement, in probe order.
+/// through each subject.
 ///
 /// # Errors
 /// [`RuleError`] if the rules do not compile.
@@ -46,20 +57,28 @@ pub fn compare(
     set: &RuleSet,
     probes: &[Probe],
     subjects: &mut [Box<dyn Subject>],
-) -> Result<Vec<Disagreement>, RuleError> {
+) -> Result<Comparison, RuleError> {
     let mut reference = Reference::new(set)?;
-    let mut found = Vec::new();
+    let mut outcomes: Vec<(String, Vec<Got>)> = std::iter::once("reference".to_string())
+        .chain(subjects.iter().map(|s| s.name().to_string()))
+        .map(|name| (name, Vec::with_capacity(probes.len())))
+        .collect();
+    let mut disagreements = Vec::new();
     for p in probes {
         let want = reference
             .run(p.in_port, &p.frame)
             .expect("the reference runs every frame");
-        for s in subjects.iter_mut() {
+        outcomes[0].1.push(Got::Outcome(want.clone()));
+        for (i, s) in subjects.iter_mut().enumerate() {
             let got = match s.run(p.in_port, &p.frame) {
-                Ok(o) if o == want => continue,
                 Ok(o) => Got::Outcome(o),
                 Err(e) => Got::Error(e),
             };
-            found.push(Disagreement {
+            outcomes[i + 1].1.push(got.clone());
+            if got == Got::Outcome(want.clone()) {
+                continue;
+            }
+            disagreements.push(Disagreement {
                 probe: p.clone(),
                 subject: s.name().to_string(),
                 reference: want.clone(),
@@ -68,7 +87,10 @@ pub fn compare(
             });
         }
     }
-    Ok(found)
+    Ok(Comparison {
+        outcomes,
+        disagreements,
+    })
 }
 
 /// The rule file of a reproducer: `set`'s ports and meters, and only the
@@ -118,7 +140,9 @@ mod tests {
         }
         let mut subjects: Vec<Box<dyn Subject>> =
             vec![Box::new(ReversedTies(Reference::new(&swapped).unwrap()))];
-        let found = compare(&set, &probes(&set), &mut subjects).unwrap();
+        let found = compare(&set, &probes(&set), &mut subjects)
+            .unwrap()
+            .disagreements;
         assert!(!found.is_empty(), "the tie is caught");
         for d in &found {
             assert_eq!(d.rules, vec![1, 2], "both rules of the tie: {d:?}");
@@ -134,10 +158,9 @@ mod tests {
         }
         // Without the bug, nothing.
         let mut honest: Vec<Box<dyn Subject>> = vec![Box::new(Reference::new(&set).unwrap())];
-        assert!(
-            compare(&set, &probes(&set), &mut honest)
-                .unwrap()
-                .is_empty()
-        );
+        let honest = compare(&set, &probes(&set), &mut honest).unwrap();
+        assert!(honest.disagreements.is_empty());
+        assert_eq!(honest.outcomes.len(), 2, "the reference and the subject");
+        assert_eq!(honest.outcomes[0].1, honest.outcomes[1].1);
     }
 }

@@ -41,7 +41,7 @@
 mod compare;
 mod probes;
 
-pub use compare::{Disagreement, candidates, compare, reproducer};
+pub use compare::{Comparison, Disagreement, candidates, compare, reproducer};
 pub use probes::{Probe, probes, tcp_with_flags};
 
 use crate::compile::Compiler;
