@@ -79,7 +79,8 @@ pub enum Command {
     Bench(BenchArgs),
     /// Check the backends against the reference pipeline, frame by frame: for
     /// each rule a probe frame it takes and one just outside each field it
-    /// matches, through the reference and each backend; every disagreement
+    /// matches, and one for each tie of equal-priority rules, through the
+    /// reference and each backend; every disagreement
     /// with a reproducer (the rules involved and the frame). Also warns of
     /// rules no packet reaches. Exits 0 only if every frame agrees. Offline.
     Verify(VerifyArgs),

@@ -42,7 +42,106 @@ pub fn probes(set: &RuleSet) -> Vec<Probe> {
             }
         }
     }
+    out.extend(ties(set));
     out
+}
+
+/// The most tie probes [`probes`] makes.
+pub const MAX_TIES: usize = 1000;
+
+/// A frame for each pair of rules of equal priority that some frame
+/// matches both of: the lower id must take it.
+fn ties(set: &RuleSet) -> Vec<Probe> {
+    let mut out = Vec::new();
+    for (i, a) in set.rules.iter().enumerate() {
+        for b in set.rules[i + 1..]
+            .iter()
+            .filter(|b| b.priority == a.priority)
+        {
+            let Some(both) = merge(&a.matches, &b.matches) else {
+                continue;
+            };
+            if let Some((in_port, frame)) = frame_for(set, &both) {
+                let (lo, hi) = (a.id.min(b.id), a.id.max(b.id));
+                out.push(Probe {
+                    in_port,
+                    frame,
+                    why: format!("rules {lo} and {hi} tie at priority {}", a.priority),
+                });
+                if out.len() == MAX_TIES {
+                    return out;
+                }
+            }
+        }
+    }
+    out
+}
+
+/// A match taking only frames both `a` and `b` take, if there are any.
+fn merge(a: &Match, b: &Match) -> Option<Match> {
+    fn one<T: Clone + PartialEq>(x: &Option<T>, y: &Option<T>) -> Option<Option<T>> {
+        match (x, y) {
+            (Some(x), Some(y)) if x != y => None,
+            _ => Some(x.clone().or_else(|| y.clone())),
+        }
+    }
+    fn prefix(x: Option<IpPrefix>, y: Option<IpPrefix>) -> Option<Option<IpPrefix>> {
+        let (Some(x), Some(y)) = (x, y) else {
+            return Some(x.or(y));
+        };
+        let (short, long) = if x.len <= y.len { (x, y) } else { (y, x) };
+        let inside = match (short.addr, long.addr) {
+            (IpAddr::V4(s), IpAddr::V4(l)) => {
+                let keep = u32::MAX.checked_shl(32 - u32::from(short.len)).unwrap_or(0);
+                u32::from(s) & keep == u32::from(l) & keep
+            }
+            (IpAddr::V6(s), IpAddr::V6(l)) => {
+                let keep = u128::MAX
+                    .checked_shl(128 - u32::from(short.len))
+                    .unwrap_or(0);
+                u128::from(s) & keep == u128::from(l) & keep
+            }
+            _ => false,
+        };
+        inside.then_some(Some(long))
+    }
+    fn masked<T>(
+        x: Option<crate::rule::Masked<T>>,
+        y: Option<crate::rule::Masked<T>>,
+    ) -> Option<Option<crate::rule::Masked<T>>>
+    where
+        T: Copy
+            + std::ops::BitAnd<Output = T>
+            + std::ops::BitOr<Output = T>
+            + std::ops::BitXor<Output = T>
+            + PartialEq
+            + Default,
+    {
+        let (Some(x), Some(y)) = (x, y) else {
+            return Some(x.or(y));
+        };
+        ((x.value ^ y.value) & x.mask & y.mask == T::default()).then_some(Some(
+            crate::rule::Masked {
+                value: x.value | y.value,
+                mask: x.mask | y.mask,
+            },
+        ))
+    }
+    Some(Match {
+        in_port: one(&a.in_port, &b.in_port)?,
+        eth_src: one(&a.eth_src, &b.eth_src)?,
+        eth_dst: one(&a.eth_dst, &b.eth_dst)?,
+        vlan: one(&a.vlan, &b.vlan)?,
+        eth_type: one(&a.eth_type, &b.eth_type)?,
+        ip_src: prefix(a.ip_src, b.ip_src)?,
+        ip_dst: prefix(a.ip_dst, b.ip_dst)?,
+        ip_proto: one(&a.ip_proto, &b.ip_proto)?,
+        l4_src: masked(a.l4_src, b.l4_src)?,
+        l4_dst: masked(a.l4_dst, b.l4_dst)?,
+        tcp_flags: masked(a.tcp_flags.map(|f| f.0), b.tcp_flags.map(|f| f.0))?
+            .map(crate::rule::TcpFlags),
+        vni: one(&a.vni, &b.vni)?,
+    })
 }
 
 /// Copies of `r`'s match, each with one field just outside what `r` takes.
@@ -322,5 +421,39 @@ mod tests {
                 assert_eq!(got, want, "{m}: {}", p.why);
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tie_tests {
+    use super::*;
+    use crate::pipeline::Verdict;
+    use crate::verify::{Reference, Subject};
+
+    #[test]
+    fn rules_of_equal_priority_that_share_frames_get_a_probe_the_lower_id_takes() {
+        let set = RuleSet::from_yaml(
+            "ports: [{name: a, index: 0}, {name: b, index: 1}, {name: c, index: 2}]\nrules:\n  - {id: 7, priority: 5, match: {ip_proto: udp}, actions: [{output: b}]}\n  - {id: 3, priority: 5, match: {ip_dst: 10.0.0.0/8, l4_dst: '0x0035/0x00ff', ip_proto: udp}, actions: [{output: c}]}\n  - {id: 4, priority: 5, match: {ip_proto: tcp}, actions: [drop]}\n  - {id: 5, priority: 9, match: {ip_proto: udp}, actions: [pass]}\n",
+        )
+        .unwrap();
+        set.validate().unwrap();
+        let ties: Vec<Probe> = probes(&set)
+            .into_iter()
+            .filter(|p| p.why.contains("tie"))
+            .collect();
+        // 7 and 3 share UDP to 10/8 port 53 (low byte); 4 is TCP, 5 is
+        // above them all.
+        assert_eq!(ties.len(), 1, "{ties:?}");
+        assert_eq!(ties[0].why, "rules 3 and 7 tie at priority 5");
+        // Without rule 5 the lower id takes it.
+        let mut without = set.clone();
+        without.rules.retain(|r| r.id != 5);
+        let mut reference = Reference::new(&without).unwrap();
+        let got = reference.run(ties[0].in_port, &ties[0].frame).unwrap();
+        assert_eq!(got.verdict, Verdict::Output(2), "rule 3's port");
+        assert_eq!(
+            crate::verify::candidates(&set, ties[0].in_port, &ties[0].frame),
+            [5, 3, 7]
+        );
     }
 }
