@@ -112,19 +112,14 @@ pub fn remediate_under_traffic(
         Remediate::DryRun(_) => unreachable!(),
     };
     let mut seen: BTreeMap<String, BTreeSet<String>> = BTreeMap::new();
-    let remediation = loop {
+    let remediation = Lab::wait_watching(&d, id, || {
         for s in d.datapaths() {
             let io = s.host_io.map(|io| format!(" ({io:?})")).unwrap_or_default();
             seen.entry(s.name)
                 .or_default()
                 .insert(format!("{}{io}", s.state));
         }
-        let r = d.remediation(id).expect("the remediation is journaled");
-        if r.is_finished() {
-            break r;
-        }
-        std::thread::sleep(Duration::from_millis(10));
-    };
+    });
     std::thread::sleep(Duration::from_millis(500));
     let flows: Vec<Delivery> = flows.into_iter().map(|f| f.finish()).collect();
     let counters = d

@@ -281,8 +281,14 @@ impl Lab {
 
     /// Waits for remediation `id` to finish.
     pub fn wait(d: &Daemon, id: u64) -> Remediation {
+        Self::wait_watching(d, id, || {})
+    }
+
+    /// Waits for remediation `id` to finish, calling `each` at every look.
+    pub fn wait_watching(d: &Daemon, id: u64, mut each: impl FnMut()) -> Remediation {
         let deadline = Instant::now() + Duration::from_secs(120);
         loop {
+            each();
             let r = d.remediation(id).expect("the remediation is journaled");
             if r.is_finished() {
                 return r;

@@ -39,11 +39,10 @@ pub struct Running {
     pub error: Option<String>,
     /// Whether it was adopted from an earlier run rather than started.
     pub adopted: bool,
-    /// Whether its DPU is away (rebooting) and the host path or the
-    /// partner DPU carries its traffic.
-    pub failed_over: bool,
-    /// Whether the partner DPU carries it (the datapath stood down).
-    pub on_partner: bool,
+    /// Where its traffic is while its DPU is away (rebooting): on the host
+    /// path, or on the partner DPU (the datapath stood down); `None` while
+    /// it is on its DPU.
+    pub away: Option<Away>,
     /// A program loaded ahead of a swap, with the object it came from.
     prepared: Option<(
         Option<std::path::PathBuf>,
@@ -102,8 +101,7 @@ impl Running {
                 handle: None,
                 error: Some(e.to_string()),
                 adopted: false,
-                failed_over: false,
-                on_partner: false,
+                away: None,
                 prepared: None,
             },
         }
@@ -158,8 +156,7 @@ impl Running {
             handle: Some(handle),
             error: None,
             adopted,
-            failed_over: false,
-            on_partner: false,
+            away: None,
             prepared: None,
         })
     }
@@ -183,7 +180,7 @@ impl Running {
         rules: &RuleSet,
         to: Away,
     ) -> Result<Option<dse_datapath::snapshot::Snapshot>, DatapathError> {
-        if self.failed_over {
+        if self.away.is_some() {
             return Ok(None);
         }
         let Some(Handle::Xdp(xdp)) = &self.handle else {
@@ -223,8 +220,7 @@ impl Running {
         };
         self.handle = host.map(Handle::Host);
         remove_pins(config, &self.record);
-        self.failed_over = true;
-        self.on_partner = to == Away::Partner;
+        self.away = Some(to);
         self.error = None;
         Ok(Some(last))
     }
@@ -311,8 +307,7 @@ impl Running {
             }
         }
         self.record = record;
-        self.failed_over = false;
-        self.on_partner = false;
+        self.away = None;
         self.error = None;
         Ok(())
     }
@@ -370,11 +365,11 @@ impl Running {
 
     /// Its status, compared with desired generation `desired`.
     pub fn status(&self, desired: u64) -> InstanceStatus {
-        let state = match (&self.handle, self.failed_over) {
-            (None, true) if self.on_partner => "on_partner",
+        let state = match (&self.handle, self.away) {
+            (None, Some(Away::Partner)) => "on_partner",
             (None, _) => "failed",
-            (Some(_), true) => "failed_over",
-            (Some(_), false) => "running",
+            (Some(_), Some(_)) => "failed_over",
+            (Some(_), None) => "running",
         };
         let generation = self.datapath().map(|d| d.generation());
         let host_io = match &self.handle {

@@ -454,7 +454,7 @@ impl DpuDatapaths for Daemon {
         let all = self.read_instances();
         let r = all.get(serial)?;
         Some(DatapathState {
-            failed_over: r.failed_over,
+            failed_over: r.away.is_some(),
             object: r.record.object.clone(),
         })
     }
