@@ -117,7 +117,7 @@ fn the_leader_orders_the_hosts_the_agents_run_them_and_a_new_leader_finishes() {
     let (_, err) = failure(&out);
     assert!(err.contains("ctl-rem-a"), "{err}");
 
-    // Traffic across both hosts, A->B (S1, S2) and C->D (S1, S3).
+    // Traffic across both hosts, h1->h2 and h2->h1 (S1, and S2 or S3 behind h2's bond).
     let fabric = lab.fabric.as_ref().unwrap();
     let flows = fabric.flows(PPS);
     std::thread::sleep(Duration::from_millis(500));
