@@ -181,3 +181,59 @@ fn an_agent_applies_its_hosts_rule_set_reports_it_and_restarts_without_etcd() {
         std::thread::sleep(Duration::from_millis(10));
     }
 }
+
+/// A request put while the agent is not watching (it is starting, or
+/// syncing after a change, or reconnecting) is answered once it watches,
+/// as long as its asker waits; one whose asker gave up is gone with its
+/// lease and is not answered.
+#[test]
+fn an_agent_answers_a_request_put_before_it_watched_and_not_one_given_up() {
+    use dse_control::fleet::{ask, counters};
+    let Some(etcd) = etcd_cluster("agent-ask") else {
+        return;
+    };
+    let dir = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("fleet-agent-ask");
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let endpoints = etcd.endpoints_arg();
+    let c = rt
+        .block_on(Etcd::connect(EtcdConfig::new(&endpoints)))
+        .unwrap();
+    rt.block_on(publish_rule_set(&c, "default", None, &rules(5, 1)))
+        .unwrap();
+
+    // Given up before any agent runs: its request goes with its lease.
+    let gave_up = rt.block_on(counters::ask(&c, "h1", None, Duration::from_millis(100)));
+    assert!(
+        matches!(
+            gave_up,
+            Err(dse_control::fleet::FleetError::AgentSilent { .. })
+        ),
+        "{gave_up:?}"
+    );
+    let request = ask::request_key(c.prefix(), "h1", counters::KIND);
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while !rt.block_on(c.get(&request)).unwrap().kvs().is_empty() {
+        assert!(Instant::now() < deadline, "the given-up request stays");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+
+    // Asked while no agent watches; the agent starts after.
+    let waiting = {
+        let c = c.clone();
+        rt.spawn(async move { counters::ask(&c, "h1", None, Duration::from_secs(20)).await })
+    };
+    std::thread::sleep(Duration::from_millis(500));
+    let answer = ask::answer_key(c.prefix(), "h1", counters::KIND);
+    assert!(rt.block_on(c.get(&answer)).unwrap().kvs().is_empty());
+    let agent = std::sync::Arc::new(Agent::open(agent_config(&dir, &endpoints)).unwrap());
+    let (stop, _task) = run(&rt, std::sync::Arc::clone(&agent));
+    let got = rt.block_on(waiting).unwrap().expect("the agent answers");
+    assert_eq!(got.error, None, "{got:?}");
+    assert_eq!(got.counters, Some(Default::default()), "{got:?}");
+    // Answered, its request is gone; the answer stays, one.
+    assert!(rt.block_on(c.get(&request)).unwrap().kvs().is_empty());
+    assert_eq!(rt.block_on(c.get(&answer)).unwrap().kvs().len(), 1);
+    stop.send(()).unwrap();
+}

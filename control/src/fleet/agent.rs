@@ -297,6 +297,9 @@ impl Agent {
                 });
             }
             let (rule_set, revision) = self.sync(etcd, registration).await?;
+            // Requests put while it was not watching (starting, syncing,
+            // reconnecting) are answered now; later ones as they come.
+            self.answer_pending(etcd).await?;
             let prefix = etcd.prefix();
             // The host's keys: its desired record and its inventory (its
             // own reports, also there, are no reason to sync).

@@ -7,11 +7,12 @@ use crate::fleet::etcd::{Etcd, FleetError};
 use std::sync::Arc;
 
 impl Agent {
-    /// Answers the counters request in its host's keys, if there is one.
+    /// Answers the counters request in its host's keys, if there is one
+    /// not yet answered.
     pub(super) async fn answer_counters(&self, etcd: &Etcd) -> Result<(), FleetError> {
         use crate::fleet::counters::{Answer, KIND, Request};
         let host = &self.config.host;
-        let Some(request) = ask::request::<Request>(etcd, host, KIND).await? else {
+        let Some(request) = ask::pending::<Request>(etcd, host, KIND).await? else {
             return Ok(());
         };
         let daemon = Arc::clone(&self.daemon);

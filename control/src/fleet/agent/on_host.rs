@@ -12,15 +12,24 @@ use serde::Serialize;
 use std::sync::Arc;
 
 impl Agent {
-    /// Answers the stage request in its host's keys, if there is one: the
-    /// image set on its cluster, and the payloads copied to its DPUs.
+    /// Answers each request in its host's keys not yet answered.
+    pub(super) async fn answer_pending(&self, etcd: &Etcd) -> Result<(), FleetError> {
+        self.answer_counters(etcd).await?;
+        self.answer_stage(etcd).await?;
+        self.answer_emulation(etcd).await?;
+        self.answer_install(etcd).await
+    }
+
+    /// Answers the stage request in its host's keys, if there is one not
+    /// yet answered: the image set on its cluster, and the payloads copied
+    /// to its DPUs.
     pub(super) async fn answer_stage(&self, etcd: &Etcd) -> Result<(), FleetError> {
         self.answer_image_work(etcd, STAGE, |d, work, _, who| d.stage(&work.cluster, who))
             .await
     }
 
     /// Answers the fresh install request in its host's keys, if there is
-    /// one: the image set on its cluster, and installed on the host and
+    /// one not yet answered: the image set on its cluster, and installed on the host and
     /// its DPUs.
     pub(super) async fn answer_install(&self, etcd: &Etcd) -> Result<(), FleetError> {
         self.answer_image_work(etcd, INSTALL, |d, work, host, who| {
@@ -29,10 +38,11 @@ impl Agent {
         .await
     }
 
-    /// Answers the emulation request in its host's keys, if there is one.
+    /// Answers the emulation request in its host's keys, if there is one
+    /// not yet answered.
     pub(super) async fn answer_emulation(&self, etcd: &Etcd) -> Result<(), FleetError> {
         let host = self.config.host.clone();
-        let Some(request) = ask::request::<SetEmulation>(etcd, &host, EMULATION).await? else {
+        let Some(request) = ask::pending::<SetEmulation>(etcd, &host, EMULATION).await? else {
             return Ok(());
         };
         let who = format!("dse agent {host}");
@@ -44,7 +54,7 @@ impl Agent {
     }
 
     /// Answers the request of `kind` for work with a cluster image, if
-    /// there is one: the image's depot content brought into its own depot,
+    /// there is one not yet answered: the image's depot content brought into its own depot,
     /// the image set on its cluster, then `work` on its daemon.
     async fn answer_image_work<T: Serialize + Send + 'static>(
         &self,
@@ -53,7 +63,7 @@ impl Agent {
         work: fn(&Daemon, &ImageWork, &str, &str) -> Result<T, ControlError>,
     ) -> Result<(), FleetError> {
         let host = self.config.host.clone();
-        let Some(request) = ask::request::<ImageWork>(etcd, &host, kind).await? else {
+        let Some(request) = ask::pending::<ImageWork>(etcd, &host, kind).await? else {
             return Ok(());
         };
         let who = format!("dse agent {host}: {kind}");
