@@ -423,9 +423,28 @@ pub struct VerifyArgs {
     /// Backends to check (comma-separated); xdp needs root and bpffs.
     #[arg(long, value_delimiter = ',', default_value = "xdp,emu")]
     pub backend: Vec<dse::verify::Backend>,
-    /// Write a reproducer of each disagreement here.
+    /// Write here what each backend sent (`<backend>.pcapng`) and a
+    /// reproducer of each disagreement.
     #[arg(long)]
     pub out: Option<PathBuf>,
+    /// Run the frames of this pcap or pcapng file too.
+    #[arg(long)]
+    pub pcap: Option<PathBuf>,
+    /// The port the file's frames arrive on, where a pcapng interface is
+    /// not named after a port (default: the first port).
+    #[arg(long, requires = "pcap")]
+    pub in_port: Option<String>,
+    /// Run this many random frames too, each made from a rule picked at
+    /// random (one in four just outside one of its fields).
+    #[arg(long, default_value_t = 0)]
+    pub generate: usize,
+    /// The seed of the random frames.
+    #[arg(long, default_value_t = 1)]
+    pub seed: u64,
+    /// Check this XDP object rather than the one built in: a build of the
+    /// datapath program's source, with its maps.
+    #[arg(long)]
+    pub object: Option<PathBuf>,
     /// The bpffs mount the XDP program pins its maps under (in a directory
     /// of its own, removed afterwards).
     #[arg(long, default_value = "/sys/fs/bpf")]

@@ -41,7 +41,19 @@ fn check(file: &Path) -> Result<()> {
 fn verify(args: &cli::VerifyArgs, output: cli::Output) -> Result<()> {
     let set = load(&args.file)?;
     compile(&set).with_context(|| format!("{} refused", args.file.display()))?;
-    let r = dse::verify::run(&set, &args.backend, &args.bpffs, args.out.as_deref())?;
+    let r = dse::verify::run(
+        &set,
+        &dse::verify::Options {
+            backends: &args.backend,
+            bpffs: &args.bpffs,
+            object: args.object.as_deref(),
+            pcap: args.pcap.as_deref(),
+            in_port: args.in_port.as_deref(),
+            generate: args.generate,
+            seed: args.seed,
+            out: args.out.as_deref(),
+        },
+    )?;
     match output {
         cli::Output::Json => dse::outln!("{}", dse::verify::json(&r)),
         cli::Output::Table => dse::verify::print(&r),

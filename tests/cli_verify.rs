@@ -75,7 +75,7 @@ fn a_missing_backend_capability_is_named() {
         "{}",
         String::from_utf8_lossy(&out.stderr)
     );
-    assert!(String::from_utf8_lossy(&out.stdout).contains("every frame agrees"));
+    assert!(String::from_utf8_lossy(&out.stdout).contains("every frame and every counter agrees"));
 }
 
 /// tcpdump's one line per packet of `path`, or `None` without tcpdump

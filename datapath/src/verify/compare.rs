@@ -2,8 +2,11 @@
 
 use super::{Got, Outcome, Probe, Reference, Subject};
 use crate::compile::MaskedKey;
-use crate::pipeline::parse;
+use crate::pipeline::{Count, DropReason, Verdict, parse};
+use crate::rule::Action;
 use crate::rule::{RuleError, RuleSet};
+use std::fmt;
+use std::time::{Duration, Instant};
 
 /// A probe on which a backend and the reference differ.
 #[derive(Debug, Clone)]
@@ -37,19 +40,64 @@ pub fn candidates(set: &RuleSet, in_port: u16, frame: &[u8]) -> Vec<u32> {
     ranked.iter().map(|r| r.id).collect()
 }
 
+/// A rule a backend counted otherwise than the reference, once every
+/// probe had run.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CounterDisagreement {
+    /// The backend.
+    pub subject: String,
+    /// The rule.
+    pub rule: u32,
+    /// What the reference counted.
+    pub reference: Count,
+    /// What the backend counted, or why its counters could not be read.
+    pub got: Result<Count, String>,
+}
+
+impl fmt::Display for CounterDisagreement {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let count = |c: &Count| format!("{} packets, {} bytes", c.packets, c.bytes);
+        write!(
+            f,
+            "rule {}: the reference counted {}; {} ",
+            self.rule,
+            count(&self.reference),
+            self.subject
+        )?;
+        match &self.got {
+            Ok(c) => write!(f, "counted {}", count(c)),
+            Err(e) => write!(f, "could not say: {e}"),
+        }
+    }
+}
+
 /// What each backend did with each probe, and where one differed from
 /// the reference.
 #[derive(Debug, Clone)]
 pub struct Comparison {
     /// Each backend's name and what it did with each probe, in probe
-    /// order; the reference first.
+    /// order; the reference first. Empty unless asked for.
     pub outcomes: Vec<(String, Vec<Got>)>,
-    /// Every disagreement, in probe order.
+    /// The disagreements, in probe order: the first [`MAX_KEPT`].
     pub disagreements: Vec<Disagreement>,
+    /// How many there were in all.
+    pub disagreeing: usize,
+    /// Frames a backend's meter dropped, where the reference's (its
+    /// buckets full) let them through: agreement, as meters go.
+    pub metering: usize,
+    /// Every rule a backend counted otherwise, by backend, then rule.
+    pub counters: Vec<CounterDisagreement>,
+    /// How long each backend took over all the probes; the reference
+    /// first.
+    pub took: Vec<(String, Duration)>,
 }
 
+/// The most disagreements a [`Comparison`] keeps.
+pub const MAX_KEPT: usize = 1000;
+
 /// Runs each probe through the reference pipeline running `set` and
-/// through each subject.
+/// through each subject, keeping what each did (see [`compare_many`] for
+/// more probes than fit in memory twice).
 ///
 /// # Errors
 /// [`RuleError`] if the rules do not compile.
@@ -58,39 +106,119 @@ pub fn compare(
     probes: &[Probe],
     subjects: &mut [Box<dyn Subject>],
 ) -> Result<Comparison, RuleError> {
+    compare_many(set, probes, subjects, true)
+}
+
+/// As [`compare`]; what each did is kept only if `keep_outcomes`.
+///
+/// # Errors
+/// [`RuleError`] if the rules do not compile.
+pub fn compare_many(
+    set: &RuleSet,
+    probes: &[Probe],
+    subjects: &mut [Box<dyn Subject>],
+    keep_outcomes: bool,
+) -> Result<Comparison, RuleError> {
     let mut reference = Reference::new(set)?;
-    let mut outcomes: Vec<(String, Vec<Got>)> = std::iter::once("reference".to_string())
+    let names: Vec<String> = std::iter::once("reference".to_string())
         .chain(subjects.iter().map(|s| s.name().to_string()))
-        .map(|name| (name, Vec::with_capacity(probes.len())))
         .collect();
+    let mut outcomes: Vec<(String, Vec<Got>)> = if keep_outcomes {
+        let n = probes.len();
+        names
+            .iter()
+            .map(|name| (name.clone(), Vec::with_capacity(n)))
+            .collect()
+    } else {
+        Vec::new()
+    };
+    let mut took = vec![Duration::ZERO; names.len()];
     let mut disagreements = Vec::new();
+    let mut disagreeing = 0;
+    let mut metering = 0;
     for p in probes {
+        let started = Instant::now();
         let want = reference
             .run(p.in_port, &p.frame)
             .expect("the reference runs every frame");
-        outcomes[0].1.push(Got::Outcome(want.clone()));
+        took[0] += started.elapsed();
+        if keep_outcomes {
+            outcomes[0].1.push(Got::Outcome(want.clone()));
+        }
         for (i, s) in subjects.iter_mut().enumerate() {
+            let started = Instant::now();
             let got = match s.run(p.in_port, &p.frame) {
                 Ok(o) => Got::Outcome(o),
                 Err(e) => Got::Error(e),
             };
-            outcomes[i + 1].1.push(got.clone());
-            if got == Got::Outcome(want.clone()) {
-                continue;
+            took[i + 1] += started.elapsed();
+            let agrees = match &got {
+                Got::Outcome(o) if *o == want => true,
+                // The reference's buckets are full; a backend's meter
+                // drops what comes faster than its rate.
+                Got::Outcome(o) if o.verdict == Verdict::Drop(DropReason::Meter) => {
+                    let metered = metered(set, p);
+                    metering += usize::from(metered);
+                    metered
+                }
+                _ => false,
+            };
+            if !agrees {
+                disagreeing += 1;
+                if disagreements.len() < MAX_KEPT {
+                    disagreements.push(Disagreement {
+                        probe: p.clone(),
+                        subject: s.name().to_string(),
+                        reference: want.clone(),
+                        got: got.clone(),
+                        rules: candidates(set, p.in_port, &p.frame),
+                    });
+                }
             }
-            disagreements.push(Disagreement {
-                probe: p.clone(),
-                subject: s.name().to_string(),
-                reference: want.clone(),
-                got,
-                rules: candidates(set, p.in_port, &p.frame),
-            });
+            if keep_outcomes {
+                outcomes[i + 1].1.push(got);
+            }
+        }
+    }
+    let want = reference.counters().expect("the reference counts");
+    let mut counters = Vec::new();
+    for s in subjects.iter() {
+        let got = s.counters();
+        for r in &set.rules {
+            let reference = want.get(&r.id).copied().unwrap_or_default();
+            let got = match &got {
+                Ok(c) => Ok(c.get(&r.id).copied().unwrap_or_default()),
+                Err(e) => Err(e.clone()),
+            };
+            if got != Ok(reference) {
+                counters.push(CounterDisagreement {
+                    subject: s.name().to_string(),
+                    rule: r.id,
+                    reference,
+                    got,
+                });
+            }
         }
     }
     Ok(Comparison {
         outcomes,
         disagreements,
+        disagreeing,
+        metering,
+        counters,
+        took: names.into_iter().zip(took).collect(),
     })
+}
+
+/// Whether the rule the reference applies to probe `p` meters it.
+fn metered(set: &RuleSet, p: &Probe) -> bool {
+    let Some(&first) = candidates(set, p.in_port, &p.frame).first() else {
+        return false;
+    };
+    set.rules
+        .iter()
+        .find(|r| r.id == first)
+        .is_some_and(|r| r.actions.iter().any(|a| matches!(a, Action::Meter(_))))
 }
 
 /// The rule file of a reproducer: `set`'s ports and meters, and only the
@@ -106,6 +234,7 @@ mod tests {
     use super::*;
     use crate::pipeline::Verdict;
     use crate::verify::probes;
+    use std::collections::BTreeMap;
 
     /// A backend with a seeded bug: of rules of equal priority it takes
     /// the higher id. It is the reference running the rules with the ids
@@ -119,6 +248,15 @@ mod tests {
 
         fn run(&mut self, in_port: u16, frame: &[u8]) -> Result<Outcome, String> {
             self.0.run(in_port, frame)
+        }
+
+        fn counters(&self) -> Result<BTreeMap<u32, Count>, String> {
+            // Its rules 1 and 2 are the set's 2 and 1.
+            let mut c = self.0.counters()?;
+            let (one, two) = (c.remove(&1), c.remove(&2));
+            c.extend(two.map(|n| (1, n)));
+            c.extend(one.map(|n| (2, n)));
+            Ok(c)
         }
     }
 
@@ -140,9 +278,18 @@ mod tests {
         }
         let mut subjects: Vec<Box<dyn Subject>> =
             vec![Box::new(ReversedTies(Reference::new(&swapped).unwrap()))];
-        let found = compare(&set, &probes(&set), &mut subjects)
-            .unwrap()
-            .disagreements;
+        let found = compare(&set, &probes(&set), &mut subjects).unwrap();
+        // Each frame of the tie counted on the other rule.
+        let rules: Vec<u32> = found.counters.iter().map(|c| c.rule).collect();
+        assert_eq!(rules, [1, 2], "{:?}", found.counters);
+        assert!(
+            found.counters[0]
+                .to_string()
+                .starts_with("rule 1: the reference counted "),
+            "{}",
+            found.counters[0]
+        );
+        let found = found.disagreements;
         assert!(!found.is_empty(), "the tie is caught");
         for d in &found {
             assert_eq!(d.rules, vec![1, 2], "both rules of the tie: {d:?}");
@@ -160,6 +307,7 @@ mod tests {
         let mut honest: Vec<Box<dyn Subject>> = vec![Box::new(Reference::new(&set).unwrap())];
         let honest = compare(&set, &probes(&set), &mut honest).unwrap();
         assert!(honest.disagreements.is_empty());
+        assert!(honest.counters.is_empty());
         assert_eq!(honest.outcomes.len(), 2, "the reference and the subject");
         assert_eq!(honest.outcomes[0].1, honest.outcomes[1].1);
     }

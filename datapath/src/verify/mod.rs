@@ -39,17 +39,23 @@
 //! ```
 
 mod compare;
+mod generate;
 mod probes;
 
-pub use compare::{Comparison, Disagreement, candidates, compare, reproducer};
+pub use compare::{
+    Comparison, CounterDisagreement, Disagreement, MAX_KEPT, candidates, compare, compare_many,
+    reproducer,
+};
+pub use generate::generate;
 pub use probes::{Probe, probes, tcp_with_flags};
 
-use crate::compile::Compiler;
+use crate::compile::{CompiledTables, Compiler};
 use crate::emu::{EmuConfig, EmuDatapath};
-use crate::pipeline::{DropReason, Installed, Pipeline, Verdict};
+use crate::pipeline::{Count, DropReason, Installed, Pipeline, Verdict};
 use crate::rule::{RuleError, RuleSet};
-use crate::xdp::{XdpError, XdpInstance, XdpLimits};
+use crate::xdp::{Program, XdpError, XdpInstance, XdpLimits};
 use crate::{Datapath, DatapathError, Frame};
+use std::collections::BTreeMap;
 use std::fmt;
 use std::path::Path;
 use std::time::{Duration, Instant};
@@ -100,12 +106,21 @@ pub trait Subject {
     /// # Errors
     /// Why the backend could not run it.
     fn run(&mut self, in_port: u16, frame: &[u8]) -> Result<Outcome, String>;
+    /// What each rule counted of the frames run so far, by rule id
+    /// (rules that counted nothing may be left out).
+    ///
+    /// # Errors
+    /// Why the counters could not be read.
+    fn counters(&self) -> Result<BTreeMap<u32, Count>, String>;
 }
 
-/// The reference pipeline: what the rules say.
+/// The reference pipeline: what the rules say. Its clock moves on an hour
+/// a frame, so its meters' buckets are full for each: a meter drops a
+/// frame here only if the frame costs more than the meter's burst.
 pub struct Reference {
     installed: Installed,
     pipeline: Pipeline,
+    now_ns: u64,
 }
 
 impl Reference {
@@ -117,6 +132,7 @@ impl Reference {
         Ok(Reference {
             installed: Installed::build(1, rules)?,
             pipeline: Pipeline::new(64),
+            now_ns: 0,
         })
     }
 }
@@ -128,14 +144,22 @@ impl Subject for Reference {
 
     fn run(&mut self, in_port: u16, frame: &[u8]) -> Result<Outcome, String> {
         let mut f = Frame::new(frame);
-        let verdict = self.pipeline.process(&self.installed, &mut f, in_port, 0);
+        self.now_ns += 3_600 * 1_000_000_000;
+        let verdict = self
+            .pipeline
+            .process(&self.installed, &mut f, in_port, self.now_ns);
         Ok(Outcome::new(verdict, f.data().to_vec()))
+    }
+
+    fn counters(&self) -> Result<BTreeMap<u32, Count>, String> {
+        Ok(self.pipeline.counts(&self.installed))
     }
 }
 
 /// The XDP program, run with `BPF_PROG_TEST_RUN` (needs root and bpffs).
 pub struct Xdp {
     instance: XdpInstance,
+    tables: CompiledTables,
 }
 
 impl Xdp {
@@ -146,11 +170,27 @@ impl Xdp {
     /// [`DatapathError`] if the rules do not compile or the program does
     /// not load.
     pub fn load(rules: &RuleSet, pin_dir: &Path) -> Result<Xdp, DatapathError> {
+        Xdp::load_program(rules, pin_dir, Program::V1)
+    }
+
+    /// As [`Xdp::load`], with `program`: a build of the XDP program of
+    /// one's own, say, with the maps of version 1.
+    ///
+    /// # Errors
+    /// As [`Xdp::load`].
+    pub fn load_program(
+        rules: &RuleSet,
+        pin_dir: &Path,
+        program: Program,
+    ) -> Result<Xdp, DatapathError> {
         let compiler = Compiler::new(rules.clone())?;
-        let mut instance = XdpInstance::load(pin_dir, XdpLimits::small())?;
+        let mut instance = XdpInstance::load_object(pin_dir, XdpLimits::small(), program, &[])?;
         let slots: Vec<u32> = compiler.tables().live_rules().map(|(s, _)| s).collect();
         instance.install(compiler.tables(), &slots)?;
-        Ok(Xdp { instance })
+        Ok(Xdp {
+            instance,
+            tables: compiler.tables().clone(),
+        })
     }
 }
 
@@ -165,6 +205,12 @@ impl Subject for Xdp {
             .run(in_port, frame)
             .map_err(|e: XdpError| e.to_string())?;
         Ok(Outcome::new(verdict, bytes))
+    }
+
+    fn counters(&self) -> Result<BTreeMap<u32, Count>, String> {
+        self.instance
+            .rule_counters(&self.tables)
+            .map_err(|e| e.to_string())
     }
 }
 
@@ -256,6 +302,10 @@ impl Subject for Emu {
             .find(|r| after.drops.get(r.name()) > before.drops.get(r.name()))
             .ok_or("processed, but neither sent, passed nor dropped")?;
         Ok(Outcome::new(Verdict::Drop(reason), Vec::new()))
+    }
+
+    fn counters(&self) -> Result<BTreeMap<u32, Count>, String> {
+        Ok(self.dp.rule_counters())
     }
 }
 

@@ -145,7 +145,7 @@ fn merge(a: &Match, b: &Match) -> Option<Match> {
 }
 
 /// Copies of `r`'s match, each with one field just outside what `r` takes.
-fn outside(set: &RuleSet, r: &Rule) -> Vec<(&'static str, Match)> {
+pub(super) fn outside(set: &RuleSet, r: &Rule) -> Vec<(&'static str, Match)> {
     let m = &r.matches;
     let mut out = Vec::new();
     let mut with = |field, f: &dyn Fn(&mut Match)| {
@@ -257,7 +257,7 @@ fn flip_last(p: IpPrefix) -> IpPrefix {
 
 /// A frame `m` matches, and the port it arrives on; `None` for a match no
 /// frame built here meets (a VNI, which only a decapsulated frame has).
-fn frame_for(set: &RuleSet, m: &Match) -> Option<(u16, Vec<u8>)> {
+pub(super) fn frame_for(set: &RuleSet, m: &Match) -> Option<(u16, Vec<u8>)> {
     if m.vni.is_some() {
         return None;
     }
