@@ -209,7 +209,7 @@ fn write_reproducer(dir: &Path, n: usize, set: &RuleSet, d: &Disagreement) -> Re
         d.probe.why,
         d.subject,
         d.probe.in_port,
-        serde_norway::to_string(&small).context("writing the rules")?
+        small.to_yaml()
     );
     std::fs::write(&rules, text).with_context(|| format!("writing {}", rules.display()))?;
     let frame = dir.join(format!("disagreement-{n}.pcapng"));
