@@ -84,6 +84,12 @@ pub enum Command {
     /// with a reproducer (the rules involved and the frame). Also warns of
     /// rules no packet reaches. Exits 0 only if every frame agrees. Offline.
     Verify(VerifyArgs),
+    /// One frame through the rules, step by step: what the parser saw, each
+    /// subtable probed, the rule chosen and why each rule above it did not
+    /// match, each action with the frame after it, and the verdict, with the
+    /// XDP program's answer beside it. Exits 0 unless the XDP program did
+    /// otherwise.
+    Trace(TraceArgs),
     /// Run the daemon: hold the desired rules and keep every datapath equal to them
     /// (with --etcd, a fleet controller whose state is in etcd).
     Serve(ServeArgs),
@@ -449,6 +455,47 @@ pub struct VerifyArgs {
     /// of its own, removed afterwards).
     #[arg(long, default_value = "/sys/fs/bpf")]
     pub bpffs: PathBuf,
+}
+
+/// `dse trace`'s arguments.
+#[derive(Args)]
+#[command(group(clap::ArgGroup::new("rules").required(true).args(["file", "datapath"])))]
+#[command(group(clap::ArgGroup::new("frame").required(true).args(["flow", "hex", "pcap"])))]
+pub struct TraceArgs {
+    /// The frame as a flow spec: comma-separated field=value of a rule's
+    /// match, and tcp, udp, icmp, icmpv6, ipv4, ipv6, arp; such as
+    /// in_port=uplink,udp,ip_dst=192.0.2.10,l4_dst=53.
+    pub flow: Option<String>,
+    /// The frame's bytes in hex.
+    #[arg(long)]
+    pub hex: Option<String>,
+    /// A pcap or pcapng file holding the frame (see --packet).
+    #[arg(long)]
+    pub pcap: Option<PathBuf>,
+    /// Which of the file's packets, from 1.
+    #[arg(long, default_value_t = 1, requires = "pcap")]
+    pub packet: usize,
+    /// Rule file (YAML or JSON).
+    #[arg(short = 'f', long)]
+    pub file: Option<PathBuf>,
+    /// The rules a running datapath of the daemon runs, by its name.
+    #[arg(long)]
+    pub datapath: Option<String>,
+    /// The port the frame arrives on, by name (default: the flow spec's,
+    /// the pcapng interface's, or the first port).
+    #[arg(long)]
+    pub in_port: Option<String>,
+    /// Do not run the frame through the XDP program beside the reference.
+    #[arg(long)]
+    pub no_xdp: bool,
+    /// The bpffs mount the XDP program pins its maps under (in a directory
+    /// of its own, removed afterwards).
+    #[arg(long, default_value = "/sys/fs/bpf")]
+    pub bpffs: PathBuf,
+    /// Write the frame in and the frame out here as pcapng (an interface
+    /// per port, and `host`).
+    #[arg(long)]
+    pub out: Option<PathBuf>,
 }
 
 /// A backend, as the CLI names it.

@@ -7,4 +7,5 @@ pub mod depot;
 pub mod lab;
 pub mod out;
 pub mod pcap;
+pub mod trace;
 pub mod verify;

@@ -37,6 +37,49 @@ fn check(file: &Path) -> Result<()> {
     Ok(())
 }
 
+/// `dse trace`: the frame through the rules of a file or of a running
+/// datapath, the XDP program's answer beside; the exit code of a local
+/// command, or of the daemon's answer.
+fn trace(args: &cli::TraceArgs, connection: &cli::Connection, output: cli::Output) -> ExitCode {
+    let set = match (&args.file, &args.datapath) {
+        (Some(file), _) => match load(file).and_then(|s| {
+            compile(&s)
+                .map(|_| s)
+                .with_context(|| format!("{} refused", file.display()))
+        }) {
+            Ok(s) => s,
+            Err(e) => return local(Err(e)),
+        },
+        (None, Some(name)) => match remote::datapath_rules(connection, name) {
+            Ok(s) => s,
+            Err(code) => return code,
+        },
+        (None, None) => unreachable!("clap requires -f or --datapath"),
+    };
+    local(trace_rules(&set, args, output))
+}
+
+fn trace_rules(set: &RuleSet, args: &cli::TraceArgs, output: cli::Output) -> Result<()> {
+    use dse::trace::Packet;
+    let packet = match (&args.flow, &args.hex, &args.pcap) {
+        (Some(f), _, _) => Packet::Flow(f),
+        (_, Some(h), _) => Packet::Hex(h),
+        (_, _, Some(p)) => Packet::Pcap(p, args.packet),
+        _ => unreachable!("clap requires a frame"),
+    };
+    let (in_port, frame) = dse::trace::frame(set, &packet, args.in_port.as_deref())?;
+    let t = dse_datapath::trace::trace(set, in_port, &frame)?;
+    let xdp = (!args.no_xdp).then(|| dse::trace::xdp(set, &args.bpffs, in_port, &frame));
+    if let Some(path) = &args.out {
+        dse::trace::write_pcap(path, set, &t)?;
+    }
+    match output {
+        cli::Output::Json => dse::outln!("{}", dse::trace::json(&t, &xdp)),
+        cli::Output::Table => dse::trace::print(&t, &xdp),
+    }
+    dse::trace::verdict(&t, &xdp)
+}
+
 /// `dse verify`: the report, then the exit code (non-zero on a disagreement).
 fn verify(args: &cli::VerifyArgs, output: cli::Output) -> Result<()> {
     let set = load(&args.file)?;
@@ -192,6 +235,7 @@ fn run() -> ExitCode {
             command: RulesCommand::Check { file },
         } => local(check(&file)),
         Command::Verify(args) => local(verify(&args, cli.output)),
+        Command::Trace(args) => trace(&args, &cli.connection, cli.output),
         Command::Serve(args) => local(remote::serve(args, &cli.connection)),
         Command::Agent(args) => local(remote::agent(args)),
         Command::Bench(args) => local(bench(args, cli.output)),

@@ -16,6 +16,7 @@ pub mod pipeline;
 pub mod rule;
 pub mod snapshot;
 pub mod strict;
+pub mod trace;
 pub mod verify;
 pub mod wire;
 pub mod xdp;

@@ -49,6 +49,14 @@ impl Failure {
         }
     }
 
+    /// [`NOT_FOUND`].
+    pub fn not_found(message: impl Into<String>) -> Failure {
+        Failure {
+            code: NOT_FOUND,
+            message: message.into(),
+        }
+    }
+
     /// [`UNREACHABLE`].
     pub fn unreachable(message: impl Into<String>) -> Failure {
         Failure {

@@ -162,6 +162,50 @@ pub fn run(connection: &Connection, output: Output, command: Command) -> ExitCod
     }
 }
 
+/// The rules datapath `name` of the daemon runs, for `dse trace`: the
+/// desired rules, when the datapath has applied their generation. On an
+/// error, prints it and what to do, and returns the exit code.
+pub fn datapath_rules(
+    connection: &Connection,
+    name: &str,
+) -> Result<dse_datapath::RuleSet, ExitCode> {
+    let fetched = endpoint(connection).and_then(|ep| {
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .map_err(|e| Failure::failed(format!("starting the async runtime: {e}")))?;
+        let get = |path: &str| -> Result<Value, Failure> {
+            let body = send_bytes(&rt, &ep, Call::new(Method::GET, path.to_string()))?;
+            serde_json::from_slice(&body)
+                .map_err(|e| Failure::failed(format!("the daemon's answer is not JSON: {e}")))
+        };
+        let datapaths = get("/v1/datapaths")?;
+        let list = datapaths.as_array().cloned().unwrap_or_default();
+        let Some(dp) = list.iter().find(|d| d["name"] == name) else {
+            let names: Vec<&str> = list.iter().filter_map(|d| d["name"].as_str()).collect();
+            return Err(Failure::not_found(format!(
+                "no datapath {name}: the daemon runs {} (dse datapath list)",
+                if names.is_empty() { "none".to_string() } else { names.join(", ") }
+            )));
+        };
+        let rules = get("/v1/rules")?;
+        let (want, has) = (rules["generation"].as_u64(), dp["generation"].as_u64());
+        if want != has {
+            return Err(Failure::failed(format!(
+                "datapath {name} runs generation {}, the desired rules are at {}: it is catching up or has failed (dse datapath list); trace again when it runs them",
+                has.map_or_else(|| "none".into(), |g| g.to_string()),
+                want.map_or_else(|| "none".into(), |g| g.to_string()),
+            )));
+        }
+        serde_json::from_value(rules["rules"].clone())
+            .map_err(|e| Failure::failed(format!("the daemon's rules do not read: {e}")))
+    });
+    fetched.map_err(|f| {
+        eprintln!("error: {}", f.message);
+        ExitCode::from(f.code)
+    })
+}
+
 fn dispatch(
     rt: &tokio::runtime::Runtime,
     ep: &Endpoint,
@@ -415,6 +459,7 @@ fn dispatch(
         | Command::Agent(_)
         | Command::Bench(_)
         | Command::Verify(_)
+        | Command::Trace(_)
         | Command::Completions { .. }
         | Command::Man => unreachable!("run locally"),
     }

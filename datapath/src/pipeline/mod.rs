@@ -16,7 +16,7 @@ pub use counters::{Count, Counter, DropReason, RuleCounter, Stats, StatsBlock};
 pub use installed::{CounterBlock, Installed, counts_by_id};
 pub use meter::Bucket;
 pub use parse::{Layout, parse, parse_hashed, parse_into};
-pub use search::{MAX_SEARCH_BATCH, search, search_batch};
+pub use search::{MAX_SEARCH_BATCH, SearchObserver, search, search_batch, search_observed};
 
 use crate::compile::{CompiledTables, FlowKey, NO_RULE, TUNNEL_PRESENT, encap as enc, op};
 use crate::frame::FrameBuf;
@@ -73,8 +73,11 @@ struct Parsed {
 /// Default flow-cache entries per worker.
 pub const DEFAULT_CACHE_ENTRIES: usize = 1 << 16;
 
-enum Step {
+/// Where a rule's actions left a frame.
+pub(crate) enum Step {
+    /// With this verdict.
     Done(Verdict),
+    /// Decapsulated, with this VNI: to be classified again.
     Recirculate(u32),
 }
 
@@ -327,7 +330,7 @@ impl Pipeline {
             // Most rules only forward or drop: no action record, no action loop.
             return Step::Done(terminal(op, port).expect("only terminal actions are inline"));
         }
-        run_actions(inst, p.hit.slot, frame, p.layout, &p.key, now_ns)
+        run_actions(inst, p.hit.slot, frame, p.layout, &p.key, now_ns, &mut ())
     }
 
     /// The decapsulated inner frame's classification and actions; a second
@@ -430,13 +433,28 @@ fn terminal(opcode: u8, port: u16) -> Option<Verdict> {
     }
 }
 
-fn run_actions<F: FrameBuf>(
+/// What the actions did, one by one (for `dse trace`); `()` watches
+/// nothing and costs nothing.
+pub(crate) trait ActionObserver {
+    /// Action `index` of the rule ran and left `frame`.
+    fn ran(&mut self, index: usize, frame: &[u8]);
+}
+
+impl ActionObserver for () {
+    #[inline(always)]
+    fn ran(&mut self, _: usize, _: &[u8]) {}
+}
+
+/// Runs the actions of the rule in `slot` on `frame`, telling `observer`
+/// of each that does not end them.
+pub(crate) fn run_actions<F: FrameBuf>(
     inst: &Installed,
     slot: u32,
     frame: &mut F,
     mut layout: Layout,
     key: &FlowKey,
     now_ns: u64,
+    observer: &mut impl ActionObserver,
 ) -> Step {
     let tables = &inst.tables;
     let rule = tables.rules.get(slot as usize);
@@ -502,6 +520,7 @@ fn run_actions<F: FrameBuf>(
             }
             other => unreachable!("compiler emitted unknown opcode {other}"),
         }
+        observer.ran(i - first, frame.data());
     }
     unreachable!("validation guarantees every action list ends with a terminal action")
 }

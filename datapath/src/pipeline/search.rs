@@ -4,10 +4,39 @@
 
 use crate::compile::{CompiledTables, FlowKey, NO_RULE};
 
+/// What the search saw, subtable by subtable (for `dse trace`); `()`
+/// watches nothing and costs nothing.
+pub trait SearchObserver {
+    /// Subtable `index` was probed: its entry for the key (slot and rank),
+    /// or none; `filtered` when its prefilter ruled the key out unread.
+    fn probed(&mut self, index: usize, filtered: bool, found: Option<(u32, u64)>);
+    /// The search stopped before subtable `index`: none of its rules ranks
+    /// above the best found.
+    fn stopped(&mut self, index: usize);
+}
+
+impl SearchObserver for () {
+    #[inline(always)]
+    fn probed(&mut self, _: usize, _: bool, _: Option<(u32, u64)>) {}
+    #[inline(always)]
+    fn stopped(&mut self, _: usize) {}
+}
+
 /// The tuple-space search: the best-ranked rule's slot over all subtables,
 /// stopping once no later subtable holds a better rule.
 #[inline]
 pub fn search(tables: &CompiledTables, key: &FlowKey) -> u32 {
+    search_observed(tables, key, &mut ())
+}
+
+/// [`search`], telling `observer` of each subtable probed and where it
+/// stopped.
+#[inline(always)]
+pub fn search_observed(
+    tables: &CompiledTables,
+    key: &FlowKey,
+    observer: &mut impl SearchObserver,
+) -> u32 {
     // Hash and prefetch the index line of a few subtables ahead of the one
     // being probed, so that they load while it is probed; the early exit
     // then wastes at most that many hashes. `None`: the subtable's
@@ -24,12 +53,16 @@ pub fn search(tables: &CompiledTables, key: &FlowKey) -> u32 {
     let mut best_rank = 0;
     for (i, st) in subtables.iter().enumerate() {
         if best != NO_RULE && st.best_rank() <= best_rank {
+            observer.stopped(i);
             break;
         }
         if let Some(next) = subtables.get(i + AHEAD) {
             hashes[(i + AHEAD) % RING] = next.prefetch_for(key);
         }
-        if let Some((slot, r)) = hashes[i % RING].and_then(|h| st.lookup_hashed(key, h))
+        let hash = hashes[i % RING];
+        let found = hash.and_then(|h| st.lookup_hashed(key, h));
+        observer.probed(i, hash.is_none(), found);
+        if let Some((slot, r)) = found
             && (best == NO_RULE || r > best_rank)
         {
             (best, best_rank) = (slot, r);

@@ -47,7 +47,7 @@ pub use compare::{
     reproducer,
 };
 pub use generate::generate;
-pub use probes::{Probe, probes, tcp_with_flags};
+pub use probes::{Probe, frame_for, probes, tcp_with_flags};
 
 use crate::compile::{CompiledTables, Compiler};
 use crate::emu::{EmuConfig, EmuDatapath};

@@ -257,7 +257,7 @@ fn flip_last(p: IpPrefix) -> IpPrefix {
 
 /// A frame `m` matches, and the port it arrives on; `None` for a match no
 /// frame built here meets (a VNI, which only a decapsulated frame has).
-pub(super) fn frame_for(set: &RuleSet, m: &Match) -> Option<(u16, Vec<u8>)> {
+pub fn frame_for(set: &RuleSet, m: &Match) -> Option<(u16, Vec<u8>)> {
     if m.vni.is_some() {
         return None;
     }
@@ -319,8 +319,11 @@ pub(super) fn frame_for(set: &RuleSet, m: &Match) -> Option<(u16, Vec<u8>)> {
         (None, true) => eth.ipv6(s6, d6, 64),
     };
     let proto = m.ip_proto.map_or(ipproto::UDP, |p| p.0);
-    let sport = m.l4_src.map_or(1000, |l| l.value);
-    let dport = m.l4_dst.map_or(2000, |l| l.value);
+    // ICMP's type and code: an echo request unless given.
+    let icmp = proto == ipproto::ICMP || proto == ipproto::ICMPV6;
+    let echo = if v6 { 128 } else { 8 };
+    let sport = m.l4_src.map_or(if icmp { echo } else { 1000 }, |l| l.value);
+    let dport = m.l4_dst.map_or(if icmp { 0 } else { 2000 }, |l| l.value);
     let payload = [0u8; 8];
     let written = match proto {
         ipproto::TCP => {
