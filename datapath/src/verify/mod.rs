@@ -106,6 +106,14 @@ pub trait Subject {
     /// # Errors
     /// Why the backend could not run it.
     fn run(&mut self, in_port: u16, frame: &[u8]) -> Result<Outcome, String>;
+    /// Runs each of `probes` in turn, as [`Subject::run`] does; a backend
+    /// that does better with many at once overrides it.
+    fn run_batch(&mut self, probes: &[Probe]) -> Vec<Result<Outcome, String>> {
+        probes
+            .iter()
+            .map(|p| self.run(p.in_port, &p.frame))
+            .collect()
+    }
     /// What each rule counted of the frames run so far, by rule id
     /// (rules that counted nothing may be left out).
     ///
@@ -205,6 +213,17 @@ impl Subject for Xdp {
             .run(in_port, frame)
             .map_err(|e: XdpError| e.to_string())?;
         Ok(Outcome::new(verdict, bytes))
+    }
+
+    fn run_batch(&mut self, probes: &[Probe]) -> Vec<Result<Outcome, String>> {
+        self.instance
+            .run_many(probes.iter().map(|p| (p.in_port, p.frame.as_slice())))
+            .into_iter()
+            .map(|r| {
+                r.map(|(verdict, bytes)| Outcome::new(verdict, bytes))
+                    .map_err(|e| e.to_string())
+            })
+            .collect()
     }
 
     fn counters(&self) -> Result<BTreeMap<u32, Count>, String> {

@@ -237,6 +237,8 @@ pub struct XdpInstance {
     /// The active bank's slot of each key, while the active generation is
     /// one another process installed (until this instance's first flip).
     pub(super) foreign_active: Option<FxHashMap<SubKey, u32>>,
+    /// The port a test run's frame arrives on, as last set.
+    arrives_on: Option<u16>,
 }
 
 /// Counter moves that follow a flip.
@@ -361,6 +363,7 @@ impl XdpInstance {
             pending: None,
             foreign: [Vec::new(), Vec::new()],
             foreign_active: None,
+            arrives_on: None,
         })
     }
 
@@ -1228,9 +1231,14 @@ impl XdpInstance {
     /// XDP receive queues).
     fn arrive_on_loopback(&mut self, in_port: u16) -> Result<(), XdpError> {
         const LO: u32 = 1;
+        if self.arrives_on == Some(in_port) {
+            return Ok(());
+        }
         Array::<_, u32>::try_from(self.map(maps::IFPORTS))
             .and_then(|mut m| m.set(LO, u32::from(in_port) + 1, 0))
-            .map_err(map_err(maps::IFPORTS, "update"))
+            .map_err(map_err(maps::IFPORTS, "update"))?;
+        self.arrives_on = Some(in_port);
+        Ok(())
     }
 
     /// Runs the program `repeat` times on `frame` from port `in_port` with
@@ -1266,9 +1274,31 @@ impl XdpInstance {
     /// # Errors
     /// [`XdpError`] if the run or a map access fails.
     pub fn run(&mut self, in_port: u16, frame: &[u8]) -> Result<(Verdict, Vec<u8>), XdpError> {
-        self.arrive_on_loopback(in_port)?;
-        let mut out = vec![0u8; frame.len() + 512];
+        self.run_many([(in_port, frame)])
+            .pop()
+            .expect("one answer for one frame")
+    }
+
+    /// [`XdpInstance::run`] for each of `frames` in turn, the thread pinned
+    /// once for them all and the arrival port set only when it changes: a
+    /// test run and a read of the verdict each.
+    pub fn run_many<'f>(
+        &mut self,
+        frames: impl IntoIterator<Item = (u16, &'f [u8])>,
+    ) -> Vec<Result<(Verdict, Vec<u8>), XdpError>> {
         let _cpu = PinnedToCpu::new(0);
+        frames
+            .into_iter()
+            .map(|(in_port, frame)| {
+                self.arrive_on_loopback(in_port)?;
+                self.run_here(frame)
+            })
+            .collect()
+    }
+
+    /// One test run of `frame` on this CPU, its arrival port set.
+    fn run_here(&self, frame: &[u8]) -> Result<(Verdict, Vec<u8>), XdpError> {
+        let mut out = vec![0u8; frame.len() + 512];
         let prog = xdp_program(&self.ebpf, dse_ebpf::PROGRAM);
         let mut opts = TestRunOptions::new();
         opts.data_in = Some(frame);
@@ -1384,6 +1414,10 @@ impl PinnedToCpu {
             let ok = libc::sched_getaffinity(0, size, &mut saved) == 0;
             let mut one: libc::cpu_set_t = std::mem::zeroed();
             libc::CPU_SET(cpu, &mut one);
+            // Already there (a caller pinned it): nothing to set or restore.
+            if ok && libc::CPU_EQUAL(&saved, &one) {
+                return PinnedToCpu { saved: None };
+            }
             libc::sched_setaffinity(0, size, &one);
             PinnedToCpu {
                 saved: ok.then_some(saved),
