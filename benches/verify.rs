@@ -1,8 +1,8 @@
 //! `dse verify`'s throughput per backend over a million random frames that
 //! cover `examples/verify.yaml` (every match field and every action): the
 //! reference pipeline, the XDP program under BPF_PROG_TEST_RUN (in
-//! batches: the thread pinned once, a test run and a verdict read a
-//! frame), and the host path's emulated datapath. Beside them, the same
+//! batches: the thread pinned once, one test run a frame, the verdict its
+//! return value), and the host path's emulated datapath. Beside them, the same
 //! run's floor for XDP: one bare BPF_PROG_TEST_RUN a frame, nothing read
 //! back. Medians of five rounds. Needs root and bpffs. Run with
 //! `cargo bench --bench verify`.

@@ -114,6 +114,19 @@ __noinline int dse_action(struct xdp_md *ctx, __u32 idx, struct layout *l,
 	}
 }
 
+/* Set to 1 at load time by an instance that only takes test runs (`dse
+ * verify`): the program returns the verdict itself rather than an XDP
+ * action (BPF_PROG_TEST_RUN hands the return value back as it is), so
+ * that no map read a frame is needed. Never set on an interface. */
+const volatile __u32 dse_verdict_in_retval = 0;
+
+/* The verdict as a test run's return value: the kind in bits 0-7, the
+ * drop reason in 8-15, the port in 16-31. */
+static __always_inline int verdict_retval(const struct step *s)
+{
+	return s->kind | ((__u32)s->reason << 8) | ((__u32)s->port << 16);
+}
+
 SEC("xdp")
 int dse_xdp(struct xdp_md *ctx)
 {
@@ -203,17 +216,19 @@ int dse_xdp(struct xdp_md *ctx)
 	switch (step.kind) {
 	case VERDICT_OUTPUT:
 		st->output++;
+		if (dse_verdict_in_retval)
+			return verdict_retval(&step);
 		return bpf_redirect_map(&dse_tx_ports, step.port, 0);
 	case VERDICT_PASS:
 		st->pass++;
-		return XDP_PASS;
+		return dse_verdict_in_retval ? verdict_retval(&step) : XDP_PASS;
 	case VERDICT_TX:
 		st->tx++;
-		return XDP_TX;
+		return dse_verdict_in_retval ? verdict_retval(&step) : XDP_TX;
 	default:
 		if (step.reason < DROP_REASONS)
 			st->drops[step.reason]++;
-		return XDP_DROP;
+		return dse_verdict_in_retval ? verdict_retval(&step) : XDP_DROP;
 	}
 }
 

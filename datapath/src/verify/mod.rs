@@ -192,7 +192,7 @@ impl Xdp {
         program: Program,
     ) -> Result<Xdp, DatapathError> {
         let compiler = Compiler::new(rules.clone())?;
-        let mut instance = XdpInstance::load_object(pin_dir, XdpLimits::small(), program, &[])?;
+        let mut instance = XdpInstance::load_for_test_runs(pin_dir, XdpLimits::small(), program)?;
         let slots: Vec<u32> = compiler.tables().live_rules().map(|(s, _)| s).collect();
         instance.install(compiler.tables(), &slots)?;
         Ok(Xdp {

@@ -239,6 +239,9 @@ pub struct XdpInstance {
     pub(super) foreign_active: Option<FxHashMap<SubKey, u32>>,
     /// The port a test run's frame arrives on, as last set.
     arrives_on: Option<u16>,
+    /// Whether the program returns each test run's verdict rather than an
+    /// XDP action (see [`XdpInstance::load_for_test_runs`]).
+    verdict_in_retval: bool,
 }
 
 /// Counter moves that follow a flip.
@@ -270,6 +273,31 @@ impl XdpInstance {
         program: Program,
         staged: &[(&'static str, PathBuf)],
     ) -> Result<XdpInstance, XdpError> {
+        Self::load_with(pin_dir, limits, program, staged, false)
+    }
+
+    /// Loads `program` for test runs only ([`XdpInstance::run`],
+    /// [`XdpInstance::run_many`]): it returns each verdict rather than an
+    /// XDP action, which saves a map read a frame. Never attach it to an
+    /// interface.
+    ///
+    /// # Errors
+    /// [`XdpError`] naming the step that failed.
+    pub fn load_for_test_runs(
+        pin_dir: &Path,
+        limits: XdpLimits,
+        program: Program,
+    ) -> Result<XdpInstance, XdpError> {
+        Self::load_with(pin_dir, limits, program, &[], true)
+    }
+
+    fn load_with(
+        pin_dir: &Path,
+        limits: XdpLimits,
+        program: Program,
+        staged: &[(&'static str, PathBuf)],
+        verdict_in_retval: bool,
+    ) -> Result<XdpInstance, XdpError> {
         let pin_dir = pin_dir.to_path_buf();
         std::fs::create_dir_all(&pin_dir).map_err(|source| XdpError::Io {
             what: "creating the pin directory",
@@ -289,6 +317,10 @@ impl XdpInstance {
             .map_max_entries(maps::MOVES, limits.rules)
             .map_max_entries(maps::CACHE, limits.cache_entries)
             .override_global("dse_use_cache", &use_cache, true);
+        let in_meta = u32::from(verdict_in_retval);
+        if verdict_in_retval {
+            loader.override_global("dse_verdict_in_retval", &in_meta, true);
+        }
         for (name, path) in staged {
             loader.map_pin_path(name, path.as_path());
         }
@@ -364,6 +396,7 @@ impl XdpInstance {
             foreign: [Vec::new(), Vec::new()],
             foreign_active: None,
             arrives_on: None,
+            verdict_in_retval,
         })
     }
 
@@ -1287,32 +1320,45 @@ impl XdpInstance {
         frames: impl IntoIterator<Item = (u16, &'f [u8])>,
     ) -> Vec<Result<(Verdict, Vec<u8>), XdpError>> {
         let _cpu = PinnedToCpu::new(0);
+        let mut out = Vec::new();
         frames
             .into_iter()
             .map(|(in_port, frame)| {
                 self.arrive_on_loopback(in_port)?;
-                self.run_here(frame)
+                self.run_here(frame, &mut out)
             })
             .collect()
     }
 
-    /// One test run of `frame` on this CPU, its arrival port set.
-    fn run_here(&self, frame: &[u8]) -> Result<(Verdict, Vec<u8>), XdpError> {
-        let mut out = vec![0u8; frame.len() + 512];
+    /// One test run of `frame` on this CPU, its arrival port set; `out` is
+    /// room for what the program leaves, kept from run to run.
+    fn run_here(&self, frame: &[u8], out: &mut Vec<u8>) -> Result<(Verdict, Vec<u8>), XdpError> {
+        // The frame may grow by an encapsulation and a tag.
+        out.resize(frame.len() + 512, 0);
         let prog = xdp_program(&self.ebpf, dse_ebpf::PROGRAM);
         let mut opts = TestRunOptions::new();
         opts.data_in = Some(frame);
-        opts.data_out = Some(&mut out);
+        opts.data_out = Some(out);
         let result = prog.test_run(opts).map_err(|e| XdpError::Program {
             what: "test run",
             source: Box::new(e),
         })?;
-        out.truncate(result.data_size_out as usize);
-        let last = PerCpuArray::<_, dse_ebpf::Last>::try_from(
-            self.ebpf.map(maps::LAST).expect("the object has its maps"),
-        )
-        .and_then(|a| a.get(&0, 0))
-        .map_err(map_err(maps::LAST, "read"))?[0];
+        let out = out[..result.data_size_out as usize].to_vec();
+        let last = if self.verdict_in_retval {
+            let r = result.return_value;
+            dse_ebpf::Last {
+                kind: r & 0xff,
+                reason: (r >> 8) & 0xff,
+                port: r >> 16,
+                pad: 0,
+            }
+        } else {
+            PerCpuArray::<_, dse_ebpf::Last>::try_from(
+                self.ebpf.map(maps::LAST).expect("the object has its maps"),
+            )
+            .and_then(|a| a.get(&0, 0))
+            .map_err(map_err(maps::LAST, "read"))?[0]
+        };
         let v = match last.kind {
             verdict::OUTPUT => Verdict::Output(last.port as u16),
             verdict::PASS => Verdict::Pass,
