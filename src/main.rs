@@ -41,25 +41,32 @@ fn check(file: &Path) -> Result<()> {
 /// datapath, the XDP program's answer beside; the exit code of a local
 /// command, or of the daemon's answer.
 fn trace(args: &cli::TraceArgs, connection: &cli::Connection, output: cli::Output) -> ExitCode {
-    let set = match (&args.file, &args.datapath) {
+    let (set, xdp_pins) = match (&args.file, &args.datapath) {
         (Some(file), _) => match load(file).and_then(|s| {
             compile(&s)
                 .map(|_| s)
                 .with_context(|| format!("{} refused", file.display()))
         }) {
-            Ok(s) => s,
+            Ok(s) => (s, None),
             Err(e) => return local(Err(e)),
         },
         (None, Some(name)) => match remote::datapath_rules(connection, name) {
-            Ok(s) => s,
+            Ok((s, backend)) => (s, (backend == "xdp").then(|| args.daemon_bpffs.join(name))),
             Err(code) => return code,
         },
         (None, None) => unreachable!("clap requires -f or --datapath"),
     };
-    local(trace_rules(&set, args, output))
+    local(trace_rules(&set, args, xdp_pins.as_deref(), output))
 }
 
-fn trace_rules(set: &RuleSet, args: &cli::TraceArgs, output: cli::Output) -> Result<()> {
+/// The trace of `set`; with `xdp_pins`, the pins of the running XDP
+/// datapath whose flow cache is read for each pass's key.
+fn trace_rules(
+    set: &RuleSet,
+    args: &cli::TraceArgs,
+    xdp_pins: Option<&Path>,
+    output: cli::Output,
+) -> Result<()> {
     use dse::trace::Packet;
     let packet = match (&args.flow, &args.hex, &args.pcap) {
         (Some(f), _, _) => Packet::Flow(f),
@@ -68,7 +75,10 @@ fn trace_rules(set: &RuleSet, args: &cli::TraceArgs, output: cli::Output) -> Res
         _ => unreachable!("clap requires a frame"),
     };
     let (in_port, frame) = dse::trace::frame(set, &packet, args.in_port.as_deref())?;
-    let t = dse_datapath::trace::trace(set, in_port, &frame)?;
+    let mut t = dse_datapath::trace::trace(set, in_port, &frame)?;
+    if let Some(pins) = xdp_pins {
+        dse::trace::read_cache(&mut t, pins);
+    }
     let xdp = (!args.no_xdp).then(|| dse::trace::xdp(set, &args.bpffs, in_port, &frame));
     if let Some(path) = &args.out {
         dse::trace::write_pcap(path, set, &t)?;

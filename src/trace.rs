@@ -105,6 +105,24 @@ pub fn flow(spec: &str) -> Result<Match> {
     })
 }
 
+/// Puts what the flow cache of the XDP datapath pinned at `pins` holds
+/// for each pass's key into `t` (read, never written).
+pub fn read_cache(t: &mut Trace, pins: &Path) {
+    use dse_datapath::xdp::{Cached, cached};
+    for p in &mut t.passes {
+        let Some(key) = &p.key else { continue };
+        p.cache = match cached(pins, key) {
+            Ok(Cached::Miss) => "the datapath's holds nothing for it: its next frame takes the search below".into(),
+            Ok(Cached::Other) => "the datapath's holds another flow in its place: its next frame takes the search below".into(),
+            Ok(Cached::Stale { generation, current }) => format!(
+                "the datapath's holds an entry of generation {generation}, not the tables' {current}: its next frame takes the search below"
+            ),
+            Ok(Cached::Hit { rule, slot }) => format!("the datapath's holds rule {rule} (slot {slot}) for it"),
+            Err(e) => format!("the datapath's was not read ({e}): it needs root, and the daemon's --bpffs as --daemon-bpffs"),
+        };
+    }
+}
+
 /// What the XDP program did with the frame, or why it did not run.
 pub type XdpAnswer = Option<Result<Outcome, String>>;
 

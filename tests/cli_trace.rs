@@ -407,3 +407,60 @@ fn a_running_datapaths_rules_are_traced_through_the_daemon() {
         "{err}"
     );
 }
+
+/// What a running XDP datapath's flow cache holds for a key, read from its
+/// pins: nothing before its first frame, the rule after, and a stale entry
+/// once other tables are installed.
+#[test]
+fn an_xdp_datapaths_flow_cache_is_read_from_its_pins() {
+    use dse_datapath::RuleSet;
+    use dse_datapath::compile::Compiler;
+    use dse_datapath::pipeline::parse;
+    use dse_datapath::xdp::{Cached, XdpInstance, XdpLimits, cached};
+    let Some(pins) = common::bpf::PinDir::new("trace-cache") else {
+        return;
+    };
+    let set = RuleSet::from_yaml(TIES).unwrap();
+    let mut x = XdpInstance::load(&pins.0, XdpLimits::small()).unwrap();
+    let install = |x: &mut XdpInstance, set: &RuleSet| {
+        let c = Compiler::new(set.clone()).unwrap();
+        let slots: Vec<u32> = c.tables().live_rules().map(|(s, _)| s).collect();
+        x.install(c.tables(), &slots).unwrap();
+    };
+    install(&mut x, &set);
+    let (_, frame) =
+        dse::trace::frame(&set, &dse::trace::Packet::Flow("udp,l4_dst=53"), None).unwrap();
+    let (key, _) = parse(&frame, 0, 0).unwrap();
+    assert_eq!(cached(&pins.0, &key).unwrap(), Cached::Miss);
+    x.run(0, &frame).unwrap();
+    let Cached::Hit { rule, .. } = cached(&pins.0, &key).unwrap() else {
+        panic!("a hit after the first frame");
+    };
+    assert_eq!(rule, 3, "the tie's winner");
+    let mut other = set.clone();
+    other.rules.retain(|r| r.id == 7);
+    install(&mut x, &other);
+    assert!(
+        matches!(cached(&pins.0, &key).unwrap(), Cached::Stale { .. }),
+        "an entry of the tables before"
+    );
+    // The CLI says so too, through the daemon's pins; without them, why.
+    let mut t = dse_datapath::trace::trace(&set, 0, &frame).unwrap();
+    dse::trace::read_cache(&mut t, &pins.0);
+    assert!(
+        t.passes[0]
+            .cache
+            .starts_with("the datapath's holds an entry of generation"),
+        "{}",
+        t.passes[0].cache
+    );
+    dse::trace::read_cache(
+        &mut t,
+        std::path::Path::new("/sys/fs/bpf/dse-no-such-datapath"),
+    );
+    assert!(
+        t.passes[0].cache.contains("was not read"),
+        "{}",
+        t.passes[0].cache
+    );
+}

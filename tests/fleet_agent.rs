@@ -59,6 +59,19 @@ fn run(
     (stop, task)
 }
 
+/// A fresh directory `name` for an agent, a runtime, and a client of the
+/// etcd at `endpoints`.
+fn fresh(name: &str, endpoints: String) -> (PathBuf, tokio::runtime::Runtime, String, Etcd) {
+    let dir = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join(name);
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let c = rt
+        .block_on(Etcd::connect(EtcdConfig::new(&endpoints)))
+        .unwrap();
+    (dir, rt, endpoints, c)
+}
+
 /// Waits up to 10 s for h1's status to satisfy `ok`; returns it and when.
 fn status_until(
     rt: &tokio::runtime::Runtime,
@@ -87,14 +100,7 @@ fn an_agent_applies_its_hosts_rule_set_reports_it_and_restarts_without_etcd() {
     let Some(mut etcd) = etcd_cluster("agent") else {
         return;
     };
-    let dir = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("fleet-agent-h1");
-    let _ = std::fs::remove_dir_all(&dir);
-    std::fs::create_dir_all(&dir).unwrap();
-    let rt = tokio::runtime::Runtime::new().unwrap();
-    let endpoints = etcd.endpoints_arg();
-    let c = rt
-        .block_on(Etcd::connect(EtcdConfig::new(&endpoints)))
-        .unwrap();
+    let (dir, rt, endpoints, c) = fresh("fleet-agent-h1", etcd.endpoints_arg());
     let desired = HostDesired {
         rule_set: "edge".into(),
         datapaths: Vec::new(),
@@ -192,14 +198,7 @@ fn an_agent_answers_a_request_put_before_it_watched_and_not_one_given_up() {
     let Some(etcd) = etcd_cluster("agent-ask") else {
         return;
     };
-    let dir = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("fleet-agent-ask");
-    let _ = std::fs::remove_dir_all(&dir);
-    std::fs::create_dir_all(&dir).unwrap();
-    let rt = tokio::runtime::Runtime::new().unwrap();
-    let endpoints = etcd.endpoints_arg();
-    let c = rt
-        .block_on(Etcd::connect(EtcdConfig::new(&endpoints)))
-        .unwrap();
+    let (dir, rt, endpoints, c) = fresh("fleet-agent-ask", etcd.endpoints_arg());
     rt.block_on(publish_rule_set(&c, "default", None, &rules(5, 1)))
         .unwrap();
 

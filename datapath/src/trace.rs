@@ -77,6 +77,13 @@ pub struct Pass {
     /// The fields the parser read, in rule syntax, or why it refused the
     /// frame.
     pub parsed: Result<Vec<(String, String)>, String>,
+    /// The flow key it classified by.
+    #[serde(skip)]
+    pub key: Option<FlowKey>,
+    /// What a flow cache holds for the key: a trace of rules alone has
+    /// none ([`Pass::cache`] says so); a running datapath's can be read
+    /// and put here.
+    pub cache: String,
     /// Each subtable probed, best first.
     pub subtables: Vec<Probed>,
     /// The subtable the search stopped before: none of its rules, nor any
@@ -243,6 +250,8 @@ fn classify(
     let mut pass = Pass {
         vni: (tun_id != 0).then_some(tun_id & !TUNNEL_PRESENT),
         parsed: Err(String::new()),
+        key: None,
+        cache: "none: the rules are classified afresh, as on a cache miss".into(),
         subtables: Vec::new(),
         stopped_before: None,
         rule: None,
@@ -261,6 +270,7 @@ fn classify(
         }
     };
     pass.parsed = Ok(fields(set, &key));
+    pass.key = Some(key);
     let mut seen = Seen::default();
     let slot = search_observed(&inst.tables, &key, &mut seen);
     pass.stopped_before = seen.stopped;
@@ -591,10 +601,7 @@ impl fmt::Display for Pass {
         };
         let fields: Vec<String> = fields.iter().map(|(n, v)| format!("{n}={v}")).collect();
         writeln!(f, "  parsed: {}", fields.join(" "))?;
-        writeln!(
-            f,
-            "  flow cache: not consulted (a trace classifies afresh; the datapath caches this answer)"
-        )?;
+        writeln!(f, "  flow cache: {}", self.cache)?;
         for s in &self.subtables {
             let found = match s.found {
                 Found::Filtered => "ruled out by its prefilter".to_string(),

@@ -432,6 +432,16 @@ layout!(
     terminal_port == 14
 );
 
+/// `struct cache_entry`: a flow cache entry, the full key and its answer.
+#[repr(C)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+#[allow(missing_docs)]
+pub struct CacheEntry {
+    pub key: FlowKey,
+    pub value: CacheValue,
+}
+layout!(CacheEntry, 80, value == 64);
+
 /// `struct rule_counter`.
 #[repr(C)]
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
@@ -558,6 +568,7 @@ mod pod {
         super::SubKey,
         super::SubValue,
         super::CacheValue,
+        super::CacheEntry,
         super::RuleCounter,
         super::RuleCounterV2,
         super::Stats,

@@ -163,12 +163,13 @@ pub fn run(connection: &Connection, output: Output, command: Command) -> ExitCod
 }
 
 /// The rules datapath `name` of the daemon runs, for `dse trace`: the
-/// desired rules, when the datapath has applied their generation. On an
-/// error, prints it and what to do, and returns the exit code.
+/// desired rules, when the datapath has applied their generation, and its
+/// backend. On an error, prints it and what to do, and returns the exit
+/// code.
 pub fn datapath_rules(
     connection: &Connection,
     name: &str,
-) -> Result<dse_datapath::RuleSet, ExitCode> {
+) -> Result<(dse_datapath::RuleSet, String), ExitCode> {
     let fetched = endpoint(connection).and_then(|ep| {
         let rt = tokio::runtime::Builder::new_current_thread()
             .enable_all()
@@ -197,7 +198,9 @@ pub fn datapath_rules(
                 want.map_or_else(|| "none".into(), |g| g.to_string()),
             )));
         }
+        let backend = dp["backend"].as_str().unwrap_or_default().to_string();
         serde_json::from_value(rules["rules"].clone())
+            .map(|set| (set, backend))
             .map_err(|e| Failure::failed(format!("the daemon's rules do not read: {e}")))
     });
     fetched.map_err(|f| {

@@ -13,10 +13,12 @@ mod counters;
 mod journal;
 mod load;
 mod mirror;
+mod peek;
 mod records;
 
 pub use backend::{PreparedUpgrade, UpgradeReport, XdpConfig, XdpDatapath};
 pub use load::{Program, XdpError, XdpInstance, XdpLimits};
+pub use peek::{Cached, cache_hash, cached};
 
 /// Where the link of an XDP datapath pinned in `pin_dir` to interface
 /// `ifname` is pinned: whoever holds that link holds the interface's
