@@ -19,9 +19,14 @@ fn xdp_program_runs_the_table() {
         let mut xdp = Xdp::load(&case.rules, &pins.0).expect("loads");
         if case.input.len() < 14 {
             // The kernel hands no XDP program a frame shorter than an
-            // Ethernet header: BPF_PROG_TEST_RUN refuses it, and on a link
-            // it never reaches the program.
-            assert!(xdp.run(case.in_port, &case.input).is_err(), "{}", fx.name);
+            // Ethernet header: on a link it never reaches the program. A
+            // test run's frame carries 4 bytes of port before it: from 10
+            // bytes it runs, and is dropped as malformed, as the reference
+            // drops it; under that BPF_PROG_TEST_RUN refuses it.
+            match xdp.run(case.in_port, &case.input) {
+                Err(_) => assert!(case.input.len() < 10, "{}", fx.name),
+                Ok(o) => assert_eq!(o, case.expect, "{}", fx.name),
+            }
             continue;
         }
         for round in ["miss", "cached"] {

@@ -115,9 +115,11 @@ __noinline int dse_action(struct xdp_md *ctx, __u32 idx, struct layout *l,
 }
 
 /* Set to 1 at load time by an instance that only takes test runs (`dse
- * verify`): the program returns the verdict itself rather than an XDP
- * action (BPF_PROG_TEST_RUN hands the return value back as it is), so
- * that no map read a frame is needed. Never set on an interface. */
+ * verify`): each frame comes with its port in 4 bytes before it, and the
+ * program returns the verdict itself rather than an XDP action
+ * (BPF_PROG_TEST_RUN hands the return value back as it is), so that no
+ * map is written or read a frame and runs on several CPUs do not share a
+ * port. Never set on an interface. */
 const volatile __u32 dse_verdict_in_retval = 0;
 
 /* The verdict as a test run's return value: the kind in bits 0-7, the
@@ -141,10 +143,23 @@ int dse_xdp(struct xdp_md *ctx)
 	__u32 gen, tun = 0;
 	__u16 in_port;
 
-	port_of = bpf_map_lookup_elem(&dse_ifports, &ifindex);
-	if (!state || !st || !last || !port_of || !*port_of)
-		return XDP_PASS; /* not one of this datapath's ports */
-	in_port = *port_of - 1;
+	if (!state || !st || !last)
+		return XDP_PASS;
+	if (dse_verdict_in_retval) {
+		/* A test run names its port in the 4 bytes before the frame. */
+		void *d = (void *)(long)ctx->data;
+
+		if (d + 4 > (void *)(long)ctx->data_end)
+			return verdict_retval(&step);
+		in_port = *(__u16 *)d;
+		if (bpf_xdp_adjust_head(ctx, 4))
+			return verdict_retval(&step); /* under 14 bytes left */
+	} else {
+		port_of = bpf_map_lookup_elem(&dse_ifports, &ifindex);
+		if (!port_of || !*port_of)
+			return XDP_PASS; /* not one of this datapath's ports */
+		in_port = *port_of - 1;
+	}
 	gen = state->generation;
 	st->rx_packets++;
 	st->rx_bytes += ctx->data_end - ctx->data;

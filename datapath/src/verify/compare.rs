@@ -93,7 +93,7 @@ pub struct Comparison {
 }
 
 /// How many probes each backend takes at once.
-const BATCH: usize = 256;
+const BATCH: usize = 4096;
 
 /// The most disagreements a [`Comparison`] keeps.
 pub const MAX_KEPT: usize = 1000;
@@ -140,7 +140,7 @@ pub fn compare_many(
     let mut disagreeing = 0;
     let mut metering = 0;
     // In batches: each backend takes a batch at once, as the XDP program's
-    // test runs do best.
+    // test runs do best (spread over the CPUs).
     for batch in probes.chunks(BATCH) {
         let started = Instant::now();
         let wants: Vec<Outcome> = batch

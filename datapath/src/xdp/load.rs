@@ -1312,27 +1312,76 @@ impl XdpInstance {
             .expect("one answer for one frame")
     }
 
-    /// [`XdpInstance::run`] for each of `frames` in turn, the thread pinned
-    /// once for them all and the arrival port set only when it changes: a
-    /// test run and a read of the verdict each.
+    /// [`XdpInstance::run`] for each of `frames`, the answers in their
+    /// order. Loaded for test runs only, the frames are split over this
+    /// machine's CPUs, a thread pinned to each, each frame carrying its port;
+    /// otherwise they run on CPU 0, the arrival port set when it changes.
     pub fn run_many<'f>(
         &mut self,
         frames: impl IntoIterator<Item = (u16, &'f [u8])>,
     ) -> Vec<Result<(Verdict, Vec<u8>), XdpError>> {
-        let _cpu = PinnedToCpu::new(0);
-        let mut out = Vec::new();
-        frames
-            .into_iter()
-            .map(|(in_port, frame)| {
-                self.arrive_on_loopback(in_port)?;
-                self.run_here(frame, &mut out)
-            })
-            .collect()
+        if !self.verdict_in_retval {
+            let _cpu = PinnedToCpu::new(0);
+            let (mut input, mut out) = (Vec::new(), Vec::new());
+            return frames
+                .into_iter()
+                .map(|(in_port, frame)| {
+                    self.arrive_on_loopback(in_port)?;
+                    self.run_here(None, frame, &mut input, &mut out)
+                })
+                .collect();
+        }
+        let frames: Vec<(u16, &[u8])> = frames.into_iter().collect();
+        let cpus = match frames.len() {
+            // Not worth a thread.
+            0 | 1 => 1,
+            _ => std::thread::available_parallelism().map_or(1, usize::from),
+        };
+        let per = frames.len().div_ceil(cpus).max(1);
+        let this = &*self;
+        std::thread::scope(|s| {
+            let parts: Vec<_> = frames
+                .chunks(per)
+                .enumerate()
+                .map(|(cpu, part)| {
+                    s.spawn(move || {
+                        let _cpu = PinnedToCpu::new(cpu);
+                        let (mut input, mut out) = (Vec::new(), Vec::new());
+                        part.iter()
+                            .map(|&(in_port, frame)| {
+                                this.run_here(Some(in_port), frame, &mut input, &mut out)
+                            })
+                            .collect::<Vec<_>>()
+                    })
+                })
+                .collect();
+            parts
+                .into_iter()
+                .flat_map(|p| p.join().expect("a test run thread does not panic"))
+                .collect()
+        })
     }
 
-    /// One test run of `frame` on this CPU, its arrival port set; `out` is
-    /// room for what the program leaves, kept from run to run.
-    fn run_here(&self, frame: &[u8], out: &mut Vec<u8>) -> Result<(Verdict, Vec<u8>), XdpError> {
+    /// One test run of `frame` on this CPU: with `in_port` (loaded for
+    /// test runs only), the frame carries it; without, the arrival port is
+    /// set. `input` and `out` are room kept from run to run.
+    fn run_here(
+        &self,
+        in_port: Option<u16>,
+        frame: &[u8],
+        input: &mut Vec<u8>,
+        out: &mut Vec<u8>,
+    ) -> Result<(Verdict, Vec<u8>), XdpError> {
+        let frame = match in_port {
+            None => frame,
+            Some(port) => {
+                input.clear();
+                input.extend_from_slice(&port.to_ne_bytes());
+                input.extend_from_slice(&[0, 0]);
+                input.extend_from_slice(frame);
+                input.as_slice()
+            }
+        };
         // The frame may grow by an encapsulation and a tag.
         out.resize(frame.len() + 512, 0);
         let prog = xdp_program(&self.ebpf, dse_ebpf::PROGRAM);
