@@ -93,7 +93,7 @@ pub struct Comparison {
 }
 
 /// How many probes each backend takes at once.
-const BATCH: usize = 4096;
+const BATCH: usize = 16_384;
 
 /// The most disagreements a [`Comparison`] keeps.
 pub const MAX_KEPT: usize = 1000;

@@ -1327,7 +1327,8 @@ impl XdpInstance {
                 .into_iter()
                 .map(|(in_port, frame)| {
                     self.arrive_on_loopback(in_port)?;
-                    self.run_here(None, frame, &mut input, &mut out)
+                    let prog = xdp_program(&self.ebpf, dse_ebpf::PROGRAM);
+                    self.run_here(prog, None, frame, &mut input, &mut out)
                 })
                 .collect();
         }
@@ -1347,9 +1348,10 @@ impl XdpInstance {
                     s.spawn(move || {
                         let _cpu = PinnedToCpu::new(cpu);
                         let (mut input, mut out) = (Vec::new(), Vec::new());
+                        let prog = xdp_program(&this.ebpf, dse_ebpf::PROGRAM);
                         part.iter()
                             .map(|&(in_port, frame)| {
-                                this.run_here(Some(in_port), frame, &mut input, &mut out)
+                                this.run_here(prog, Some(in_port), frame, &mut input, &mut out)
                             })
                             .collect::<Vec<_>>()
                     })
@@ -1362,11 +1364,13 @@ impl XdpInstance {
         })
     }
 
-    /// One test run of `frame` on this CPU: with `in_port` (loaded for
-    /// test runs only), the frame carries it; without, the arrival port is
-    /// set. `input` and `out` are room kept from run to run.
+    /// One test run of `frame` through `prog` (this object's datapath
+    /// program) on this CPU: with `in_port` (loaded for test runs only),
+    /// the frame carries it; without, the arrival port is set. `input` and
+    /// `out` are room kept from run to run.
     fn run_here(
         &self,
+        prog: &Xdp,
         in_port: Option<u16>,
         frame: &[u8],
         input: &mut Vec<u8>,
@@ -1384,7 +1388,6 @@ impl XdpInstance {
         };
         // The frame may grow by an encapsulation and a tag.
         out.resize(frame.len() + 512, 0);
-        let prog = xdp_program(&self.ebpf, dse_ebpf::PROGRAM);
         let mut opts = TestRunOptions::new();
         opts.data_in = Some(frame);
         opts.data_out = Some(out);
