@@ -79,10 +79,12 @@ pub enum Command {
     Bench(BenchArgs),
     /// Check the backends against the reference pipeline, frame by frame: for
     /// each rule a probe frame it takes and one just outside each field it
-    /// matches, and one for each tie of equal-priority rules, through the
-    /// reference and each backend; every disagreement
-    /// with a reproducer (the rules involved and the frame). Also warns of
-    /// rules no packet reaches. Exits 0 only if every frame agrees. Offline.
+    /// matches, and one for each tie of equal-priority rules, with a pcap's
+    /// frames and random ones besides, through the reference and each
+    /// backend, then each rule's counters; every disagreement with a
+    /// reproducer (the rules involved and the frame). Also warns of rules no
+    /// packet reaches. Exits 0 only if every frame and counter agrees.
+    /// Offline.
     Verify(VerifyArgs),
     /// One frame through the rules, step by step: what the parser saw, each
     /// subtable probed, the rule chosen and why each rule above it did not

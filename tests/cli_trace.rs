@@ -250,17 +250,8 @@ fn a_decapsulated_frame_is_classified_again_and_the_json_says_so() {
     assert!(out.status.success());
     let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
     let vxlan = v["output"].as_str().unwrap().to_string();
-    let out = dse(&[
-        "-o",
-        "json",
-        "trace",
-        "-f",
-        EXAMPLE,
-        "--hex",
-        &vxlan,
-        "--in-port",
-        "p1",
-    ]);
+    let on_p1 = ["trace", "-f", EXAMPLE, "--hex", &vxlan, "--in-port", "p1"];
+    let out = dse(&[&["-o", "json"][..], &on_p1].concat());
     let stdout = String::from_utf8_lossy(&out.stdout);
     assert!(out.status.success(), "{stdout}");
     let v: serde_json::Value = serde_json::from_str(&stdout).unwrap();
@@ -299,18 +290,7 @@ fn a_decapsulated_frame_is_classified_again_and_the_json_says_so() {
     let dir = std::env::temp_dir().join(format!("dse-trace-pcap-{}", std::process::id()));
     std::fs::create_dir_all(&dir).unwrap();
     let pcap = dir.join("trace.pcapng");
-    let out = dse(&[
-        "trace",
-        "-f",
-        EXAMPLE,
-        "--hex",
-        &vxlan,
-        "--in-port",
-        "p1",
-        "--no-xdp",
-        "--out",
-        pcap.to_str().unwrap(),
-    ]);
+    let out = dse(&[&on_p1[..], &["--no-xdp", "--out", pcap.to_str().unwrap()]].concat());
     assert!(out.status.success());
     if let Ok(read) = Command::new("tcpdump")
         .args(["-nn", "-r"])
