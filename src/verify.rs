@@ -218,6 +218,29 @@ fn write_reproducer(dir: &Path, n: usize, set: &RuleSet, d: &Disagreement) -> Re
     Ok(rules)
 }
 
+/// Which rules the backend's outcome points to.
+fn chose(d: &Disagreement) -> String {
+    let named: Vec<String> = d
+        .backend_rules
+        .iter()
+        .map(|&id| match id {
+            0 => "no rule (the port's miss action)".to_string(),
+            id => format!("rule {id}"),
+        })
+        .collect();
+    match named.as_slice() {
+        [] => format!(
+            "{}'s outcome is no rule's that matches the frame",
+            d.subject
+        ),
+        _ => format!(
+            "{}'s outcome is what {} gives",
+            d.subject,
+            named.join(" or ")
+        ),
+    }
+}
+
 /// The report for people.
 pub fn print(r: &Report) {
     let f = &r.frames;
@@ -244,6 +267,7 @@ pub fn print(r: &Report) {
         );
         crate::outln!("  reference: {}", d.reference);
         crate::outln!("  {:<10} {}", format!("{}:", d.subject), d.got);
+        crate::outln!("  {}", chose(d));
         if let Some(p) = r.written.get(i) {
             crate::outln!("  reproducer: {}", p.display());
         }
@@ -302,6 +326,7 @@ pub fn json(r: &Report) -> Value {
                 "in_port": d.probe.in_port,
                 "frame": hex::encode(&d.probe.frame),
                 "rules": d.rules,
+                "backend_rules": d.backend_rules,
                 "reference": d.reference.to_string(),
                 "got": d.got.to_string(),
                 "reproducer": r.written.get(i),

@@ -213,11 +213,16 @@ fn each_seeded_bug_is_reported_with_a_reproducer_and_the_unchanged_source_agrees
                 }),
                 "{r:#}"
             ),
-            // A frame two rules take went to the lower.
+            // A frame two rules take went to a lower one, and the report
+            // says which.
             "priority" => assert!(
-                found
-                    .iter()
-                    .any(|d| d["rules"].as_array().unwrap().len() >= 2),
+                found.iter().any(|d| {
+                    let rules = d["rules"].as_array().unwrap();
+                    let chose = d["backend_rules"].as_array().unwrap();
+                    rules.len() >= 2
+                        && !chose.contains(&rules[0])
+                        && chose.iter().any(|r| rules[1..].contains(r))
+                }),
                 "{r:#}"
             ),
             _ => {}

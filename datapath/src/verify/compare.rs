@@ -22,6 +22,10 @@ pub struct Disagreement {
     /// The rules whose match takes the frame, in rank order (the first is
     /// the one the reference chose; none: a miss or a malformed frame).
     pub rules: Vec<u32>,
+    /// Which of them the backend chose, as far as its outcome tells (a
+    /// backend does not say): those whose actions alone give what it did;
+    /// 0 stands for no rule (the port's miss action).
+    pub backend_rules: Vec<u32>,
 }
 
 /// The rules of `set` whose match takes `frame` arriving on `in_port`, as
@@ -180,12 +184,14 @@ pub fn compare_many(
                 if !agrees {
                     disagreeing += 1;
                     if disagreements.len() < MAX_KEPT {
+                        let rules = candidates(set, p.in_port, &p.frame);
                         disagreements.push(Disagreement {
+                            backend_rules: giving(set, p, &rules, &got),
                             probe: p.clone(),
                             subject: s.name().to_string(),
                             reference: want.clone(),
                             got: got.clone(),
-                            rules: candidates(set, p.in_port, &p.frame),
+                            rules,
                         });
                     }
                 }
@@ -223,6 +229,24 @@ pub fn compare_many(
         counters,
         took: names.into_iter().zip(took).collect(),
     })
+}
+
+/// Of `rules` (and no rule, as 0), those that alone turn probe `p` into
+/// `got`.
+fn giving(set: &RuleSet, p: &Probe, rules: &[u32], got: &Got) -> Vec<u32> {
+    let Got::Outcome(got) = got else {
+        return Vec::new();
+    };
+    std::iter::once(0)
+        .chain(rules.iter().copied())
+        .filter(|&id| {
+            let only = reproducer(set, &[id]);
+            Reference::new(&only)
+                .ok()
+                .and_then(|mut r| r.run(p.in_port, &p.frame).ok())
+                .is_some_and(|o| o == *got)
+        })
+        .collect()
 }
 
 /// Whether the rule the reference applies to probe `p` meters it.
@@ -308,6 +332,7 @@ mod tests {
         assert!(!found.is_empty(), "the tie is caught");
         for d in &found {
             assert_eq!(d.rules, vec![1, 2], "both rules of the tie: {d:?}");
+            assert_eq!(d.backend_rules, vec![2], "it took rule 2: {d:?}");
             assert_eq!(d.reference.verdict, Verdict::Output(1));
             assert_eq!(
                 d.got,
