@@ -88,18 +88,24 @@ fn now_ms() -> u64 {
 }
 
 /// Gives `sock` an 8 MiB receive buffer, so that a burst is not dropped
-/// before the receiving thread reads it.
+/// before the receiving thread reads it: past `net.core.rmem_max` when
+/// this process may (root), else up to it.
 pub fn widen_receive_buffer(sock: &UdpSocket) {
     let bytes: libc::c_int = 8 << 20;
-    // SAFETY: a valid socket fd and option value for setsockopt.
-    unsafe {
-        libc::setsockopt(
-            sock.as_raw_fd(),
-            libc::SOL_SOCKET,
-            libc::SO_RCVBUF,
-            (&bytes as *const libc::c_int).cast(),
-            size_of::<libc::c_int>() as u32,
-        );
+    let set = |option: libc::c_int| {
+        // SAFETY: a valid socket fd and option value for setsockopt.
+        unsafe {
+            libc::setsockopt(
+                sock.as_raw_fd(),
+                libc::SOL_SOCKET,
+                option,
+                (&bytes as *const libc::c_int).cast(),
+                size_of::<libc::c_int>() as u32,
+            )
+        }
+    };
+    if set(libc::SO_RCVBUFFORCE) != 0 {
+        set(libc::SO_RCVBUF);
     }
 }
 
