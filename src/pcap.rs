@@ -82,16 +82,7 @@ pub fn write<'a>(
 /// another link type, or `in_port` names no port.
 pub fn read(path: &Path, set: &RuleSet, in_port: Option<&str>) -> Result<Vec<Probe>> {
     let fallback = match in_port {
-        Some(name) => {
-            set.port(name)
-                .with_context(|| {
-                    format!(
-                        "--in-port {name} is not a port of the rules: they have {}",
-                        port_names(set)
-                    )
-                })?
-                .index
-        }
+        Some(name) => port_index(set, name)?,
         None => set.ports.first().map_or(0, |p| p.index),
     };
     let bytes = std::fs::read(path).with_context(|| format!("reading {}", path.display()))?;
@@ -153,8 +144,16 @@ pub fn read(path: &Path, set: &RuleSet, in_port: Option<&str>) -> Result<Vec<Pro
     Ok(out)
 }
 
-/// The names of `set`'s ports, for messages.
-fn port_names(set: &RuleSet) -> String {
-    let names: Vec<&str> = set.ports.iter().map(|p| p.name.as_str()).collect();
-    names.join(", ")
+/// The index of `set`'s port `name`.
+///
+/// # Errors
+/// It has none of that name; the message names those it has.
+pub fn port_index(set: &RuleSet, name: &str) -> Result<u16> {
+    set.port(name).map(|p| p.index).with_context(|| {
+        let names: Vec<&str> = set.ports.iter().map(|p| p.name.as_str()).collect();
+        format!(
+            "port {name} is not in the rules: they have {}",
+            names.join(", ")
+        )
+    })
 }

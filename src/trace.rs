@@ -28,15 +28,7 @@ pub enum Packet<'a> {
 /// Bad hex, a packet the file does not hold, a flow spec that does not
 /// read, or a port the rules do not have; each says what is wrong.
 pub fn frame(set: &RuleSet, packet: &Packet, in_port: Option<&str>) -> Result<(u16, Vec<u8>)> {
-    let named = |name: &str| -> Result<u16> {
-        set.port(name).map(|p| p.index).with_context(|| {
-            let names: Vec<&str> = set.ports.iter().map(|p| p.name.as_str()).collect();
-            format!(
-                "port {name} is not in the rules: they have {}",
-                names.join(", ")
-            )
-        })
-    };
+    let named = |name: &str| crate::pcap::port_index(set, name);
     let first = set.ports.first().map_or(0, |p| p.index);
     let given = in_port.map(named).transpose()?;
     match packet {
@@ -129,8 +121,8 @@ pub type XdpAnswer = Option<Result<Outcome, String>>;
 /// The frame through the XDP program, loaded apart with `set`, pinned
 /// under `bpffs`.
 pub fn xdp(set: &RuleSet, bpffs: &Path, in_port: u16, frame: &[u8]) -> Result<Outcome, String> {
-    let pins = bpffs.join(format!("dse-trace-{}", std::process::id()));
-    let answer = Xdp::load(set, &pins)
+    let pins = crate::verify::Pins::new(bpffs, "trace");
+    Xdp::load(set, &pins.0)
         .map_err(|e| format!("it did not load ({e}): it needs root and bpffs"))
         .and_then(|mut x| x.run(in_port, frame))
         .map_err(|e| match frame.len() {
@@ -139,9 +131,7 @@ pub fn xdp(set: &RuleSet, bpffs: &Path, in_port: u16, frame: &[u8]) -> Result<Ou
                 "the kernel runs no XDP program on a frame of {n} bytes, under an Ethernet header's 14 (its port's 4 bytes besides)"
             ),
             _ => e,
-        });
-    let _ = std::fs::remove_dir_all(&pins);
-    answer
+        })
 }
 
 /// Writes the frame in and the frame out (if it left) to `path` as pcapng.

@@ -95,7 +95,14 @@ pub const MAX_REPRODUCERS: usize = 100;
 const MAX_PRINTED: usize = 20;
 
 /// A bpffs directory of this run's own, removed on drop.
-struct Pins(PathBuf);
+pub(crate) struct Pins(pub(crate) PathBuf);
+
+impl Pins {
+    /// `dse-<what>-<pid>` under the bpffs mount `bpffs`.
+    pub(crate) fn new(bpffs: &Path, what: &str) -> Pins {
+        Pins(bpffs.join(format!("dse-{what}-{}", std::process::id())))
+    }
+}
 
 impl Drop for Pins {
     fn drop(&mut self) {
@@ -111,7 +118,7 @@ impl Drop for Pins {
 /// A backend that cannot start (XDP without root or bpffs, say), a file
 /// that does not read, or a reproducer that cannot be written.
 pub fn run(set: &RuleSet, o: &Options) -> Result<Report> {
-    let pins = Pins(o.bpffs.join(format!("dse-verify-{}", std::process::id())));
+    let pins = Pins::new(o.bpffs, "verify");
     let program = match o.object {
         None => Program::V1,
         Some(path) => {

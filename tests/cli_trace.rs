@@ -292,11 +292,10 @@ fn a_decapsulated_frame_is_classified_again_and_the_json_says_so() {
     let pcap = dir.join("trace.pcapng");
     let out = dse(&[&on_p1[..], &["--no-xdp", "--out", pcap.to_str().unwrap()]].concat());
     assert!(out.status.success());
-    if let Ok(read) = Command::new("tcpdump")
-        .args(["-nn", "-r"])
-        .arg(&pcap)
-        .output()
-    {
+    if let Some(read) = common::tool_output(
+        "tcpdump",
+        Command::new("tcpdump").args(["-nn", "-r"]).arg(&pcap),
+    ) {
         let text = String::from_utf8_lossy(&read.stdout);
         // The VXLAN frame (tcpdump prints its inner frame on a second
         // line), then the inner frame out of p2.
@@ -309,11 +308,6 @@ fn a_decapsulated_frame_is_classified_again_and_the_json_says_so() {
         assert!(
             lines[2].contains("10.0.0.1.1000 > 10.0.0.2.2000: UDP, length 8"),
             "{text}"
-        );
-    } else {
-        assert!(
-            std::env::var("CI").as_deref() != Ok("true"),
-            "CI has tcpdump"
         );
     }
     let _ = std::fs::remove_dir_all(&dir);

@@ -81,21 +81,10 @@ fn a_missing_backend_capability_is_named() {
 /// tcpdump's one line per packet of `path`, or `None` without tcpdump
 /// (under CI=true that is a failure: `cargo xtask setup` installs it).
 fn tcpdump(path: &std::path::Path) -> Option<Vec<String>> {
-    let out = match Command::new("tcpdump")
-        .args(["-nn", "-e", "-r"])
-        .arg(path)
-        .output()
-    {
-        Ok(o) => o,
-        Err(e) => {
-            assert!(
-                std::env::var("CI").as_deref() != Ok("true"),
-                "CI has tcpdump: {e}"
-            );
-            eprintln!("no tcpdump here ({e}): the pcaps are not read back");
-            return None;
-        }
-    };
+    let out = common::tool_output(
+        "tcpdump",
+        Command::new("tcpdump").args(["-nn", "-e", "-r"]).arg(path),
+    )?;
     assert!(
         out.status.success(),
         "tcpdump reads {}: {}",

@@ -76,32 +76,23 @@ fn build(dir: &Path, bug: Option<&Bug>) -> Option<PathBuf> {
     }
     let arch = std::env::consts::ARCH;
     let object = dir.join("dse.bpf.o");
-    let out = match Command::new("clang")
-        .current_dir(dir)
-        .args([
-            "-O2",
-            "-g",
-            "-target",
-            "bpf",
-            "-Wall",
-            "-Werror",
-            "-Iinclude",
-        ])
-        .arg(format!("-I/usr/include/{arch}-linux-gnu"))
-        .args(["-c", "src/dse.bpf.c", "-o"])
-        .arg(&object)
-        .output()
-    {
-        Ok(o) => o,
-        Err(e) => {
-            assert!(
-                std::env::var("CI").as_deref() != Ok("true"),
-                "CI has clang: {e}"
-            );
-            eprintln!("no clang here ({e}): no seeded bugs");
-            return None;
-        }
-    };
+    let out = common::tool_output(
+        "clang",
+        Command::new("clang")
+            .current_dir(dir)
+            .args([
+                "-O2",
+                "-g",
+                "-target",
+                "bpf",
+                "-Wall",
+                "-Werror",
+                "-Iinclude",
+            ])
+            .arg(format!("-I/usr/include/{arch}-linux-gnu"))
+            .args(["-c", "src/dse.bpf.c", "-o"])
+            .arg(&object),
+    )?;
     assert!(
         out.status.success(),
         "clang builds {}: {}",

@@ -12,7 +12,7 @@ use crate::pipeline::{
     search_observed,
 };
 use crate::rule::{EthType, IpProto, Match, Rule, RuleError, RuleSet};
-use crate::verify::Outcome;
+use crate::verify::{Outcome, hex};
 use crate::wire::{ethertype, ipproto};
 use serde::Serialize;
 use std::fmt;
@@ -181,10 +181,6 @@ pub struct ActionStep {
 
 fn as_hex<S: serde::Serializer>(bytes: &[u8], s: S) -> Result<S::Ok, S::Error> {
     s.serialize_str(&hex(bytes))
-}
-
-fn hex(bytes: &[u8]) -> String {
-    bytes.iter().map(|b| format!("{b:02x}")).collect()
 }
 
 /// Traces `frame` arriving on port `in_port` through `set`, as the

@@ -28,3 +28,21 @@ pub fn root() -> bool {
     );
     root
 }
+
+/// What `cmd` printed, or `None` (the test skips that part) when `tool`,
+/// which `cargo xtask setup` installs for the tests, is not here; under
+/// `CI=true` that is a failure.
+#[allow(dead_code)]
+pub fn tool_output(tool: &str, cmd: &mut std::process::Command) -> Option<std::process::Output> {
+    match cmd.output() {
+        Ok(o) => Some(o),
+        Err(e) => {
+            assert!(
+                std::env::var("CI").as_deref() != Ok("true"),
+                "CI has {tool}: {e}"
+            );
+            eprintln!("no {tool} here ({e}): that part is skipped");
+            None
+        }
+    }
+}

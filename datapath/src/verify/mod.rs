@@ -89,12 +89,13 @@ impl fmt::Display for Outcome {
             Verdict::Tx => f.write_str("tx back out of its port")?,
             Verdict::Drop(r) => return write!(f, "drop ({})", r.name()),
         }
-        write!(f, ", {} bytes: ", self.bytes.len())?;
-        for b in &self.bytes {
-            write!(f, "{b:02x}")?;
-        }
-        Ok(())
+        write!(f, ", {} bytes: {}", self.bytes.len(), hex(&self.bytes))
     }
+}
+
+/// `bytes` in lower-case hex, as reports print frames.
+pub(crate) fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
 }
 
 /// A backend that takes frames one at a time.
