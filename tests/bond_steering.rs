@@ -244,3 +244,126 @@ fn bad_steering_is_refused_by_name_and_changes_nothing() {
     );
     drop(ns);
 }
+
+/// Numbers every datagram the host sends to its silent peer while the bond
+/// is steered back and forth, and counts each number on both members'
+/// wires: each datagram leaves exactly once, through one member or the
+/// other, however the switch falls between its copies.
+#[test]
+fn a_switch_under_load_sends_each_datagram_exactly_once() {
+    if !common::root() {
+        return;
+    }
+    let (ns, bond) = host("load");
+    let taps = [tap(&ns, "p2"), tap(&ns, "p3")];
+    for t in &taps {
+        let size: libc::c_int = 64 << 20;
+        // SAFETY: a valid fd and option of the stated size.
+        let r = unsafe {
+            libc::setsockopt(
+                t.as_raw_fd(),
+                libc::SOL_SOCKET,
+                libc::SO_RCVBUFFORCE,
+                (&raw const size).cast(),
+                size_of::<libc::c_int>() as u32,
+            )
+        };
+        assert_eq!(r, 0, "a 64 MiB capture buffer");
+    }
+    steer_bond(&bond, "m2").unwrap();
+    let stop = std::sync::atomic::AtomicBool::new(false);
+    let (sent, seen) = std::thread::scope(|s| {
+        let counting: Vec<_> = taps
+            .iter()
+            .map(|t| {
+                let stop = &stop;
+                s.spawn(move || {
+                    let mut seqs = Vec::new();
+                    let mut buf = [0u8; 2048];
+                    let mut idle_after_stop = 0;
+                    while idle_after_stop < 20 {
+                        // SAFETY: a valid fd and buffer of the stated length.
+                        let n = unsafe {
+                            libc::recv(t.as_raw_fd(), buf.as_mut_ptr().cast(), buf.len(), 0)
+                        };
+                        if n > 0 {
+                            let f = &buf[..n as usize];
+                            if is_datagram(f) && f.len() >= 50 {
+                                seqs.push(u64::from_be_bytes(f[42..50].try_into().unwrap()));
+                            }
+                        } else if stop.load(std::sync::atomic::Ordering::Relaxed) {
+                            idle_after_stop += 1;
+                            std::thread::sleep(Duration::from_millis(5));
+                        } else {
+                            std::thread::sleep(Duration::from_micros(200));
+                        }
+                    }
+                    seqs
+                })
+            })
+            .collect();
+        let sender = s.spawn(|| {
+            ns.enter();
+            let sock = std::net::UdpSocket::bind("10.77.0.2:0").unwrap();
+            let mut seq = 0u64;
+            // Bursts of 50 every half millisecond: about 100,000 a second,
+            // well under what a veth and a packet socket take.
+            while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                for _ in 0..50 {
+                    if sock.send_to(&seq.to_be_bytes(), "10.77.0.9:7000").is_ok() {
+                        seq += 1;
+                    }
+                }
+                std::thread::sleep(Duration::from_micros(500));
+            }
+            seq
+        });
+        for i in 0..150 {
+            let to = if i % 2 == 0 { "m3" } else { "m2" };
+            steer_bond(&bond, to).unwrap();
+        }
+        stop.store(true, std::sync::atomic::Ordering::Relaxed);
+        let sent = sender.join().unwrap();
+        let seen: Vec<Vec<u64>> = counting.into_iter().map(|c| c.join().unwrap()).collect();
+        (sent, seen)
+    });
+    let drops: Vec<u32> = taps
+        .iter()
+        .map(|t| {
+            let mut st: libc::tpacket_stats = unsafe { std::mem::zeroed() };
+            let mut len = size_of::<libc::tpacket_stats>() as u32;
+            // SAFETY: a valid fd and option buffer of the stated size.
+            let r = unsafe {
+                libc::getsockopt(
+                    t.as_raw_fd(),
+                    libc::SOL_PACKET,
+                    libc::PACKET_STATISTICS,
+                    (&raw mut st).cast(),
+                    &raw mut len,
+                )
+            };
+            assert_eq!(r, 0);
+            st.tp_drops
+        })
+        .collect();
+    assert_eq!(drops, [0, 0], "the captures kept every frame");
+    let mut times = vec![0u8; sent as usize];
+    for s in seen.iter().flatten() {
+        times[*s as usize] += 1;
+    }
+    let lost: Vec<usize> = (0..times.len()).filter(|&i| times[i] == 0).collect();
+    let twice: Vec<usize> = (0..times.len()).filter(|&i| times[i] > 1).collect();
+    eprintln!(
+        "{sent} datagrams over 150 switches: {} by m2, {} by m3",
+        seen[0].len(),
+        seen[1].len()
+    );
+    assert!(
+        lost.is_empty() && twice.is_empty(),
+        "of {sent} datagrams, {} never left ({:?}...) and {} left twice ({:?}...)",
+        lost.len(),
+        &lost[..lost.len().min(5)],
+        twice.len(),
+        &twice[..twice.len().min(5)]
+    );
+}

@@ -12,8 +12,8 @@
 //! h2's bond is active-backup (m2 active): while a DPU of h2 reboots in a
 //! `--keep-offload` remediation, the control plane makes the partner's
 //! member active and its gratuitous ARP moves h2 on the wire. This kernel
-//! may lack bonding, so the bond is a bridge kept active-backup by its
-//! ports' flags ([`BondKind::Bridge`]). Every DPU port is an interface of
+//! may lack bonding, so the bond is a bridge kept active-backup by a
+//! redirect on its egress ([`BondKind::Bridge`]). Every DPU port is an interface of
 //! the DPU namespace, where the control plane runs and attaches each
 //! DPU's XDP datapath; dropping the cluster deletes every namespace and
 //! with them every interface.

@@ -14,7 +14,7 @@
 //! wire's bridge where h2 now is. The bond takes in what comes through
 //! its backup member too, so frames that were on their way through the
 //! old DPU when it moved still arrive. This kernel has no bonding, so the
-//! bond is a bridge made active-backup by its ports' flags
+//! bond is a bridge made active-backup by a redirect on its egress
 //! ([`BondKind::Bridge`]). Every DPU port is a root-namespace veth end;
 //! the hosts and the wire are namespaces.
 
@@ -102,7 +102,7 @@ impl Fabric {
         let m2 = Veth::with(&format!("df{tag}m2"), &format!("df{tag}m2i"), &ns[1], None);
         let m3 = Veth::with(&format!("df{tag}m3"), &format!("df{tag}m3i"), &ns[1], None);
         // This kernel has no bonding (CONFIG_BONDING is not set): the
-        // uplink is a bridge kept active-backup by its ports' flags, as
+        // uplink is a bridge kept active-backup by a redirect on its egress, as
         // the product drives it (`BondKind::Bridge`).
         run(
             &ns[1],

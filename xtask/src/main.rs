@@ -35,9 +35,9 @@ const fn program(name: &'static str, package: &'static str) -> Need {
 
 /// The demo: the build (etcd-client compiles etcd's protobuf API with
 /// protoc and its well-known types), namespaces, veths and their
-/// addresses, sysctls, nftables (the bond of a host whose kernel has no
-/// bonding keeps its own frames off its backup member with a table), and
-/// etcd for a fleet.
+/// addresses, sysctls, `tc` (the bond of a host whose kernel has no
+/// bonding redirects its own frames to its active member), and etcd for a
+/// fleet.
 const DEMO: &[Need] = &[
     program("protoc", "protobuf-compiler"),
     Need {
@@ -49,12 +49,11 @@ const DEMO: &[Need] = &[
     program("ethtool", "ethtool"),
     program("etcd", "etcd-server"),
     program("etcdctl", "etcd-client"),
-    program("nft", "nftables"),
 ];
 
 /// The tests besides: clang and libbpf headers to rebuild the XDP objects
 /// and check them against the committed ones, bpftool and xdp-tools, the
-/// bench's Linux peers, nftables (with the demo's) and Open vSwitch (its
+/// bench's Linux peers, nftables and Open vSwitch (its
 /// userspace datapath, started by the bench itself; no service, no kernel
 /// module), and tcpdump.
 const TEST: &[Need] = &[
@@ -67,6 +66,7 @@ const TEST: &[Need] = &[
     },
     program("bpftool", "bpftool"),
     program("xdp-filter", "xdp-tools"),
+    program("nft", "nftables"),
     program("ovs-vswitchd", "openvswitch-switch"),
     // An independent reader of the pcaps `dse verify` writes.
     program("tcpdump", "tcpdump"),

@@ -3,9 +3,10 @@
 //! Through iproute2's `ip` (its `-n` flag enters the bond's namespace),
 //! the tool every host that runs a bond has: reading and setting a few
 //! attributes twice per DPU reboot is not worth a netlink stack. A bond
-//! of kind [`BondKind::Bridge`] keeps the host's own frames off its backup
-//! members with an nftables table (`nft`), and gets its gratuitous ARP
-//! from here, sent on a packet socket in the bond's namespace.
+//! of kind [`BondKind::Bridge`] sends the host's own frames through its
+//! active member with a traffic-control redirect on the bridge (`tc`),
+//! and gets its gratuitous ARP from here, sent on a packet socket in the
+//! bond's namespace.
 
 use crate::lifecycle::{Bond, BondKind};
 use serde_json::Value;
@@ -14,16 +15,16 @@ use std::process::Command;
 /// Why a bond could not be read or steered.
 #[derive(Debug, thiserror::Error)]
 pub enum BondError {
-    /// `ip` could not be run.
-    #[error("running ip for bond {bond}: {source}; install iproute2")]
+    /// `ip` or `tc` could not be run.
+    #[error("running iproute2 for bond {bond}: {source}; install iproute2")]
     Spawn {
         /// The bond.
         bond: String,
         /// What the OS said.
         source: std::io::Error,
     },
-    /// `ip` refused.
-    #[error("bond {bond}{ns}: ip {args}: {stderr}")]
+    /// `ip` or `tc` refused.
+    #[error("bond {bond}{ns}: {args}: {stderr}")]
     Refused {
         /// The bond.
         bond: String,
@@ -80,7 +81,17 @@ fn in_ns(bond: &Bond) -> String {
 
 /// Runs `ip [-n NS] ARGS` for `bond`; its standard output.
 fn ip(bond: &Bond, args: &[&str]) -> Result<Vec<u8>, BondError> {
-    let mut cmd = Command::new("ip");
+    iproute2(bond, "ip", args)
+}
+
+/// Runs `tc [-n NS] ARGS` for `bond`; its standard output.
+fn tc(bond: &Bond, args: &[&str]) -> Result<Vec<u8>, BondError> {
+    iproute2(bond, "tc", args)
+}
+
+/// Runs iproute2's `tool [-n NS] ARGS` for `bond`; its standard output.
+fn iproute2(bond: &Bond, tool: &str, args: &[&str]) -> Result<Vec<u8>, BondError> {
+    let mut cmd = Command::new(tool);
     if let Some(ns) = &bond.netns {
         cmd.args(["-n", ns]);
     }
@@ -92,7 +103,7 @@ fn ip(bond: &Bond, args: &[&str]) -> Result<Vec<u8>, BondError> {
         return Err(BondError::Refused {
             bond: bond.name.clone(),
             ns: in_ns(bond),
-            args: args.join(" "),
+            args: format!("{tool} {}", args.join(" ")),
             stderr: String::from_utf8_lossy(&out.stderr).trim().to_string(),
         });
     }
@@ -170,21 +181,11 @@ pub fn active(bond: &Bond) -> Result<Option<String>, BondError> {
                 .map(str::to_string))
         }
         BondKind::Bridge => {
-            if !egress_table_exists(bond)? {
+            let Some(to) = redirected_to(bond)? else {
                 return Ok(None);
-            }
-            let mut flooding = Vec::new();
-            for member in bond.members.values() {
-                let l = member_link(bond, member)?;
-                if l["linkinfo"]["info_slave_data"]["flood"] == true {
-                    flooding.push(member.clone());
-                }
-            }
-            Ok(if flooding.len() == 1 {
-                flooding.pop()
-            } else {
-                None
-            })
+            };
+            member_link(bond, &to)?;
+            Ok(Some(to))
         }
     }
 }
@@ -207,113 +208,67 @@ pub fn make_active(bond: &Bond, member: &str) -> Result<(), BondError> {
             ip(bond, &[&set[..], &["active_slave", member]].concat())?;
         }
         BondKind::Bridge => {
-            // The bridge learns nothing, so every frame the host sends to
-            // another host is flooded: out of the ports that flood. The new
-            // member floods first (its own frames still dropped by the
-            // table); then, in one nftables transaction, the host's frames
-            // leave through it and no longer through the old one; then the
-            // old one stops flooding. No frame is sent twice or not at all.
-            let port = |ifname: &str, flood: &str| {
-                let set = ["link", "set", "dev", ifname, "type", "bridge_slave"];
-                let flags = ["isolated", "on", "learning", "off", "flood", flood];
-                ip(bond, &[&set[..], &flags[..]].concat()).map(drop)
-            };
-            let fresh = !egress_table_exists(bond)?;
-            port(member, "on")?;
-            let others: Vec<&String> = bond.members.values().filter(|m| *m != member).collect();
-            nft(bond, &egress_script(bond, &others, fresh))?;
-            for other in others {
-                port(other, "off")?;
+            // The host's frames never reach the bridge's own forwarding:
+            // a filter on its egress redirects each to the active member.
+            // Steering replaces that filter; the kernel classifies each
+            // frame once, by the old filter or the new, so no frame
+            // leaves twice or not at all. (Flags on the bridge's ports
+            // would not do: a flooded frame is copied port by port, and a
+            // switch between two copies sends it by both or by neither.)
+            // The members stay isolated, so nothing crosses from one to
+            // the other, and each still takes frames in.
+            for m in bond.members.values() {
+                let set = ["link", "set", "dev", m, "type", "bridge_slave"];
+                ip(
+                    bond,
+                    &[&set[..], &["isolated", "on", "learning", "off"]].concat(),
+                )?;
             }
+            if !has_clsact(bond)? {
+                tc(bond, &["qdisc", "add", "dev", &bond.name, "clsact"])?;
+            }
+            let filter = ["filter", "replace", "dev", &bond.name, "egress"];
+            let redirect = ["action", "mirred", "egress", "redirect", "dev", member];
+            tc(bond, &[&filter[..], &REDIRECT[..], &redirect[..]].concat())?;
             announce(bond)?;
         }
     }
     Ok(())
 }
 
-/// The nftables table (bridge family, in the bond's namespace) that keeps
-/// a bridge-kind bond's own frames off its backup members.
-fn egress_table(bond: &Bond) -> String {
-    let name: String = bond
-        .name
-        .chars()
-        .map(|c| if c.is_ascii_alphanumeric() { c } else { '_' })
-        .collect();
-    format!("dse_bond_{name}")
+/// The steering filter of a bridge-kind bond, on its egress: one u32
+/// filter at a fixed preference and handle, matching every frame, so that
+/// `tc filter replace` swaps it whole.
+const REDIRECT: [&str; 9] = [
+    "pref", "1", "handle", "800::800", "u32", "match", "u32", "0", "0",
+];
+
+/// Whether `bond` has its `clsact` queueing discipline.
+fn has_clsact(bond: &Bond) -> Result<bool, BondError> {
+    let out = tc(bond, &["-j", "qdisc", "show", "dev", &bond.name])?;
+    let qdiscs: Value = serde_json::from_slice(&out).unwrap_or_default();
+    Ok(qdiscs
+        .as_array()
+        .is_some_and(|q| q.iter().any(|d| d["kind"] == "clsact")))
 }
 
-/// An nftables script that makes `backups` the members the host's own
-/// frames may not leave by, in one transaction: the set's elements change
-/// at its commit, so no frame meets both the old set and the new. The
-/// table, its set and its chain are made the first time (`fresh`); a
-/// chain made again would be a second hook, live before the first goes.
-fn egress_script(bond: &Bond, backups: &[&String], fresh: bool) -> String {
-    let t = egress_table(bond);
-    let names: Vec<String> = backups.iter().map(|m| format!("\"{m}\"")).collect();
-    let mut script = String::new();
-    if fresh {
-        script.push_str(&format!(
-            "table bridge {t} {{\n  set backups {{ type ifname; }}\n  chain out {{\n    type filter hook output priority 0; policy accept;\n    oifname @backups drop\n  }}\n}}\n"
-        ));
+/// The member a bridge-kind bond's egress filter redirects the host's
+/// frames to, if it was steered.
+fn redirected_to(bond: &Bond) -> Result<Option<String>, BondError> {
+    if !has_clsact(bond)? {
+        return Ok(None);
     }
-    script.push_str(&format!("flush set bridge {t} backups\n"));
-    if !names.is_empty() {
-        script.push_str(&format!(
-            "add element bridge {t} backups {{ {} }}\n",
-            names.join(", ")
-        ));
-    }
-    script
-}
-
-/// Whether [`egress_table`] exists: whether the bond was steered once.
-fn egress_table_exists(bond: &Bond) -> Result<bool, BondError> {
-    let list = format!("list table bridge {}", egress_table(bond));
-    match nft(bond, &list) {
-        Ok(()) => Ok(true),
-        Err(BondError::Refused { .. }) => Ok(false),
-        Err(e) => Err(e),
-    }
-}
-
-/// Runs nftables script `script` in `bond`'s namespace.
-fn nft(bond: &Bond, script: &str) -> Result<(), BondError> {
-    use std::io::Write;
-    let mut cmd = match &bond.netns {
-        Some(ns) => {
-            let mut c = Command::new("ip");
-            c.args(["netns", "exec", ns, "nft", "-f", "-"]);
-            c
-        }
-        None => {
-            let mut c = Command::new("nft");
-            c.args(["-f", "-"]);
-            c
-        }
-    };
-    let spawn = |source| BondError::Spawn {
-        bond: bond.name.clone(),
-        source,
-    };
-    let mut child = cmd
-        .stdin(std::process::Stdio::piped())
-        .stdout(std::process::Stdio::null())
-        .stderr(std::process::Stdio::piped())
-        .spawn()
-        .map_err(spawn)?;
-    if let Some(mut stdin) = child.stdin.take() {
-        stdin.write_all(script.as_bytes()).map_err(spawn)?;
-    }
-    let out = child.wait_with_output().map_err(spawn)?;
-    if !out.status.success() {
-        return Err(BondError::Refused {
-            bond: bond.name.clone(),
-            ns: in_ns(bond),
-            args: format!("nft -f - <<< {script:?}"),
-            stderr: String::from_utf8_lossy(&out.stderr).trim().to_string(),
-        });
-    }
-    Ok(())
+    let out = tc(bond, &["-j", "filter", "show", "dev", &bond.name, "egress"])?;
+    let filters: Value = serde_json::from_slice(&out).unwrap_or_default();
+    Ok(filters
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter(|f| f["pref"] == 1)
+        .flat_map(|f| f["options"]["actions"].as_array().into_iter().flatten())
+        .find(|a| a["kind"] == "mirred")
+        .and_then(|a| a["to_dev"].as_str())
+        .map(str::to_string))
 }
 
 /// Sends a gratuitous ARP for each IPv4 address of `bond`, from its MAC,

@@ -181,9 +181,9 @@ pub enum BondKind {
     Bond,
     /// For kernels built without bonding: a Linux bridge whose member
     /// ports are all `isolated` (no frame crosses from one to another)
-    /// and learn nothing, only the active one flooding, and an nftables
-    /// table (bridge family, output hook) that drops the host's own
-    /// frames out of the backup ones. The host sends through the active
+    /// and learn nothing, with a `tc` filter on the bridge's egress that
+    /// redirects each of the host's own frames to the active member (a
+    /// switch replaces the filter whole). The host sends through the active
     /// member only and takes in what comes through either. The agent
     /// sends the gratuitous ARP that bonding sends itself.
     Bridge,
