@@ -3,6 +3,7 @@
 #![allow(dead_code, reason = "each bench uses a different part")]
 
 pub mod baseline;
+pub mod counting;
 
 use std::path::PathBuf;
 use std::time::Duration;

@@ -7,10 +7,12 @@
 
 mod error;
 mod load;
+mod packed;
 mod validate;
 mod value;
 
 pub use error::RuleError;
+pub use packed::Packed;
 pub(crate) use validate::encode_options as encode_geneve_options;
 pub use value::{EthType, IpPrefix, IpProto, Mac, Masked, TcpFlags, VlanMatch, ip_key_bytes};
 
@@ -102,7 +104,20 @@ pub struct Rule {
     pub matches: Match,
     /// Applied in order; the last is terminal (`output`, `drop`, `pass`,
     /// `tx`) or `decap`, which classifies the inner frame again.
+    #[serde(deserialize_with = "exactly")]
     pub actions: Vec<Action>,
+}
+
+/// A list read into exactly the memory it needs: a deserializer grows a
+/// vector of unknown length by doubling, which a million rules would keep.
+fn exactly<'de, D, T>(d: D) -> Result<Vec<T>, D::Error>
+where
+    D: serde::Deserializer<'de>,
+    T: Deserialize<'de>,
+{
+    let mut v = Vec::<T>::deserialize(d)?;
+    v.shrink_to_fit();
+    Ok(v)
 }
 
 /// Match fields; an absent field is a wildcard.
