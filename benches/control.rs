@@ -58,7 +58,7 @@ fn apply_1m(c: &mut Criterion) {
                 )
             },
             |(dp, set)| {
-                dp.apply(Transaction::Replace(set)).expect("applies");
+                dp.apply(Transaction::Replace(set.into())).expect("applies");
                 dp
             },
             BatchSize::PerIteration,

@@ -13,8 +13,8 @@ mod common;
 use common::counting::{self, Counting, live, peak, reset_peak, settled};
 use common::*;
 use dse_control::store::{Backend, Change, DatapathInstance, Store};
-use dse_datapath::compile::Compiler;
 use dse_control::{Daemon, DaemonConfig};
+use dse_datapath::compile::Compiler;
 use dse_datapath::rule::RuleSet;
 use std::collections::BTreeMap;
 use std::path::PathBuf;
@@ -125,7 +125,10 @@ impl Report {
 /// The request's JSON bytes, parsed as the API parses them.
 fn request(set: &RuleSet, r: &Report) -> RuleSet {
     let body = serde_json::to_vec(set).expect("serializes");
-    r.line("request body (JSON, freed once parsed)", body.len() as isize);
+    r.line(
+        "request body (JSON, freed once parsed)",
+        body.len() as isize,
+    );
     let before = live();
     reset_peak();
     let parsed = RuleSet::parse_json_bytes(&body).expect("parses");
@@ -189,7 +192,10 @@ fn run(n: u32) {
     reset_peak();
     daemon.apply(set, None, false, "bench").expect("applies");
     let apply_peak = peak() - before + (before - base);
-    r.line("apply's peak, every rule changed, one XDP datapath", apply_peak);
+    r.line(
+        "apply's peak, every rule changed, one XDP datapath",
+        apply_peak,
+    );
     let steady = settled() - base;
     r.line("daemon, steady after it", steady);
     r.rss("after the second apply");
@@ -219,14 +225,17 @@ fn parts(n: u32, r: &Report) {
         bytes
     });
     held("part: desired rules by id", &|| {
-        Box::new(dse_control::desired::Desired::new(1, set.clone()))
+        Box::new(dse_control::desired::Desired::new(1, &set))
     });
     let dir = Dir(std::env::temp_dir().join(format!("dse-mem-store-{}", std::process::id())));
     let _ = std::fs::remove_dir_all(&dir.0);
     let before = settled();
     let store = Store::open(dir.0.join("dse.redb")).expect("opens");
     store.commit_rules(&set, None, "bench").expect("commits");
-    r.line("part: store, after committing the set (its caches)", settled() - before);
+    r.line(
+        "part: store, after committing the set (its caches)",
+        settled() - before,
+    );
     let before = live();
     for i in 0..1000u32 {
         let mut rule = set.rules[i as usize].clone();
@@ -245,7 +254,7 @@ fn parts(n: u32, r: &Report) {
     drop(store);
     drop(dir);
     let before = settled();
-    let compiler = Compiler::new(set.clone()).expect("compiles");
+    let compiler = Compiler::new(&set).expect("compiles");
     let whole = settled() - before;
     let tables = compiler.tables().clone();
     drop(compiler);
@@ -258,7 +267,7 @@ fn parts(n: u32, r: &Report) {
     );
     let before = live();
     reset_peak();
-    let summary = dse_control::desired::Desired::new(1, set.clone());
+    let summary = dse_control::desired::Desired::new(1, &set);
     let changed = changed(set.clone());
     let after_copies = live();
     reset_peak();

@@ -51,7 +51,7 @@ fn main() {
     let set = exact_rules(n);
     let rule_set = live() - base;
     // The compiler takes the rules over: they become its sources.
-    let compiler = Compiler::new(set).expect("compiles");
+    let compiler = Compiler::new(&set).expect("compiles");
     let everything = live() - base;
     let tables = compiler.tables().clone();
     drop(compiler);

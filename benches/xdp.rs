@@ -35,7 +35,7 @@ const REPEAT_CAP: u64 = 1 << 20;
 fn loaded(name: &str, set: &RuleSet, limits: XdpLimits) -> (Pins, XdpInstance) {
     let pins = Pins::new(name);
     let mut xdp = XdpInstance::load(&pins.0, limits).expect("loads (root and bpffs needed)");
-    let compiler = Compiler::new(set.clone()).expect("compiles");
+    let compiler = Compiler::new(&set).expect("compiles");
     xdp.install_rebuilt(compiler.tables()).expect("installs");
     (pins, xdp)
 }
@@ -302,7 +302,7 @@ fn loading(c: &mut Criterion) {
     g.measurement_time(Duration::from_secs(20));
     g.throughput(criterion::Throughput::Elements(1_000_000));
     let set = exact_rules(1_000_000);
-    let compiler = Compiler::new(set).expect("compiles");
+    let compiler = Compiler::new(&set).expect("compiles");
     // Into fresh maps: a datapath's first load (map creation untimed).
     g.bench_function("install_1M_exact_rules_fresh_maps", |b| {
         b.iter_custom(|iters| {

@@ -55,7 +55,7 @@ fn main() {
     for r in &mut exact.rules {
         r.actions = vec![Action::Drop];
     }
-    let compiler = Compiler::new(exact).expect("compiles");
+    let compiler = Compiler::new(&exact).expect("compiles");
     let mut frame = template();
     frame[26..30].copy_from_slice(&flow_src(7));
     frame[34..36].copy_from_slice(&flow_sport(7).to_be_bytes());

@@ -355,7 +355,7 @@ proptest! {
         steps in prop::collection::vec((rule_set(), prop::collection::vec(any::<prop::sample::Index>(), 0..6)), 1..6),
         pkts in prop::collection::vec(pkt(), 1..24),
     ) {
-        let mut compiler = dse_datapath::compile::Compiler::new(start.clone()).expect("valid");
+        let mut compiler = dse_datapath::compile::Compiler::new(&start).expect("valid");
         let mut current = start.clone();
         for (generation, (adds, removals)) in steps.into_iter().enumerate() {
             let mut remove: Vec<u32> = removals.iter().filter(|_| !current.rules.is_empty()).map(|i| current.rules[i.index(current.rules.len())].id).collect();

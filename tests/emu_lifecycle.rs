@@ -105,7 +105,8 @@ fn no_packet_is_classified_by_a_mix_of_generations() {
     };
     for g in 2..=200u32 {
         assert_eq!(
-            dp.apply(Transaction::Replace(swapping_rules(g))).unwrap(),
+            dp.apply(Transaction::Replace(swapping_rules(g).into()))
+                .unwrap(),
             u64::from(g)
         );
         check(&dp);
@@ -173,7 +174,7 @@ fn counters_survive_transactions() {
         index: 9,
         default: Default::default(),
     });
-    assert_eq!(dp.apply(Transaction::Replace(wider)).unwrap(), 3);
+    assert_eq!(dp.apply(Transaction::Replace(wider.into())).unwrap(), 3);
     pump(&dp, 10, 53);
     assert_eq!(
         dp.rule_counters()[&1].packets,
@@ -202,7 +203,9 @@ fn quiesce_freezes_rules_but_keeps_forwarding() {
     ));
     dp.quiesce().unwrap();
     assert_eq!(dp.state(), LifecycleState::Quiesced);
-    let err = dp.apply(Transaction::Replace(base_rules())).unwrap_err();
+    let err = dp
+        .apply(Transaction::Replace(base_rules().into()))
+        .unwrap_err();
     assert!(
         matches!(
             err,
@@ -220,7 +223,10 @@ fn quiesce_freezes_rules_but_keeps_forwarding() {
         "a quiesced datapath forwards"
     );
     dp.resume().unwrap();
-    assert_eq!(dp.apply(Transaction::Replace(base_rules())).unwrap(), 2);
+    assert_eq!(
+        dp.apply(Transaction::Replace(base_rules().into())).unwrap(),
+        2
+    );
 }
 
 #[test]
@@ -233,7 +239,7 @@ fn snapshot_restore_round_trip_is_exact() {
         },
     )
     .unwrap();
-    dp.apply(Transaction::Replace(base_rules())).unwrap();
+    dp.apply(Transaction::Replace(base_rules().into())).unwrap();
     pump(&dp, 500, 53);
     pump(&dp, 80, 54); // 50 pass the meter's burst, the rest are over rate
     dp.quiesce().unwrap();

@@ -321,7 +321,7 @@ fn on_af_xdp_the_stack_answers_only_what_the_rules_pass() {
         .filter(|l| !l.contains("icmp"))
         .collect::<Vec<_>>();
     let set = RuleSet::from_yaml(&no_icmp.join("\n")).unwrap();
-    host.apply(dse_datapath::datapath::Transaction::Replace(set))
+    host.apply(dse_datapath::datapath::Transaction::Replace(set.into()))
         .unwrap();
     assert!(!ping(2), "the stack hears only what the rules pass");
     let s = host.stats();

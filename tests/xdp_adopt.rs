@@ -60,10 +60,10 @@ fn an_adopter_runs_only_its_rules_after_r1_r2_r1() {
     };
     let first = XdpDatapath::start(set(R1.0, R1.1, N), pins.config()).unwrap();
     first
-        .apply(Transaction::Replace(set(R2.0, R2.1, N)))
+        .apply(Transaction::Replace(set(R2.0, R2.1, N).into()))
         .unwrap();
     first
-        .apply(Transaction::Replace(set(R1.0, R1.1, N)))
+        .apply(Transaction::Replace(set(R1.0, R1.1, N).into()))
         .unwrap();
     forwards_only(&first, R1, R2, "before any restart");
     drop(first);
@@ -86,7 +86,7 @@ fn an_adopter_of_a_datapath_killed_mid_install_runs_only_its_rules() {
     };
     let first = XdpDatapath::start(set(R1.0, R1.1, N), pins.config()).unwrap();
     first
-        .apply(Transaction::Replace(set(R2.0, R2.1, N)))
+        .apply(Transaction::Replace(set(R2.0, R2.1, N).into()))
         .unwrap();
     // Alternate the converged set so that both banks are written by
     // adopters that found the other one's entries.
@@ -111,7 +111,9 @@ fn counters_of_kept_rules_survive_adoption_and_changes() {
     // patch that keeps it too.
     let mut bigger = set(R1.0, R1.1, N);
     bigger.rules.extend(set(R2.0, R2.1, N).rules);
-    first.apply(Transaction::Replace(bigger.clone())).unwrap();
+    first
+        .apply(Transaction::Replace(bigger.clone().into()))
+        .unwrap();
     first.run_frame(0, &udp(R1.1)).unwrap();
     first
         .apply(Transaction::Patch {
@@ -129,7 +131,7 @@ fn counters_of_kept_rules_survive_adoption_and_changes() {
     let mut changed = dp.rules();
     let r = changed.rules.iter_mut().find(|r| r.id == R1.0).unwrap();
     r.priority = 11;
-    dp.apply(Transaction::Replace(changed)).unwrap();
+    dp.apply(Transaction::Replace(changed.into())).unwrap();
     assert_eq!(dp.rule_counters()[&R1.0].packets, 7, "kept across a change");
 }
 
@@ -207,7 +209,8 @@ fn no_flow_cache_entry_of_an_older_generation_forwards_after_adoption_or_a_chang
         "after its rule changed to drop"
     );
     cached(&dp, R1.1 + 4, fwd, "before the replace");
-    dp.apply(Transaction::Replace(set(R2.0, R2.1, N))).unwrap();
+    dp.apply(Transaction::Replace(set(R2.0, R2.1, N).into()))
+        .unwrap();
     not_from_cache(&dp, R1.1 + 4, miss, "after replacing R1 by R2");
     not_from_cache(&dp, R2.1, fwd, "after replacing R1 by R2");
 }

@@ -26,7 +26,7 @@ fn xdp_agrees_with_the_reference_pipeline() {
         };
         let mut rng = Rng(0x5eed_0000 + round as u64 * 0x9e37_79b9);
         let set = rule_set(&mut rng);
-        let compiler = Compiler::new(set.clone()).expect("generated sets compile");
+        let compiler = Compiler::new(&set).expect("generated sets compile");
         let inst = Installed::build(1, &set).expect("builds");
         let mut reference = Pipeline::new(1024);
         let mut xdp = XdpInstance::load(&pins.0, XdpLimits::small()).expect("loads");
@@ -86,7 +86,7 @@ fn xdp_patches_agree_with_a_fresh_reference() {
     };
     let mut rng = Rng(0x0ba7_c4e5);
     let mut set = rule_set(&mut rng);
-    let mut compiler = Compiler::new(set.clone()).expect("compiles");
+    let mut compiler = Compiler::new(&set).expect("compiles");
     let mut xdp = XdpInstance::load(&pins.0, XdpLimits::small()).expect("loads");
     let slots: Vec<u32> = compiler.tables().live_rules().map(|(s, _)| s).collect();
     xdp.install(compiler.tables(), &slots).expect("installs");
@@ -106,7 +106,7 @@ fn xdp_patches_agree_with_a_fresh_reference() {
             .expect("generated patches apply");
         if round % 7 == 3 {
             // Now and then a rebuild: a fresh compiler, the other slot half.
-            compiler = Compiler::new(compiler.rule_set()).expect("compiles");
+            compiler = Compiler::new(&compiler.rule_set()).expect("compiles");
             xdp.install_rebuilt(compiler.tables()).expect("installs");
         } else {
             xdp.install(&patched.tables, &patched.new_slots)

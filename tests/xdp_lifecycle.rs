@@ -208,7 +208,7 @@ fn changes_too_large_to_patch_in_place_are_compiled_afresh() {
     // Small maps: 8192 rule slots a half. 6000 rules leave no room to
     // patch 6000 changed ones beside them.
     let dp = xdp(&pins, many(6000, 1));
-    dp.apply(Transaction::Replace(many(6000, 2)))
+    dp.apply(Transaction::Replace(many(6000, 2).into()))
         .expect("a whole replace of every rule fits by a fresh compile");
     assert!(
         dp.rules()

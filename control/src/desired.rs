@@ -1,8 +1,10 @@
 //! The desired rule set in memory, as the daemon holds it between changes:
-//! rules by id, so that a one-rule patch costs one rule's work.
+//! rules by id, so that a one-rule patch costs one rule's work, each
+//! packed ([`Packed`]), so that a million of them cost tens of megabytes
+//! rather than hundreds.
 
 use crate::reconcile::Diff;
-use dse_datapath::rule::{MeterDef, PortDef, Rule, RuleError, RuleSet};
+use dse_datapath::rule::{MeterDef, Packed, PortDef, Rule, RuleError, RuleSet};
 use std::collections::BTreeMap;
 
 /// How many rules a change adds, changes and removes.
@@ -36,18 +38,18 @@ pub struct Desired {
     pub ports: Vec<PortDef>,
     /// Meters.
     pub meters: Vec<MeterDef>,
-    /// Rules by id.
-    pub rules: BTreeMap<u32, Rule>,
+    /// Rules by id, packed.
+    pub rules: BTreeMap<u32, Packed>,
 }
 
 impl Desired {
     /// Generation `generation` holding `set`.
-    pub fn new(generation: u64, set: RuleSet) -> Desired {
+    pub fn new(generation: u64, set: &RuleSet) -> Desired {
         Desired {
             generation,
-            ports: set.ports,
-            meters: set.meters,
-            rules: set.rules.into_iter().map(|r| (r.id, r)).collect(),
+            ports: set.ports.clone(),
+            meters: set.meters.clone(),
+            rules: set.rules.iter().map(|r| (r.id, Packed::new(r))).collect(),
         }
     }
 
@@ -56,8 +58,13 @@ impl Desired {
         RuleSet {
             ports: self.ports.clone(),
             meters: self.meters.clone(),
-            rules: self.rules.values().cloned().collect(),
+            rules: self.rules.values().map(Packed::unpack).collect(),
         }
+    }
+
+    /// Whether the set holds `rule` as it is (by id, and equal).
+    pub fn holds(&self, rule: &Rule) -> bool {
+        self.rules.get(&rule.id).is_some_and(|p| p.is(rule))
     }
 
     /// Calls `each(rule, is_new)` for every rule of `set` that this set
@@ -70,7 +77,7 @@ impl Desired {
                 None => each(rule, true),
                 Some(old) => {
                     kept += 1;
-                    if old != rule {
+                    if !old.is(rule) {
                         each(rule, false);
                     }
                 }
@@ -173,7 +180,7 @@ impl Desired {
         for r in upsert {
             match self.rules.get(&r.id) {
                 None => s.added += 1,
-                Some(old) if old != r => s.changed += 1,
+                Some(old) if !old.is(r) => s.changed += 1,
                 Some(_) => {}
             }
         }
@@ -186,7 +193,7 @@ impl Desired {
             self.rules.remove(id);
         }
         for r in upsert {
-            self.rules.insert(r.id, r);
+            self.rules.insert(r.id, Packed::new(&r));
         }
         self.generation = generation;
     }

@@ -27,7 +27,7 @@ pub struct Diff {
 impl Diff {
     /// The difference that takes `installed` to `desired`.
     pub fn between(installed: &RuleSet, desired: &RuleSet) -> Diff {
-        crate::desired::Desired::new(0, installed.clone()).diff_to(desired)
+        crate::desired::Desired::new(0, installed).diff_to(desired)
     }
 
     /// The counts of this diff.
@@ -56,7 +56,7 @@ impl Diff {
         if self.is_empty() {
             None
         } else if self.ports_or_meters || self.summary().is_large(desired.rules.len()) {
-            Some(Transaction::Replace(desired.clone()))
+            Some(Transaction::Replace(desired.clone().into()))
         } else {
             Some(Transaction::Patch {
                 upsert: self.added.iter().chain(&self.changed).cloned().collect(),

@@ -14,8 +14,9 @@ use std::collections::BTreeMap;
 /// A rule change, applied atomically: packets see all of it or none.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Transaction {
-    /// Replace everything: ports, meters and rules.
-    Replace(RuleSet),
+    /// Replace everything: ports, meters and rules. Shared, so that
+    /// handing one rule set to several datapaths copies none of it.
+    Replace(std::sync::Arc<RuleSet>),
     /// Add or replace (by id) some rules and remove others, keeping ports and meters.
     Patch {
         /// Rules to add, or to replace where the id exists.

@@ -287,7 +287,7 @@ fn timed_apply(
 ) -> Result<Result<Duration, dse_datapath::datapath::DatapathError>, BenchError> {
     Ok(topo.dut.run(|| {
         let start = Instant::now();
-        dp.apply(Transaction::Replace(rules.clone()))
+        dp.apply(Transaction::Replace(rules.clone().into()))
             .map(|_| start.elapsed())
     })?)
 }

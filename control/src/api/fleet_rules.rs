@@ -192,7 +192,7 @@ pub(super) async fn batch(
         Some(t) => parse_stored(&name, &t.text)?,
     };
     let (text, summary) = blocking(move || -> Result<_, ApiError> {
-        let mut desired = Desired::new(generation, set);
+        let mut desired = Desired::new(generation, &set);
         desired
             .check_batch(&batch.add, &batch.delete)
             .map_err(ControlError::from)?;

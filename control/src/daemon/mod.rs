@@ -28,12 +28,12 @@ use crate::reconcile::Diff;
 use crate::store::{Change, DatapathInstance, Store, StoreError};
 use dse_datapath::datapath::{Datapath, DatapathError, Transaction};
 use dse_datapath::pipeline::{Count, Stats};
-use dse_datapath::rule::{Rule, RuleSet};
+use dse_datapath::rule::{Packed, Rule, RuleSet};
 use dse_datapath::xdp::XdpLimits;
 use serde::Serialize;
 use std::collections::BTreeMap;
 use std::path::PathBuf;
-use std::sync::{Mutex, RwLock};
+use std::sync::{Arc, Mutex, RwLock};
 
 /// Which desired rules to read ([`Daemon::rules_page`]).
 #[derive(Debug, Clone, Default)]
@@ -169,7 +169,7 @@ impl Daemon {
     pub fn open(config: DaemonConfig) -> Result<Daemon, ControlError> {
         let store = Store::open(&config.db)?;
         let desired = match store.current()? {
-            Some(g) => Desired::new(g.generation, g.rules),
+            Some(g) => Desired::new(g.generation, &g.rules),
             None => Desired::default(),
         };
         let set = desired.rule_set();
@@ -237,7 +237,7 @@ impl Daemon {
             Some(ids) => ids
                 .iter()
                 .filter_map(|id| d.rules.get(id))
-                .cloned()
+                .map(Packed::unpack)
                 .collect(),
             None => {
                 let from = page
@@ -246,7 +246,7 @@ impl Daemon {
                 d.rules
                     .range((from, std::ops::Bound::Unbounded))
                     .take(page.limit)
-                    .map(|(_, r)| r.clone())
+                    .map(|(_, r)| r.unpack())
                     .collect()
             }
         };
@@ -329,11 +329,12 @@ impl Daemon {
         // Each backend gets the whole set and patches what differs itself
         // (or compiles afresh, for a large change), while the store
         // commits: the daemon computes no diff on the way.
-        let undo = || Transaction::Replace(self.read_desired().rule_set());
+        let undo = || Transaction::Replace(Arc::new(self.read_desired().rule_set()));
         let rules = set.rules.len();
+        let set = Arc::new(set);
         let ((summary, generation), datapaths) = self.apply_and_commit(
             &running,
-            || Transaction::Replace(set.clone()),
+            || Transaction::Replace(Arc::clone(&set)),
             &undo,
             || {
                 let summary = self.read_desired().diff_summary(&set);
@@ -348,12 +349,13 @@ impl Daemon {
             who,
             &what,
         )?;
+        let desired = Desired::new(generation, &set);
         let old = std::mem::replace(
             &mut *self.desired.write().unwrap_or_else(|p| p.into_inner()),
-            Desired::new(generation, set),
+            desired,
         );
         // A million rules take a while to free; not on the caller's time.
-        std::thread::spawn(move || drop(old));
+        std::thread::spawn(move || drop((old, set)));
         tracing::info!(generation, rules, took = ?started.elapsed(), "applied");
         let mut applied = Applied::of(generation, summary, None);
         applied.datapaths = datapaths;
@@ -388,7 +390,7 @@ impl Daemon {
             }
             let (added, changed): (Vec<Rule>, Vec<Rule>) = upsert
                 .iter()
-                .filter(|r| d.rules.get(&r.id) != Some(r))
+                .filter(|r| !d.holds(r))
                 .cloned()
                 .partition(|r| !d.rules.contains_key(&r.id));
             if added.is_empty() && changed.is_empty() && remove.is_empty() {
@@ -420,7 +422,7 @@ impl Daemon {
                     .iter()
                     .filter_map(|r| d.rules.get(&r.id))
                     .chain(remove.iter().filter_map(|id| d.rules.get(id)))
-                    .cloned()
+                    .map(Packed::unpack)
                     .collect(),
                 remove: diff.added.iter().map(|r| r.id).collect(),
             }

@@ -24,7 +24,7 @@ pub use key::{
 pub use subtable::Subtable;
 pub use tables::*;
 
-use crate::rule::{MeterUnit, Rule, RuleError, RuleSet};
+use crate::rule::{MeterUnit, Packed, Rule, RuleError, RuleSet};
 use encode::{OptionPool, encode_action};
 use rustc_hash::{FxHashMap, FxHashSet};
 use std::collections::{BTreeMap, VecDeque};
@@ -57,8 +57,9 @@ pub struct Compiler {
     frame: RuleSet,
     /// Rule id -> slot.
     placed: FxHashMap<u32, u32>,
-    /// The installed rules by slot.
-    sources: Vec<Option<Rule>>,
+    /// The installed rules by slot, packed: a copy of the rule set costs
+    /// a seventh of the rules themselves.
+    sources: Vec<Option<Packed>>,
     masks: Vec<MaskState>,
     mask_ids: FxHashMap<FlowKey, u32>,
     /// Slots of rules hidden behind a better rule with the same mask and masked key.
@@ -92,28 +93,18 @@ fn too_many_masks(rule: u32) -> RuleError {
 }
 
 impl Compiler {
-    /// Validates and compiles `set` from scratch, keeping its rules.
+    /// Validates and compiles `set` from scratch, keeping its rules
+    /// (packed).
     ///
     /// # Errors
     /// As [`compile`].
-    pub fn new(set: RuleSet) -> Result<Compiler, RuleError> {
+    pub fn new(set: &RuleSet) -> Result<Compiler, RuleError> {
         set.validate()?;
-        let RuleSet {
-            ports,
-            meters,
-            mut rules,
-        } = set;
-        rules.sort_unstable_by_key(|r| core::cmp::Reverse(rank(r.priority, r.id)));
-        let mut c = Compiler::empty(&RuleSet {
-            ports,
-            meters,
-            rules: Vec::new(),
-        });
-        {
-            let order: Vec<&Rule> = rules.iter().collect();
-            c.build(&order)?;
-        }
-        c.sources = rules.into_iter().map(Some).collect();
+        let mut order: Vec<&Rule> = set.rules.iter().collect();
+        order.sort_unstable_by_key(|r| core::cmp::Reverse(rank(r.priority, r.id)));
+        let mut c = Compiler::empty(set);
+        c.build(&order)?;
+        c.sources = order.iter().map(|r| Some(Packed::new(r))).collect();
         Ok(c)
     }
 
@@ -328,7 +319,7 @@ impl Compiler {
 
     /// The installed rule set (rules in id order).
     pub fn rule_set(&self) -> RuleSet {
-        let mut rules: Vec<Rule> = self.sources.iter().flatten().cloned().collect();
+        let mut rules: Vec<Rule> = self.sources.iter().flatten().map(Packed::unpack).collect();
         rules.sort_unstable_by_key(|r| r.id);
         RuleSet {
             ports: self.frame.ports.clone(),
@@ -351,7 +342,7 @@ impl Compiler {
             match self.placed.get(&r.id) {
                 Some(&s) => {
                     kept += 1;
-                    if self.sources[s as usize].as_ref() != Some(r) {
+                    if !self.holds(s, r) {
                         upserts += 1;
                     }
                 }
@@ -369,7 +360,7 @@ impl Compiler {
     }
 
     /// The patch that turns what is installed into `set` (same ports and meters).
-    pub fn diff(&self, set: RuleSet) -> (Vec<Rule>, Vec<u32>) {
+    pub fn diff(&self, set: &RuleSet) -> (Vec<Rule>, Vec<u32>) {
         let wanted: FxHashSet<u32> = set.rules.iter().map(|r| r.id).collect();
         let remove = self
             .placed
@@ -379,14 +370,18 @@ impl Compiler {
             .collect();
         let upsert = set
             .rules
-            .into_iter()
-            .filter(|r| {
-                self.placed
-                    .get(&r.id)
-                    .is_none_or(|&s| self.sources[s as usize].as_ref() != Some(r))
-            })
+            .iter()
+            .filter(|r| self.placed.get(&r.id).is_none_or(|&s| !self.holds(s, r)))
+            .cloned()
             .collect();
         (upsert, remove)
+    }
+
+    /// Whether slot `slot` holds `rule`.
+    fn holds(&self, slot: u32, rule: &Rule) -> bool {
+        self.sources[slot as usize]
+            .as_ref()
+            .is_some_and(|p| p.is(rule))
     }
 
     fn key_of(&self, rule: &Rule) -> (u32, FlowKey) {
@@ -439,8 +434,9 @@ impl Compiler {
         for id in &leaving {
             let rule = self.sources[self.placed[id] as usize]
                 .as_ref()
-                .expect("placed rules have sources");
-            let (m, _) = self.key_of(rule);
+                .expect("placed rules have sources")
+                .unpack();
+            let (m, _) = self.key_of(&rule);
             *delta.entry(self.masks[m as usize].mask).or_default() -= 1;
         }
         let live = |m: &FlowKey, delta: &FxHashMap<FlowKey, i64>| {
@@ -543,7 +539,7 @@ impl Compiler {
             self.shadow.entry((m, k.value)).or_default().push(hidden);
         }
         self.placed.insert(rule.id, slot);
-        self.sources[slot as usize] = Some(rule);
+        self.sources[slot as usize] = Some(Packed::new(&rule));
         m
     }
 
@@ -552,7 +548,8 @@ impl Compiler {
         let slot = self.placed.remove(&id).expect("checked by the caller");
         let rule = self.sources[slot as usize]
             .take()
-            .expect("placed rules have sources");
+            .expect("placed rules have sources")
+            .unpack();
         let (m, value) = self.key_of(&rule);
         self.masks[m as usize]
             .ranks

@@ -116,7 +116,7 @@ impl EmuDatapath {
             batch: config.batch.max(1),
             ..config
         };
-        let compiler = Compiler::new(rules)?;
+        let compiler = Compiler::new(&rules)?;
         let installed = Installed::new(1, compiler.tables().clone(), None);
         let shared = Arc::new(Shared {
             current: ArcSwap::from_pointee(installed),
@@ -434,12 +434,12 @@ impl Datapath for EmuDatapath {
                 if c.compiler.same_frame(&set) && c.compiler.patch_is_small(&set) =>
             {
                 set.validate()?;
-                let (upsert, remove) = c.compiler.diff(set);
+                let (upsert, remove) = c.compiler.diff(&set);
                 self.patch(&mut c, upsert, &remove)?
             }
             // Otherwise a rebuild is faster; counters move by rule id.
             Transaction::Replace(set) => {
-                let compiler = Compiler::new(set)?;
+                let compiler = Compiler::new(&set)?;
                 let next = self.shared.current.load().generation + 1;
                 self.rebuild(&mut c, compiler, next, None, None);
             }
@@ -513,7 +513,7 @@ impl Datapath for EmuDatapath {
             "restore",
             "quiesce the datapath first",
         )?;
-        let compiler = Compiler::new(snapshot.rules.clone())?;
+        let compiler = Compiler::new(&snapshot.rules)?;
         let next = self.shared.current.load().generation + 1;
         self.rebuild(
             &mut c,

@@ -247,7 +247,7 @@ impl HostPath {
         links: Option<&std::path::Path>,
     ) -> Result<HostPath, DatapathError> {
         // Checked before any interface is taken.
-        crate::compile::Compiler::new(rules.clone())?;
+        crate::compile::Compiler::new(&rules)?;
         let io = Arc::new(IoCounters::default());
         let quiet = Arc::new(AtomicU64::new(0));
         let (taker, xsk) =

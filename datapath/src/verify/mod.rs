@@ -192,7 +192,7 @@ impl Xdp {
         pin_dir: &Path,
         program: Program,
     ) -> Result<Xdp, DatapathError> {
-        let compiler = Compiler::new(rules.clone())?;
+        let compiler = Compiler::new(rules)?;
         let mut instance = XdpInstance::load_for_test_runs(pin_dir, XdpLimits::small(), program)?;
         let slots: Vec<u32> = compiler.tables().live_rules().map(|(s, _)| s).collect();
         instance.install(compiler.tables(), &slots)?;

@@ -119,7 +119,7 @@ impl XdpDatapath {
     /// # Errors
     /// As [`XdpDatapath::start`].
     pub fn start_detached(rules: RuleSet, config: XdpConfig) -> Result<XdpDatapath, DatapathError> {
-        let compiler = Compiler::new(rules)?;
+        let compiler = Compiler::new(&rules)?;
         let mut xdp =
             XdpInstance::load_object(&config.pin_dir, config.limits, config.program, &[])?;
         if xdp.generation() != 0 {
@@ -280,7 +280,7 @@ impl XdpDatapath {
             }
             .into());
         }
-        let compiler = Compiler::new(rules)?;
+        let compiler = Compiler::new(&rules)?;
         let mut xdp =
             XdpInstance::load_object(&config.pin_dir, config.limits, config.program, &[])?;
         xdp.recover()?;
@@ -446,7 +446,12 @@ impl XdpDatapath {
 
     /// Installs `set` from a fresh compile into the other slot half, as
     /// desired generation `generation`.
-    fn replace(&self, c: &mut Control, set: RuleSet, generation: u64) -> Result<(), DatapathError> {
+    fn replace(
+        &self,
+        c: &mut Control,
+        set: &RuleSet,
+        generation: u64,
+    ) -> Result<(), DatapathError> {
         let compiler = Compiler::new(set)?;
         let moves = moves_by_id(&compiler, &c.xdp.installed_rules());
         let buckets = Self::buckets(c)?;
@@ -639,23 +644,23 @@ impl Datapath for XdpDatapath {
             // the whole result, compiled afresh into the other half.
             Transaction::Patch { upsert, remove } => {
                 let set = patched_set(&c.compiler, upsert, &remove)?;
-                self.replace(&mut c, set, generation)
+                self.replace(&mut c, &set, generation)
             }
             Transaction::Replace(set)
                 if c.compiler.same_frame(&set) && c.compiler.patch_is_small(&set) =>
             {
                 set.validate()?;
-                let (upsert, remove) = c.compiler.diff(set);
+                let (upsert, remove) = c.compiler.diff(&set);
                 if fits(&c, &upsert) {
                     self.patch(&mut c, upsert, &remove, generation)
                 } else {
                     let set = patched_set(&c.compiler, upsert, &remove)?;
-                    self.replace(&mut c, set, generation)
+                    self.replace(&mut c, &set, generation)
                 }
             }
             // New ports or meters, or a large change: a fresh compile into
             // the other slot half.
-            Transaction::Replace(set) => self.replace(&mut c, set, generation),
+            Transaction::Replace(set) => self.replace(&mut c, &set, generation),
         }
     }
 
@@ -742,7 +747,7 @@ impl Datapath for XdpDatapath {
             "restore",
             "quiesce the datapath first",
         )?;
-        let compiler = Compiler::new(snapshot.rules.clone())?;
+        let compiler = Compiler::new(&snapshot.rules)?;
         self.rebuild(
             &mut c,
             compiler,
