@@ -35,7 +35,7 @@ const REPEAT_CAP: u64 = 1 << 20;
 fn loaded(name: &str, set: &RuleSet, limits: XdpLimits) -> (Pins, XdpInstance) {
     let pins = Pins::new(name);
     let mut xdp = XdpInstance::load(&pins.0, limits).expect("loads (root and bpffs needed)");
-    let compiler = Compiler::new(&set).expect("compiles");
+    let compiler = Compiler::new(set).expect("compiles");
     xdp.install_rebuilt(compiler.tables()).expect("installs");
     (pins, xdp)
 }

@@ -397,7 +397,7 @@ fn an_xdp_datapaths_flow_cache_is_read_from_its_pins() {
     let set = RuleSet::from_yaml(TIES).unwrap();
     let mut x = XdpInstance::load(&pins.0, XdpLimits::small()).unwrap();
     let install = |x: &mut XdpInstance, set: &RuleSet| {
-        let c = Compiler::new(&set).unwrap();
+        let c = Compiler::new(set).unwrap();
         let slots: Vec<u32> = c.tables().live_rules().map(|(s, _)| s).collect();
         x.install(c.tables(), &slots).unwrap();
     };
