@@ -260,9 +260,9 @@ fn actions(c: &mut Criterion) {
     // classified again and encapsulated back into the same packet.
     for (name, geneve) in [("decap+encap_vxlan", false), ("decap+encap_geneve", true)] {
         let encap = if geneve {
-            Action::EncapGeneve(tunnel.clone())
+            Action::EncapGeneve(Box::new(tunnel.clone()))
         } else {
-            Action::EncapVxlan(tunnel.clone())
+            Action::EncapVxlan(Box::new(tunnel.clone()))
         };
         let tport = if geneve { 6081 } else { 4789 };
         let inner = Rule {

@@ -160,11 +160,11 @@ pub fn actions(rng: &mut Rng) -> Vec<Action> {
                 tpid: rng.pick(&[0x8100u16, 0x88a8]),
             }),
             7 => Action::PopVlan,
-            8 => Action::EncapVxlan(encap(rng)),
+            8 => Action::EncapVxlan(Box::new(encap(rng))),
             9 => {
                 let mut e = encap(rng);
                 e.options = geneve_options(rng);
-                Action::EncapGeneve(e)
+                Action::EncapGeneve(Box::new(e))
             }
             _ => Action::Meter("roomy".into()),
         });

@@ -142,6 +142,18 @@ fn put_back(
     }
 }
 
+/// Returns the heap's free pages to the system. After a large change the
+/// allocator keeps what the parse, the compile and the old generation
+/// freed (on glibc, in each thread's arena), as resident memory no rule
+/// uses: at a million rules, more than the rules themselves.
+pub fn give_back_freed_memory() {
+    #[cfg(all(target_os = "linux", target_env = "gnu"))]
+    // SAFETY: malloc_trim only returns free memory to the system.
+    unsafe {
+        libc::malloc_trim(0);
+    }
+}
+
 /// The control plane's state.
 pub struct Daemon {
     store: Store,
@@ -355,7 +367,10 @@ impl Daemon {
             desired,
         );
         // A million rules take a while to free; not on the caller's time.
-        std::thread::spawn(move || drop((old, set)));
+        std::thread::spawn(move || {
+            drop((old, set));
+            give_back_freed_memory();
+        });
         tracing::info!(generation, rules, took = ?started.elapsed(), "applied");
         let mut applied = Applied::of(generation, summary, None);
         applied.datapaths = datapaths;
@@ -747,6 +762,8 @@ impl Daemon {
             .write()
             .unwrap_or_else(|p| p.into_inner())
             .insert(running.record.name.clone(), running);
+        // The rule set it started from, and its compile, are freed.
+        give_back_freed_memory();
         Ok(status)
     }
 

@@ -268,6 +268,94 @@ pub(super) fn read(
     Ok(Some((set, record)))
 }
 
+/// Chunks encoded at a time by [`replace_chunks`]: what it holds is a
+/// batch's bytes (about 20 kB a chunk of 128 exact rules), never a whole
+/// generation's, old or new.
+const REPLACE_BATCH: usize = 256;
+
+/// Writes `set` as generation `next`'s chunks where they differ from
+/// generation `current`'s, and an empty version for each chunk of
+/// `current` that `set` lacks; returns each chunk it wrote (`None`: the
+/// bytes are written already, only the list of touched chunks needs it).
+fn replace_chunks(
+    chunks: &mut redb::Table<'_, (u32, u64), &'static [u8]>,
+    current: u64,
+    next: u64,
+    set: &RuleSet,
+) -> Result<Vec<(u32, Option<Vec<u8>>)>, StoreError> {
+    let mut by_chunk: BTreeMap<u32, Vec<&Rule>> = BTreeMap::new();
+    for r in &set.rules {
+        by_chunk.entry(chunk_of(r.id)).or_default().push(r);
+    }
+    for rules in by_chunk.values_mut() {
+        rules.sort_unstable_by_key(|r| r.id);
+    }
+    let gone: Vec<u32> = live_chunks(chunks, current)?
+        .into_iter()
+        .filter(|c| !by_chunk.contains_key(c))
+        .collect();
+    let mut written = Vec::new();
+    let mut pending = by_chunk.into_iter().peekable();
+    while pending.peek().is_some() {
+        let batch: BTreeMap<u32, Vec<&Rule>> = pending.by_ref().take(REPLACE_BATCH).collect();
+        for (c, bytes) in encode_chunks(batch) {
+            if newest(chunks, c, current)?.as_deref() != Some(bytes.as_slice()) {
+                chunks
+                    .insert((c, next), bytes.as_slice())
+                    .map_err(re("writing rules"))?;
+                written.push((c, None));
+            }
+        }
+    }
+    for c in gone {
+        chunks
+            .insert((c, next), [].as_slice())
+            .map_err(re("writing rules"))?;
+        written.push((c, None));
+    }
+    Ok(written)
+}
+
+/// The newest non-empty version of chunk `c` at or before `generation`.
+fn newest<T: ReadableTable<(u32, u64), &'static [u8]>>(
+    t: &T,
+    c: u32,
+    generation: u64,
+) -> Result<Option<Vec<u8>>, StoreError> {
+    let mut range = t
+        .range((c, 0)..=(c, generation))
+        .map_err(re("reading rules"))?;
+    match range.next_back() {
+        Some(e) => {
+            let (_, v) = e.map_err(re("reading rules"))?;
+            let bytes = v.value();
+            Ok((!bytes.is_empty()).then(|| bytes.to_vec()))
+        }
+        None => Ok(None),
+    }
+}
+
+/// The chunks that hold rules at generation `generation`, found without
+/// copying any chunk's bytes.
+fn live_chunks<T: ReadableTable<(u32, u64), &'static [u8]>>(
+    t: &T,
+    generation: u64,
+) -> Result<BTreeSet<u32>, StoreError> {
+    let mut live = BTreeSet::new();
+    for e in t.range::<(u32, u64)>(..).map_err(re("reading rules"))? {
+        let (k, v) = e.map_err(re("reading rules"))?;
+        let (chunk, g) = k.value();
+        if g <= generation {
+            if v.value().is_empty() {
+                live.remove(&chunk);
+            } else {
+                live.insert(chunk);
+            }
+        }
+    }
+    Ok(live)
+}
+
 /// Writes generation `next` as `change` applied to generation `current`;
 /// returns how many chunk versions it wrote.
 pub(super) fn write(
@@ -286,25 +374,8 @@ pub(super) fn write(
     };
     let (ports, meters, writes) = match change {
         Change::Replace(set) => {
-            let mut by_chunk: BTreeMap<u32, Vec<&Rule>> = BTreeMap::new();
-            for r in &set.rules {
-                by_chunk.entry(chunk_of(r.id)).or_default().push(r);
-            }
-            for rules in by_chunk.values_mut() {
-                rules.sort_unstable_by_key(|r| r.id);
-            }
-            let old = chunk_versions(&chunks, current, None)?;
-            let mut writes: Vec<(u32, Vec<u8>)> = encode_chunks(by_chunk)
-                .into_iter()
-                .filter(|(c, bytes)| old.get(c) != Some(bytes))
-                .collect();
-            let new: BTreeSet<u32> = set.rules.iter().map(|r| chunk_of(r.id)).collect();
-            writes.extend(
-                old.keys()
-                    .filter(|c| !new.contains(c))
-                    .map(|&c| (c, Vec::new())),
-            );
-            (set.ports.clone(), set.meters.clone(), writes)
+            let written = replace_chunks(&mut chunks, current, next, set)?;
+            (set.ports.clone(), set.meters.clone(), written)
         }
         Change::Patch { upsert, remove } => {
             let affected: BTreeSet<u32> = upsert
@@ -330,7 +401,7 @@ pub(super) fn write(
                 }
                 let bytes = frame(records);
                 if old.get(&c).map_or(!bytes.is_empty(), |o| *o != bytes) {
-                    writes.push((c, bytes));
+                    writes.push((c, Some(bytes)));
                 }
             }
             let (ports, meters) = previous.map(|p| (p.ports, p.meters)).unwrap_or_default();
@@ -338,7 +409,7 @@ pub(super) fn write(
         }
     };
     let touched: Vec<u8> = writes.iter().flat_map(|(c, _)| c.to_le_bytes()).collect();
-    for (c, bytes) in &writes {
+    for (c, bytes) in writes.iter().filter_map(|(c, b)| Some((c, b.as_ref()?))) {
         chunks
             .insert((*c, next), bytes.as_slice())
             .map_err(re("writing rules"))?;

@@ -116,14 +116,15 @@ impl Compiler {
                 reason: format!("{} rules, at most {MAX_RULES}", order.len()),
             });
         }
-        let keys: Vec<MaskedKey> = order
-            .iter()
-            .map(|r| MaskedKey::from_match(&r.matches, &self.frame))
-            .collect();
+        // Each rule's masked value, kept until the subtables are filled
+        // (its mask only until its mask id is known: half the memory).
+        let mut keys: Vec<FlowKey> = Vec::with_capacity(order.len());
         let mut counts: Vec<usize> = Vec::new();
         let mut mask_of = Vec::with_capacity(order.len());
         let mut last: Option<(FlowKey, u32)> = None;
-        for (r, k) in order.iter().zip(&keys) {
+        for r in order {
+            let k = MaskedKey::from_match(&r.matches, &self.frame);
+            keys.push(k.value);
             // Neighbouring rules usually share a mask: skip hashing it again.
             if let Some((mask, m)) = last
                 && mask == k.mask
@@ -176,8 +177,8 @@ impl Compiler {
         }
         for (m, (st, members)) in subtables.iter_mut().zip(&members).enumerate() {
             // Rules come best first: the one already there wins.
-            for hidden in st.insert_bulk(members, |s| &keys[s as usize].value) {
-                let key = (m as u32, keys[hidden as usize].value);
+            for hidden in st.insert_bulk(members, |s| &keys[s as usize]) {
+                let key = (m as u32, keys[hidden as usize]);
                 self.shadow.entry(key).or_default().push(hidden);
             }
         }

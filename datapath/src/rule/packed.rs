@@ -1,7 +1,7 @@
 //! A rule packed into a few dozen bytes, for what holds many rules for a
 //! long time: the daemon's desired state and the compiler's index.
 //!
-//! A [`Rule`] in memory is 144 bytes inline and its actions 96 bytes each,
+//! A [`Rule`] in memory is 144 bytes inline and its actions 32 bytes each,
 //! most of both the padding of absent fields; packed, an exact 5-tuple
 //! rule with one output is 35 bytes. Each field is written only when
 //! present, after a bitmap of those present, so equal rules pack to equal
@@ -306,8 +306,8 @@ fn read_action(r: &mut Reader<'_>) -> Action {
             tpid: r.u16(),
         }),
         tag::POP_VLAN => Action::PopVlan,
-        tag::ENCAP_VXLAN => Action::EncapVxlan(read_encap(r)),
-        tag::ENCAP_GENEVE => Action::EncapGeneve(read_encap(r)),
+        tag::ENCAP_VXLAN => Action::EncapVxlan(Box::new(read_encap(r))),
+        tag::ENCAP_GENEVE => Action::EncapGeneve(Box::new(read_encap(r))),
         tag::DECAP => Action::Decap,
         tag::METER => Action::Meter(r.string()),
         tag::OUTPUT => Action::Output(r.string()),
@@ -501,7 +501,7 @@ mod tests {
                 },
                 actions: vec![
                     Action::SetIpDst(v6),
-                    Action::EncapGeneve(Encap {
+                    Action::EncapGeneve(Box::new(Encap {
                         vni: 1 << 24,
                         eth_src: Mac([1; 6]),
                         eth_dst: Mac([2; 6]),
@@ -514,7 +514,7 @@ mod tests {
                             kind: 0,
                             data: String::new(),
                         }],
-                    }),
+                    })),
                     Action::Meter(String::new()),
                 ],
             },
