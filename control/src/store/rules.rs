@@ -268,6 +268,10 @@ pub(super) fn read(
     Ok(Some((set, record)))
 }
 
+/// Chunks to write, by chunk: its bytes, or `None` for one written already
+/// (listed only as touched).
+type Writes = Vec<(u32, Option<Vec<u8>>)>;
+
 /// Chunks encoded at a time by [`replace_chunks`]: what it holds is a
 /// batch's bytes (about 20 kB a chunk of 128 exact rules), never a whole
 /// generation's, old or new.
@@ -282,7 +286,7 @@ fn replace_chunks(
     current: u64,
     next: u64,
     set: &RuleSet,
-) -> Result<Vec<(u32, Option<Vec<u8>>)>, StoreError> {
+) -> Result<Writes, StoreError> {
     let mut by_chunk: BTreeMap<u32, Vec<&Rule>> = BTreeMap::new();
     for r in &set.rules {
         by_chunk.entry(chunk_of(r.id)).or_default().push(r);
