@@ -759,6 +759,8 @@ impl XdpInstance {
             keys: Vec::new(),
             values: Vec::new(),
             gone: Vec::new(),
+            map: map_fd(&self.ebpf, maps::SUBTABLES),
+            failed: None,
         };
         match held {
             // The same compiler's earlier tables: only the difference.
@@ -781,8 +783,8 @@ impl XdpInstance {
             // old one that the new tables lack out.
             held => {
                 let n: usize = tables.subtables.iter().map(|st| st.len()).sum();
-                w.keys.reserve(n);
-                w.values.reserve(n);
+                w.keys.reserve(n.min(WRITE_BATCH));
+                w.values.reserve(n.min(WRITE_BATCH));
                 for st in &tables.subtables {
                     st.entries().for_each(|(k, s)| w.push(st.id, &k, Some(s)));
                 }
@@ -805,13 +807,10 @@ impl XdpInstance {
                 }
             }
         }
-        let BankWrites {
-            keys, values, gone, ..
-        } = w;
-        batch::update(self.fd(maps::SUBTABLES), &keys, &values, 1)
-            .map_err(io_err(maps::SUBTABLES, "batch update"))?;
-        batch::delete(self.fd(maps::SUBTABLES), &gone)
-            .map_err(io_err(maps::SUBTABLES, "batch delete"))?;
+        w.flush();
+        if let Some(e) = w.failed {
+            return Err(io_err(maps::SUBTABLES, "batch update and delete")(e));
+        }
         let base = bank as u32 * dse_ebpf::limits::MAX_MASKS;
         let (idx, masks): (Vec<u32>, Vec<dse_ebpf::MaskRecord>) = (0..dse_ebpf::limits::MAX_MASKS)
             .map(|i| {
@@ -1441,9 +1440,30 @@ struct BankWrites<'a> {
     keys: Vec<SubKey>,
     values: Vec<SubValue>,
     gone: Vec<SubKey>,
+    /// The subtables map, written a batch at a time.
+    map: BorrowedFd<'a>,
+    /// The first write that failed (the rest are then skipped).
+    failed: Option<std::io::Error>,
 }
 
+/// Subtable entries written at a time: a first load of a million rules
+/// holds one batch of keys (5 MiB), not every key (80 MiB).
+const WRITE_BATCH: usize = 1 << 16;
+
 impl BankWrites<'_> {
+    /// Writes the entries pushed so far, and deletes those that neither
+    /// bank holds any more (in any order: no generation reads them).
+    fn flush(&mut self) {
+        if self.failed.is_none() {
+            let written = batch::update(self.map, &self.keys, &self.values, 1)
+                .and_then(|()| batch::delete(self.map, &self.gone));
+            self.failed = written.err();
+        }
+        self.keys.clear();
+        self.values.clear();
+        self.gone.clear();
+    }
+
     /// Key `k` of subtable `id` holds rule slot `slot` (of this bank's
     /// half) in this bank, or nothing.
     fn push(&mut self, id: u32, k: &FlowKey, slot: Option<u32>) {
@@ -1467,6 +1487,9 @@ impl BankWrites<'_> {
         } else {
             self.keys.push(key);
             self.values.push(v);
+        }
+        if self.keys.len() + self.gone.len() == WRITE_BATCH {
+            self.flush();
         }
     }
 }
