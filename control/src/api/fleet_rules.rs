@@ -138,7 +138,12 @@ pub(super) async fn put_rules(
         .controller
         .publish(&name, q.expected_generation, &text)
         .await?;
-    Ok(published_answer(&name, &published, text.len(), None))
+    let bytes = text.len();
+    drop(text);
+    // The controller keeps no rule set: what parsing and publishing this
+    // one took goes back to the system.
+    crate::daemon::give_back_freed_memory();
+    Ok(published_answer(&name, &published, bytes, None))
 }
 
 /// The answer to a change published as `published`: its `bytes` of text,
