@@ -146,7 +146,15 @@ fn parse_parallel(bytes: &[u8]) -> Option<RuleSet> {
             .map(|h| h.join().expect("parsing does not panic"))
             .collect()
     });
-    let mut rules = Vec::with_capacity(skimmed.rules.len());
+    // The first part grows into the whole list (a large vector grows in
+    // place, by remapping): a list of its own beside the parts would hold
+    // every rule's 144 bytes twice.
+    let mut parts = parts.into_iter();
+    let mut rules = match parts.next() {
+        Some(first) => first?,
+        None => Vec::new(),
+    };
+    rules.reserve_exact(skimmed.rules.len() - rules.len());
     for p in parts {
         rules.extend(p?);
     }
