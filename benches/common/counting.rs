@@ -34,9 +34,14 @@ unsafe impl GlobalAlloc for Counting {
         unsafe { System.alloc_zeroed(layout) }
     }
     unsafe fn realloc(&self, ptr: *mut u8, layout: Layout, new_size: usize) -> *mut u8 {
-        // Both blocks are live while the old one is copied.
-        grew(new_size);
-        LIVE.fetch_sub(layout.size() as isize, Relaxed);
+        // Counted as growing or shrinking in place: a large block (glibc
+        // maps it) is moved by remapping its pages, never copied, and a
+        // small one's copy is small.
+        if new_size >= layout.size() {
+            grew(new_size - layout.size());
+        } else {
+            LIVE.fetch_sub((layout.size() - new_size) as isize, Relaxed);
+        }
         // SAFETY: the caller upholds `realloc`'s contract.
         unsafe { System.realloc(ptr, layout, new_size) }
     }
