@@ -6,17 +6,17 @@
 //! (another copy, a buffer kept) fails here; the figures of BENCHMARKS.md
 //! come from `cargo bench --bench daemon_memory`.
 
+#[path = "../benches/common/mod.rs"]
+mod bench;
 mod common;
-#[path = "../benches/common/counting.rs"]
-mod counting;
 
+use bench::counting::{Counting, live, peak, reset_peak, settled};
+use bench::exact_rules;
 use common::netns::Veth;
-use counting::{Counting, live, peak, reset_peak, settled};
 use dse_control::Daemon;
 use dse_control::store::{Backend, DatapathInstance};
-use dse_datapath::rule::{Action, IpPrefix, IpProto, Masked, Match, PortDef, Rule, RuleSet};
+use dse_datapath::rule::RuleSet;
 use std::collections::BTreeMap;
-use std::net::{IpAddr, Ipv4Addr};
 
 #[global_allocator]
 static ALLOC: Counting = Counting;
@@ -29,45 +29,16 @@ const RULES: u32 = 200_000;
 /// (168 bytes a rule here, 34 at a million).
 const STEADY_PER_RULE: f64 = 550.0;
 
-/// `RULES` exact 5-tuple rules, each to port p1, with destination port
-/// `l4_dst`.
+/// [`exact_rules`] with destination port `l4_dst`: when it differs from
+/// theirs, a change to every rule.
 fn rules(l4_dst: u16) -> RuleSet {
-    let port = |i: u16| PortDef {
-        name: format!("p{i}"),
-        index: i,
-        default: Default::default(),
-    };
-    RuleSet {
-        ports: vec![port(0), port(1)],
-        meters: vec![],
-        rules: (0..RULES)
-            .map(|i| Rule {
-                id: i,
-                priority: 10,
-                matches: Match {
-                    ip_src: Some(IpPrefix {
-                        addr: IpAddr::V4(Ipv4Addr::from(0x0a00_0000 | i)),
-                        len: 32,
-                    }),
-                    ip_dst: Some(IpPrefix {
-                        addr: IpAddr::V4(Ipv4Addr::new(192, 168, 0, 1)),
-                        len: 32,
-                    }),
-                    ip_proto: Some(IpProto(17)),
-                    l4_src: Some(Masked {
-                        value: 1024 + (i % 50_000) as u16,
-                        mask: 0xffff,
-                    }),
-                    l4_dst: Some(Masked {
-                        value: l4_dst,
-                        mask: 0xffff,
-                    }),
-                    ..Match::default()
-                },
-                actions: vec![Action::Output("p1".into())],
-            })
-            .collect(),
+    let mut set = exact_rules(RULES);
+    for r in &mut set.rules {
+        if let Some(l4) = &mut r.matches.l4_dst {
+            l4.value = l4_dst;
+        }
     }
+    set
 }
 
 fn per_rule(bytes: isize) -> f64 {
