@@ -17,7 +17,6 @@ use dse_control::{Daemon, DaemonConfig};
 use dse_datapath::compile::Compiler;
 use dse_datapath::rule::RuleSet;
 use std::collections::BTreeMap;
-use std::path::PathBuf;
 
 #[global_allocator]
 static ALLOC: Counting = Counting;
@@ -47,15 +46,6 @@ impl Drop for Veth {
         let _ = std::process::Command::new("ip")
             .args(["link", "del", &self.0[0]])
             .status();
-    }
-}
-
-/// A directory for the daemon's database, removed on drop.
-struct Dir(PathBuf);
-
-impl Drop for Dir {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.0);
     }
 }
 
@@ -143,8 +133,7 @@ fn request(set: RuleSet, r: &Report) -> (RuleSet, isize) {
 fn run(n: u32) {
     let r = Report { n };
     let tag = format!("{}", std::process::id() % 100_000);
-    let dir = Dir(std::env::temp_dir().join(format!("dse-mem-{tag}-{n}")));
-    let _ = std::fs::remove_dir_all(&dir.0);
+    let dir = Dir::new(&format!("mem-{n}"));
     std::fs::create_dir_all(&dir.0).expect("a directory for the database");
     let pins = Pins::new(&format!("mem{n}"));
     let base = settled();
@@ -232,8 +221,7 @@ fn parts(n: u32, r: &Report) {
     held("part: desired rules by id", &|| {
         Box::new(dse_control::desired::Desired::new(1, &set))
     });
-    let dir = Dir(std::env::temp_dir().join(format!("dse-mem-store-{}", std::process::id())));
-    let _ = std::fs::remove_dir_all(&dir.0);
+    let dir = Dir::new("mem-store");
     let before = settled();
     let store = Store::open(dir.0.join("dse.redb")).expect("opens");
     store.commit_rules(&set, None, "bench").expect("commits");

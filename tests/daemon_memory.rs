@@ -47,16 +47,15 @@ fn per_rule(bytes: isize) -> f64 {
 
 #[test]
 fn the_daemon_holds_a_bounded_number_of_bytes_a_rule_in_steady_state() {
-    let dir = std::env::temp_dir().join(format!("dse-test-memory-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&dir);
-    let pins = std::path::PathBuf::from(format!(
-        "/sys/fs/bpf/dse-test-memory-{}",
-        std::process::id()
-    ));
+    // Both removed on drop, a failure's included.
+    let (dir, pins) = (
+        bench::Dir::new("test-memory"),
+        bench::Pins::new("test-memory"),
+    );
     let base = settled();
     let daemon = Daemon::open(dse_control::DaemonConfig {
         xdp_limits: dse_datapath::xdp::XdpLimits::default(),
-        ..dse::lab::control::daemon_config(&dir, &pins)
+        ..dse::lab::control::daemon_config(&dir.0, &pins.0)
     })
     .expect("the daemon opens");
     daemon
@@ -106,6 +105,4 @@ fn the_daemon_holds_a_bounded_number_of_bytes_a_rule_in_steady_state() {
     }
     drop(daemon);
     drop(veth);
-    let _ = std::fs::remove_dir_all(&dir);
-    let _ = std::fs::remove_dir_all(&pins);
 }

@@ -30,6 +30,24 @@ impl Drop for Pins {
     }
 }
 
+/// A temporary directory of a bench's own, removed on drop.
+pub struct Dir(pub PathBuf);
+
+impl Dir {
+    /// `$TMPDIR/dse-bench-<pid>-<name>`, emptied first.
+    pub fn new(name: &str) -> Dir {
+        let p = std::env::temp_dir().join(format!("dse-bench-{}-{name}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&p);
+        Dir(p)
+    }
+}
+
+impl Drop for Dir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
 /// The median of `v`.
 pub fn median(mut v: Vec<Duration>) -> Duration {
     v.sort();
