@@ -17,7 +17,7 @@ mod common;
 use common::daemon::failure;
 use common::fleet::{
     cli, etcd, finished, fleet_controller, json, lab_on_fleet, leader, remediation, set_image,
-    until,
+    until, until_ok,
 };
 use common::lab::Lab;
 use dse::lab::fleet::FleetProcess;
@@ -96,15 +96,20 @@ fn the_leader_orders_the_hosts_the_agents_run_them_and_a_new_leader_finishes() {
         );
         serde_json::from_slice::<serde_json::Value>(&out.stdout).unwrap()
     };
-    until(Duration::from_secs(10), "the pre-check names S2", || {
+    until_ok(Duration::from_secs(10), "the pre-check names S2", || {
         let pre = precheck(&b);
-        (pre["ok"] == false && pre.to_string().contains("S2")).then_some(())
+        (pre["ok"] == false && pre.to_string().contains("S2"))
+            .then_some(())
+            .ok_or(pre.to_string())
     });
     json(leader_a, &["dpu", "emulate", "S2"]);
-    until(
+    until_ok(
         Duration::from_secs(10),
         "the pre-check passes again",
-        || (precheck(&b)["ok"] == true).then_some(()),
+        || {
+            let pre = precheck(&b);
+            (pre["ok"] == true).then_some(()).ok_or(pre.to_string())
+        },
     );
     let (code, err) = failure(&cli(leader_a, &["dpu", "emulate", "S9"]));
     assert_eq!(code, 7, "{err}");

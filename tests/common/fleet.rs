@@ -105,12 +105,25 @@ pub fn serve_fails(tag: &str, args: &[&str]) -> (i32, String) {
 
 /// Polls `probe` every 20 ms until it gives `Some`, for up to `within`.
 pub fn until<T>(within: Duration, what: &str, mut probe: impl FnMut() -> Option<T>) -> T {
+    until_ok(within, what, || probe().ok_or_else(String::new))
+}
+
+/// Polls `probe` every 20 ms until it gives `Ok`, for up to `within`; a
+/// timeout names `what` and the last `Err` the probe gave.
+pub fn until_ok<T>(
+    within: Duration,
+    what: &str,
+    mut probe: impl FnMut() -> Result<T, String>,
+) -> T {
     let deadline = Instant::now() + within;
     loop {
-        if let Some(v) = probe() {
-            return v;
+        match probe() {
+            Ok(v) => return v,
+            Err(last) => assert!(
+                Instant::now() < deadline,
+                "never: {what}; last seen: {last}"
+            ),
         }
-        assert!(Instant::now() < deadline, "never: {what}");
         std::thread::sleep(Duration::from_millis(20));
     }
 }
