@@ -122,7 +122,7 @@ pub(super) async fn put_rules(
     let name = rule_set_name(q.rule_set)?;
     let bytes = super::handlers::body(s.max_body, raw)?;
     let text = blocking(move || -> Result<Vec<u8>, ApiError> {
-        let set = parse_rule_set(&headers, &bytes)?;
+        let set = parse_rule_set(&headers, bytes)?;
         Ok(serde_json::to_vec(&set).expect("a rule set serializes"))
     })
     .await?;

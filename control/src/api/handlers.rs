@@ -79,9 +79,10 @@ fn is_yaml(headers: &HeaderMap) -> bool {
 /// A rule set from a JSON or (by content type) YAML body: 400 if the body
 /// is not a JSON or YAML mapping, 422 (`invalid_rules`, naming the rule and
 /// the field) for anything wrong inside it, whether its shape or a value.
-pub(super) fn parse_rule_set(headers: &HeaderMap, bytes: &[u8]) -> Result<RuleSet, ApiError> {
+/// The body is freed as soon as it is read (see [`RuleSet::parse_json_bytes`]).
+pub(super) fn parse_rule_set(headers: &HeaderMap, bytes: Bytes) -> Result<RuleSet, ApiError> {
     let parsed = if is_yaml(headers) {
-        std::str::from_utf8(bytes)
+        std::str::from_utf8(&bytes)
             .map_err(|e| RuleError::Syntax(format!("the document is not UTF-8: {e}")))
             .and_then(RuleSet::parse_yaml)
     } else {
@@ -205,10 +206,9 @@ pub async fn put_rules(
     let bytes = body(s.max_body, raw)?;
     let daemon = Arc::clone(&s.daemon);
     let applied = blocking(move || {
-        let t = std::time::Instant::now();
-        let set = parse_rule_set(&headers, &bytes)?;
-        tracing::debug!(bytes = bytes.len(), took = ?t.elapsed(), "parsed a rule set");
-        drop(bytes);
+        let (t, len) = (std::time::Instant::now(), bytes.len());
+        let set = parse_rule_set(&headers, bytes)?;
+        tracing::debug!(bytes = len, took = ?t.elapsed(), "parsed a rule set");
         daemon
             .apply(set, q.expected_generation, q.dry_run, &peer.0)
             .map_err(ApiError::from)

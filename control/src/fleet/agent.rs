@@ -460,7 +460,7 @@ impl Agent {
                 let who = format!("dse agent {host}");
                 let mut applied = None;
                 if changes_rules && let Some((t, sha)) = new {
-                    let set = RuleSet::parse_json_bytes(&t.text)
+                    let set = RuleSet::parse_json_bytes(t.text)
                         .and_then(|s| s.validate().map(|()| s))
                         .map_err(|e| {
                             format!("rule set {rule_set} generation {}: {e}", t.generation)
