@@ -12,7 +12,7 @@
 mod common;
 
 use common::daemon::{DaemonProcess, failure};
-use common::fleet::{agent, controller, drop_rules, etcd, serve_fails, until};
+use common::fleet::{agent, controller, drop_rules, etcd, serve_fails, until, until_ok};
 use dse_control::fleet::{Credentials, Etcd, EtcdConfig, bootstrap_auth, grant_agent};
 use serde_json::Value;
 use std::path::Path;
@@ -690,6 +690,22 @@ fn the_inventory_lives_in_etcd_under_the_cluster_rules_and_agents_report_their_d
         ),
         "{report}"
     );
+
+    // An emulation set through the leader is in h1's report when the
+    // command returns (give the follower's read 2 s), not at the agent's
+    // next periodic report, 10 s on; so is its end.
+    for (flags, state) in [
+        (&["--unreachable"][..], "DPU S1 is unreachable"),
+        (&[][..], "up"),
+    ] {
+        let set = a.json(&[&["dpu", "emulate", "S1"][..], flags].concat());
+        assert_eq!(set["faults"]["unreachable"], !flags.is_empty(), "{set}");
+        until_ok(Duration::from_secs(2), "h1 reports S1's emulation", || {
+            let hosts = b.json(&["host", "list"]);
+            let seen = &host(&hosts, "h1")["report"]["dpus"][0]["state"];
+            (seen == state).then_some(()).ok_or(seen.to_string())
+        });
+    }
 }
 
 #[test]

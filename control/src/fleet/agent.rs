@@ -289,6 +289,10 @@ impl Agent {
         etcd: &Etcd,
         registration: &Registration,
     ) -> Result<std::convert::Infallible, FleetError> {
+        // One timer for the whole watch: a sleep begun afresh at each event
+        // would put a report off for as long as events keep coming.
+        let mut report = tokio::time::interval(self.config.report_every);
+        report.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
             if !registration.is_alive() {
                 return Err(FleetError::Unreachable {
@@ -299,7 +303,7 @@ impl Agent {
             let (rule_set, revision) = self.sync(etcd, registration).await?;
             // Requests put while it was not watching (starting, syncing,
             // reconnecting) are answered now; later ones as they come.
-            self.answer_pending(etcd).await?;
+            self.answer_pending(etcd, registration).await?;
             let prefix = etcd.prefix();
             // The host's keys: its desired record and its inventory (its
             // own reports, also there, are no reason to sync).
@@ -325,13 +329,13 @@ impl Agent {
                                 self.answer_counters(etcd).await?;
                             }
                             if keys.iter().any(|k| k.ends_with("/stage-request")) {
-                                self.answer_stage(etcd).await?;
+                                self.answer_stage(etcd, registration).await?;
                             }
                             if keys.iter().any(|k| k.ends_with("/emulation-request")) {
-                                self.answer_emulation(etcd).await?;
+                                self.answer_emulation(etcd, registration).await?;
                             }
                             if keys.iter().any(|k| k.ends_with("/install-request")) {
-                                self.answer_install(etcd).await?;
+                                self.answer_install(etcd, registration).await?;
                             }
                             if keys.iter().any(|k| {
                                 k.ends_with("/desired")
@@ -344,7 +348,7 @@ impl Agent {
                         other => break other,
                     },
                     r = rules.next() => break r?,
-                    () = tokio::time::sleep(self.config.report_every) => {
+                    _ = report.tick() => {
                         self.report_if_changed(registration).await?;
                     }
                     () = tokio::time::sleep(ANSWER_EVERY), if self.order().is_some() => {
