@@ -115,7 +115,8 @@ impl Report {
 /// The request's JSON bytes, parsed as the API parses them, and the most
 /// bytes live while they were (the body's included).
 fn request(set: RuleSet, r: &Report) -> (RuleSet, isize) {
-    let body = serde_json::to_vec(&set).expect("serializes");
+    let mut body = serde_json::to_vec(&set).expect("serializes");
+    body.shrink_to_fit(); // as the API reads a body: its length, no more
     drop(set);
     r.line(
         "request body (JSON, freed once parsed)",

@@ -80,26 +80,38 @@ impl From<&Rule> for Packed {
 /// rules held a moment (while a parse still holds the text it read) at
 /// their packed size, 40 bytes an exact rule, and at no allocation a rule.
 #[derive(Debug, Default)]
-pub(crate) struct PackedRun(Vec<u8>);
+pub(crate) struct PackedRun {
+    bytes: Vec<u8>,
+    count: usize,
+}
 
 impl PackedRun {
     /// An empty run with room for `bytes`.
     pub(crate) fn with_capacity(bytes: usize) -> PackedRun {
-        PackedRun(Vec::with_capacity(bytes))
+        PackedRun {
+            bytes: Vec::with_capacity(bytes),
+            count: 0,
+        }
     }
 
     /// Packs `rule` onto the end.
     pub(crate) fn push(&mut self, rule: &Rule) {
-        let at = self.0.len();
-        self.0.extend_from_slice(&[0; 4]);
-        write_rule(rule, &mut self.0);
-        let len = u32::try_from(self.0.len() - at - 4).expect("a rule packs below 4 GiB");
-        self.0[at..at + 4].copy_from_slice(&len.to_le_bytes());
+        let at = self.bytes.len();
+        self.bytes.extend_from_slice(&[0; 4]);
+        write_rule(rule, &mut self.bytes);
+        let len = u32::try_from(self.bytes.len() - at - 4).expect("a rule packs below 4 GiB");
+        self.bytes[at..at + 4].copy_from_slice(&len.to_le_bytes());
+        self.count += 1;
+    }
+
+    /// The rules pushed.
+    pub(crate) fn len(&self) -> usize {
+        self.count
     }
 
     /// The rules back, in the order pushed.
     pub(crate) fn rules(&self) -> impl Iterator<Item = Rule> + '_ {
-        let mut rest = &self.0[..];
+        let mut rest = &self.bytes[..];
         std::iter::from_fn(move || {
             let (len, tail) = rest.split_first_chunk::<4>()?;
             let (rule, tail) = tail.split_at(u32::from_le_bytes(*len) as usize);
@@ -584,6 +596,7 @@ mod tests {
         for r in &rules {
             run.push(r);
         }
+        assert_eq!(run.len(), rules.len());
         assert_eq!(run.rules().collect::<Vec<_>>(), rules);
         assert_eq!(PackedRun::default().rules().count(), 0);
     }
