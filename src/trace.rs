@@ -4,6 +4,7 @@
 use crate::pcap::Place;
 use anyhow::{Context, Result, bail};
 use dse_datapath::RuleSet;
+use dse_datapath::pipeline::Cached;
 use dse_datapath::rule::Match;
 use dse_datapath::trace::Trace;
 use dse_datapath::verify::{Outcome, Subject, Xdp};
@@ -100,18 +101,40 @@ pub fn flow(spec: &str) -> Result<Match> {
 /// Puts what the flow cache of the XDP datapath pinned at `pins` holds
 /// for each pass's key into `t` (read, never written).
 pub fn read_cache(t: &mut Trace, pins: &Path) {
-    use dse_datapath::xdp::{Cached, cached};
     for p in &mut t.passes {
         let Some(key) = &p.key else { continue };
-        p.cache = match cached(pins, key) {
-            Ok(Cached::Miss) => "the datapath's holds nothing for it: its next frame takes the search below".into(),
-            Ok(Cached::Other) => "the datapath's holds another flow in its place: its next frame takes the search below".into(),
-            Ok(Cached::Stale { generation, current }) => format!(
-                "the datapath's holds an entry of generation {generation}, not the tables' {current}: its next frame takes the search below"
+        p.cache = match dse_datapath::xdp::cached(pins, key) {
+            Ok(c) => cache_text(c),
+            Err(e) => format!(
+                "the datapath's was not read ({e}): it needs root, and the daemon's --bpffs as --daemon-bpffs"
             ),
-            Ok(Cached::Hit { rule, slot }) => format!("the datapath's holds rule {rule} (slot {slot}) for it"),
-            Err(e) => format!("the datapath's was not read ({e}): it needs root, and the daemon's --bpffs as --daemon-bpffs"),
         };
+    }
+}
+
+/// What a datapath's flow cache entry means for the flow's next frame.
+pub fn cache_text(c: Cached) -> String {
+    match c {
+        Cached::Miss => {
+            "the datapath's holds nothing for it: its next frame takes the search below".into()
+        }
+        Cached::Other => {
+            "the datapath's holds another flow in its place: its next frame takes the search below"
+                .into()
+        }
+        Cached::Stale {
+            generation,
+            current,
+        } => format!(
+            "the datapath's holds an entry of generation {generation}, not the tables' {current}: its next frame takes the search below"
+        ),
+        Cached::Hit { rule, slot } => {
+            format!("the datapath's holds rule {rule} (slot {slot}) for it")
+        }
+        Cached::NoRule => {
+            "the datapath's holds that no rule matches: its next frame takes its port's default"
+                .into()
+        }
     }
 }
 

@@ -350,3 +350,64 @@ fn a_format_1_snapshot_with_a_json_body_is_still_read() {
         "format 2 round-trips"
     );
 }
+
+/// Each worker's flow cache read through [`EmuDatapath::cached`]: nothing
+/// before a frame, the rule after one (on the worker that took it alone),
+/// a cached miss for a frame no rule takes, and a stale entry once a
+/// transaction makes a new generation; traffic goes on after each reading.
+#[test]
+fn the_workers_flow_caches_are_read_and_traffic_goes_on() {
+    use dse_datapath::pipeline::{Cached, parse};
+    let dp = EmuDatapath::start(
+        swapping_rules(1),
+        EmuConfig {
+            workers: 2,
+            ..EmuConfig::default()
+        },
+    )
+    .unwrap();
+    let key = |frame: &[u8]| parse(frame, 0, 0).unwrap().0;
+    let (hit, none) = (udp(1000, 53), {
+        let mut tcp = Vec::new();
+        PacketBuilder::ethernet2([2, 0, 0, 0, 0, 1], [2, 0, 0, 0, 0, 2])
+            .ipv4([10, 0, 0, 1], [10, 0, 0, 2], 64)
+            .tcp(1000, 80, 1, 1000)
+            .write(&mut tcp, b"")
+            .unwrap();
+        tcp
+    });
+    assert_eq!(dp.cached(&key(&hit)), vec![Cached::Miss; 2]);
+    let send = |frame: &[u8], port: u16| {
+        dp.inject(0, Frame::new(frame)).unwrap();
+        wait_until("the frame out", || dp.recv(port).is_some());
+    };
+    // Rule 1 (priority 20 in generation 1) takes UDP to port 53.
+    send(&hit, 1);
+    let w = dp.worker_for(&hit, 0);
+    let got = dp.cached(&key(&hit));
+    assert!(
+        matches!(got[w], Cached::Hit { rule: 1, .. }) && got[1 - w] == Cached::Miss,
+        "{got:?}"
+    );
+    // No rule takes TCP: its port's default hands it to the host.
+    dp.inject(0, Frame::new(&none)).unwrap();
+    wait_until("the frame to the host", || dp.recv_host().is_some());
+    assert_eq!(
+        dp.cached(&key(&none))[dp.worker_for(&none, 0)],
+        Cached::NoRule
+    );
+    // A new generation (rule 2 above rule 1): the entry stays, stale,
+    // until a frame refills it.
+    dp.apply(Transaction::Replace(Arc::new(swapping_rules(2))))
+        .unwrap();
+    assert!(
+        matches!(dp.cached(&key(&hit))[w], Cached::Stale { generation, current } if generation < current),
+        "{:?}",
+        dp.cached(&key(&hit))
+    );
+    send(&hit, 1);
+    assert!(matches!(
+        dp.cached(&key(&hit))[w],
+        Cached::Hit { rule: 2, .. }
+    ));
+}

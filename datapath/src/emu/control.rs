@@ -2,12 +2,12 @@
 //! counters and the in-memory ports.
 
 use super::{Egress, EmuConfig, InjectError, worker};
-use crate::compile::{Compiler, MAX_MASKS, hash_words};
+use crate::compile::{Compiler, FlowKey, MAX_MASKS, hash_words};
 use crate::datapath::{Capabilities, Datapath, DatapathError, LifecycleState, Transaction};
 use crate::frame::Frame;
 use crate::pipeline::{
-    Bucket, Count, Counter, CounterBlock, Installed, Pipeline, Stats, StatsBlock, counts_by_id,
-    parse,
+    Bucket, Cached, Count, Counter, CounterBlock, Installed, Pipeline, Stats, StatsBlock,
+    counts_by_id, parse,
 };
 use crate::rule::{MAX_PORTS, RuleSet};
 use crate::snapshot::Snapshot;
@@ -44,7 +44,19 @@ pub(super) struct Shared {
     pub(super) pause: AtomicBool,
     /// Per worker: the generation it is processing, [`IDLE`], [`PARKED`] or [`LOADING`].
     pub(super) active: Vec<AtomicU64>,
+    /// A reading of the workers' flow caches, answered by each parked worker.
+    pub(super) peek: Mutex<PeekAsk>,
+    /// Moved on for each reading: a parked worker answers when it differs
+    /// from the last it answered.
+    pub(super) peek_seq: AtomicU64,
     clock: Instant,
+}
+
+/// A reading of the workers' flow caches: the key, and each worker's answer.
+#[derive(Default)]
+pub(super) struct PeekAsk {
+    pub(super) key: FlowKey,
+    pub(super) answers: Vec<Option<Cached>>,
 }
 
 impl Shared {
@@ -134,6 +146,8 @@ impl EmuDatapath {
             stop: AtomicBool::new(false),
             pause: AtomicBool::new(false),
             active: (0..config.workers).map(|_| AtomicU64::new(IDLE)).collect(),
+            peek: Mutex::default(),
+            peek_seq: AtomicU64::new(0),
             clock: Instant::now(),
             config,
         });
@@ -184,6 +198,37 @@ impl EmuDatapath {
         let out = f();
         self.shared.pause.store(held, Ordering::SeqCst);
         out
+    }
+
+    /// What each worker's flow cache holds for `key`, in worker order: the
+    /// workers park between batches while each reads its own (frames wait
+    /// in their queues; none is lost), then go on.
+    pub fn cached(&self, key: &FlowKey) -> Vec<Cached> {
+        // One reading at a time, and no transaction beside it.
+        let _control = self.control();
+        let ask = || {
+            self.shared
+                .peek
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner)
+        };
+        self.paused(|| {
+            *ask() = PeekAsk {
+                key: *key,
+                answers: vec![None; self.threads.len()],
+            };
+            self.shared.peek_seq.fetch_add(1, Ordering::SeqCst);
+            loop {
+                if let Some(all) = ask().answers.iter().copied().collect::<Option<Vec<_>>>() {
+                    return all;
+                }
+                // A worker waiting for frames is woken to answer.
+                for t in &self.threads {
+                    t.thread().unpark();
+                }
+                std::thread::yield_now();
+            }
+        })
     }
 
     /// Parks every worker between batches until [`EmuDatapath::release`];

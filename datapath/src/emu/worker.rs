@@ -38,6 +38,8 @@ pub(super) fn run(shared: &Shared, index: usize, mut pipeline: Pipeline, mut io:
     let active = &shared.active[index];
     let backoff = Backoff::new();
     let mut idle = IDLE_PARK_MIN;
+    // The last reading of the flow cache this worker answered.
+    let mut peeked = 0;
     while !shared.stop.load(Acquire) {
         // Announce a load before looking at the pause flag: a controller that
         // sees this worker IDLE knows it will see the flag (both SeqCst).
@@ -45,6 +47,17 @@ pub(super) fn run(shared: &Shared, index: usize, mut pipeline: Pipeline, mut io:
         if shared.pause.load(SeqCst) {
             active.store(PARKED, SeqCst);
             while shared.pause.load(SeqCst) && !shared.stop.load(Acquire) {
+                let seq = shared.peek_seq.load(SeqCst);
+                if seq != peeked {
+                    peeked = seq;
+                    let installed = shared.current.load();
+                    let mut ask = shared
+                        .peek
+                        .lock()
+                        .unwrap_or_else(std::sync::PoisonError::into_inner);
+                    let key = ask.key;
+                    ask.answers[index] = Some(pipeline.peek(&installed, &key));
+                }
                 std::thread::yield_now();
             }
             active.store(IDLE, SeqCst);

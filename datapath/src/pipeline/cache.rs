@@ -62,6 +62,36 @@ impl Hit {
     };
 }
 
+/// What a datapath's flow cache holds for a key: the XDP program's (read
+/// from its pins), or each host-path worker's.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Cached {
+    /// Nothing: the next frame of the flow takes the search.
+    Miss,
+    /// Another flow's entry in its place (the same hash): a miss too.
+    Other,
+    /// An entry from an earlier version of the tables: a miss, which the
+    /// search refills. The XDP program tags an entry with the tables'
+    /// generation; the host path with their epoch (a restore may reuse a
+    /// generation number, never an epoch).
+    Stale {
+        /// The entry's generation (XDP) or epoch (host path).
+        generation: u32,
+        /// The tables'.
+        current: u32,
+    },
+    /// A hit: the rule in this slot, with this id.
+    Hit {
+        /// The rule's slot.
+        slot: u32,
+        /// The rule's id.
+        rule: u32,
+    },
+    /// A hit on a search that found no rule (the host path caches those):
+    /// the frame takes its port's default action.
+    NoRule,
+}
+
 /// One set's tags and results: exactly one cache line.
 #[derive(Clone, Copy, Default)]
 #[repr(C, align(64))]
@@ -192,6 +222,34 @@ impl FlowCache {
                 .then(|| self.hit_at(set * WAYS + w, key, epoch))
                 .flatten()
         })
+    }
+
+    /// What is cached for `key` (whose hash is `hash`) when the tables'
+    /// epoch is `epoch`, read without touching anything; a hit's slot is
+    /// given as [`Cached::Hit`] with `rule` 0, for the caller to name.
+    pub fn peek(&self, key: &FlowKey, hash: u64, epoch: u32) -> Cached {
+        let set = self.set(hash);
+        let tag = tag_of(hash);
+        let head = &self.heads[set];
+        let ways: Vec<usize> = (0..WAYS).filter(|&w| head.tags[w] == tag).collect();
+        let Some(&way) = ways.iter().find(|&&w| self.keys[set * WAYS + w].0 == *key) else {
+            return if ways.is_empty() {
+                Cached::Miss
+            } else {
+                Cached::Other
+            };
+        };
+        let filled = self.window << 16 | u32::from(head.epochs[way]);
+        if filled != epoch {
+            return Cached::Stale {
+                generation: filled,
+                current: epoch,
+            };
+        }
+        match head.slots[way] {
+            NO_RULE => Cached::NoRule,
+            slot => Cached::Hit { slot, rule: 0 },
+        }
     }
 
     /// Caches `hit` for `key` under `epoch`: into the way already holding

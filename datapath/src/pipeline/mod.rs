@@ -11,7 +11,7 @@ mod parse;
 mod search;
 
 pub use actions::entropy_port;
-pub use cache::{FlowCache, Hit};
+pub use cache::{Cached, FlowCache, Hit};
 pub use counters::{Count, Counter, DropReason, RuleCounter, Stats, StatsBlock};
 pub use installed::{CounterBlock, Installed, counts_by_id};
 pub use meter::Bucket;
@@ -110,6 +110,20 @@ impl Pipeline {
     /// The flow cache.
     pub fn cache(&self) -> &FlowCache {
         &self.cache
+    }
+
+    /// What this pipeline's flow cache holds for `key` under `inst`, read
+    /// without touching it; a hit names its rule.
+    pub fn peek(&self, inst: &Installed, key: &FlowKey) -> Cached {
+        match self.cache.peek(key, key.hash(), inst.epoch) {
+            Cached::Hit { slot, .. } => match inst.tables.rules.try_get(slot as usize) {
+                Some(r) if r.live != 0 => Cached::Hit { slot, rule: r.id },
+                // A slot the tables no longer hold under this epoch cannot
+                // be cached; said as what the next frame meets.
+                _ => Cached::Miss,
+            },
+            other => other,
+        }
     }
 
     /// Classifies `key` under `inst`: the cache, else the tuple-space search.

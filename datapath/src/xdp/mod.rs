@@ -16,9 +16,10 @@ mod mirror;
 mod peek;
 mod records;
 
+pub use crate::pipeline::Cached;
 pub use backend::{PreparedUpgrade, UpgradeReport, XdpConfig, XdpDatapath};
 pub use load::{Program, XdpError, XdpInstance, XdpLimits};
-pub use peek::{Cached, cache_hash, cached};
+pub use peek::{cache_hash, cached};
 
 /// Where the link of an XDP datapath pinned in `pin_dir` to interface
 /// `ifname` is pinned: whoever holds that link holds the interface's

@@ -4,6 +4,7 @@
 use super::XdpError;
 use super::mirror;
 use crate::compile::FlowKey;
+use crate::pipeline::Cached;
 use aya::maps::{Array, HashMap, Map, MapData};
 use dse_ebpf::maps;
 use std::path::Path;
@@ -16,30 +17,6 @@ pub fn cache_hash(key: &FlowKey) -> u64 {
         h = (h ^ w).wrapping_mul(0x9e37_79b9_7f4a_7c15);
     }
     h ^ (h >> 29)
-}
-
-/// What a datapath's flow cache holds for a key.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Cached {
-    /// Nothing: the next frame of the flow takes the search.
-    Miss,
-    /// Another flow's entry in its place (the same hash): a miss too.
-    Other,
-    /// An entry from an earlier generation of the tables: a miss, which
-    /// the search refills.
-    Stale {
-        /// Its generation.
-        generation: u32,
-        /// The tables' generation.
-        current: u32,
-    },
-    /// A hit: the rule in this slot, with this id.
-    Hit {
-        /// The rule's slot.
-        slot: u32,
-        /// The rule's id.
-        rule: u32,
-    },
 }
 
 fn open(pin_dir: &Path, map: &'static str) -> Result<Map, XdpError> {
