@@ -490,10 +490,6 @@ pub struct TraceArgs {
     /// Do not run the frame through the XDP program beside the reference.
     #[arg(long)]
     pub no_xdp: bool,
-    /// Where the daemon pins its XDP datapaths (its `--bpffs`): with
-    /// --datapath of an XDP datapath, its flow cache is read there.
-    #[arg(long, default_value = "/sys/fs/bpf/dse", requires = "datapath")]
-    pub daemon_bpffs: PathBuf,
     /// The bpffs mount the XDP program pins its maps under (in a directory
     /// of its own, removed afterwards).
     #[arg(long, default_value = "/sys/fs/bpf")]

@@ -41,7 +41,7 @@ fn check(file: &Path) -> Result<()> {
 /// datapath, the XDP program's answer beside; the exit code of a local
 /// command, or of the daemon's answer.
 fn trace(args: &cli::TraceArgs, connection: &cli::Connection, output: cli::Output) -> ExitCode {
-    let (set, xdp_pins) = match (&args.file, &args.datapath) {
+    let (set, running) = match (&args.file, &args.datapath) {
         (Some(file), _) => match load(file).and_then(|s| {
             compile(&s)
                 .map(|_| s)
@@ -51,20 +51,25 @@ fn trace(args: &cli::TraceArgs, connection: &cli::Connection, output: cli::Outpu
             Err(e) => return local(Err(e)),
         },
         (None, Some(name)) => match remote::datapath_rules(connection, name) {
-            Ok((s, backend)) => (s, (backend == "xdp").then(|| args.daemon_bpffs.join(name))),
+            Ok((s, _)) => (s, Some(name.as_str())),
             Err(code) => return code,
         },
         (None, None) => unreachable!("clap requires -f or --datapath"),
     };
-    local(trace_rules(&set, args, xdp_pins.as_deref(), output))
+    local(trace_rules(
+        &set,
+        args,
+        running.map(|n| (connection, n)),
+        output,
+    ))
 }
 
-/// The trace of `set`; with `xdp_pins`, the pins of the running XDP
-/// datapath whose flow cache is read for each pass's key.
+/// The trace of `set`; with `running`, the daemon and the name of the
+/// datapath whose flow caches are read for each pass's key.
 fn trace_rules(
     set: &RuleSet,
     args: &cli::TraceArgs,
-    xdp_pins: Option<&Path>,
+    running: Option<(&cli::Connection, &str)>,
     output: cli::Output,
 ) -> Result<()> {
     use dse::trace::Packet;
@@ -76,8 +81,9 @@ fn trace_rules(
     };
     let (in_port, frame) = dse::trace::frame(set, &packet, args.in_port.as_deref())?;
     let mut t = dse_datapath::trace::trace(set, in_port, &frame)?;
-    if let Some(pins) = xdp_pins {
-        dse::trace::read_cache(&mut t, pins);
+    if let Some((connection, name)) = running {
+        let keys = dse::trace::pass_keys(&t);
+        dse::trace::put_caches(&mut t, remote::datapath_caches(connection, name, &keys));
     }
     let xdp = (!args.no_xdp).then(|| dse::trace::xdp(set, &args.bpffs, in_port, &frame));
     if let Some(path) = &args.out {

@@ -98,18 +98,34 @@ pub fn flow(spec: &str) -> Result<Match> {
     })
 }
 
-/// Puts what the flow cache of the XDP datapath pinned at `pins` holds
-/// for each pass's key into `t` (read, never written).
-pub fn read_cache(t: &mut Trace, pins: &Path) {
-    for p in &mut t.passes {
-        let Some(key) = &p.key else { continue };
-        p.cache = match dse_datapath::xdp::cached(pins, key) {
-            Ok(c) => cache_text(c),
-            Err(e) => format!(
-                "the datapath's was not read ({e}): it needs root, and the daemon's --bpffs as --daemon-bpffs"
-            ),
-        };
+/// Puts what a running datapath's flow caches hold for each pass's key
+/// into `t`: `caches` gives them for the passes' keys, in order (the XDP
+/// program's one cache, or one a host-path worker), or why they were not
+/// read.
+pub fn put_caches(t: &mut Trace, caches: Result<Vec<Vec<Cached>>, String>) {
+    let passes = t.passes.iter_mut().filter(|p| p.key.is_some());
+    match caches {
+        Ok(caches) => {
+            for (p, c) in passes.zip(caches) {
+                p.cache = match c.as_slice() {
+                    [] => "the datapath has none".into(),
+                    [one] => cache_text(*one),
+                    workers => workers
+                        .iter()
+                        .enumerate()
+                        .map(|(i, c)| format!("worker {i}: {}", cache_text(*c)))
+                        .collect::<Vec<_>>()
+                        .join("; "),
+                };
+            }
+        }
+        Err(e) => passes.for_each(|p| p.cache = format!("the datapath's was not read: {e}")),
     }
+}
+
+/// The keys of `t`'s passes that have one, in order, for [`put_caches`].
+pub fn pass_keys(t: &Trace) -> Vec<dse_datapath::compile::FlowKey> {
+    t.passes.iter().filter_map(|p| p.key).collect()
 }
 
 /// What a datapath's flow cache entry means for the flow's next frame.

@@ -179,7 +179,10 @@ fn the_report_prints_the_figures_of_its_windows() {
 }
 
 /// Each socket sender offers what a paced window asks for, frame by frame,
-/// and the XDP datapath forwards all of it at that modest rate.
+/// and the XDP datapath forwards all of it at that modest rate. A sender
+/// whose CPU was taken from it forgoes what it fell behind by, as the
+/// lossless search's windows do; like the search, a rate gets
+/// [`TRIALS`] windows, and one of them must offer it.
 #[test]
 fn a_paced_offer_offers_the_rate_asked_for() {
     let _turn = turn();
@@ -189,21 +192,27 @@ fn a_paced_offer_offers_the_rate_asked_for() {
     let (pps, span) = (20_000.0, Duration::from_millis(500));
     for kind in [GeneratorKind::AfXdp, GeneratorKind::AfPacket] {
         let mut generator = Generator::load(kind, &topo, w.flows).unwrap();
-        let (d0, _) = sink.counts().unwrap();
-        let offered = generator
-            .offer_paced(&topo, Mix::Small, w.flows, span, Some(pps))
-            .unwrap();
-        std::thread::sleep(Duration::from_millis(100));
-        let (d1, _) = sink.counts().unwrap();
-        let asked = pps * offered.elapsed.as_secs_f64();
-        let got = offered.packets as f64;
-        // At most one frame early; a sender that fell behind forgoes what
-        // it owed beyond a few frames, so allow a little short.
-        assert!(
-            got <= asked + 1.0 && got >= asked * 0.9,
-            "{kind:?}: offered {got} of {asked:.0}"
-        );
-        assert_eq!(d1 - d0, offered.packets, "{kind:?}: all of it delivered");
+        let (mut windows, mut offered_it) = (Vec::new(), false);
+        for _ in 0..TRIALS {
+            let (d0, _) = sink.counts().unwrap();
+            let offered = generator
+                .offer_paced(&topo, Mix::Small, w.flows, span, Some(pps))
+                .unwrap();
+            std::thread::sleep(Duration::from_millis(100));
+            let (d1, _) = sink.counts().unwrap();
+            assert_eq!(d1 - d0, offered.packets, "{kind:?}: all of it delivered");
+            let asked = pps * offered.elapsed.as_secs_f64();
+            let got = offered.packets as f64;
+            // Never more than one frame early; never more than a tenth
+            // short in a window the CPU was left to.
+            assert!(got <= asked + 1.0, "{kind:?}: offered {got} of {asked:.0}");
+            windows.push(format!("{got} of {asked:.0}"));
+            offered_it = got >= asked * 0.9;
+            if offered_it {
+                break;
+            }
+        }
+        assert!(offered_it, "{kind:?}: every window fell short: {windows:?}");
     }
     drop(running);
     let _ = std::fs::remove_dir_all(&places.work);

@@ -372,6 +372,21 @@ fn a_running_datapaths_rules_are_traced_through_the_daemon() {
             "verdict: drop (rule)",
         ],
     );
+    // Each worker's flow cache, read through the daemon: no frame yet.
+    let cache = traced
+        .lines()
+        .find_map(|l| l.strip_prefix("  flow cache: "))
+        .unwrap_or_default();
+    let workers: Vec<&str> = cache.split("; ").collect();
+    let nothing = "the datapath's holds nothing for it: its next frame takes the search below";
+    for (i, w) in workers.iter().enumerate() {
+        // One cache is said alone; several, each by its worker.
+        let want = match workers.len() {
+            1 => nothing.to_string(),
+            _ => format!("worker {i}: {nothing}"),
+        };
+        assert_eq!(*w, want, "{traced}");
+    }
     // A datapath the daemon does not run is named, with those it runs.
     let out = d.cli(&["trace", "--datapath", "mem9", "udp"]);
     let (code, err) = failure(&out);
@@ -418,9 +433,17 @@ fn an_xdp_datapaths_flow_cache_is_read_from_its_pins() {
         matches!(cached(&pins.0, &key).unwrap(), Cached::Stale { .. }),
         "an entry of the tables before"
     );
-    // The CLI says so too, through the daemon's pins; without them, why.
+    // The trace says so too (as the daemon reads it for dse trace
+    // --datapath); a datapath not there, why not.
     let mut t = dse_datapath::trace::trace(&set, 0, &frame).unwrap();
-    dse::trace::read_cache(&mut t, &pins.0);
+    let read = |t: &dse_datapath::trace::Trace, pins: &std::path::Path| {
+        dse::trace::pass_keys(t)
+            .iter()
+            .map(|k| cached(pins, k).map(|c| vec![c]).map_err(|e| e.to_string()))
+            .collect()
+    };
+    let caches = read(&t, &pins.0);
+    dse::trace::put_caches(&mut t, caches);
     assert!(
         t.passes[0]
             .cache
@@ -428,10 +451,8 @@ fn an_xdp_datapaths_flow_cache_is_read_from_its_pins() {
         "{}",
         t.passes[0].cache
     );
-    dse::trace::read_cache(
-        &mut t,
-        std::path::Path::new("/sys/fs/bpf/dse-no-such-datapath"),
-    );
+    let caches = read(&t, std::path::Path::new("/sys/fs/bpf/dse-no-such-datapath"));
+    dse::trace::put_caches(&mut t, caches);
     assert!(
         t.passes[0].cache.contains("was not read"),
         "{}",

@@ -14,6 +14,7 @@ mod common;
 
 use common::bpf::PinDir;
 use common::daemon::{DaemonProcess, failure};
+use common::netns::mac_text;
 use common::stream::Stream;
 use common::topology::{Topology, drain};
 use serde_json::Value;
@@ -35,8 +36,8 @@ fn privileged(name: &str) -> bool {
     PinDir::new(name).is_some()
 }
 
-/// Sends `n` datagrams from A to B's `port`, paced.
-fn send(t: &Topology, port: u16, n: u64) {
+/// Sends `n` datagrams from A to B's `port`, paced; the source port.
+fn send(t: &Topology, port: u16, n: u64) -> u16 {
     let sock = t.udp_in_a();
     for i in 0..n {
         sock.send_to(&i.to_be_bytes(), t.b_addr(port))
@@ -45,6 +46,7 @@ fn send(t: &Topology, port: u16, n: u64) {
             std::thread::sleep(Duration::from_millis(2));
         }
     }
+    sock.local_addr().expect("bound").port()
 }
 
 /// Per-rule packet counts of datapath `name`.
@@ -140,7 +142,7 @@ fn offload_and_host_path_count_the_same_traffic_alike() {
         let rx = t.udp_in_b(7000);
         // Received while sent: the socket's queue is smaller than the burst.
         let receiver = std::thread::spawn(move || drain(&rx));
-        send(&t, 7000, 400);
+        let sport = send(&t, 7000, 400);
         send(&t, 7001, 100);
         let got = receiver.join().unwrap();
         assert_eq!(got.len(), 400, "{backend}: every datagram to 7000 arrived");
@@ -154,6 +156,27 @@ fn offload_and_host_path_count_the_same_traffic_alike() {
         assert_eq!(c.get("1"), Some(&400), "{backend}: {c:?}");
         assert_eq!(c.get("2"), Some(&100), "{backend}: {c:?}");
         per_backend.push(c);
+        // The flow to 7000 as it crossed, traced through the daemon: its
+        // flow cache (the XDP program's, or the worker's that took the
+        // flow) holds rule 1 for it.
+        let flow = format!(
+            "in_port=pa,eth_src={},eth_dst={},ip_src={},ip_dst={},udp,l4_src={sport},l4_dst=7000",
+            mac_text(t.va.inner_mac),
+            mac_text(t.vb.inner_mac),
+            t.a_ip,
+            t.b_ip
+        );
+        let out = d.cli(&["trace", "--datapath", name, &flow, "--no-xdp"]);
+        assert!(out.status.success(), "{}", failure(&out).1);
+        let traced = String::from_utf8_lossy(&out.stdout);
+        let cache = traced
+            .lines()
+            .find(|l| l.trim_start().starts_with("flow cache:"))
+            .unwrap_or_default();
+        assert!(
+            cache.contains("the datapath's holds rule 1 (slot"),
+            "{backend}: {traced}"
+        );
         let stats = d.json(&["stats"]);
         assert!(
             stats[name]["rx_packets"].as_u64().unwrap() >= 500,

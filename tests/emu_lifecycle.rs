@@ -376,7 +376,7 @@ fn the_workers_flow_caches_are_read_and_traffic_goes_on() {
             .unwrap();
         tcp
     });
-    assert_eq!(dp.cached(&key(&hit)), vec![Cached::Miss; 2]);
+    assert_eq!(dp.cached(&key(&hit)).unwrap(), vec![Cached::Miss; 2]);
     let send = |frame: &[u8], port: u16| {
         dp.inject(0, Frame::new(frame)).unwrap();
         wait_until("the frame out", || dp.recv(port).is_some());
@@ -384,7 +384,7 @@ fn the_workers_flow_caches_are_read_and_traffic_goes_on() {
     // Rule 1 (priority 20 in generation 1) takes UDP to port 53.
     send(&hit, 1);
     let w = dp.worker_for(&hit, 0);
-    let got = dp.cached(&key(&hit));
+    let got = dp.cached(&key(&hit)).unwrap();
     assert!(
         matches!(got[w], Cached::Hit { rule: 1, .. }) && got[1 - w] == Cached::Miss,
         "{got:?}"
@@ -393,7 +393,7 @@ fn the_workers_flow_caches_are_read_and_traffic_goes_on() {
     dp.inject(0, Frame::new(&none)).unwrap();
     wait_until("the frame to the host", || dp.recv_host().is_some());
     assert_eq!(
-        dp.cached(&key(&none))[dp.worker_for(&none, 0)],
+        dp.cached(&key(&none)).unwrap()[dp.worker_for(&none, 0)],
         Cached::NoRule
     );
     // A new generation (rule 2 above rule 1): the entry stays, stale,
@@ -401,13 +401,13 @@ fn the_workers_flow_caches_are_read_and_traffic_goes_on() {
     dp.apply(Transaction::Replace(Arc::new(swapping_rules(2))))
         .unwrap();
     assert!(
-        matches!(dp.cached(&key(&hit))[w], Cached::Stale { generation, current } if generation < current),
+        matches!(dp.cached(&key(&hit)).unwrap()[w], Cached::Stale { generation, current } if generation < current),
         "{:?}",
-        dp.cached(&key(&hit))
+        dp.cached(&key(&hit)).unwrap()
     );
     send(&hit, 1);
     assert!(matches!(
-        dp.cached(&key(&hit))[w],
+        dp.cached(&key(&hit)).unwrap()[w],
         Cached::Hit { rule: 2, .. }
     ));
 }

@@ -5,7 +5,8 @@
 //! A quiesced datapath keeps forwarding with its current state and refuses
 //! rule changes; `snapshot` and `restore` need it quiesced.
 
-use crate::pipeline::{Count, Stats};
+use crate::compile::FlowKey;
+use crate::pipeline::{Cached, Count, Stats};
 use crate::rule::{Rule, RuleError, RuleSet};
 use crate::snapshot::{Snapshot, SnapshotError};
 use serde::{Deserialize, Serialize};
@@ -167,6 +168,14 @@ pub trait Datapath: Send + Sync {
     /// # Errors
     /// Backend-specific failures to record it.
     fn set_generation(&self, generation: u64) -> Result<(), DatapathError>;
+
+    /// What the datapath's flow caches hold for `key`, read without
+    /// changing them: the XDP program's one cache, or each host-path
+    /// worker's, in worker order.
+    ///
+    /// # Errors
+    /// [`DatapathError::Xdp`] if the XDP program's maps cannot be read.
+    fn cached(&self, key: &FlowKey) -> Result<Vec<Cached>, DatapathError>;
 
     /// How many rule sets this datapath has installed since it started:
     /// its own count, which moves with every transaction, restore and

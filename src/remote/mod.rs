@@ -209,6 +209,35 @@ pub fn datapath_rules(
     })
 }
 
+/// What the flow caches of the daemon's datapath `name` hold for each of
+/// `keys`, in order (`GET /v1/datapaths/{name}/cache`), for `dse trace`;
+/// why not, as text, if the daemon did not answer.
+pub fn datapath_caches(
+    connection: &Connection,
+    name: &str,
+    keys: &[dse_datapath::compile::FlowKey],
+) -> Result<Vec<Vec<dse_datapath::pipeline::Cached>>, String> {
+    let ep = endpoint(connection).map_err(|f| f.message)?;
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .map_err(|e| format!("starting the async runtime: {e}"))?;
+    keys.iter()
+        .map(|key| {
+            let path = format!(
+                "/v1/datapaths/{}/cache?key={}",
+                segment(name),
+                hex::encode(key.to_bytes())
+            );
+            let body = send_bytes(&rt, &ep, Call::new(Method::GET, path)).map_err(|f| f.message)?;
+            let answer: Value = serde_json::from_slice(&body)
+                .map_err(|e| format!("the daemon's answer is not JSON: {e}"))?;
+            serde_json::from_value(answer["caches"].clone())
+                .map_err(|e| format!("the daemon's caches do not read: {e}"))
+        })
+        .collect()
+}
+
 fn dispatch(
     rt: &tokio::runtime::Runtime,
     ep: &Endpoint,

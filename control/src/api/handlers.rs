@@ -356,6 +356,38 @@ pub async fn datapaths(State(s): State<Arc<ApiState>>) -> Answer {
     Ok(Json(blocking(move || daemon.datapaths()).await).into_response())
 }
 
+/// Query of `GET /v1/datapaths/{name}/cache`.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CacheQuery {
+    key: String,
+}
+
+/// `GET /v1/datapaths/{name}/cache?key=HEX`: what the datapath's flow
+/// caches hold for a flow key (its 64 bytes as hex), one entry per cache.
+pub async fn datapath_cache(
+    State(s): State<Arc<ApiState>>,
+    Path(name): Path<String>,
+    Query(q): Query<CacheQuery>,
+) -> Answer {
+    let key = hex::decode(&q.key)
+        .ok()
+        .and_then(|b| <[u8; 64]>::try_from(b).ok())
+        .map(|b| dse_datapath::compile::FlowKey::from_bytes(&b))
+        .ok_or_else(|| {
+            ApiError::bad_request(format!(
+                "key: {:?} is not a flow key: give its 64 bytes as 128 hex digits",
+                q.key.chars().take(140).collect::<String>()
+            ))
+        })?;
+    let daemon = Arc::clone(&s.daemon);
+    let caches = {
+        let name = name.clone();
+        blocking(move || daemon.cached(&name, &key)).await?
+    };
+    Ok(Json(json!({ "datapath": name, "caches": caches })).into_response())
+}
+
 /// `POST /v1/datapaths`
 pub async fn attach(
     State(s): State<Arc<ApiState>>,

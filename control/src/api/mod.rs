@@ -78,6 +78,11 @@ pub fn routes() -> Vec<(Method, &'static str, MethodRouter<Arc<ApiState>>)> {
         (Method::GET, "/v1/datapaths", get(datapaths)),
         (Method::POST, "/v1/datapaths", post(attach)),
         (Method::DELETE, "/v1/datapaths/{name}", delete(detach)),
+        (
+            Method::GET,
+            "/v1/datapaths/{name}/cache",
+            get(datapath_cache),
+        ),
         (Method::GET, "/v1/clusters", get(clusters)),
         (Method::POST, "/v1/clusters", post(create_cluster)),
         (Method::POST, "/v1/clusters/{name}/hosts", post(add_host)),

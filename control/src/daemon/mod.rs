@@ -718,6 +718,31 @@ impl Daemon {
             .collect())
     }
 
+    /// What the flow caches of datapath `name` hold for `key` (see
+    /// [`Datapath::cached`]).
+    ///
+    /// # Errors
+    /// [`ControlError::NotFound`] if there is no such instance or it is
+    /// not running; [`ControlError::Datapath`] if its caches cannot be read.
+    pub fn cached(
+        &self,
+        name: &str,
+        key: &dse_datapath::compile::FlowKey,
+    ) -> Result<Vec<dse_datapath::pipeline::Cached>, ControlError> {
+        let instances = self.read_instances();
+        let Some(datapath) = instances.get(name).and_then(|r| r.datapath()) else {
+            return Err(ControlError::NotFound {
+                what: format!("running datapath {name:?}"),
+            });
+        };
+        datapath
+            .cached(key)
+            .map_err(|source| ControlError::Datapath {
+                name: name.to_string(),
+                source,
+            })
+    }
+
     /// Brings up datapath instance `record` on the desired rules and
     /// records it.
     ///

@@ -70,6 +70,23 @@ impl FlowKey {
         unsafe { core::mem::transmute::<[u64; 8], FlowKey>(words) }
     }
 
+    /// The key's 64 bytes in memory order: the XDP program's `struct
+    /// flow_key`, and the form the API takes a key in (as hex).
+    pub fn to_bytes(&self) -> [u8; 64] {
+        let mut out = [0; 64];
+        for (chunk, w) in out.chunks_exact_mut(8).zip(self.words()) {
+            chunk.copy_from_slice(&w.to_ne_bytes());
+        }
+        out
+    }
+
+    /// The key whose [`FlowKey::to_bytes`] are `bytes`.
+    pub fn from_bytes(bytes: &[u8; 64]) -> FlowKey {
+        FlowKey::from_words(core::array::from_fn(|i| {
+            u64::from_ne_bytes(bytes[i * 8..i * 8 + 8].try_into().expect("8 bytes"))
+        }))
+    }
+
     /// `self & mask`.
     #[inline]
     pub fn masked(&self, mask: &FlowKey) -> FlowKey {

@@ -203,7 +203,7 @@ impl EmuDatapath {
     /// What each worker's flow cache holds for `key`, in worker order: the
     /// workers park between batches while each reads its own (frames wait
     /// in their queues; none is lost), then go on.
-    pub fn cached(&self, key: &FlowKey) -> Vec<Cached> {
+    fn worker_caches(&self, key: &FlowKey) -> Vec<Cached> {
         // One reading at a time, and no transaction beside it.
         let _control = self.control();
         let ask = || {
@@ -454,6 +454,10 @@ impl EmuDatapath {
 }
 
 impl Datapath for EmuDatapath {
+    fn cached(&self, key: &FlowKey) -> Result<Vec<Cached>, DatapathError> {
+        Ok(self.worker_caches(key))
+    }
+
     fn capabilities(&self) -> Capabilities {
         Capabilities {
             backend: "emu".into(),

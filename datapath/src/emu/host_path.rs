@@ -13,10 +13,11 @@
 
 use super::packet_socket::{MAX_FRAME, PacketSocket};
 use super::{EmuConfig, EmuDatapath};
+use crate::compile::FlowKey;
 use crate::datapath::{Capabilities, Datapath, DatapathError, LifecycleState, Transaction};
 use crate::frame::Frame;
 use crate::netdev::interface_index;
-use crate::pipeline::{Count, Stats};
+use crate::pipeline::{Cached, Count, Stats};
 use crate::rule::RuleSet;
 use crate::snapshot::Snapshot;
 use std::collections::BTreeMap;
@@ -530,6 +531,9 @@ impl Drop for HostPath {
 }
 
 impl Datapath for HostPath {
+    fn cached(&self, key: &FlowKey) -> Result<Vec<Cached>, DatapathError> {
+        self.emu.cached(key)
+    }
     fn capabilities(&self) -> Capabilities {
         self.emu.capabilities()
     }

@@ -63,8 +63,10 @@ impl Hit {
 }
 
 /// What a datapath's flow cache holds for a key: the XDP program's (read
-/// from its pins), or each host-path worker's.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+/// from its pins), or each host-path worker's. In JSON, `{"state":
+/// "hit", "slot": 3, "rule": 7}` and the like.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(tag = "state", rename_all = "snake_case", deny_unknown_fields)]
 pub enum Cached {
     /// Nothing: the next frame of the flow takes the search.
     Miss,

@@ -3,11 +3,11 @@
 //! lifecycle hooks with the same snapshot format as the emulated backend.
 
 use super::{Program, XdpError, XdpInstance, XdpLimits};
-use crate::compile::{Compiler, MAX_MASKS};
+use crate::compile::{Compiler, FlowKey, MAX_MASKS};
 use crate::datapath::{
     Capabilities, Datapath, DatapathError, Fingerprint, LifecycleState, Transaction,
 };
-use crate::pipeline::{Bucket, Count, Stats};
+use crate::pipeline::{Bucket, Cached, Count, Stats};
 use crate::rule::{MAX_PORTS, RuleSet};
 use crate::snapshot::Snapshot;
 use std::collections::BTreeMap;
@@ -615,6 +615,10 @@ fn carry_counts(xdp: &mut XdpInstance, counts: &BTreeMap<u32, Count>) -> Result<
 }
 
 impl Datapath for XdpDatapath {
+    fn cached(&self, key: &FlowKey) -> Result<Vec<Cached>, DatapathError> {
+        Ok(vec![super::cached(&self.config.pin_dir, key)?])
+    }
+
     fn capabilities(&self) -> Capabilities {
         Capabilities {
             backend: "xdp".into(),
