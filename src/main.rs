@@ -51,7 +51,7 @@ fn trace(args: &cli::TraceArgs, connection: &cli::Connection, output: cli::Outpu
             Err(e) => return local(Err(e)),
         },
         (None, Some(name)) => match remote::datapath_rules(connection, name) {
-            Ok((s, _)) => (s, Some(name.as_str())),
+            Ok(s) => (s, Some(name.as_str())),
             Err(code) => return code,
         },
         (None, None) => unreachable!("clap requires -f or --datapath"),

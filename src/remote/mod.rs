@@ -143,16 +143,23 @@ fn send_bytes(rt: &tokio::runtime::Runtime, ep: &Endpoint, call: Call) -> Result
     ))
 }
 
+/// `f` with an async runtime and the daemon's endpoint.
+fn on_daemon<T>(
+    connection: &Connection,
+    f: impl FnOnce(&tokio::runtime::Runtime, &Endpoint) -> Result<T, Failure>,
+) -> Result<T, Failure> {
+    let ep = endpoint(connection)?;
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .map_err(|e| Failure::failed(format!("starting the async runtime: {e}")))?;
+    f(&rt, &ep)
+}
+
 /// Runs a command that talks to the daemon; prints the result, or the
 /// error and what to do, and returns the exit code.
 pub fn run(connection: &Connection, output: Output, command: Command) -> ExitCode {
-    let result = endpoint(connection).and_then(|ep| {
-        let rt = tokio::runtime::Builder::new_current_thread()
-            .enable_all()
-            .build()
-            .map_err(|e| Failure::failed(format!("starting the async runtime: {e}")))?;
-        dispatch(&rt, &ep, output, command)
-    });
+    let result = on_daemon(connection, |rt, ep| dispatch(rt, ep, output, command));
     match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(f) => {
@@ -163,20 +170,15 @@ pub fn run(connection: &Connection, output: Output, command: Command) -> ExitCod
 }
 
 /// The rules datapath `name` of the daemon runs, for `dse trace`: the
-/// desired rules, when the datapath has applied their generation, and its
-/// backend. On an error, prints it and what to do, and returns the exit
-/// code.
+/// desired rules, when the datapath has applied their generation. On an
+/// error, prints it and what to do, and returns the exit code.
 pub fn datapath_rules(
     connection: &Connection,
     name: &str,
-) -> Result<(dse_datapath::RuleSet, String), ExitCode> {
-    let fetched = endpoint(connection).and_then(|ep| {
-        let rt = tokio::runtime::Builder::new_current_thread()
-            .enable_all()
-            .build()
-            .map_err(|e| Failure::failed(format!("starting the async runtime: {e}")))?;
+) -> Result<dse_datapath::RuleSet, ExitCode> {
+    let fetched = on_daemon(connection, |rt, ep| {
         let get = |path: &str| -> Result<Value, Failure> {
-            let body = send_bytes(&rt, &ep, Call::new(Method::GET, path.to_string()))?;
+            let body = send_bytes(rt, ep, Call::new(Method::GET, path.to_string()))?;
             serde_json::from_slice(&body)
                 .map_err(|e| Failure::failed(format!("the daemon's answer is not JSON: {e}")))
         };
@@ -186,7 +188,11 @@ pub fn datapath_rules(
             let names: Vec<&str> = list.iter().filter_map(|d| d["name"].as_str()).collect();
             return Err(Failure::not_found(format!(
                 "no datapath {name}: the daemon runs {} (dse datapath list)",
-                if names.is_empty() { "none".to_string() } else { names.join(", ") }
+                if names.is_empty() {
+                    "none".to_string()
+                } else {
+                    names.join(", ")
+                }
             )));
         };
         let rules = get("/v1/rules")?;
@@ -198,9 +204,7 @@ pub fn datapath_rules(
                 want.map_or_else(|| "none".into(), |g| g.to_string()),
             )));
         }
-        let backend = dp["backend"].as_str().unwrap_or_default().to_string();
         serde_json::from_value(rules["rules"].clone())
-            .map(|set| (set, backend))
             .map_err(|e| Failure::failed(format!("the daemon's rules do not read: {e}")))
     });
     fetched.map_err(|f| {
@@ -217,25 +221,24 @@ pub fn datapath_caches(
     name: &str,
     keys: &[dse_datapath::compile::FlowKey],
 ) -> Result<Vec<Vec<dse_datapath::pipeline::Cached>>, String> {
-    let ep = endpoint(connection).map_err(|f| f.message)?;
-    let rt = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .map_err(|e| format!("starting the async runtime: {e}"))?;
-    keys.iter()
-        .map(|key| {
-            let path = format!(
-                "/v1/datapaths/{}/cache?key={}",
-                segment(name),
-                hex::encode(key.to_bytes())
-            );
-            let body = send_bytes(&rt, &ep, Call::new(Method::GET, path)).map_err(|f| f.message)?;
-            let answer: Value = serde_json::from_slice(&body)
-                .map_err(|e| format!("the daemon's answer is not JSON: {e}"))?;
-            serde_json::from_value(answer["caches"].clone())
-                .map_err(|e| format!("the daemon's caches do not read: {e}"))
-        })
-        .collect()
+    on_daemon(connection, |rt, ep| {
+        keys.iter()
+            .map(|key| {
+                let path = format!(
+                    "/v1/datapaths/{}/cache?key={}",
+                    segment(name),
+                    hex::encode(key.to_bytes())
+                );
+                let body = send_bytes(rt, ep, Call::new(Method::GET, path))?;
+                let answer: Value = serde_json::from_slice(&body).map_err(|e| {
+                    Failure::failed(format!("the daemon's answer is not JSON: {e}"))
+                })?;
+                serde_json::from_value(answer["caches"].clone())
+                    .map_err(|e| Failure::failed(format!("the daemon's caches do not read: {e}")))
+            })
+            .collect()
+    })
+    .map_err(|f| f.message)
 }
 
 fn dispatch(
