@@ -150,7 +150,10 @@ fn refuses_large_bodies_unread(d: &DaemonProcess) {
 /// Eight clients at once, each sending a whole 40 MB body under the
 /// limit: each is read (and refused as malformed), one at a time, so the
 /// peak memory grows by what one body takes (about twice its size while
-/// it is gathered), far from what eight at once would take.
+/// it is gathered) and the one before it, which its handler may still
+/// hold (the turn is given up once a body is gathered): three bodies and
+/// the allocator's slack, 117 to 156 MB in runs on this machine; eight
+/// at once would take sixteen.
 fn reads_large_bodies_one_at_a_time(d: &DaemonProcess) {
     const BODY: usize = 40_000_000;
     const CLIENTS: usize = 8;
@@ -162,7 +165,7 @@ fn reads_large_bodies_one_at_a_time(d: &DaemonProcess) {
     let grew = peak_rss_kb(d.child.id()).saturating_sub(before);
     eprintln!("{CLIENTS} bodies of {BODY} bytes at once: the peak grew by {grew} kB");
     assert!(
-        grew < (CLIENTS / 2 * BODY / 1024) as u64,
+        grew < (5 * BODY / 1024) as u64,
         "its peak grew by {grew} kB, as if the bodies were read at once"
     );
 }
